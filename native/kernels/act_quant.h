@@ -1,0 +1,39 @@
+// Activation quantizers: float tokens -> int8 codes + per-token scale and code sum.
+#pragma once
+#include <cstdint>
+
+namespace bitllm {
+
+// A batch of B quantized tokens, each K codes. The integer dot of a token with a weight row,
+// divided by `scale[b]`, is the float dot (y = dot / scale).
+struct QActs {
+  const int8_t* q;      // [B, ldq] codes
+  const float* scale;   // [B] s such that x ≈ q / s
+  const int32_t* sum;   // [B] Σ_k q[b, k]
+  const int32_t* bsum;  // [B, K/256] Σ of each 256-block of q; only for block-scaled weights, else nullptr
+  int64_t B;
+  int64_t K;
+  int64_t ldq;
+};
+
+// act_quant_i8 (BitNet b1.58 A8, bitnet.cpp quantize_row_i8_s):
+//   amax = max_k |x[b,k]|;  s = 127.0f / max(amax, 1e-5f)
+//   q = clamp(round_half_even(x * s), -128, 127)   (x * s is one float multiply, never fused)
+//   scale[b] = s, sum[b] = Σ q
+// act_quant_i4 (BitNet a4.8 A4 absmean, see DESIGN.md §3.1):
+//   beta = (Σ_k |x[b,k]|) / K  (float sum in k order, then one divide);  s = sqrt(7) / (beta + 1e-5f)
+//   q = clamp(round_half_even(x * s), -8, 7) stored one code per int8; scale[b] = s, sum[b] = Σ q
+// Inputs are finite floats. Rows are processed independently (callers split B across threads).
+using act_quant_fn = void (*)(const float* x,  // [B, ldx]
+                              int64_t ldx, int64_t B, int64_t K,
+                              int8_t* q,  // [B, ldq]
+                              int64_t ldq,
+                              float* scale,   // [B]
+                              int32_t* sum);  // [B]
+
+// Per-256-block sums of already quantized codes: bsum[b, j] = Σ_{k in block j} q[b, k]. K % 256 == 0.
+using act_block_sums_fn = void (*)(const int8_t* q,  // [B, ldq]
+                                   int64_t ldq, int64_t B, int64_t K,
+                                   int32_t* bsum);  // [B, K/256]
+
+}  // namespace bitllm

@@ -1,0 +1,8 @@
+// binary avx512 variant: placeholder fill (keeps the narrower variant) until the kernels land.
+#include "kernels.h"
+
+namespace bitllm {
+
+void fill_binary_avx512(KernelTable&, const CpuFeatures&) {}
+
+}  // namespace bitllm

@@ -1,0 +1,8 @@
+// dense scalar variant: placeholder fill (keeps the narrower variant) until the kernels land.
+#include "kernels.h"
+
+namespace bitllm {
+
+void fill_dense_scalar(KernelTable&, const CpuFeatures&) {}
+
+}  // namespace bitllm

@@ -1,0 +1,8 @@
+// ternary_i2 avx2 variant: placeholder fill (keeps the narrower variant) until the kernels land.
+#include "kernels.h"
+
+namespace bitllm {
+
+void fill_ternary_i2_avx2(KernelTable&, const CpuFeatures&) {}
+
+}  // namespace bitllm

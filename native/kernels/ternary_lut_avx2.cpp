@@ -1,0 +1,8 @@
+// ternary_lut avx2 variant: placeholder fill (keeps the narrower variant) until the kernels land.
+#include "kernels.h"
+
+namespace bitllm {
+
+void fill_ternary_lut_avx2(KernelTable&, const CpuFeatures&) {}
+
+}  // namespace bitllm

@@ -1,0 +1,8 @@
+// ternary_lut neon variant: placeholder fill (keeps the narrower variant) until the kernels land.
+#include "kernels.h"
+
+namespace bitllm {
+
+void fill_ternary_lut_neon(KernelTable&, const CpuFeatures&) {}
+
+}  // namespace bitllm

@@ -1,0 +1,8 @@
+// ternary_lut scalar variant: placeholder fill (keeps the narrower variant) until the kernels land.
+#include "kernels.h"
+
+namespace bitllm {
+
+void fill_ternary_lut_scalar(KernelTable&, const CpuFeatures&) {}
+
+}  // namespace bitllm

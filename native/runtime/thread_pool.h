@@ -1,0 +1,62 @@
+// A persistent thread pool: n-1 workers plus the calling thread. Workers spin briefly after each job
+// (decode issues jobs back to back), then sleep on a condition variable. No allocation per job.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace bitllm {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return n_threads_; }
+
+  // Runs fn(ctx, ith, nth) for ith in [0, nth) with nth = size(); ith 0 runs on the caller.
+  // Returns when every part has finished. Not re-entrant: one job at a time per pool.
+  void run(void (*fn)(void* ctx, int ith, int nth), void* ctx);
+
+  // Splits [0, n) into contiguous ranges, one per thread (balanced to within one unit), and calls
+  // body(begin, end) for every non-empty range.
+  template <typename Body>
+  void parallel_for(int64_t n, Body&& body) {
+    struct Job {
+      Body* body;
+      int64_t n;
+    } job{&body, n};
+    if (n <= 0) return;
+    if (n_threads_ == 1 || n == 1) {
+      body(int64_t{0}, n);
+      return;
+    }
+    run(
+        [](void* ctx, int ith, int nth) {
+          Job* j = static_cast<Job*>(ctx);
+          const int64_t b = j->n * ith / nth, e = j->n * (ith + 1) / nth;
+          if (b < e) (*j->body)(b, e);
+        },
+        &job);
+  }
+
+ private:
+  void worker_main(int ith);
+
+  int n_threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
+  void (*fn_)(void*, int, int) = nullptr;
+  void* ctx_ = nullptr;
+};
+
+}  // namespace bitllm
