@@ -192,6 +192,7 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   register_ternary_lut(env, exports);
   register_binary(env, exports);
   register_dense(env, exports);
+  register_bench(env, exports);
   return exports;
 }
 

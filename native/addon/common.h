@@ -88,5 +88,6 @@ void register_ternary(Napi::Env env, Napi::Object exports);
 void register_ternary_lut(Napi::Env env, Napi::Object exports);
 void register_binary(Napi::Env env, Napi::Object exports);
 void register_dense(Napi::Env env, Napi::Object exports);
+void register_bench(Napi::Env env, Napi::Object exports);
 
 }  // namespace bitllm

@@ -1,0 +1,90 @@
+#!/usr/bin/env node
+// bitllm command line.
+import { cpuInfo } from '../kernels/context.js';
+import type { Isa } from '../native.js';
+import { UsageError, intList, parseArgs } from './args.js';
+import { DEFAULT_SHAPES, KERNEL_CASES, defaultIsas, runKernelBench } from './bench-kernels.js';
+
+const USAGE = `usage: bitllm <command> [options]
+
+commands:
+  info                         CPU features, supported ISAs and the default kernel variants
+  bench kernels [--json]       kernel GEMV/GEMM throughput vs the machine's read bandwidth
+      --kernels a,b            kernels to run (default: all: ${KERNEL_CASES.map((k) => k.name).join(', ')})
+      --isa a,b                ISAs (default: every supported one)
+      -t, --threads 1,2        thread counts (default: 1,2)
+      --batch 1,8,128          batch sizes (default: 1,8,128)
+      --shapes MxK,...         shapes (default: the BitNet 2B-4T and 3B projections)
+      --seconds S              timed seconds per row (default 0.3)
+      --quick                  fewer, shorter rows (2560x2560 and 6912x2560, 0.05 s)
+      --no-reference           skip the TypeScript reference rows
+`;
+
+const VALUED = new Set(['kernels', 'isa', 'threads', 't', 'batch', 'shapes', 'seconds']);
+
+function list(v: string | true | undefined): string[] | undefined {
+  return typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { positionals, options } = parseArgs(argv, VALUED);
+  const [cmd, sub] = positionals;
+  if (!cmd || options.has('help') || options.has('h')) {
+    process.stdout.write(USAGE);
+    return cmd ? 0 : 1;
+  }
+  if (cmd === 'info') {
+    process.stdout.write(JSON.stringify(cpuInfo(), null, 2) + '\n');
+    return 0;
+  }
+  if (cmd === 'bench' && sub === 'kernels') {
+    const json = options.has('json');
+    const quick = options.has('quick');
+    const supported = defaultIsas();
+    const isas = (list(options.get('isa')) ?? supported) as Isa[];
+    for (const isa of isas) if (!supported.includes(isa)) throw new UsageError(`--isa ${isa} is not supported here (supported: ${supported.join(', ')})`);
+    const kernels = list(options.get('kernels')) ?? KERNEL_CASES.map((k) => k.name);
+    for (const k of kernels) if (!KERNEL_CASES.some((c) => c.name === k)) throw new UsageError(`unknown kernel '${k}'`);
+    const shapesOpt = list(options.get('shapes'));
+    const shapes = shapesOpt
+      ? shapesOpt.map((s) => {
+          const m = /^(\d+)x(\d+)$/.exec(s);
+          if (!m) throw new UsageError(`--shapes: expected MxK, got '${s}'`);
+          return [Number(m[1]), Number(m[2])] as [number, number];
+        })
+      : quick ? [[2560, 2560], [6912, 2560]] as Array<[number, number]> : DEFAULT_SHAPES;
+    const secondsOpt = options.get('seconds');
+    const seconds = typeof secondsOpt === 'string' ? Number(secondsOpt) : quick ? 0.05 : 0.3;
+    if (!(seconds > 0)) throw new UsageError('--seconds must be a positive number');
+    const rows: Array<Record<string, unknown>> = [];
+    runKernelBench({
+      kernels,
+      isas,
+      threads: intList(options.get('threads') ?? options.get('t'), 'threads', [1, 2]),
+      batches: intList(options.get('batch'), 'batch', [1, 8, 128]),
+      shapes,
+      seconds,
+      reference: !options.has('no-reference'),
+      coldBytes: quick ? 64 << 20 : 256 << 20,
+      emit: (line) => {
+        if (json) process.stdout.write(JSON.stringify(line) + '\n');
+        else rows.push(line);
+      },
+    });
+    if (!json) console.table(rows);
+    return 0;
+  }
+  throw new UsageError(`unknown command '${positionals.join(' ')}'`);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof UsageError) {
+      process.stderr.write(`bitllm: ${err.message}\n\n${USAGE}`);
+      process.exit(2);
+    }
+    process.stderr.write(`bitllm: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,5 @@
+// bitllm/kernels: the low-level kernel API (contexts, quantizers, GEMMs, repackers) and the
+// TypeScript reference kernels with the same contracts.
+export * from './context.js';
+export * from './ternary.js';
+export * as reference from '../reference/index.js';

@@ -1,0 +1,4 @@
+// Pure-TypeScript reference kernels: the correctness oracle for every native variant.
+export * from './act_quant.js';
+export * from './numeric.js';
+export * from './ternary.js';

@@ -1,0 +1,139 @@
+#include "probes.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+namespace bitllm {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+uint64_t sum_range(const uint64_t* p, int64_t n) {  // p: [n]
+  // Eight independent lanes so the loads, not the adds, set the pace; the compiler vectorizes it.
+  uint64_t acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t i = 0; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += p[i + j];
+  uint64_t s = 0;
+  for (int j = 0; j < 8; ++j) s += acc[j];
+  return s;
+}
+
+#if defined(__x86_64__) || defined(_M_X64)
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) int64_t vnni_loop(int64_t iters) {
+  __m512i acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_epi32(i);
+  const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-5);
+  for (int64_t it = 0; it < iters; ++it) {
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
+    __asm__ volatile("" : "+v"(acc[0]), "+v"(acc[1]), "+v"(acc[2]), "+v"(acc[3]), "+v"(acc[4]), "+v"(acc[5]));
+  }
+  __m512i s = acc[0];
+  for (int i = 1; i < 12; ++i) s = _mm512_add_epi32(s, acc[i]);
+  alignas(64) int32_t lanes[16];
+  _mm512_store_si512(reinterpret_cast<__m512i*>(lanes), s);
+  int64_t total = 0;
+  for (int32_t v : lanes) total += v;
+  return total;
+}
+constexpr int64_t kVnniOpsPerIter = 12 * 64 * 2;
+#endif
+
+#if defined(__aarch64__)
+__attribute__((target("+dotprod"))) int64_t sdot_loop(int64_t iters) {
+  int32x4_t acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = vdupq_n_s32(i);
+  const int8x16_t a = vdupq_n_s8(3), b = vdupq_n_s8(-5);
+  for (int64_t it = 0; it < iters; ++it) {
+    for (int i = 0; i < 12; ++i) acc[i] = vdotq_s32(acc[i], a, b);
+    __asm__ volatile("" : "+w"(acc[0]), "+w"(acc[1]), "+w"(acc[2]), "+w"(acc[3]));
+  }
+  int32x4_t s = acc[0];
+  for (int i = 1; i < 12; ++i) s = vaddq_s32(s, acc[i]);
+  return vaddvq_s32(s);
+}
+constexpr int64_t kSdotOpsPerIter = 12 * 16 * 2;
+#endif
+
+}  // namespace
+
+double probe_read_bandwidth(ThreadPool& pool, int64_t bytes, int reps) {
+  const int64_t n = (bytes / 4096) * 4096 / 8;
+  if (n <= 0) return 0.0;
+  std::unique_ptr<uint64_t[]> buf(new uint64_t[static_cast<size_t>(n)]);
+  pool.parallel_for(n, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) buf[static_cast<size_t>(i)] = static_cast<uint64_t>(i);
+  });
+  const int nth = pool.size();
+  std::atomic<uint64_t> sink{0};
+  double best = 0.0;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    pool.parallel_for(nth, [&](int64_t b, int64_t e) {
+      for (int64_t part = b; part < e; ++part) {
+        const int64_t lo = n * part / nth, hi = n * (part + 1) / nth;
+        sink.fetch_add(sum_range(buf.get() + lo, hi - lo), std::memory_order_relaxed);
+      }
+    });
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double gbps = static_cast<double>(n * 8) / s / 1e9;
+    if (gbps > best) best = gbps;
+  }
+  if (sink.load() == 42) std::abort();  // keeps the sums observable
+  return best;
+}
+
+double probe_int8_peak(ThreadPool& pool, const CpuFeatures& f, double seconds, const char** name) {
+  int64_t (*loop)(int64_t) = nullptr;
+  int64_t ops_per_iter = 0;
+  *name = "none";
+#if defined(__x86_64__) || defined(_M_X64)
+  if (f.avx512f && f.avx512bw && f.avx512vnni) {
+    loop = vnni_loop;
+    ops_per_iter = kVnniOpsPerIter;
+    *name = "vpdpbusd zmm";
+  }
+#endif
+#if defined(__aarch64__)
+  if (f.dotprod) {
+    loop = sdot_loop;
+    ops_per_iter = kSdotOpsPerIter;
+    *name = "sdot";
+  }
+#endif
+  if (!loop) return 0.0;
+  // Calibrate iterations for ~seconds on one thread, then run on all threads at once.
+  int64_t iters = 1 << 16;
+  std::atomic<int64_t> sink{0};
+  for (;;) {
+    const auto t0 = Clock::now();
+    sink += loop(iters);
+    if (std::chrono::duration<double>(Clock::now() - t0).count() > seconds / 4 || iters > (int64_t{1} << 34)) break;
+    iters *= 2;
+  }
+  const int nth = pool.size();
+  double best = 0.0;
+  for (int r = 0; r < 3; ++r) {
+    const auto t0 = Clock::now();
+    pool.parallel_for(nth, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) sink += loop(iters);
+    });
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double gops = static_cast<double>(iters * ops_per_iter * nth) / s / 1e9;
+    if (gops > best) best = gops;
+  }
+  if (sink.load() == 42) std::abort();
+  return best;
+}
+
+}  // namespace bitllm

@@ -1,0 +1,59 @@
+// Shared test helpers: deterministic RNG, one kernel context per supported ISA, bit comparison.
+import { expect } from 'vitest';
+
+import { KernelContext, cpuInfo } from '../lib/kernels/context.js';
+import type { Isa } from '../lib/native.js';
+
+/** Every ISA this machine supports, each with a 2-thread context (threads split tiles). */
+export function contextsPerIsa(threads = 2): Array<[Isa, KernelContext]> {
+  return cpuInfo().supportedIsas.map((isa) => [isa, new KernelContext({ isa, threads })]);
+}
+
+/** mulberry32: small, deterministic, good enough for test data. */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function randInt(r: () => number, lo: number, hi: number): number {
+  return lo + Math.floor(r() * (hi - lo + 1));
+}
+
+export function randomTrits(r: () => number, n: number, zeroProb = 1 / 3): Int8Array {
+  const t = new Int8Array(n);
+  for (let i = 0; i < n; i++) t[i] = r() < zeroProb ? 0 : r() < 0.5 ? -1 : 1;
+  return t;
+}
+
+export function randomNormal(r: () => number, n: number, scale = 1): Float32Array {
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = r() + 1e-12;
+    x[i] = scale * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * r());
+  }
+  return x;
+}
+
+/** Asserts two float arrays are identical bit for bit (reports the first difference). */
+export function expectSameBits(got: Float32Array, want: Float32Array, what: string): void {
+  expect(got.length, `${what}: length`).toBe(want.length);
+  const a = new Uint32Array(got.buffer, got.byteOffset, got.length);
+  const b = new Uint32Array(want.buffer, want.byteOffset, want.length);
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] !== b[i]) expect.fail(`${what}: element ${i} is ${got[i]}, reference ${want[i]}`);
+  }
+}
+
+/** Asserts typed integer arrays are equal (reports the first difference). */
+export function expectSameInts(got: ArrayLike<number>, want: ArrayLike<number>, what: string): void {
+  expect(got.length, `${what}: length`).toBe(want.length);
+  for (let i = 0; i < got.length; i++) {
+    if (got[i] !== want[i]) expect.fail(`${what}: element ${i} is ${got[i]}, reference ${want[i]}`);
+  }
+}
