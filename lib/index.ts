@@ -1,4 +1,4 @@
 // bitllm public API.
 export * from './errors.js';
-export { KernelContext, cpuInfo } from './kernels/context.js';
+export { KernelContext, cpuInfo, kernelInfo } from './kernels/context.js';
 export type { ContextOptions, CpuInfo, Isa } from './kernels/context.js';

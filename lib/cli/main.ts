@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // bitllm command line.
-import { cpuInfo } from '../kernels/context.js';
+import { kernelInfo } from '../kernels/context.js';
 import type { Isa } from '../native.js';
 import { UsageError, intList, parseArgs } from './args.js';
 import { DEFAULT_SHAPES, KERNEL_CASES, defaultIsas, runKernelBench } from './bench-kernels.js';
@@ -34,7 +34,7 @@ async function main(argv: string[]): Promise<number> {
     return cmd ? 0 : 1;
   }
   if (cmd === 'info') {
-    process.stdout.write(JSON.stringify(cpuInfo(), null, 2) + '\n');
+    process.stdout.write(JSON.stringify(kernelInfo(), null, 2) + '\n');
     return 0;
   }
   if (cmd === 'bench' && sub === 'kernels') {

@@ -42,3 +42,8 @@ export class KernelContext {
 export function cpuInfo(): CpuInfo {
   return loadNative().cpuInfo();
 }
+
+/** CPU features plus, for a context with `options`, the ISA and the variant chosen per kernel. */
+export function kernelInfo(options: ContextOptions = {}): { cpu: CpuInfo; context: NativeContextInfo } {
+  return { cpu: cpuInfo(), context: new KernelContext(options).info() };
+}

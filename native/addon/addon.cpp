@@ -193,6 +193,7 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   register_binary(env, exports);
   register_dense(env, exports);
   register_bench(env, exports);
+  register_file(env, exports);
   return exports;
 }
 
