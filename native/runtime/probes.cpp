@@ -50,7 +50,7 @@ constexpr int64_t kVnniOpsPerIter = 12 * 64 * 2;
 #endif
 
 #if defined(__aarch64__)
-__attribute__((target("+dotprod"))) int64_t sdot_loop(int64_t iters) {
+__attribute__((target("arch=armv8.2-a+dotprod"))) int64_t sdot_loop(int64_t iters) {
   int32x4_t acc[12];
   for (int i = 0; i < 12; ++i) acc[i] = vdupq_n_s32(i);
   const int8x16_t a = vdupq_n_s8(3), b = vdupq_n_s8(-5);
