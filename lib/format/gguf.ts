@@ -149,8 +149,19 @@ class Cursor {
       return { itemType, value: out };
     }
     if (itemType === GgufType.STRING) {
+      // Hot for tokenizer vocabularies (hundreds of thousands of strings): no per-item labels or BigInts.
       const out: string[] = new Array<string>(n);
-      for (let i = 0; i < n; i++) out[i] = this.string(`${what}[${i}]`);
+      const end = this.bytes.byteLength;
+      for (let i = 0; i < n; i++) {
+        if (this.pos + 8 > end) this.fail(`truncated: ${what}[${i}] length`);
+        const lo = this.view.getUint32(this.pos, true);
+        const hi = this.view.getUint32(this.pos + 4, true);
+        this.pos += 8;
+        if (hi !== 0 || lo > MAX_STRING) this.fail(`${what}[${i}] length exceeds ${MAX_STRING}`);
+        if (this.pos + lo > end) this.fail(`truncated: ${what}[${i}] needs ${lo} bytes, ${end - this.pos} left`);
+        out[i] = textDecoder.decode(this.bytes.subarray(this.pos, this.pos + lo));
+        this.pos += lo;
+      }
       return { itemType, value: out };
     }
     if (depth > 2) this.fail(`${what}: arrays nested too deeply`);
