@@ -78,13 +78,27 @@ export function repackTernary(ctx: KernelContext, type: TernaryFileType, src: Ui
   return { codes, scales: blockScales, M, K, scaleMode: ScaleMode.Block };
 }
 
-/** Float weights [M, K] ternarized with absmean gamma (trit = clamp(rne(w / gamma), -1, 1)), tensor scale gamma. */
+/**
+ * Float weights [M, K] → T2R16 with trit = clamp(rne(w / gamma), -1, 1) and tensor scale gamma.
+ * Default gamma: weights that are already ternary ({-g, 0, +g}, as converters write them) keep g
+ * exactly; any other tensor gets absmean, gamma = mean|W| (BitNet b1.58's quantizer).
+ */
 export function repackTernaryF32(ctx: KernelContext, w: Float32Array, M: number, K: number, gamma?: number): TernaryMatrix {
   let g = gamma;
   if (g === undefined) {
     let s = 0;
-    for (let i = 0; i < w.length; i++) s += Math.abs(w[i]!);
-    g = Math.max(s / w.length, 1e-5);
+    let amax = 0;
+    for (let i = 0; i < w.length; i++) {
+      const a = Math.abs(w[i]!);
+      s += a;
+      if (a > amax) amax = a;
+    }
+    let ternary = amax > 0;
+    for (let i = 0; i < w.length && ternary; i++) {
+      const a = Math.abs(w[i]!);
+      ternary = a === 0 || a === amax;
+    }
+    g = ternary ? amax : Math.max(s / w.length, 1e-5);
   }
   const codes = new Uint8Array(t2CodeBytes(M, K));
   binding<(c: unknown, w: Float32Array, M: number, K: number, g: number, codes: Uint8Array) => void>('repackTernaryF32')(ctx.handle, w, M, K, g, codes);

@@ -1,0 +1,153 @@
+// The BitNet b1.58 block (formats.md §2.1) on the native kernels:
+//   h = x + Wo·subnorm_attn(Attn(RoPE(Wq·n), RoPE(Wk·n), Wv·n)),  n = RMSNorm_attn(x)
+//   y = h + Wdown·subnorm_ffn(act(Wgate·m) ⊙ Wup·m),               m = RMSNorm_ffn(h)
+//   logits = RMSNorm_out(y_L) · headᵀ
+// Every projection input is quantized per token to int8 (A8) before its ternary GEMM.
+import { ModelFormatError } from '../errors.js';
+import type { KernelContext } from '../kernels/context.js';
+import { f16Gemm, f16GetRows, q8Gemm, q8GetRows } from '../kernels/dense.js';
+import { attentionF16, gluRelu2, gluSilu, kvStoreF16, rmsnorm, ropeNeox } from '../kernels/ops.js';
+import { type QuantizedActivations, allocActivations, quantizeActivationsI8, ternaryGemm } from '../kernels/ternary.js';
+import type { KvCache } from '../engine/kv-cache.js';
+import type { BitnetConfig } from './config.js';
+import type { BitnetWeights, HeadMatrix } from './weights.js';
+
+/** Scratch buffers for B tokens, grown on demand and reused across calls. */
+class Scratch {
+  B = 0;
+  x!: Float32Array; // [B, d] residual stream
+  h!: Float32Array; // [B, max(d, ff)] normed input
+  qkv!: Float32Array; // [B, d + 2 dkv]
+  q!: Float32Array; // [B, d]
+  k!: Float32Array; // [B, dkv]
+  v!: Float32Array; // [B, dkv]
+  attn!: Float32Array; // [B, d]
+  o!: Float32Array; // [B, d]
+  gu!: Float32Array; // [B, 2 ff]
+  ffh!: Float32Array; // [B, ff]
+  acts!: QuantizedActivations; // [B, max(d, ff)]
+  pos!: Int32Array; // [B]
+
+  ensure(B: number, cfg: BitnetConfig): void {
+    if (B <= this.B) return;
+    const d = cfg.nEmbd;
+    const dkv = cfg.nHeadKv * cfg.headDim;
+    const ff = cfg.nFf;
+    this.B = B;
+    this.x = new Float32Array(B * d);
+    this.h = new Float32Array(B * Math.max(d, ff));
+    this.qkv = new Float32Array(B * (d + 2 * dkv));
+    this.q = new Float32Array(B * d);
+    this.k = new Float32Array(B * dkv);
+    this.v = new Float32Array(B * dkv);
+    this.attn = new Float32Array(B * d);
+    this.o = new Float32Array(B * d);
+    this.gu = new Float32Array(B * 2 * ff);
+    this.ffh = new Float32Array(B * ff);
+    this.acts = allocActivations(B, Math.max(d, ff));
+    this.pos = new Int32Array(B);
+  }
+}
+
+function view<T extends Float32Array | Int8Array | Int32Array>(a: T, n: number): T {
+  return a.subarray(0, n) as T;
+}
+
+export class BitnetModel {
+  private readonly scratch = new Scratch();
+
+  constructor(
+    readonly ctx: KernelContext,
+    readonly cfg: BitnetConfig,
+    readonly weights: BitnetWeights,
+  ) {}
+
+  /** Quantizes x [B, K] to int8 in the shared activation buffer. */
+  private quant(x: Float32Array, B: number, K: number): QuantizedActivations {
+    const a = this.scratch.acts;
+    const out: QuantizedActivations = { q: view(a.q, B * K), scale: view(a.scale, B), sum: view(a.sum, B), B, K };
+    return quantizeActivationsI8(this.ctx, view(x, B * K), B, K, out);
+  }
+
+  private embed(tokens: ArrayLike<number>, out: Float32Array): void {
+    const ids = Int32Array.from(tokens as ArrayLike<number>);
+    for (let i = 0; i < ids.length; i++)
+      if (!(ids[i]! >= 0 && ids[i]! < this.cfg.nVocab)) throw new RangeError(`token id ${ids[i]} at index ${i} is outside the vocabulary [0, ${this.cfg.nVocab})`);
+    const e = this.weights.tokEmbd;
+    if (e.kind === 'f16') f16GetRows(this.ctx, e.m, ids, out);
+    else q8GetRows(this.ctx, e.m, ids, out);
+  }
+
+  private head(h: HeadMatrix, x: Float32Array, B: number, out: Float32Array): void {
+    if (h.kind === 'f16') f16Gemm(this.ctx, h.m, x, B, out);
+    else q8Gemm(this.ctx, h.m, this.quant(x, B, this.cfg.nEmbd), out);
+  }
+
+  /**
+   * Runs tokens at positions [kv.length, kv.length + B) through the model, appends their K/V, and
+   * returns logits [n, vocab] for the last `n = allLogits ? B : 1` tokens.
+   */
+  forward(tokens: ArrayLike<number>, kv: KvCache, allLogits = false): Float32Array {
+    const cfg = this.cfg;
+    const B = tokens.length;
+    if (B === 0) throw new RangeError('forward: no tokens');
+    kv.reserve(B);
+    const s = this.scratch;
+    s.ensure(B, cfg);
+    const d = cfg.nEmbd;
+    const ff = cfg.nFf;
+    const dkv = cfg.nHeadKv * cfg.headDim;
+    const nqkv = d + 2 * dkv;
+    const x = view(s.x, B * d);
+    const pos = view(s.pos, B);
+    for (let b = 0; b < B; b++) pos[b] = kv.length + b;
+    this.embed(tokens, x);
+    const scale = 1 / Math.sqrt(cfg.headDim);
+    const h = view(s.h, B * d);
+    const q = view(s.q, B * d);
+    const k = view(s.k, B * dkv);
+    const v = view(s.v, B * dkv);
+    const attn = view(s.attn, B * d);
+    const o = view(s.o, B * d);
+    const qkv = view(s.qkv, B * nqkv);
+    const gu = view(s.gu, B * 2 * ff);
+    const ffh = view(s.ffh, B * ff);
+    for (let l = 0; l < cfg.nLayer; l++) {
+      const w = this.weights.layers[l]!;
+      // Attention.
+      rmsnorm(this.ctx, x, w.attnNorm, B, d, cfg.eps, h);
+      ternaryGemm(this.ctx, w.wqkv, this.quant(h, B, d), qkv);
+      for (let b = 0; b < B; b++) {
+        const row = b * nqkv;
+        q.set(qkv.subarray(row, row + d), b * d);
+        k.set(qkv.subarray(row + d, row + d + dkv), b * dkv);
+        v.set(qkv.subarray(row + d + dkv, row + nqkv), b * dkv);
+      }
+      ropeNeox(this.ctx, q, pos, cfg.nHead, cfg.headDim, cfg.nRot, cfg.ropeTheta);
+      ropeNeox(this.ctx, k, pos, cfg.nHeadKv, cfg.headDim, cfg.nRot, cfg.ropeTheta);
+      kvStoreF16(this.ctx, k, pos, kv.k[l]!, kv.shape);
+      kvStoreF16(this.ctx, v, pos, kv.v[l]!, kv.shape);
+      attentionF16(this.ctx, q, kv.k[l]!, kv.v[l]!, pos, cfg.nHead, kv.shape, scale, attn);
+      rmsnorm(this.ctx, attn, w.attnSubNorm, B, d, cfg.eps, attn);
+      ternaryGemm(this.ctx, w.wo, this.quant(attn, B, d), o);
+      for (let i = 0; i < B * d; i++) x[i] = x[i]! + o[i]!;
+      // Feed-forward.
+      rmsnorm(this.ctx, x, w.ffnNorm, B, d, cfg.eps, h);
+      ternaryGemm(this.ctx, w.wgu, this.quant(h, B, d), gu);
+      if (cfg.activation === 'relu2') gluRelu2(this.ctx, gu, B, ff, ffh);
+      else gluSilu(this.ctx, gu, B, ff, ffh);
+      rmsnorm(this.ctx, ffh, w.ffnSubNorm, B, ff, cfg.eps, ffh);
+      ternaryGemm(this.ctx, w.wdown, this.quant(ffh, B, ff), o);
+      for (let i = 0; i < B * d; i++) x[i] = x[i]! + o[i]!;
+    }
+    kv.length += B;
+    const n = allLogits ? B : 1;
+    const last = x.subarray((B - n) * d, B * d);
+    const normed = view(s.h, n * d);
+    rmsnorm(this.ctx, last, this.weights.outputNorm, n, d, cfg.eps, normed);
+    const logits = new Float32Array(n * cfg.nVocab);
+    this.head(this.weights.output, normed, n, logits);
+    return logits;
+  }
+}
+

@@ -1,0 +1,220 @@
+// Looks up, validates and repacks the tensors of a BitNet-family GGUF into kernel layouts.
+// Ternary projections become T2R16 (fused where they share an input: q|k|v, gate|up); norms are
+// float views; the token embedding stays a zero-copy F16 view (or a Q8R16 repack) and doubles as
+// the lm_head when the file has no output.weight.
+import { ModelFormatError } from '../errors.js';
+import type { GgufFile, GgufTensorInfo } from '../format/gguf.js';
+import { GGML } from '../format/types.js';
+import type { KernelContext } from '../kernels/context.js';
+import { type F16Matrix, type Q8Matrix, repackQ8 } from '../kernels/dense.js';
+import { ScaleMode, type TernaryMatrix, repackTernary, repackTernaryF32 } from '../kernels/ternary.js';
+import { binding } from '../native.js';
+import { halfToFloat } from '../reference/numeric.js';
+import { SCALE_BLOCK_K, T2_ROWS, scaleCount, t2Tiles } from '../reference/ternary.js';
+import type { BitnetConfig } from './config.js';
+
+export type HeadMatrix = { kind: 'f16'; m: F16Matrix } | { kind: 'q8'; m: Q8Matrix };
+
+export interface BitnetLayer {
+  attnNorm: Float32Array; // [nEmbd]
+  attnSubNorm: Float32Array; // [nEmbd]
+  ffnNorm: Float32Array; // [nEmbd]
+  ffnSubNorm: Float32Array; // [nFf]
+  wqkv: TernaryMatrix; // [nEmbd + 2 nKv, nEmbd]: q rows, then k, then v
+  wo: TernaryMatrix; // [nEmbd, nEmbd]
+  wgu: TernaryMatrix; // [2 nFf, nEmbd]: gate rows, then up
+  wdown: TernaryMatrix; // [nEmbd, nFf]
+}
+
+export interface BitnetWeights {
+  tokEmbd: HeadMatrix; // [nVocab, nEmbd]
+  outputNorm: Float32Array; // [nEmbd]
+  output: HeadMatrix; // lm_head [nVocab, nEmbd] (token_embd when tied)
+  layers: BitnetLayer[];
+  /** Bytes of weights one decode step reads (ternary layers + head). */
+  bytesPerToken: number;
+}
+
+export interface LoadWeightsOptions {
+  /** lm_head / embedding storage: keep F16 or repack to q8 (per-32-block int8). */
+  headType?: 'f16' | 'q8';
+}
+
+class TensorTable {
+  private readonly byName: Map<string, GgufTensorInfo>;
+  constructor(readonly file: GgufFile) {
+    this.byName = new Map(file.tensors.map((t) => [t.name, t]));
+  }
+  fail(name: string, msg: string): never {
+    throw new ModelFormatError(`${this.file.source}: tensor '${name}': ${msg}`);
+  }
+  get(name: string, dims: number[], optional = false): GgufTensorInfo | undefined {
+    const t = this.byName.get(name);
+    if (!t) {
+      if (optional) return undefined;
+      throw new ModelFormatError(`${this.file.source}: missing tensor '${name}'`);
+    }
+    const got = t.dims.filter((d, i) => i < dims.length || d !== 1);
+    if (got.length !== dims.length || got.some((d, i) => d !== dims[i]))
+      this.fail(name, `shape [${t.dims.join(', ')}] does not match the expected [${dims.join(', ')}]`);
+    return t;
+  }
+  bytes(t: GgufTensorInfo): Uint8Array {
+    return this.file.bytes.subarray(t.offset, t.offset + t.nbytes);
+  }
+  /** F32 vector (norm weights): a zero-copy view when aligned, else a copy. F16 is widened. */
+  vector(name: string, n: number): Float32Array {
+    const t = this.get(name, [n])!;
+    const b = this.bytes(t);
+    if (t.type === GGML.F32) {
+      if ((b.byteOffset & 3) === 0) return new Float32Array(b.buffer, b.byteOffset, n);
+      return new Float32Array(b.slice().buffer);
+    }
+    if (t.type === GGML.F16) {
+      const h = new Uint16Array(b.slice().buffer);
+      return Float32Array.from(h, halfToFloat);
+    }
+    return this.fail(name, `type ${t.typeName} is not supported for a norm weight (F32 or F16)`);
+  }
+}
+
+function loadTernary(ctx: KernelContext, tt: TensorTable, name: string, M: number, K: number): TernaryMatrix {
+  const t = tt.get(name, [K, M])!;
+  const src = tt.bytes(t);
+  let w: TernaryMatrix;
+  switch (t.type) {
+    case GGML.I2_S:
+      if (t.typeName !== 'I2_S') tt.fail(name, `type id 36 is I2_S only in bitnet.cpp files`);
+      w = repackTernary(ctx, 'i2_s', src, M, K, name);
+      break;
+    case GGML.TQ2_0:
+      w = repackTernary(ctx, 'tq2_0', src, M, K, name);
+      break;
+    case GGML.TQ1_0:
+      w = repackTernary(ctx, 'tq1_0', src, M, K, name);
+      break;
+    case GGML.F32: {
+      const f = (src.byteOffset & 3) === 0 ? new Float32Array(src.buffer, src.byteOffset, M * K) : new Float32Array(src.slice().buffer);
+      w = repackTernaryF32(ctx, f, M, K);
+      break;
+    }
+    default:
+      return tt.fail(name, `type ${t.typeName} is not a ternary type (I2_S, TQ2_0, TQ1_0, F32)`);
+  }
+  // Upstream llama.cpp files may carry a separate per-tensor scale.
+  const scaleName = name.replace(/\.weight$/, '.scale');
+  const st = tt.get(scaleName, [1], true);
+  if (st) {
+    if (st.type !== GGML.F32) tt.fail(scaleName, `type ${st.typeName} must be F32`);
+    const s = new DataView(tt.file.bytes.buffer, tt.file.bytes.byteOffset + st.offset, 4).getFloat32(0, true);
+    w = { ...w, scales: w.scales.map((v) => Math.fround(v * s)) };
+  }
+  return w;
+}
+
+/** Scales of `w` expressed in `mode` (tensor → row → block widening). */
+function widenScales(w: TernaryMatrix, mode: ScaleMode): Float32Array {
+  if (w.scaleMode === mode) return w.scales;
+  const tiles = t2Tiles(w.M);
+  const nb = w.K / SCALE_BLOCK_K;
+  const rowScale = (m: number) => (w.scaleMode === ScaleMode.Tensor ? w.scales[0]! : w.scales[m]!);
+  const out = new Float32Array(scaleCount(w.M, w.K, mode));
+  if (mode === ScaleMode.Row) for (let m = 0; m < tiles * T2_ROWS; m++) out[m] = m < w.M ? rowScale(m) : 0;
+  else
+    for (let t = 0; t < tiles; t++)
+      for (let j = 0; j < nb; j++)
+        for (let r = 0; r < T2_ROWS; r++) {
+          const m = t * T2_ROWS + r;
+          out[(t * nb + j) * T2_ROWS + r] = m < w.M ? rowScale(m) : 0;
+        }
+  return out;
+}
+
+/** Stacks matrices with the same K along M (each M a multiple of 16) into one, for a fused GEMM. */
+export function fuseTernary(parts: TernaryMatrix[]): TernaryMatrix {
+  const K = parts[0]!.K;
+  if (parts.some((p) => p.K !== K || p.M % T2_ROWS !== 0)) throw new RangeError('fuseTernary: parts need equal K and M % 16 == 0');
+  const same = parts.every((p) => p.scaleMode === ScaleMode.Tensor && p.scales[0] === parts[0]!.scales[0]);
+  const mode = same ? ScaleMode.Tensor : parts.some((p) => p.scaleMode === ScaleMode.Block) ? ScaleMode.Block : ScaleMode.Row;
+  const M = parts.reduce((a, p) => a + p.M, 0);
+  const codes = new Uint8Array(parts.reduce((a, p) => a + p.codes.byteLength, 0));
+  const scales = new Float32Array(scaleCount(M, K, mode));
+  let co = 0;
+  let so = 0;
+  for (const p of parts) {
+    codes.set(p.codes, co);
+    co += p.codes.byteLength;
+    if (mode !== ScaleMode.Tensor) {
+      const s = widenScales(p, mode);
+      scales.set(s, so);
+      so += s.length;
+    }
+  }
+  if (mode === ScaleMode.Tensor) scales[0] = parts[0]!.scales[0]!;
+  return { codes, scales, M, K, scaleMode: mode };
+}
+
+function loadHead(ctx: KernelContext, tt: TensorTable, name: string, cfg: BitnetConfig, headType: 'f16' | 'q8', optional: boolean): HeadMatrix | undefined {
+  const t = tt.get(name, [cfg.nEmbd, cfg.nVocab], optional);
+  if (!t) return undefined;
+  const src = tt.bytes(t);
+  const M = cfg.nVocab;
+  const K = cfg.nEmbd;
+  if (t.type === GGML.F16) {
+    const data = (src.byteOffset & 1) === 0 ? new Uint16Array(src.buffer, src.byteOffset, M * K) : new Uint16Array(src.slice().buffer);
+    if (headType === 'q8') return { kind: 'q8', m: repackQ8(ctx, 'f16', data, M, K, name) };
+    return { kind: 'f16', m: { data, M, K } };
+  }
+  if (t.type === GGML.Q8_0) return { kind: 'q8', m: repackQ8(ctx, 'q8_0', src, M, K, name) };
+  if (t.type === GGML.F32) {
+    const f = (src.byteOffset & 3) === 0 ? new Float32Array(src.buffer, src.byteOffset, M * K) : new Float32Array(src.slice().buffer);
+    return { kind: 'q8', m: repackQ8(ctx, 'f32', f, M, K, name) };
+  }
+  return tt.fail(name, `type ${t.typeName} is not supported for embeddings / lm_head (F16, Q8_0, F32)`);
+}
+
+function headBytes(h: HeadMatrix): number {
+  return h.kind === 'f16' ? h.m.data.byteLength : h.m.data.byteLength;
+}
+
+export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: BitnetConfig, opts: LoadWeightsOptions = {}): BitnetWeights {
+  const tt = new TensorTable(file);
+  const headType = opts.headType ?? 'f16';
+  const { nEmbd: d, nFf: ff, nHeadKv, headDim, nLayer } = cfg;
+  const dkv = nHeadKv * headDim;
+  const tokEmbd = loadHead(ctx, tt, 'token_embd.weight', cfg, headType, false)!;
+  const output = loadHead(ctx, tt, 'output.weight', cfg, headType, true) ?? tokEmbd;
+  const outputNorm = tt.vector('output_norm.weight', d);
+  const layers: BitnetLayer[] = [];
+  const advise = binding<(b: ArrayBuffer, o: number, l: number, a: string) => void>('adviseMapping');
+  let ternaryBytes = 0;
+  for (let l = 0; l < nLayer; l++) {
+    const p = `blk.${l}.`;
+    const tern = (n: string, M: number, K: number) => loadTernary(ctx, tt, `${p}${n}.weight`, M, K);
+    const q = tern('attn_q', d, d);
+    const k = tern('attn_k', dkv, d);
+    const v = tern('attn_v', dkv, d);
+    const gate = tern('ffn_gate', ff, d);
+    const up = tern('ffn_up', ff, d);
+    const canFuse = d % T2_ROWS === 0 && dkv % T2_ROWS === 0 && ff % T2_ROWS === 0;
+    if (!canFuse) throw new ModelFormatError(`${file.source}: layer ${l}: projection sizes (${d}, ${dkv}, ${ff}) must be multiples of 16`);
+    const layer: BitnetLayer = {
+      attnNorm: tt.vector(`${p}attn_norm.weight`, d),
+      attnSubNorm: tt.vector(`${p}attn_sub_norm.weight`, d),
+      ffnNorm: tt.vector(`${p}ffn_norm.weight`, d),
+      ffnSubNorm: tt.vector(`${p}ffn_sub_norm.weight`, ff),
+      wqkv: fuseTernary([q, k, v]),
+      wo: tern('attn_output', d, d),
+      wgu: fuseTernary([gate, up]),
+      wdown: tern('ffn_down', d, ff),
+    };
+    for (const m of [layer.wqkv, layer.wo, layer.wgu, layer.wdown]) ternaryBytes += m.codes.byteLength;
+    layers.push(layer);
+    // The file's copy of these projections is not read again: let the kernel drop its pages.
+    for (const n of ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down']) {
+      const t = file.tensors.find((x) => x.name === `${p}${n}.weight`)!;
+      advise(file.bytes.buffer as ArrayBuffer, file.bytes.byteOffset + t.offset, t.nbytes, 'dontneed');
+    }
+  }
+  return { tokEmbd, outputNorm, output, layers, bytesPerToken: ternaryBytes + headBytes(output) };
+}

@@ -1,0 +1,77 @@
+// bitnet.cpp oracle: ../shared/golden holds a bitnet-b1.58 model (I2_S, and the same trits as TQ2_0)
+// with bitnet.cpp's logits for a 48-token sequence, all rows from one batch.
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+import { describe, expect, it } from 'vitest';
+
+import { KvCache } from '../lib/engine/kv-cache.js';
+import { readGguf } from '../lib/format/gguf.js';
+import { BitnetModel } from '../lib/model/bitnet.js';
+import { configFromGguf } from '../lib/model/config.js';
+import { loadBitnetWeights } from '../lib/model/weights.js';
+import { contextsPerIsa } from './helpers.js';
+
+const golden = (p: string) => fileURLToPath(new URL(`../../shared/golden/${p}`, import.meta.url));
+const meta = JSON.parse(readFileSync(golden('small-b158-i2s-s11.json'), 'utf8')) as { tokens: number[]; n_vocab: number };
+const gold = new Float32Array(readFileSync(golden('small-b158-i2s-s11.logits.f32')).buffer.slice(0));
+
+function compare(logits: Float32Array) {
+  const V = meta.n_vocab;
+  let minCos = 1;
+  let considered = 0;
+  const disagreements: number[] = [];
+  for (let i = 0; i < meta.tokens.length; i++) {
+    const a = logits.subarray(i * V, (i + 1) * V);
+    const g = gold.subarray(i * V, (i + 1) * V);
+    let dot = 0, na = 0, ng = 0, am = 0, gm = 0;
+    for (let j = 0; j < V; j++) {
+      dot += a[j]! * g[j]!;
+      na += a[j]! * a[j]!;
+      ng += g[j]! * g[j]!;
+      if (a[j]! > a[am]!) am = j;
+      if (g[j]! > g[gm]!) gm = j;
+    }
+    minCos = Math.min(minCos, dot / Math.sqrt(na * ng));
+    let second = -Infinity;
+    for (let j = 0; j < V; j++) if (j !== gm && g[j]! > second) second = g[j]!;
+    if (g[gm]! - second > 0.05) {
+      considered++;
+      if (am !== gm) disagreements.push(i);
+    }
+  }
+  return { minCos, considered, disagreements };
+}
+
+describe.each(contextsPerIsa())('bitnet.cpp golden logits on %s', (isa, ctx) => {
+  for (const file of ['small-b158-i2s-s11.gguf', 'small-b158-tq2-s11.gguf']) {
+    it(`${file}: per-row cosine >= 0.99 and top-1 agrees on every row with margin > 0.05`, () => {
+      const f = readGguf(golden(file));
+      const cfg = configFromGguf(f);
+      expect(cfg.activation).toBe('relu2');
+      const model = new BitnetModel(ctx, cfg, loadBitnetWeights(ctx, f, cfg));
+      const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, 64);
+      const r = compare(model.forward(meta.tokens, kv, true));
+      expect(r.minCos, `${isa} ${file}`).toBeGreaterThanOrEqual(0.99);
+      expect(r.considered).toBeGreaterThan(30);
+      expect(r.disagreements, `${isa} ${file} rows where top-1 differs`).toEqual([]);
+    });
+  }
+
+  it('token-by-token decoding gives the same logits as one batch (KV cache consistency)', () => {
+    const f = readGguf(golden('small-b158-i2s-s11.gguf'));
+    const cfg = configFromGguf(f);
+    const model = new BitnetModel(ctx, cfg, loadBitnetWeights(ctx, f, cfg));
+    const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, 64);
+    const rows: Float32Array[] = [];
+    for (const t of meta.tokens.slice(0, 12)) rows.push(model.forward([t], kv));
+    const batch = model.forward(meta.tokens.slice(0, 12), new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, 64), true);
+    const V = cfg.nVocab;
+    for (let i = 0; i < 12; i++) {
+      const b = batch.subarray(i * V, (i + 1) * V);
+      let maxDiff = 0;
+      for (let j = 0; j < V; j++) maxDiff = Math.max(maxDiff, Math.abs(b[j]! - rows[i]![j]!));
+      expect(maxDiff, `row ${i}`).toBeLessThan(1e-3);
+    }
+  });
+});
