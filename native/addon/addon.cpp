@@ -122,6 +122,7 @@ Napi::Value ContextWrap::info(const Napi::CallbackInfo& info) {
   k.Set("binary", table_.v_binary);
   k.Set("f16", table_.v_f16);
   k.Set("q8", table_.v_q8);
+  k.Set("ops", table_.v_ops);
   o.Set("kernels", k);
   return o;
 }
@@ -193,6 +194,7 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   register_binary(env, exports);
   register_dense(env, exports);
   register_bench(env, exports);
+  register_ops(env, exports);
   register_file(env, exports);
   return exports;
 }

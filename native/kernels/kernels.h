@@ -5,6 +5,7 @@
 #include "act_quant.h"
 #include "binary.h"
 #include "dense.h"
+#include "ops.h"
 #include "ternary_i2.h"
 #include "ternary_lut.h"
 
@@ -37,6 +38,12 @@ struct KernelTable {
   f16_get_rows_fn f16_get_rows = nullptr;
   q8_gemm_fn q8_gemm = nullptr;
   q8_get_rows_fn q8_get_rows = nullptr;
+  rmsnorm_fn rmsnorm = nullptr;
+  rope_neox_fn rope_neox = nullptr;
+  kv_store_f16_fn kv_store_f16 = nullptr;
+  attention_f16_fn attention_f16 = nullptr;
+  glu_fn glu_relu2 = nullptr;
+  glu_fn glu_silu = nullptr;
 
   // Variant that filled each entry ("scalar", "avx2", "avx512", "neon", "neon-dotprod"), for info().
   const char* v_act_quant = "none";
@@ -45,6 +52,7 @@ struct KernelTable {
   const char* v_binary = "none";
   const char* v_f16 = "none";
   const char* v_q8 = "none";
+  const char* v_ops = "none";
 };
 
 // Each kernel family file provides one fill function per ISA variant. A fill overwrites only the
@@ -63,6 +71,7 @@ BITLLM_DECLARE_FILLS(ternary_i2)
 BITLLM_DECLARE_FILLS(ternary_lut)
 BITLLM_DECLARE_FILLS(binary)
 BITLLM_DECLARE_FILLS(dense)
+BITLLM_DECLARE_FILLS(ops)
 
 #undef BITLLM_DECLARE_FILLS
 

@@ -56,6 +56,7 @@ void fill_scalar(KernelTable& t, const CpuFeatures& f) {
   fill_ternary_lut_scalar(t, f);
   fill_binary_scalar(t, f);
   fill_dense_scalar(t, f);
+  fill_ops_scalar(t, f);
 }
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -65,6 +66,7 @@ void fill_avx2(KernelTable& t, const CpuFeatures& f) {
   fill_ternary_lut_avx2(t, f);
   fill_binary_avx2(t, f);
   fill_dense_avx2(t, f);
+  fill_ops_avx2(t, f);
 }
 void fill_avx512(KernelTable& t, const CpuFeatures& f) {
   fill_act_quant_avx512(t, f);
@@ -72,6 +74,7 @@ void fill_avx512(KernelTable& t, const CpuFeatures& f) {
   fill_ternary_lut_avx512(t, f);
   fill_binary_avx512(t, f);
   fill_dense_avx512(t, f);
+  fill_ops_avx512(t, f);
 }
 #endif
 
@@ -82,6 +85,7 @@ void fill_neon(KernelTable& t, const CpuFeatures& f) {
   fill_ternary_lut_neon(t, f);
   fill_binary_neon(t, f);
   fill_dense_neon(t, f);
+  fill_ops_neon(t, f);
 }
 #endif
 

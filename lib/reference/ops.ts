@@ -1,0 +1,151 @@
+// Reference float ops of the transformer block: the contracts of native/kernels/ops.h in TypeScript,
+// evaluated in float64 (inputs are the float32 / half values the native code sees). Each float op
+// returns the exact-ish result and, per element, the bound every native variant must meet (ops.h):
+//   rmsnorm    |y - ref| <= 4u |ref| + 2^-149
+//   ropeNeox   |y - ref| <= 8u (|x_i| + |x_j|)   (the angle is the contract's float angle, see ropeAngle)
+//   kvStoreF16 bit-exact (floatToHalf, round to nearest even)
+//   gluRelu2   |y - ref| <= 2u |ref| + 1e-36 |up| + 2^-149
+//   gluSilu    |y - ref| <= 8u |ref| + 1e-36 |up| + 2^-149
+//   attention  |o - ref| <= max|v| u (4 S (hd + 8) + L/2 + 128), S = max_t |scale| Σ_d |q_d k_td|
+// with u = 2^-24. The float64 evaluation's own error is far below these bounds.
+import { f32, floatToHalf, halfToFloat } from './numeric.js';
+
+const U = 2 ** -24;
+const SUB = 2 ** -149;
+
+/** A float64 reference result and the per-element bound a native result must be within. */
+export interface RefResult {
+  y: Float64Array;
+  bound: Float64Array;
+}
+
+/** y[b,:] = x[b,:] / sqrt(mean(x[b,:]^2) + eps) * w (w null: no weight); x [B, n]. */
+export function refRmsnorm(x: Float32Array, w: Float32Array | null, B: number, n: number, eps: number): RefResult {
+  const y = new Float64Array(B * n);
+  const bound = new Float64Array(B * n);
+  const e = f32(eps);
+  for (let b = 0; b < B; b++) {
+    let ss = 0;
+    for (let i = 0; i < n; i++) ss += x[b * n + i]! * x[b * n + i]!;
+    const s = 1 / Math.sqrt(ss / n + e);
+    for (let i = 0; i < n; i++) {
+      const v = x[b * n + i]! * s * (w ? w[i]! : 1);
+      y[b * n + i] = v;
+      bound[b * n + i] = 4 * U * Math.abs(v) + SUB;
+    }
+  }
+  return { y, bound };
+}
+
+/**
+ * The contract's RoPE angle for pair i: float(pos) * inv_freq[i] rounded to float, with
+ * inv_freq[i] = float(thetaBase^(-2i/nRot)) (thetaBase as a float).
+ */
+export function ropeAngle(pos: number, i: number, nRot: number, thetaBase: number): number {
+  const invFreq = f32(Math.pow(f32(thetaBase), (-2 * i) / nRot));
+  return f32(f32(pos) * invFreq);
+}
+
+/** NEOX RoPE of x [B, nHeads, headDim] (a new array; x is not modified): pairs (i, i + nRot/2). */
+export function refRopeNeox(x: Float32Array, pos: Int32Array, nHeads: number, headDim: number, nRot: number, thetaBase: number): RefResult {
+  const B = pos.length;
+  const y = Float64Array.from(x);
+  const bound = new Float64Array(x.length);
+  const half = nRot / 2;
+  for (let b = 0; b < B; b++) {
+    for (let i = 0; i < half; i++) {
+      const th = ropeAngle(pos[b]!, i, nRot, thetaBase);
+      const c = Math.cos(th);
+      const s = Math.sin(th);
+      for (let h = 0; h < nHeads; h++) {
+        const o = (b * nHeads + h) * headDim + i;
+        const a = x[o]!;
+        const d = x[o + half]!;
+        y[o] = a * c - d * s;
+        y[o + half] = a * s + d * c;
+        bound[o] = bound[o + half] = 8 * U * (Math.abs(a) + Math.abs(d));
+      }
+    }
+  }
+  return { y, bound };
+}
+
+/** cache[h, pos[b], :] = f16(x[b, h, :]) for x [B, nKvHeads, headDim], cache [nKvHeads, capacity, headDim]. */
+export function refKvStoreF16(x: Float32Array, pos: Int32Array, cache: Uint16Array, nKvHeads: number, headDim: number, capacity: number): void {
+  for (let b = 0; b < pos.length; b++)
+    for (let h = 0; h < nKvHeads; h++)
+      for (let i = 0; i < headDim; i++)
+        cache[(h * capacity + pos[b]!) * headDim + i] = floatToHalf(x[(b * nKvHeads + h) * headDim + i]!);
+}
+
+/**
+ * Causal GQA attention: query b (position pos[b]) over cache rows 0..pos[b] of kv head
+ * h / (nHeads / nKvHeads); q and the output [B, nHeads, headDim], caches [nKvHeads, capacity, headDim].
+ */
+export function refAttentionF16(q: Float32Array, kCache: Uint16Array, vCache: Uint16Array, pos: Int32Array,
+  nHeads: number, nKvHeads: number, headDim: number, capacity: number, scale: number): RefResult {
+  const B = pos.length;
+  const r = nHeads / nKvHeads;
+  const sc = f32(scale);
+  const y = new Float64Array(B * nHeads * headDim);
+  const bound = new Float64Array(y.length);
+  for (let b = 0; b < B; b++) {
+    const L = pos[b]! + 1;
+    for (let h = 0; h < nHeads; h++) {
+      const g = Math.floor(h / r);
+      const qo = (b * nHeads + h) * headDim;
+      const s = new Float64Array(L);
+      let m = -Infinity;
+      let S = 0;
+      let vmax = 0;
+      for (let t = 0; t < L; t++) {
+        const ko = (g * capacity + t) * headDim;
+        let dot = 0;
+        let mag = 0;
+        for (let d = 0; d < headDim; d++) {
+          const p = q[qo + d]! * halfToFloat(kCache[ko + d]!);
+          dot += p;
+          mag += Math.abs(p);
+          vmax = Math.max(vmax, Math.abs(halfToFloat(vCache[ko + d]!)));
+        }
+        s[t] = sc * dot;
+        S = Math.max(S, Math.abs(sc) * mag);
+        m = Math.max(m, s[t]!);
+      }
+      let sum = 0;
+      for (let t = 0; t < L; t++) sum += s[t] = Math.exp(s[t]! - m);
+      const bd = vmax * U * (4 * S * (headDim + 8) + L / 2 + 128);
+      for (let d = 0; d < headDim; d++) {
+        let o = 0;
+        for (let t = 0; t < L; t++) o += s[t]! * halfToFloat(vCache[(g * capacity + t) * headDim + d]!);
+        y[qo + d] = o / sum;
+        bound[qo + d] = bd;
+      }
+    }
+  }
+  return { y, bound };
+}
+
+function refGlu(gateUp: Float32Array, B: number, n: number, act: (g: number) => number, rel: number): RefResult {
+  const y = new Float64Array(B * n);
+  const bound = new Float64Array(B * n);
+  for (let b = 0; b < B; b++)
+    for (let i = 0; i < n; i++) {
+      const g = gateUp[b * 2 * n + i]!;
+      const u = gateUp[b * 2 * n + n + i]!;
+      const v = act(g) * u;
+      y[b * n + i] = v;
+      bound[b * n + i] = rel * U * Math.abs(v) + 1e-36 * Math.abs(u) + SUB;
+    }
+  return { y, bound };
+}
+
+/** out[b, i] = relu(gate)^2 * up, gateUp [B, 2n] holding gate | up per row. */
+export function refGluRelu2(gateUp: Float32Array, B: number, n: number): RefResult {
+  return refGlu(gateUp, B, n, (g) => (g > 0 ? g * g : 0), 2);
+}
+
+/** out[b, i] = silu(gate) * up = gate / (1 + e^-gate) * up, gateUp [B, 2n] holding gate | up per row. */
+export function refGluSilu(gateUp: Float32Array, B: number, n: number): RefResult {
+  return refGlu(gateUp, B, n, (g) => g / (1 + Math.exp(-g)), 8);
+}

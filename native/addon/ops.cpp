@@ -1,0 +1,212 @@
+// Bindings for the float ops of the transformer block (kernels/ops.h): rmsnorm, NEOX RoPE, f16 KV
+// store, causal GQA attention over the f16 cache, gated activations. Rows are contiguous at the JS
+// level (ld = row length); every typed array must have exactly the length its shape implies.
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <new>
+#include <string>
+
+#include "common.h"
+
+namespace bitllm {
+
+namespace {
+
+constexpr int64_t kMaxHeads = 4096;
+constexpr int64_t kMaxHeadDim = 4096;
+constexpr int64_t kMaxCapacity = int64_t{1} << 20;  // KV positions per cache
+constexpr int64_t kMaxRopePos = (int64_t{1} << 24) - 1;  // positions stay exact as floats
+
+// A finite JS number that is also finite as a float, in [lo, +inf) when nonneg / positive is asked.
+float float_arg(const Args& a, size_t i, const char* name, bool nonneg, bool positive) {
+  const double v = a.number(i, name);
+  if (!std::isfinite(v) || std::fabs(v) > static_cast<double>(FLT_MAX))
+    a.range_error(std::string(name) + " must be a finite float, got " + std::to_string(v));
+  if (positive && !(v > 0)) a.range_error(std::string(name) + " must be > 0, got " + std::to_string(v));
+  if (nonneg && !(v >= 0)) a.range_error(std::string(name) + " must be >= 0, got " + std::to_string(v));
+  return static_cast<float>(v);
+}
+
+// Byte ranges [p, p + bytes) of two arguments must not overlap.
+void check_disjoint(const Args& a, const void* p, int64_t pbytes, const char* pname, const void* q, int64_t qbytes,
+                    const char* qname) {
+  const auto x = reinterpret_cast<uintptr_t>(p), y = reinterpret_cast<uintptr_t>(q);
+  if (pbytes > 0 && qbytes > 0 && x < y + static_cast<uintptr_t>(qbytes) && y < x + static_cast<uintptr_t>(pbytes))
+    a.range_error(std::string(pname) + " must not overlap " + qname);
+}
+
+// Every pos[b] in [0, limit); returns the largest.
+int32_t check_positions(const Args& a, const int32_t* pos, int64_t B, int64_t limit, const char* limit_name) {
+  int32_t mx = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    if (pos[b] < 0 || pos[b] >= limit)
+      a.range_error("pos[" + std::to_string(b) + "] = " + std::to_string(pos[b]) + " is outside [0, " + limit_name +
+                    " = " + std::to_string(limit) + ")");
+    if (pos[b] > mx) mx = pos[b];
+  }
+  return mx;
+}
+
+// Below this many elements of work a call runs on the calling thread: waking the pool costs more
+// than it saves (a decode-step kv store is 640 elements, an rmsnorm 2560).
+constexpr int64_t kMinParallelWork = int64_t{1} << 15;
+
+// body(begin, end) over [0, n) units of `unit_work` elements each: on the pool when the total work
+// is worth it, else inline. Every op here gives the same bits either way (rows are independent).
+template <typename Body>
+void run_split(ContextWrap& ctx, int64_t n, int64_t unit_work, Body&& body) {
+  if (n * unit_work < kMinParallelWork || ctx.pool().size() == 1) {
+    body(int64_t{0}, n);
+  } else {
+    ctx.pool().parallel_for(n, [&body](int64_t b0, int64_t b1) { body(b0, b1); });
+  }
+}
+
+// head count x head_dim of one token row, bounded like every other row length.
+void check_row(const Args& a, int64_t heads, int64_t head_dim, const char* what) {
+  if (heads * head_dim > kMaxDim)
+    a.range_error(std::string(what) + " x headDim = " + std::to_string(heads * head_dim) + " exceeds " +
+                  std::to_string(kMaxDim));
+}
+
+// rmsnorm(ctx, x: Float32Array[B*n], w: Float32Array[n] | null, y: Float32Array[B*n], B, n, eps)
+// y may be x itself (in place), not a partial overlap.
+Napi::Value rmsnorm(const Napi::CallbackInfo& info) {
+  Args a(info, "rmsnorm");
+  ContextWrap& ctx = a.context(0);
+  const int64_t B = a.integer(4, "B", 1, kMaxBatch), n = a.integer(5, "n", 1, kMaxDim);
+  const float eps = float_arg(a, 6, "eps", true, false);
+  const float* x = a.f32(1, "x", B * n, B * n);
+  const float* w = a.has(2) ? a.f32(2, "w", n, n) : nullptr;
+  float* y = a.f32(3, "y", B * n, B * n);
+  if (y != x) check_disjoint(a, y, B * n * 4, "y", x, B * n * 4, "x (in place needs y === x)");
+  if (w) check_disjoint(a, y, B * n * 4, "y", w, n * 4, "w");
+  const rmsnorm_fn fn = ctx.table().rmsnorm;
+  run_split(ctx, B, n, [&](int64_t b0, int64_t b1) { fn(x + b0 * n, w, y + b0 * n, b1 - b0, n, n, eps); });
+  return info.Env().Undefined();
+}
+
+// ropeNeox(ctx, x: Float32Array[B*nHeads*headDim], pos: Int32Array[B], B, nHeads, headDim, nRot, thetaBase)
+// in place on x.
+Napi::Value rope_neox(const Napi::CallbackInfo& info) {
+  Args a(info, "ropeNeox");
+  ContextWrap& ctx = a.context(0);
+  const int64_t B = a.integer(3, "B", 1, kMaxBatch), nh = a.integer(4, "nHeads", 1, kMaxHeads);
+  const int64_t hd = a.integer(5, "headDim", 1, kMaxHeadDim), n_rot = a.integer(6, "nRot", 0, hd);
+  if (n_rot % 2) a.range_error("nRot = " + std::to_string(n_rot) + " must be even");
+  check_row(a, nh, hd, "nHeads");
+  const float base = float_arg(a, 7, "thetaBase", false, true);
+  float* x = a.f32(1, "x", B * nh * hd, B * nh * hd);
+  const int32_t* pos = a.i32(2, "pos", B, B);
+  check_positions(a, pos, B, kMaxRopePos + 1, "2^24");
+  check_disjoint(a, x, B * nh * hd * 4, "x", pos, B * 4, "pos");
+  const rope_neox_fn fn = ctx.table().rope_neox;
+  const int64_t ld = nh * hd;
+  run_split(ctx, B, ld, [&](int64_t b0, int64_t b1) { fn(x + b0 * ld, pos + b0, b1 - b0, nh, hd, ld, n_rot, base); });
+  return info.Env().Undefined();
+}
+
+// kvStoreF16(ctx, x: Float32Array[B*nKvHeads*headDim], pos: Int32Array[B],
+//            cache: Uint16Array[nKvHeads*capacity*headDim], B, nKvHeads, headDim, capacity)
+Napi::Value kv_store_f16(const Napi::CallbackInfo& info) {
+  Args a(info, "kvStoreF16");
+  ContextWrap& ctx = a.context(0);
+  const int64_t B = a.integer(4, "B", 1, kMaxBatch), nkv = a.integer(5, "nKvHeads", 1, kMaxHeads);
+  const int64_t hd = a.integer(6, "headDim", 1, kMaxHeadDim), cap = a.integer(7, "capacity", 1, kMaxCapacity);
+  check_row(a, nkv, hd, "nKvHeads");
+  const float* x = a.f32(1, "x", B * nkv * hd, B * nkv * hd);
+  const int32_t* pos = a.i32(2, "pos", B, B);
+  uint16_t* cache = a.u16(3, "cache", nkv * cap * hd, nkv * cap * hd);
+  check_positions(a, pos, B, cap, "capacity");
+  check_disjoint(a, cache, nkv * cap * hd * 2, "cache", x, B * nkv * hd * 4, "x");
+  check_disjoint(a, cache, nkv * cap * hd * 2, "cache", pos, B * 4, "pos");
+  const kv_store_f16_fn fn = ctx.table().kv_store_f16;
+  const int64_t ld = nkv * hd;
+  // Split by kv head: each thread owns whole cache planes, so repeated positions cannot race.
+  run_split(ctx, nkv, B * hd, [&](int64_t h0, int64_t h1) {
+    fn(x + h0 * hd, pos, cache + h0 * cap * hd, B, h1 - h0, hd, ld, cap);
+  });
+  return info.Env().Undefined();
+}
+
+// attentionF16(ctx, q: Float32Array[B*nHeads*headDim], kCache, vCache: Uint16Array[nKvHeads*capacity*headDim],
+//              pos: Int32Array[B], out: Float32Array[B*nHeads*headDim], B, nHeads, nKvHeads, headDim,
+//              capacity, scale)
+Napi::Value attention_f16(const Napi::CallbackInfo& info) {
+  Args a(info, "attentionF16");
+  ContextWrap& ctx = a.context(0);
+  const int64_t B = a.integer(6, "B", 1, kMaxBatch), nh = a.integer(7, "nHeads", 1, kMaxHeads);
+  const int64_t nkv = a.integer(8, "nKvHeads", 1, nh);
+  if (nh % nkv)
+    a.range_error("nHeads = " + std::to_string(nh) + " is not a multiple of nKvHeads = " + std::to_string(nkv));
+  const int64_t hd = a.integer(9, "headDim", 1, kMaxHeadDim), cap = a.integer(10, "capacity", 1, kMaxCapacity);
+  check_row(a, nh, hd, "nHeads");
+  const float scale = float_arg(a, 11, "scale", false, false);
+  const int64_t qn = B * nh * hd, cn = nkv * cap * hd;
+  const float* q = a.f32(1, "q", qn, qn);
+  const uint16_t* kc = a.u16(2, "kCache", cn, cn);
+  const uint16_t* vc = a.u16(3, "vCache", cn, cn);
+  const int32_t* pos = a.i32(4, "pos", B, B);
+  float* out = a.f32(5, "out", qn, qn);
+  const int32_t max_pos = check_positions(a, pos, B, cap, "capacity");
+  check_disjoint(a, out, qn * 4, "out", q, qn * 4, "q");
+  check_disjoint(a, out, qn * 4, "out", kc, cn * 2, "kCache");
+  check_disjoint(a, out, qn * 4, "out", vc, cn * 2, "vCache");
+  check_disjoint(a, out, qn * 4, "out", pos, B * 4, "pos");
+
+  // One scratch slice per part; part c handles query heads [nh c / T, nh (c+1) / T). Tiny calls
+  // (a first decode step) run as one part on the calling thread.
+  int64_t work = 0;
+  for (int64_t b = 0; b < B; ++b) work += (static_cast<int64_t>(pos[b]) + 1) * nh * hd;
+  const int64_t T = work < kMinParallelWork ? 1 : std::min<int64_t>(ctx.pool().size(), nh);
+  const int64_t per = attention_scratch_floats(nh / nkv, hd, static_cast<int64_t>(max_pos) + 1);
+  float* scratch = nullptr;
+  try {
+    scratch = reinterpret_cast<float*>(ctx.scratch_u8(static_cast<size_t>(T * per) * sizeof(float)));
+  } catch (const std::bad_alloc&) {
+    a.range_error("cannot allocate " + std::to_string(T * per * 4) + " bytes of attention scratch");
+  }
+  const attention_f16_fn fn = ctx.table().attention_f16;
+  const int64_t ld = nh * hd;
+  // T parts over at most T threads: every thread gets at most one part (parallel_for balances to
+  // within one unit), so the scratch slices are never shared.
+  auto part = [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c)
+      fn(q, kc, vc, pos, out, B, nh, nkv, hd, cap, ld, ld, scale, nh * c / T, nh * (c + 1) / T, scratch + c * per);
+  };
+  if (T == 1) {
+    part(0, 1);
+  } else {
+    ctx.pool().parallel_for(T, [&part](int64_t c0, int64_t c1) { part(c0, c1); });
+  }
+  return info.Env().Undefined();
+}
+
+// gluRelu2 / gluSilu (ctx, gateUp: Float32Array[B*2n] (gate | up per row), out: Float32Array[B*n], B, n)
+template <bool kSilu>
+Napi::Value glu(const Napi::CallbackInfo& info) {
+  Args a(info, kSilu ? "gluSilu" : "gluRelu2");
+  ContextWrap& ctx = a.context(0);
+  const int64_t B = a.integer(3, "B", 1, kMaxBatch), n = a.integer(4, "n", 1, kMaxDim);
+  const float* gu = a.f32(1, "gateUp", B * 2 * n, B * 2 * n);
+  float* out = a.f32(2, "out", B * n, B * n);
+  check_disjoint(a, out, B * n * 4, "out", gu, B * 2 * n * 4, "gateUp");
+  const glu_fn fn = kSilu ? ctx.table().glu_silu : ctx.table().glu_relu2;
+  run_split(ctx, B, n, [&](int64_t b0, int64_t b1) { fn(gu + b0 * 2 * n, out + b0 * n, b1 - b0, n, 2 * n, n); });
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void register_ops(Napi::Env env, Napi::Object exports) {
+  exports.Set("rmsnorm", Napi::Function::New(env, rmsnorm, "rmsnorm"));
+  exports.Set("ropeNeox", Napi::Function::New(env, rope_neox, "ropeNeox"));
+  exports.Set("kvStoreF16", Napi::Function::New(env, kv_store_f16, "kvStoreF16"));
+  exports.Set("attentionF16", Napi::Function::New(env, attention_f16, "attentionF16"));
+  exports.Set("gluRelu2", Napi::Function::New(env, glu<false>, "gluRelu2"));
+  exports.Set("gluSilu", Napi::Function::New(env, glu<true>, "gluSilu"));
+}
+
+}  // namespace bitllm

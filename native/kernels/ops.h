@@ -1,0 +1,119 @@
+// Float ops of the transformer block around the quantized GEMMs: norms, RoPE, attention over an f16
+// KV cache, gated activations. Float results: variants agree within a documented bound, not bit-exactly
+// (except where noted). Variants: ops_scalar.cpp (the C++ reference), ops_avx2.cpp (AVX2 + FMA + F16C),
+// ops_avx512.cpp, ops_neon.cpp (ARMv8.0). Every kernel touches only the rows it is given, so results
+// do not depend on how the caller splits work over threads.
+//
+// Shared numerics:
+//   exp: scalar uses std::exp (float, < 1 ulp); SIMD variants use the same vector exp: Cody-Waite
+//        reduction x = n ln2 + r, |r| <= ln2/2, degree-7 Taylor polynomial in r (truncation < 1e-8
+//        relative), times 2^n; <= 3 ulp on [-87, 88]. Outside it the vector exp returns 0 (x < -87) or
+//        +Inf (x > 88): in softmax (arguments <= 0) a dropped term is < 1.7e-38 of the largest term; in
+//        silu the change is < 1e-36 |up|.
+// Bounds (checked by native/tests/test_ops.cpp against a double evaluation, and by test/ops.test.ts
+// against lib/reference/ops.ts, u = 2^-24):
+//   rmsnorm       |y - y_exact| <= 4u |y_exact| + 2^-149           (while 1/rms is a normal float: rms < 8e37)
+//   rope_neox     |y - y_exact| <= 8u (|x_i| + |x_j|)             (y_exact: exact rotation by the float angle)
+//   kv_store_f16  bit-exact (IEEE round to nearest even)
+//   glu_relu2     |y - y_exact| <= 2u |y_exact| + 1e-36 |up| + 2^-149   (while gate^2 is finite)
+//   glu_silu      |y - y_exact| <= 8u |y_exact| + 1e-36 |up| + 2^-149   (exp(-g) overflows below g = -88)
+//   attention_f16 |o - o_exact| <= max|v| u (4 S (hd + 8) + L / 2 + 128),  L = pos + 1 attended rows,
+//                 S = max_t |scale| Σ_d |q_d k_td|, max|v| over the attended V rows of that kv head.
+//                 First-order worst case: a score carries <= (hd + 8) u S of rounding, which moves the
+//                 normalized weights by <= 4x that (1-norm); the Σ p and Σ p v chains are <= L/8 + 24
+//                 long; exp, half->float (exact) and the final scaling add a few u.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+namespace bitllm {
+
+// y[b,:n] = x[b,:n] * s_b * w   (w == nullptr: no weight), s_b = 1 / sqrt(mean(x[b,:n]^2) + eps).
+// Σ x^2 is accumulated in double (a float square overflows past |x| = 1.8e19 and a long float sum
+// drops low bits); s_b = float(1 / sqrt(ss / n + eps)) is evaluated in double and rounded once; then
+// y = (x * s_b) * w in float, so every variant is bit-exact unless the double sums round s_b apart.
+// y may alias x exactly (in place); no partial overlap. eps >= 0.
+using rmsnorm_fn = void (*)(const float* x,  // [B, ld]
+                            const float* w,  // [n] or nullptr
+                            float* y,        // [B, ld]
+                            int64_t B, int64_t n, int64_t ld, float eps);
+
+// NEOX rotary embedding in place on x[b, h, :] for heads h < n_heads, rotating pairs (i, i + n_rot/2)
+// for i < n_rot/2 (n_rot even, <= head_dim) by theta = float(pos[b]) * inv_freq[i], in float, with
+// inv_freq[i] = float(pow(double(theta_base), -2i / n_rot)) (powf as one rounding of the double pow,
+// computed once per call; llama.cpp's running product theta_scale^i differs from it by a few ulp). cos/sin(theta) are evaluated in double and rounded to float (same values in every
+// variant); then x_i' = x_i c - x_j s, x_j' = x_i s + x_j c in float without FMA: bit-exact across
+// variants. Dims past n_rot are unchanged. pos[b] >= 0 and < 2^24 (exact as a float).
+using rope_neox_fn = void (*)(float* x,            // [B, n_heads, head_dim] (row stride ld per token)
+                              const int32_t* pos,  // [B]
+                              int64_t B, int64_t n_heads, int64_t head_dim, int64_t ld, int64_t n_rot,
+                              float theta_base);
+
+// The RoPE angle inputs every variant shares (static: each ISA translation unit keeps its own copy,
+// so no out-of-line copy built with wider ISA flags can be picked by the linker for another).
+// inv_freq[i] for pair indices i0 .. i0+n-1.
+static inline void rope_inv_freq(float theta_base, int64_t n_rot, int64_t i0, int64_t n,
+                                 float* inv_freq) {  // [n]
+  for (int64_t i = 0; i < n; ++i)
+    inv_freq[i] = static_cast<float>(
+        std::pow(static_cast<double>(theta_base), -2.0 * static_cast<double>(i0 + i) / static_cast<double>(n_rot)));
+}
+// cos/sin of the float angles float(pos) * inv_freq[i], rounded to float.
+static inline void rope_cos_sin(int32_t pos, const float* inv_freq,  // [n]
+                                int64_t n, float* c, float* s) {     // [n], [n]
+  const float p = static_cast<float>(pos);
+  for (int64_t i = 0; i < n; ++i) {
+    const double theta = static_cast<double>(p * inv_freq[i]);
+    c[i] = static_cast<float>(std::cos(theta));
+    s[i] = static_cast<float>(std::sin(theta));
+  }
+}
+// Pairs handled per chunk (stack buffers of this many floats).
+constexpr int64_t kRopeChunk = 64;
+
+// Stores tokens' K or V rows as IEEE half (round to nearest even; |x| >= 65520 becomes ±Inf) into a
+// cache laid out [n_kv_heads, capacity, head_dim]: cache[h, pos[b], :] = f16(x[b, h, :]).
+// 0 <= pos[b] < capacity. Tokens are stored in order b = 0..B-1 (a repeated position keeps the last).
+using kv_store_f16_fn = void (*)(const float* x,      // [B, n_kv_heads * head_dim] (row stride ld)
+                                 const int32_t* pos,  // [B]
+                                 uint16_t* cache,     // [n_kv_heads, capacity, head_dim]
+                                 int64_t B, int64_t n_kv_heads, int64_t head_dim, int64_t ld, int64_t capacity);
+
+// Attention work layout: the query heads of one kv head are processed together (up to
+// kAttnMaxGroup at a time), so each K/V row is converted from half once per query token for all of
+// them; V is accumulated per block of kAttnBlock positions before it is added into the output row
+// (keeps the summation chains short). The scratch holds the scores [group, n_ctx] and, for the
+// scalar variant, a converted block of rows and one row accumulator.
+constexpr int64_t kAttnMaxGroup = 8;
+constexpr int64_t kAttnBlock = 16;
+
+// Scratch floats one attention call needs: group = n_heads / n_kv_heads, n_ctx = max_b pos[b] + 1.
+constexpr int64_t attention_scratch_floats(int64_t group, int64_t head_dim, int64_t n_ctx) {
+  return (group < kAttnMaxGroup ? group : kAttnMaxGroup) * n_ctx + (kAttnBlock + 1) * head_dim + 16;
+}
+
+// Causal GQA attention for query heads [h0, h1) of B query tokens against an f16 cache:
+//   query b at position pos[b] attends to cache positions 0..pos[b] (inclusive), 0 <= pos[b] < capacity;
+//   kv head of query head h = h / (n_heads / n_kv_heads)  (n_heads % n_kv_heads == 0);
+//   s_t = scale * (q[b,h,:] · k[t,:]) in float; p_t = exp(s_t - max_t s_t); out[b,h,:] = Σ_t p_t v[t,:] / Σ_t p_t.
+// The cached rows must be finite. out must not overlap q or the caches.
+// scratch: attention_scratch_floats(n_heads / n_kv_heads, head_dim, max_b pos[b] + 1) floats, owned by
+// this call (one per concurrent call / thread).
+using attention_f16_fn = void (*)(const float* q,         // [B, n_heads, head_dim] (row stride ldq)
+                                  const uint16_t* k_cache,  // [n_kv_heads, capacity, head_dim]
+                                  const uint16_t* v_cache,  // [n_kv_heads, capacity, head_dim]
+                                  const int32_t* pos,       // [B]
+                                  float* out,               // [B, n_heads, head_dim] (row stride ldo)
+                                  int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t capacity,
+                                  int64_t ldq, int64_t ldo, float scale, int64_t h0, int64_t h1, float* scratch);
+
+// Gated activations: out[b, i] = act(gate[b, i]) * up[b, i], in float:
+//   relu2: (g > 0 ? g * g : 0) * up       (bit-exact across variants)
+//   silu:  (g / (1 + exp(-g))) * up
+// gate and up are the two halves of a fused gate|up output row: gate = row[0:n], up = row[n:2n].
+// out must not overlap gate_up.
+using glu_fn = void (*)(const float* gate_up,  // [B, ld_in], gate at [0, n), up at [n, 2n)
+                        float* out,            // [B, ld_out]
+                        int64_t B, int64_t n, int64_t ld_in, int64_t ld_out);
+
+}  // namespace bitllm

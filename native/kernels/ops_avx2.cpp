@@ -1,0 +1,389 @@
+// ops AVX2 variant (AVX2 + FMA + F16C).
+//   rmsnorm:   Σ x^2 in double (vcvtps2pd + FMA, exact products), y = (x s) w: bit-exact to scalar
+//              unless the double sums round the scale apart.
+//   rope_neox: shared angles (ops.h), rotation with separate mul/sub: bit-exact to scalar.
+//   kv_store:  vcvtps2ph round to nearest even: bit-exact to scalar for finite inputs.
+//   attention: K/V rows converted with vcvtph2ps in registers, register-blocked over the query heads
+//              sharing the kv head: scores as tiles of GB heads x PB positions (GB PB = 8 FMA chains of
+//              head_dim/8 each, reduced by a hadd tree), softmax through the vector exp of ops.h,
+//              Σ p v as tiles of GB heads x DC 8-dim chunks (chains <= kAttnBlock) added into the output
+//              row per block. Each accumulator belongs to one (head, position) or (head, dim), so the
+//              blocking (and the caller's head split) never changes a result.
+//   glu:       relu2 bit-exact to scalar; silu through the vector exp.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+
+#include "kernels.h"
+
+namespace bitllm {
+
+namespace {
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float hmax(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Lanes i < n set (0 <= n <= 8).
+inline __m256i lane_mask(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// exp(x) per ops.h: Cody-Waite reduction, degree-7 Taylor polynomial, 0 below -87, +Inf above 88.
+inline __m256 exp8(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.0f), hi = _mm256_set1_ps(88.0f);
+  const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  y = _mm256_andnot_ps(_mm256_cmp_ps(x, lo, _CMP_LT_OQ), y);
+  return _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(x, hi, _CMP_GT_OQ));
+}
+
+void rmsnorm_avx2(const float* x, const float* w, float* y, int64_t B, int64_t n, int64_t ld, float eps) {
+  for (int64_t b = 0; b < B; ++b) {
+    const float* xb = x + b * ld;  // [n]
+    float* yb = y + b * ld;        // [n]
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd(), a2 = _mm256_setzero_pd(), a3 = _mm256_setzero_pd();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      const __m256 v0 = _mm256_loadu_ps(xb + i), v1 = _mm256_loadu_ps(xb + i + 8);
+      const __m256d d0 = _mm256_cvtps_pd(_mm256_castps256_ps128(v0)), d1 = _mm256_cvtps_pd(_mm256_extractf128_ps(v0, 1));
+      const __m256d d2 = _mm256_cvtps_pd(_mm256_castps256_ps128(v1)), d3 = _mm256_cvtps_pd(_mm256_extractf128_ps(v1, 1));
+      a0 = _mm256_fmadd_pd(d0, d0, a0);
+      a1 = _mm256_fmadd_pd(d1, d1, a1);
+      a2 = _mm256_fmadd_pd(d2, d2, a2);
+      a3 = _mm256_fmadd_pd(d3, d3, a3);
+    }
+    for (; i + 4 <= n; i += 4) {
+      const __m256d d = _mm256_cvtps_pd(_mm_loadu_ps(xb + i));
+      a0 = _mm256_fmadd_pd(d, d, a0);
+    }
+    const __m256d a = _mm256_add_pd(_mm256_add_pd(a0, a1), _mm256_add_pd(a2, a3));
+    __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    double sum = _mm_cvtsd_f64(_mm_add_sd(s2, _mm_unpackhi_pd(s2, s2)));
+    for (; i < n; ++i) sum += static_cast<double>(xb[i]) * static_cast<double>(xb[i]);
+    const float s = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(n) + static_cast<double>(eps)));
+    const __m256 sv = _mm256_set1_ps(s);
+    i = 0;
+    if (w) {
+      for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(yb + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(xb + i), sv), _mm256_loadu_ps(w + i)));
+      for (; i < n; ++i) yb[i] = (xb[i] * s) * w[i];
+    } else {
+      for (; i + 8 <= n; i += 8) _mm256_storeu_ps(yb + i, _mm256_mul_ps(_mm256_loadu_ps(xb + i), sv));
+      for (; i < n; ++i) yb[i] = xb[i] * s;
+    }
+  }
+}
+
+void rope_neox_avx2(float* x, const int32_t* pos, int64_t B, int64_t n_heads, int64_t head_dim, int64_t ld,
+                    int64_t n_rot, float theta_base) {
+  const int64_t half = n_rot / 2;
+  float inv_freq[kRopeChunk], c[kRopeChunk], s[kRopeChunk];
+  for (int64_t i0 = 0; i0 < half; i0 += kRopeChunk) {
+    const int64_t ni = std::min(kRopeChunk, half - i0);
+    rope_inv_freq(theta_base, n_rot, i0, ni, inv_freq);
+    for (int64_t b = 0; b < B; ++b) {
+      rope_cos_sin(pos[b], inv_freq, ni, c, s);
+      for (int64_t h = 0; h < n_heads; ++h) {
+        float* lo = x + b * ld + h * head_dim + i0;  // [ni]
+        float* hi = lo + half;                        // [ni]
+        int64_t i = 0;
+        for (; i + 8 <= ni; i += 8) {
+          const __m256 a = _mm256_loadu_ps(lo + i), d = _mm256_loadu_ps(hi + i);
+          const __m256 cv = _mm256_loadu_ps(c + i), sv = _mm256_loadu_ps(s + i);
+          _mm256_storeu_ps(lo + i, _mm256_sub_ps(_mm256_mul_ps(a, cv), _mm256_mul_ps(d, sv)));
+          _mm256_storeu_ps(hi + i, _mm256_add_ps(_mm256_mul_ps(a, sv), _mm256_mul_ps(d, cv)));
+        }
+        for (; i < ni; ++i) {
+          const float a = lo[i], d = hi[i];
+          lo[i] = a * c[i] - d * s[i];
+          hi[i] = a * s[i] + d * c[i];
+        }
+      }
+    }
+  }
+}
+
+// dst[0, n) = f16(src[0, n)).
+inline void to_f16(const float* src, uint16_t* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; ++i) dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
+void kv_store_f16_avx2(const float* x, const int32_t* pos, uint16_t* cache, int64_t B, int64_t n_kv_heads,
+                       int64_t head_dim, int64_t ld, int64_t capacity) {
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < n_kv_heads; ++h)
+      to_f16(x + b * ld + h * head_dim, cache + (h * capacity + pos[b]) * head_dim, head_dim);
+}
+
+// Lane p = Σ lanes of a[p].
+inline __m256 reduce8(const __m256* a) {
+  const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+  const __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+  const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+// 8 halves from p[0, n) (n < 8), zero past n, as floats.
+inline __m256 load_h8_tail(const uint16_t* p, int64_t n) {
+  alignas(16) uint16_t t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::memcpy(t, p, static_cast<size_t>(n) * sizeof(uint16_t));
+  return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
+}
+
+// Scores of GB heads x PB positions (GB * PB == 8 accumulators, FMA chains of head_dim / 8):
+// lane j * PB + p of the result = q_j · k_p. K rows are converted in registers, once per tile.
+template <int GB, int PB>
+inline __m256 score_tile(const float* q,            // [GB, head_dim]
+                         const uint16_t* const* k,  // PB rows of [head_dim] halves
+                         int64_t head_dim) {
+  static_assert(GB * PB == 8, "8 accumulators");
+  __m256 acc[8];
+  for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_ps();
+  const int64_t hd8 = head_dim & ~int64_t{7};
+  for (int64_t d = 0; d < hd8; d += 8) {
+    __m256 kv[PB];
+    for (int p = 0; p < PB; ++p) kv[p] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(k[p] + d)));
+    for (int j = 0; j < GB; ++j) {
+      const __m256 qv = _mm256_loadu_ps(q + j * head_dim + d);
+      for (int p = 0; p < PB; ++p) acc[j * PB + p] = _mm256_fmadd_ps(qv, kv[p], acc[j * PB + p]);
+    }
+  }
+  if (hd8 < head_dim) {
+    const __m256i m = lane_mask(head_dim - hd8);
+    __m256 kv[PB];
+    for (int p = 0; p < PB; ++p) kv[p] = load_h8_tail(k[p] + hd8, head_dim - hd8);
+    for (int j = 0; j < GB; ++j) {
+      const __m256 qv = _mm256_maskload_ps(q + j * head_dim + hd8, m);
+      for (int p = 0; p < PB; ++p) acc[j * PB + p] = _mm256_fmadd_ps(qv, kv[p], acc[j * PB + p]);
+    }
+  }
+  return reduce8(acc);
+}
+
+// sc[j * L + t] = scale * (q_j · K[t]) for heads j < GB, t < L.
+template <int GB>
+void scores_heads(const float* q,     // [GB, head_dim]
+                  const uint16_t* K,  // [L, head_dim]
+                  int64_t L, int64_t head_dim, float scale, float* sc) {  // sc: [GB, L] (row stride L)
+  constexpr int PB = 8 / GB;
+  const __m256 sv = _mm256_set1_ps(scale);
+  alignas(32) float r[8];
+  for (int64_t t0 = 0; t0 < L; t0 += PB) {
+    const int64_t np = std::min<int64_t>(PB, L - t0);
+    const uint16_t* k[PB];
+    for (int p = 0; p < PB; ++p) k[p] = K + (t0 + (p < np ? p : 0)) * head_dim;
+    _mm256_store_ps(r, _mm256_mul_ps(score_tile<GB, PB>(q, k, head_dim), sv));
+    for (int j = 0; j < GB; ++j)
+      for (int64_t p = 0; p < np; ++p) sc[j * L + t0 + p] = r[j * PB + p];
+  }
+}
+
+// o_j[d0, d0 + 8 DC) += Σ_{p < nt} pj[j][p] V[p, d0 + ...] for heads j < GB (GB * DC accumulators,
+// chains of nt); V rows are converted in registers once per tile.
+template <int GB, int DC>
+inline void pv_tile(const float* const* pj,  // GB rows of [nt] probabilities
+                    const uint16_t* V,       // [nt, head_dim]
+                    int64_t nt, int64_t head_dim, int64_t d0,
+                    float* const* o) {  // GB rows of [head_dim]
+  __m256 acc[GB][DC];
+  for (int j = 0; j < GB; ++j)
+    for (int c = 0; c < DC; ++c) acc[j][c] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < nt; ++p) {
+    __m256 vv[DC];
+    for (int c = 0; c < DC; ++c)
+      vv[c] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(V + p * head_dim + d0 + 8 * c)));
+    for (int j = 0; j < GB; ++j) {
+      const __m256 pb = _mm256_broadcast_ss(pj[j] + p);
+      for (int c = 0; c < DC; ++c) acc[j][c] = _mm256_fmadd_ps(pb, vv[c], acc[j][c]);
+    }
+  }
+  for (int j = 0; j < GB; ++j)
+    for (int c = 0; c < DC; ++c)
+      _mm256_storeu_ps(o[j] + d0 + 8 * c, _mm256_add_ps(_mm256_loadu_ps(o[j] + d0 + 8 * c), acc[j][c]));
+}
+
+// The last head_dim % 8 dims of pv_tile (masked).
+template <int GB>
+inline void pv_tail(const float* const* pj, const uint16_t* V, int64_t nt, int64_t head_dim, int64_t d0,
+                    float* const* o) {
+  const __m256i m = lane_mask(head_dim - d0);
+  __m256 acc[GB];
+  for (int j = 0; j < GB; ++j) acc[j] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < nt; ++p) {
+    const __m256 vv = load_h8_tail(V + p * head_dim + d0, head_dim - d0);
+    for (int j = 0; j < GB; ++j) acc[j] = _mm256_fmadd_ps(_mm256_broadcast_ss(pj[j] + p), vv, acc[j]);
+  }
+  for (int j = 0; j < GB; ++j) _mm256_maskstore_ps(o[j] + d0, m, _mm256_add_ps(_mm256_maskload_ps(o[j] + d0, m), acc[j]));
+}
+
+// out_j += Σ_t p_j[t] V[t, :] for heads j < GB over t < L, in blocks of kAttnBlock positions.
+template <int GB>
+void pv_heads(const float* sc,     // [GB, L] probabilities (row stride L)
+              const uint16_t* V,   // [L, head_dim]
+              int64_t L, int64_t head_dim, float* out) {  // out: [GB, head_dim]
+  constexpr int DC = 8 / GB;
+  const int64_t hd8 = head_dim & ~int64_t{7};
+  float* o[GB];
+  for (int j = 0; j < GB; ++j) o[j] = out + j * head_dim;
+  for (int64_t t0 = 0; t0 < L; t0 += kAttnBlock) {
+    const int64_t nt = std::min(kAttnBlock, L - t0);
+    const float* pj[GB];
+    for (int j = 0; j < GB; ++j) pj[j] = sc + j * L + t0;
+    const uint16_t* Vt = V + t0 * head_dim;
+    int64_t d0 = 0;
+    for (; d0 + 8 * DC <= hd8; d0 += 8 * DC) pv_tile<GB, DC>(pj, Vt, nt, head_dim, d0, o);
+    for (; d0 < hd8; d0 += 8) pv_tile<GB, 1>(pj, Vt, nt, head_dim, d0, o);
+    if (hd8 < head_dim) pv_tail<GB>(pj, Vt, nt, head_dim, hd8, o);
+  }
+}
+
+// Calls f.template operator()<GB> over head blocks of 4, 2, 1 covering [0, G).
+template <typename F>
+inline void for_head_blocks(int64_t G, F&& f) {
+  int64_t j = 0;
+  for (; j + 4 <= G; j += 4) f(std::integral_constant<int, 4>(), j);
+  for (; j + 2 <= G; j += 2) f(std::integral_constant<int, 2>(), j);
+  for (; j < G; ++j) f(std::integral_constant<int, 1>(), j);
+}
+
+// Softmax of s[0, L) in place (max subtracted); returns 1 / Σ p.
+float softmax_avx2(float* s, int64_t L) {  // s: [L]
+  const int64_t L8 = L & ~int64_t{7};
+  const __m256i tmask = lane_mask(L - L8);
+  __m256 mv = _mm256_set1_ps(-INFINITY);
+  for (int64_t t = 0; t < L8; t += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(s + t));
+  float m = hmax(mv);
+  for (int64_t t = L8; t < L; ++t) m = std::max(m, s[t]);
+  const __m256 mm = _mm256_set1_ps(m);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t t = 0; t < L8; t += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + t), mm));
+    _mm256_storeu_ps(s + t, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  if (L8 < L) {
+    const __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(s + L8, tmask), mm)), _mm256_castsi256_ps(tmask));
+    _mm256_maskstore_ps(s + L8, tmask, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  return 1.0f / hsum(acc);
+}
+
+// G query heads q [G, head_dim] sharing one kv head; L attended rows of K/V [L, head_dim].
+void attend_group_avx2(const float* q, int64_t G, const uint16_t* K, const uint16_t* V, int64_t L,
+                       int64_t head_dim, float scale, float* out,  // out: [G, head_dim]
+                       float* sc) {                                // [G, L]
+  for_head_blocks(G, [&](auto gb, int64_t j) {
+    scores_heads<decltype(gb)::value>(q + j * head_dim, K, L, head_dim, scale, sc + j * L);
+  });
+  float inv[kAttnMaxGroup];
+  for (int64_t j = 0; j < G; ++j) {
+    inv[j] = softmax_avx2(sc + j * L, L);
+    std::fill(out + j * head_dim, out + (j + 1) * head_dim, 0.0f);
+  }
+  for_head_blocks(G, [&](auto gb, int64_t j) {
+    pv_heads<decltype(gb)::value>(sc + j * L, V, L, head_dim, out + j * head_dim);
+  });
+  for (int64_t j = 0; j < G; ++j) {
+    float* o = out + j * head_dim;
+    const __m256 iv = _mm256_set1_ps(inv[j]);
+    int64_t d = 0;
+    for (; d + 8 <= head_dim; d += 8) _mm256_storeu_ps(o + d, _mm256_mul_ps(_mm256_loadu_ps(o + d), iv));
+    for (; d < head_dim; ++d) o[d] = o[d] * inv[j];
+  }
+}
+
+void attention_f16_avx2(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, const int32_t* pos,
+                        float* out, int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                        int64_t capacity, int64_t ldq, int64_t ldo, float scale, int64_t h0, int64_t h1,
+                        float* scratch) {
+  const int64_t r = n_heads / n_kv_heads;
+  float* sc = scratch;  // [G, L] (the rest of the scratch is unused here)
+  for (int64_t h = h0; h < h1;) {
+    const int64_t g = h / r, he = std::min({h1, (g + 1) * r, h + kAttnMaxGroup});
+    const uint16_t* K = k_cache + g * capacity * head_dim;  // [capacity, head_dim]
+    const uint16_t* V = v_cache + g * capacity * head_dim;  // [capacity, head_dim]
+    for (int64_t b = 0; b < B; ++b)
+      attend_group_avx2(q + b * ldq + h * head_dim, he - h, K, V, static_cast<int64_t>(pos[b]) + 1, head_dim, scale,
+                        out + b * ldo + h * head_dim, sc);
+    h = he;
+  }
+}
+
+template <bool kSilu>
+void glu_avx2(const float* gate_up, float* out, int64_t B, int64_t n, int64_t ld_in, int64_t ld_out) {
+  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps(), neg = _mm256_set1_ps(-0.0f);
+  for (int64_t b = 0; b < B; ++b) {
+    const float* g = gate_up + b * ld_in;  // [n]
+    const float* u = g + n;                // [n]
+    float* o = out + b * ld_out;           // [n]
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m256 gv = _mm256_loadu_ps(g + i), uv = _mm256_loadu_ps(u + i);
+      __m256 a;
+      if (kSilu) {
+        a = _mm256_div_ps(gv, _mm256_add_ps(one, exp8(_mm256_xor_ps(gv, neg))));
+      } else {
+        const __m256 r = _mm256_max_ps(gv, zero);
+        a = _mm256_mul_ps(r, r);
+      }
+      _mm256_storeu_ps(o + i, _mm256_mul_ps(a, uv));
+    }
+    if (i < n) {
+      const __m256i m = lane_mask(n - i);
+      const __m256 gv = _mm256_maskload_ps(g + i, m), uv = _mm256_maskload_ps(u + i, m);
+      __m256 a;
+      if (kSilu) {
+        a = _mm256_div_ps(gv, _mm256_add_ps(one, exp8(_mm256_xor_ps(gv, neg))));
+      } else {
+        const __m256 r = _mm256_max_ps(gv, zero);
+        a = _mm256_mul_ps(r, r);
+      }
+      _mm256_maskstore_ps(o + i, m, _mm256_mul_ps(a, uv));
+    }
+  }
+}
+
+}  // namespace
+
+void fill_ops_avx2(KernelTable& t, const CpuFeatures&) {
+  t.rmsnorm = rmsnorm_avx2;
+  t.rope_neox = rope_neox_avx2;
+  t.kv_store_f16 = kv_store_f16_avx2;
+  t.attention_f16 = attention_f16_avx2;
+  t.glu_relu2 = glu_avx2<false>;
+  t.glu_silu = glu_avx2<true>;
+  t.v_ops = "avx2";
+}
+
+}  // namespace bitllm

@@ -1,0 +1,372 @@
+// ops NEON variant (ARMv8.0: FCVTL/FCVTN half conversions, FMA).
+//   rmsnorm:   Σ x^2 in double (vcvt_f64_f32 + FMA, exact products), y = (x s) w: bit-exact to scalar
+//              unless the double sums round the scale apart.
+//   rope_neox: shared angles (ops.h), rotation with separate mul/sub: bit-exact to scalar.
+//   kv_store:  vcvt_f16_f32 (round to nearest even under the default FPCR): bit-exact to scalar.
+//   attention: K/V rows converted with vcvt_f32_f16 in registers, register-blocked over the query
+//              heads sharing the kv head: scores as tiles of GB heads x PB positions (GB PB = 16 FMA
+//              chains of head_dim/4, reduced by pairwise adds), softmax through the vector exp of
+//              ops.h, Σ p v as tiles of GB heads x DC 4-dim chunks (GB DC = 16, chains <= kAttnBlock)
+//              added into the output row per block. Each accumulator belongs to one (head, position)
+//              or (head, dim), so the blocking (and the caller's head split) never changes a result.
+//   glu:       relu2 bit-exact to scalar; silu through the vector exp.
+#include <arm_neon.h>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include "kernels.h"
+
+namespace bitllm {
+
+namespace {
+
+// exp(x) per ops.h: Cody-Waite reduction, degree-7 Taylor polynomial, 0 below -87, +Inf above 88.
+inline float32x4_t exp4(float32x4_t x) {
+  const float32x4_t lo = vdupq_n_f32(-87.0f), hi = vdupq_n_f32(88.0f);
+  const float32x4_t xc = vminq_f32(vmaxq_f32(x, lo), hi);
+  const int32x4_t ni = vcvtnq_s32_f32(vmulq_f32(xc, vdupq_n_f32(1.44269504088896341f)));
+  const float32x4_t n = vcvtq_f32_s32(ni);
+  float32x4_t r = vfmsq_f32(xc, n, vdupq_n_f32(0.693359375f));
+  r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
+  float32x4_t p = vdupq_n_f32(1.0f / 5040.0f);
+  p = vfmaq_f32(vdupq_n_f32(1.0f / 720.0f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(1.0f / 120.0f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(1.0f / 24.0f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(1.0f / 6.0f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(0.5f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+  const int32x4_t e = vshlq_n_s32(vaddq_s32(ni, vdupq_n_s32(127)), 23);
+  float32x4_t y = vmulq_f32(p, vreinterpretq_f32_s32(e));
+  y = vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(y), vcltq_f32(x, lo)));
+  return vbslq_f32(vcgtq_f32(x, hi), vdupq_n_f32(INFINITY), y);
+}
+
+inline float32x4_t load_h4(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+
+inline uint16_t f2h(float f) { return vget_lane_u16(vreinterpret_u16_f16(vcvt_f16_f32(vdupq_n_f32(f))), 0); }
+
+void rmsnorm_neon(const float* x, const float* w, float* y, int64_t B, int64_t n, int64_t ld, float eps) {
+  for (int64_t b = 0; b < B; ++b) {
+    const float* xb = x + b * ld;  // [n]
+    float* yb = y + b * ld;        // [n]
+    float64x2_t a0 = vdupq_n_f64(0.0), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const float32x4_t v0 = vld1q_f32(xb + i), v1 = vld1q_f32(xb + i + 4);
+      const float64x2_t d0 = vcvt_f64_f32(vget_low_f32(v0)), d1 = vcvt_high_f64_f32(v0);
+      const float64x2_t d2 = vcvt_f64_f32(vget_low_f32(v1)), d3 = vcvt_high_f64_f32(v1);
+      a0 = vfmaq_f64(a0, d0, d0);
+      a1 = vfmaq_f64(a1, d1, d1);
+      a2 = vfmaq_f64(a2, d2, d2);
+      a3 = vfmaq_f64(a3, d3, d3);
+    }
+    double sum = vaddvq_f64(vaddq_f64(vaddq_f64(a0, a1), vaddq_f64(a2, a3)));
+    for (; i < n; ++i) sum += static_cast<double>(xb[i]) * static_cast<double>(xb[i]);
+    const float s = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(n) + static_cast<double>(eps)));
+    const float32x4_t sv = vdupq_n_f32(s);
+    i = 0;
+    if (w) {
+      for (; i + 4 <= n; i += 4) vst1q_f32(yb + i, vmulq_f32(vmulq_f32(vld1q_f32(xb + i), sv), vld1q_f32(w + i)));
+      for (; i < n; ++i) yb[i] = (xb[i] * s) * w[i];
+    } else {
+      for (; i + 4 <= n; i += 4) vst1q_f32(yb + i, vmulq_f32(vld1q_f32(xb + i), sv));
+      for (; i < n; ++i) yb[i] = xb[i] * s;
+    }
+  }
+}
+
+void rope_neox_neon(float* x, const int32_t* pos, int64_t B, int64_t n_heads, int64_t head_dim, int64_t ld,
+                    int64_t n_rot, float theta_base) {
+  const int64_t half = n_rot / 2;
+  float inv_freq[kRopeChunk], c[kRopeChunk], s[kRopeChunk];
+  for (int64_t i0 = 0; i0 < half; i0 += kRopeChunk) {
+    const int64_t ni = std::min(kRopeChunk, half - i0);
+    rope_inv_freq(theta_base, n_rot, i0, ni, inv_freq);
+    for (int64_t b = 0; b < B; ++b) {
+      rope_cos_sin(pos[b], inv_freq, ni, c, s);
+      for (int64_t h = 0; h < n_heads; ++h) {
+        float* lo = x + b * ld + h * head_dim + i0;  // [ni]
+        float* hi = lo + half;                        // [ni]
+        int64_t i = 0;
+        for (; i + 4 <= ni; i += 4) {
+          const float32x4_t a = vld1q_f32(lo + i), d = vld1q_f32(hi + i);
+          const float32x4_t cv = vld1q_f32(c + i), sv = vld1q_f32(s + i);
+          vst1q_f32(lo + i, vsubq_f32(vmulq_f32(a, cv), vmulq_f32(d, sv)));
+          vst1q_f32(hi + i, vaddq_f32(vmulq_f32(a, sv), vmulq_f32(d, cv)));
+        }
+        for (; i < ni; ++i) {
+          const float a = lo[i], d = hi[i];
+          lo[i] = a * c[i] - d * s[i];
+          hi[i] = a * s[i] + d * c[i];
+        }
+      }
+    }
+  }
+}
+
+void kv_store_f16_neon(const float* x, const int32_t* pos, uint16_t* cache, int64_t B, int64_t n_kv_heads,
+                       int64_t head_dim, int64_t ld, int64_t capacity) {
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < n_kv_heads; ++h) {
+      const float* src = x + b * ld + h * head_dim;                // [head_dim]
+      uint16_t* dst = cache + (h * capacity + pos[b]) * head_dim;  // [head_dim]
+      int64_t i = 0;
+      for (; i + 4 <= head_dim; i += 4) vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(src + i))));
+      for (; i < head_dim; ++i) dst[i] = f2h(src[i]);
+    }
+}
+
+// Four lanes from p[0, n), zero past n (n <= 4).
+inline float32x4_t load_tail(const float* p, int64_t n) {
+  float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int64_t i = 0; i < n; ++i) t[i] = p[i];
+  return vld1q_f32(t);
+}
+
+// Four halves from p[0, n) (n < 4), zero past n, as floats.
+inline float32x4_t load_h4_tail(const uint16_t* p, int64_t n) {
+  uint16_t t[4] = {0, 0, 0, 0};
+  for (int64_t i = 0; i < n; ++i) t[i] = p[i];
+  return load_h4(t);
+}
+
+// Scores of GB heads x PB positions (GB * PB == 16 accumulators, FMA chains of head_dim / 4):
+// r[j * PB + p] = scale * (q_j · k_p). K rows are converted in registers, once per tile.
+template <int GB, int PB>
+inline void score_tile(const float* q,            // [GB, head_dim]
+                       const uint16_t* const* k,  // PB rows of [head_dim] halves
+                       int64_t head_dim, float scale, float* r) {  // r: [16]
+  static_assert(GB * PB == 16, "16 accumulators");
+  float32x4_t acc[16];
+  for (int i = 0; i < 16; ++i) acc[i] = vdupq_n_f32(0.0f);
+  const int64_t hd4 = head_dim & ~int64_t{3};
+  for (int64_t d = 0; d < hd4; d += 4) {
+    float32x4_t kv[PB];
+    for (int p = 0; p < PB; ++p) kv[p] = load_h4(k[p] + d);
+    for (int j = 0; j < GB; ++j) {
+      const float32x4_t qv = vld1q_f32(q + j * head_dim + d);
+      for (int p = 0; p < PB; ++p) acc[j * PB + p] = vfmaq_f32(acc[j * PB + p], qv, kv[p]);
+    }
+  }
+  if (hd4 < head_dim) {
+    float32x4_t kv[PB];
+    for (int p = 0; p < PB; ++p) kv[p] = load_h4_tail(k[p] + hd4, head_dim - hd4);
+    for (int j = 0; j < GB; ++j) {
+      const float32x4_t qv = load_tail(q + j * head_dim + hd4, head_dim - hd4);
+      for (int p = 0; p < PB; ++p) acc[j * PB + p] = vfmaq_f32(acc[j * PB + p], qv, kv[p]);
+    }
+  }
+  const float32x4_t sv = vdupq_n_f32(scale);
+  for (int i = 0; i < 16; i += 4) {
+    const float32x4_t s4 = vpaddq_f32(vpaddq_f32(acc[i], acc[i + 1]), vpaddq_f32(acc[i + 2], acc[i + 3]));
+    vst1q_f32(r + i, vmulq_f32(s4, sv));
+  }
+}
+
+// sc[j * L + t] = scale * (q_j · K[t]) for heads j < GB, t < L.
+template <int GB>
+void scores_heads(const float* q,     // [GB, head_dim]
+                  const uint16_t* K,  // [L, head_dim]
+                  int64_t L, int64_t head_dim, float scale, float* sc) {  // sc: [GB, L] (row stride L)
+  constexpr int PB = 16 / GB;
+  float r[16];
+  for (int64_t t0 = 0; t0 < L; t0 += PB) {
+    const int64_t np = std::min<int64_t>(PB, L - t0);
+    const uint16_t* k[PB];
+    for (int p = 0; p < PB; ++p) k[p] = K + (t0 + (p < np ? p : 0)) * head_dim;
+    score_tile<GB, PB>(q, k, head_dim, scale, r);
+    for (int j = 0; j < GB; ++j)
+      for (int64_t p = 0; p < np; ++p) sc[j * L + t0 + p] = r[j * PB + p];
+  }
+}
+
+// o_j[d0, d0 + 4 DC) += Σ_{p < nt} pj[j][p] V[p, d0 + ...] for heads j < GB (GB * DC accumulators,
+// chains of nt); V rows are converted in registers once per tile.
+template <int GB, int DC>
+inline void pv_tile(const float* const* pj,  // GB rows of [nt] probabilities
+                    const uint16_t* V,       // [nt, head_dim]
+                    int64_t nt, int64_t head_dim, int64_t d0,
+                    float* const* o) {  // GB rows of [head_dim]
+  float32x4_t acc[GB][DC];
+  for (int j = 0; j < GB; ++j)
+    for (int c = 0; c < DC; ++c) acc[j][c] = vdupq_n_f32(0.0f);
+  for (int64_t p = 0; p < nt; ++p) {
+    float32x4_t vv[DC];
+    for (int c = 0; c < DC; ++c) vv[c] = load_h4(V + p * head_dim + d0 + 4 * c);
+    for (int j = 0; j < GB; ++j) {
+      const float32x4_t pb = vdupq_n_f32(pj[j][p]);
+      for (int c = 0; c < DC; ++c) acc[j][c] = vfmaq_f32(acc[j][c], pb, vv[c]);
+    }
+  }
+  for (int j = 0; j < GB; ++j)
+    for (int c = 0; c < DC; ++c) vst1q_f32(o[j] + d0 + 4 * c, vaddq_f32(vld1q_f32(o[j] + d0 + 4 * c), acc[j][c]));
+}
+
+// The last head_dim % 4 dims of pv_tile.
+template <int GB>
+inline void pv_tail(const float* const* pj, const uint16_t* V, int64_t nt, int64_t head_dim, int64_t d0,
+                    float* const* o) {
+  const int64_t n = head_dim - d0;
+  float32x4_t acc[GB];
+  for (int j = 0; j < GB; ++j) acc[j] = vdupq_n_f32(0.0f);
+  for (int64_t p = 0; p < nt; ++p) {
+    const float32x4_t vv = load_h4_tail(V + p * head_dim + d0, n);
+    for (int j = 0; j < GB; ++j) acc[j] = vfmaq_f32(acc[j], vdupq_n_f32(pj[j][p]), vv);
+  }
+  for (int j = 0; j < GB; ++j) {
+    float t[4];
+    vst1q_f32(t, vaddq_f32(load_tail(o[j] + d0, n), acc[j]));
+    for (int64_t i = 0; i < n; ++i) o[j][d0 + i] = t[i];
+  }
+}
+
+// out_j += Σ_t p_j[t] V[t, :] for heads j < GB over t < L, in blocks of kAttnBlock positions.
+template <int GB>
+void pv_heads(const float* sc,     // [GB, L] probabilities (row stride L)
+              const uint16_t* V,   // [L, head_dim]
+              int64_t L, int64_t head_dim, float* out) {  // out: [GB, head_dim]
+  constexpr int DC = 16 / GB;
+  const int64_t hd4 = head_dim & ~int64_t{3};
+  float* o[GB];
+  for (int j = 0; j < GB; ++j) o[j] = out + j * head_dim;
+  for (int64_t t0 = 0; t0 < L; t0 += kAttnBlock) {
+    const int64_t nt = std::min(kAttnBlock, L - t0);
+    const float* pj[GB];
+    for (int j = 0; j < GB; ++j) pj[j] = sc + j * L + t0;
+    const uint16_t* Vt = V + t0 * head_dim;
+    int64_t d0 = 0;
+    for (; d0 + 4 * DC <= hd4; d0 += 4 * DC) pv_tile<GB, DC>(pj, Vt, nt, head_dim, d0, o);
+    for (; d0 < hd4; d0 += 4) pv_tile<GB, 1>(pj, Vt, nt, head_dim, d0, o);
+    if (hd4 < head_dim) pv_tail<GB>(pj, Vt, nt, head_dim, hd4, o);
+  }
+}
+
+// Calls f(integral_constant<GB>, j) over head blocks of 4, 2, 1 covering [0, G).
+template <typename F>
+inline void for_head_blocks(int64_t G, F&& f) {
+  int64_t j = 0;
+  for (; j + 4 <= G; j += 4) f(std::integral_constant<int, 4>(), j);
+  for (; j + 2 <= G; j += 2) f(std::integral_constant<int, 2>(), j);
+  for (; j < G; ++j) f(std::integral_constant<int, 1>(), j);
+}
+
+// Softmax of s[0, L) in place (max subtracted); returns 1 / Σ p.
+float softmax_neon(float* s, int64_t L) {  // s: [L]
+  const int64_t L4 = L & ~int64_t{3};
+  float32x4_t mv = vdupq_n_f32(-INFINITY);
+  for (int64_t t = 0; t < L4; t += 4) mv = vmaxq_f32(mv, vld1q_f32(s + t));
+  float m = vmaxvq_f32(mv);
+  for (int64_t t = L4; t < L; ++t) m = std::max(m, s[t]);
+  const float32x4_t mm = vdupq_n_f32(m);
+  float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0;
+  int64_t t = 0;
+  for (; t + 8 <= L4; t += 8) {
+    const float32x4_t e0 = exp4(vsubq_f32(vld1q_f32(s + t), mm)), e1 = exp4(vsubq_f32(vld1q_f32(s + t + 4), mm));
+    vst1q_f32(s + t, e0);
+    vst1q_f32(s + t + 4, e1);
+    a0 = vaddq_f32(a0, e0);
+    a1 = vaddq_f32(a1, e1);
+  }
+  if (t < L4) {
+    const float32x4_t e0 = exp4(vsubq_f32(vld1q_f32(s + t), mm));
+    vst1q_f32(s + t, e0);
+    a0 = vaddq_f32(a0, e0);
+    t += 4;
+  }
+  if (t < L) {
+    const int64_t nt = L - t;
+    float tmp[4];
+    vst1q_f32(tmp, exp4(vsubq_f32(load_tail(s + t, nt), mm)));
+    for (int64_t i = nt; i < 4; ++i) tmp[i] = 0.0f;
+    for (int64_t i = 0; i < nt; ++i) s[t + i] = tmp[i];
+    a1 = vaddq_f32(a1, vld1q_f32(tmp));
+  }
+  return 1.0f / vaddvq_f32(vaddq_f32(a0, a1));
+}
+
+// G query heads q [G, head_dim] sharing one kv head; L attended rows of K/V [L, head_dim].
+void attend_group_neon(const float* q, int64_t G, const uint16_t* K, const uint16_t* V, int64_t L,
+                       int64_t head_dim, float scale, float* out,  // out: [G, head_dim]
+                       float* sc) {                                // [G, L]
+  for_head_blocks(G, [&](auto gb, int64_t j) {
+    scores_heads<decltype(gb)::value>(q + j * head_dim, K, L, head_dim, scale, sc + j * L);
+  });
+  float inv[kAttnMaxGroup];
+  for (int64_t j = 0; j < G; ++j) {
+    inv[j] = softmax_neon(sc + j * L, L);
+    std::fill(out + j * head_dim, out + (j + 1) * head_dim, 0.0f);
+  }
+  for_head_blocks(G, [&](auto gb, int64_t j) {
+    pv_heads<decltype(gb)::value>(sc + j * L, V, L, head_dim, out + j * head_dim);
+  });
+  for (int64_t j = 0; j < G; ++j) {
+    float* o = out + j * head_dim;
+    const float32x4_t iv = vdupq_n_f32(inv[j]);
+    int64_t d = 0;
+    for (; d + 4 <= head_dim; d += 4) vst1q_f32(o + d, vmulq_f32(vld1q_f32(o + d), iv));
+    for (; d < head_dim; ++d) o[d] = o[d] * inv[j];
+  }
+}
+
+void attention_f16_neon(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, const int32_t* pos,
+                        float* out, int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                        int64_t capacity, int64_t ldq, int64_t ldo, float scale, int64_t h0, int64_t h1,
+                        float* scratch) {
+  const int64_t r = n_heads / n_kv_heads;
+  float* sc = scratch;  // [G, L] (the rest of the scratch is unused here)
+  for (int64_t h = h0; h < h1;) {
+    const int64_t g = h / r, he = std::min({h1, (g + 1) * r, h + kAttnMaxGroup});
+    const uint16_t* K = k_cache + g * capacity * head_dim;  // [capacity, head_dim]
+    const uint16_t* V = v_cache + g * capacity * head_dim;  // [capacity, head_dim]
+    for (int64_t b = 0; b < B; ++b)
+      attend_group_neon(q + b * ldq + h * head_dim, he - h, K, V, static_cast<int64_t>(pos[b]) + 1, head_dim, scale,
+                        out + b * ldo + h * head_dim, sc);
+    h = he;
+  }
+}
+
+template <bool kSilu>
+inline float32x4_t glu4(float32x4_t g, float32x4_t u) {
+  float32x4_t a;
+  if (kSilu) {
+    a = vdivq_f32(g, vaddq_f32(vdupq_n_f32(1.0f), exp4(vnegq_f32(g))));
+  } else {
+    // relu: g > 0 ? g : +0 (as the scalar select; NaN and -0 give +0).
+    const float32x4_t r = vbslq_f32(vcgtq_f32(g, vdupq_n_f32(0.0f)), g, vdupq_n_f32(0.0f));
+    a = vmulq_f32(r, r);
+  }
+  return vmulq_f32(a, u);
+}
+
+template <bool kSilu>
+void glu_neon(const float* gate_up, float* out, int64_t B, int64_t n, int64_t ld_in, int64_t ld_out) {
+  for (int64_t b = 0; b < B; ++b) {
+    const float* g = gate_up + b * ld_in;  // [n]
+    const float* u = g + n;                // [n]
+    float* o = out + b * ld_out;           // [n]
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(o + i, glu4<kSilu>(vld1q_f32(g + i), vld1q_f32(u + i)));
+    if (i < n) {
+      float t[4];
+      vst1q_f32(t, glu4<kSilu>(load_tail(g + i, n - i), load_tail(u + i, n - i)));
+      for (int64_t k = 0; k < n - i; ++k) o[i + k] = t[k];
+    }
+  }
+}
+
+}  // namespace
+
+void fill_ops_neon(KernelTable& t, const CpuFeatures&) {
+  t.rmsnorm = rmsnorm_neon;
+  t.rope_neox = rope_neox_neon;
+  t.kv_store_f16 = kv_store_f16_neon;
+  t.attention_f16 = attention_f16_neon;
+  t.glu_relu2 = glu_neon<false>;
+  t.glu_silu = glu_neon<true>;
+  t.v_ops = "neon";
+}
+
+}  // namespace bitllm

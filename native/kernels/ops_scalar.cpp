@@ -1,0 +1,173 @@
+// ops scalar variant: the C++ reference for ops.h (plain float code; the build uses
+// -ffp-contract=off, so every product is rounded before it is added).
+//   rmsnorm:   Σ x^2 in double (4 strided partial sums), scale in double rounded once, y = (x s) w.
+//   rope_neox: the shared float angles and cos/sin of ops.h, rotation without FMA.
+//   attention: per group of query heads sharing a kv head: K rows converted kAttnBlock at a time,
+//              dots through 8 strided partial sums (a 3-level tree), softmax with the max subtracted,
+//              Σ p through 8 strided partial sums, Σ p v per block of kAttnBlock positions added into
+//              the output row, which is scaled by 1 / Σ p at the end: the summation chains of the
+//              SIMD variants, so all share one bound (ops.h).
+#include <algorithm>
+#include <cmath>
+
+#include "kernels.h"
+#include "runtime/repack_ternary.h"  // f32_to_fp16
+
+namespace bitllm {
+
+namespace {
+
+void rmsnorm_scalar(const float* x, const float* w, float* y, int64_t B, int64_t n, int64_t ld, float eps) {
+  for (int64_t b = 0; b < B; ++b) {
+    const float* xb = x + b * ld;  // [n]
+    float* yb = y + b * ld;        // [n]
+    double ss[4] = {0.0, 0.0, 0.0, 0.0};
+    for (int64_t i = 0; i < n; ++i) ss[i & 3] += static_cast<double>(xb[i]) * static_cast<double>(xb[i]);
+    const double sum = (ss[0] + ss[1]) + (ss[2] + ss[3]);
+    const float s = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(n) + static_cast<double>(eps)));
+    if (w) {
+      for (int64_t i = 0; i < n; ++i) yb[i] = (xb[i] * s) * w[i];
+    } else {
+      for (int64_t i = 0; i < n; ++i) yb[i] = xb[i] * s;
+    }
+  }
+}
+
+void rope_neox_scalar(float* x, const int32_t* pos, int64_t B, int64_t n_heads, int64_t head_dim, int64_t ld,
+                      int64_t n_rot, float theta_base) {
+  const int64_t half = n_rot / 2;
+  float inv_freq[kRopeChunk], c[kRopeChunk], s[kRopeChunk];
+  for (int64_t i0 = 0; i0 < half; i0 += kRopeChunk) {
+    const int64_t ni = std::min(kRopeChunk, half - i0);
+    rope_inv_freq(theta_base, n_rot, i0, ni, inv_freq);
+    for (int64_t b = 0; b < B; ++b) {
+      rope_cos_sin(pos[b], inv_freq, ni, c, s);
+      for (int64_t h = 0; h < n_heads; ++h) {
+        float* lo = x + b * ld + h * head_dim + i0;  // [ni]
+        float* hi = lo + half;                        // [ni]
+        for (int64_t i = 0; i < ni; ++i) {
+          const float a = lo[i], d = hi[i];
+          lo[i] = a * c[i] - d * s[i];
+          hi[i] = a * s[i] + d * c[i];
+        }
+      }
+    }
+  }
+}
+
+void kv_store_f16_scalar(const float* x, const int32_t* pos, uint16_t* cache, int64_t B, int64_t n_kv_heads,
+                         int64_t head_dim, int64_t ld, int64_t capacity) {
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < n_kv_heads; ++h) {
+      const float* src = x + b * ld + h * head_dim;                    // [head_dim]
+      uint16_t* dst = cache + (h * capacity + pos[b]) * head_dim;      // [head_dim]
+      for (int64_t i = 0; i < head_dim; ++i) dst[i] = f32_to_fp16(src[i]);
+    }
+}
+
+// Softmax of s[0, L) in place (max subtracted); returns 1 / Σ p.
+float softmax_scalar(float* s, int64_t L) {  // s: [L]
+  float m = s[0];
+  for (int64_t t = 1; t < L; ++t) m = std::max(m, s[t]);
+  float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t t = 0; t < L; ++t) {
+    s[t] = std::exp(s[t] - m);
+    part[t & 7] = part[t & 7] + s[t];
+  }
+  const float sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+  return 1.0f / sum;
+}
+
+// G query heads q [G, head_dim] sharing one kv head; L attended rows of K/V [L, head_dim].
+void attend_group_scalar(const float* q, int64_t G, const uint16_t* K, const uint16_t* V, int64_t L,
+                         int64_t head_dim, float scale, float* out,  // out: [G, head_dim]
+                         float* buf,                                 // [kAttnBlock, head_dim]
+                         float* acc,                                 // [head_dim]
+                         float* sc) {                                // [G, L]
+  for (int64_t t0 = 0; t0 < L; t0 += kAttnBlock) {
+    const int64_t nt = std::min(kAttnBlock, L - t0);
+    for (int64_t i = 0; i < nt * head_dim; ++i) buf[i] = half_to_f32(K[t0 * head_dim + i]);
+    for (int64_t j = 0; j < G; ++j)
+      for (int64_t p = 0; p < nt; ++p) {
+        const float* qj = q + j * head_dim;
+        const float* kr = buf + p * head_dim;
+        float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // part[l] sums the dims d with d % 8 == l, in order
+        int64_t d = 0;
+        for (; d + 8 <= head_dim; d += 8)
+          for (int l = 0; l < 8; ++l) part[l] = part[l] + qj[d + l] * kr[d + l];
+        for (; d < head_dim; ++d) part[d & 7] = part[d & 7] + qj[d] * kr[d];
+        const float dot = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+        sc[j * L + t0 + p] = scale * dot;
+      }
+  }
+  float inv[kAttnMaxGroup];
+  for (int64_t j = 0; j < G; ++j) {
+    inv[j] = softmax_scalar(sc + j * L, L);
+    std::fill(out + j * head_dim, out + (j + 1) * head_dim, 0.0f);
+  }
+  for (int64_t t0 = 0; t0 < L; t0 += kAttnBlock) {
+    const int64_t nt = std::min(kAttnBlock, L - t0);
+    for (int64_t i = 0; i < nt * head_dim; ++i) buf[i] = half_to_f32(V[t0 * head_dim + i]);
+    for (int64_t j = 0; j < G; ++j) {
+      const float* pj = sc + j * L + t0;
+      float* oj = out + j * head_dim;
+      // acc[d] = Σ_p pj[p] v[p, d] in order p = 0..nt-1 (the block sum), then added into the output.
+      std::fill(acc, acc + head_dim, 0.0f);
+      for (int64_t p = 0; p < nt; ++p)
+        for (int64_t d = 0; d < head_dim; ++d) acc[d] = acc[d] + pj[p] * buf[p * head_dim + d];
+      for (int64_t d = 0; d < head_dim; ++d) oj[d] = oj[d] + acc[d];
+    }
+  }
+  for (int64_t j = 0; j < G; ++j)
+    for (int64_t d = 0; d < head_dim; ++d) out[j * head_dim + d] = out[j * head_dim + d] * inv[j];
+}
+
+void attention_f16_scalar(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, const int32_t* pos,
+                          float* out, int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                          int64_t capacity, int64_t ldq, int64_t ldo, float scale, int64_t h0, int64_t h1,
+                          float* scratch) {
+  const int64_t r = n_heads / n_kv_heads;
+  float* buf = scratch;                                // [kAttnBlock, head_dim]
+  float* acc = scratch + kAttnBlock * head_dim;        // [head_dim]
+  float* sc = scratch + (kAttnBlock + 1) * head_dim;  // [G, L]
+  for (int64_t h = h0; h < h1;) {
+    const int64_t g = h / r, he = std::min({h1, (g + 1) * r, h + kAttnMaxGroup});
+    const uint16_t* K = k_cache + g * capacity * head_dim;  // [capacity, head_dim]
+    const uint16_t* V = v_cache + g * capacity * head_dim;  // [capacity, head_dim]
+    for (int64_t b = 0; b < B; ++b)
+      attend_group_scalar(q + b * ldq + h * head_dim, he - h, K, V, static_cast<int64_t>(pos[b]) + 1, head_dim,
+                          scale, out + b * ldo + h * head_dim, buf, acc, sc);
+    h = he;
+  }
+}
+
+template <bool kSilu>
+void glu_scalar(const float* gate_up, float* out, int64_t B, int64_t n, int64_t ld_in, int64_t ld_out) {
+  for (int64_t b = 0; b < B; ++b) {
+    const float* g = gate_up + b * ld_in;  // [n]
+    const float* u = g + n;                // [n]
+    float* o = out + b * ld_out;           // [n]
+    for (int64_t i = 0; i < n; ++i) {
+      if (kSilu) {
+        o[i] = (g[i] / (1.0f + std::exp(-g[i]))) * u[i];
+      } else {
+        const float r = g[i] > 0.0f ? g[i] : 0.0f;
+        o[i] = (r * r) * u[i];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void fill_ops_scalar(KernelTable& t, const CpuFeatures&) {
+  t.rmsnorm = rmsnorm_scalar;
+  t.rope_neox = rope_neox_scalar;
+  t.kv_store_f16 = kv_store_f16_scalar;
+  t.attention_f16 = attention_f16_scalar;
+  t.glu_relu2 = glu_scalar<false>;
+  t.glu_silu = glu_scalar<true>;
+  t.v_ops = "scalar";
+}
+
+}  // namespace bitllm
