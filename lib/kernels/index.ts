@@ -3,3 +3,4 @@
 export * from './context.js';
 export * from './ternary.js';
 export * as reference from '../reference/index.js';
+export * from './ops.js';

@@ -2,3 +2,4 @@
 export * from './act_quant.js';
 export * from './numeric.js';
 export * from './ternary.js';
+export * from './ops.js';
