@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 namespace bitllm {
 
@@ -55,34 +56,45 @@ uint16_t f32_to_fp16(float f) {
 
 namespace {
 
-// Packs one 16-row tile from a per-row code getter: code(m, k) in {0,1,2}.
-template <typename Code>
-void pack_tile(int64_t t, int64_t M, int64_t K, uint8_t* codes, Code code) {
-  const int64_t kchunks = K / kT2KStep;
-  uint8_t* tile = codes + t * kchunks * kT2ChunkBytes;  // [K/16, 64]
-  std::memset(tile, 0, static_cast<size_t>(kchunks * kT2ChunkBytes));
+// Packs one 16-row tile from rows decoded into codes (0..2, one byte each). `decode(m, out)` fills
+// out[0..K) for row m < M; rows past M are code 1 (zero weight).
+template <typename DecodeRow>
+void pack_tile(int64_t t, int64_t M, int64_t K, uint8_t* codes, uint8_t* rows /* [16, K] scratch */,
+               DecodeRow decode) {
   for (int r = 0; r < kT2Rows; ++r) {
     const int64_t m = t * kT2Rows + r;
-    for (int64_t kc = 0; kc < kchunks; ++kc) {
-      uint8_t* c = tile + kc * kT2ChunkBytes + 4 * r;
-      for (int l = 0; l < 4; ++l)
-        for (int i = 0; i < 4; ++i) {
-          const uint32_t v = m < M ? code(m, kc * kT2KStep + 4 * l + i) : 1u;
-          c[i] = static_cast<uint8_t>(c[i] | (v << (2 * l)));
-        }
+    if (m < M)
+      decode(m, rows + r * K);
+    else
+      std::memset(rows + r * K, 1, static_cast<size_t>(K));
+  }
+  const int64_t kchunks = K / kT2KStep;
+  uint8_t* tile = codes + t * kchunks * kT2ChunkBytes;  // [K/16, 64]
+  for (int64_t kc = 0; kc < kchunks; ++kc) {
+    uint8_t* c = tile + kc * kT2ChunkBytes;
+    for (int r = 0; r < kT2Rows; ++r) {
+      const uint8_t* src = rows + r * K + kc * kT2KStep;  // [16] codes of row r
+      for (int i = 0; i < 4; ++i)
+        c[4 * r + i] = static_cast<uint8_t>(src[i] | (src[4 + i] << 2) | (src[8 + i] << 4) | (src[12 + i] << 6));
     }
   }
+}
+
+// Runs pack_tile over [tile0, tile1) with one scratch buffer.
+template <typename DecodeRow>
+void pack_tiles(int64_t tile0, int64_t tile1, int64_t M, int64_t K, uint8_t* codes, DecodeRow decode) {
+  std::vector<uint8_t> rows(static_cast<size_t>(kT2Rows * K));
+  for (int64_t t = tile0; t < tile1; ++t) pack_tile(t, M, K, codes, rows.data(), decode);
 }
 
 }  // namespace
 
 void pack_t2_from_trits(const int8_t* trits, int64_t ldt, int64_t M, int64_t K, uint8_t* codes,
                         int64_t tile0, int64_t tile1) {
-  for (int64_t t = tile0; t < tile1; ++t)
-    pack_tile(t, M, K, codes, [&](int64_t m, int64_t k) -> uint32_t {
-      const int v = trits[m * ldt + k];
-      return static_cast<uint32_t>((v > 0 ? 1 : (v < 0 ? -1 : 0)) + 1);
-    });
+  pack_tiles(tile0, tile1, M, K, codes, [&](int64_t m, uint8_t* out) {
+    const int8_t* row = trits + m * ldt;
+    for (int64_t k = 0; k < K; ++k) out[k] = static_cast<uint8_t>((row[k] > 0 ? 1 : (row[k] < 0 ? -1 : 0)) + 1);
+  });
 }
 
 void unpack_t2_to_trits(const uint8_t* codes, int64_t M, int64_t K, int8_t* trits, int64_t ldt) {
@@ -99,12 +111,25 @@ void unpack_t2_to_trits(const uint8_t* codes, int64_t M, int64_t K, int8_t* trit
 
 int64_t repack_t2_from_i2s(const uint8_t* src, int64_t M, int64_t K, uint8_t* codes, int64_t tile0,
                            int64_t tile1) {
-  for (int64_t t = tile0; t < tile1; ++t)
-    pack_tile(t, M, K, codes, [&](int64_t m, int64_t k) -> uint32_t {
-      const int64_t e = m * K + k, j = e % 128;
-      const uint32_t v = (src[(e / 128) * 32 + j % 32] >> (6 - 2 * (j / 32))) & 3;
-      return v == 3 ? 1u : v;
-    });
+  pack_tiles(tile0, tile1, M, K, codes, [&](int64_t m, uint8_t* out) {
+    int64_t e = m * K, k = 0;
+    // Element by element up to a 128-block boundary (rows need not start on one), then whole blocks.
+    auto one = [&](int64_t idx) {
+      const int64_t j = idx % 128;
+      const uint32_t v = (src[(idx / 128) * 32 + j % 32] >> (6 - 2 * (j / 32))) & 3;
+      return static_cast<uint8_t>(v == 3 ? 1 : v);
+    };
+    for (; k < K && (e + k) % 128 != 0; ++k) out[k] = one(e + k);
+    for (; k + 128 <= K; k += 128) {
+      const uint8_t* blk = src + ((e + k) / 128) * 32;  // [32]
+      for (int l = 0; l < 4; ++l)
+        for (int j = 0; j < 32; ++j) {
+          const uint8_t v = (blk[j] >> (6 - 2 * l)) & 3;
+          out[k + 32 * l + j] = v == 3 ? 1 : v;
+        }
+    }
+    for (; k < K; ++k) out[k] = one(e + k);
+  });
   return 0;
 }
 
@@ -112,17 +137,22 @@ int64_t repack_t2_from_tq2(const uint8_t* src, int64_t M, int64_t K, uint8_t* co
                            int64_t tile0, int64_t tile1) {
   const int64_t nb = K / 256, row_bytes = nb * 66;
   int64_t invalid = 0;
-  for (int64_t t = tile0; t < tile1; ++t) {
-    pack_tile(t, M, K, codes, [&](int64_t m, int64_t k) -> uint32_t {
-      const uint8_t* blk = src + m * row_bytes + (k / 256) * 66;
-      const int64_t e = k % 256, half = e / 128, mm = e % 128;
-      const uint32_t v = (blk[half * 32 + mm % 32] >> (2 * (mm / 32))) & 3;
-      if (v == 3) {
-        ++invalid;
-        return 1u;
-      }
-      return v;
-    });
+  pack_tiles(tile0, tile1, M, K, codes, [&](int64_t m, uint8_t* out) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = src + m * row_bytes + b * 66;  // {qs[64], d}
+      for (int half = 0; half < 2; ++half)
+        for (int l = 0; l < 4; ++l)
+          for (int j = 0; j < 32; ++j) {
+            uint8_t v = (blk[half * 32 + j] >> (2 * l)) & 3;
+            if (v == 3) {
+              ++invalid;
+              v = 1;
+            }
+            out[b * 256 + half * 128 + 32 * l + j] = v;
+          }
+    }
+  });
+  for (int64_t t = tile0; t < tile1; ++t)
     for (int64_t j = 0; j < nb; ++j)
       for (int r = 0; r < kT2Rows; ++r) {
         const int64_t m = t * kT2Rows + r;
@@ -130,7 +160,6 @@ int64_t repack_t2_from_tq2(const uint8_t* src, int64_t M, int64_t K, uint8_t* co
         if (m < M) std::memcpy(&d, src + m * row_bytes + j * 66 + 64, 2);
         block_scales[(t * nb + j) * kT2Rows + r] = m < M ? fp16_to_f32(d) : 0.0f;
       }
-  }
   return invalid;
 }
 
@@ -139,30 +168,28 @@ int64_t repack_t2_from_tq1(const uint8_t* src, int64_t M, int64_t K, uint8_t* co
   static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
   const int64_t nb = K / 256, row_bytes = nb * 54;
   int64_t invalid = 0;
-  for (int64_t t = tile0; t < tile1; ++t) {
-    pack_tile(t, M, K, codes, [&](int64_t m, int64_t k) -> uint32_t {
-      const uint8_t* blk = src + m * row_bytes + (k / 256) * 54;
-      const int64_t e = k % 256;
-      uint8_t byte;
-      int n;
-      if (e < 160) {
-        byte = blk[e % 32];
-        n = static_cast<int>(e / 32);
-      } else if (e < 240) {
-        byte = blk[32 + (e - 160) % 16];
-        n = static_cast<int>((e - 160) / 16);
-      } else {
-        byte = blk[48 + (e - 240) % 4];
-        n = static_cast<int>((e - 240) / 4);
-      }
-      const uint8_t p = static_cast<uint8_t>(byte * pow3[n]);
-      const uint32_t v = (static_cast<uint32_t>(p) * 3) >> 8;
-      if (v > 2) {
-        ++invalid;
-        return 1u;
-      }
-      return v;
-    });
+  // Digit n of a byte: (uint8)(byte * 3^n) * 3 >> 8 (the stored byte is ceil(q * 256 / 243)).
+  auto digit = [&](uint8_t byte, int n) {
+    const uint32_t v = (static_cast<uint32_t>(static_cast<uint8_t>(byte * pow3[n])) * 3) >> 8;
+    if (v > 2) {
+      ++invalid;
+      return static_cast<uint8_t>(1);
+    }
+    return static_cast<uint8_t>(v);
+  };
+  pack_tiles(tile0, tile1, M, K, codes, [&](int64_t m, uint8_t* out) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = src + m * row_bytes + b * 54;  // {qs[48], qh[4], d}
+      uint8_t* o = out + b * 256;
+      for (int n = 0; n < 5; ++n)
+        for (int j = 0; j < 32; ++j) o[32 * n + j] = digit(blk[j], n);
+      for (int n = 0; n < 5; ++n)
+        for (int j = 0; j < 16; ++j) o[160 + 16 * n + j] = digit(blk[32 + j], n);
+      for (int n = 0; n < 4; ++n)
+        for (int j = 0; j < 4; ++j) o[240 + 4 * n + j] = digit(blk[48 + j], n);
+    }
+  });
+  for (int64_t t = tile0; t < tile1; ++t)
     for (int64_t j = 0; j < nb; ++j)
       for (int r = 0; r < kT2Rows; ++r) {
         const int64_t m = t * kT2Rows + r;
@@ -170,18 +197,19 @@ int64_t repack_t2_from_tq1(const uint8_t* src, int64_t M, int64_t K, uint8_t* co
         if (m < M) std::memcpy(&d, src + m * row_bytes + j * 54 + 52, 2);
         block_scales[(t * nb + j) * kT2Rows + r] = m < M ? fp16_to_f32(d) : 0.0f;
       }
-  }
   return invalid;
 }
 
 void repack_t2_from_f32(const float* w, int64_t ldw, int64_t M, int64_t K, float gamma, uint8_t* codes,
                         int64_t tile0, int64_t tile1) {
   const float inv = 1.0f / gamma;
-  for (int64_t t = tile0; t < tile1; ++t)
-    pack_tile(t, M, K, codes, [&](int64_t m, int64_t k) -> uint32_t {
-      const float v = std::nearbyint(w[m * ldw + k] * inv);
-      return v >= 1.0f ? 2u : (v <= -1.0f ? 0u : 1u);
-    });
+  pack_tiles(tile0, tile1, M, K, codes, [&](int64_t m, uint8_t* out) {
+    const float* row = w + m * ldw;
+    for (int64_t k = 0; k < K; ++k) {
+      const float v = std::nearbyint(row[k] * inv);
+      out[k] = v >= 1.0f ? 2 : (v <= -1.0f ? 0 : 1);
+    }
+  });
 }
 
 bool t2_uniform_block_scale(const uint8_t* codes, const float* block_scales, int64_t M, int64_t K,

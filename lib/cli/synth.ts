@@ -1,0 +1,105 @@
+// `bitllm synth`: writes a synthetic BitNet b1.58 model (lib/model/synth.ts) for tests and benchmarks.
+import type { BitnetArch } from '../model/config.js';
+import { SYNTH_SHAPES, SYNTH_TYPES, type SynthShapeName, type SynthType, SynthError, synthesizeModel } from '../model/synth.js';
+import { UsageError, parseArgs } from './args.js';
+
+export const SYNTH_USAGE = `usage: bitllm synth --shape SHAPE --type TYPE -o FILE [options]
+
+  --shape tiny|small|large|3b|2b4t   model shape (3b: i2_s only; 2b4t: BitNet b1.58 2B-4T, llama-bpe vocabulary)
+  --type i2_s|tq2_0|tq1_0            ternary layout
+  -o, --out FILE                     output GGUF
+  --arch bitnet|bitnet-b1.58|bitnet-25
+                                     general.architecture (default: bitnet-b1.58 for i2_s, bitnet otherwise)
+  --activation relu2|silu            write <arch>.hidden_activation (default: not written)
+  --seed N                           32-bit seed (default 1); one seed gives the same weights in every layout
+  --vocab FILE                       GGUF whose tokenizer.ggml.* keys are copied (default: ../shared/vocab)
+  --json                             print a one-line JSON summary, no progress
+`;
+
+const VALUED = new Set(['shape', 'type', 'arch', 'activation', 'seed', 'vocab', 'o', 'out']);
+const FLAGS = new Set(['json', 'help', 'h']);
+const ARCHS: readonly BitnetArch[] = ['bitnet', 'bitnet-b1.58', 'bitnet-25'];
+
+function choice<T extends string>(v: string | true | undefined, name: string, allowed: readonly T[], required: boolean): T | undefined {
+  if (v === undefined) {
+    if (required) throw new UsageError(`--${name} is required (one of ${allowed.join(', ')})`);
+    return undefined;
+  }
+  if (v === true || !(allowed as readonly string[]).includes(v)) throw new UsageError(`--${name} must be one of ${allowed.join(', ')}, got '${v === true ? '' : v}'`);
+  return v as T;
+}
+
+/** Progress on a TTY: one rewritten line, at most ~10 updates a second. */
+function progressLine(label: string): { update: (done: number, total: number) => void; end: () => void } {
+  let last = 0;
+  let shown = false;
+  return {
+    update(done, total) {
+      const now = Date.now();
+      if (now - last < 100 && done < total) return;
+      last = now;
+      shown = true;
+      process.stderr.write(`\r${label}: ${((100 * done) / total).toFixed(0).padStart(3)}% (${(done / 1e6).toFixed(0)}/${(total / 1e6).toFixed(0)} MB)`);
+    },
+    end() {
+      if (shown) process.stderr.write('\n');
+    },
+  };
+}
+
+/** Runs `bitllm synth` with the arguments after the command name; returns the exit code. */
+export async function runSynthCommand(argv: string[]): Promise<number> {
+  const args = argv[0] === 'synth' ? argv.slice(1) : argv;
+  let opts: Parameters<typeof synthesizeModel>[0];
+  let json: boolean;
+  try {
+    const { positionals, options } = parseArgs(args, VALUED);
+    if (options.has('help') || options.has('h')) {
+      process.stdout.write(SYNTH_USAGE);
+      return 0;
+    }
+    for (const k of options.keys()) if (!VALUED.has(k) && !FLAGS.has(k)) throw new UsageError(`unknown option ${k.length === 1 ? '-' : '--'}${k}`);
+    for (const k of FLAGS) if (options.has(k) && options.get(k) !== true) throw new UsageError(`--${k} takes no value`);
+    if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
+    json = options.has('json');
+    const shape = choice(options.get('shape'), 'shape', Object.keys(SYNTH_SHAPES) as SynthShapeName[], true)!;
+    const type = choice(options.get('type'), 'type', SYNTH_TYPES, true)!;
+    const arch = choice(options.get('arch'), 'arch', ARCHS, false);
+    const activation = choice(options.get('activation'), 'activation', ['relu2', 'silu'] as const, false);
+    const seedOpt = options.get('seed');
+    let seed: number | undefined;
+    if (seedOpt !== undefined) {
+      seed = seedOpt === true || !/^\d+$/.test(seedOpt) ? NaN : Number(seedOpt);
+      if (!(Number.isInteger(seed) && seed <= 0xffffffff)) throw new UsageError(`--seed must be an integer in [0, 4294967295], got '${seedOpt === true ? '' : seedOpt}'`);
+    }
+    const vocab = options.get('vocab');
+    if (vocab === true) throw new UsageError('--vocab needs a file');
+    if (options.has('o') && options.has('out')) throw new UsageError('give the output once (-o or --out)');
+    const out = options.get('o') ?? options.get('out');
+    if (out === undefined || out === true) throw new UsageError('-o FILE is required');
+    opts = { shape, type, out, ...(arch && { arch }), ...(activation && { activation }), ...(seed !== undefined && { seed }), ...(vocab !== undefined && { vocab }) };
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`bitllm synth: ${err.message}\n\n${SYNTH_USAGE}`);
+      return 2;
+    }
+    throw err;
+  }
+
+  const progress = !json && process.stderr.isTTY ? progressLine(`synth ${opts.shape} ${opts.type}`) : undefined;
+  try {
+    const r = await synthesizeModel({ ...opts, ...(progress && { onProgress: progress.update }) });
+    progress?.end();
+    if (json) process.stdout.write(JSON.stringify(r) + '\n');
+    else process.stdout.write(`wrote ${r.path}: ${r.shape} ${r.type} (${r.arch}, seed ${r.seed}, vocab ${r.nVocab}), ${r.tensors} tensors, ${(r.bytes / 1e6).toFixed(1)} MB in ${r.seconds.toFixed(1)} s\n`);
+    return 0;
+  } catch (err) {
+    progress?.end();
+    // An impossible combination (3b as tq2_0, i2_s under 'bitnet', no vocabulary) is a usage error.
+    if (err instanceof SynthError) {
+      process.stderr.write(`bitllm synth: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+}
