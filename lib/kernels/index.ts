@@ -4,3 +4,5 @@ export * from './context.js';
 export * from './ternary.js';
 export * as reference from '../reference/index.js';
 export * from './ops.js';
+export * from './lut.js';
+export * from './binary.js';

@@ -3,3 +3,5 @@ export * from './act_quant.js';
 export * from './numeric.js';
 export * from './ternary.js';
 export * from './ops.js';
+export * from './lut.js';
+export * from './binary.js';
