@@ -7,7 +7,13 @@ import type { Isa } from '../native.js';
 import { binding } from '../native.js';
 import { allocActivations, refActQuantI8 } from '../reference/act_quant.js';
 import { ScaleMode, refTernaryGemm, t2CodeBytes } from '../reference/ternary.js';
+import { binaryGemm } from '../kernels/binary.js';
+import { f16Gemm, q8Gemm, repackQ8 } from '../kernels/dense.js';
+import { lutLayout, ternaryLutGemm, ternaryToLut } from '../kernels/lut.js';
 import { quantizeActivationsI8, ternaryGemm } from '../kernels/ternary.js';
+import { b1BitsBytes, refBinaryGemm } from '../reference/binary.js';
+import { refF16Gemm, refQ8Gemm } from '../reference/dense.js';
+import { refLutGemm } from '../reference/lut.js';
 
 export interface BenchRow {
   kernel: string;
@@ -79,29 +85,120 @@ const ternaryI2: KernelCase = {
   weightBytes: (m, k) => (m * k) / 4,
   supports: (_m, k) => k % 16 === 0,
   prepare(ctx, m, k, batch, copies, seed) {
-    const ws = Array.from({ length: copies }, (_, i) => ({
-      codes: randomTernaryBytes(t2CodeBytes(m, k), seed + i),
-      scales: Float32Array.of(0.5),
-      M: m,
-      K: k,
-      scaleMode: ScaleMode.Tensor,
-    }));
     const a = quantizeActivationsI8(ctx, randomActivations(batch * k, seed), batch, k);
     const y = new Float32Array(batch * m);
-    let i = 0;
-    return () => {
-      ternaryGemm(ctx, ws[i]!, a, y);
-      i = (i + 1) % copies;
-    };
+    return rotating(copies, (i) => tmat(m, k, seed + i), (w) => void ternaryGemm(ctx, w, a, y));
   },
   reference(m, k, seed) {
-    const w = { codes: randomTernaryBytes(t2CodeBytes(m, k), seed), scales: Float32Array.of(0.5), M: m, K: k, scaleMode: ScaleMode.Tensor };
+    const w = tmat(m, k, seed);
     const a = refActQuantI8(randomActivations(k, seed), 1, k);
     return () => void refTernaryGemm(w, a);
   },
 };
 
-export const KERNEL_CASES: KernelCase[] = [ternaryI2];
+/** Cycles through `copies` weight sets so batch-1 rows stream from DRAM like real decode. */
+function rotating<W>(copies: number, make: (i: number) => W, call: (w: W) => void): () => void {
+  const ws = Array.from({ length: copies }, (_, i) => make(i));
+  let i = 0;
+  return () => {
+    call(ws[i]!);
+    i = (i + 1) % copies;
+  };
+}
+
+function randomBytes(n: number, seed: number): Uint8Array {
+  const out = new Uint8Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s >>> 24;
+  }
+  return out;
+}
+
+function randomHalves(n: number, seed: number): Uint16Array {
+  // Halves in [-2, 2): sign, exponent 0x3800..0x3fff range, random mantissa.
+  const b = randomBytes(2 * n, seed);
+  const h = new Uint16Array(n);
+  for (let i = 0; i < n; i++) h[i] = ((b[2 * i]! & 0x80) << 8) | (0x3400 + (((b[2 * i]! & 0x7f) << 4) | (b[2 * i + 1]! >> 4)));
+  return h;
+}
+
+const ternaryLut: KernelCase = {
+  name: 'ternary_lut',
+  weightBytes: (m, k) => lutLayout(m, k).weightBytes,
+  supports: () => true,
+  prepare(ctx, m, k, batch, copies, seed) {
+    const a = quantizeActivationsI8(ctx, randomActivations(batch * k, seed), batch, k);
+    const y = new Float32Array(batch * m);
+    return rotating(copies, (i) => ternaryToLut(ctx, tmat(m, k, seed + i)), (w) => void ternaryLutGemm(ctx, w, a, y));
+  },
+  reference(m, k, seed) {
+    const ctx = new KernelContext({ isa: 'scalar', threads: 1 });
+    const w = ternaryToLut(ctx, tmat(m, k, seed));
+    const a = refActQuantI8(randomActivations(k, seed), 1, k);
+    return () => void refLutGemm(w, a);
+  },
+};
+
+const binary: KernelCase = {
+  name: 'binary',
+  weightBytes: (m, k) => (m * k) / 8,
+  supports: (_m, k) => k % 64 === 0,
+  prepare(ctx, m, k, batch, copies, seed) {
+    const a = quantizeActivationsI8(ctx, randomActivations(batch * k, seed), batch, k);
+    const y = new Float32Array(batch * m);
+    return rotating(copies, (i) => bmat(m, k, seed + i), (w) => void binaryGemm(ctx, w, a, undefined, y));
+  },
+  reference(m, k, seed) {
+    const w = bmat(m, k, seed);
+    const a = refActQuantI8(randomActivations(k, seed), 1, k);
+    return () => void refBinaryGemm(w, a);
+  },
+};
+
+const f16: KernelCase = {
+  name: 'f16',
+  weightBytes: (m, k) => m * k * 2,
+  supports: () => true,
+  prepare(ctx, m, k, batch, copies, seed) {
+    const x = randomActivations(batch * k, seed);
+    const y = new Float32Array(batch * m);
+    return rotating(copies, (i) => ({ data: randomHalves(m * k, seed + i), M: m, K: k }), (w) => void f16Gemm(ctx, w, x, batch, y));
+  },
+  reference(m, k, seed) {
+    const w = { data: randomHalves(m * k, seed), M: m, K: k };
+    const x = randomActivations(k, seed);
+    return () => void refF16Gemm(w, x, 1);
+  },
+};
+
+const q8: KernelCase = {
+  name: 'q8',
+  weightBytes: (m, k) => (m * k * 34) / 32,
+  supports: (_m, k) => k % 32 === 0,
+  prepare(ctx, m, k, batch, copies, seed) {
+    const a = quantizeActivationsI8(ctx, randomActivations(batch * k, seed), batch, k);
+    const y = new Float32Array(batch * m);
+    return rotating(copies, (i) => repackQ8(ctx, 'f16', randomHalves(m * k, seed + i), m, k), (w) => void q8Gemm(ctx, w, a, y));
+  },
+  reference(m, k, seed) {
+    const ctx = new KernelContext({ isa: 'scalar', threads: 1 });
+    const w = repackQ8(ctx, 'f16', randomHalves(m * k, seed), m, k);
+    const a = refActQuantI8(randomActivations(k, seed), 1, k);
+    return () => void refQ8Gemm(w, a);
+  },
+};
+
+function tmat(m: number, k: number, seed: number) {
+  return { codes: randomTernaryBytes(t2CodeBytes(m, k), seed), scales: Float32Array.of(0.5), M: m, K: k, scaleMode: ScaleMode.Tensor };
+}
+
+function bmat(m: number, k: number, seed: number) {
+  return { bits: randomBytes(b1BitsBytes(m, k), seed), scales: Float32Array.of(0.5), M: m, K: k, scaleMode: ScaleMode.Tensor as const };
+}
+
+export const KERNEL_CASES: KernelCase[] = [ternaryI2, ternaryLut, binary, f16, q8];
 
 /** Median milliseconds per call over at least `seconds` and 5 calls, after warm-up. */
 function timeCalls(call: () => void, seconds: number, warmup = 2): number {

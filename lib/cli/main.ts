@@ -1,13 +1,30 @@
 #!/usr/bin/env node
-// bitllm command line.
+// bitllm command line. Exit codes: 0 ok, 1 a model/file/native failure (message names the file), 2 a usage
+// or request error. Expected errors print one message, never a stack trace.
+import { RequestError } from '../engine/generate.js';
+import { ContextOverflowError } from '../engine/kv-cache.js';
+import { SamplerError } from '../engine/sampler.js';
+import { BitllmError } from '../errors.js';
 import { kernelInfo } from '../kernels/context.js';
 import type { Isa } from '../native.js';
 import { UsageError, intList, parseArgs } from './args.js';
 import { DEFAULT_SHAPES, KERNEL_CASES, defaultIsas, runKernelBench } from './bench-kernels.js';
+import { runChatCommand } from './chat.js';
+import { runInspectCommand } from './inspect.js';
+import { runPerplexityCommand } from './perplexity.js';
+import { runRunCommand } from './run.js';
+import { runSynthCommand } from './synth.js';
+import { runTokenizeCommand } from './tokenize.js';
 
 const USAGE = `usage: bitllm <command> [options]
 
 commands:
+  run MODEL -p TEXT            generate a completion (-n N, --temp T, --seed S, --json, ...)
+  chat MODEL                   interactive chat (/reset, /exit; Ctrl-C stops a reply)
+  inspect MODEL [--json]       architecture, hyperparameters, tensor types and sizes, tokenizer
+  tokenize MODEL TEXT          token ids (--json, --no-bos, --file F); vocab-only files work
+  perplexity MODEL -f TEXT     mean NLL and perplexity over --ctx windows (--json, --dump-logits OUT)
+  synth --shape S --type T -o F   write a synthetic BitNet b1.58 model
   info                         CPU features, supported ISAs and the default kernel variants
   bench kernels [--json]       kernel GEMV/GEMM throughput vs the machine's read bandwidth
       --kernels a,b            kernels to run (default: all: ${KERNEL_CASES.map((k) => k.name).join(', ')})
@@ -18,6 +35,8 @@ commands:
       --seconds S              timed seconds per row (default 0.3)
       --quick                  fewer, shorter rows (2560x2560 and 6912x2560, 0.05 s)
       --no-reference           skip the TypeScript reference rows
+
+'bitllm COMMAND --help' shows a command's options.
 `;
 
 const VALUED = new Set(['kernels', 'isa', 'threads', 't', 'batch', 'shapes', 'seconds']);
@@ -26,7 +45,19 @@ function list(v: string | true | undefined): string[] | undefined {
   return typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined;
 }
 
+/** Commands with their own option parsing: they get the arguments after the command name. */
+const COMMANDS = new Map<string, (argv: string[]) => Promise<number>>([
+  ['run', runRunCommand],
+  ['chat', runChatCommand],
+  ['inspect', runInspectCommand],
+  ['tokenize', runTokenizeCommand],
+  ['perplexity', runPerplexityCommand],
+  ['synth', runSynthCommand],
+]);
+
 async function main(argv: string[]): Promise<number> {
+  const command = argv[0] !== undefined ? COMMANDS.get(argv[0]) : undefined;
+  if (command) return command(argv.slice(1));
   const { positionals, options } = parseArgs(argv, VALUED);
   const [cmd, sub] = positionals;
   if (!cmd || options.has('help') || options.has('h')) {
@@ -77,14 +108,37 @@ async function main(argv: string[]): Promise<number> {
   throw new UsageError(`unknown command '${positionals.join(' ')}'`);
 }
 
+/** User errors (exit 2): the request was wrong, not the model. */
+function isUserError(err: unknown): boolean {
+  return err instanceof UsageError || err instanceof RequestError || err instanceof SamplerError || err instanceof ContextOverflowError;
+}
+
+/** Exits once stdout has taken everything written to it. */
+function exit(code: number): void {
+  process.stdout.write('', () => process.exit(code));
+}
+
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => exit(code),
   (err: unknown) => {
-    if (err instanceof UsageError) {
+    if (err instanceof UsageError && !COMMANDS.has(argv0() ?? '')) {
       process.stderr.write(`bitllm: ${err.message}\n\n${USAGE}`);
-      process.exit(2);
+      exit(2);
+      return;
     }
-    process.stderr.write(`bitllm: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
+    if (isUserError(err)) {
+      const hint = err instanceof UsageError ? ` (see 'bitllm ${argv0()} --help')` : '';
+      process.stderr.write(`bitllm: ${(err as Error).message}${hint}\n`);
+      exit(2);
+      return;
+    }
+    // Model format, tokenizer and native errors carry a message naming the file; anything else is a bug.
+    const expected = err instanceof BitllmError;
+    process.stderr.write(`bitllm: ${expected ? (err as Error).message : err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    exit(1);
   },
 );
+
+function argv0(): string | undefined {
+  return process.argv[2];
+}

@@ -1,0 +1,455 @@
+// The public generation API. The main thread owns the tokenizer, the text streams and the promises; one
+// worker thread per loaded model (engine/worker.ts) owns the kernels, the weights and the KV cache, so
+// compute never blocks the event loop. Requests to a model run one at a time, in order.
+import { existsSync, statSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+
+import {
+  Chat, type ChatFormatName, type ChatOptions, CHAT_FORMATS, type DetectedChatFormat, chatTemplate, detectChatFormat,
+  templateTokens,
+} from './engine/chat.js';
+import {
+  type FinishReason, type GenerateChunk, type GenerateOptions, type GenerationResult, ModelClosedError, RequestError,
+  type RequestStats, type ReuseMode, TextStream, type ValidatedGenerateOptions, type WorkerInit, type WorkerReady,
+  type WorkerReply, type WorkerRequest, deserializeError, fitContext, validateGenerateOptions, validatePromptIds,
+} from './engine/generate.js';
+import { ContextOverflowError } from './engine/kv-cache.js';
+import { GgufMetadata, readGguf } from './format/gguf.js';
+import { cpuInfo } from './kernels/context.js';
+import { type BitnetArch, type BitnetConfig, configFromGguf } from './model/config.js';
+import type { Isa } from './native.js';
+import { Tokenizer } from './tokenizer/index.js';
+
+export { Chat, chatTemplate, detectChatFormat, renderChat } from './engine/chat.js';
+export type { ChatFormatName, ChatMessage, ChatOptions, ChatTemplate, DetectedChatFormat } from './engine/chat.js';
+export { ModelClosedError, RequestError } from './engine/generate.js';
+export type { FinishReason, GenerateChunk, GenerateOptions, GenerationResult, RequestStats } from './engine/generate.js';
+export { ContextOverflowError } from './engine/kv-cache.js';
+export { Tokenizer, TokenizerError } from './tokenizer/index.js';
+
+export interface LoadModelOptions {
+  /** Kernel threads (default: physical cores). */
+  threads?: number;
+  /** KV cache capacity in tokens (default: min(4096, the model's training context)). */
+  contextSize?: number;
+  /** KV cache element type; only 'f16' for now. */
+  kvType?: 'f16' | 'q8';
+  /** lm_head storage: the file's F16, or repacked to q8 (about half the bytes per token). */
+  headType?: 'f16' | 'q8';
+  /** Force a kernel ISA (default: BITLLM_ISA or the best this CPU supports). */
+  isa?: Isa;
+}
+
+export interface ModelInfo {
+  path: string;
+  /** general.name, when the file has one. */
+  name: string | undefined;
+  arch: BitnetArch;
+  hparams: BitnetConfig;
+  fileSize: number;
+  tensors: { count: number; byType: Record<string, number> };
+  tokenizer: { model: 'gpt2' | 'llama'; vocabSize: number; bos: number | undefined; eos: number | undefined; eog: number[]; addBos: boolean };
+  chatFormat: DetectedChatFormat;
+  contextSize: number;
+  kvType: 'f16';
+  headType: 'f16' | 'q8';
+  isa: Isa;
+  threads: number;
+  /** Kernel variant per family, e.g. { ternary_i2: 'avx512' }. */
+  kernels: Record<string, string>;
+  /** Bytes of weights one decode step reads (ternary layers + head). */
+  weightBytes: number;
+  kvBytes: number;
+  loadMs: number;
+}
+
+/** Running totals over a model's requests; `last` is the most recent finished one. */
+export interface ModelStats {
+  requests: number;
+  /** Prompt tokens run through the model. */
+  evaluatedTokens: number;
+  /** Prompt tokens served from the KV cache instead. */
+  reusedTokens: number;
+  generatedTokens: number;
+  last: RequestStats | undefined;
+}
+
+export interface TokenizeOptions {
+  /** Prepend BOS (default: the model's add_bos_token). */
+  addBos?: boolean;
+  /** Match special-token texts such as '<|eot_id|>' as single ids (default true). */
+  parseSpecial?: boolean;
+}
+
+export interface DetokenizeOptions {
+  /** Drop control tokens such as BOS (default false: they decode to their text). */
+  skipSpecial?: boolean;
+}
+
+/** Logits for `count` consecutive tokens of an evaluate() request, starting at token `start`. */
+export interface LogitsChunk {
+  start: number;
+  count: number;
+  logits: Float32Array; // [count, nVocab]
+}
+
+const KV_TYPES = ['f16', 'q8'] as const;
+const HEAD_TYPES = ['f16', 'q8'] as const;
+const LOAD_OPTION_KEYS = new Set(['threads', 'contextSize', 'kvType', 'headType', 'isa']);
+
+/** Maps a model and starts its worker; resolves once the weights are loaded. */
+export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
+  if (typeof path !== 'string' || path === '') throw new RequestError('loadModel: path must be a non-empty string');
+  if (typeof options !== 'object' || options === null) throw new RequestError('loadModel: options must be an object');
+  for (const key of Object.keys(options)) if (!LOAD_OPTION_KEYS.has(key)) throw new RequestError(`loadModel: unknown option '${key}'`);
+  const { threads, contextSize, kvType = 'f16', headType = 'f16', isa } = options;
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 1024))
+    throw new RequestError(`loadModel: options.threads must be an integer in [1, 1024], got ${String(threads)}`);
+  if (contextSize !== undefined && !(Number.isInteger(contextSize) && contextSize >= 2 && contextSize <= 1 << 20))
+    throw new RequestError(`loadModel: options.contextSize must be an integer in [2, 1048576], got ${String(contextSize)}`);
+  if (!(KV_TYPES as readonly string[]).includes(kvType)) throw new RequestError(`loadModel: options.kvType must be 'f16' or 'q8', got '${String(kvType)}'`);
+  if (kvType === 'q8') throw new RequestError(`loadModel: options.kvType 'q8' is not yet supported (use 'f16')`);
+  if (!(HEAD_TYPES as readonly string[]).includes(headType)) throw new RequestError(`loadModel: options.headType must be 'f16' or 'q8', got '${String(headType)}'`);
+  if (isa !== undefined) {
+    const supported = cpuInfo().supportedIsas;
+    if (!supported.includes(isa)) throw new RequestError(`loadModel: options.isa '${String(isa)}' is not supported on this CPU (supported: ${supported.join(', ')})`);
+  }
+
+  // Metadata and tokenizer are read here (the main thread owns text); the worker maps the file again for weights.
+  const file = readGguf(path);
+  const hparams = configFromGguf(file);
+  const tokenizer = Tokenizer.fromGguf(file);
+  if (tokenizer.vocabSize > hparams.nVocab)
+    throw new RequestError(`${path}: the tokenizer has ${tokenizer.vocabSize} tokens but the model only ${hparams.nVocab} logits`);
+  const md = new GgufMetadata(file);
+  const byType: Record<string, number> = {};
+  for (const t of file.tensors) byType[t.typeName] = (byType[t.typeName] ?? 0) + 1;
+  const template = md.string('tokenizer.chat_template', undefined);
+  const init: WorkerInit = {
+    path, threads, isa, contextSize: contextSize ?? Math.min(4096, hparams.nCtxTrain), headType,
+    control: new SharedArrayBuffer(4),
+  };
+  const partial = {
+    path, name: md.string('general.name', undefined), arch: hparams.arch, hparams, fileSize: statSync(path).size,
+    tensors: { count: file.tensors.length, byType },
+    tokenizer: { model: tokenizer.model, vocabSize: tokenizer.vocabSize, bos: tokenizer.bos, eos: tokenizer.eos, eog: [...tokenizer.eog], addBos: tokenizer.addBos },
+    chatFormat: detectChatFormat(tokenizer, template, hparams.arch), contextSize: init.contextSize, kvType: 'f16' as const, headType,
+  };
+
+  const worker = new Worker(workerUrl(), { workerData: init });
+  let onMessage: (msg: WorkerReply) => void = () => {};
+  let onError: (err: Error) => void = () => {};
+  let onExit: (code: number) => void = () => {};
+  const ready = await new Promise<WorkerReady>((resolve, reject) => {
+    onMessage = (msg) => {
+      if (msg.type === 'ready') resolve(msg);
+      else if (msg.type === 'error') reject(deserializeError(msg.error));
+    };
+    onError = reject;
+    onExit = (code) => reject(new ModelClosedError(`${path}: the model worker exited (code ${code}) while loading`));
+    worker.on('message', onMessage).on('error', onError).on('exit', onExit);
+  }).catch(async (err: unknown) => {
+    await worker.terminate();
+    throw err;
+  }).finally(() => {
+    // Only our own listeners: Worker keeps internal ones that ref its message port.
+    worker.off('message', onMessage).off('error', onError).off('exit', onExit);
+  });
+  const info: ModelInfo = {
+    ...partial, isa: ready.isa, threads: ready.threads, kernels: ready.kernels, weightBytes: ready.weightBytes,
+    kvBytes: ready.kvBytes, loadMs: ready.loadMs,
+  };
+  return new Model(worker, init.control, info, tokenizer);
+}
+
+/** The compiled worker next to this module, or (running from TypeScript sources, e.g. tests) the one in dist/. */
+function workerUrl(): URL {
+  const compiled = new URL('./engine/worker.js', import.meta.url);
+  if (existsSync(compiled)) return compiled;
+  return new URL('../dist/engine/worker.js', import.meta.url);
+}
+
+// ---------------------------------------------------------------- requests
+
+/** An async queue of worker messages for one request: push from the message handler, pull by the consumer. */
+class MessageQueue<T> {
+  private readonly items: T[] = [];
+  private waiter: { resolve: (r: IteratorResult<T, undefined>) => void; reject: (e: unknown) => void } | undefined;
+  private ended = false;
+  private error: unknown;
+
+  push(item: T): void {
+    if (this.ended) return;
+    if (this.waiter) {
+      this.waiter.resolve({ value: item, done: false });
+      this.waiter = undefined;
+    } else this.items.push(item);
+  }
+
+  end(error?: unknown): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.error = error;
+    if (this.waiter) {
+      if (error !== undefined) this.waiter.reject(error);
+      else this.waiter.resolve({ value: undefined, done: true });
+      this.waiter = undefined;
+    }
+  }
+
+  next(): Promise<IteratorResult<T, undefined>> {
+    if (this.items.length > 0) return Promise.resolve({ value: this.items.shift()!, done: false });
+    if (this.ended) return this.error !== undefined ? Promise.reject(this.error) : Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+  }
+}
+
+type TokenMessage = Extract<WorkerReply, { type: 'token' }>;
+type LogitsMessage = Extract<WorkerReply, { type: 'logits' }>;
+
+class Job {
+  state: 'queued' | 'running' | 'finished' = 'queued';
+  readonly events = new MessageQueue<TokenMessage | LogitsMessage>();
+  readonly done: Promise<RequestStats>;
+  resolve!: (s: RequestStats) => void;
+  reject!: (e: unknown) => void;
+
+  constructor(readonly request: WorkerRequest) {
+    this.done = new Promise<RequestStats>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    this.done.catch(() => {}); // the consumer sees the error through `events`; never an unhandled rejection
+  }
+
+  finish(stats: RequestStats): void {
+    this.state = 'finished';
+    this.events.end();
+    this.resolve(stats);
+  }
+
+  fail(err: unknown): void {
+    this.state = 'finished';
+    this.events.end(err);
+    this.reject(err);
+  }
+}
+
+function idleStats(promptTokens: number, finishReason: FinishReason): RequestStats {
+  return { promptTokens, reusedTokens: 0, evaluatedTokens: 0, generatedTokens: 0, prefillMs: 0, decodeMs: 0, decodeTps: 0, finishReason };
+}
+
+// ---------------------------------------------------------------- model
+
+export class Model {
+  readonly info: ModelInfo;
+  readonly tokenizer: Tokenizer;
+  private readonly control: Int32Array; // [1] id of the request the worker must stop
+  private readonly queue: Job[] = [];
+  private active: Job | undefined;
+  private nextId = 1;
+  private closedError: Error | undefined;
+  private readonly totals: ModelStats = { requests: 0, evaluatedTokens: 0, reusedTokens: 0, generatedTokens: 0, last: undefined };
+
+  /** Use loadModel(). */
+  constructor(private readonly worker: Worker, control: SharedArrayBuffer, info: ModelInfo, tokenizer: Tokenizer) {
+    this.info = info;
+    this.tokenizer = tokenizer;
+    this.control = new Int32Array(control);
+    worker.on('message', (msg: WorkerReply) => this.onMessage(msg));
+    worker.on('error', (err) => this.shutDown(new ModelClosedError(`${info.path}: the model worker failed: ${err.message}`)));
+    worker.on('exit', (code) => this.shutDown(new ModelClosedError(`${info.path}: the model worker exited (code ${code})`)));
+    worker.unref(); // an idle model does not keep the process alive
+  }
+
+  get closed(): boolean {
+    return this.closedError !== undefined;
+  }
+
+  get stats(): ModelStats {
+    return { ...this.totals, last: this.totals.last && { ...this.totals.last } };
+  }
+
+  tokenize(text: string, options: TokenizeOptions = {}): number[] {
+    this.assertOpen('tokenize');
+    if (typeof text !== 'string') throw new RequestError('tokenize: text must be a string');
+    return this.tokenizer.encode(text, { addBos: options.addBos, parseSpecial: options.parseSpecial });
+  }
+
+  detokenize(ids: readonly number[], options: DetokenizeOptions = {}): string {
+    this.assertOpen('detokenize');
+    if (!Array.isArray(ids)) throw new RequestError('detokenize: ids must be an array of token ids');
+    if (ids.length === 0) return '';
+    return this.tokenizer.decode(validatePromptIds(ids, this.tokenizer.vocabSize, 'detokenize'), { skipSpecial: options.skipSpecial });
+  }
+
+  /**
+   * Streams tokens sampled after `prompt` (text, tokenized with the model's BOS rule, or token ids). The
+   * iterator's return value (visible to manual next() calls) is the whole result with its stats.
+   * Independent of earlier requests: cached K/V is reused only where recomputing would give the same numbers.
+   */
+  async *generate(prompt: string | readonly number[], opts?: GenerateOptions): AsyncGenerator<GenerateChunk, GenerationResult, undefined> {
+    this.assertOpen('generate');
+    const validated = validateGenerateOptions(opts, this.tokenizer.vocabSize, 'generate');
+    let ids: number[];
+    if (typeof prompt === 'string') {
+      if (prompt.length === 0) throw new RequestError('generate: prompt is empty');
+      ids = this.tokenizer.encode(prompt);
+    } else if (Array.isArray(prompt)) ids = validatePromptIds(prompt, this.tokenizer.vocabSize, 'generate').slice();
+    else throw new RequestError('generate: prompt must be a string or an array of token ids');
+    return yield* this.stream(ids, validated, 'exact', 'generate');
+  }
+
+  /** A chat session; its turns reuse the cached conversation prefix. */
+  createChat(options: ChatOptions = {}): Chat {
+    this.assertOpen('createChat');
+    if (typeof options !== 'object' || options === null) throw new RequestError('createChat: options must be an object');
+    const { system, format } = options;
+    if (system !== undefined && typeof system !== 'string') throw new RequestError('createChat: options.system must be a string');
+    if (format !== undefined && !CHAT_FORMATS.includes(format))
+      throw new RequestError(`createChat: options.format must be one of ${CHAT_FORMATS.join(', ')}, got '${String(format)}'`);
+    const name: ChatFormatName = format ?? this.info.chatFormat.name;
+    const backend = {
+      tokenizer: this.tokenizer,
+      generate: (tokens: number[], o: ValidatedGenerateOptions) => this.stream(tokens, o, 'prefix', 'chat'),
+    };
+    return new Chat(backend, chatTemplate(name, templateTokens(this.tokenizer, name)), system);
+  }
+
+  /**
+   * Runs `tokens` from an empty context and streams the logits after every token, a prefill chunk at a time
+   * (e.g. for perplexity). The return value is the request's stats.
+   */
+  async *evaluate(tokens: readonly number[], opts: { signal?: AbortSignal } = {}): AsyncGenerator<LogitsChunk, RequestStats, undefined> {
+    this.assertOpen('evaluate');
+    const ids = validatePromptIds(tokens, this.tokenizer.vocabSize, 'evaluate').slice();
+    if (ids.length > this.info.contextSize)
+      throw new ContextOverflowError(`evaluate: ${ids.length} tokens exceed contextSize ${this.info.contextSize}`);
+    if (opts.signal?.aborted) return idleStats(ids.length, 'abort');
+    const job = this.submit({ type: 'evaluate', id: this.nextId++, tokens: ids });
+    const onAbort = () => this.stop(job);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      for (;;) {
+        const ev = await job.events.next();
+        if (ev.done || opts.signal?.aborted) break;
+        if (ev.value.type === 'logits') yield { start: ev.value.start, count: ev.value.count, logits: ev.value.logits };
+      }
+      return await job.done;
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+      if (job.state !== 'finished') this.stop(job);
+    }
+  }
+
+  /** Stops the worker; pending and later requests reject with ModelClosedError. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.shutDown(new ModelClosedError(`${this.info.path}: the model is closed`));
+    await this.worker.terminate();
+  }
+
+  // ------------------------------------------------------------ internals
+
+  /** The generation loop shared by generate() and chats: queue a request, turn its tokens into text chunks. */
+  private async *stream(tokens: number[], opts: ValidatedGenerateOptions, reuse: ReuseMode, what: string): AsyncGenerator<GenerateChunk, GenerationResult, undefined> {
+    this.assertOpen(what);
+    const maxTokens = fitContext(tokens.length, opts.maxTokens, this.info.contextSize, what);
+    if (opts.signal?.aborted) return { tokens: [], text: '', finishReason: 'abort', stats: idleStats(tokens.length, 'abort') };
+    // After a special token (BOS, an assistant header) SentencePiece's leading space is not part of the text.
+    const text = new TextStream(this.tokenizer, opts.stop, !this.tokenizer.isSpecial(tokens[tokens.length - 1]!));
+    const job = this.submit({
+      type: 'generate', id: this.nextId++, tokens, maxTokens, sampler: opts.sampler, eog: [...this.tokenizer.eog], reuse,
+      vocabSize: this.tokenizer.vocabSize,
+    });
+    const onAbort = () => this.stop(job);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    const out: number[] = [];
+    let all = '';
+    let finish: FinishReason | undefined;
+    try {
+      for (;;) {
+        const ev = await job.events.next();
+        if (ev.done || opts.signal?.aborted) break;
+        if (ev.value.type !== 'token') continue;
+        const chunk: GenerateChunk = { text: text.push(ev.value.token, ev.value.last), token: ev.value.token };
+        out.push(chunk.token);
+        all += chunk.text;
+        if (text.stopped) {
+          finish = 'stop';
+          this.stop(job); // before yielding: the worker should not wait on the consumer
+        }
+        yield chunk;
+        if (finish) break;
+      }
+      const stats = await job.done;
+      finish ??= opts.signal?.aborted ? 'abort' : stats.finishReason;
+      stats.finishReason = finish; // the worker only knows it was stopped, not why (also updates stats.last)
+      return { tokens: out, text: all, finishReason: finish, stats: { ...stats } };
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+      if (job.state !== 'finished') this.stop(job);
+    }
+  }
+
+  private assertOpen(what: string): void {
+    if (this.closedError) throw new ModelClosedError(`${what}: ${this.closedError.message}`);
+  }
+
+  private submit(request: WorkerRequest): Job {
+    const job = new Job(request);
+    this.queue.push(job);
+    this.pump();
+    return job;
+  }
+
+  /** Starts the next queued request when the worker is free; keeps the process alive only while busy. */
+  private pump(): void {
+    while (!this.active && this.queue.length > 0 && !this.closed) {
+      const job = this.queue.shift()!;
+      if (job.state === 'finished') continue; // stopped while queued
+      job.state = 'running';
+      this.active = job;
+      this.worker.postMessage(job.request);
+    }
+    if (this.active) this.worker.ref();
+    else this.worker.unref();
+  }
+
+  /** Ends a request: a queued one at once, a running one at the worker's next token boundary. */
+  private stop(job: Job): void {
+    if (job.state === 'queued') {
+      job.finish(idleStats(job.request.tokens.length, 'abort'));
+      const i = this.queue.indexOf(job);
+      if (i >= 0) this.queue.splice(i, 1);
+    } else if (job.state === 'running') Atomics.store(this.control, 0, job.request.id);
+  }
+
+  private onMessage(msg: WorkerReply): void {
+    const job = this.active;
+    if (msg.type === 'ready' || !job || msg.id !== job.request.id) return;
+    if (msg.type === 'token' || msg.type === 'logits') job.events.push(msg);
+    else {
+      this.active = undefined;
+      if (msg.type === 'done') {
+        const t = this.totals;
+        t.requests++;
+        t.evaluatedTokens += msg.stats.evaluatedTokens;
+        t.reusedTokens += msg.stats.reusedTokens;
+        t.generatedTokens += msg.stats.generatedTokens;
+        t.last = msg.stats;
+        job.finish(msg.stats);
+      } else job.fail(deserializeError(msg.error));
+      this.pump();
+    }
+  }
+
+  private shutDown(err: Error): void {
+    if (this.closedError) return;
+    this.closedError = err;
+    for (const job of [...(this.active ? [this.active] : []), ...this.queue]) job.fail(err);
+    this.active = undefined;
+    this.queue.length = 0;
+    this.worker.unref();
+  }
+}

@@ -1,0 +1,353 @@
+// The public generation API on the bitnet.cpp golden model (4 layers, vocab 4096, random ternary weights):
+// determinism, limits, stop strings, abort, context overflow, chat KV reuse, event-loop health, errors;
+// chat templates against the llama-bpe / llama-spm vocabularies.
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import {
+  ContextOverflowError, type GenerateChunk, type GenerationResult, type Model, ModelClosedError, RequestError, loadModel,
+} from '../lib/api.js';
+import { chatFormatFromTemplate, chatTemplate, detectChatFormat, renderChat, templateTokens } from '../lib/engine/chat.js';
+import { TextStream } from '../lib/engine/generate.js';
+import { readGguf } from '../lib/format/gguf.js';
+import { Tokenizer } from '../lib/tokenizer/index.js';
+import { rng } from './helpers.js';
+
+const shared = (p: string) => fileURLToPath(new URL(`../../shared/${p}`, import.meta.url));
+const MODEL = shared('golden/small-b158-i2s-s11.gguf');
+const golden = JSON.parse(readFileSync(shared('golden/small-b158-i2s-s11.json'), 'utf8')) as { tokens: number[]; n_vocab: number };
+
+async function collect(gen: AsyncGenerator<GenerateChunk, GenerationResult, undefined>, onChunk?: (c: GenerateChunk, i: number) => void) {
+  const chunks: GenerateChunk[] = [];
+  let r = await gen.next();
+  for (; !r.done; r = await gen.next()) {
+    onChunk?.(r.value, chunks.length);
+    chunks.push(r.value);
+  }
+  return { chunks, tokens: chunks.map((c) => c.token), text: chunks.map((c) => c.text).join(''), result: r.value };
+}
+
+function randomIds(seed: number, n: number): number[] {
+  const r = rng(seed);
+  return [1, ...Array.from({ length: n - 1 }, () => 3 + Math.floor(r() * 4000))];
+}
+
+describe('generation API', () => {
+  let model: Model;
+  beforeAll(async () => {
+    model = await loadModel(MODEL, { threads: 1, contextSize: 256 });
+  });
+  afterAll(async () => {
+    await model.close();
+  });
+
+  it('describes the loaded model', () => {
+    const i = model.info;
+    expect(i.arch).toBe('bitnet-b1.58');
+    expect(i.hparams.nLayer).toBe(4);
+    expect(i.tensors.count).toBe(46);
+    expect(i.tensors.byType['I2_S']).toBe(28);
+    expect(i.contextSize).toBe(256);
+    expect(i.threads).toBe(1);
+    expect(i.fileSize).toBeGreaterThan(7_000_000);
+    expect(i.chatFormat).toEqual({ name: 'llama2', source: 'vocabulary' });
+    expect(i.tokenizer.eog).toEqual([2]);
+  });
+
+  it('defaults contextSize to min(4096, the training context)', async () => {
+    const m = await loadModel(MODEL, { threads: 1 });
+    expect(m.info.contextSize).toBe(4096);
+    await m.close();
+  });
+
+  it('tokenizes and detokenizes', () => {
+    const ids = model.tokenize('Hello world');
+    expect(ids[0]).toBe(1); // add_bos_token
+    expect(model.tokenize('Hello world', { addBos: false })).toEqual(ids.slice(1));
+    // This vocabulary spells text in byte tokens and has no lone '▁' piece: the space marker survives, as in llama.cpp.
+    expect(model.detokenize(ids.slice(1))).toBe('▁Hello▁world');
+    expect(model.detokenize([1, 3104, 3550])).toBe('<s>t3104 t3550');
+    expect(model.detokenize([1, 3104, 3550], { skipSpecial: true })).toBe('t3104 t3550');
+    expect(() => model.detokenize([4096])).toThrow(RequestError);
+    expect(model.tokenize('</s>', { addBos: false })).toEqual([2]);
+    expect(model.tokenize('</s>', { addBos: false, parseSpecial: false })).not.toEqual([2]);
+  });
+
+  it('greedy generation gives the same tokens every time, whatever ran before', async () => {
+    const a = await collect(model.generate('Once upon a time', { maxTokens: 16, temperature: 0 }));
+    expect(a.tokens).toHaveLength(16);
+    const b = await collect(model.generate('Once upon a time', { maxTokens: 16, temperature: 0 }));
+    expect(b.tokens).toEqual(a.tokens);
+    expect(b.text).toBe(a.text);
+    expect(a.result.tokens).toEqual(a.tokens);
+    expect(a.result.finishReason).toBe('length');
+  });
+
+  it('prefills long prompts in chunks and reuses only reproducible cache', async () => {
+    const prompt = randomIds(7, 150);
+    const first = await collect(model.generate(prompt, { maxTokens: 12, temperature: 0 }));
+    expect(first.result.stats.evaluatedTokens).toBe(150);
+    // A prompt sharing 100 tokens, then the first again: only whole aligned chunks (64) are reused.
+    await collect(model.generate([...prompt.slice(0, 100), ...randomIds(8, 30).slice(1)], { maxTokens: 4, temperature: 0 }));
+    const again = await collect(model.generate(prompt, { maxTokens: 12, temperature: 0 }));
+    expect(again.result.stats.reusedTokens).toBe(64);
+    expect(again.tokens).toEqual(first.tokens);
+  });
+
+  it('evaluate() reproduces bitnet.cpp golden logits (cosine >= 0.99 per row)', async () => {
+    const V = golden.n_vocab;
+    const gold = new Float32Array(readFileSync(shared('golden/small-b158-i2s-s11.logits.f32')).buffer.slice(0));
+    let rows = 0;
+    let minCos = 1;
+    for await (const chunk of model.evaluate(golden.tokens)) {
+      for (let r = 0; r < chunk.count; r++) {
+        const a = chunk.logits.subarray(r * V, (r + 1) * V);
+        const g = gold.subarray((chunk.start + r) * V, (chunk.start + r + 1) * V);
+        let dot = 0, na = 0, ng = 0;
+        for (let j = 0; j < V; j++) {
+          dot += a[j]! * g[j]!;
+          na += a[j]! * a[j]!;
+          ng += g[j]! * g[j]!;
+        }
+        minCos = Math.min(minCos, dot / Math.sqrt(na * ng));
+        rows++;
+      }
+    }
+    expect(rows).toBe(golden.tokens.length);
+    expect(minCos).toBeGreaterThanOrEqual(0.99);
+  });
+
+  it('the same seed gives the same tokens with temperature; another seed differs', async () => {
+    const opts = { maxTokens: 24, temperature: 1.5, topK: 0, topP: 1, minP: 0 };
+    const a = await collect(model.generate('Once upon a time', { ...opts, seed: 42 }));
+    const b = await collect(model.generate('Once upon a time', { ...opts, seed: 42 }));
+    const c = await collect(model.generate('Once upon a time', { ...opts, seed: 43 }));
+    expect(b.tokens).toEqual(a.tokens);
+    expect(c.tokens).not.toEqual(a.tokens);
+  });
+
+  it('maxTokens bounds the number of tokens', async () => {
+    for (const n of [1, 5]) {
+      const r = await collect(model.generate('Hello', { maxTokens: n, temperature: 0 }));
+      expect(r.tokens).toHaveLength(n);
+      expect(model.stats.last!.generatedTokens).toBe(n);
+    }
+  });
+
+  it('stop strings end the text before the stop string and nothing of it is emitted', async () => {
+    const full = await collect(model.generate('Once upon a time', { maxTokens: 20, temperature: 0 }));
+    // A stop string spanning a token boundary, starting inside one token's text.
+    const boundary = full.chunks.slice(0, 6).reduce((n, c) => n + c.text.length, 0);
+    const stop = full.text.slice(boundary - 2, boundary + 3);
+    const expected = full.text.slice(0, full.text.indexOf(stop));
+    const seen: string[] = [];
+    const r = await collect(model.generate('Once upon a time', { maxTokens: 20, temperature: 0, stop: [stop] }), (c) => {
+      seen.push(c.text);
+      // Never more than the final text, at any point of the stream.
+      expect(expected.startsWith(seen.join(''))).toBe(true);
+    });
+    expect(r.text).toBe(expected);
+    expect(r.result.finishReason).toBe('stop');
+    expect(r.tokens.length).toBeLessThan(20);
+    // Text held back as a possible stop string is released when the stop never completes.
+    const partial = await collect(model.generate('Once upon a time', { maxTokens: 20, temperature: 0, stop: [full.text.slice(-4) + 'zz'] }));
+    expect(partial.text).toBe(full.text);
+  });
+
+  it('an AbortSignal stops generation within one token', async () => {
+    const ac = new AbortController();
+    const r = await collect(model.generate('Once upon a time', { maxTokens: 200, temperature: 0, signal: ac.signal }), (_c, i) => {
+      if (i === 2) ac.abort();
+    });
+    expect(r.chunks).toHaveLength(3);
+    expect(r.result.finishReason).toBe('abort');
+    expect(model.stats.last!.generatedTokens).toBeLessThan(200);
+    const pre = await collect(model.generate('Once upon a time', { maxTokens: 8, signal: AbortSignal.abort() }));
+    expect(pre.tokens).toEqual([]);
+    // The model is usable afterwards.
+    expect((await collect(model.generate('Hi', { maxTokens: 2, temperature: 0 }))).tokens).toHaveLength(2);
+  });
+
+  it('breaking out of the loop ends the request', async () => {
+    let n = 0;
+    for await (const _ of model.generate('Once upon a time', { maxTokens: 200, temperature: 0 })) if (++n === 2) break;
+    const r = await collect(model.generate('Hi', { maxTokens: 3, temperature: 0 }));
+    expect(r.tokens).toHaveLength(3);
+  });
+
+  it('a request that exceeds contextSize is a ContextOverflowError, never truncated', async () => {
+    await expect(collect(model.generate(randomIds(1, 300), { maxTokens: 1 }))).rejects.toThrow(ContextOverflowError);
+    await expect(collect(model.generate(randomIds(1, 200), { maxTokens: 100 }))).rejects.toThrow(/200 tokens \+ maxTokens 100 = 300 exceeds contextSize 256/);
+    await expect(collect(model.generate(randomIds(1, 256)))).rejects.toThrow(ContextOverflowError);
+    // Without maxTokens, generation may use the rest of the context.
+    const r = await collect(model.generate(randomIds(2, 250), { temperature: 0 }));
+    expect(r.tokens.length).toBeLessThanOrEqual(6);
+  });
+
+  it('rejects bad options with RequestErrors naming the option', async () => {
+    const bad = async (prompt: string | number[], opts: object) => collect(model.generate(prompt, opts));
+    await expect(bad('Hi', { temperature: NaN })).rejects.toThrow(RequestError);
+    await expect(bad('Hi', { temperature: NaN })).rejects.toThrow(/temperature/);
+    await expect(bad('Hi', { maxTokens: -1 })).rejects.toThrow(/options\.maxTokens must be an integer >= 1, got -1/);
+    await expect(bad('Hi', { topP: 2 })).rejects.toThrow(/topP/);
+    await expect(bad('Hi', { stop: 'x' })).rejects.toThrow(/options\.stop/);
+    await expect(bad('Hi', { logitBias: { 5000: 1 } })).rejects.toThrow(/logitBias/);
+    await expect(bad('Hi', { max_tokens: 3 })).rejects.toThrow(/unknown option 'max_tokens'/);
+    await expect(bad([1, 5, 4096], {})).rejects.toThrow(/prompt\[2\] = 4096 is not a token id/);
+    await expect(bad([1, 2.5], {})).rejects.toThrow(/prompt\[1\]/);
+    await expect(bad('', {})).rejects.toThrow(/prompt is empty/);
+    await expect(bad([], {})).rejects.toThrow(/prompt is empty/);
+    await expect(loadModel(MODEL, { kvType: 'q8' })).rejects.toThrow(/kvType 'q8' is not yet supported/);
+    await expect(loadModel(MODEL, { threads: 0 })).rejects.toThrow(/options\.threads/);
+    await expect(loadModel('/nonexistent.gguf')).rejects.toThrow(/nonexistent\.gguf/);
+  });
+
+  it('chat turns reuse the cached conversation: the second turn evaluates only its new tokens', async () => {
+    const chat = model.createChat({ system: 'Be terse.' });
+    expect(chat.template.name).toBe('llama2');
+    const first = await chat.send('Hello', { maxTokens: 8, temperature: 0 });
+    expect(typeof first).toBe('string');
+    const s1 = model.stats.last!;
+    expect(s1.evaluatedTokens).toBe(s1.promptTokens - s1.reusedTokens);
+    const firstTurnTokens = s1.promptTokens + s1.generatedTokens;
+    await chat.send('And then?', { maxTokens: 8, temperature: 0 });
+    const s2 = model.stats.last!;
+    const newTokens = model.tokenize(chat.template.user('And then?', false, undefined), { addBos: false }).length;
+    const closing = model.tokenize(chat.template.assistantEnd, { addBos: false }).length;
+    expect(s2.reusedTokens).toBe(firstTurnTokens - 1); // all but the last sampled token, which was never fed
+    expect(s2.evaluatedTokens).toBe(1 + closing + newTokens);
+    expect(chat.messages.map((m) => m.role)).toEqual(['system', 'user', 'assistant', 'user', 'assistant']);
+    expect(chat.messages[2]!.content).toBe(first);
+  });
+
+  it('chat.stream streams the reply and reset() starts over', async () => {
+    const chat = model.createChat();
+    let text = '';
+    for await (const c of chat.stream('Hello', { maxTokens: 6, temperature: 0 })) text += c.text;
+    expect(chat.messages[1]!.content).toBe(text);
+    chat.reset();
+    expect(chat.messages).toEqual([]);
+    await expect(chat.send('  ')).rejects.toThrow(RequestError);
+  });
+
+  it('keeps the event loop responsive while generating (p99 delay < 20 ms)', async () => {
+    const h = monitorEventLoopDelay({ resolution: 1 });
+    h.enable();
+    const r = await collect(model.generate('Once upon a time', { maxTokens: 64, temperature: 0 }));
+    h.disable();
+    expect(r.tokens).toHaveLength(64);
+    expect(h.percentile(99) / 1e6).toBeLessThan(20);
+  });
+
+  it('after close(), requests reject with ModelClosedError', async () => {
+    const m = await loadModel(MODEL, { threads: 1, contextSize: 128 });
+    const chat = m.createChat();
+    const pending = collect(m.generate('Once upon a time', { maxTokens: 50 })).catch((err: unknown) => err);
+    await m.close();
+    expect(await pending).toBeInstanceOf(ModelClosedError);
+    await expect(collect(m.generate('Hi', { maxTokens: 2 }))).rejects.toThrow(ModelClosedError);
+    await expect(chat.send('Hi')).rejects.toThrow(/closed/);
+    expect(() => m.createChat()).toThrow(ModelClosedError);
+    expect(() => m.tokenize('Hi')).toThrow(ModelClosedError);
+    await m.close(); // idempotent
+  });
+});
+
+describe('streaming text', () => {
+  const tok = Tokenizer.fromGguf(readGguf(MODEL)); // byte-fallback vocabulary: byte b is token 3 + b
+  const byteIds = (s: string) => [...Buffer.from(s, 'utf8')].map((b) => 3 + b);
+
+  it('never emits half a UTF-8 character', () => {
+    const stream = new TextStream(tok, [], true);
+    const ids = byteIds('é€');
+    expect(ids.map((id, i) => stream.push(id, i === ids.length - 1))).toEqual(['', 'é', '', '', '€']);
+  });
+
+  it('holds back text that may begin a stop string and releases it when it cannot', () => {
+    const stream = new TextStream(tok, ['END'], true);
+    const out = byteIds('aEN').map((id) => stream.push(id, false));
+    expect(out).toEqual(['a', '', '']);
+    expect(stream.push(byteIds('x')[0]!, false)).toBe('ENx');
+    expect([...byteIds('yEND')].map((id) => stream.push(id, false)).join('')).toBe('y');
+    expect(stream.stopped).toBe(true);
+  });
+
+  it('releases held text at the end of the stream and at an EOG token', () => {
+    const a = new TextStream(tok, ['END'], true);
+    expect(byteIds('aE').map((id, i) => a.push(id, i === 1)).join('')).toBe('aE');
+    const b = new TextStream(tok, ['END'], true);
+    expect(b.push(byteIds('E')[0]!, false)).toBe('');
+    expect(b.push(2, true)).toBe('E'); // </s>
+  });
+});
+
+describe('chat templates', () => {
+  const bpe = Tokenizer.fromGguf(readGguf(shared('vocab/ggml-vocab-llama-bpe.gguf')));
+  const spm = Tokenizer.fromGguf(readGguf(shared('vocab/ggml-vocab-llama-spm.gguf')));
+  const conversation = [
+    { role: 'system', content: 'Be brief.' },
+    { role: 'user', content: 'Hello' },
+    { role: 'assistant', content: 'Hi there' },
+    { role: 'user', content: 'Bye' },
+  ] as const;
+  const encode = (t: Tokenizer, s: string) => t.encode(s, { addBos: false });
+
+  it('formats a BitNet 2B-4T conversation', () => {
+    const text = renderChat(chatTemplate('bitnet', templateTokens(bpe, 'bitnet')), conversation);
+    expect(text).toBe('<|begin_of_text|>System: Be brief.<|eot_id|>User: Hello<|eot_id|>Assistant: Hi there<|eot_id|>User: Bye<|eot_id|>Assistant: ');
+    expect(encode(bpe, text)).toEqual([
+      128000, 2374, 25, 2893, 10015, 13, 128009, 1502, 25, 22691, 128009, 72803, 25, 21694, 1070, 128009, 1502, 25, 90425, 128009,
+      72803, 25, 220,
+    ]);
+  });
+
+  it('formats a llama-3 conversation', () => {
+    const text = renderChat(chatTemplate('llama3', templateTokens(bpe, 'llama3')), conversation);
+    expect(text).toBe(
+      '<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>' +
+        '<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHi there<|eot_id|>' +
+        '<|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n',
+    );
+    expect(encode(bpe, text)).toEqual([
+      128000, 128006, 9125, 128007, 271, 3513, 10015, 13, 128009, 128006, 882, 128007, 271, 9906, 128009, 128006, 78191, 128007, 271,
+      13347, 1070, 128009, 128006, 882, 128007, 271, 1383, 68, 128009, 128006, 78191, 128007, 271,
+    ]);
+  });
+
+  it('formats a llama-2 conversation', () => {
+    const text = renderChat(chatTemplate('llama2', templateTokens(spm, 'llama2')), conversation);
+    expect(text).toBe('<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHello [/INST] Hi there </s><s>[INST] Bye [/INST]');
+    expect(encode(spm, text)).toEqual([
+      1, 518, 25580, 29962, 3532, 14816, 29903, 6778, 13, 3629, 11473, 29889, 13, 29966, 829, 14816, 29903, 6778, 13, 13, 10994, 518,
+      29914, 25580, 29962, 6324, 727, 29871, 2, 1, 518, 25580, 29962, 2648, 29872, 518, 29914, 25580, 29962,
+    ]);
+  });
+
+  it('a turn rendered alone continues the rendered conversation', () => {
+    for (const name of ['bitnet', 'llama3', 'llama2'] as const) {
+      const t = chatTemplate(name, templateTokens(name === 'llama2' ? spm : bpe, name));
+      const before = renderChat(t, conversation.slice(0, 3));
+      expect(renderChat(t, conversation)).toBe(before + t.user('Bye', false, 'Be brief.'));
+    }
+  });
+
+  it('recognises templates by their markers', () => {
+    const llama3 = "{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}";
+    const bitnet = "{% for message in messages %}{% set content = message['role'] | capitalize + ': ' + message['content'] | trim + '<|eot_id|>' %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}";
+    const llama2 = "{% for message in messages %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + message['content'] + ' [/INST]' }}{% endif %}{% endfor %}";
+    expect(chatFormatFromTemplate(llama3)).toBe('llama3');
+    expect(chatFormatFromTemplate(bitnet)).toBe('bitnet');
+    expect(chatFormatFromTemplate(llama2)).toBe('llama2');
+    expect(chatFormatFromTemplate('{{ "<|im_start|>" }}')).toBeUndefined();
+    expect(detectChatFormat(spm, bitnet, 'llama')).toEqual({ name: 'bitnet', source: 'template' });
+  });
+
+  it('falls back on the vocabulary without a recognised template', () => {
+    expect(detectChatFormat(bpe, undefined, 'llama')).toEqual({ name: 'llama3', source: 'vocabulary' });
+    expect(detectChatFormat(bpe, '{{ "<|im_start|>" }}', 'bitnet-b1.58')).toEqual({ name: 'bitnet', source: 'vocabulary' });
+    expect(detectChatFormat(spm, undefined, 'llama')).toEqual({ name: 'llama2', source: 'vocabulary' });
+  });
+});

@@ -1,0 +1,164 @@
+// The command line as a user runs it: `node dist/cli/main.js ...` (build first: npx tsc -p tsconfig.json).
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { loadModel } from '../lib/api.js';
+
+const MAIN = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+const shared = (p: string) => fileURLToPath(new URL(`../../shared/${p}`, import.meta.url));
+const MODEL = shared('golden/small-b158-i2s-s11.gguf');
+
+function bitllm(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 30_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Case `index` of a llama.cpp vocab test: the input text and its expected ids (no BOS). */
+function vocabCase(vocab: string, text: string): number[] {
+  const inputs = readFileSync(shared(`vocab/${vocab}.inp`), 'utf8').split('\n__ggml_vocab_test__\n');
+  const outputs = readFileSync(shared(`vocab/${vocab}.out`), 'utf8').split('\n');
+  const i = inputs.indexOf(text);
+  if (i < 0) throw new Error(`no case '${text}' in ${vocab}.inp`);
+  return outputs[i]!.trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
+let tmp: string;
+beforeAll(() => {
+  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build with \`npx tsc -p tsconfig.json\` first`);
+  tmp = mkdtempSync(join(tmpdir(), 'bitllm-cli-'));
+});
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe('bitllm run', () => {
+  it('--json prints one line with the tokens the API generates greedily', async () => {
+    const r = bitllm('run', MODEL, '-p', 'Once upon a time', '-n', '12', '--temp', '0', '-t', '1', '--json');
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    const out = JSON.parse(lines[0]!) as Record<string, unknown>;
+    expect(Object.keys(out).sort()).toEqual(['decode_tps', 'prompt_tokens', 'text', 'tokens']);
+    expect(out['tokens']).toHaveLength(12);
+    expect(out['decode_tps']).toBeGreaterThan(0);
+
+    const model = await loadModel(MODEL, { threads: 1, contextSize: 128 });
+    try {
+      const tokens: number[] = [];
+      let text = '';
+      for await (const c of model.generate('Once upon a time', { maxTokens: 12, temperature: 0 })) {
+        tokens.push(c.token);
+        text += c.text;
+      }
+      expect(out['tokens']).toEqual(tokens);
+      expect(out['text']).toBe(text);
+      expect(out['prompt_tokens']).toBe(model.tokenize('Once upon a time').length);
+    } finally {
+      await model.close();
+    }
+  });
+
+  it('--tokens takes the prompt as ids; without --json the text streams to stdout', () => {
+    const args = ['run', MODEL, '--tokens', '1,3104,3550', '-n', '8', '--temp', '0', '-t', '1'];
+    const json = JSON.parse(bitllm(...args, '--json').stdout) as { text: string; prompt_tokens: number };
+    expect(json.prompt_tokens).toBe(3);
+    const r = bitllm(...args);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe(json.text.endsWith('\n') ? json.text : `${json.text}\n`);
+  });
+});
+
+describe('bitllm tokenize', () => {
+  it.each([
+    ['ggml-vocab-llama-bpe.gguf', 'Hello world'],
+    ['ggml-vocab-llama-spm.gguf', 'Hello world'],
+    ['ggml-vocab-llama-bpe.gguf', ' Hello world'],
+  ])('--json on the vocab-only file %s matches llama.cpp for %j', (vocab, text) => {
+    const r = bitllm('tokenize', shared(`vocab/${vocab}`), '--no-bos', '--json', text);
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ ids: vocabCase(vocab, text) });
+  });
+
+  it('adds BOS by default and reads --file', () => {
+    const file = join(tmp, 'hello.txt');
+    writeFileSync(file, 'Hello world');
+    const r = bitllm('tokenize', shared('vocab/ggml-vocab-llama-bpe.gguf'), '--file', file, '--json');
+    expect(JSON.parse(r.stdout)).toEqual({ ids: [128000, 9906, 1917] });
+  });
+});
+
+describe('bitllm inspect', () => {
+  it('--json reports architecture, hyperparameters, tensor types and sizes', () => {
+    const r = bitllm('inspect', MODEL, '--json');
+    expect(r.status).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.architecture).toBe('bitnet-b1.58');
+    expect(out.hparams).toMatchObject({ nLayer: 4, nEmbd: 512, nHead: 8, nHeadKv: 4, nFf: 1536, nVocab: 4096 });
+    expect(out.tensors.count).toBe(46);
+    expect(out.tensors.types.I2_S.count).toBe(28);
+    expect(out.tensors.types.F16).toEqual({ count: 1, bytes: 4096 * 512 * 2 });
+    expect(out.size).toBe(statSync(MODEL).size);
+    expect(out.tokenizer).toMatchObject({ model: 'llama', vocabSize: 4096, bos: 1, eos: 2, chatFormat: 'llama2' });
+  });
+
+  it('works on a vocab-only file', () => {
+    const out = JSON.parse(bitllm('inspect', shared('vocab/ggml-vocab-llama-bpe.gguf'), '--json').stdout);
+    expect(out.hparams).toBeNull();
+    expect(out.tensors.count).toBe(0);
+    expect(out.tokenizer.chatFormat).toBe('llama3');
+  });
+});
+
+describe('bitllm perplexity', () => {
+  it('--json scores every token after the first of each window; --dump-logits writes [n_tokens, n_vocab] f32', () => {
+    const text = join(tmp, 'text.txt');
+    writeFileSync(text, 'The quick brown fox jumps over the lazy dog. '.repeat(4));
+    const dump = join(tmp, 'logits.f32');
+    const r = bitllm('perplexity', MODEL, '-f', text, '--ctx', '64', '--json', '--dump-logits', dump, '-t', '1');
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.ctx).toBe(64);
+    expect(out.n_windows).toBe(Math.ceil((out.n_tokens - out.n_windows) / 63));
+    expect(out.n_scored).toBe(out.n_tokens - out.n_windows); // BOS opens each window and is never scored
+    expect(out.ppl).toBeCloseTo(Math.exp(out.nll), 6);
+    expect(out.ppl).toBeGreaterThan(1);
+    expect(statSync(dump).size).toBe(out.n_tokens * 4096 * 4);
+  });
+});
+
+describe('errors', () => {
+  it.each([
+    [['run', MODEL]], // no prompt
+    [['run']], // no model
+    [['run', MODEL, '-p', 'x', '--bogus']],
+    [['run', MODEL, '-p', 'x', '--temp', 'hot']],
+    [['run', MODEL, '-p', 'x', '-n', '-1']],
+    [['run', join('no', 'such', 'model.gguf'), '-p', 'x']],
+    [['run', MODEL, '--tokens', '1,99999']],
+    [['run', MODEL, '-p', 'x', '--kv', 'q8']],
+    [['tokenize', MODEL]],
+    [['perplexity', MODEL]],
+    [['nonsense']],
+  ])('usage error %j exits 2 with a message, no stack trace', (args) => {
+    const r = bitllm(...args);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/^bitllm: /);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('a file that is not a model exits 1 with a message naming it', () => {
+    const bad = join(tmp, 'bad.gguf');
+    writeFileSync(bad, 'not a gguf file at all');
+    for (const cmd of ['run', 'inspect', 'tokenize']) {
+      const r = bitllm(cmd, bad, ...(cmd === 'run' ? ['-p', 'x'] : cmd === 'tokenize' ? ['x'] : []));
+      expect(r.status).toBe(1);
+      expect(r.stderr).toContain(bad);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+});
