@@ -6,3 +6,4 @@ export * as reference from '../reference/index.js';
 export * from './ops.js';
 export * from './lut.js';
 export * from './binary.js';
+export * from './dense.js';

@@ -5,3 +5,4 @@ export * from './ternary.js';
 export * from './ops.js';
 export * from './lut.js';
 export * from './binary.js';
+export * from './dense.js';

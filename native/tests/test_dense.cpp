@@ -1,0 +1,354 @@
+// Dense kernels: every f16 variant against a float64 evaluation within the dense.h bound, every q8
+// variant bit-exact against the contract evaluated on GGUF Q8_0 blocks, get_rows exact, and the
+// Q8R16 repackers (Q8_0 round trip, F16/F32 quantization rule, invalid blocks).
+#include <algorithm>
+
+#include "runtime/repack_dense.h"
+#include "runtime/repack_ternary.h"
+#include "test_util.h"
+
+using namespace bitllm_test;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// f16
+
+enum class WFill { normal, zeros, extreme, subnormal, mixed };
+
+uint16_t random_half(Rng& rng, WFill f) {
+  switch (f) {
+    case WFill::normal: return f32_to_fp16(rng.normal() * 0.05f);
+    case WFill::zeros: return static_cast<uint16_t>(rng.range(0, 1) ? 0x8000 : 0);
+    case WFill::extreme: return static_cast<uint16_t>(rng.range(0, 1) ? 0x7bff : 0xfbff);  // ±65504
+    case WFill::subnormal: return static_cast<uint16_t>(rng.range(1, 0x3ff) | (rng.range(0, 1) << 15));
+    case WFill::mixed:
+      switch (rng.range(0, 3)) {
+        case 0: return static_cast<uint16_t>(rng.range(0, 1) ? 0x7bff : 0xfbff);
+        case 1: return static_cast<uint16_t>(rng.range(1, 0x3ff) | (rng.range(0, 1) << 15));
+        default: return f32_to_fp16(rng.normal());
+      }
+  }
+  return 0;
+}
+
+double g_worst_ratio = 0.0;  // max |err| / bound seen
+
+void run_f16_case(const std::vector<KernelTable>& tables, int64_t M, int64_t K, int64_t B, WFill fill, Rng& rng) {
+  const int64_t ldw = K + (rng.range(0, 1) ? 3 : 0), ldx = K + (rng.range(0, 1) ? 5 : 0), ldy = M + 2;
+  std::vector<uint16_t> w(M * ldw, 0x7e00);  // NaN in the stride padding: must never be read
+  for (int64_t m = 0; m < M; ++m) {
+    const bool zero_row = rng.range(0, 9) == 0;
+    for (int64_t k = 0; k < K; ++k) w[m * ldw + k] = zero_row ? 0 : random_half(rng, fill);
+  }
+  std::vector<float> x(B * ldx, std::nanf(""));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t k = 0; k < K; ++k) x[b * ldx + k] = fill == WFill::extreme ? rng.normal() * 1e-3f : rng.normal();
+  std::vector<double> exact(B * M), bound(B * M);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t m = 0; m < M; ++m) {
+      double s = 0.0, a = 0.0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double p = static_cast<double>(fp16_to_f32(w[m * ldw + k])) * x[b * ldx + k];
+        s += p;
+        a += std::fabs(p);
+      }
+      exact[b * M + m] = s;
+      bound[b * M + m] = static_cast<double>(f16_chain_slack(K)) * std::ldexp(1.0, -23) * a + K * std::ldexp(1.0, -149);
+    }
+  for (const auto& t : tables) {
+    std::vector<float> y(B * ldy, -777.0f);
+    // Row ranges as threads would get them (uneven, not tile aligned).
+    const int64_t c1 = M / 3, c2 = (2 * M) / 3 + (M > 2 ? 1 : 0);
+    t.f16_gemm(w.data(), ldw, M, K, x.data(), ldx, B, y.data(), ldy, 0, c1);
+    t.f16_gemm(w.data(), ldw, M, K, x.data(), ldx, B, y.data(), ldy, c1, std::min(M, c2));
+    t.f16_gemm(w.data(), ldw, M, K, x.data(), ldx, B, y.data(), ldy, std::min(M, c2), M);
+    int bad = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t m = 0; m < M; ++m) {
+        const double err = std::fabs(static_cast<double>(y[b * ldy + m]) - exact[b * M + m]);
+        const double bd = bound[b * M + m];
+        if (bd > 0) g_worst_ratio = std::max(g_worst_ratio, err / bd);
+        if (!(err <= bd) && bad++ < 3)
+          CHECK(false, "f16 %s(%s) M=%lld K=%lld B=%lld b=%lld m=%lld got %.9g want %.9g bound %.3g", isa_name(t.isa),
+                t.v_f16, (long long)M, (long long)K, (long long)B, (long long)b, (long long)m, y[b * ldy + m],
+                exact[b * M + m], bd);
+      }
+      for (int64_t m = M; m < ldy; ++m) CHECK(y[b * ldy + m] == -777.0f, "f16 %s wrote past M", isa_name(t.isa));
+    }
+    CHECK(bad == 0, "f16 %s: %d outputs out of bound", isa_name(t.isa), bad);
+  }
+}
+
+void test_f16_get_rows(const std::vector<KernelTable>& tables, Rng& rng) {
+  for (int64_t K : {1, 7, 8, 15, 16, 17, 33, 2560}) {
+    const int64_t M = 37;
+    std::vector<uint16_t> w(M * K);
+    for (auto& h : w) {  // every non-NaN half class
+      const int c = static_cast<int>(rng.range(0, 5));
+      h = c == 0 ? static_cast<uint16_t>(rng.range(0, 0x7bff) | (rng.range(0, 1) << 15))
+          : c == 1 ? static_cast<uint16_t>(rng.range(0, 0x3ff) | (rng.range(0, 1) << 15))
+          : c == 2 ? static_cast<uint16_t>(rng.range(0, 1) ? 0x7c00 : 0xfc00)
+          : c == 3 ? static_cast<uint16_t>(rng.range(0, 1) ? 0x7bff : 0xfbff)
+                   : f32_to_fp16(rng.normal());
+    }
+    const std::vector<int32_t> rows = {0, 36, 5, 5, 17, 1, 36, 0};
+    const int64_t n = static_cast<int64_t>(rows.size()), ldo = K + 1;
+    for (const auto& t : tables) {
+      std::vector<float> out(n * ldo, -777.0f);
+      t.f16_get_rows(w.data(), K, K, rows.data(), n, out.data(), ldo);
+      int bad = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t k = 0; k < K; ++k) {
+          const float want = fp16_to_f32(w[rows[i] * K + k]);
+          if (!same_bits(out[i * ldo + k], want) && bad++ < 3)
+            CHECK(false, "f16_get_rows %s K=%lld row %d k=%lld got %.9g want %.9g", isa_name(t.isa), (long long)K,
+                  rows[i], (long long)k, out[i * ldo + k], want);
+          CHECK(same_bits(half_to_f32(w[rows[i] * K + k]), want), "half_to_f32 disagrees with fp16_to_f32");
+        }
+        CHECK(out[i * ldo + K] == -777.0f, "f16_get_rows %s wrote past K", isa_name(t.isa));
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// q8
+
+constexpr int64_t kQ8_0 = 34;
+
+enum class QFill { random, zeros, max, min, small_d };
+
+// GGUF Q8_0 bytes [M, K/32, 34].
+std::vector<uint8_t> make_q8_0(int64_t M, int64_t K, QFill f, Rng& rng) {
+  const int64_t nb = K / 32;
+  std::vector<uint8_t> src(M * nb * kQ8_0);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t j = 0; j < nb; ++j) {
+      uint8_t* blk = &src[(m * nb + j) * kQ8_0];
+      uint16_t d;
+      switch (f) {
+        case QFill::small_d: d = static_cast<uint16_t>(rng.range(0, 0x3ff)); break;  // zero and subnormal
+        default: d = rng.range(0, 15) == 0 ? 0 : f32_to_fp16((0.5f + rng.uniform()) * (rng.range(0, 1) ? 1e-3f : 2.0f));
+      }
+      if (f == QFill::max) d = 0x7bff;
+      std::memcpy(blk, &d, 2);
+      for (int i = 0; i < 32; ++i) {
+        int v;
+        switch (f) {
+          case QFill::zeros: v = 0; break;
+          case QFill::max: v = i % 2 ? 127 : -128; break;
+          case QFill::min: v = -128; break;
+          default: v = static_cast<int>(rng.range(-128, 127));
+        }
+        blk[2 + i] = static_cast<uint8_t>(static_cast<int8_t>(v));
+      }
+    }
+  return src;
+}
+
+void run_q8_case(const std::vector<KernelTable>& tables, int64_t M, int64_t K, int64_t B, QFill wf, int act,
+                 Rng& rng) {
+  const int64_t nb = K / 32, tiles = q8_tiles(M);
+  const std::vector<uint8_t> src = make_q8_0(M, K, wf, rng);
+  // Repack into an odd byte offset: kernels must not assume alignment.
+  std::vector<uint8_t> buf(q8_bytes(M, K) + 1, 0xcd);
+  uint8_t* data = buf.data() + 1;
+  const int64_t half = tiles / 2;
+  CHECK(repack_q8_from_q8_0(src.data(), M, K, data, 0, half) + repack_q8_from_q8_0(src.data(), M, K, data, half, tiles) == 0,
+        "repack_q8_from_q8_0 reported invalid blocks");
+  std::vector<uint8_t> back(src.size());
+  unpack_q8_to_q8_0(data, M, K, back.data());
+  CHECK(back == src, "Q8_0 -> Q8R16 -> Q8_0 round trip M=%lld K=%lld", (long long)M, (long long)K);
+  for (int64_t t = 0; t < tiles; ++t)  // padding rows are zero
+    for (int64_t r = M - t * 16; r < 16; ++r)
+      for (int64_t j = 0; j < nb; ++j) {
+        const uint8_t* tile = data + t * q8_tile_bytes(K);
+        bool zero = tile[j * 544 + 512 + 2 * r] == 0 && tile[j * 544 + 512 + 2 * r + 1] == 0;
+        for (int g = 0; g < 8; ++g)
+          for (int i = 0; i < 4; ++i) zero = zero && tile[j * 544 + g * 64 + 4 * r + i] == 0;
+        CHECK(zero, "padding row %lld not zero", (long long)(t * 16 + r));
+      }
+
+  std::vector<int8_t> q(B * K);
+  for (int64_t i = 0; i < B * K; ++i) {
+    switch (act) {
+      case 0: q[i] = static_cast<int8_t>(rng.range(-128, 127)); break;
+      case 1: q[i] = 127; break;
+      case 2: q[i] = -128; break;
+      case 3: q[i] = (i & 1) ? 127 : -128; break;
+      case 4: q[i] = 0; break;
+      default: q[i] = static_cast<int8_t>(rng.range(-127, 127)); break;  // no -128 (AVX2 fast path)
+    }
+  }
+  if (act == 5 && B > 2) q[(B / 2) * K + K - 1] = -128;  // one token takes the AVX2 exact path
+  std::vector<float> ascale(B);
+  std::vector<int32_t> sum(B, 0);
+  for (int64_t b = 0; b < B; ++b) {
+    ascale[b] = 0.5f + rng.uniform() * 100.0f;
+    for (int64_t k = 0; k < K; ++k) sum[b] += q[b * K + k];
+  }
+  const QActs a{q.data(), ascale.data(), sum.data(), nullptr, B, K, K};
+  const Q8Mat w{data, M, K};
+
+  // The contract, straight from the Q8_0 blocks.
+  std::vector<float> expect(B * M);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t m = 0; m < M; ++m) {
+      float acc = 0.0f;
+      for (int64_t j = 0; j < nb; ++j) {
+        const uint8_t* blk = &src[(m * nb + j) * kQ8_0];
+        int32_t dot = 0;
+        for (int i = 0; i < 32; ++i) dot += static_cast<int8_t>(blk[2 + i]) * q[b * K + j * 32 + i];
+        uint16_t d;
+        std::memcpy(&d, blk, 2);
+        acc = acc + static_cast<float>(dot) * fp16_to_f32(d);
+      }
+      expect[b * M + m] = acc / ascale[b];
+    }
+
+  for (const auto& t : tables) {
+    const int64_t ldy = M + 3;
+    std::vector<float> y(B * ldy, -777.0f);
+    const int64_t split = tiles / 2;
+    t.q8_gemm(w, a, y.data(), ldy, 0, split);
+    t.q8_gemm(w, a, y.data(), ldy, split, tiles);
+    int bad = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t m = 0; m < M; ++m)
+        if (!same_bits(y[b * ldy + m], expect[b * M + m]) && bad++ < 3)
+          CHECK(false, "q8 %s(%s) M=%lld K=%lld B=%lld act=%d b=%lld m=%lld got %.9g want %.9g", isa_name(t.isa),
+                t.v_q8, (long long)M, (long long)K, (long long)B, act, (long long)b, (long long)m, y[b * ldy + m],
+                expect[b * M + m]);
+      for (int64_t m = M; m < ldy; ++m) CHECK(y[b * ldy + m] == -777.0f, "q8 %s wrote past M", isa_name(t.isa));
+    }
+    CHECK(bad == 0, "q8 %s mismatches", isa_name(t.isa));
+
+    // get_rows: every row of the first and last tile plus a few, dequantized exactly.
+    std::vector<int32_t> rows;
+    for (int64_t m = 0; m < M; ++m)
+      if (m < 17 || m >= M - 17 || m % 7 == 0) rows.push_back(static_cast<int32_t>(m));
+    const int64_t n = static_cast<int64_t>(rows.size()), ldo = K + 1;
+    std::vector<float> out(n * ldo, -777.0f);
+    t.q8_get_rows(w, rows.data(), n, out.data(), ldo);
+    int gbad = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t k = 0; k < K; ++k) {
+        const uint8_t* blk = &src[(rows[i] * nb + k / 32) * kQ8_0];
+        uint16_t d;
+        std::memcpy(&d, blk, 2);
+        const float want = fp16_to_f32(d) * static_cast<float>(static_cast<int8_t>(blk[2 + k % 32]));
+        if (!same_bits(out[i * ldo + k], want) && gbad++ < 3)
+          CHECK(false, "q8_get_rows %s row %d k=%lld got %.9g want %.9g", isa_name(t.isa), rows[i], (long long)k,
+                out[i * ldo + k], want);
+      }
+      CHECK(out[i * ldo + K] == -777.0f, "q8_get_rows %s wrote past K", isa_name(t.isa));
+    }
+  }
+}
+
+// F16 / F32 -> Q8R16 quantization: the documented rule, evaluated independently.
+void test_quantize(Rng& rng) {
+  for (int64_t M : {1, 16, 19}) {
+    const int64_t K = 96, nb = K / 32;
+    std::vector<uint16_t> h(M * K);
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t j = k / 32;
+        float v = rng.normal() * (j == 0 ? 0.02f : j == 1 ? 1e-5f : 300.0f);  // normal, subnormal-d, large
+        if (m == 0 && j == 1) v = 0.0f;  // an all-zero block
+        h[m * K + k] = f32_to_fp16(v);
+      }
+    std::vector<float> f(M * K);
+    for (int64_t i = 0; i < M * K; ++i) f[i] = fp16_to_f32(h[i]);
+    std::vector<uint8_t> a(q8_bytes(M, K)), b(q8_bytes(M, K));
+    CHECK(repack_q8_from_f16(h.data(), K, M, K, a.data(), 0, q8_tiles(M)) == 0, "f16 repack invalid");
+    CHECK(repack_q8_from_f32(f.data(), K, M, K, b.data(), 0, q8_tiles(M)) == 0, "f32 repack invalid");
+    CHECK(a == b, "F16 and F32 of the same values quantize differently");
+    std::vector<uint8_t> q80(M * nb * kQ8_0);
+    unpack_q8_to_q8_0(a.data(), M, K, q80.data());
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t j = 0; j < nb; ++j) {
+        float amax = 0.0f;
+        for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(f[m * K + j * 32 + i]));
+        const uint16_t dh = f32_to_fp16(amax / 127.0f);
+        const uint8_t* blk = &q80[(m * nb + j) * kQ8_0];
+        uint16_t got;
+        std::memcpy(&got, blk, 2);
+        CHECK(got == dh, "quantize d m=%lld j=%lld got %04x want %04x", (long long)m, (long long)j, got, dh);
+        const float d = fp16_to_f32(dh);
+        for (int i = 0; i < 32; ++i) {
+          const float x = f[m * K + j * 32 + i];
+          const int c = static_cast<int8_t>(blk[2 + i]);
+          const int want = d == 0.0f ? 0 : static_cast<int>(std::clamp(std::nearbyint(x / d), -127.0f, 127.0f));
+          CHECK(c == want, "quantize code m=%lld k=%lld got %d want %d", (long long)m, (long long)(j * 32 + i), c, want);
+          if (d > 0.0f && std::fabs(x / d) <= 127.0f)
+            CHECK(std::fabs(x - d * c) <= d * 0.5f, "quantization error above d/2");
+        }
+      }
+  }
+  // Every finite half (62 rows x 1024): the F16 path converts exactly like fp16_to_f32.
+  {
+    const int64_t M = 62, K = 1024;
+    std::vector<uint16_t> h;
+    for (uint32_t v = 0; v < 0x10000; ++v)
+      if ((v & 0x7c00) != 0x7c00) h.push_back(static_cast<uint16_t>(v));
+    CHECK(static_cast<int64_t>(h.size()) == M * K, "finite half count");
+    for (size_t i = h.size() - 1; i > 0; --i) std::swap(h[i], h[static_cast<size_t>(rng.range(0, static_cast<int64_t>(i)))]);
+    std::vector<float> f(h.size());
+    for (size_t i = 0; i < h.size(); ++i) f[i] = fp16_to_f32(h[i]);
+    std::vector<uint8_t> a(q8_bytes(M, K)), b(q8_bytes(M, K));
+    CHECK(repack_q8_from_f16(h.data(), K, M, K, a.data(), 0, q8_tiles(M)) == 0, "all halves: f16 invalid");
+    CHECK(repack_q8_from_f32(f.data(), K, M, K, b.data(), 0, q8_tiles(M)) == 0, "all halves: f32 invalid");
+    CHECK(a == b, "all finite halves: F16 and F32 repacks differ");
+  }
+  // Non-finite inputs and fp16 overflow of the scale are counted and stored as zero blocks.
+  std::vector<float> f(2 * 64, 1.0f);
+  f[3] = INFINITY;
+  f[64 + 40] = 1e9f;  // amax / 127 > 65504
+  std::vector<uint8_t> out(q8_bytes(2, 64));
+  CHECK(repack_q8_from_f32(f.data(), 64, 2, 64, out.data(), 0, 1) == 2, "f32 invalid blocks not counted");
+  std::vector<uint16_t> h(64, 0x3c00);
+  h[63] = 0x7e00;
+  CHECK(repack_q8_from_f16(h.data(), 64, 1, 64, out.data(), 0, 1) == 1, "f16 NaN block not counted");
+  std::vector<uint8_t> src(2 * kQ8_0, 0);
+  const uint16_t inf = 0x7c00;
+  std::memcpy(&src[kQ8_0], &inf, 2);
+  CHECK(repack_q8_from_q8_0(src.data(), 1, 64, out.data(), 0, 1) == 1, "Q8_0 Inf scale not counted");
+}
+
+}  // namespace
+
+int main() {
+  const auto tables = all_tables();
+  Rng rng(7);
+
+  // f16: shapes of the brief plus odd K (tails of every vector width).
+  const int64_t Ms[] = {1, 15, 17, 33, 100};
+  const int64_t Ks[] = {1, 7, 17, 32, 96, 250, 2560};
+  const int64_t Bs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 64};
+  for (int64_t M : Ms)
+    for (int64_t K : Ks) run_f16_case(tables, M, K, Bs[rng.range(0, 13)], WFill::normal, rng);
+  for (int64_t B : Bs) run_f16_case(tables, 17, 96, B, WFill::normal, rng);
+  for (WFill f : {WFill::zeros, WFill::extreme, WFill::subnormal, WFill::mixed}) {
+    run_f16_case(tables, 33, 2560, 1, f, rng);
+    run_f16_case(tables, 15, 250, 13, f, rng);
+  }
+  run_f16_case(tables, 100, 2560, 64, WFill::normal, rng);
+  test_f16_get_rows(tables, rng);
+
+  // q8
+  for (int64_t M : Ms)
+    for (int64_t K : {32, 96, 2560}) run_q8_case(tables, M, K, Bs[rng.range(0, 13)], QFill::random, 0, rng);
+  for (int64_t B : Bs) run_q8_case(tables, 17, 96, B, QFill::random, static_cast<int>(rng.range(0, 5)), rng);
+  for (QFill f : {QFill::zeros, QFill::max, QFill::min, QFill::small_d})
+    for (int act = 0; act <= 5; ++act) run_q8_case(tables, 33, 2560, act == 5 ? 7 : 3, f, act, rng);
+  run_q8_case(tables, 100, 2560, 64, QFill::random, 5, rng);
+  run_q8_case(tables, 40, 8192, 9, QFill::max, 3, rng);
+  test_quantize(rng);
+
+  std::printf("ISAs:");
+  for (const auto& t : tables) std::printf(" %s(f16 %s, q8 %s)", isa_name(t.isa), t.v_f16, t.v_q8);
+  std::printf("\nf16: worst |err| / bound = %.3g\n", g_worst_ratio);
+  return finish("test_dense");
+}

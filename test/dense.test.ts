@@ -1,0 +1,317 @@
+import { describe, expect, it } from 'vitest';
+
+import { KernelContext } from '../lib/kernels/context.js';
+import {
+  f16Gemm,
+  f16GetRows,
+  q8Gemm,
+  q8GetRows,
+  repackQ8,
+  unpackQ8ToQ8_0,
+} from '../lib/kernels/dense.js';
+import { quantizeActivationsI8 } from '../lib/kernels/ternary.js';
+import { ModelFormatError } from '../lib/errors.js';
+import { binding } from '../lib/native.js';
+import { type QuantizedActivations, allocActivations } from '../lib/reference/act_quant.js';
+import {
+  type F16Matrix,
+  Q8_0_BLOCK_BYTES,
+  q8Bytes,
+  q8_0Bytes,
+  refF16Gemm,
+  refF16GetRows,
+  refQ8Gemm,
+  refQ8GetRows,
+  refQuantizeQ8,
+  refRepackQ8FromQ8_0,
+  refUnpackQ8ToQ8_0,
+} from '../lib/reference/dense.js';
+import { floatToHalf, halfToFloat } from '../lib/reference/numeric.js';
+import { contextsPerIsa, expectSameBits, expectSameInts, randInt, randomNormal, rng } from './helpers.js';
+
+type Kind = 'normal' | 'extreme' | 'subnormal' | 'mixed';
+
+function randomHalves(r: () => number, n: number, kind: Kind): Uint16Array {
+  const h = new Uint16Array(n);
+  for (let i = 0; i < n; i++) {
+    const k = kind === 'mixed' ? (['normal', 'extreme', 'subnormal'] as const)[randInt(r, 0, 2)] : kind;
+    if (k === 'extreme') h[i] = r() < 0.5 ? 0x7bff : 0xfbff; // ±65504
+    else if (k === 'subnormal') h[i] = randInt(r, 1, 0x3ff) | (r() < 0.5 ? 0x8000 : 0);
+    else h[i] = floatToHalf(randomNormal(r, 1, 0.05)[0]!);
+  }
+  return h;
+}
+
+/** GGUF Q8_0 bytes: random codes over the full int8 range and random scales (some zero / subnormal). */
+function randomQ8_0(r: () => number, M: number, K: number, codes?: number): Uint8Array {
+  const src = new Uint8Array(q8_0Bytes(M, K));
+  for (let b = 0; b < M * (K / 32); b++) {
+    const off = b * Q8_0_BLOCK_BYTES;
+    const u = r();
+    const d = u < 0.05 ? 0 : u < 0.1 ? randInt(r, 1, 0x3ff) : floatToHalf((0.5 + r()) * (r() < 0.5 ? 1e-3 : 2));
+    src[off] = d & 0xff;
+    src[off + 1] = d >> 8;
+    for (let i = 0; i < 32; i++) src[off + 2 + i] = (codes ?? randInt(r, -128, 127)) & 0xff;
+  }
+  return src;
+}
+
+function randomActs(r: () => number, B: number, K: number, kind: 'random' | 'extreme'): QuantizedActivations {
+  const a = allocActivations(B, K);
+  for (let i = 0; i < B * K; i++) a.q[i] = kind === 'extreme' ? (i % 3 === 0 ? 127 : -128) : randInt(r, -128, 127);
+  for (let b = 0; b < B; b++) {
+    a.scale[b] = Math.fround(0.5 + 100 * r());
+    let s = 0;
+    for (let k = 0; k < K; k++) s += a.q[b * K + k]!;
+    a.sum[b] = s;
+  }
+  return a;
+}
+
+const f16Shapes: Array<[number, number, number]> = [
+  [1, 1, 1], [15, 7, 3], [17, 32, 13], [33, 96, 1], [100, 250, 5], [16, 2560, 1], [17, 2560, 9], [5, 33, 64],
+];
+
+describe.each(contextsPerIsa())('dense kernels on %s', (isa, ctx) => {
+  it.each(f16Shapes)('f16Gemm M=%i K=%i B=%i is within the documented bound of the float64 reference', (M, K, B) => {
+    const r = rng(M * 131 + K * 7 + B);
+    for (const kind of ['normal', 'mixed'] as const) {
+      const w: F16Matrix = { data: randomHalves(r, M * K, kind), M, K };
+      const x = randomNormal(r, B * K, kind === 'mixed' ? 1e-3 : 1);
+      const got = f16Gemm(ctx, w, x, B);
+      const { y, bound } = refF16Gemm(w, x, B);
+      for (let i = 0; i < y.length; i++) {
+        const err = Math.abs(got[i]! - y[i]!);
+        if (!(err <= bound[i]!)) expect.fail(`${isa} ${kind} element ${i}: ${got[i]} vs ${y[i]} (bound ${bound[i]})`);
+      }
+    }
+  });
+
+  it('f16Gemm on extreme and subnormal halves, into a reused larger output', () => {
+    const r = rng(5);
+    for (const kind of ['extreme', 'subnormal'] as const) {
+      const M = 19;
+      const K = 300;
+      const B = 2;
+      const w: F16Matrix = { data: randomHalves(r, M * K, kind), M, K };
+      const x = randomNormal(r, B * K, kind === 'extreme' ? 1e-3 : 1);
+      const big = new Float32Array(B * M + 10).fill(-7);
+      const got = f16Gemm(ctx, w, x, B, big);
+      expect(got.length).toBe(B * M);
+      expect(big[B * M]).toBe(-7);
+      const { y, bound } = refF16Gemm(w, x, B);
+      for (let i = 0; i < y.length; i++) expect(Math.abs(got[i]! - y[i]!)).toBeLessThanOrEqual(bound[i]!);
+    }
+  });
+
+  it('f16GetRows is exact', () => {
+    const r = rng(11);
+    const M = 40;
+    const K = 37;
+    const w: F16Matrix = { data: randomHalves(r, M * K, 'mixed'), M, K };
+    const rows = [0, 39, 3, 3, 17];
+    expectSameBits(f16GetRows(ctx, w, rows), refF16GetRows(w, rows), `${isa} f16GetRows`);
+    expect(f16GetRows(ctx, w, []).length).toBe(0);
+  });
+
+  it.each([[1, 32], [15, 96], [17, 64], [33, 2560], [100, 32]])('Q8_0 M=%i K=%i repacks like the reference and round-trips', (M, K) => {
+    const src = randomQ8_0(rng(M + K), M, K);
+    const w = repackQ8(ctx, 'q8_0', src, M, K);
+    expectSameInts(w.data, refRepackQ8FromQ8_0(src, M, K).w.data, `${isa} Q8R16 bytes`);
+    expectSameInts(unpackQ8ToQ8_0(w), src, `${isa} Q8_0 round trip`);
+    expectSameInts(refUnpackQ8ToQ8_0(w), src, 'reference round trip');
+  });
+
+  it.each([[1, 32, 1], [15, 96, 3], [17, 64, 13], [33, 2560, 1], [100, 256, 64], [16, 128, 7]])(
+    'q8Gemm M=%i K=%i B=%i matches the reference bit-exactly', (M, K, B) => {
+      const r = rng(M * 3 + K + B);
+      const w = repackQ8(ctx, 'q8_0', randomQ8_0(r, M, K), M, K);
+      for (const kind of ['random', 'extreme'] as const) {
+        const a = randomActs(r, B, K, kind);
+        expectSameBits(q8Gemm(ctx, w, a), refQ8Gemm(w, a), `${isa} q8Gemm ${kind}`);
+      }
+      const x = randomNormal(r, B * K, 2);
+      const a = quantizeActivationsI8(ctx, x, B, K);
+      expectSameBits(q8Gemm(ctx, w, a), refQ8Gemm(w, a), `${isa} q8Gemm from act_quant_i8`);
+    });
+
+  it('q8Gemm with saturating codes (all -128 weights and activations, long K)', () => {
+    const M = 20;
+    const K = 4096;
+    const w = repackQ8(ctx, 'q8_0', randomQ8_0(rng(9), M, K, -128), M, K);
+    const a = allocActivations(3, K);
+    a.q.fill(-128);
+    a.scale.fill(1);
+    a.sum.fill(-128 * K);
+    expectSameBits(q8Gemm(ctx, w, a), refQ8Gemm(w, a), `${isa} q8Gemm -128`);
+  });
+
+  it('q8Gemm accepts reused larger activation buffers', () => {
+    const r = rng(21);
+    const M = 18;
+    const K = 64;
+    const w = repackQ8(ctx, 'q8_0', randomQ8_0(r, M, K), M, K);
+    const big = randomActs(r, 5, K, 'random');
+    const a = { ...big, B: 2 };
+    expectSameBits(q8Gemm(ctx, w, a), refQ8Gemm(w, a), `${isa} q8Gemm B=2 of 5`);
+  });
+
+  it('q8GetRows dequantizes exactly', () => {
+    const M = 35;
+    const K = 96;
+    const w = repackQ8(ctx, 'q8_0', randomQ8_0(rng(4), M, K), M, K);
+    const rows = Int32Array.of(34, 0, 16, 15, 17, 34);
+    expectSameBits(q8GetRows(ctx, w, rows), refQ8GetRows(w, rows), `${isa} q8GetRows`);
+  });
+
+  it('quantizes F16 and F32 rows like the reference', () => {
+    const r = rng(77);
+    const M = 19;
+    const K = 96;
+    const h = new Uint16Array(M * K);
+    for (let i = 0; i < h.length; i++) {
+      const j = Math.floor((i % K) / 32);
+      h[i] = floatToHalf(randomNormal(r, 1, j === 0 ? 0.02 : j === 1 ? 1e-5 : 300)[0]!);
+    }
+    for (let k = 32; k < 64; k++) h[k] = 0; // an all-zero block
+    const fromHalf = repackQ8(ctx, 'f16', h, M, K);
+    expectSameInts(fromHalf.data, refQuantizeQ8(h, M, K).w.data, `${isa} f16 quantization`);
+    const f = Float32Array.from(h, halfToFloat);
+    const fromFloat = repackQ8(ctx, 'f32', f, M, K);
+    expectSameInts(fromFloat.data, fromHalf.data, `${isa} f32 = f16 quantization`);
+    const f2 = randomNormal(r, M * K, 5);
+    expectSameInts(repackQ8(ctx, 'f32', f2, M, K).data, refQuantizeQ8(f2, M, K).w.data, `${isa} f32 quantization`);
+  });
+
+  it('rejects non-finite blocks with ModelFormatError', () => {
+    const f = new Float32Array(64).fill(1);
+    f[40] = Number.NaN;
+    expect(() => repackQ8(ctx, 'f32', f, 1, 64, 'output.weight')).toThrow(ModelFormatError);
+    expect(() => repackQ8(ctx, 'f32', Float32Array.of(...new Array<number>(32).fill(1e9)), 1, 32)).toThrow(/non-finite/);
+    const q = new Uint8Array(q8_0Bytes(1, 32));
+    q[1] = 0x7c; // d = +Inf
+    expect(() => repackQ8(ctx, 'q8_0', q, 1, 32)).toThrow(ModelFormatError);
+    expect(refQuantizeQ8(f, 1, 64).invalid).toBe(1);
+  });
+});
+
+// ---- garbage arguments: every binding throws TypeError / RangeError and never crashes ----
+
+type Raw = (...args: unknown[]) => unknown;
+const raw = (name: string): Raw => binding<Raw>(name);
+
+function expectThrows(fn: () => unknown, type: typeof TypeError | typeof RangeError, what: string): void {
+  let err: unknown;
+  try {
+    fn();
+  } catch (e) {
+    err = e;
+  }
+  if (!(err instanceof type)) expect.fail(`${what}: expected ${type.name}, got ${err === undefined ? 'no error' : String(err)}`);
+}
+
+describe('dense bindings reject garbage arguments', () => {
+  const ctx = new KernelContext({ threads: 2 }).handle;
+  const M = 17;
+  const K = 64;
+  const B = 2;
+  const w16 = new Uint16Array(M * K);
+  const x = new Float32Array(B * K);
+  const y = new Float32Array(B * M);
+  const data = new Uint8Array(q8Bytes(M, K));
+  const q = new Int8Array(B * K);
+  const scale = new Float32Array(B).fill(1);
+  const sum = new Int32Array(B);
+  const rows = Int32Array.of(0, 16);
+  const out = new Float32Array(2 * K);
+
+  const valid: Record<string, unknown[]> = {
+    f16Gemm: [ctx, w16, M, K, x, B, y],
+    f16GetRows: [ctx, w16, M, K, rows, out],
+    repackQ8: [ctx, 'f16', w16, M, K, data],
+    unpackQ8ToQ8_0: [data, M, K, new Uint8Array(q8_0Bytes(M, K))],
+    q8Gemm: [ctx, data, M, K, q, scale, sum, B, y],
+    q8GetRows: [ctx, data, M, K, rows, out],
+  };
+
+  it('accepts the valid calls', () => {
+    for (const [name, args] of Object.entries(valid)) expect(() => raw(name)(...args), name).not.toThrow();
+  });
+
+  it('throws TypeError for wrong types and RangeError for wrong values, argument by argument', () => {
+    const junk: unknown[] = [undefined, null, 3.5, -1, Number.NaN, 2 ** 40, 'x', {}, [], new Float64Array(8),
+      new Uint8Array(3), new Int8Array(B * K), new Float32Array(0), new Uint16Array(M * K + 1), new Int32Array(1)];
+    for (const [name, args] of Object.entries(valid)) {
+      for (let i = 0; i < args.length; i++) {
+        for (const j of junk) {
+          if (j === args[i]) continue;
+          const bad = [...args];
+          bad[i] = j;
+          let err: unknown;
+          try {
+            raw(name)(...bad);
+          } catch (e) {
+            err = e;
+          }
+          // Some substitutions stay valid (e.g. an equal-length array of the right type); the rest must
+          // be TypeError or RangeError, never another error or a crash.
+          if (err !== undefined && !(err instanceof TypeError) && !(err instanceof RangeError))
+            expect.fail(`${name} arg ${i} = ${String(j)}: ${String(err)}`);
+        }
+      }
+      expectThrows(() => raw(name)(), TypeError, `${name}()`);
+      expectThrows(() => raw(name)(...args.slice(0, -1)), TypeError, `${name} missing last argument`);
+    }
+  });
+
+  it('names the offending row id', () => {
+    for (const name of ['f16GetRows', 'q8GetRows']) {
+      const args = [...valid[name]!];
+      args[4] = Int32Array.of(0, 5, M);
+      expect(() => raw(name)(...args)).toThrow(RangeError);
+      expect(() => raw(name)(...args)).toThrow(/rows\[2\] = 17/);
+      args[4] = Int32Array.of(-1, 0);
+      expect(() => raw(name)(...args)).toThrow(/rows\[0\] = -1/);
+    }
+  });
+
+  it('checks shapes, lengths, formats and overlaps', () => {
+    expectThrows(() => raw('f16Gemm')(ctx, w16, M, K, x, B, new Float32Array(B * M + 1)), RangeError, 'y too long');
+    expectThrows(() => raw('f16Gemm')(ctx, w16, M, K - 1, x, B, y), RangeError, 'w length vs K');
+    expectThrows(() => raw('f16Gemm')(ctx, w16, M, K, x, 0, y), RangeError, 'B = 0');
+    expectThrows(() => raw('f16Gemm')(ctx, new Int16Array(M * K), M, K, x, B, y), TypeError, 'Int16Array w');
+    expectThrows(() => raw('f16Gemm')({}, w16, M, K, x, B, y), TypeError, 'bad context');
+    const shared = new Float32Array(B * K + B * M);
+    expectThrows(() => raw('f16Gemm')(ctx, w16, M, K, shared.subarray(0, B * K), B, shared.subarray(B * K - 1, B * K - 1 + B * M)),
+      RangeError, 'y overlaps x');
+    expectThrows(() => raw('q8Gemm')(ctx, data, M, 48, q, scale, sum, B, y), RangeError, 'K % 32');
+    expectThrows(() => raw('q8Gemm')(ctx, data, M, K, q, scale, sum, B + 1, y), RangeError, 'B vs lengths');
+    expectThrows(() => raw('q8Gemm')(ctx, data.subarray(1), M, K, q, scale, sum, B, y), RangeError, 'short data');
+    expectThrows(() => raw('q8Gemm')(ctx, data, M, K, new Uint8Array(B * K), scale, sum, B, y), TypeError, 'Uint8Array q');
+    expectThrows(() => raw('repackQ8')(ctx, 'q4_0', w16, M, K, data), RangeError, 'format');
+    expectThrows(() => raw('repackQ8')(ctx, 7, w16, M, K, data), TypeError, 'format type');
+    expectThrows(() => raw('repackQ8')(ctx, 'f32', w16, M, K, data), TypeError, 'f32 source type');
+    expectThrows(() => raw('repackQ8')(ctx, 'q8_0', new Uint8Array(q8_0Bytes(M, K) - 1), M, K, data), RangeError, 'q8_0 length');
+    const buf = new Uint8Array(q8Bytes(M, K) + q8_0Bytes(M, K));
+    expectThrows(() => raw('repackQ8')(ctx, 'q8_0', buf.subarray(0, q8_0Bytes(M, K)), M, K, buf.subarray(1, 1 + q8Bytes(M, K))),
+      RangeError, 'data overlaps src');
+    expectThrows(() => raw('unpackQ8ToQ8_0')(data, M, K, new Uint8Array(5)), RangeError, 'dst length');
+    expect(() => f16GetRows(new KernelContext({ threads: 1 }), { data: w16, M, K }, [0, 1.5])).toThrow(/rows\[1\] = 1.5/);
+  });
+
+  it('survives a random argument fuzz', () => {
+    const r = rng(1234);
+    const pool: unknown[] = [ctx, w16, x, y, data, q, scale, sum, rows, out, 0, 1, 2, 17, 32, 64, -5, 1e9, 0.5,
+      Number.POSITIVE_INFINITY, 'f16', 'q8_0', 'f32', undefined, null, {}, new Uint8Array(0), new Float32Array(1)];
+    for (let it = 0; it < 3000; it++) {
+      const name = Object.keys(valid)[randInt(r, 0, 5)]!;
+      const args = [...valid[name]!];
+      for (let c = randInt(r, 1, 3); c > 0; c--) args[randInt(r, 0, args.length - 1)] = pool[randInt(r, 0, pool.length - 1)];
+      try {
+        raw(name)(...args);
+      } catch (e) {
+        if (!(e instanceof TypeError) && !(e instanceof RangeError)) expect.fail(`${name}(${args.map(String).join(', ')}): ${String(e)}`);
+      }
+    }
+  });
+});
