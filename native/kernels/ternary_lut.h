@@ -53,35 +53,35 @@ inline constexpr int8_t kLutDigits[16][3] = {{0, 0, 0},  {0, 0, 1},   {0, 1, -1}
                                              {1, -1, 0}, {1, -1, 1},  {1, 0, -1}, {1, 0, 0}, {1, 0, 1}, {1, 1, -1},
                                              {1, 1, 0},  {1, 1, 1},   {0, 0, 0},  {0, 0, 0}};
 
-inline int64_t lut_tiles(int64_t M) { return (M + kLutRows - 1) / kLutRows; }
-inline int64_t lut_blocks(int64_t K) { return (K + kScaleBlockK - 1) / kScaleBlockK; }
+static inline int64_t lut_tiles(int64_t M) { return (M + kLutRows - 1) / kLutRows; }
+static inline int64_t lut_blocks(int64_t K) { return (K + kScaleBlockK - 1) / kScaleBlockK; }
 // Groups of block j (86 for a full block, even for the tail).
-inline int lut_block_groups(int64_t K, int64_t j) {
+static inline int lut_block_groups(int64_t K, int64_t j) {
   const int64_t r = K - j * kScaleBlockK;
   if (r >= kScaleBlockK) return kLutBlockGroups;
   const int g = static_cast<int>((r + kLutGroupK - 1) / kLutGroupK);
   return (g + 1) & ~1;
 }
 // Bytes of one record holding ng groups.
-inline int64_t lut_record_bytes(int ng) {
+static inline int64_t lut_record_bytes(int ng) {
   const int rem = ng % kLutUnitGroups;
   return int64_t{ng / kLutUnitGroups} * kLutUnitBytes + (rem ? 64 + rem / 2 * 64 : 0);
 }
 // Offsets of group g's signs (uint64) and nibble pair (64 bytes, for g even) inside a record.
-inline int64_t lut_sign_offset(int g) { return int64_t{g / kLutUnitGroups} * kLutUnitBytes + (g % kLutUnitGroups) * 8; }
-inline int64_t lut_nibble_offset(int g) {
+static inline int64_t lut_sign_offset(int g) { return int64_t{g / kLutUnitGroups} * kLutUnitBytes + (g % kLutUnitGroups) * 8; }
+static inline int64_t lut_nibble_offset(int g) {
   return int64_t{g / kLutUnitGroups} * kLutUnitBytes + 64 + (g % kLutUnitGroups) / 2 * 64;
 }
 // Byte offset of record (block j, tile t) in the packed weights.
-inline int64_t lut_record_offset(int64_t M, int64_t K, int64_t j, int64_t t) {
+static inline int64_t lut_record_offset(int64_t M, int64_t K, int64_t j, int64_t t) {
   const int64_t full = lut_record_bytes(kLutBlockGroups);
   return j * lut_tiles(M) * full + t * lut_record_bytes(lut_block_groups(K, j));
 }
 // Index of block j's first group in the tables.
-inline int64_t lut_block_group0(int64_t j) { return j * kLutBlockGroups; }
+static inline int64_t lut_block_group0(int64_t j) { return j * kLutBlockGroups; }
 // Row held by nibble byte p (0..63) of a pair, and the inverse.
-inline int lut_byte_row(int p) { return (p >> 1) + 32 * (p & 1); }
-inline int lut_row_byte(int r) { return 2 * (r & 31) + (r >> 5); }
+static inline int lut_byte_row(int p) { return (p >> 1) + 32 * (p & 1); }
+static inline int lut_row_byte(int r) { return 2 * (r & 31) + (r >> 5); }
 
 // Total groups of a K-wide row, bytes of lookup tables per token, bytes of packed weights.
 int64_t lut_groups(int64_t K);

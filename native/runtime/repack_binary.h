@@ -9,8 +9,8 @@
 
 namespace bitllm {
 
-inline int64_t b1_tiles(int64_t M) { return (M + kB1Rows - 1) / kB1Rows; }
-inline int64_t b1_bits_bytes(int64_t M, int64_t K) { return b1_tiles(M) * kB1Rows * K / 8; }
+static inline int64_t b1_tiles(int64_t M) { return (M + kB1Rows - 1) / kB1Rows; }
+static inline int64_t b1_bits_bytes(int64_t M, int64_t K) { return b1_tiles(M) * kB1Rows * K / 8; }
 
 constexpr int kQ1BlockK = 128;     // upstream Q1_0: QK1_0 weights per block
 constexpr int kQ1BlockBytes = 18;  // {fp16 d; uint8 qs[16]}

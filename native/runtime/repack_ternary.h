@@ -10,8 +10,8 @@
 
 namespace bitllm {
 
-inline int64_t t2_tiles(int64_t M) { return (M + kT2Rows - 1) / kT2Rows; }
-inline int64_t t2_code_bytes(int64_t M, int64_t K) { return t2_tiles(M) * kT2Rows * K / 4; }
+static inline int64_t t2_tiles(int64_t M) { return (M + kT2Rows - 1) / kT2Rows; }
+static inline int64_t t2_code_bytes(int64_t M, int64_t K) { return t2_tiles(M) * kT2Rows * K / 4; }
 
 // trits[m, k] in {-1, 0, 1} (row stride ldt) -> codes. Values outside {-1,0,1} are clamped.
 void pack_t2_from_trits(const int8_t* trits, int64_t ldt, int64_t M, int64_t K, uint8_t* codes,
