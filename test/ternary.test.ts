@@ -53,6 +53,7 @@ describe('T2R16 packing', () => {
 describe.each(contexts)('ternaryGemm on %s', (isa, ctx) => {
   const shapes: Array<[number, number, number]> = [
     [1, 16, 1], [15, 48, 2], [16, 256, 3], [17, 272, 5], [33, 512, 8], [100, 768, 13], [64, 2560, 1], [40, 1024, 64],
+    [32, 33024, 1], [16, 16384, 2],
   ];
   for (const mode of modes) {
     it.each(shapes)(`matches the reference bit-exactly (${ScaleMode[mode]} scales) M=%i K=%i B=%i`, (M, K, B) => {

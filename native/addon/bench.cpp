@@ -7,13 +7,17 @@ namespace bitllm {
 
 namespace {
 
-// probeReadBandwidth(ctx, bytes, reps) -> GB/s
+// probeReadBandwidth(ctx, bytes, reps) -> { median, best } GB/s
 Napi::Value read_bandwidth(const Napi::CallbackInfo& info) {
   Args a(info, "probeReadBandwidth");
   ContextWrap& ctx = a.context(0);
   const int64_t bytes = a.integer(1, "bytes", 4096, int64_t{16} << 30);
   const int reps = static_cast<int>(a.integer(2, "reps", 1, 100));
-  return Napi::Number::New(info.Env(), probe_read_bandwidth(ctx.pool(), bytes, reps));
+  const ProbeResult r = probe_read_bandwidth(ctx.pool(), bytes, reps);
+  auto o = Napi::Object::New(info.Env());
+  o.Set("median", r.median);
+  o.Set("best", r.best);
+  return o;
 }
 
 // probeInt8Peak(ctx, seconds) -> { gops, instruction }

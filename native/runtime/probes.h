@@ -8,9 +8,14 @@
 
 namespace bitllm {
 
+struct ProbeResult {
+  double median = 0;  // median pass (the statistic kernel timings use on a shared machine)
+  double best = 0;    // best pass
+};
+
 // Streams `bytes` (rounded down to 4 KiB) of a freshly allocated, pre-faulted buffer `reps` times,
-// split across the pool's threads; returns the best pass in GB/s (1e9 bytes/s).
-double probe_read_bandwidth(ThreadPool& pool, int64_t bytes, int reps);
+// split across the pool's threads; GB/s (1e9 bytes/s) of the median and the best pass.
+ProbeResult probe_read_bandwidth(ThreadPool& pool, int64_t bytes, int reps);
 
 // Peak int8 multiply-add rate of the widest dot-product instruction this CPU has (AVX-512 VNNI
 // vpdpbusd on 512-bit registers, NEON sdot), from a loop of independent accumulator chains on

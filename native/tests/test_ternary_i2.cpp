@@ -62,7 +62,7 @@ void run_case(const std::vector<KernelTable>& tables, const Case& c, Rng& rng) {
     ascale[b] = 0.5f + rng.uniform() * 100.0f;
     for (int64_t k = 0; k < K; ++k) {
       sum[b] += q[b * K + k];
-      if (nb) bsum[b * nb + k / kScaleBlockK] += q[b * K + k];
+      if (nb && k < nb * kScaleBlockK) bsum[b * nb + k / kScaleBlockK] += q[b * K + k];
     }
   }
   QActs a{q.data(), ascale.data(), sum.data(), c.mode == kScaleBlock ? bsum.data() : nullptr, B, K, K};
@@ -140,6 +140,9 @@ int main() {
   cases.push_back({70, 2560, 16, kScaleTensor, Fill::random, 0});
   cases.push_back({40, 6912, 33, kScaleRow, Fill::random, 3});
   cases.push_back({17, 1024, 64, kScaleBlock, Fill::random, 0});
+  // GEMV over a K long enough that the B = 1 path must recombine its partial accumulators.
+  cases.push_back({48, 33024, 1, kScaleTensor, Fill::plus, 2});
+  cases.push_back({48, 33024, 1, kScaleRow, Fill::random, 0});
   for (const auto& c : cases) run_case(tables, c, rng);
   std::printf("ISAs:");
   for (const auto& t : tables) std::printf(" %s(%s)", isa_name(t.isa), t.v_ternary);
