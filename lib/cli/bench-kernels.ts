@@ -57,8 +57,26 @@ interface KernelCase {
   reference?(m: number, k: number, seed: number): () => void;
 }
 
+/**
+ * Weight copies only need distinct memory, not distinct values: the first array of each kind and size
+ * is generated, later ones are copies of it (generating 256 MiB per row in JS would dominate the run).
+ */
+const generated = new Map<string, Uint8Array | Uint16Array>();
+function cachedCopy<T extends Uint8Array | Uint16Array>(kind: string, n: number, make: () => T): T {
+  const k = `${kind}:${n}`;
+  const hit = generated.get(k) as T | undefined;
+  if (hit) return hit.slice() as T;
+  const fresh = make();
+  generated.set(k, fresh);
+  return fresh.slice() as T;
+}
+
 /** Bytes holding 4 valid ternary codes each (0..2 in every 2-bit field). */
 function randomTernaryBytes(n: number, seed: number): Uint8Array {
+  return cachedCopy('t2', n, () => generateTernaryBytes(n, seed));
+}
+
+function generateTernaryBytes(n: number, seed: number): Uint8Array {
   const valid: number[] = [];
   for (let v = 0; v < 256; v++) if ([0, 2, 4, 6].every((s) => ((v >> s) & 3) !== 3)) valid.push(v);
   const out = new Uint8Array(n);
@@ -107,6 +125,10 @@ function rotating<W>(copies: number, make: (i: number) => W, call: (w: W) => voi
 }
 
 function randomBytes(n: number, seed: number): Uint8Array {
+  return cachedCopy('u8', n, () => generateBytes(n, seed));
+}
+
+function generateBytes(n: number, seed: number): Uint8Array {
   const out = new Uint8Array(n);
   let s = seed >>> 0;
   for (let i = 0; i < n; i++) {
@@ -117,8 +139,12 @@ function randomBytes(n: number, seed: number): Uint8Array {
 }
 
 function randomHalves(n: number, seed: number): Uint16Array {
-  // Halves in [-2, 2): sign, exponent 0x3800..0x3fff range, random mantissa.
-  const b = randomBytes(2 * n, seed);
+  return cachedCopy('f16', n, () => generateHalves(n, seed));
+}
+
+function generateHalves(n: number, seed: number): Uint16Array {
+  // Halves of magnitude about 0.25..2 with random signs and mantissas.
+  const b = generateBytes(2 * n, seed);
   const h = new Uint16Array(n);
   for (let i = 0; i < n; i++) h[i] = ((b[2 * i]! & 0x80) << 8) | (0x3400 + (((b[2 * i]! & 0x7f) << 4) | (b[2 * i + 1]! >> 4)));
   return h;
@@ -215,15 +241,20 @@ function timeCalls(call: () => void, seconds: number, warmup = 2): number {
 }
 
 export function runKernelBench(opts: BenchOptions): BenchRow[] {
+  generated.clear();
   const rows: BenchRow[] = [];
   const cases = KERNEL_CASES.filter((c) => opts.kernels.includes(c.name));
-  for (const threads of opts.threads) {
-    const ctx = new KernelContext({ threads, isa: opts.isas[opts.isas.length - 1] });
-    const read = binding<(c: unknown, bytes: number, reps: number) => { median: number; best: number }>('probeReadBandwidth')(ctx.handle, 1 << 30, 7);
-    opts.emit({ probe: 'read_bw', threads, gbps: round(read.median), best_gbps: round(read.best) });
-    const peak = binding<(c: unknown, s: number) => { gops: number; instruction: string }>('probeInt8Peak')(ctx.handle, 0.3);
-    if (peak.gops > 0) opts.emit({ probe: 'int8_peak', threads, gops: round(peak.gops), instruction: peak.instruction });
-  }
+  // Probes before and after the kernel rows: DRAM bandwidth on a shared machine drifts during a run.
+  const probe = (phase: 'start' | 'end') => {
+    for (const threads of opts.threads) {
+      const ctx = new KernelContext({ threads, isa: opts.isas[opts.isas.length - 1] });
+      const read = binding<(c: unknown, bytes: number, reps: number) => { median: number; best: number }>('probeReadBandwidth')(ctx.handle, 1 << 30, 7);
+      opts.emit({ probe: 'read_bw', phase, threads, gbps: round(read.median), best_gbps: round(read.best) });
+      const peak = binding<(c: unknown, s: number) => { gops: number; instruction: string }>('probeInt8Peak')(ctx.handle, 0.3);
+      if (peak.gops > 0) opts.emit({ probe: 'int8_peak', phase, threads, gops: round(peak.gops), instruction: peak.instruction });
+    }
+  };
+  probe('start');
   for (const kc of cases) {
     for (const [m, k] of opts.shapes) {
       if (!kc.supports(m, k)) continue;
@@ -248,6 +279,7 @@ export function runKernelBench(opts: BenchOptions): BenchRow[] {
       }
     }
   }
+  probe('end');
   return rows;
 }
 
