@@ -18,22 +18,10 @@ export const PREFILL_CHUNK = 64;
 
 // ---------------------------------------------------------------- public types
 
-export interface GenerateOptions {
+/** Sampling options (lib/engine/sampler.ts) plus the request's length, stop strings and abort signal. */
+export interface GenerateOptions extends SamplerOptions {
   /** Most tokens to sample (default: until EOG or the context is full). */
   maxTokens?: number;
-  /** 0 = greedy. Default 0.8. */
-  temperature?: number;
-  topK?: number;
-  topP?: number;
-  minP?: number;
-  repeatPenalty?: number;
-  frequencyPenalty?: number;
-  presencePenalty?: number;
-  /** Tokens the penalties look back over (default 64; -1 = all, prompt included). */
-  penaltyWindow?: number;
-  logitBias?: Record<number, number> | Map<number, number>;
-  /** Same seed, same prompt, same options ⇒ same tokens. Default: random. */
-  seed?: number;
   /** Generation ends before the first occurrence of any of these; none of it is emitted. */
   stop?: string[];
   /** Aborting ends the stream within one token (the iteration ends normally, finishReason 'abort'). */
