@@ -1,12 +1,13 @@
 // Looks up, validates and repacks the tensors of a BitNet-family GGUF into kernel layouts.
 // Ternary projections become T2R16 (fused where they share an input: q|k|v, gate|up); norms are
-// float views; the token embedding stays a zero-copy F16 view (or a Q8R16 repack) and doubles as
-// the lm_head when the file has no output.weight.
+// float views; the token embedding stays a zero-copy F16 view (or a Q8R16 repack; Q6_K / BF16 are
+// dequantized to either) and doubles as the lm_head when the file has no output.weight.
 import { ModelFormatError } from '../errors.js';
+import { Q6_K_BLOCK_BYTES, QK_K, dequantizeBF16, dequantizeQ6K, floatsToHalves } from '../format/dequant.js';
 import type { GgufFile, GgufTensorInfo } from '../format/gguf.js';
 import { GGML } from '../format/types.js';
 import type { KernelContext } from '../kernels/context.js';
-import { type F16Matrix, type Q8Matrix, repackQ8 } from '../kernels/dense.js';
+import { type F16Matrix, type Q8Matrix, q8Bytes, repackQ8 } from '../kernels/dense.js';
 import { ScaleMode, type TernaryMatrix, repackTernary, repackTernaryF32 } from '../kernels/ternary.js';
 import { binding } from '../native.js';
 import { halfToFloat } from '../reference/numeric.js';
@@ -170,7 +171,43 @@ function loadHead(ctx: KernelContext, tt: TensorTable, name: string, cfg: Bitnet
     const f = (src.byteOffset & 3) === 0 ? new Float32Array(src.buffer, src.byteOffset, M * K) : new Float32Array(src.slice().buffer);
     return { kind: 'q8', m: repackQ8(ctx, 'f32', f, M, K, name) };
   }
-  return tt.fail(name, `type ${t.typeName} is not supported for embeddings / lm_head (F16, Q8_0, F32)`);
+  if (t.type === GGML.Q6_K || t.type === GGML.BF16) {
+    if (t.type === GGML.Q6_K && K % QK_K !== 0) tt.fail(name, `Q6_K rows of ${K} elements are not whole ${QK_K}-element blocks`);
+    return dequantHead(ctx, t.type === GGML.Q6_K ? 'q6_k' : 'bf16', src, M, K, headType, name);
+  }
+  return tt.fail(name, `type ${t.typeName} is not supported for embeddings / lm_head (F16, BF16, Q8_0, Q6_K, F32)`);
+}
+
+/** Rows per dequantization chunk: a multiple of the Q8R16 tile (16 rows), ~40 MB of F32 at K = 2560. */
+export const DEQUANT_CHUNK_ROWS = 4096;
+
+/**
+ * A Q6_K / BF16 head [M, K] → F16 halves (headType 'f16') or Q8R16 ('q8'), widened to F32 a chunk
+ * of rows at a time so a 128k-vocabulary embedding never exists as F32 at once. Q8R16 stores whole
+ * 16-row tiles contiguously, so a chunk's repack is a byte range of the full one (identical result).
+ */
+export function dequantHead(ctx: KernelContext, type: 'q6_k' | 'bf16', src: Uint8Array, M: number, K: number,
+  headType: 'f16' | 'q8', name = 'tensor', chunkRows = DEQUANT_CHUNK_ROWS): HeadMatrix {
+  if (!(Number.isInteger(chunkRows) && chunkRows > 0 && chunkRows % 16 === 0)) throw new RangeError(`dequantHead: chunkRows = ${chunkRows} must be a positive multiple of 16`);
+  const rowBytes = type === 'q6_k' ? (K / QK_K) * Q6_K_BLOCK_BYTES : K * 2;
+  if (src.byteLength < M * rowBytes) throw new ModelFormatError(`${name}: ${src.byteLength} bytes hold fewer than ${M} rows`);
+  const rows = Math.min(chunkRows, M);
+  const f = new Float32Array(rows * K); // [rows, K] one chunk, reused
+  const halves = headType === 'f16' ? new Uint16Array(M * K) : undefined; // [M, K]
+  const q8 = headType === 'q8' ? new Uint8Array(q8Bytes(M, K)) : undefined; // Q8R16 [ceil(M/16) * K/32 * 544]
+  for (let r0 = 0; r0 < M; r0 += rows) {
+    const n = Math.min(rows, M - r0);
+    const bytes = src.subarray(r0 * rowBytes, (r0 + n) * rowBytes);
+    const chunk = type === 'q6_k' ? dequantizeQ6K(bytes, n * K, f) : dequantizeBF16(bytes, n * K, f);
+    if (halves) {
+      const bad = floatsToHalves(chunk, halves.subarray(r0 * K, (r0 + n) * K), n * K);
+      if (bad > 0) throw new ModelFormatError(`${name}: ${bad} values in rows ${r0}..${r0 + n - 1} are not finite in F16 (load with the q8 head type)`);
+    } else {
+      const part = repackQ8(ctx, 'f32', chunk.subarray(0, n * K), n, K, name);
+      q8!.set(part.data, q8Bytes(r0, K));
+    }
+  }
+  return halves ? { kind: 'f16', m: { data: halves, M, K } } : { kind: 'q8', m: { data: q8!, M, K } };
 }
 
 function headBytes(h: HeadMatrix): number {
