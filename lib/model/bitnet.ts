@@ -3,12 +3,11 @@
 //   y = h + Wdown·subnorm_ffn(act(Wgate·m) ⊙ Wup·m),               m = RMSNorm_ffn(h)
 //   logits = RMSNorm_out(y_L) · headᵀ
 // Every projection input is quantized per token to int8 (A8) before its ternary GEMM.
-import { ModelFormatError } from '../errors.js';
+// The ops run on a ComputeBackend (./backend.ts): the native kernels by default, or the TS reference.
 import type { KernelContext } from '../kernels/context.js';
-import { f16Gemm, f16GetRows, q8Gemm, q8GetRows } from '../kernels/dense.js';
-import { attentionF16, gluRelu2, gluSilu, kvStoreF16, rmsnorm, ropeNeox } from '../kernels/ops.js';
-import { type QuantizedActivations, allocActivations, quantizeActivationsI8, ternaryGemm } from '../kernels/ternary.js';
+import { type QuantizedActivations, allocActivations } from '../kernels/ternary.js';
 import type { KvCache } from '../engine/kv-cache.js';
+import { type ComputeBackend, nativeBackend } from './backend.js';
 import type { BitnetConfig } from './config.js';
 import type { BitnetWeights, HeadMatrix } from './weights.js';
 
@@ -55,18 +54,23 @@ function view<T extends Float32Array | Int8Array | Int32Array>(a: T, n: number):
 
 export class BitnetModel {
   private readonly scratch = new Scratch();
+  readonly backend: ComputeBackend;
 
+  /** `backend` defaults to the native kernels on `ctx`; pass referenceBackend() to run on lib/reference. */
   constructor(
     readonly ctx: KernelContext,
     readonly cfg: BitnetConfig,
     readonly weights: BitnetWeights,
-  ) {}
+    backend?: ComputeBackend,
+  ) {
+    this.backend = backend ?? nativeBackend(ctx);
+  }
 
   /** Quantizes x [B, K] to int8 in the shared activation buffer. */
   private quant(x: Float32Array, B: number, K: number): QuantizedActivations {
     const a = this.scratch.acts;
     const out: QuantizedActivations = { q: view(a.q, B * K), scale: view(a.scale, B), sum: view(a.sum, B), B, K };
-    return quantizeActivationsI8(this.ctx, view(x, B * K), B, K, out);
+    return this.backend.quantizeI8(view(x, B * K), B, K, out);
   }
 
   private embed(tokens: ArrayLike<number>, out: Float32Array): void {
@@ -74,13 +78,13 @@ export class BitnetModel {
     for (let i = 0; i < ids.length; i++)
       if (!(ids[i]! >= 0 && ids[i]! < this.cfg.nVocab)) throw new RangeError(`token id ${ids[i]} at index ${i} is outside the vocabulary [0, ${this.cfg.nVocab})`);
     const e = this.weights.tokEmbd;
-    if (e.kind === 'f16') f16GetRows(this.ctx, e.m, ids, out);
-    else q8GetRows(this.ctx, e.m, ids, out);
+    if (e.kind === 'f16') this.backend.f16GetRows(e.m, ids, out);
+    else this.backend.q8GetRows(e.m, ids, out);
   }
 
   private head(h: HeadMatrix, x: Float32Array, B: number, out: Float32Array): void {
-    if (h.kind === 'f16') f16Gemm(this.ctx, h.m, x, B, out);
-    else q8Gemm(this.ctx, h.m, this.quant(x, B, this.cfg.nEmbd), out);
+    if (h.kind === 'f16') this.backend.f16Gemm(h.m, x, B, out);
+    else this.backend.q8Gemm(h.m, this.quant(x, B, this.cfg.nEmbd), out);
   }
 
   /**
@@ -93,6 +97,7 @@ export class BitnetModel {
     if (B === 0) throw new RangeError('forward: no tokens');
     kv.reserve(B);
     const s = this.scratch;
+    const be = this.backend;
     s.ensure(B, cfg);
     const d = cfg.nEmbd;
     const ff = cfg.nFf;
@@ -115,36 +120,36 @@ export class BitnetModel {
     for (let l = 0; l < cfg.nLayer; l++) {
       const w = this.weights.layers[l]!;
       // Attention.
-      rmsnorm(this.ctx, x, w.attnNorm, B, d, cfg.eps, h);
-      ternaryGemm(this.ctx, w.wqkv, this.quant(h, B, d), qkv);
+      be.rmsnorm(x, w.attnNorm, B, d, cfg.eps, h);
+      be.ternaryGemm(w.wqkv, this.quant(h, B, d), qkv);
       for (let b = 0; b < B; b++) {
         const row = b * nqkv;
         q.set(qkv.subarray(row, row + d), b * d);
         k.set(qkv.subarray(row + d, row + d + dkv), b * dkv);
         v.set(qkv.subarray(row + d + dkv, row + nqkv), b * dkv);
       }
-      ropeNeox(this.ctx, q, pos, cfg.nHead, cfg.headDim, cfg.nRot, cfg.ropeTheta);
-      ropeNeox(this.ctx, k, pos, cfg.nHeadKv, cfg.headDim, cfg.nRot, cfg.ropeTheta);
-      kvStoreF16(this.ctx, k, pos, kv.k[l]!, kv.shape);
-      kvStoreF16(this.ctx, v, pos, kv.v[l]!, kv.shape);
-      attentionF16(this.ctx, q, kv.k[l]!, kv.v[l]!, pos, cfg.nHead, kv.shape, scale, attn);
-      rmsnorm(this.ctx, attn, w.attnSubNorm, B, d, cfg.eps, attn);
-      ternaryGemm(this.ctx, w.wo, this.quant(attn, B, d), o);
+      be.ropeNeox(q, pos, cfg.nHead, cfg.headDim, cfg.nRot, cfg.ropeTheta);
+      be.ropeNeox(k, pos, cfg.nHeadKv, cfg.headDim, cfg.nRot, cfg.ropeTheta);
+      be.kvStoreF16(k, pos, kv.k[l]!, kv.shape);
+      be.kvStoreF16(v, pos, kv.v[l]!, kv.shape);
+      be.attentionF16(q, kv.k[l]!, kv.v[l]!, pos, cfg.nHead, kv.shape, scale, attn);
+      be.rmsnorm(attn, w.attnSubNorm, B, d, cfg.eps, attn);
+      be.ternaryGemm(w.wo, this.quant(attn, B, d), o);
       for (let i = 0; i < B * d; i++) x[i] = x[i]! + o[i]!;
       // Feed-forward.
-      rmsnorm(this.ctx, x, w.ffnNorm, B, d, cfg.eps, h);
-      ternaryGemm(this.ctx, w.wgu, this.quant(h, B, d), gu);
-      if (cfg.activation === 'relu2') gluRelu2(this.ctx, gu, B, ff, ffh);
-      else gluSilu(this.ctx, gu, B, ff, ffh);
-      rmsnorm(this.ctx, ffh, w.ffnSubNorm, B, ff, cfg.eps, ffh);
-      ternaryGemm(this.ctx, w.wdown, this.quant(ffh, B, ff), o);
+      be.rmsnorm(x, w.ffnNorm, B, d, cfg.eps, h);
+      be.ternaryGemm(w.wgu, this.quant(h, B, d), gu);
+      if (cfg.activation === 'relu2') be.gluRelu2(gu, B, ff, ffh);
+      else be.gluSilu(gu, B, ff, ffh);
+      be.rmsnorm(ffh, w.ffnSubNorm, B, ff, cfg.eps, ffh);
+      be.ternaryGemm(w.wdown, this.quant(ffh, B, ff), o);
       for (let i = 0; i < B * d; i++) x[i] = x[i]! + o[i]!;
     }
     kv.length += B;
     const n = allLogits ? B : 1;
     const last = x.subarray((B - n) * d, B * d);
     const normed = view(s.h, n * d);
-    rmsnorm(this.ctx, last, this.weights.outputNorm, n, d, cfg.eps, normed);
+    be.rmsnorm(last, this.weights.outputNorm, n, d, cfg.eps, normed);
     const logits = new Float32Array(n * cfg.nVocab);
     this.head(this.weights.output, normed, n, logits);
     return logits;

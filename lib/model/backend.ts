@@ -1,0 +1,96 @@
+// Compute backends for BitnetModel.forward: the native kernels (production) or the pure-TS reference
+// kernels (test oracle). Both read the same repacked weights (T2R16 ternary, F16 / Q8R16 head) and
+// write into caller-owned buffers, so the model code and its scratch management are shared.
+import type { KernelContext } from '../kernels/context.js';
+import { type F16Matrix, type Q8Matrix, f16Gemm, f16GetRows, q8Gemm, q8GetRows } from '../kernels/dense.js';
+import { type KvCacheShape, attentionF16, gluRelu2, gluSilu, kvStoreF16, rmsnorm, ropeNeox } from '../kernels/ops.js';
+import { type QuantizedActivations, type TernaryMatrix, quantizeActivationsI8, ternaryGemm } from '../kernels/ternary.js';
+import { refActQuantI8 } from '../reference/act_quant.js';
+import { refF16Gemm, refF16GetRows, refQ8Gemm, refQ8GetRows } from '../reference/dense.js';
+import { refAttentionF16, refGluRelu2, refGluSilu, refKvStoreF16, refRmsnorm, refRopeNeox } from '../reference/ops.js';
+import { refTernaryGemm } from '../reference/ternary.js';
+
+/**
+ * The ops one forward pass needs. Every output argument is caller-owned and exactly sized
+ * (B rows of the stated width); implementations write into it and allocate nothing they keep.
+ */
+export interface ComputeBackend {
+  readonly name: string;
+  /** Per-token absmax int8 quantization of x [B, K] into out (its q / scale / sum views are B·K, B, B long). */
+  quantizeI8(x: Float32Array, B: number, K: number, out: QuantizedActivations): QuantizedActivations;
+  /** y [B, M] = W · Aᵀ. */
+  ternaryGemm(w: TernaryMatrix, a: QuantizedActivations, y: Float32Array): void;
+  /** RMSNorm of x [B, n] into out (out may be x). */
+  rmsnorm(x: Float32Array, w: Float32Array | null, B: number, n: number, eps: number, out: Float32Array): void;
+  /** NEOX RoPE of x [B, nHeads, headDim] in place, B = pos.length. */
+  ropeNeox(x: Float32Array, pos: Int32Array, nHeads: number, headDim: number, nRot: number, thetaBase: number): void;
+  kvStoreF16(x: Float32Array, pos: Int32Array, cache: Uint16Array, shape: KvCacheShape): void;
+  attentionF16(q: Float32Array, kCache: Uint16Array, vCache: Uint16Array, pos: Int32Array, nHeads: number,
+    shape: KvCacheShape, scale: number, out: Float32Array): void;
+  gluRelu2(gateUp: Float32Array, B: number, n: number, out: Float32Array): void;
+  gluSilu(gateUp: Float32Array, B: number, n: number, out: Float32Array): void;
+  f16GetRows(w: F16Matrix, ids: Int32Array, out: Float32Array): void;
+  q8GetRows(w: Q8Matrix, ids: Int32Array, out: Float32Array): void;
+  /** y [B, M] = X [B, K] · Wᵀ. */
+  f16Gemm(w: F16Matrix, x: Float32Array, B: number, y: Float32Array): void;
+  /** y [B, M] = W · Aᵀ for int8 activations from quantizeI8. */
+  q8Gemm(w: Q8Matrix, a: QuantizedActivations, y: Float32Array): void;
+}
+
+/** The native N-API kernels on one context: thin forwards, no allocation. */
+export function nativeBackend(ctx: KernelContext): ComputeBackend {
+  return {
+    name: 'native',
+    quantizeI8: (x, B, K, out) => quantizeActivationsI8(ctx, x, B, K, out),
+    ternaryGemm: (w, a, y) => void ternaryGemm(ctx, w, a, y),
+    rmsnorm: (x, w, B, n, eps, out) => void rmsnorm(ctx, x, w, B, n, eps, out),
+    ropeNeox: (x, pos, nHeads, headDim, nRot, theta) => void ropeNeox(ctx, x, pos, nHeads, headDim, nRot, theta),
+    kvStoreF16: (x, pos, cache, shape) => kvStoreF16(ctx, x, pos, cache, shape),
+    attentionF16: (q, kc, vc, pos, nHeads, shape, scale, out) => void attentionF16(ctx, q, kc, vc, pos, nHeads, shape, scale, out),
+    gluRelu2: (gu, B, n, out) => void gluRelu2(ctx, gu, B, n, out),
+    gluSilu: (gu, B, n, out) => void gluSilu(ctx, gu, B, n, out),
+    f16GetRows: (w, ids, out) => void f16GetRows(ctx, w, ids, out),
+    q8GetRows: (w, ids, out) => void q8GetRows(ctx, w, ids, out),
+    f16Gemm: (w, x, B, y) => void f16Gemm(ctx, w, x, B, y),
+    q8Gemm: (w, a, y) => void q8Gemm(ctx, w, a, y),
+  };
+}
+
+/** The A8 codes the reference GEMMs read: exactly B·K of them (out may view a larger buffer). */
+function exact(a: QuantizedActivations): QuantizedActivations {
+  const { B, K } = a;
+  return { q: a.q.subarray(0, B * K), scale: a.scale.subarray(0, B), sum: a.sum.subarray(0, B), B, K };
+}
+
+/**
+ * The pure-TS reference kernels (lib/reference): slow, allocating, but the contracts' oracle. Float
+ * ops evaluate in float64 and are rounded once to float32 on the way out; integer ops (act-quant,
+ * ternary / q8 GEMM) and the f16 KV store are bit-exact with the native ones.
+ */
+export function referenceBackend(): ComputeBackend {
+  return {
+    name: 'reference',
+    quantizeI8: (x, B, K, out) => {
+      const r = refActQuantI8(x.subarray(0, B * K), B, K);
+      out.q.set(r.q);
+      out.scale.set(r.scale);
+      out.sum.set(r.sum);
+      out.B = B;
+      out.K = K;
+      return out;
+    },
+    ternaryGemm: (w, a, y) => y.set(refTernaryGemm(w, exact(a))),
+    // refRmsnorm reads all of x before anything is written, so out === x is safe.
+    rmsnorm: (x, w, B, n, eps, out) => out.set(refRmsnorm(x, w, B, n, eps).y),
+    ropeNeox: (x, pos, nHeads, headDim, nRot, theta) => x.set(refRopeNeox(x, pos, nHeads, headDim, nRot, theta).y),
+    kvStoreF16: (x, pos, cache, s) => refKvStoreF16(x, pos, cache, s.nKvHeads, s.headDim, s.capacity),
+    attentionF16: (q, kc, vc, pos, nHeads, s, scale, out) =>
+      out.set(refAttentionF16(q, kc, vc, pos, nHeads, s.nKvHeads, s.headDim, s.capacity, scale).y),
+    gluRelu2: (gu, B, n, out) => out.set(refGluRelu2(gu, B, n).y),
+    gluSilu: (gu, B, n, out) => out.set(refGluSilu(gu, B, n).y),
+    f16GetRows: (w, ids, out) => out.set(refF16GetRows(w, ids)),
+    q8GetRows: (w, ids, out) => out.set(refQ8GetRows(w, ids)),
+    f16Gemm: (w, x, B, y) => y.set(refF16Gemm(w, x, B).y),
+    q8Gemm: (w, a, y) => y.set(refQ8Gemm(w, exact(a))),
+  };
+}
