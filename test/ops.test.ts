@@ -1,18 +1,32 @@
-// Float ops (rmsnorm, NEOX RoPE, f16 KV store, GQA attention, relu2/silu GLU): every native ISA against
+// Float ops (rmsnorm, NEOX RoPE, f16 / q8 KV store, GQA attention over either, relu2/silu GLU): every native ISA against
 // the float64 TypeScript reference within the bounds of native/kernels/ops.h (lib/reference/ops.ts
 // computes them per element), plus argument checking of every binding.
 import { describe, expect, it } from 'vitest';
 
 import { KernelContext } from '../lib/kernels/context.js';
-import { type KvCacheShape, attentionF16, gluRelu2, gluSilu, kvCacheElements, kvStoreF16, rmsnorm, ropeNeox } from '../lib/kernels/ops.js';
+import {
+  type KvCacheShape,
+  attentionF16,
+  attentionQ8,
+  gluRelu2,
+  gluSilu,
+  kvCacheBytesQ8,
+  kvCacheElements,
+  kvStoreF16,
+  kvStoreQ8,
+  rmsnorm,
+  ropeNeox,
+} from '../lib/kernels/ops.js';
 import { binding } from '../lib/native.js';
 import { floatToHalf, halfToFloat } from '../lib/reference/numeric.js';
 import {
   type RefResult,
   refAttentionF16,
+  refAttentionQ8,
   refGluRelu2,
   refGluSilu,
   refKvStoreF16,
+  refKvStoreQ8,
   refRmsnorm,
   refRopeNeox,
 } from '../lib/reference/ops.js';
@@ -186,6 +200,77 @@ describe.each(contexts)('ops on %s', (isa, ctx) => {
     });
   });
 
+  describe('q8 KV cache', () => {
+    it('kvStoreQ8 matches the reference quantization bit for bit (zeros, ties, tiny and large blocks)', () => {
+      const r = rng(21);
+      const shape: KvCacheShape = { nKvHeads: 3, headDim: 96, capacity: 6 };
+      const pos = Int32Array.of(5, 0, 3, 5);
+      const row = shape.nKvHeads * shape.headDim;
+      const x = fill(pos.length * row, (i) => {
+        const kind = (Math.floor(i / row) + Math.floor((i % row) / 32)) % 5;
+        if (kind === 0) return 0;
+        if (kind === 1) return (randInt(r, 0, 254) - 127) * 0.5;
+        if (kind === 2) return (r() - 0.5) * 1e-6;
+        if (kind === 3) return (r() - 0.5) * 2e4;
+        return (r() - 0.5) * 4;
+      });
+      expect(kvCacheBytesQ8(shape)).toBe(3 * 6 * 3 * 34);
+      const got = new Uint8Array(kvCacheBytesQ8(shape)).fill(0xa5);
+      const want = new Uint8Array(kvCacheBytesQ8(shape)).fill(0xa5);
+      kvStoreQ8(ctx, x, pos, got, shape);
+      refKvStoreQ8(x, pos, want, shape.nKvHeads, shape.headDim, shape.capacity);
+      expectSameInts(got, want, `${isa} kvStoreQ8`);
+    });
+
+    function makeQ8Cache(r: () => number, shape: KvCacheShape, n: number, vScale = 1) {
+      const row = shape.nKvHeads * shape.headDim;
+      const pos = Int32Array.from({ length: n }, (_, p) => p);
+      const kx = randomNormal(r, n * row);
+      const vx = randomNormal(r, n * row, vScale);
+      const k8 = new Uint8Array(kvCacheBytesQ8(shape));
+      const v8 = new Uint8Array(kvCacheBytesQ8(shape));
+      kvStoreQ8(ctx, kx, pos, k8, shape);
+      kvStoreQ8(ctx, vx, pos, v8, shape);
+      const k16 = new Uint16Array(kvCacheElements(shape));
+      const v16 = new Uint16Array(kvCacheElements(shape));
+      kvStoreF16(ctx, kx, pos, k16, shape);
+      kvStoreF16(ctx, vx, pos, v16, shape);
+      return { k8, v8, k16, v16 };
+    }
+
+    const heads: Array<[number, number, number]> = [[4, 4, 64], [8, 2, 128], [20, 5, 128], [6, 3, 32]];
+    it.each(heads)('attentionQ8 matches the reference and stays near f16 attention for nHeads=%i nKvHeads=%i headDim=%i', (nh, nkv, hd) => {
+      const r = rng(nh * 1000 + nkv * 10 + hd + 3);
+      const shape: KvCacheShape = { nKvHeads: nkv, headDim: hd, capacity: 1024 };
+      const scale = 1 / Math.sqrt(hd);
+      for (const pos of [Int32Array.of(0), Int32Array.of(10, 11, 12, 13), Int32Array.of(500), Int32Array.of(37, 3, 200)]) {
+        const { k8, v8, k16, v16 } = makeQ8Cache(r, shape, Math.max(...pos) + 1);
+        const q = randomNormal(r, pos.length * nh * hd);
+        const got = attentionQ8(ctx, q, k8, v8, pos, nh, shape, scale);
+        expectWithin(got, refAttentionQ8(q, k8, v8, pos, nh, nkv, hd, shape.capacity, scale), `${isa} q8 B=${pos.length}`);
+        // Same data through the f16 cache: q8 changes the result by the quantization only. Unit-normal
+        // K/V and q: observed max |q8 - f16| is 0.010 to 0.015 (a 32-block of normals has amax ~2.5-3, so
+        // a K/V value moves by <= ~0.012); asserted < 0.05.
+        const f16 = attentionF16(ctx, q, k16, v16, pos, nh, shape, scale);
+        let worst = 0;
+        for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i]! - f16[i]!));
+        expect(worst, `${isa} q8 vs f16 B=${pos.length}`).toBeLessThan(0.05);
+      }
+    });
+
+    it('attentionQ8 handles peaked softmax, large V and gives the same bits with 1 and 2 threads', () => {
+      const r = rng(78);
+      const shape: KvCacheShape = { nKvHeads: 5, headDim: 128, capacity: 1024 };
+      const pos = Int32Array.of(300, 301, 302);
+      const { k8, v8 } = makeQ8Cache(r, shape, 303, 1e4);
+      const q = randomNormal(r, 3 * 20 * 128, 30);
+      const got = attentionQ8(ctx, q, k8, v8, pos, 20, shape, 0.088);
+      expectWithin(got, refAttentionQ8(q, k8, v8, pos, 20, 5, 128, 1024, 0.088), `${isa} q8 peaked`);
+      const one = new KernelContext({ isa, threads: 1 });
+      expectSameBits(got, attentionQ8(one, q, k8, v8, pos, 20, shape, 0.088), `${isa} q8 threads`);
+    });
+  });
+
   describe('glu', () => {
     const shapes: Array<[number, number]> = [[1, 1], [3, 7], [2, 33], [1, 2560], [2, 6912]];
     it.each(shapes)('relu2 and silu match the reference for B=%i n=%i', (B, n) => {
@@ -278,6 +363,51 @@ describe('ops argument checking', () => {
     expect(call('attentionF16', null, q, k, v, pos, f32(B * nh * hd), B, nh, nkv, hd, cap, 0.3)).toThrow(TypeError);
     expect(call('attentionF16', h, q, k, v, pos, f32(B * nh * hd), B, nh, nkv, hd, 2 ** 21, 0.3)).toThrow(RangeError);
     expect(call('attentionF16')).toThrow(TypeError);
+  });
+
+  it('kvStoreQ8 rejects bad arguments', () => {
+    const x = f32(2 * 2 * 32);
+    const cache = new Uint8Array(2 * 16 * 34);
+    const pos = Int32Array.of(0, 1);
+    expect(call('kvStoreQ8', h, x, pos, cache, 2, 2, 32, 16)).not.toThrow();
+    expect(call('kvStoreQ8', h, x, Int32Array.of(0, 16), cache, 2, 2, 32, 16)).toThrow(/pos\[1\] = 16 is outside/);
+    expect(call('kvStoreQ8', h, x, Int32Array.of(-1, 0), cache, 2, 2, 32, 16)).toThrow(/pos\[0\] = -1/);
+    expect(call('kvStoreQ8', h, x, pos, new Uint8Array(2 * 16 * 34 - 1), 2, 2, 32, 16)).toThrow(RangeError);
+    expect(call('kvStoreQ8', h, x, pos, new Uint8Array(2 * 16 * 34 + 1), 2, 2, 32, 16)).toThrow(RangeError);
+    expect(call('kvStoreQ8', h, x, pos, u16(2 * 16 * 17), 2, 2, 32, 16)).toThrow(TypeError);
+    expect(call('kvStoreQ8', h, x, pos, new Int8Array(2 * 16 * 34), 2, 2, 32, 16)).toThrow(TypeError);
+    expect(call('kvStoreQ8', h, f32(2 * 2 * 16), pos, new Uint8Array(2 * 16 * 17), 2, 2, 16, 16)).toThrow(/multiple of 32/);
+    expect(call('kvStoreQ8', h, f32(2 * 2 * 40), pos, new Uint8Array(2 * 16 * 34), 2, 2, 40, 16)).toThrow(/multiple of 32/);
+    expect(call('kvStoreQ8', h, f32(63), pos, cache, 2, 2, 32, 16)).toThrow(RangeError);
+    expect(call('kvStoreQ8', h, x, pos, cache, 2, 2, 32, 0)).toThrow(RangeError);
+    expect(call('kvStoreQ8', h, x, pos, cache, 2, 2, 32)).toThrow(TypeError);
+    const shared = new ArrayBuffer(2048);
+    expect(call('kvStoreQ8', h, new Float32Array(shared, 0, 128), pos, new Uint8Array(shared, 0, 1088), 2, 2, 32, 16)).toThrow(/overlap/);
+  });
+
+  it('attentionQ8 rejects bad arguments', () => {
+    const [B, nh, nkv, hd, cap] = [2, 4, 2, 32, 16];
+    const q = f32(B * nh * hd);
+    const cb = nkv * cap * 34;
+    const k = new Uint8Array(cb);
+    const v = new Uint8Array(cb);
+    const pos = Int32Array.of(3, 4);
+    const out = () => f32(B * nh * hd);
+    expect(call('attentionQ8', h, q, k, v, pos, out(), B, nh, nkv, hd, cap, 0.3)).not.toThrow();
+    expect(call('attentionQ8', h, q, k, v, pos, out(), B, nh, 3, hd, cap, 0.3)).toThrow(/not a multiple of nKvHeads/);
+    expect(call('attentionQ8', h, f32(B * nh * 40), new Uint8Array(nkv * cap * 40), new Uint8Array(nkv * cap * 40), pos,
+      f32(B * nh * 40), B, nh, nkv, 40, cap, 0.3)).toThrow(/multiple of 32/);
+    expect(call('attentionQ8', h, q, k, v, Int32Array.of(3, 16), out(), B, nh, nkv, hd, cap, 0.3)).toThrow(/pos\[1\] = 16/);
+    expect(call('attentionQ8', h, q, k, new Uint8Array(cb - 1), pos, out(), B, nh, nkv, hd, cap, 0.3)).toThrow(/vCache has/);
+    expect(call('attentionQ8', h, q, new Uint8Array(cb + 34), v, pos, out(), B, nh, nkv, hd, cap, 0.3)).toThrow(/kCache has/);
+    expect(call('attentionQ8', h, q, u16(cb / 2), v, pos, out(), B, nh, nkv, hd, cap, 0.3)).toThrow(TypeError);
+    expect(call('attentionQ8', h, q, k, v, pos, out(), B, nh, nkv, hd, cap, Number.NaN)).toThrow(RangeError);
+    expect(call('attentionQ8', h, q, k, v, pos, q, B, nh, nkv, hd, cap, 0.3)).toThrow(/out must not overlap q/);
+    const shared = new ArrayBuffer(cb + B * nh * hd * 4);
+    expect(call('attentionQ8', h, q, new Uint8Array(shared, 0, cb), v, pos, new Float32Array(shared, 0, B * nh * hd), B, nh, nkv, hd,
+      cap, 0.3)).toThrow(/overlap kCache/);
+    expect(call('attentionQ8', h, q, k, v, pos, out(), B, nh, nkv, hd, cap)).toThrow(TypeError);
+    expect(call('attentionQ8', null, q, k, v, pos, out(), B, nh, nkv, hd, cap, 0.3)).toThrow(TypeError);
   });
 
   it('gluRelu2 / gluSilu reject bad arguments', () => {

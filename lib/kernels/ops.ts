@@ -1,5 +1,5 @@
 // Typed wrappers over the native float-op bindings (native/kernels/ops.h): RMSNorm, NEOX RoPE, the
-// f16 KV cache store, causal GQA attention over it, and the gated activations. Rows are contiguous:
+// f16 and q8 KV cache stores, causal GQA attention over either, and the gated activations. Rows are contiguous:
 // x [B, n], q / out [B, nHeads, headDim], caches [nKvHeads, capacity, headDim] (IEEE half bits).
 // The native side checks every argument (types, exact lengths, positions) and throws TypeError /
 // RangeError naming it.
@@ -13,6 +13,10 @@ type KvStoreFn = (ctx: unknown, x: Float32Array, pos: Int32Array, cache: Uint16A
   headDim: number, capacity: number) => void;
 type AttentionFn = (ctx: unknown, q: Float32Array, kCache: Uint16Array, vCache: Uint16Array, pos: Int32Array,
   out: Float32Array, B: number, nHeads: number, nKvHeads: number, headDim: number, capacity: number, scale: number) => void;
+type KvStoreQ8Fn = (ctx: unknown, x: Float32Array, pos: Int32Array, cache: Uint8Array, B: number, nKvHeads: number,
+  headDim: number, capacity: number) => void;
+type AttentionQ8Fn = (ctx: unknown, q: Float32Array, kCache: Uint8Array, vCache: Uint8Array, pos: Int32Array,
+  out: Float32Array, B: number, nHeads: number, nKvHeads: number, headDim: number, capacity: number, scale: number) => void;
 type GluFn = (ctx: unknown, gateUp: Float32Array, out: Float32Array, B: number, n: number) => void;
 
 /** Shape of an f16 KV cache: [nKvHeads, capacity, headDim] halves per K and per V. */
@@ -24,6 +28,14 @@ export interface KvCacheShape {
 
 /** Halves one K (or V) cache of this shape holds. */
 export const kvCacheElements = (s: KvCacheShape): number => s.nKvHeads * s.capacity * s.headDim;
+
+/** Bytes of one q8 row of headDim values (headDim % 32 == 0): headDim / 32 blocks of {f16 d, int8 qs[32]}. */
+export const KV_Q8_BLOCK = 32;
+export const KV_Q8_BLOCK_BYTES = 34;
+
+/** Bytes one q8 K (or V) cache of this shape holds: [nKvHeads, capacity, headDim / 32 * 34]. */
+export const kvCacheBytesQ8 = (s: KvCacheShape): number =>
+  s.nKvHeads * s.capacity * (s.headDim / KV_Q8_BLOCK) * KV_Q8_BLOCK_BYTES;
 
 /**
  * y[b,:] = x[b,:] / sqrt(mean(x[b,:]^2) + eps) * w for x [B, n] (w null: no weight).
@@ -60,6 +72,23 @@ export function attentionF16(ctx: KernelContext, q: Float32Array, kCache: Uint16
   nHeads: number, shape: KvCacheShape, scale: number, out?: Float32Array): Float32Array {
   const o = out ?? new Float32Array(pos.length * nHeads * shape.headDim);
   binding<AttentionFn>('attentionF16')(ctx.handle, q, kCache, vCache, pos, o, pos.length, nHeads, shape.nKvHeads,
+    shape.headDim, shape.capacity, scale);
+  return o;
+}
+
+/**
+ * q8 store: cache[h, pos[b], :] = Q8_0-like blocks of x[b, h, :] (d = f16(amax / 127), qs = rne(x / d);
+ * native/kernels/ops.h). headDim must be a multiple of 32; cache has kvCacheBytesQ8(shape) bytes.
+ */
+export function kvStoreQ8(ctx: KernelContext, x: Float32Array, pos: Int32Array, cache: Uint8Array, shape: KvCacheShape): void {
+  binding<KvStoreQ8Fn>('kvStoreQ8')(ctx.handle, x, pos, cache, pos.length, shape.nKvHeads, shape.headDim, shape.capacity);
+}
+
+/** attentionF16 over q8 K/V caches (kvCacheBytesQ8(shape) bytes each; rows dequantized on the fly). */
+export function attentionQ8(ctx: KernelContext, q: Float32Array, kCache: Uint8Array, vCache: Uint8Array, pos: Int32Array,
+  nHeads: number, shape: KvCacheShape, scale: number, out?: Float32Array): Float32Array {
+  const o = out ?? new Float32Array(pos.length * nHeads * shape.headDim);
+  binding<AttentionQ8Fn>('attentionQ8')(ctx.handle, q, kCache, vCache, pos, o, pos.length, nHeads, shape.nKvHeads,
     shape.headDim, shape.capacity, scale);
   return o;
 }

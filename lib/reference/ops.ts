@@ -4,11 +4,13 @@
 //   rmsnorm    |y - ref| <= 4u |ref| + 2^-149
 //   ropeNeox   |y - ref| <= 8u (|x_i| + |x_j|)   (the angle is the contract's float angle, see ropeAngle)
 //   kvStoreF16 bit-exact (floatToHalf, round to nearest even)
+//   kvStoreQ8  bit-exact (the block quantization of ops.h, float ops)
+//   attentionQ8: the attention bound over the dequantized cache values
 //   gluRelu2   |y - ref| <= 2u |ref| + 1e-36 |up| + 2^-149
 //   gluSilu    |y - ref| <= 8u |ref| + 1e-36 |up| + 2^-149
 //   attention  |o - ref| <= max|v| u (4 S (hd + 8) + L/2 + 128), S = max_t |scale| Σ_d |q_d k_td|
 // with u = 2^-24. The float64 evaluation's own error is far below these bounds.
-import { f32, floatToHalf, halfToFloat } from './numeric.js';
+import { clamp, f32, floatToHalf, halfToFloat, roundHalfEven } from './numeric.js';
 
 const U = 2 ** -24;
 const SUB = 2 ** -149;
@@ -84,6 +86,51 @@ export function refKvStoreF16(x: Float32Array, pos: Int32Array, cache: Uint16Arr
  */
 export function refAttentionF16(q: Float32Array, kCache: Uint16Array, vCache: Uint16Array, pos: Int32Array,
   nHeads: number, nKvHeads: number, headDim: number, capacity: number, scale: number): RefResult {
+  const at = (c: Uint16Array) => (g: number, t: number, d: number) => halfToFloat(c[(g * capacity + t) * headDim + d]!);
+  return refAttention(q, at(kCache), at(vCache), pos, nHeads, nKvHeads, headDim, scale);
+}
+
+/** Value d of row t of kv head g of a q8 cache [nKvHeads, capacity, headDim / 32 * 34]: float(qs) * float(d). */
+export function q8CacheValue(cache: Uint8Array, capacity: number, headDim: number, g: number, t: number, d: number): number {
+  const o = (g * capacity + t) * (headDim / 32) * 34 + Math.floor(d / 32) * 34;
+  const qs = cache[o + 2 + (d % 32)]!;
+  return (qs >= 128 ? qs - 256 : qs) * halfToFloat(cache[o]! | (cache[o + 1]! << 8));
+}
+
+/** refAttentionF16 over q8 caches (the dequantized values). */
+export function refAttentionQ8(q: Float32Array, kCache: Uint8Array, vCache: Uint8Array, pos: Int32Array,
+  nHeads: number, nKvHeads: number, headDim: number, capacity: number, scale: number): RefResult {
+  const at = (c: Uint8Array) => (g: number, t: number, d: number) => q8CacheValue(c, capacity, headDim, g, t, d);
+  return refAttention(q, at(kCache), at(vCache), pos, nHeads, nKvHeads, headDim, scale);
+}
+
+/**
+ * q8 store (ops.h): per 32-value block of x[b, h, :], d = f16(f32(amax / 127)), id = d ? f32(1 / d) : 0,
+ * qs = clamp(rne(f32(x id)), -127, 127); written as {d (little-endian half), qs[32]} into
+ * cache [nKvHeads, capacity, headDim / 32 * 34].
+ */
+export function refKvStoreQ8(x: Float32Array, pos: Int32Array, cache: Uint8Array, nKvHeads: number, headDim: number, capacity: number): void {
+  const rb = (headDim / 32) * 34;
+  for (let b = 0; b < pos.length; b++)
+    for (let h = 0; h < nKvHeads; h++)
+      for (let k = 0; k < headDim / 32; k++) {
+        const src = (b * nKvHeads + h) * headDim + k * 32;
+        const dst = (h * capacity + pos[b]!) * rb + k * 34;
+        let amax = 0;
+        for (let i = 0; i < 32; i++) amax = Math.max(amax, Math.abs(x[src + i]!));
+        const dh = floatToHalf(f32(amax / 127));
+        const df = halfToFloat(dh);
+        const id = df !== 0 ? f32(1 / df) : 0;
+        cache[dst] = dh & 0xff;
+        cache[dst + 1] = dh >> 8;
+        for (let i = 0; i < 32; i++) cache[dst + 2 + i] = clamp(roundHalfEven(f32(x[src + i]! * id)), -127, 127) & 0xff;
+      }
+}
+
+type RowAt = (g: number, t: number, d: number) => number;
+
+function refAttention(q: Float32Array, kAt: RowAt, vAt: RowAt, pos: Int32Array, nHeads: number, nKvHeads: number,
+  headDim: number, scale: number): RefResult {
   const B = pos.length;
   const r = nHeads / nKvHeads;
   const sc = f32(scale);
@@ -99,14 +146,13 @@ export function refAttentionF16(q: Float32Array, kCache: Uint16Array, vCache: Ui
       let S = 0;
       let vmax = 0;
       for (let t = 0; t < L; t++) {
-        const ko = (g * capacity + t) * headDim;
         let dot = 0;
         let mag = 0;
         for (let d = 0; d < headDim; d++) {
-          const p = q[qo + d]! * halfToFloat(kCache[ko + d]!);
+          const p = q[qo + d]! * kAt(g, t, d);
           dot += p;
           mag += Math.abs(p);
-          vmax = Math.max(vmax, Math.abs(halfToFloat(vCache[ko + d]!)));
+          vmax = Math.max(vmax, Math.abs(vAt(g, t, d)));
         }
         s[t] = sc * dot;
         S = Math.max(S, Math.abs(sc) * mag);
@@ -117,7 +163,7 @@ export function refAttentionF16(q: Float32Array, kCache: Uint16Array, vCache: Ui
       const bd = vmax * U * (4 * S * (headDim + 8) + L / 2 + 128);
       for (let d = 0; d < headDim; d++) {
         let o = 0;
-        for (let t = 0; t < L; t++) o += s[t]! * halfToFloat(vCache[(g * capacity + t) * headDim + d]!);
+        for (let t = 0; t < L; t++) o += s[t]! * vAt(g, t, d);
         y[qo + d] = o / sum;
         bound[qo + d] = bd;
       }

@@ -1,5 +1,5 @@
 // Bindings for the float ops of the transformer block (kernels/ops.h): rmsnorm, NEOX RoPE, f16 KV
-// store, causal GQA attention over the f16 cache, gated activations. Rows are contiguous at the JS
+// and q8 KV stores, causal GQA attention over either cache, gated activations. Rows are contiguous at the JS
 // level (ld = row length); every typed array must have exactly the length its shape implies.
 #include <algorithm>
 #include <cfloat>
@@ -131,29 +131,66 @@ Napi::Value kv_store_f16(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// headDim of a q8 cache: a multiple of the 32-value block.
+void check_q8_head_dim(const Args& a, int64_t hd) {
+  if (hd % kKvQ8Block)
+    a.range_error("headDim = " + std::to_string(hd) + " must be a multiple of " + std::to_string(kKvQ8Block) +
+                  " for a q8 KV cache");
+}
+
+// kvStoreQ8(ctx, x: Float32Array[B*nKvHeads*headDim], pos: Int32Array[B],
+//           cache: Uint8Array[nKvHeads*capacity*headDim/32*34], B, nKvHeads, headDim, capacity)
+Napi::Value kv_store_q8(const Napi::CallbackInfo& info) {
+  Args a(info, "kvStoreQ8");
+  ContextWrap& ctx = a.context(0);
+  const int64_t B = a.integer(4, "B", 1, kMaxBatch), nkv = a.integer(5, "nKvHeads", 1, kMaxHeads);
+  const int64_t hd = a.integer(6, "headDim", 1, kMaxHeadDim), cap = a.integer(7, "capacity", 1, kMaxCapacity);
+  check_q8_head_dim(a, hd);
+  check_row(a, nkv, hd, "nKvHeads");
+  const int64_t rb = q8_row_bytes(hd), cn = nkv * cap * rb;
+  const float* x = a.f32(1, "x", B * nkv * hd, B * nkv * hd);
+  const int32_t* pos = a.i32(2, "pos", B, B);
+  uint8_t* cache = a.u8(3, "cache", cn, cn);
+  check_positions(a, pos, B, cap, "capacity");
+  check_disjoint(a, cache, cn, "cache", x, B * nkv * hd * 4, "x");
+  check_disjoint(a, cache, cn, "cache", pos, B * 4, "pos");
+  const kv_store_q8_fn fn = ctx.table().kv_store_q8;
+  const int64_t ld = nkv * hd;
+  // Split by kv head: each thread owns whole cache planes, so repeated positions cannot race.
+  run_split(ctx, nkv, B * hd, [&](int64_t h0, int64_t h1) {
+    fn(x + h0 * hd, pos, cache + h0 * cap * rb, B, h1 - h0, hd, ld, cap);
+  });
+  return info.Env().Undefined();
+}
+
 // attentionF16(ctx, q: Float32Array[B*nHeads*headDim], kCache, vCache: Uint16Array[nKvHeads*capacity*headDim],
 //              pos: Int32Array[B], out: Float32Array[B*nHeads*headDim], B, nHeads, nKvHeads, headDim,
 //              capacity, scale)
-Napi::Value attention_f16(const Napi::CallbackInfo& info) {
-  Args a(info, "attentionF16");
+// attentionQ8(ctx, q, kCache, vCache: Uint8Array[nKvHeads*capacity*headDim/32*34], pos, out, B, nHeads,
+//             nKvHeads, headDim (% 32 == 0), capacity, scale): the same over q8 caches.
+template <bool kQ8>
+Napi::Value attention(const Napi::CallbackInfo& info) {
+  Args a(info, kQ8 ? "attentionQ8" : "attentionF16");
   ContextWrap& ctx = a.context(0);
   const int64_t B = a.integer(6, "B", 1, kMaxBatch), nh = a.integer(7, "nHeads", 1, kMaxHeads);
   const int64_t nkv = a.integer(8, "nKvHeads", 1, nh);
   if (nh % nkv)
     a.range_error("nHeads = " + std::to_string(nh) + " is not a multiple of nKvHeads = " + std::to_string(nkv));
   const int64_t hd = a.integer(9, "headDim", 1, kMaxHeadDim), cap = a.integer(10, "capacity", 1, kMaxCapacity);
+  if (kQ8) check_q8_head_dim(a, hd);
   check_row(a, nh, hd, "nHeads");
   const float scale = float_arg(a, 11, "scale", false, false);
-  const int64_t qn = B * nh * hd, cn = nkv * cap * hd;
+  // cn elements of cb bytes per cache.
+  const int64_t qn = B * nh * hd, cn = nkv * cap * (kQ8 ? q8_row_bytes(hd) : hd), cb = kQ8 ? 1 : 2;
   const float* q = a.f32(1, "q", qn, qn);
-  const uint16_t* kc = a.u16(2, "kCache", cn, cn);
-  const uint16_t* vc = a.u16(3, "vCache", cn, cn);
+  const void* kc = kQ8 ? static_cast<const void*>(a.u8(2, "kCache", cn, cn)) : a.u16(2, "kCache", cn, cn);
+  const void* vc = kQ8 ? static_cast<const void*>(a.u8(3, "vCache", cn, cn)) : a.u16(3, "vCache", cn, cn);
   const int32_t* pos = a.i32(4, "pos", B, B);
   float* out = a.f32(5, "out", qn, qn);
   const int32_t max_pos = check_positions(a, pos, B, cap, "capacity");
   check_disjoint(a, out, qn * 4, "out", q, qn * 4, "q");
-  check_disjoint(a, out, qn * 4, "out", kc, cn * 2, "kCache");
-  check_disjoint(a, out, qn * 4, "out", vc, cn * 2, "vCache");
+  check_disjoint(a, out, qn * 4, "out", kc, cn * cb, "kCache");
+  check_disjoint(a, out, qn * 4, "out", vc, cn * cb, "vCache");
   check_disjoint(a, out, qn * 4, "out", pos, B * 4, "pos");
 
   // One scratch slice per part; part c handles query heads [nh c / T, nh (c+1) / T). Tiny calls
@@ -168,13 +205,19 @@ Napi::Value attention_f16(const Napi::CallbackInfo& info) {
   } catch (const std::bad_alloc&) {
     a.range_error("cannot allocate " + std::to_string(T * per * 4) + " bytes of attention scratch");
   }
-  const attention_f16_fn fn = ctx.table().attention_f16;
+  const attention_f16_fn fn16 = ctx.table().attention_f16;
+  const attention_q8_fn fn8 = ctx.table().attention_q8;
   const int64_t ld = nh * hd;
   // T parts over at most T threads: every thread gets at most one part (parallel_for balances to
   // within one unit), so the scratch slices are never shared.
   auto part = [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c)
-      fn(q, kc, vc, pos, out, B, nh, nkv, hd, cap, ld, ld, scale, nh * c / T, nh * (c + 1) / T, scratch + c * per);
+      if (kQ8)
+        fn8(q, static_cast<const uint8_t*>(kc), static_cast<const uint8_t*>(vc), pos, out, B, nh, nkv, hd, cap, ld, ld,
+            scale, nh * c / T, nh * (c + 1) / T, scratch + c * per);
+      else
+        fn16(q, static_cast<const uint16_t*>(kc), static_cast<const uint16_t*>(vc), pos, out, B, nh, nkv, hd, cap, ld,
+             ld, scale, nh * c / T, nh * (c + 1) / T, scratch + c * per);
   };
   if (T == 1) {
     part(0, 1);
@@ -204,7 +247,9 @@ void register_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("rmsnorm", Napi::Function::New(env, rmsnorm, "rmsnorm"));
   exports.Set("ropeNeox", Napi::Function::New(env, rope_neox, "ropeNeox"));
   exports.Set("kvStoreF16", Napi::Function::New(env, kv_store_f16, "kvStoreF16"));
-  exports.Set("attentionF16", Napi::Function::New(env, attention_f16, "attentionF16"));
+  exports.Set("attentionF16", Napi::Function::New(env, attention<false>, "attentionF16"));
+  exports.Set("kvStoreQ8", Napi::Function::New(env, kv_store_q8, "kvStoreQ8"));
+  exports.Set("attentionQ8", Napi::Function::New(env, attention<true>, "attentionQ8"));
   exports.Set("gluRelu2", Napi::Function::New(env, glu<false>, "gluRelu2"));
   exports.Set("gluSilu", Napi::Function::New(env, glu<true>, "gluSilu"));
 }

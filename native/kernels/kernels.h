@@ -42,6 +42,8 @@ struct KernelTable {
   rope_neox_fn rope_neox = nullptr;
   kv_store_f16_fn kv_store_f16 = nullptr;
   attention_f16_fn attention_f16 = nullptr;
+  kv_store_q8_fn kv_store_q8 = nullptr;
+  attention_q8_fn attention_q8 = nullptr;
   glu_fn glu_relu2 = nullptr;
   glu_fn glu_silu = nullptr;
 

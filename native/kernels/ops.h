@@ -15,6 +15,8 @@
 //   rmsnorm       |y - y_exact| <= 4u |y_exact| + 2^-149           (while 1/rms is a normal float: rms < 8e37)
 //   rope_neox     |y - y_exact| <= 8u (|x_i| + |x_j|)             (y_exact: exact rotation by the float angle)
 //   kv_store_f16  bit-exact (IEEE round to nearest even)
+//   kv_store_q8   bit-exact across variants (the Q8_0-like quantization defined below)
+//   attention_q8  attention_f16's bound over the dequantized cache values (below)
 //   glu_relu2     |y - y_exact| <= 2u |y_exact| + 1e-36 |up| + 2^-149   (while gate^2 is finite)
 //   glu_silu      |y - y_exact| <= 8u |y_exact| + 1e-36 |up| + 2^-149   (exp(-g) overflows below g = -88)
 //   attention_f16 |o - o_exact| <= max|v| u (4 S (hd + 8) + L / 2 + 128),  L = pos + 1 attended rows,
@@ -106,6 +108,42 @@ using attention_f16_fn = void (*)(const float* q,         // [B, n_heads, head_d
                                   float* out,               // [B, n_heads, head_dim] (row stride ldo)
                                   int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t capacity,
                                   int64_t ldq, int64_t ldo, float scale, int64_t h0, int64_t h1, float* scratch);
+
+// q8 KV cache (GGUF Q8_0-like rows): a cache row of head_dim values (head_dim % 32 == 0) is
+// head_dim / 32 blocks of kKvQ8BlockBytes bytes: {uint16 d (IEEE half bits, little-endian), int8 qs[32]}.
+// Value i of a block is float(qs[i]) * float(d) (exact in float: 8 x 11 significant bits).
+// Quantization of a block x[0, 32) (bit-exact across variants, for finite x):
+//   amax = max_i |x_i|;  d = f16(amax / 127.0f) (float division, then round to nearest even half);
+//   id = (float(d) != 0 ? 1.0f / float(d) : 0);  qs_i = clamp(rne(x_i * id), -127, 127)   (float ops).
+// Round trip: |x - dequant(x)| <= 0.51 float(d) + 127 * 2^-25 (half a grid step, plus what the clamp
+// cuts when f16(d) rounded down; the 2^-25 term only matters for subnormal d, amax < 7.8e-3).
+// Rows with amax >= 65520 * 127 (d overflows the half range) store d = +Inf and qs = 0: the caller
+// must keep |x| < 8.3e6 (the attention needs finite cached rows).
+constexpr int64_t kKvQ8Block = 32;
+constexpr int64_t kKvQ8BlockBytes = 34;
+constexpr int64_t q8_row_bytes(int64_t head_dim) { return head_dim / kKvQ8Block * kKvQ8BlockBytes; }
+
+// Stores tokens' K or V rows quantized (above) into cache[h, pos[b], :] (rows of q8_row_bytes bytes),
+// cache laid out [n_kv_heads, capacity, q8_row_bytes(head_dim)]. Same contract as kv_store_f16
+// otherwise (0 <= pos[b] < capacity; repeated position keeps the last). Bit-exact across variants.
+using kv_store_q8_fn = void (*)(const float* x,      // [B, n_kv_heads * head_dim] (row stride ld)
+                                const int32_t* pos,  // [B]
+                                uint8_t* cache,      // [n_kv_heads, capacity, q8_row_bytes(head_dim)]
+                                int64_t B, int64_t n_kv_heads, int64_t head_dim, int64_t ld, int64_t capacity);
+
+// attention_f16 over q8 caches (head_dim % 32 == 0): the K/V rows are dequantized on the fly (exactly,
+// see above) and everything else is attention_f16's computation. Bound: attention_f16's bound with
+// k, v the dequantized values, i.e. against exact attention over the dequantized cache:
+//   |o - o_exact(dequant K, dequant V)| <= max|v| u (4 S (hd + 8) + L / 2 + 128).
+// (Against the unquantized float K/V the quantization error adds on top; test/ops.test.ts states the
+// observed q8-vs-f16 difference.) Same scratch as attention_f16.
+using attention_q8_fn = void (*)(const float* q,          // [B, n_heads, head_dim] (row stride ldq)
+                                 const uint8_t* k_cache,  // [n_kv_heads, capacity, q8_row_bytes(head_dim)]
+                                 const uint8_t* v_cache,  // [n_kv_heads, capacity, q8_row_bytes(head_dim)]
+                                 const int32_t* pos,      // [B]
+                                 float* out,              // [B, n_heads, head_dim] (row stride ldo)
+                                 int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t capacity,
+                                 int64_t ldq, int64_t ldo, float scale, int64_t h0, int64_t h1, float* scratch);
 
 // Gated activations: out[b, i] = act(gate[b, i]) * up[b, i], in float:
 //   relu2: (g > 0 ? g * g : 0) * up       (bit-exact across variants)

@@ -2,8 +2,11 @@
 //   rmsnorm:   Σ x^2 in double (vcvtps2pd + FMA, exact products), y = (x s) w: bit-exact to scalar
 //              unless the double sums round the scale apart.
 //   rope_neox: shared angles (ops.h), rotation with separate mul/sub: bit-exact to scalar.
-//   kv_store:  vcvtps2ph round to nearest even: bit-exact to scalar for finite inputs.
-//   attention: K/V rows converted with vcvtph2ps in registers, register-blocked over the query heads
+//   kv_store:  vcvtps2ph round to nearest even: bit-exact to scalar for finite inputs. kv_store_q8: the
+//              scalar block quantization in vector float ops (vcvtps2dq rounds half even): bit-exact.
+//   attention: f16 and q8 rows share the code through a row loader (q8: int8 -> float times the block
+//              scale, exact);
+//             K/V rows converted with vcvtph2ps in registers, register-blocked over the query heads
 //              sharing the kv head: scores as tiles of GB heads x PB positions (GB PB = 8 FMA chains of
 //              head_dim/8 each, reduced by a hadd tree), softmax through the vector exp of ops.h,
 //              Σ p v as tiles of GB heads x DC 8-dim chunks (chains <= kAttnBlock) added into the output
@@ -145,6 +148,39 @@ void kv_store_f16_avx2(const float* x, const int32_t* pos, uint16_t* cache, int6
       to_f16(x + b * ld + h * head_dim, cache + (h * capacity + pos[b]) * head_dim, head_dim);
 }
 
+// One q8 block (ops.h) x [32] -> dst [34 bytes]: the scalar float ops, 8 lanes at a time (max is
+// exact, the products and vcvtps2dq (round to nearest even) are the same single roundings).
+inline void quantize_q8_block_avx2(const float* x, uint8_t* dst) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 v[4];
+  for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(x + 8 * i);
+  const __m256 a = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+  const float amax = hmax(a);
+  const uint16_t dh = static_cast<uint16_t>(_cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT));
+  const float df = _cvtsh_ss(dh);
+  const float id = df != 0.0f ? 1.0f / df : 0.0f;
+  std::memcpy(dst, &dh, 2);
+  const __m256 iv = _mm256_set1_ps(id), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+  __m256i qi[4];
+  for (int i = 0; i < 4; ++i)
+    qi[i] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v[i], iv), lo), hi));
+  const __m256i p16 = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
+  const __m256i q8 = _mm256_permutevar8x32_epi32(p16, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2), q8);
+}
+
+void kv_store_q8_avx2(const float* x, const int32_t* pos, uint8_t* cache, int64_t B, int64_t n_kv_heads,
+                      int64_t head_dim, int64_t ld, int64_t capacity) {
+  const int64_t rb = q8_row_bytes(head_dim);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < n_kv_heads; ++h) {
+      const float* src = x + b * ld + h * head_dim;        // [head_dim]
+      uint8_t* dst = cache + (h * capacity + pos[b]) * rb;  // [rb]
+      for (int64_t k = 0; k < head_dim / kKvQ8Block; ++k) quantize_q8_block_avx2(src + k * kKvQ8Block, dst + k * kKvQ8BlockBytes);
+    }
+}
+
 // Lane p = Σ lanes of a[p].
 inline __m256 reduce8(const __m256* a) {
   const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
@@ -160,11 +196,46 @@ inline __m256 load_h8_tail(const uint16_t* p, int64_t n) {
   return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
 }
 
+// Row formats of the attention: load8(row, d) = floats row[d, d + 8) (d % 8 == 0, d + 8 <= head_dim);
+// tail(row, d, n) = row[d, d + n) then zeros (n < 8).
+struct RowsF16 {
+  using T = uint16_t;
+  static int64_t stride(int64_t head_dim) { return head_dim; }
+  static __m256 load8(const T* row, int64_t d) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + d)));
+  }
+  static __m256 tail(const T* row, int64_t d, int64_t n) { return load_h8_tail(row + d, n); }
+};
+// q8 (ops.h): float(qs) * float(d), exact, the same values as the scalar dequantization.
+struct RowsQ8 {
+  using T = uint8_t;
+  static int64_t stride(int64_t head_dim) { return q8_row_bytes(head_dim); }
+  static __m256 load8(const T* row, int64_t d) {
+    const uint8_t* blk = row + (d / kKvQ8Block) * kKvQ8BlockBytes;
+    uint16_t dh;
+    std::memcpy(&dh, blk, 2);
+    const __m256 sc = _mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(dh)));
+    const __m128i qs = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 2 + d % kKvQ8Block));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(qs)), sc);
+  }
+  // Unused while head_dim % 32 == 0 (the bindings require it); kept correct for any n < 8.
+  static __m256 tail(const T* row, int64_t d, int64_t n) {
+    alignas(32) float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t i = 0; i < n; ++i) {
+      const uint8_t* blk = row + ((d + i) / kKvQ8Block) * kKvQ8BlockBytes;
+      uint16_t dh;
+      std::memcpy(&dh, blk, 2);
+      t[i] = static_cast<float>(static_cast<int8_t>(blk[2 + (d + i) % kKvQ8Block])) * _cvtsh_ss(dh);
+    }
+    return _mm256_load_ps(t);
+  }
+};
+
 // Scores of GB heads x PB positions (GB * PB == 8 accumulators, FMA chains of head_dim / 8):
 // lane j * PB + p of the result = q_j · k_p. K rows are converted in registers, once per tile.
-template <int GB, int PB>
-inline __m256 score_tile(const float* q,            // [GB, head_dim]
-                         const uint16_t* const* k,  // PB rows of [head_dim] halves
+template <typename R, int GB, int PB>
+inline __m256 score_tile(const float* q,                   // [GB, head_dim]
+                         const typename R::T* const* k,  // PB cache rows
                          int64_t head_dim) {
   static_assert(GB * PB == 8, "8 accumulators");
   __m256 acc[8];
@@ -172,7 +243,7 @@ inline __m256 score_tile(const float* q,            // [GB, head_dim]
   const int64_t hd8 = head_dim & ~int64_t{7};
   for (int64_t d = 0; d < hd8; d += 8) {
     __m256 kv[PB];
-    for (int p = 0; p < PB; ++p) kv[p] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(k[p] + d)));
+    for (int p = 0; p < PB; ++p) kv[p] = R::load8(k[p], d);
     for (int j = 0; j < GB; ++j) {
       const __m256 qv = _mm256_loadu_ps(q + j * head_dim + d);
       for (int p = 0; p < PB; ++p) acc[j * PB + p] = _mm256_fmadd_ps(qv, kv[p], acc[j * PB + p]);
@@ -181,7 +252,7 @@ inline __m256 score_tile(const float* q,            // [GB, head_dim]
   if (hd8 < head_dim) {
     const __m256i m = lane_mask(head_dim - hd8);
     __m256 kv[PB];
-    for (int p = 0; p < PB; ++p) kv[p] = load_h8_tail(k[p] + hd8, head_dim - hd8);
+    for (int p = 0; p < PB; ++p) kv[p] = R::tail(k[p], hd8, head_dim - hd8);
     for (int j = 0; j < GB; ++j) {
       const __m256 qv = _mm256_maskload_ps(q + j * head_dim + hd8, m);
       for (int p = 0; p < PB; ++p) acc[j * PB + p] = _mm256_fmadd_ps(qv, kv[p], acc[j * PB + p]);
@@ -191,18 +262,18 @@ inline __m256 score_tile(const float* q,            // [GB, head_dim]
 }
 
 // sc[j * L + t] = scale * (q_j · K[t]) for heads j < GB, t < L.
-template <int GB>
-void scores_heads(const float* q,     // [GB, head_dim]
-                  const uint16_t* K,  // [L, head_dim]
+template <typename R, int GB>
+void scores_heads(const float* q,            // [GB, head_dim]
+                  const typename R::T* K,  // [L, row]
                   int64_t L, int64_t head_dim, float scale, float* sc) {  // sc: [GB, L] (row stride L)
   constexpr int PB = 8 / GB;
   const __m256 sv = _mm256_set1_ps(scale);
   alignas(32) float r[8];
   for (int64_t t0 = 0; t0 < L; t0 += PB) {
     const int64_t np = std::min<int64_t>(PB, L - t0);
-    const uint16_t* k[PB];
-    for (int p = 0; p < PB; ++p) k[p] = K + (t0 + (p < np ? p : 0)) * head_dim;
-    _mm256_store_ps(r, _mm256_mul_ps(score_tile<GB, PB>(q, k, head_dim), sv));
+    const typename R::T* k[PB];
+    for (int p = 0; p < PB; ++p) k[p] = K + (t0 + (p < np ? p : 0)) * R::stride(head_dim);
+    _mm256_store_ps(r, _mm256_mul_ps(score_tile<R, GB, PB>(q, k, head_dim), sv));
     for (int j = 0; j < GB; ++j)
       for (int64_t p = 0; p < np; ++p) sc[j * L + t0 + p] = r[j * PB + p];
   }
@@ -210,9 +281,9 @@ void scores_heads(const float* q,     // [GB, head_dim]
 
 // o_j[d0, d0 + 8 DC) += Σ_{p < nt} pj[j][p] V[p, d0 + ...] for heads j < GB (GB * DC accumulators,
 // chains of nt); V rows are converted in registers once per tile.
-template <int GB, int DC>
-inline void pv_tile(const float* const* pj,  // GB rows of [nt] probabilities
-                    const uint16_t* V,       // [nt, head_dim]
+template <typename R, int GB, int DC>
+inline void pv_tile(const float* const* pj,   // GB rows of [nt] probabilities
+                    const typename R::T* V,  // [nt, row]
                     int64_t nt, int64_t head_dim, int64_t d0,
                     float* const* o) {  // GB rows of [head_dim]
   __m256 acc[GB][DC];
@@ -220,8 +291,7 @@ inline void pv_tile(const float* const* pj,  // GB rows of [nt] probabilities
     for (int c = 0; c < DC; ++c) acc[j][c] = _mm256_setzero_ps();
   for (int64_t p = 0; p < nt; ++p) {
     __m256 vv[DC];
-    for (int c = 0; c < DC; ++c)
-      vv[c] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(V + p * head_dim + d0 + 8 * c)));
+    for (int c = 0; c < DC; ++c) vv[c] = R::load8(V + p * R::stride(head_dim), d0 + 8 * c);
     for (int j = 0; j < GB; ++j) {
       const __m256 pb = _mm256_broadcast_ss(pj[j] + p);
       for (int c = 0; c < DC; ++c) acc[j][c] = _mm256_fmadd_ps(pb, vv[c], acc[j][c]);
@@ -233,23 +303,23 @@ inline void pv_tile(const float* const* pj,  // GB rows of [nt] probabilities
 }
 
 // The last head_dim % 8 dims of pv_tile (masked).
-template <int GB>
-inline void pv_tail(const float* const* pj, const uint16_t* V, int64_t nt, int64_t head_dim, int64_t d0,
+template <typename R, int GB>
+inline void pv_tail(const float* const* pj, const typename R::T* V, int64_t nt, int64_t head_dim, int64_t d0,
                     float* const* o) {
   const __m256i m = lane_mask(head_dim - d0);
   __m256 acc[GB];
   for (int j = 0; j < GB; ++j) acc[j] = _mm256_setzero_ps();
   for (int64_t p = 0; p < nt; ++p) {
-    const __m256 vv = load_h8_tail(V + p * head_dim + d0, head_dim - d0);
+    const __m256 vv = R::tail(V + p * R::stride(head_dim), d0, head_dim - d0);
     for (int j = 0; j < GB; ++j) acc[j] = _mm256_fmadd_ps(_mm256_broadcast_ss(pj[j] + p), vv, acc[j]);
   }
   for (int j = 0; j < GB; ++j) _mm256_maskstore_ps(o[j] + d0, m, _mm256_add_ps(_mm256_maskload_ps(o[j] + d0, m), acc[j]));
 }
 
 // out_j += Σ_t p_j[t] V[t, :] for heads j < GB over t < L, in blocks of kAttnBlock positions.
-template <int GB>
-void pv_heads(const float* sc,     // [GB, L] probabilities (row stride L)
-              const uint16_t* V,   // [L, head_dim]
+template <typename R, int GB>
+void pv_heads(const float* sc,            // [GB, L] probabilities (row stride L)
+              const typename R::T* V,   // [L, row]
               int64_t L, int64_t head_dim, float* out) {  // out: [GB, head_dim]
   constexpr int DC = 8 / GB;
   const int64_t hd8 = head_dim & ~int64_t{7};
@@ -259,11 +329,11 @@ void pv_heads(const float* sc,     // [GB, L] probabilities (row stride L)
     const int64_t nt = std::min(kAttnBlock, L - t0);
     const float* pj[GB];
     for (int j = 0; j < GB; ++j) pj[j] = sc + j * L + t0;
-    const uint16_t* Vt = V + t0 * head_dim;
+    const typename R::T* Vt = V + t0 * R::stride(head_dim);
     int64_t d0 = 0;
-    for (; d0 + 8 * DC <= hd8; d0 += 8 * DC) pv_tile<GB, DC>(pj, Vt, nt, head_dim, d0, o);
-    for (; d0 < hd8; d0 += 8) pv_tile<GB, 1>(pj, Vt, nt, head_dim, d0, o);
-    if (hd8 < head_dim) pv_tail<GB>(pj, Vt, nt, head_dim, hd8, o);
+    for (; d0 + 8 * DC <= hd8; d0 += 8 * DC) pv_tile<R, GB, DC>(pj, Vt, nt, head_dim, d0, o);
+    for (; d0 < hd8; d0 += 8) pv_tile<R, GB, 1>(pj, Vt, nt, head_dim, d0, o);
+    if (hd8 < head_dim) pv_tail<R, GB>(pj, Vt, nt, head_dim, hd8, o);
   }
 }
 
@@ -300,11 +370,12 @@ float softmax_avx2(float* s, int64_t L) {  // s: [L]
 }
 
 // G query heads q [G, head_dim] sharing one kv head; L attended rows of K/V [L, head_dim].
-void attend_group_avx2(const float* q, int64_t G, const uint16_t* K, const uint16_t* V, int64_t L,
+template <typename R>
+void attend_group_avx2(const float* q, int64_t G, const typename R::T* K, const typename R::T* V, int64_t L,
                        int64_t head_dim, float scale, float* out,  // out: [G, head_dim]
                        float* sc) {                                // [G, L]
   for_head_blocks(G, [&](auto gb, int64_t j) {
-    scores_heads<decltype(gb)::value>(q + j * head_dim, K, L, head_dim, scale, sc + j * L);
+    scores_heads<R, decltype(gb)::value>(q + j * head_dim, K, L, head_dim, scale, sc + j * L);
   });
   float inv[kAttnMaxGroup];
   for (int64_t j = 0; j < G; ++j) {
@@ -312,7 +383,7 @@ void attend_group_avx2(const float* q, int64_t G, const uint16_t* K, const uint1
     std::fill(out + j * head_dim, out + (j + 1) * head_dim, 0.0f);
   }
   for_head_blocks(G, [&](auto gb, int64_t j) {
-    pv_heads<decltype(gb)::value>(sc + j * L, V, L, head_dim, out + j * head_dim);
+    pv_heads<R, decltype(gb)::value>(sc + j * L, V, L, head_dim, out + j * head_dim);
   });
   for (int64_t j = 0; j < G; ++j) {
     float* o = out + j * head_dim;
@@ -323,7 +394,8 @@ void attend_group_avx2(const float* q, int64_t G, const uint16_t* K, const uint1
   }
 }
 
-void attention_f16_avx2(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, const int32_t* pos,
+template <typename R>
+void attention_avx2(const float* q, const typename R::T* k_cache, const typename R::T* v_cache, const int32_t* pos,
                         float* out, int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                         int64_t capacity, int64_t ldq, int64_t ldo, float scale, int64_t h0, int64_t h1,
                         float* scratch) {
@@ -331,10 +403,10 @@ void attention_f16_avx2(const float* q, const uint16_t* k_cache, const uint16_t*
   float* sc = scratch;  // [G, L] (the rest of the scratch is unused here)
   for (int64_t h = h0; h < h1;) {
     const int64_t g = h / r, he = std::min({h1, (g + 1) * r, h + kAttnMaxGroup});
-    const uint16_t* K = k_cache + g * capacity * head_dim;  // [capacity, head_dim]
-    const uint16_t* V = v_cache + g * capacity * head_dim;  // [capacity, head_dim]
+    const typename R::T* K = k_cache + g * capacity * R::stride(head_dim);  // [capacity, row]
+    const typename R::T* V = v_cache + g * capacity * R::stride(head_dim);  // [capacity, row]
     for (int64_t b = 0; b < B; ++b)
-      attend_group_avx2(q + b * ldq + h * head_dim, he - h, K, V, static_cast<int64_t>(pos[b]) + 1, head_dim, scale,
+      attend_group_avx2<R>(q + b * ldq + h * head_dim, he - h, K, V, static_cast<int64_t>(pos[b]) + 1, head_dim, scale,
                         out + b * ldo + h * head_dim, sc);
     h = he;
   }
@@ -380,7 +452,9 @@ void fill_ops_avx2(KernelTable& t, const CpuFeatures&) {
   t.rmsnorm = rmsnorm_avx2;
   t.rope_neox = rope_neox_avx2;
   t.kv_store_f16 = kv_store_f16_avx2;
-  t.attention_f16 = attention_f16_avx2;
+  t.attention_f16 = attention_avx2<RowsF16>;
+  t.kv_store_q8 = kv_store_q8_avx2;
+  t.attention_q8 = attention_avx2<RowsQ8>;
   t.glu_relu2 = glu_avx2<false>;
   t.glu_silu = glu_avx2<true>;
   t.v_ops = "avx2";

@@ -2,7 +2,8 @@
 // -ffp-contract=off, so every product is rounded before it is added).
 //   rmsnorm:   Σ x^2 in double (4 strided partial sums), scale in double rounded once, y = (x s) w.
 //   rope_neox: the shared float angles and cos/sin of ops.h, rotation without FMA.
-//   attention: per group of query heads sharing a kv head: K rows converted kAttnBlock at a time,
+//   kv_store_q8: the ops.h block quantization (std::nearbyint: round half even in the default mode).
+//   attention: (f16 and q8 rows, converted to float blocks the same way) per group of query heads sharing a kv head: K rows converted kAttnBlock at a time,
 //              dots through 8 strided partial sums (a 3-level tree), softmax with the max subtracted,
 //              Σ p through 8 strided partial sums, Σ p v per block of kAttnBlock positions added into
 //              the output row, which is scaled by 1 / Σ p at the end: the summation chains of the
@@ -65,6 +66,57 @@ void kv_store_f16_scalar(const float* x, const int32_t* pos, uint16_t* cache, in
     }
 }
 
+// One q8 block (ops.h): x [32] -> {half d, int8 qs[32]} at dst [34 bytes].
+void quantize_q8_block_scalar(const float* x, uint8_t* dst) {
+  float amax = 0.0f;
+  for (int64_t i = 0; i < kKvQ8Block; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const uint16_t dh = f32_to_fp16(amax / 127.0f);
+  const float df = half_to_f32(dh);
+  const float id = df != 0.0f ? 1.0f / df : 0.0f;
+  dst[0] = static_cast<uint8_t>(dh & 0xFF);
+  dst[1] = static_cast<uint8_t>(dh >> 8);
+  for (int64_t i = 0; i < kKvQ8Block; ++i) {
+    const float r = std::min(std::max(std::nearbyint(x[i] * id), -127.0f), 127.0f);
+    dst[2 + i] = static_cast<uint8_t>(static_cast<int8_t>(r));
+  }
+}
+
+void kv_store_q8_scalar(const float* x, const int32_t* pos, uint8_t* cache, int64_t B, int64_t n_kv_heads,
+                        int64_t head_dim, int64_t ld, int64_t capacity) {
+  const int64_t rb = q8_row_bytes(head_dim);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < n_kv_heads; ++h) {
+      const float* src = x + b * ld + h * head_dim;        // [head_dim]
+      uint8_t* dst = cache + (h * capacity + pos[b]) * rb;  // [rb]
+      for (int64_t k = 0; k < head_dim / kKvQ8Block; ++k)
+        quantize_q8_block_scalar(src + k * kKvQ8Block, dst + k * kKvQ8BlockBytes);
+    }
+}
+
+// Row formats of the attention: rows(base, t0, nt, head_dim, buf) converts cache rows [t0, t0 + nt)
+// of one kv head to floats buf [nt, head_dim].
+struct RowsF16 {
+  using T = uint16_t;
+  static int64_t stride(int64_t head_dim) { return head_dim; }
+  static void rows(const T* base, int64_t t0, int64_t nt, int64_t head_dim, float* buf) {
+    for (int64_t i = 0; i < nt * head_dim; ++i) buf[i] = half_to_f32(base[t0 * head_dim + i]);
+  }
+};
+struct RowsQ8 {
+  using T = uint8_t;
+  static int64_t stride(int64_t head_dim) { return q8_row_bytes(head_dim); }
+  static void rows(const T* base, int64_t t0, int64_t nt, int64_t head_dim, float* buf) {
+    const int64_t rb = q8_row_bytes(head_dim);
+    for (int64_t p = 0; p < nt; ++p)
+      for (int64_t k = 0; k < head_dim / kKvQ8Block; ++k) {
+        const uint8_t* blk = base + (t0 + p) * rb + k * kKvQ8BlockBytes;
+        const float d = half_to_f32(static_cast<uint16_t>(blk[0] | (blk[1] << 8)));
+        float* o = buf + p * head_dim + k * kKvQ8Block;
+        for (int64_t i = 0; i < kKvQ8Block; ++i) o[i] = static_cast<float>(static_cast<int8_t>(blk[2 + i])) * d;
+      }
+  }
+};
+
 // Softmax of s[0, L) in place (max subtracted); returns 1 / Σ p.
 float softmax_scalar(float* s, int64_t L) {  // s: [L]
   float m = s[0];
@@ -79,14 +131,15 @@ float softmax_scalar(float* s, int64_t L) {  // s: [L]
 }
 
 // G query heads q [G, head_dim] sharing one kv head; L attended rows of K/V [L, head_dim].
-void attend_group_scalar(const float* q, int64_t G, const uint16_t* K, const uint16_t* V, int64_t L,
+template <typename R>
+void attend_group_scalar(const float* q, int64_t G, const typename R::T* K, const typename R::T* V, int64_t L,
                          int64_t head_dim, float scale, float* out,  // out: [G, head_dim]
                          float* buf,                                 // [kAttnBlock, head_dim]
                          float* acc,                                 // [head_dim]
                          float* sc) {                                // [G, L]
   for (int64_t t0 = 0; t0 < L; t0 += kAttnBlock) {
     const int64_t nt = std::min(kAttnBlock, L - t0);
-    for (int64_t i = 0; i < nt * head_dim; ++i) buf[i] = half_to_f32(K[t0 * head_dim + i]);
+    R::rows(K, t0, nt, head_dim, buf);
     for (int64_t j = 0; j < G; ++j)
       for (int64_t p = 0; p < nt; ++p) {
         const float* qj = q + j * head_dim;
@@ -107,7 +160,7 @@ void attend_group_scalar(const float* q, int64_t G, const uint16_t* K, const uin
   }
   for (int64_t t0 = 0; t0 < L; t0 += kAttnBlock) {
     const int64_t nt = std::min(kAttnBlock, L - t0);
-    for (int64_t i = 0; i < nt * head_dim; ++i) buf[i] = half_to_f32(V[t0 * head_dim + i]);
+    R::rows(V, t0, nt, head_dim, buf);
     for (int64_t j = 0; j < G; ++j) {
       const float* pj = sc + j * L + t0;
       float* oj = out + j * head_dim;
@@ -122,7 +175,8 @@ void attend_group_scalar(const float* q, int64_t G, const uint16_t* K, const uin
     for (int64_t d = 0; d < head_dim; ++d) out[j * head_dim + d] = out[j * head_dim + d] * inv[j];
 }
 
-void attention_f16_scalar(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, const int32_t* pos,
+template <typename R>
+void attention_scalar(const float* q, const typename R::T* k_cache, const typename R::T* v_cache, const int32_t* pos,
                           float* out, int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                           int64_t capacity, int64_t ldq, int64_t ldo, float scale, int64_t h0, int64_t h1,
                           float* scratch) {
@@ -132,10 +186,10 @@ void attention_f16_scalar(const float* q, const uint16_t* k_cache, const uint16_
   float* sc = scratch + (kAttnBlock + 1) * head_dim;  // [G, L]
   for (int64_t h = h0; h < h1;) {
     const int64_t g = h / r, he = std::min({h1, (g + 1) * r, h + kAttnMaxGroup});
-    const uint16_t* K = k_cache + g * capacity * head_dim;  // [capacity, head_dim]
-    const uint16_t* V = v_cache + g * capacity * head_dim;  // [capacity, head_dim]
+    const typename R::T* K = k_cache + g * capacity * R::stride(head_dim);  // [capacity, row]
+    const typename R::T* V = v_cache + g * capacity * R::stride(head_dim);  // [capacity, row]
     for (int64_t b = 0; b < B; ++b)
-      attend_group_scalar(q + b * ldq + h * head_dim, he - h, K, V, static_cast<int64_t>(pos[b]) + 1, head_dim,
+      attend_group_scalar<R>(q + b * ldq + h * head_dim, he - h, K, V, static_cast<int64_t>(pos[b]) + 1, head_dim,
                           scale, out + b * ldo + h * head_dim, buf, acc, sc);
     h = he;
   }
@@ -164,7 +218,9 @@ void fill_ops_scalar(KernelTable& t, const CpuFeatures&) {
   t.rmsnorm = rmsnorm_scalar;
   t.rope_neox = rope_neox_scalar;
   t.kv_store_f16 = kv_store_f16_scalar;
-  t.attention_f16 = attention_f16_scalar;
+  t.attention_f16 = attention_scalar<RowsF16>;
+  t.kv_store_q8 = kv_store_q8_scalar;
+  t.attention_q8 = attention_scalar<RowsQ8>;
   t.glu_relu2 = glu_scalar<false>;
   t.glu_silu = glu_scalar<true>;
   t.v_ops = "scalar";

@@ -346,6 +346,146 @@ void test_attention(const AttnCase& c, Rng& rng) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// q8 KV cache
+
+MaxErr g_attn_q8[4];
+
+// The ops.h block quantization, written out independently of the kernels.
+void want_q8_block(const float* x, uint8_t* dst) {
+  float amax = 0.0f;
+  for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const uint16_t dh = f32_to_fp16(amax / 127.0f);
+  const float df = fp16_to_f32(dh);
+  const float id = df != 0.0f ? 1.0f / df : 0.0f;
+  dst[0] = static_cast<uint8_t>(dh & 0xFF);
+  dst[1] = static_cast<uint8_t>(dh >> 8);
+  for (int i = 0; i < 32; ++i) {
+    float r = std::nearbyint(x[i] * id);
+    r = r < -127.0f ? -127.0f : (r > 127.0f ? 127.0f : r);
+    dst[2 + i] = static_cast<uint8_t>(static_cast<int8_t>(r));
+  }
+}
+
+double q8_value(const uint8_t* row, int64_t d) {
+  const uint8_t* blk = row + (d / 32) * 34;
+  return static_cast<double>(static_cast<int8_t>(blk[2 + d % 32])) * fp16_to_f32(static_cast<uint16_t>(blk[0] | (blk[1] << 8)));
+}
+
+void test_kv_store_q8(Rng& rng) {
+  const int64_t n_kv = 3, hd = 96, cap = 6, B = 4, ld = n_kv * hd + 5, rb = q8_row_bytes(hd);
+  std::vector<float> x(B * ld);
+  for (int64_t i = 0; i < B * ld; ++i) {
+    const int64_t blk = (i % ld) / 32;
+    switch ((i / ld + blk) % 6) {
+      case 0: x[i] = rng.normal(); break;
+      case 1: x[i] = rng.normal() * 1e-6f; break;            // subnormal-half scales
+      case 2: x[i] = 0.0f; break;                            // all-zero block: d = 0
+      case 3: x[i] = static_cast<float>(rng.range(0, 254) - 127) * 0.5f; break;  // ties of x / d
+      case 4: x[i] = (i % 7 == 0) ? 127.0f * 65504.0f : rng.normal(); break;    // largest finite d
+      default: x[i] = rng.normal() * 1e4f * ((i & 1) ? -1.0f : 1.0f); break;
+    }
+  }
+  const std::vector<int32_t> pos = {5, 0, 3, 5};  // repeated position keeps the last
+  std::vector<uint8_t> want(n_kv * cap * rb, 0xA5);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < n_kv; ++h)
+      for (int64_t k = 0; k < hd / 32; ++k)
+        want_q8_block(x.data() + b * ld + h * hd + k * 32, want.data() + (h * cap + pos[b]) * rb + k * 34);
+  for (const auto& t : g_tables) {
+    std::vector<uint8_t> cache(n_kv * cap * rb, 0xA5);
+    t.kv_store_q8(x.data(), pos.data(), cache.data(), B, n_kv, hd, ld, cap);
+    CHECK(cache == want, "kv_store_q8 %s differs from the ops.h quantization (or touched other rows)", isa_name(t.isa));
+  }
+  // Round trip within 0.51 d + 127 * 2^-25 (ops.h).
+  for (int64_t b = 1; b < B; ++b)
+    for (int64_t h = 0; h < n_kv; ++h)
+      for (int64_t d = 0; d < hd; ++d) {
+        const uint8_t* row = want.data() + (h * cap + pos[b]) * rb;
+        const double dd = fp16_to_f32(static_cast<uint16_t>(row[(d / 32) * 34] | (row[(d / 32) * 34 + 1] << 8)));
+        const double err = std::fabs(q8_value(row, d) - x[b * ld + h * hd + d]);
+        CHECK(err <= 0.51 * dd + 127.0 * kU / 2, "q8 round trip error %.6g (d %.6g)", err, dd);
+      }
+}
+
+void test_attention_q8(int64_t nh, int64_t nkv, int64_t hd, const std::vector<int32_t>& pos, float qs, float vs, Rng& rng) {
+  const int64_t B = static_cast<int64_t>(pos.size()), r = nh / nkv, cap = 1024, rb = q8_row_bytes(hd);
+  const int64_t ldq = nh * hd + 3, ldo = nh * hd + 1, ldkv = nkv * hd;
+  int32_t maxpos = 0;
+  for (int32_t p : pos) maxpos = std::max(maxpos, p);
+  std::vector<int32_t> all;
+  for (int32_t p = 0; p <= maxpos; ++p) all.push_back(p);
+  std::vector<float> kx(all.size() * ldkv), vx(all.size() * ldkv), q(B * ldq);
+  for (auto& e : kx) e = rng.normal();
+  for (auto& e : vx) e = rng.normal() * vs;
+  for (auto& e : q) e = rng.normal() * qs;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  std::vector<uint8_t> kref, vref;
+  std::vector<float> first;
+  for (const auto& t : g_tables) {
+    std::vector<uint8_t> kc(nkv * cap * rb, 0xFF), vc(nkv * cap * rb, 0xFF);  // NaN scales where unwritten
+    const int64_t n = static_cast<int64_t>(all.size());
+    t.kv_store_q8(kx.data(), all.data(), kc.data(), n, nkv, hd, ldkv, cap);
+    t.kv_store_q8(vx.data(), all.data(), vc.data(), n, nkv, hd, ldkv, cap);
+    if (kref.empty()) {
+      kref = kc;
+      vref = vc;
+    } else {
+      CHECK(kc == kref && vc == vref, "kv_store_q8 %s caches differ from scalar", isa_name(t.isa));
+    }
+    std::vector<float> out(B * ldo, -777.0f), out1(B * ldo, -777.0f);
+    std::vector<float> scratch(attention_scratch_floats(r, hd, maxpos + 1), -555.0f);
+    const int64_t s1 = nh / 3, s2 = (2 * nh) / 3;
+    for (auto [h0, h1] : {std::pair<int64_t, int64_t>{0, s1}, {s1, s2}, {s2, nh}})
+      if (h0 < h1)
+        t.attention_q8(q.data(), kc.data(), vc.data(), pos.data(), out.data(), B, nh, nkv, hd, cap, ldq, ldo, scale, h0, h1,
+                       scratch.data());
+    t.attention_q8(q.data(), kc.data(), vc.data(), pos.data(), out1.data(), B, nh, nkv, hd, cap, ldq, ldo, scale, 0, nh,
+                   scratch.data());
+    bool same = true;
+    for (size_t i = 0; i < out.size(); ++i) same = same && same_bits(out[i], out1[i]);
+    CHECK(same, "attention_q8 %s depends on the head split", isa_name(t.isa));
+    int bad = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t L = pos[b] + 1;
+      for (int64_t h = 0; h < nh; ++h) {
+        const int64_t g = h / r;
+        const float* qh = q.data() + b * ldq + h * hd;
+        std::vector<double> s(L);
+        double m = -INFINITY, S = 0.0, vmax = 0.0;
+        for (int64_t tt = 0; tt < L; ++tt) {
+          double dot = 0.0, mag = 0.0;
+          for (int64_t d = 0; d < hd; ++d) {
+            const double k = q8_value(kc.data() + (g * cap + tt) * rb, d);
+            dot += qh[d] * k;
+            mag += std::fabs(qh[d] * k);
+            vmax = std::max(vmax, std::fabs(q8_value(vc.data() + (g * cap + tt) * rb, d)));
+          }
+          s[tt] = scale * dot;
+          S = std::max(S, std::fabs(scale) * mag);
+          m = std::max(m, s[tt]);
+        }
+        double sum = 0.0;
+        for (auto& e : s) sum += (e = std::exp(e - m));
+        const double bound = vmax * kU * (4 * S * (hd + 8) + L / 2.0 + 128);
+        for (int64_t d = 0; d < hd; ++d) {
+          double o = 0.0;
+          for (int64_t tt = 0; tt < L; ++tt) o += s[tt] * q8_value(vc.data() + (g * cap + tt) * rb, d);
+          o /= sum;
+          const double got = out[b * ldo + h * hd + d], err = std::fabs(got - o);
+          g_attn_q8[static_cast<int>(t.isa)].see(err, bound);
+          if (!(err <= bound && err <= 1e-5 * vmax) && bad++ < 3)
+            CHECK(false, "attention_q8 %s nh=%lld hd=%lld pos=%d h=%lld d=%lld got %.9g want %.9g (bound %.3g)",
+                  isa_name(t.isa), (long long)nh, (long long)hd, pos[b], (long long)h, (long long)d, got, o, bound);
+        }
+      }
+      for (int64_t i = nh * hd; i < ldo; ++i) CHECK(out[b * ldo + i] == -777.0f, "attention_q8 wrote past the heads");
+    }
+    CHECK(bad == 0, "attention_q8 %s nh=%lld nkv=%lld hd=%lld B=%lld: %d mismatches", isa_name(t.isa), (long long)nh,
+          (long long)nkv, (long long)hd, (long long)B, bad);
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -399,12 +539,23 @@ int main() {
   for (const auto& c : cases) test_attention(c, rng);
   test_attention_single(rng);
 
+  test_kv_store_q8(rng);
+  for (int64_t hd : {32, 64, 128})
+    for (auto [nh, nkv] : {std::pair<int64_t, int64_t>{4, 4}, {8, 2}, {20, 5}, {16, 1}}) {
+      test_attention_q8(nh, nkv, hd, {static_cast<int32_t>(rng.range(0, 40))}, 1.0f, 1.0f, rng);
+      test_attention_q8(nh, nkv, hd, {3, 4, 5, 6, 7}, 1.0f, 1.0f, rng);
+    }
+  test_attention_q8(20, 5, 128, {500}, 1.0f, 1.0f, rng);   // decode
+  test_attention_q8(20, 5, 128, {37, 3, 200}, 30.0f, 1e4f, rng);  // peaked softmax, large V, out of order
+  test_attention_q8(8, 2, 64, {100}, 0.0f, 1.0f, rng);     // uniform average
+
   std::printf("worst error / bound:");
   const char* names[] = {"scalar", "avx2", "avx512", "neon"};
   for (const auto& t : g_tables) {
     const int i = static_cast<int>(t.isa);
-    std::printf(" %s[rms %.3f rope %.3f relu2 %.3f silu %.3f attn %.4f (%.2g max|v|)]", names[i], g_rms[i].worst,
-                g_rope[i].worst, g_relu[i].worst, g_silu[i].worst, g_attn[i].worst, g_attn_rel[i]);
+    std::printf(" %s[rms %.3f rope %.3f relu2 %.3f silu %.3f attn %.4f (%.2g max|v|) attn_q8 %.4f]", names[i],
+                g_rms[i].worst, g_rope[i].worst, g_relu[i].worst, g_silu[i].worst, g_attn[i].worst, g_attn_rel[i],
+                g_attn_q8[i].worst);
   }
   std::printf("\nISAs:");
   for (const auto& t : g_tables) std::printf(" %s(%s)", isa_name(t.isa), t.v_ops);
