@@ -51,7 +51,7 @@ export interface ModelInfo {
   tokenizer: { model: 'gpt2' | 'llama'; vocabSize: number; bos: number | undefined; eos: number | undefined; eog: number[]; addBos: boolean };
   chatFormat: DetectedChatFormat;
   contextSize: number;
-  kvType: 'f16';
+  kvType: 'f16' | 'q8';
   headType: 'f16' | 'q8';
   isa: Isa;
   threads: number;
@@ -108,7 +108,6 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (contextSize !== undefined && !(Number.isInteger(contextSize) && contextSize >= 2 && contextSize <= 1 << 20))
     throw new RequestError(`loadModel: options.contextSize must be an integer in [2, 1048576], got ${String(contextSize)}`);
   if (!(KV_TYPES as readonly string[]).includes(kvType)) throw new RequestError(`loadModel: options.kvType must be 'f16' or 'q8', got '${String(kvType)}'`);
-  if (kvType === 'q8') throw new RequestError(`loadModel: options.kvType 'q8' is not yet supported (use 'f16')`);
   if (!(HEAD_TYPES as readonly string[]).includes(headType)) throw new RequestError(`loadModel: options.headType must be 'f16' or 'q8', got '${String(headType)}'`);
   if (isa !== undefined) {
     const supported = cpuInfo().supportedIsas;
@@ -126,14 +125,14 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   for (const t of file.tensors) byType[t.typeName] = (byType[t.typeName] ?? 0) + 1;
   const template = md.string('tokenizer.chat_template', undefined);
   const init: WorkerInit = {
-    path, threads, isa, contextSize: contextSize ?? Math.min(4096, hparams.nCtxTrain), headType,
+    path, threads, isa, contextSize: contextSize ?? Math.min(4096, hparams.nCtxTrain), headType, kvType,
     control: new SharedArrayBuffer(4),
   };
   const partial = {
     path, name: md.string('general.name', undefined), arch: hparams.arch, hparams, fileSize: statSync(path).size,
     tensors: { count: file.tensors.length, byType },
     tokenizer: { model: tokenizer.model, vocabSize: tokenizer.vocabSize, bos: tokenizer.bos, eos: tokenizer.eos, eog: [...tokenizer.eog], addBos: tokenizer.addBos },
-    chatFormat: detectChatFormat(tokenizer, template, hparams.arch), contextSize: init.contextSize, kvType: 'f16' as const, headType,
+    chatFormat: detectChatFormat(tokenizer, template, hparams.arch), contextSize: init.contextSize, kvType, headType,
   };
 
   const worker = new Worker(workerUrl(), { workerData: init });

@@ -200,7 +200,7 @@ describe('generation API', () => {
     await expect(bad([1, 2.5], {})).rejects.toThrow(/prompt\[1\]/);
     await expect(bad('', {})).rejects.toThrow(/prompt is empty/);
     await expect(bad([], {})).rejects.toThrow(/prompt is empty/);
-    await expect(loadModel(MODEL, { kvType: 'q8' })).rejects.toThrow(/kvType 'q8' is not yet supported/);
+    await expect(loadModel(MODEL, { kvType: 'q4' as never })).rejects.toThrow(/options\.kvType must be 'f16' or 'q8'/);
     await expect(loadModel(MODEL, { threads: 0 })).rejects.toThrow(/options\.threads/);
     await expect(loadModel('/nonexistent.gguf')).rejects.toThrow(/nonexistent\.gguf/);
   });

@@ -113,7 +113,7 @@ export const SAMPLING_VALUED: Record<string, string> = {
 
 export const MODEL_USAGE = `      -t, --threads N            kernel threads (default: physical cores)
       -c, --ctx N                context size in tokens (default: min(4096, the model's))
-      --kv f16|q8                KV cache type (q8: not yet supported)
+      --kv f16|q8                KV cache type (q8: int8 blocks of 32, half the memory of f16)
       --head f16|q8              lm_head type (q8 repacks the F16 head: about half the bytes per token)
       --isa ISA                  force a kernel ISA (scalar, avx2, avx512, neon)`;
 

@@ -212,6 +212,7 @@ export interface WorkerInit {
   isa: Isa | undefined;
   contextSize: number;
   headType: 'f16' | 'q8';
+  kvType: 'f16' | 'q8';
   /** Int32Array(1): the id of the request the worker must stop at its next token boundary (0 = none). */
   control: SharedArrayBuffer;
 }

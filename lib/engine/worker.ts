@@ -86,7 +86,7 @@ function load(): Engine {
   const ctx = new KernelContext({ threads: init.threads, isa: init.isa });
   const weights = loadBitnetWeights(ctx, file, cfg, { headType: init.headType });
   const model = new BitnetModel(ctx, cfg, weights);
-  const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, init.contextSize);
+  const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, init.contextSize, init.kvType);
   const info = ctx.info();
   post({
     type: 'ready', isa: info.isa, threads: info.threads, kernels: info.kernels, weightBytes: weights.bytesPerToken,

@@ -3,11 +3,13 @@
 // write into caller-owned buffers, so the model code and its scratch management are shared.
 import type { KernelContext } from '../kernels/context.js';
 import { type F16Matrix, type Q8Matrix, f16Gemm, f16GetRows, q8Gemm, q8GetRows } from '../kernels/dense.js';
-import { type KvCacheShape, attentionF16, gluRelu2, gluSilu, kvStoreF16, rmsnorm, ropeNeox } from '../kernels/ops.js';
+import { type KvCacheShape, attentionF16, attentionQ8, gluRelu2, gluSilu, kvStoreF16, kvStoreQ8, rmsnorm, ropeNeox } from '../kernels/ops.js';
 import { type QuantizedActivations, type TernaryMatrix, quantizeActivationsI8, ternaryGemm } from '../kernels/ternary.js';
 import { refActQuantI8 } from '../reference/act_quant.js';
 import { refF16Gemm, refF16GetRows, refQ8Gemm, refQ8GetRows } from '../reference/dense.js';
-import { refAttentionF16, refGluRelu2, refGluSilu, refKvStoreF16, refRmsnorm, refRopeNeox } from '../reference/ops.js';
+import {
+  refAttentionF16, refAttentionQ8, refGluRelu2, refGluSilu, refKvStoreF16, refKvStoreQ8, refRmsnorm, refRopeNeox,
+} from '../reference/ops.js';
 import { refTernaryGemm } from '../reference/ternary.js';
 
 /**
@@ -26,6 +28,9 @@ export interface ComputeBackend {
   ropeNeox(x: Float32Array, pos: Int32Array, nHeads: number, headDim: number, nRot: number, thetaBase: number): void;
   kvStoreF16(x: Float32Array, pos: Int32Array, cache: Uint16Array, shape: KvCacheShape): void;
   attentionF16(q: Float32Array, kCache: Uint16Array, vCache: Uint16Array, pos: Int32Array, nHeads: number,
+    shape: KvCacheShape, scale: number, out: Float32Array): void;
+  kvStoreQ8(x: Float32Array, pos: Int32Array, cache: Uint8Array, shape: KvCacheShape): void;
+  attentionQ8(q: Float32Array, kCache: Uint8Array, vCache: Uint8Array, pos: Int32Array, nHeads: number,
     shape: KvCacheShape, scale: number, out: Float32Array): void;
   gluRelu2(gateUp: Float32Array, B: number, n: number, out: Float32Array): void;
   gluSilu(gateUp: Float32Array, B: number, n: number, out: Float32Array): void;
@@ -47,6 +52,8 @@ export function nativeBackend(ctx: KernelContext): ComputeBackend {
     ropeNeox: (x, pos, nHeads, headDim, nRot, theta) => void ropeNeox(ctx, x, pos, nHeads, headDim, nRot, theta),
     kvStoreF16: (x, pos, cache, shape) => kvStoreF16(ctx, x, pos, cache, shape),
     attentionF16: (q, kc, vc, pos, nHeads, shape, scale, out) => void attentionF16(ctx, q, kc, vc, pos, nHeads, shape, scale, out),
+    kvStoreQ8: (x, pos, cache, shape) => kvStoreQ8(ctx, x, pos, cache, shape),
+    attentionQ8: (q, kc, vc, pos, nHeads, shape, scale, out) => void attentionQ8(ctx, q, kc, vc, pos, nHeads, shape, scale, out),
     gluRelu2: (gu, B, n, out) => void gluRelu2(ctx, gu, B, n, out),
     gluSilu: (gu, B, n, out) => void gluSilu(ctx, gu, B, n, out),
     f16GetRows: (w, ids, out) => void f16GetRows(ctx, w, ids, out),
@@ -86,6 +93,9 @@ export function referenceBackend(): ComputeBackend {
     kvStoreF16: (x, pos, cache, s) => refKvStoreF16(x, pos, cache, s.nKvHeads, s.headDim, s.capacity),
     attentionF16: (q, kc, vc, pos, nHeads, s, scale, out) =>
       out.set(refAttentionF16(q, kc, vc, pos, nHeads, s.nKvHeads, s.headDim, s.capacity, scale).y),
+    kvStoreQ8: (x, pos, cache, s) => refKvStoreQ8(x, pos, cache, s.nKvHeads, s.headDim, s.capacity),
+    attentionQ8: (q, kc, vc, pos, nHeads, s, scale, out) =>
+      out.set(refAttentionQ8(q, kc, vc, pos, nHeads, s.nKvHeads, s.headDim, s.capacity, scale).y),
     gluRelu2: (gu, B, n, out) => out.set(refGluRelu2(gu, B, n).y),
     gluSilu: (gu, B, n, out) => out.set(refGluSilu(gu, B, n).y),
     f16GetRows: (w, ids, out) => out.set(refF16GetRows(w, ids)),

@@ -130,9 +130,19 @@ export class BitnetModel {
       }
       be.ropeNeox(q, pos, cfg.nHead, cfg.headDim, cfg.nRot, cfg.ropeTheta);
       be.ropeNeox(k, pos, cfg.nHeadKv, cfg.headDim, cfg.nRot, cfg.ropeTheta);
-      be.kvStoreF16(k, pos, kv.k[l]!, kv.shape);
-      be.kvStoreF16(v, pos, kv.v[l]!, kv.shape);
-      be.attentionF16(q, kv.k[l]!, kv.v[l]!, pos, cfg.nHead, kv.shape, scale, attn);
+      if (kv.type === 'q8') {
+        const kc = kv.k[l] as Uint8Array;
+        const vc = kv.v[l] as Uint8Array;
+        be.kvStoreQ8(k, pos, kc, kv.shape);
+        be.kvStoreQ8(v, pos, vc, kv.shape);
+        be.attentionQ8(q, kc, vc, pos, cfg.nHead, kv.shape, scale, attn);
+      } else {
+        const kc = kv.k[l] as Uint16Array;
+        const vc = kv.v[l] as Uint16Array;
+        be.kvStoreF16(k, pos, kc, kv.shape);
+        be.kvStoreF16(v, pos, vc, kv.shape);
+        be.attentionF16(q, kc, vc, pos, cfg.nHead, kv.shape, scale, attn);
+      }
       be.rmsnorm(attn, w.attnSubNorm, B, d, cfg.eps, attn);
       be.ternaryGemm(w.wo, this.quant(attn, B, d), o);
       for (let i = 0; i < B * d; i++) x[i] = x[i]! + o[i]!;
