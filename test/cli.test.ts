@@ -140,7 +140,7 @@ describe('errors', () => {
     [['run', MODEL, '-p', 'x', '-n', '-1']],
     [['run', join('no', 'such', 'model.gguf'), '-p', 'x']],
     [['run', MODEL, '--tokens', '1,99999']],
-    [['run', MODEL, '-p', 'x', '--kv', 'q8']],
+    [['run', MODEL, '-p', 'x', '--kv', 'q4']],
     [['tokenize', MODEL]],
     [['perplexity', MODEL]],
     [['nonsense']],
@@ -149,6 +149,12 @@ describe('errors', () => {
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/^bitllm: /);
     expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('run --kv q8 generates with the int8 KV cache', () => {
+    const r = bitllm('run', MODEL, '-p', 'x', '-n', '4', '--kv', 'q8', '--temp', '0', '--json');
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout.trim().split('\n').pop()!).tokens).toHaveLength(4);
   });
 
   it('a file that is not a model exits 1 with a message naming it', () => {
