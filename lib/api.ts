@@ -32,8 +32,10 @@ export interface LoadModelOptions {
   threads?: number;
   /** KV cache capacity in tokens (default: min(4096, the model's training context)). */
   contextSize?: number;
-  /** KV cache element type; only 'f16' for now. */
+  /** KV cache element type: IEEE half (default) or int8 blocks of 32 with an fp16 scale (0.53x the bytes). */
   kvType?: 'f16' | 'q8';
+  /** Called as layers are repacked while loading (done of total layers). */
+  onProgress?: (done: number, total: number) => void;
   /** lm_head storage: the file's F16, or repacked to q8 (about half the bytes per token). */
   headType?: 'f16' | 'q8';
   /** Force a kernel ISA (default: BITLLM_ISA or the best this CPU supports). */
@@ -95,7 +97,7 @@ export interface LogitsChunk {
 
 const KV_TYPES = ['f16', 'q8'] as const;
 const HEAD_TYPES = ['f16', 'q8'] as const;
-const LOAD_OPTION_KEYS = new Set(['threads', 'contextSize', 'kvType', 'headType', 'isa']);
+const LOAD_OPTION_KEYS = new Set(['threads', 'contextSize', 'kvType', 'headType', 'isa', 'onProgress']);
 
 /** Maps a model and starts its worker; resolves once the weights are loaded. */
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
@@ -103,6 +105,8 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (typeof options !== 'object' || options === null) throw new RequestError('loadModel: options must be an object');
   for (const key of Object.keys(options)) if (!LOAD_OPTION_KEYS.has(key)) throw new RequestError(`loadModel: unknown option '${key}'`);
   const { threads, contextSize, kvType = 'f16', headType = 'f16', isa } = options;
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function')
+    throw new RequestError('loadModel: options.onProgress must be a function');
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 1024))
     throw new RequestError(`loadModel: options.threads must be an integer in [1, 1024], got ${String(threads)}`);
   if (contextSize !== undefined && !(Number.isInteger(contextSize) && contextSize >= 2 && contextSize <= 1 << 20))
@@ -142,6 +146,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const ready = await new Promise<WorkerReady>((resolve, reject) => {
     onMessage = (msg) => {
       if (msg.type === 'ready') resolve(msg);
+      else if (msg.type === 'progress') options.onProgress?.(msg.done, msg.total);
       else if (msg.type === 'error') reject(deserializeError(msg.error));
     };
     onError = reject;
@@ -426,7 +431,7 @@ export class Model {
 
   private onMessage(msg: WorkerReply): void {
     const job = this.active;
-    if (msg.type === 'ready' || !job || msg.id !== job.request.id) return;
+    if (msg.type === 'ready' || msg.type === 'progress' || !job || msg.id !== job.request.id) return;
     if (msg.type === 'token' || msg.type === 'logits') job.events.push(msg);
     else {
       this.active = undefined;

@@ -57,6 +57,14 @@ describe('generation API', () => {
     expect(i.tokenizer.eog).toEqual([2]);
   });
 
+  it('reports loading progress layer by layer', async () => {
+    const seen: Array<[number, number]> = [];
+    const m = await loadModel(MODEL, { threads: 1, contextSize: 32, onProgress: (done, total) => seen.push([done, total]) });
+    await m.close();
+    expect(seen).toEqual([[1, 4], [2, 4], [3, 4], [4, 4]]);
+    await expect(loadModel(MODEL, { onProgress: 5 as never })).rejects.toThrow(/options\.onProgress must be a function/);
+  });
+
   it('defaults contextSize to min(4096, the training context)', async () => {
     const m = await loadModel(MODEL, { threads: 1 });
     expect(m.info.contextSize).toBe(4096);

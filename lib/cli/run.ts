@@ -166,7 +166,10 @@ export async function openModel(path: string, opts: LoadModelOptions, quiet: boo
   const tty = !quiet && process.stderr.isTTY;
   if (tty) process.stderr.write(`loading ${basename(path)}…`);
   try {
-    const model = await loadModel(path, opts);
+    const model = await loadModel(path, {
+      ...opts,
+      ...(tty && { onProgress: (done: number, total: number) => process.stderr.write(`\r\x1b[Kloading ${basename(path)}: layer ${done}/${total}`) }),
+    });
     if (tty) {
       const i = model.info;
       process.stderr.write(`\r\x1b[Kloaded ${basename(path)}: ${i.arch}, ${i.hparams.nLayer} layers, ` +

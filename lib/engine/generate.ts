@@ -243,6 +243,8 @@ export interface WorkerReady {
 
 export type WorkerReply =
   | WorkerReady
+  /** Weight loading: `done` of `total` layers repacked. */
+  | { type: 'progress'; done: number; total: number }
   | { type: 'token'; id: number; token: number; last: boolean }
   /** logits: [count, nVocab], rows for tokens start .. start+count-1 of the request. */
   | { type: 'logits'; id: number; start: number; count: number; logits: Float32Array }

@@ -84,7 +84,10 @@ function load(): Engine {
   const file = readGguf(init.path);
   const cfg = configFromGguf(file);
   const ctx = new KernelContext({ threads: init.threads, isa: init.isa });
-  const weights = loadBitnetWeights(ctx, file, cfg, { headType: init.headType });
+  const weights = loadBitnetWeights(ctx, file, cfg, {
+    headType: init.headType,
+    onProgress: (done, total) => post({ type: 'progress', done, total }),
+  });
   const model = new BitnetModel(ctx, cfg, weights);
   const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, init.contextSize, init.kvType);
   const info = ctx.info();

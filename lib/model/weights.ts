@@ -37,6 +37,8 @@ export interface BitnetWeights {
 }
 
 export interface LoadWeightsOptions {
+  /** Called after each layer is repacked: `done` of `total` layers. */
+  onProgress?: (done: number, total: number) => void;
   /** lm_head / embedding storage: keep F16 or repack to q8 (per-32-block int8). */
   headType?: 'f16' | 'q8';
 }
@@ -252,6 +254,7 @@ export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: Bitne
       const t = file.tensors.find((x) => x.name === `${p}${n}.weight`)!;
       advise(file.bytes.buffer as ArrayBuffer, file.bytes.byteOffset + t.offset, t.nbytes, 'dontneed');
     }
+    opts.onProgress?.(l + 1, nLayer);
   }
   return { tokEmbd, outputNorm, output, layers, bytesPerToken: ternaryBytes + headBytes(output) };
 }
