@@ -4,9 +4,9 @@
 // cosine >= 0.99 and the top-1 token on >= 95 % of positions. Bit equality is not expected:
 // llama.cpp quantizes activations to 8 bits per 256-element block (q8_K), bitllm per token.
 //
-// node-llama-cpp is not a dependency of bitllm: scripts/install-peers.sh installs it into
-// .peers/ (outside the package's node_modules). Without it this test fails, unless
-// BITLLM_SKIP_PEERS=1 is set.
+// node-llama-cpp is not a dependency of bitllm: scripts/install-peers.sh (run by `npm test`) installs
+// it into .peers/ (outside the package's node_modules); without it this test fails. The pinned peer
+// binary exists for linux-x64 only, so vitest.config.ts includes this file only there.
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -32,14 +32,6 @@ const SEED = 7;
 const MIN_COSINE = 0.99;
 const MIN_TOP1 = 0.95;
 
-const supported = process.platform === 'linux' && process.arch === 'x64';
-const skip = process.env.BITLLM_SKIP_PEERS === '1' || !supported;
-if (skip) {
-  console.warn(
-    `peer.test.ts: skipped: ${!supported ? `no pinned prebuilt llama.cpp for ${process.platform}-${process.arch}` : 'BITLLM_SKIP_PEERS=1'}` +
-      ' (llama.cpp peer agreement not checked)',
-  );
-}
 
 const CASES: Array<[SynthShapeName, SynthType]> = [
   ['tiny', 'tq2_0'],
@@ -81,7 +73,7 @@ function agreement(ours: Float32Array, theirs: Float32Array[], V: number): Agree
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type NodeLlamaCpp = any;
 
-(skip ? describe.skip : describe)(`peer agreement with llama.cpp (node-llama-cpp ${PEER_VERSION}, CPU, ${THREADS} threads)`, () => {
+describe(`peer agreement with llama.cpp (node-llama-cpp ${PEER_VERSION}, CPU, ${THREADS} threads)`, () => {
   let nlc: NodeLlamaCpp;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   let llama: any;
@@ -91,8 +83,7 @@ type NodeLlamaCpp = any;
   beforeAll(async () => {
     if (!existsSync(PEER_ENTRY)) {
       throw new Error(
-        `node-llama-cpp is not installed in ${join(ROOT, '.peers')}: run scripts/install-peers.sh ` +
-          '(or set BITLLM_SKIP_PEERS=1 to skip the llama.cpp peer-agreement test)',
+        `node-llama-cpp is not installed in ${join(ROOT, '.peers')}: run scripts/install-peers.sh`,
       );
     }
     nlc = await import(/* @vite-ignore */ pathToFileURL(PEER_ENTRY).href);
