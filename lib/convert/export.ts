@@ -1,0 +1,239 @@
+// Packs a model trained by train/ (export.safetensors: inference tensors named as in GGUF, see
+// train/evaluate.py) and its SentencePiece tokenizer into a GGUF with our GgufWriter and codecs.
+// Encodings per family (docs/DESIGN.md §8; M = out, K = in, GGUF dims [K, M]):
+//   b158    bitnet-b1.58 + I2_S (scale in the tail), or bitnet + TQ2_0/TQ1_0 (scale in every block)
+//   a48     bitnet-a4.8 + TQ2_0/TQ1_0 (I2_S's id 36 means I2_S only under bitnet.cpp's architectures)
+//   bitnet  bitnet-1bit + Q1_0 (d = β in every block)
+//   fbi     fbi-llm + Q1_0 (d = 1), <p>.alpha and <p>.beta F32 [K]
+//   onebit  onebit + Q1_0 (d = 1), <p>.in_scale F32 [K] (g), <p>.out_scale F32 [M] (h)
+//   fp16    bitnet-f16 + F16 projections (the full-precision teacher)
+// Everything shares token_embd (F16, tied head), output_norm and the four norms per layer (F32).
+import { createHash } from 'node:crypto';
+import { readFileSync, renameSync } from 'node:fs';
+
+import { ModelFormatError } from '../errors.js';
+import { GgufWriter } from '../format/gguf.js';
+import { encodeI2S, encodeTQ1, encodeTQ2, QK_K } from '../format/ternary.js';
+import { GGML } from '../format/types.js';
+import { floatToHalf, halfToFloat } from '../reference/numeric.js';
+import { encodeQ1_0, QK1_0 } from './q1_0.js';
+import { type SafeTensor, type SafetensorsFile, tensorValues } from './safetensors.js';
+import { type SpmModelFile, writeSpmTokenizer } from './spm-model.js';
+
+export type Family = 'fp16' | 'b158' | 'bitnet' | 'fbi' | 'onebit' | 'a48';
+export const FAMILIES: readonly Family[] = ['fp16', 'b158', 'bitnet', 'fbi', 'onebit', 'a48'];
+export type ExportType = 'i2_s' | 'tq2_0' | 'tq1_0' | 'q1_0' | 'f16';
+
+/** Hyperparameters as train/model.py's Config writes them. */
+export interface TrainedConfig {
+  vocab: number;
+  d: number;
+  n_layer: number;
+  n_head: number;
+  n_head_kv: number;
+  ff: number;
+  ctx: number;
+  rope_theta: number;
+  eps: number;
+}
+
+const PROJECTIONS = ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down'] as const;
+type Projection = (typeof PROJECTIONS)[number];
+
+/** Types each family can be written as; the first is the default. */
+export const FAMILY_TYPES: Readonly<Record<Family, readonly ExportType[]>> = {
+  b158: ['i2_s', 'tq2_0', 'tq1_0'], a48: ['tq2_0', 'tq1_0'], bitnet: ['q1_0'], fbi: ['q1_0'], onebit: ['q1_0'], fp16: ['f16'],
+};
+
+export function architectureOf(family: Family, type: ExportType): string {
+  switch (family) {
+    case 'b158': return type === 'i2_s' ? 'bitnet-b1.58' : 'bitnet';
+    case 'a48': return 'bitnet-a4.8';
+    case 'bitnet': return 'bitnet-1bit';
+    case 'fbi': return 'fbi-llm';
+    case 'onebit': return 'onebit';
+    case 'fp16': return 'bitnet-f16';
+  }
+}
+
+/** general.file_type: llama.cpp's LLAMA_FTYPE values where one exists (MOSTLY_F16 1, TQ1_0 36, TQ2_0 37; bitnet.cpp I2_S 40). */
+const FILE_TYPE: Partial<Record<ExportType, number>> = { f16: 1, tq1_0: 36, tq2_0: 37, i2_s: 40 };
+
+export interface ExportOptions {
+  family: Family;
+  config: TrainedConfig;
+  tensors: SafetensorsFile;
+  tokenizer: SpmModelFile;
+  /** Default: the family's first type in FAMILY_TYPES. */
+  type?: ExportType;
+  name?: string;
+  description?: string;
+}
+
+export interface ExportSummary {
+  arch: string;
+  type: ExportType;
+  tensors: number;
+}
+
+function shapeOf(cfg: TrainedConfig, p: Projection): [number, number] {
+  const dkv = cfg.n_head_kv * (cfg.d / cfg.n_head);
+  const M = { attn_q: cfg.d, attn_k: dkv, attn_v: dkv, attn_output: cfg.d, ffn_gate: cfg.ff, ffn_up: cfg.ff, ffn_down: cfg.d }[p];
+  const K = p === 'ffn_down' ? cfg.ff : cfg.d;
+  return [M, K];
+}
+
+class Source {
+  constructor(readonly file: SafetensorsFile) {}
+  get(name: string, dtype: SafeTensor['dtype'], shape: number[]): SafeTensor {
+    const t = this.file.tensors.get(name);
+    if (!t) throw new ModelFormatError(`${this.file.source}: missing tensor '${name}'`);
+    if (t.dtype !== dtype) throw new ModelFormatError(`${this.file.source}: tensor '${name}' is ${t.dtype}, expected ${dtype}`);
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))
+      throw new ModelFormatError(`${this.file.source}: tensor '${name}' has shape [${t.shape.join(', ')}], expected [${shape.join(', ')}]`);
+    return t;
+  }
+  f32(name: string, shape: number[]): Float32Array {
+    return tensorValues(this.get(name, 'F32', shape)) as Float32Array;
+  }
+  codes(name: string, M: number, K: number, allowZero: boolean): Int8Array {
+    const v = tensorValues(this.get(name, 'I8', [M, K])) as Int8Array;
+    for (let i = 0; i < v.length; i++) {
+      const c = v[i]!;
+      if (c > 1 || c < -1 || (!allowZero && c === 0))
+        throw new ModelFormatError(`${this.file.source}: tensor '${name}' element ${i} is ${c}, not ${allowZero ? 'a trit' : '±1'}`);
+    }
+    return v;
+  }
+  scale(name: string, needHalf: boolean): number {
+    const s = this.f32(name, [1])[0]!;
+    if (!(Number.isFinite(s) && s > 0)) throw new ModelFormatError(`${this.file.source}: tensor '${name}' = ${s} is not a positive scale`);
+    if (needHalf && halfToFloat(floatToHalf(s)) !== s)
+      throw new ModelFormatError(`${this.file.source}: tensor '${name}' = ${s} is not an F16 value; the F16 block scales would differ from the trained model's`);
+    return s;
+  }
+}
+
+function bytesOf(a: ArrayBufferView): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+function checkConfig(cfg: TrainedConfig): void {
+  const ints = ['vocab', 'd', 'n_layer', 'n_head', 'n_head_kv', 'ff', 'ctx'] as const;
+  for (const k of ints) if (!Number.isInteger(cfg[k]) || cfg[k] < 1) throw new ModelFormatError(`config.${k} = ${cfg[k]} is not a positive integer`);
+  if (cfg.d % cfg.n_head !== 0 || cfg.n_head % cfg.n_head_kv !== 0) throw new ModelFormatError(`config: d ${cfg.d}, heads ${cfg.n_head}, kv heads ${cfg.n_head_kv} do not divide`);
+  if (!(cfg.eps > 0) || !(cfg.rope_theta > 0)) throw new ModelFormatError('config: eps and rope_theta must be positive');
+}
+
+/** Builds the GGUF (metadata, tokenizer, tensors) of a trained model. */
+export function buildGguf(opts: ExportOptions): { writer: GgufWriter; summary: ExportSummary } {
+  const { family, config: cfg, tokenizer } = opts;
+  if (!FAMILIES.includes(family)) throw new ModelFormatError(`unknown family '${String(family)}' (one of ${FAMILIES.join(', ')})`);
+  const type = opts.type ?? FAMILY_TYPES[family][0]!;
+  if (!FAMILY_TYPES[family].includes(type))
+    throw new ModelFormatError(`family ${family} cannot be written as ${type} (${FAMILY_TYPES[family].join(', ')})`);
+  checkConfig(cfg);
+  if (tokenizer.pieces.length !== cfg.vocab) throw new ModelFormatError(`tokenizer has ${tokenizer.pieces.length} pieces, the model ${cfg.vocab} embeddings`);
+  const src = new Source(opts.tensors);
+  const arch = architectureOf(family, type);
+  const hd = cfg.d / cfg.n_head;
+
+  const w = new GgufWriter();
+  const key = (k: string) => `${arch}.${k}`;
+  w.string('general.architecture', arch);
+  w.string('general.name', opts.name ?? `bitllm-tiny-${family}`);
+  if (opts.description) w.string('general.description', opts.description);
+  w.u32(key('vocab_size'), cfg.vocab);
+  w.u32(key('context_length'), cfg.ctx);
+  w.u32(key('embedding_length'), cfg.d);
+  w.u32(key('block_count'), cfg.n_layer);
+  w.u32(key('feed_forward_length'), cfg.ff);
+  w.u32(key('rope.dimension_count'), hd);
+  w.u32(key('attention.head_count'), cfg.n_head);
+  w.u32(key('attention.head_count_kv'), cfg.n_head_kv);
+  w.f32(key('attention.layer_norm_rms_epsilon'), cfg.eps);
+  w.f32(key('rope.freq_base'), cfg.rope_theta);
+  w.string(key('hidden_activation'), 'relu2');
+  if (family === 'onebit') w.f32(key('linear_norm_epsilon'), 1e-5);
+  if (family === 'a48') {
+    w.f32(key('attn_output.topk_ratio'), 0.5);
+    w.u32(key('kv_bits'), 3);
+  }
+  if (FILE_TYPE[type] !== undefined) w.u32('general.file_type', FILE_TYPE[type]!);
+  writeSpmTokenizer(w, tokenizer);
+  w.u32('general.quantization_version', 2);
+
+  const embd = src.get('token_embd.weight', 'F16', [cfg.vocab, cfg.d]);
+  w.addTensor('token_embd.weight', [cfg.d, cfg.vocab], GGML.F16, embd.data.slice());
+  const norm = (name: string, n: number) => w.addTensor(name, [n], GGML.F32, bytesOf(src.f32(name, [n])));
+  norm('output_norm.weight', cfg.d);
+  const proj = (p: string, M: number, K: number, kind: Projection) => {
+    const name = `${p}${kind}.weight`;
+    const base = `${p}${kind}.`;
+    switch (family) {
+      case 'fp16':
+        w.addTensor(name, [K, M], GGML.F16, src.get(name, 'F16', [M, K]).data.slice());
+        return;
+      case 'b158': case 'a48': {
+        if (type !== 'i2_s' && K % QK_K !== 0) throw new ModelFormatError(`${name}: K = ${K} is not a multiple of ${QK_K}; ${type} cannot hold it`);
+        const trits = src.codes(name, M, K, true);
+        const s = src.scale(`${base}scale`, type !== 'i2_s');
+        if (type === 'i2_s') w.addTensor(name, [K, M], GGML.I2_S, encodeI2S(trits, M, K, s));
+        else {
+          const scales = new Float32Array(M * (K / QK_K)).fill(s);
+          w.addTensor(name, [K, M], type === 'tq2_0' ? GGML.TQ2_0 : GGML.TQ1_0, type === 'tq2_0' ? encodeTQ2(trits, M, K, scales) : encodeTQ1(trits, M, K, scales));
+        }
+        return;
+      }
+      case 'bitnet': case 'fbi': case 'onebit': {
+        if (K % QK1_0 !== 0) throw new ModelFormatError(`${name}: K = ${K} is not a multiple of ${QK1_0}; Q1_0 cannot hold it`);
+        const signs = src.codes(name, M, K, false);
+        const d = family === 'bitnet' ? src.scale(`${base}scale`, true) : 1;
+        w.addTensor(name, [K, M], GGML.Q1_0, encodeQ1_0(signs, M, K, d));
+        if (family === 'fbi') {
+          w.addTensor(`${base}alpha`, [K], GGML.F32, bytesOf(src.f32(`${base}alpha`, [K])));
+          w.addTensor(`${base}beta`, [K], GGML.F32, bytesOf(src.f32(`${base}beta`, [K])));
+        } else if (family === 'onebit') {
+          w.addTensor(`${base}in_scale`, [K], GGML.F32, bytesOf(src.f32(`${base}in_scale`, [K])));
+          w.addTensor(`${base}out_scale`, [M], GGML.F32, bytesOf(src.f32(`${base}out_scale`, [M])));
+        }
+        return;
+      }
+    }
+  };
+  for (let l = 0; l < cfg.n_layer; l++) {
+    const p = `blk.${l}.`;
+    const P = (kind: Projection) => proj(p, ...shapeOf(cfg, kind), kind);
+    norm(`${p}attn_norm.weight`, cfg.d);
+    P('attn_q'); P('attn_k'); P('attn_v'); P('attn_output');
+    norm(`${p}attn_sub_norm.weight`, cfg.d);
+    norm(`${p}ffn_norm.weight`, cfg.d);
+    P('ffn_gate'); P('ffn_up'); P('ffn_down');
+    norm(`${p}ffn_sub_norm.weight`, cfg.ff);
+  }
+  const count = 2 + cfg.n_layer * (4 + 7 * (family === 'fbi' || family === 'onebit' ? 3 : 1));
+  return { writer: w, summary: { arch, type, tensors: count } };
+}
+
+export interface WrittenModel extends ExportSummary {
+  path: string;
+  bytes: number;
+  sha256: string;
+}
+
+/** Writes the GGUF to `out` (atomically: a temporary name, then rename). */
+export function exportGguf(opts: ExportOptions & { out: string }): WrittenModel {
+  const { writer, summary } = buildGguf(opts);
+  const tmp = `${opts.out}.partial-${process.pid}`;
+  writer.write(tmp);
+  renameSync(tmp, opts.out);
+  const bytes = readFileSync(opts.out);
+  return { ...summary, path: opts.out, bytes: bytes.byteLength, sha256: createHash('sha256').update(bytes).digest('hex') };
+}
+
+/** Reads train/'s config JSON (the `config` of run.json or of the safetensors metadata). */
+export function parseTrainedConfig(json: string | object): TrainedConfig {
+  const c = (typeof json === 'string' ? JSON.parse(json) : json) as TrainedConfig;
+  checkConfig(c);
+  return c;
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# CI smoke test of the trainer: 20 steps of every family (FP teacher first: FBI-LLM and OneBit distil from it;
+# b1.58 before a4.8, its stage 2), export of each to GGUF, and `bitllm perplexity` of the b1.58 exports
+# against the trainer's quantized evaluation (within 1 %). Outputs in .cache/train/*-s1-smoke and .cache/smoke.
+# Needs: /usr/bin/python3 with python3-torch, python3-numpy, python3-sentencepiece (Debian), bible-kjv, the npm
+# registry (corpus), and the compiled library (npm run build:ts).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${BITLLM_PYTHON:-/usr/bin/python3}
+STEPS=${SMOKE_STEPS:-20}
+"$PY" -c 'import torch, numpy, sentencepiece' 2>/dev/null || {
+  echo "smoke: $PY cannot import torch, numpy and sentencepiece: apt-get install -y python3-torch python3-numpy python3-sentencepiece libopenblas0-openmp" >&2
+  exit 1
+}
+[ -f dist/convert/export.js ] || npx tsc -p tsconfig.json
+node scripts/corpus.mjs >/dev/null
+mkdir -p .cache/smoke
+for family in fp16 b158 bitnet fbi onebit a48; do
+  echo "== smoke: $family ($STEPS steps)"
+  "$PY" train/train.py --family "$family" --seed 1 --steps "$STEPS" --batch 4 --tag smoke --eval val --log-every 10
+  for type in $(node -e "import('./dist/convert/export.js').then(m => console.log(m.FAMILY_TYPES['$family'].join(' ')))"); do
+    node scripts/export-model.mjs ".cache/train/$family-s1-smoke" --type "$type" -o ".cache/smoke/$family-$type.gguf" --no-manifest
+  done
+done
+for type in i2_s tq2_0; do
+  node train/check-parity.mjs .cache/train/b158-s1-smoke ".cache/smoke/b158-$type.gguf"
+done
+echo "== smoke: ok"
