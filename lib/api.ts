@@ -363,7 +363,8 @@ export class Model {
     // After a special token (BOS, an assistant header) SentencePiece's leading space is not part of the text.
     const text = new TextStream(this.tokenizer, opts.stop, !this.tokenizer.isSpecial(tokens[tokens.length - 1]!));
     const job = this.submit({
-      type: 'generate', id: this.nextId++, tokens, maxTokens, sampler: opts.sampler, eog: [...this.tokenizer.eog], reuse,
+      type: 'generate', id: this.nextId++, tokens, maxTokens, sampler: opts.sampler, eog: opts.ignoreEog ? [] : [...this.tokenizer.eog], reuse,
+      profile: opts.profile,
       vocabSize: this.tokenizer.vocabSize,
     });
     const onAbort = () => this.stop(job);

@@ -8,6 +8,7 @@ import { type LoadModelOptions, type Model, loadModel } from '../api.js';
 import type { GenerateOptions } from '../engine/generate.js';
 import type { Isa } from '../native.js';
 import { UsageError, parseArgs } from './args.js';
+import { formatProfile } from './profile.js';
 
 // ---------------------------------------------------------------- shared option handling
 
@@ -188,6 +189,7 @@ export const RUN_USAGE = `usage: bitllm run MODEL (-p TEXT | --tokens 1,2,3) [op
       -p, --prompt TEXT          prompt text (tokenized with the model's BOS rule)
       --tokens 1,2,3             prompt as token ids
       --json                     print one line {"tokens","text","prompt_tokens","decode_tps"}, nothing else
+      --profile                  time per op class per token (stderr; in the JSON line with --json)
 ${SAMPLING_USAGE}
 ${MODEL_USAGE}
 `;
@@ -195,7 +197,7 @@ ${MODEL_USAGE}
 const RUN_SPEC: CommandSpec = {
   name: 'run',
   valued: { p: 'prompt', prompt: 'prompt', tokens: 'tokens', ...SAMPLING_VALUED, ...MODEL_VALUED },
-  flags: { json: 'json', help: 'help', h: 'help' },
+  flags: { json: 'json', profile: 'profile', help: 'help', h: 'help' },
 };
 
 export async function runRunCommand(argv: string[]): Promise<number> {
@@ -216,13 +218,15 @@ export async function runRunCommand(argv: string[]): Promise<number> {
   const onSigint = () => abort.abort(); // Ctrl-C ends the completion; what was generated is kept
   process.once('SIGINT', onSigint);
   try {
-    const gen = model.generate(text ?? ids!, { ...sampling, signal: abort.signal });
+    const profile = cl.has('profile');
+    const gen = model.generate(text ?? ids!, { ...sampling, signal: abort.signal, ...(profile && { profile }) });
     let r = await gen.next();
     for (; !r.done; r = await gen.next()) if (!json) process.stdout.write(r.value.text);
     const res = r.value;
     if (json) {
       process.stdout.write(JSON.stringify({
         tokens: res.tokens, text: res.text, prompt_tokens: res.stats.promptTokens, decode_tps: Math.round(res.stats.decodeTps * 100) / 100,
+        ...(res.stats.profile && { profile: res.stats.profile }),
       }) + '\n');
     } else {
       if (!res.text.endsWith('\n')) process.stdout.write('\n');
@@ -231,6 +235,7 @@ export async function runRunCommand(argv: string[]): Promise<number> {
         process.stderr.write(`[${s.promptTokens} prompt tokens in ${(s.prefillMs / 1000).toFixed(2)} s, ${s.generatedTokens} generated at ` +
           `${s.decodeTps.toFixed(1)} tok/s, finish: ${res.finishReason}]\n`);
       }
+      if (res.stats.profile) process.stderr.write(formatProfile(res.stats.profile));
     }
     return 0;
   } finally {

@@ -26,6 +26,10 @@ export interface GenerateOptions extends SamplerOptions {
   stop?: string[];
   /** Aborting ends the stream within one token (the iteration ends normally, finishReason 'abort'). */
   signal?: AbortSignal;
+  /** Keep sampling past end-of-generation tokens (benchmarks; default false). */
+  ignoreEog?: boolean;
+  /** Time every op class per token; the result's stats.profile holds the breakdown (default false). */
+  profile?: boolean;
 }
 
 /**
@@ -40,6 +44,25 @@ export interface GenerateChunk {
 }
 
 export type FinishReason = 'eog' | 'length' | 'stop' | 'abort';
+
+/**
+ * Where one phase's time went, in milliseconds per token. `ops` are the native kernels by op class (GEMMs by
+ * tensor kind, attention, norms, head, ...); `overhead` is everything outside them: `native` (the forward's
+ * own orchestration and thread hand-offs), `napi` (the N-API call, argument checks and the JS around a
+ * forward), `sampling`, and `loop` (the worker's token loop and messages). `overheadPct` = overhead / wall.
+ */
+export interface PhaseProfile {
+  tokens: number;
+  wallMsPerToken: number;
+  ops: Record<string, number>;
+  overhead: { native: number; napi: number; sampling: number; loop: number };
+  overheadPct: number;
+}
+
+export interface RequestProfile {
+  prefill: PhaseProfile | undefined;
+  decode: PhaseProfile | undefined;
+}
 
 /** Costs of one request, measured in the worker. */
 export interface RequestStats {
@@ -56,6 +79,8 @@ export interface RequestStats {
   /** (generatedTokens - 1) / decode seconds; 0 with fewer than 2 tokens. */
   decodeTps: number;
   finishReason: FinishReason;
+  /** With options.profile: the per-op breakdown of prefill and decode. */
+  profile?: RequestProfile;
 }
 
 /** The return value of a generate() iterator. */
@@ -72,13 +97,15 @@ export interface ValidatedGenerateOptions {
   sampler: SamplerOptions;
   stop: string[];
   signal: AbortSignal | undefined;
+  ignoreEog: boolean;
+  profile: boolean;
 }
 
 // ---------------------------------------------------------------- validation
 
 const OPTION_KEYS = new Set([
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty',
-  'penaltyWindow', 'logitBias', 'seed', 'stop', 'signal',
+  'penaltyWindow', 'logitBias', 'seed', 'stop', 'signal', 'ignoreEog', 'profile',
 ]);
 
 /** Checks every option (RequestError naming it); `what` prefixes messages, e.g. 'generate'. */
@@ -96,6 +123,8 @@ export function validateGenerateOptions(opts: GenerateOptions | undefined, vocab
     });
   }
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw new RequestError(`${what}: options.signal must be an AbortSignal`);
+  for (const key of ['ignoreEog', 'profile'] as const)
+    if (opts[key] !== undefined && typeof opts[key] !== 'boolean') throw new RequestError(`${what}: options.${key} must be a boolean, got ${String(opts[key])}`);
   for (const key of ['temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty', 'penaltyWindow', 'seed'] as const) {
     const v = opts[key];
     if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v)))
@@ -123,7 +152,7 @@ export function validateGenerateOptions(opts: GenerateOptions | undefined, vocab
     if (err instanceof SamplerError) throw new RequestError(`${what}: ${err.message.replace(/^sampler: /, 'options.')}`, { cause: err });
     throw err;
   }
-  return { maxTokens, sampler, stop: stop ? [...stop] : [], signal };
+  return { maxTokens, sampler, stop: stop ? [...stop] : [], signal, ignoreEog: opts.ignoreEog ?? false, profile: opts.profile ?? false };
 }
 
 /** A prompt given as ids: non-empty, every id in the vocabulary. */
@@ -226,6 +255,7 @@ export type ReuseMode = 'exact' | 'prefix';
 export type WorkerRequest =
   | {
       type: 'generate'; id: number; tokens: number[]; maxTokens: number; sampler: SamplerOptions; eog: number[]; reuse: ReuseMode;
+      profile: boolean;
       /** Tokens the tokenizer knows; logits past it (padding rows of the head) are never sampled. */
       vocabSize: number;
     }

@@ -11,7 +11,7 @@ import { type F16Matrix, type Q8Matrix, q8Bytes, repackQ8 } from '../kernels/den
 import { ScaleMode, type TernaryMatrix, repackTernary, repackTernaryF32 } from '../kernels/ternary.js';
 import { binding } from '../native.js';
 import { halfToFloat } from '../reference/numeric.js';
-import { SCALE_BLOCK_K, T2_ROWS, scaleCount, t2Tiles } from '../reference/ternary.js';
+import { SCALE_BLOCK_K, T2_ROWS, scaleCount, t2CodeBytes, t2Tiles } from '../reference/ternary.js';
 import type { BitnetConfig } from './config.js';
 
 export type HeadMatrix = { kind: 'f16'; m: F16Matrix } | { kind: 'q8'; m: Q8Matrix };
@@ -81,24 +81,28 @@ class TensorTable {
   }
 }
 
-function loadTernary(ctx: KernelContext, tt: TensorTable, name: string, M: number, K: number): TernaryMatrix {
+function loadTernary(ctx: KernelContext, tt: TensorTable, name: string, M: number, K: number, out?: Uint8Array): TernaryMatrix {
   const t = tt.get(name, [K, M])!;
   const src = tt.bytes(t);
   let w: TernaryMatrix;
   switch (t.type) {
     case GGML.I2_S:
       if (t.typeName !== 'I2_S') tt.fail(name, `type id 36 is I2_S only in bitnet.cpp files`);
-      w = repackTernary(ctx, 'i2_s', src, M, K, name);
+      w = repackTernary(ctx, 'i2_s', src, M, K, name, out);
       break;
     case GGML.TQ2_0:
-      w = repackTernary(ctx, 'tq2_0', src, M, K, name);
+      w = repackTernary(ctx, 'tq2_0', src, M, K, name, out);
       break;
     case GGML.TQ1_0:
-      w = repackTernary(ctx, 'tq1_0', src, M, K, name);
+      w = repackTernary(ctx, 'tq1_0', src, M, K, name, out);
       break;
     case GGML.F32: {
       const f = (src.byteOffset & 3) === 0 ? new Float32Array(src.buffer, src.byteOffset, M * K) : new Float32Array(src.slice().buffer);
       w = repackTernaryF32(ctx, f, M, K);
+      if (out) {
+        out.set(w.codes);
+        w = { ...w, codes: out };
+      }
       break;
     }
     default:
@@ -140,12 +144,21 @@ export function fuseTernary(parts: TernaryMatrix[]): TernaryMatrix {
   const same = parts.every((p) => p.scaleMode === ScaleMode.Tensor && p.scales[0] === parts[0]!.scales[0]);
   const mode = same ? ScaleMode.Tensor : parts.some((p) => p.scaleMode === ScaleMode.Block) ? ScaleMode.Block : ScaleMode.Row;
   const M = parts.reduce((a, p) => a + p.M, 0);
-  const codes = new Uint8Array(parts.reduce((a, p) => a + p.codes.byteLength, 0));
+  const total = parts.reduce((a, p) => a + p.codes.byteLength, 0);
+  // Parts repacked straight into consecutive slices of one buffer (loadBitnetWeights does) need no copy.
+  const first = parts[0]!.codes;
+  let off = first.byteOffset;
+  const inPlace = parts.every((p) => {
+    const ok = p.codes.buffer === first.buffer && p.codes.byteOffset === off;
+    off += p.codes.byteLength;
+    return ok;
+  });
+  const codes = inPlace ? new Uint8Array(first.buffer, first.byteOffset, total) : new Uint8Array(total);
   const scales = new Float32Array(scaleCount(M, K, mode));
   let co = 0;
   let so = 0;
   for (const p of parts) {
-    codes.set(p.codes, co);
+    if (!inPlace) codes.set(p.codes, co);
     co += p.codes.byteLength;
     if (mode !== ScaleMode.Tensor) {
       const s = widenScales(p, mode);
@@ -229,14 +242,23 @@ export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: Bitne
   let ternaryBytes = 0;
   for (let l = 0; l < nLayer; l++) {
     const p = `blk.${l}.`;
-    const tern = (n: string, M: number, K: number) => loadTernary(ctx, tt, `${p}${n}.weight`, M, K);
-    const q = tern('attn_q', d, d);
-    const k = tern('attn_k', dkv, d);
-    const v = tern('attn_v', dkv, d);
-    const gate = tern('ffn_gate', ff, d);
-    const up = tern('ffn_up', ff, d);
     const canFuse = d % T2_ROWS === 0 && dkv % T2_ROWS === 0 && ff % T2_ROWS === 0;
     if (!canFuse) throw new ModelFormatError(`${file.source}: layer ${l}: projection sizes (${d}, ${dkv}, ${ff}) must be multiples of 16`);
+    const tern = (n: string, M: number, K: number, out?: Uint8Array) => loadTernary(ctx, tt, `${p}${n}.weight`, M, K, out);
+    // Fused matrices are repacked part by part straight into one buffer (T2R16 stacks along M by
+    // concatenation): no per-part buffers to copy and leave behind as garbage.
+    const slices = (K: number, Ms: number[]) => {
+      const buf = new Uint8Array(Ms.reduce((a, M) => a + t2CodeBytes(M, K), 0));
+      let o = 0;
+      return Ms.map((M) => buf.subarray(o, (o += t2CodeBytes(M, K))));
+    };
+    const [qs, ks, vs] = slices(d, [d, dkv, dkv]);
+    const q = tern('attn_q', d, d, qs);
+    const k = tern('attn_k', dkv, d, ks);
+    const v = tern('attn_v', dkv, d, vs);
+    const [gs, us] = slices(d, [ff, ff]);
+    const gate = tern('ffn_gate', ff, d, gs);
+    const up = tern('ffn_up', ff, d, us);
     const layer: BitnetLayer = {
       attnNorm: tt.vector(`${p}attn_norm.weight`, d),
       attnSubNorm: tt.vector(`${p}attn_sub_norm.weight`, d),
@@ -256,5 +278,7 @@ export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: Bitne
     }
     opts.onProgress?.(l + 1, nLayer);
   }
+  // Repacking left freed temporaries in the allocator's heap: give those pages back.
+  binding<() => boolean>('releaseFreeMemory')();
   return { tokEmbd, outputNorm, output, layers, bytesPerToken: ternaryBytes + headBytes(output) };
 }
