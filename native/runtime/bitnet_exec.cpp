@@ -41,6 +41,10 @@ class Timer {
   std::chrono::steady_clock::time_point t0_;
 };
 
+// Chunk size for dynamically scheduled GEMMs: about 16 chunks per thread (enough to rebalance around
+// a slowed thread, few enough that the shared counter costs nothing next to a chunk's work).
+int64_t grain(int64_t units, int nthreads) { return std::max<int64_t>(1, units / (16 * static_cast<int64_t>(nthreads))); }
+
 }  // namespace
 
 const char* profile_op_name(int op) {
@@ -92,7 +96,9 @@ void BitnetExec::linear(const KernelTable& t, ThreadPool& pool, const PlanLinear
     bsum = act_bsum_.data();
   }
   const QActs acts{act_q_.data(), act_scale_.data(), act_sum_.data(), bsum, B, m.K, m.K};
-  pool.parallel_for(t2_tiles(m.M), [&](int64_t t0, int64_t t1) { t.ternary_gemm(m, acts, y, m.M, t0, t1); });
+  const int64_t tiles = t2_tiles(m.M);
+  pool.parallel_for_dynamic(tiles, grain(tiles, pool.size()),
+                            [&](int64_t t0, int64_t t1) { t.ternary_gemm(m, acts, y, m.M, t0, t1); });
 }
 
 void BitnetExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* tokens, int64_t B, int64_t pos0,
@@ -227,11 +233,17 @@ void BitnetExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* 
     const PlanDense& hw = p.head;
     const int64_t V = hw.M;
     if (hw.kind == PlanDense::kF16) {
-      pool.parallel_for(V, [&](int64_t m0, int64_t m1) { t.f16_gemm(hw.f16, d, V, d, h, d, n_out, logits, V, m0, m1); });
+      // Chunks of whole 16-row groups, so each thread's rows stay register-blockable.
+      const int64_t groups = (V + 15) / 16;
+      pool.parallel_for_dynamic(groups, grain(groups, pool.size()), [&](int64_t g0, int64_t g1) {
+        t.f16_gemm(hw.f16, d, V, d, h, d, n_out, logits, V, g0 * 16, std::min(V, g1 * 16));
+      });
     } else {
       quant(t, pool, h, n_out, d);
       const QActs acts{act_q_.data(), act_scale_.data(), act_sum_.data(), nullptr, n_out, d, d};
-      pool.parallel_for(q8_tiles(V), [&](int64_t t0, int64_t t1) { t.q8_gemm(hw.q8, acts, logits, V, t0, t1); });
+      const int64_t tiles = q8_tiles(V);
+      pool.parallel_for_dynamic(tiles, grain(tiles, pool.size()),
+                                [&](int64_t t0, int64_t t1) { t.q8_gemm(hw.q8, acts, logits, V, t0, t1); });
     }
   }
 }
