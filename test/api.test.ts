@@ -195,6 +195,34 @@ describe('generation API', () => {
     expect(r.tokens.length).toBeLessThanOrEqual(6);
   });
 
+  it('ignoreEog keeps sampling past end-of-generation tokens; without it an EOG token ends the stream', async () => {
+    const eos = model.tokenizer.eos!;
+    const logitBias = { [eos]: 1000 }; // EOG is always the argmax
+    const stopped = await collect(model.generate('Hello', { maxTokens: 6, temperature: 0, logitBias }));
+    expect(stopped.tokens).toEqual([eos]);
+    expect(stopped.result.finishReason).toBe('eog');
+    const kept = await collect(model.generate('Hello', { maxTokens: 6, temperature: 0, logitBias, ignoreEog: true }));
+    expect(kept.tokens).toEqual(Array(6).fill(eos));
+    expect(kept.result.finishReason).toBe('length');
+    expect(kept.text).toBe(''); // EOG tokens carry no text
+  });
+
+  it('profile: true returns per-op ms per token for prefill and decode; the parts add up to the wall time', async () => {
+    const r = await collect(model.generate(randomIds(9, 20), { maxTokens: 5, temperature: 0, profile: true }));
+    const prof = r.result.stats.profile!;
+    expect(prof.prefill!.tokens).toBe(20);
+    expect(prof.decode!.tokens).toBe(4);
+    for (const p of [prof.prefill!, prof.decode!]) {
+      expect(p.ops['gemm_gate_up']).toBeGreaterThan(0);
+      expect(p.ops['attention']).toBeGreaterThan(0);
+      const parts = Object.values(p.ops).reduce((a, b) => a + b, 0) + Object.values(p.overhead).reduce((a, b) => a + b, 0);
+      expect(Math.abs(parts - p.wallMsPerToken) / p.wallMsPerToken).toBeLessThan(0.02);
+    }
+    const plain = await collect(model.generate(randomIds(9, 20), { maxTokens: 5, temperature: 0 }));
+    expect(plain.result.stats.profile).toBeUndefined();
+    expect(plain.tokens).toEqual(r.tokens); // profiling does not change results
+  });
+
   it('rejects bad options with RequestErrors naming the option', async () => {
     const bad = async (prompt: string | number[], opts: object) => collect(model.generate(prompt, opts));
     await expect(bad('Hi', { temperature: NaN })).rejects.toThrow(RequestError);
@@ -204,6 +232,8 @@ describe('generation API', () => {
     await expect(bad('Hi', { stop: 'x' })).rejects.toThrow(/options\.stop/);
     await expect(bad('Hi', { logitBias: { 5000: 1 } })).rejects.toThrow(/logitBias/);
     await expect(bad('Hi', { max_tokens: 3 })).rejects.toThrow(/unknown option 'max_tokens'/);
+    await expect(bad('Hi', { ignoreEog: 1 })).rejects.toThrow(/options\.ignoreEog must be a boolean/);
+    await expect(bad('Hi', { profile: 'yes' })).rejects.toThrow(/options\.profile must be a boolean/);
     await expect(bad([1, 5, 4096], {})).rejects.toThrow(/prompt\[2\] = 4096 is not a token id/);
     await expect(bad([1, 2.5], {})).rejects.toThrow(/prompt\[1\]/);
     await expect(bad('', {})).rejects.toThrow(/prompt is empty/);
