@@ -36,8 +36,8 @@ export interface LoadModelOptions {
   kvType?: 'f16' | 'q8';
   /** Called as layers are repacked while loading (done of total layers). */
   onProgress?: (done: number, total: number) => void;
-  /** lm_head storage: the file's F16, or repacked to q8 (about half the bytes per token). */
-  headType?: 'f16' | 'q8';
+  /** lm_head / embedding storage: the file's F16, or repacked to q8 (0.53x the bytes) or q4 (0.28x). */
+  headType?: 'f16' | 'q8' | 'q4';
   /** Force a kernel ISA (default: BITLLM_ISA or the best this CPU supports). */
   isa?: Isa;
 }
@@ -54,7 +54,7 @@ export interface ModelInfo {
   chatFormat: DetectedChatFormat;
   contextSize: number;
   kvType: 'f16' | 'q8';
-  headType: 'f16' | 'q8';
+  headType: 'f16' | 'q8' | 'q4';
   isa: Isa;
   threads: number;
   /** Kernel variant per family, e.g. { ternary_i2: 'avx512' }. */
@@ -96,7 +96,7 @@ export interface LogitsChunk {
 }
 
 const KV_TYPES = ['f16', 'q8'] as const;
-const HEAD_TYPES = ['f16', 'q8'] as const;
+const HEAD_TYPES = ['f16', 'q8', 'q4'] as const;
 const LOAD_OPTION_KEYS = new Set(['threads', 'contextSize', 'kvType', 'headType', 'isa', 'onProgress']);
 
 /** Maps a model and starts its worker; resolves once the weights are loaded. */
@@ -112,7 +112,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (contextSize !== undefined && !(Number.isInteger(contextSize) && contextSize >= 2 && contextSize <= 1 << 20))
     throw new RequestError(`loadModel: options.contextSize must be an integer in [2, 1048576], got ${String(contextSize)}`);
   if (!(KV_TYPES as readonly string[]).includes(kvType)) throw new RequestError(`loadModel: options.kvType must be 'f16' or 'q8', got '${String(kvType)}'`);
-  if (!(HEAD_TYPES as readonly string[]).includes(headType)) throw new RequestError(`loadModel: options.headType must be 'f16' or 'q8', got '${String(headType)}'`);
+  if (!(HEAD_TYPES as readonly string[]).includes(headType)) throw new RequestError(`loadModel: options.headType must be 'f16', 'q8' or 'q4', got '${String(headType)}'`);
   if (isa !== undefined) {
     const supported = cpuInfo().supportedIsas;
     if (!supported.includes(isa)) throw new RequestError(`loadModel: options.isa '${String(isa)}' is not supported on this CPU (supported: ${supported.join(', ')})`);

@@ -40,7 +40,7 @@ interface Case {
   type: SynthType;
   shape: SynthShapeName;
   activation?: 'relu2' | 'silu';
-  headType?: 'f16' | 'q8';
+  headType?: 'f16' | 'q8' | 'q4';
 }
 
 const CASES: Case[] = [];
@@ -52,6 +52,7 @@ for (const arch of ['bitnet', 'bitnet-b1.58', 'bitnet-25'] as const)
   }
 CASES.push({ arch: 'bitnet-b1.58', type: 'i2_s', shape: 'small' });
 CASES.push({ arch: 'bitnet-b1.58', type: 'tq2_0', shape: 'tiny', headType: 'q8' }); // q8 embedding / lm_head path
+CASES.push({ arch: 'bitnet', type: 'tq1_0', shape: 'tiny', headType: 'q4' }); // q4 embedding / lm_head path
 
 const dir = mkdtempSync(join(tmpdir(), 'bitllm-modelref-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -125,6 +126,7 @@ describe('one-call native forward vs op-by-op native kernels', () => {
     { arch: 'bitnet', type: 'tq2_0', shape: 'tiny' },
     { arch: 'bitnet', type: 'tq1_0', shape: 'tiny', activation: 'relu2' },
     { arch: 'bitnet-25', type: 'tq2_0', shape: 'tiny', headType: 'q8' },
+    { arch: 'bitnet-b1.58', type: 'i2_s', shape: 'tiny', headType: 'q4' },
   ];
   let n = 0;
   for (const c of cases)

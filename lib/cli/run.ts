@@ -115,7 +115,7 @@ export const SAMPLING_VALUED: Record<string, string> = {
 export const MODEL_USAGE = `      -t, --threads N            kernel threads (default: physical cores)
       -c, --ctx N                context size in tokens (default: min(4096, the model's))
       --kv f16|q8                KV cache type (q8: int8 blocks of 32, half the memory of f16)
-      --head f16|q8              lm_head type (q8 repacks the F16 head: about half the bytes per token)
+      --head f16|q8|q4           lm_head / embedding type: q8 (0.53x the F16 bytes per token) or q4 (0.28x), repacked at load
       --isa ISA                  force a kernel ISA (scalar, avx2, avx512, neon)`;
 
 export const SAMPLING_USAGE = `      -n, --max-tokens N         tokens to generate
@@ -133,7 +133,7 @@ export function loadOptions(cl: CommandLine, contextSize?: number): LoadModelOpt
   if (ctx !== undefined) opts.contextSize = ctx;
   const kv = cl.choice('kv', ['f16', 'q8'] as const);
   if (kv !== undefined) opts.kvType = kv;
-  const head = cl.choice('head', ['f16', 'q8'] as const);
+  const head = cl.choice('head', ['f16', 'q8', 'q4'] as const);
   if (head !== undefined) opts.headType = head;
   const isa = cl.choice<Isa>('isa', ['scalar', 'avx2', 'avx512', 'neon']);
   if (isa !== undefined) opts.isa = isa;

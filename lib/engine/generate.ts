@@ -240,7 +240,7 @@ export interface WorkerInit {
   threads: number | undefined;
   isa: Isa | undefined;
   contextSize: number;
-  headType: 'f16' | 'q8';
+  headType: 'f16' | 'q8' | 'q4';
   kvType: 'f16' | 'q8';
   /** Int32Array(1): the id of the request the worker must stop at its next token boundary (0 = none). */
   control: SharedArrayBuffer;

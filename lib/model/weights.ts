@@ -7,14 +7,15 @@ import { Q6_K_BLOCK_BYTES, QK_K, dequantizeBF16, dequantizeQ6K, floatsToHalves }
 import type { GgufFile, GgufTensorInfo } from '../format/gguf.js';
 import { GGML } from '../format/types.js';
 import type { KernelContext } from '../kernels/context.js';
-import { type F16Matrix, type Q8Matrix, q8Bytes, repackQ8 } from '../kernels/dense.js';
+import { type F16Matrix, type Q4Matrix, type Q8Matrix, q4Bytes, q8Bytes, repackQ4, repackQ8 } from '../kernels/dense.js';
 import { ScaleMode, type TernaryMatrix, repackTernary, repackTernaryF32 } from '../kernels/ternary.js';
 import { binding } from '../native.js';
 import { halfToFloat } from '../reference/numeric.js';
 import { SCALE_BLOCK_K, T2_ROWS, scaleCount, t2CodeBytes, t2Tiles } from '../reference/ternary.js';
 import type { BitnetConfig } from './config.js';
 
-export type HeadMatrix = { kind: 'f16'; m: F16Matrix } | { kind: 'q8'; m: Q8Matrix };
+export type HeadMatrix = { kind: 'f16'; m: F16Matrix } | { kind: 'q8'; m: Q8Matrix } | { kind: 'q4'; m: Q4Matrix };
+export type HeadType = HeadMatrix['kind'];
 
 export interface BitnetLayer {
   attnNorm: Float32Array; // [nEmbd]
@@ -39,8 +40,8 @@ export interface BitnetWeights {
 export interface LoadWeightsOptions {
   /** Called after each layer is repacked: `done` of `total` layers. */
   onProgress?: (done: number, total: number) => void;
-  /** lm_head / embedding storage: keep F16 or repack to q8 (per-32-block int8). */
-  headType?: 'f16' | 'q8';
+  /** lm_head / embedding storage: keep F16, or repack to q8 (per-32-block int8) or q4 (per-32-block 4-bit). */
+  headType?: HeadType;
 }
 
 class TensorTable {
@@ -170,7 +171,7 @@ export function fuseTernary(parts: TernaryMatrix[]): TernaryMatrix {
   return { codes, scales, M, K, scaleMode: mode };
 }
 
-function loadHead(ctx: KernelContext, tt: TensorTable, name: string, cfg: BitnetConfig, headType: 'f16' | 'q8', optional: boolean): HeadMatrix | undefined {
+function loadHead(ctx: KernelContext, tt: TensorTable, name: string, cfg: BitnetConfig, headType: HeadType, optional: boolean): HeadMatrix | undefined {
   const t = tt.get(name, [cfg.nEmbd, cfg.nVocab], optional);
   if (!t) return undefined;
   const src = tt.bytes(t);
@@ -179,11 +180,16 @@ function loadHead(ctx: KernelContext, tt: TensorTable, name: string, cfg: Bitnet
   if (t.type === GGML.F16) {
     const data = (src.byteOffset & 1) === 0 ? new Uint16Array(src.buffer, src.byteOffset, M * K) : new Uint16Array(src.slice().buffer);
     if (headType === 'q8') return { kind: 'q8', m: repackQ8(ctx, 'f16', data, M, K, name) };
+    if (headType === 'q4') return { kind: 'q4', m: repackQ4(ctx, 'f16', data, M, K, name) };
     return { kind: 'f16', m: { data, M, K } };
   }
-  if (t.type === GGML.Q8_0) return { kind: 'q8', m: repackQ8(ctx, 'q8_0', src, M, K, name) };
+  if (t.type === GGML.Q8_0) {
+    if (headType === 'q4') return { kind: 'q4', m: repackQ4(ctx, 'q8_0', src, M, K, name) };
+    return { kind: 'q8', m: repackQ8(ctx, 'q8_0', src, M, K, name) };
+  }
   if (t.type === GGML.F32) {
     const f = (src.byteOffset & 3) === 0 ? new Float32Array(src.buffer, src.byteOffset, M * K) : new Float32Array(src.slice().buffer);
+    if (headType === 'q4') return { kind: 'q4', m: repackQ4(ctx, 'f32', f, M, K, name) };
     return { kind: 'q8', m: repackQ8(ctx, 'f32', f, M, K, name) };
   }
   if (t.type === GGML.Q6_K || t.type === GGML.BF16) {
@@ -197,12 +203,12 @@ function loadHead(ctx: KernelContext, tt: TensorTable, name: string, cfg: Bitnet
 export const DEQUANT_CHUNK_ROWS = 4096;
 
 /**
- * A Q6_K / BF16 head [M, K] → F16 halves (headType 'f16') or Q8R16 ('q8'), widened to F32 a chunk
- * of rows at a time so a 128k-vocabulary embedding never exists as F32 at once. Q8R16 stores whole
- * 16-row tiles contiguously, so a chunk's repack is a byte range of the full one (identical result).
+ * A Q6_K / BF16 head [M, K] → F16 halves (headType 'f16'), Q8R16 ('q8') or Q4R16 ('q4'), widened to F32
+ * a chunk of rows at a time so a 128k-vocabulary embedding never exists as F32 at once. Q8R16 and Q4R16
+ * store whole 16-row tiles contiguously, so a chunk's repack is a byte range of the full one (identical result).
  */
 export function dequantHead(ctx: KernelContext, type: 'q6_k' | 'bf16', src: Uint8Array, M: number, K: number,
-  headType: 'f16' | 'q8', name = 'tensor', chunkRows = DEQUANT_CHUNK_ROWS): HeadMatrix {
+  headType: HeadType, name = 'tensor', chunkRows = DEQUANT_CHUNK_ROWS): HeadMatrix {
   if (!(Number.isInteger(chunkRows) && chunkRows > 0 && chunkRows % 16 === 0)) throw new RangeError(`dequantHead: chunkRows = ${chunkRows} must be a positive multiple of 16`);
   const rowBytes = type === 'q6_k' ? (K / QK_K) * Q6_K_BLOCK_BYTES : K * 2;
   if (src.byteLength < M * rowBytes) throw new ModelFormatError(`${name}: ${src.byteLength} bytes hold fewer than ${M} rows`);
@@ -210,6 +216,7 @@ export function dequantHead(ctx: KernelContext, type: 'q6_k' | 'bf16', src: Uint
   const f = new Float32Array(rows * K); // [rows, K] one chunk, reused
   const halves = headType === 'f16' ? new Uint16Array(M * K) : undefined; // [M, K]
   const q8 = headType === 'q8' ? new Uint8Array(q8Bytes(M, K)) : undefined; // Q8R16 [ceil(M/16) * K/32 * 544]
+  const q4 = headType === 'q4' ? new Uint8Array(q4Bytes(M, K)) : undefined; // Q4R16 [ceil(M/16) * K/32 * 288]
   for (let r0 = 0; r0 < M; r0 += rows) {
     const n = Math.min(rows, M - r0);
     const bytes = src.subarray(r0 * rowBytes, (r0 + n) * rowBytes);
@@ -217,12 +224,16 @@ export function dequantHead(ctx: KernelContext, type: 'q6_k' | 'bf16', src: Uint
     if (halves) {
       const bad = floatsToHalves(chunk, halves.subarray(r0 * K, (r0 + n) * K), n * K);
       if (bad > 0) throw new ModelFormatError(`${name}: ${bad} values in rows ${r0}..${r0 + n - 1} are not finite in F16 (load with the q8 head type)`);
-    } else {
+    } else if (q8) {
       const part = repackQ8(ctx, 'f32', chunk.subarray(0, n * K), n, K, name);
-      q8!.set(part.data, q8Bytes(r0, K));
+      q8.set(part.data, q8Bytes(r0, K));
+    } else {
+      const part = repackQ4(ctx, 'f32', chunk.subarray(0, n * K), n, K, name);
+      q4!.set(part.data, q4Bytes(r0, K));
     }
   }
-  return halves ? { kind: 'f16', m: { data: halves, M, K } } : { kind: 'q8', m: { data: q8!, M, K } };
+  if (halves) return { kind: 'f16', m: { data: halves, M, K } };
+  return q8 ? { kind: 'q8', m: { data: q8, M, K } } : { kind: 'q4', m: { data: q4!, M, K } };
 }
 
 function headBytes(h: HeadMatrix): number {

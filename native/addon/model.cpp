@@ -104,7 +104,7 @@ PlanLinear read_linear(const Spec& s, int64_t M, int64_t K) {
   return w;
 }
 
-// An embedding / head matrix {kind: 'f16' | 'q8', data, M, K}.
+// An embedding / head matrix {kind: 'f16' | 'q8' | 'q4', data, M, K}.
 PlanDense read_dense(const Spec& s, int64_t M, int64_t K) {
   const std::string kind = s.string("kind");
   PlanDense w;
@@ -117,8 +117,12 @@ PlanDense read_dense(const Spec& s, int64_t M, int64_t K) {
     if (K % kQ8Block) s.fail("K", "= " + std::to_string(K) + " must be a multiple of 32 for q8");
     w.kind = PlanDense::kQ8;
     w.q8 = Q8Mat{s.u8("data", q8_bytes(M, K)), M, K};
+  } else if (kind == "q4") {
+    if (K % kQ4Block) s.fail("K", "= " + std::to_string(K) + " must be a multiple of 32 for q4");
+    w.kind = PlanDense::kQ4;
+    w.q4 = Q4Mat{s.u8("data", q4_bytes(M, K)), M, K};
   } else {
-    s.fail("kind", "'" + kind + "' is not a supported dense layout (f16, q8)");
+    s.fail("kind", "'" + kind + "' is not a supported dense layout (f16, q8, q4)");
   }
   return w;
 }

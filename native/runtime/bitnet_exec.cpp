@@ -126,8 +126,10 @@ void BitnetExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* 
     const PlanDense& e = p.embd;
     if (e.kind == PlanDense::kF16)
       pool.parallel_for(B, [&](int64_t i0, int64_t i1) { t.f16_get_rows(e.f16, d, d, tokens + i0, i1 - i0, x + i0 * d, d); });
-    else
+    else if (e.kind == PlanDense::kQ8)
       pool.parallel_for(B, [&](int64_t i0, int64_t i1) { t.q8_get_rows(e.q8, tokens + i0, i1 - i0, x + i0 * d, d); });
+    else
+      pool.parallel_for(B, [&](int64_t i0, int64_t i1) { t.q4_get_rows(e.q4, tokens + i0, i1 - i0, x + i0 * d, d); });
   }
 
   auto norm = [&](const float* in, const float* w, int64_t n, float* out) {
@@ -237,6 +239,16 @@ void BitnetExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* 
       const int64_t groups = (V + 15) / 16;
       pool.parallel_for_dynamic(groups, grain(groups, pool.size()), [&](int64_t g0, int64_t g1) {
         t.f16_gemm(hw.f16, d, V, d, h, d, n_out, logits, V, g0 * 16, std::min(V, g1 * 16));
+      });
+    } else if (hw.kind == PlanDense::kQ4) {
+      quant(t, pool, h, n_out, d);
+      const QActs acts{act_q_.data(), act_scale_.data(), act_sum_.data(), nullptr, n_out, d, d};
+      const int64_t nb = d / kQ4Block;
+      head_bsum_.resize(static_cast<size_t>(n_out * nb));
+      q4_act_block_sums(act_q_.data(), d, n_out, d, head_bsum_.data());
+      const int64_t tiles = q4_tiles(V);
+      pool.parallel_for_dynamic(tiles, grain(tiles, pool.size()), [&](int64_t t0, int64_t t1) {
+        t.q4_gemm(hw.q4, acts, head_bsum_.data(), logits, V, t0, t1);
       });
     } else {
       quant(t, pool, h, n_out, d);

@@ -23,12 +23,13 @@ struct PlanLinear {
   int64_t M = 0, K = 0;
 };
 
-// The token embedding / lm_head: F16 row-major [M, K] or Q8R16.
+// The token embedding / lm_head: F16 row-major [M, K], Q8R16 or Q4R16.
 struct PlanDense {
-  enum Kind : int32_t { kF16 = 0, kQ8 = 1 };
+  enum Kind : int32_t { kF16 = 0, kQ8 = 1, kQ4 = 2 };
   int32_t kind = kF16;
   const uint16_t* f16 = nullptr;
   Q8Mat q8{};
+  Q4Mat q4{};
   int64_t M = 0, K = 0;
 };
 
@@ -100,7 +101,7 @@ class BitnetExec {
   int64_t cap_b_ = 0;
   std::vector<float> x_, h_, qkv_, attn_, o_, gu_, ffh_, act_scale_, attn_scratch_;
   std::vector<int8_t> act_q_;
-  std::vector<int32_t> act_sum_, act_bsum_, pos_;
+  std::vector<int32_t> act_sum_, act_bsum_, head_bsum_, pos_;
 };
 
 }  // namespace bitllm
