@@ -3,7 +3,10 @@
 //              unless the double sums round the scale apart.
 //   rope_neox: shared angles (ops.h), rotation with separate mul/sub: bit-exact to scalar.
 //   kv_store:  vcvt_f16_f32 (round to nearest even under the default FPCR): bit-exact to scalar.
-//   attention: K/V rows converted with vcvt_f32_f16 in registers, register-blocked over the query
+//              kv_store_q8 keeps the scalar kernel.
+//   attention: f16 and q8 caches share the code through a row loader (f16: vcvt_f32_f16; q8: int8
+//              widened and converted, times the block's half scale: exact, the scalar values). K/V
+//              rows are converted in registers, register-blocked over the query
 //              heads sharing the kv head: scores as tiles of GB heads x PB positions (GB PB = 16 FMA
 //              chains of head_dim/4, reduced by pairwise adds), softmax through the vector exp of
 //              ops.h, Σ p v as tiles of GB heads x DC 4-dim chunks (GB DC = 16, chains <= kAttnBlock)
@@ -14,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 
 #include "kernels.h"
@@ -133,19 +137,100 @@ inline float32x4_t load_h4_tail(const uint16_t* p, int64_t n) {
   return load_h4(t);
 }
 
-// Scores of GB heads x PB positions (GB * PB == 16 accumulators, FMA chains of head_dim / 4):
+// Row formats of the attention (a cache row holds head_dim values):
+//   load16(row, d, o) o[0..3] = floats row[d, d + 16)     (d % 16 == 0, d + 16 <= head_dim)
+//   load4(row, d)     floats row[d, d + 4)                (d % 4 == 0, d + 4 <= head_dim)
+//   tail(row, d, n)   floats row[d, d + n), zero past n   (d % 4 == 0, n < 4)
+//   kScoreStep        score_tile walks d in 4-dim steps (one load4 per row, each q load shared by the
+//                     PB rows) or 16-dim steps (one load16 per row); the sums are the same
+//   kScoreAcc         accumulators of a score tile (GB heads x kScoreAcc / GB positions)
+struct RowsF16 {
+  using T = uint16_t;
+  static constexpr int kScoreStep = 4, kScoreAcc = 16;
+  static int64_t stride(int64_t head_dim) { return head_dim; }
+  static void load16(const T* row, int64_t d, float32x4_t* o) {
+    const float16x8_t a = vreinterpretq_f16_u16(vld1q_u16(row + d));
+    const float16x8_t b = vreinterpretq_f16_u16(vld1q_u16(row + d + 8));
+    o[0] = vcvt_f32_f16(vget_low_f16(a));
+    o[1] = vcvt_high_f32_f16(a);
+    o[2] = vcvt_f32_f16(vget_low_f16(b));
+    o[3] = vcvt_high_f32_f16(b);
+  }
+  static float32x4_t load4(const T* row, int64_t d) { return load_h4(row + d); }
+  static float32x4_t tail(const T* row, int64_t d, int64_t n) { return load_h4_tail(row + d, n); }
+};
+// q8 (ops.h): value = float(qs) * float(d), exact (8 x 11 significant bits): the scalar dequantization's
+// values. head_dim % 32 == 0, so a 16- or 4-dim group (d aligned to its size) lies in one block; the
+// scale is converted once per group and the int8s are widened (sxtl) and converted (scvtf) in registers.
+struct RowsQ8 {
+  using T = uint8_t;
+  // One scale and one 16-byte load per row per step; 8 accumulators (16 plus the 4 GB q vectors and the
+  // conversion temporaries spill).
+  static constexpr int kScoreStep = 16, kScoreAcc = 8;
+  static int64_t stride(int64_t head_dim) { return q8_row_bytes(head_dim); }
+  static const uint8_t* block(const T* row, int64_t d) { return row + (d / kKvQ8Block) * kKvQ8BlockBytes; }
+  // float(d) of a block in all lanes (the half is little-endian in the row).
+  static float32x4_t scale(const uint8_t* blk) {
+    const uint16_t dh = static_cast<uint16_t>(blk[0] | (blk[1] << 8));
+    return vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(dh)));
+  }
+  static float32x4_t lo4(int16x8_t w, float32x4_t s) { return vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(w))), s); }
+  static float32x4_t hi4(int16x8_t w, float32x4_t s) { return vmulq_f32(vcvtq_f32_s32(vmovl_high_s16(w)), s); }
+  static void load16(const T* row, int64_t d, float32x4_t* o) {
+    const uint8_t* blk = block(row, d);
+    const float32x4_t s = scale(blk);
+    const int8x16_t qs = vld1q_s8(reinterpret_cast<const int8_t*>(blk + 2 + d % kKvQ8Block));
+    const int16x8_t lo = vmovl_s8(vget_low_s8(qs)), hi = vmovl_high_s8(qs);
+    o[0] = lo4(lo, s);
+    o[1] = hi4(lo, s);
+    o[2] = lo4(hi, s);
+    o[3] = hi4(hi, s);
+  }
+  static float32x4_t load4(const T* row, int64_t d) {
+    const uint8_t* blk = block(row, d);
+    int8_t t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    std::memcpy(t, blk + 2 + d % kKvQ8Block, 4);
+    return lo4(vmovl_s8(vld1_s8(t)), scale(blk));
+  }
+  // Unused while head_dim % 32 == 0 (ops.h requires it); kept correct for any n < 4.
+  static float32x4_t tail(const T* row, int64_t d, int64_t n) {
+    float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int64_t i = 0; i < n; ++i) {
+      const uint8_t* blk = block(row, d + i);
+      t[i] = static_cast<float>(static_cast<int8_t>(blk[2 + (d + i) % kKvQ8Block])) * vgetq_lane_f32(scale(blk), 0);
+    }
+    return vld1q_f32(t);
+  }
+};
+
+// Scores of GB heads x PB positions (GB * PB == R::kScoreAcc accumulators, FMA chains of head_dim / 4;
+// lane l of accumulator (j, p) sums the dims d % 4 == l in increasing d, whatever the step):
 // r[j * PB + p] = scale * (q_j · k_p). K rows are converted in registers, once per tile.
-template <int GB, int PB>
-inline void score_tile(const float* q,            // [GB, head_dim]
-                       const uint16_t* const* k,  // PB rows of [head_dim] halves
-                       int64_t head_dim, float scale, float* r) {  // r: [16]
-  static_assert(GB * PB == 16, "16 accumulators");
-  float32x4_t acc[16];
-  for (int i = 0; i < 16; ++i) acc[i] = vdupq_n_f32(0.0f);
+template <typename R, int GB, int PB>
+inline void score_tile(const float* q,                  // [GB, head_dim]
+                       const typename R::T* const* k,  // PB cache rows
+                       int64_t head_dim, float scale, float* r) {  // r: [GB * PB]
+  constexpr int NA = GB * PB;
+  static_assert(NA == R::kScoreAcc && NA % 4 == 0, "tile of kScoreAcc accumulators");
+  float32x4_t acc[NA];
+  for (int i = 0; i < NA; ++i) acc[i] = vdupq_n_f32(0.0f);
   const int64_t hd4 = head_dim & ~int64_t{3};
-  for (int64_t d = 0; d < hd4; d += 4) {
+  int64_t d = 0;
+  if constexpr (R::kScoreStep == 16) {
+    const int64_t hd16 = head_dim & ~int64_t{15};
+    for (; d < hd16; d += 16)
+      for (int p = 0; p < PB; ++p) {
+        float32x4_t kv[4];
+        R::load16(k[p], d, kv);
+        for (int j = 0; j < GB; ++j) {
+          const float* qj = q + j * head_dim + d;
+          for (int c = 0; c < 4; ++c) acc[j * PB + p] = vfmaq_f32(acc[j * PB + p], vld1q_f32(qj + 4 * c), kv[c]);
+        }
+      }
+  }
+  for (; d < hd4; d += 4) {
     float32x4_t kv[PB];
-    for (int p = 0; p < PB; ++p) kv[p] = load_h4(k[p] + d);
+    for (int p = 0; p < PB; ++p) kv[p] = R::load4(k[p], d);
     for (int j = 0; j < GB; ++j) {
       const float32x4_t qv = vld1q_f32(q + j * head_dim + d);
       for (int p = 0; p < PB; ++p) acc[j * PB + p] = vfmaq_f32(acc[j * PB + p], qv, kv[p]);
@@ -153,52 +238,63 @@ inline void score_tile(const float* q,            // [GB, head_dim]
   }
   if (hd4 < head_dim) {
     float32x4_t kv[PB];
-    for (int p = 0; p < PB; ++p) kv[p] = load_h4_tail(k[p] + hd4, head_dim - hd4);
+    for (int p = 0; p < PB; ++p) kv[p] = R::tail(k[p], hd4, head_dim - hd4);
     for (int j = 0; j < GB; ++j) {
       const float32x4_t qv = load_tail(q + j * head_dim + hd4, head_dim - hd4);
       for (int p = 0; p < PB; ++p) acc[j * PB + p] = vfmaq_f32(acc[j * PB + p], qv, kv[p]);
     }
   }
   const float32x4_t sv = vdupq_n_f32(scale);
-  for (int i = 0; i < 16; i += 4) {
+  for (int i = 0; i < NA; i += 4) {
     const float32x4_t s4 = vpaddq_f32(vpaddq_f32(acc[i], acc[i + 1]), vpaddq_f32(acc[i + 2], acc[i + 3]));
     vst1q_f32(r + i, vmulq_f32(s4, sv));
   }
 }
 
 // sc[j * L + t] = scale * (q_j · K[t]) for heads j < GB, t < L.
-template <int GB>
-void scores_heads(const float* q,     // [GB, head_dim]
-                  const uint16_t* K,  // [L, head_dim]
+template <typename R, int GB>
+void scores_heads(const float* q,            // [GB, head_dim]
+                  const typename R::T* K,  // [L, row]
                   int64_t L, int64_t head_dim, float scale, float* sc) {  // sc: [GB, L] (row stride L)
-  constexpr int PB = 16 / GB;
-  float r[16];
+  constexpr int PB = R::kScoreAcc / GB;
+  float r[R::kScoreAcc];
   for (int64_t t0 = 0; t0 < L; t0 += PB) {
     const int64_t np = std::min<int64_t>(PB, L - t0);
-    const uint16_t* k[PB];
-    for (int p = 0; p < PB; ++p) k[p] = K + (t0 + (p < np ? p : 0)) * head_dim;
-    score_tile<GB, PB>(q, k, head_dim, scale, r);
+    const typename R::T* k[PB];
+    for (int p = 0; p < PB; ++p) k[p] = K + (t0 + (p < np ? p : 0)) * R::stride(head_dim);
+    score_tile<R, GB, PB>(q, k, head_dim, scale, r);
     for (int j = 0; j < GB; ++j)
       for (int64_t p = 0; p < np; ++p) sc[j * L + t0 + p] = r[j * PB + p];
   }
 }
 
 // o_j[d0, d0 + 4 DC) += Σ_{p < nt} pj[j][p] V[p, d0 + ...] for heads j < GB (GB * DC accumulators,
-// chains of nt); V rows are converted in registers once per tile.
-template <int GB, int DC>
-inline void pv_tile(const float* const* pj,  // GB rows of [nt] probabilities
-                    const uint16_t* V,       // [nt, head_dim]
+// chains of nt); V rows are converted in registers once per tile (16 dims per load when DC % 4 == 0,
+// then d0 % 16 == 0).
+template <typename R, int GB, int DC>
+inline void pv_tile(const float* const* pj,   // GB rows of [nt] probabilities
+                    const typename R::T* V,  // [nt, row]
                     int64_t nt, int64_t head_dim, int64_t d0,
                     float* const* o) {  // GB rows of [head_dim]
   float32x4_t acc[GB][DC];
   for (int j = 0; j < GB; ++j)
     for (int c = 0; c < DC; ++c) acc[j][c] = vdupq_n_f32(0.0f);
+  const int64_t rs = R::stride(head_dim);
   for (int64_t p = 0; p < nt; ++p) {
-    float32x4_t vv[DC];
-    for (int c = 0; c < DC; ++c) vv[c] = load_h4(V + p * head_dim + d0 + 4 * c);
-    for (int j = 0; j < GB; ++j) {
-      const float32x4_t pb = vdupq_n_f32(pj[j][p]);
-      for (int c = 0; c < DC; ++c) acc[j][c] = vfmaq_f32(acc[j][c], pb, vv[c]);
+    float32x4_t pb[GB];
+    for (int j = 0; j < GB; ++j) pb[j] = vdupq_n_f32(pj[j][p]);
+    if constexpr (DC % 4 == 0) {
+      for (int c = 0; c < DC; c += 4) {  // 4 chunks live at a time
+        float32x4_t vv[4];
+        R::load16(V + p * rs, d0 + 4 * c, vv);
+        for (int j = 0; j < GB; ++j)
+          for (int i = 0; i < 4; ++i) acc[j][c + i] = vfmaq_f32(acc[j][c + i], pb[j], vv[i]);
+      }
+    } else {
+      float32x4_t vv[DC];
+      for (int c = 0; c < DC; ++c) vv[c] = R::load4(V + p * rs, d0 + 4 * c);
+      for (int j = 0; j < GB; ++j)
+        for (int c = 0; c < DC; ++c) acc[j][c] = vfmaq_f32(acc[j][c], pb[j], vv[c]);
     }
   }
   for (int j = 0; j < GB; ++j)
@@ -206,14 +302,14 @@ inline void pv_tile(const float* const* pj,  // GB rows of [nt] probabilities
 }
 
 // The last head_dim % 4 dims of pv_tile.
-template <int GB>
-inline void pv_tail(const float* const* pj, const uint16_t* V, int64_t nt, int64_t head_dim, int64_t d0,
+template <typename R, int GB>
+inline void pv_tail(const float* const* pj, const typename R::T* V, int64_t nt, int64_t head_dim, int64_t d0,
                     float* const* o) {
   const int64_t n = head_dim - d0;
   float32x4_t acc[GB];
   for (int j = 0; j < GB; ++j) acc[j] = vdupq_n_f32(0.0f);
   for (int64_t p = 0; p < nt; ++p) {
-    const float32x4_t vv = load_h4_tail(V + p * head_dim + d0, n);
+    const float32x4_t vv = R::tail(V + p * R::stride(head_dim), d0, n);
     for (int j = 0; j < GB; ++j) acc[j] = vfmaq_f32(acc[j], vdupq_n_f32(pj[j][p]), vv);
   }
   for (int j = 0; j < GB; ++j) {
@@ -224,9 +320,11 @@ inline void pv_tail(const float* const* pj, const uint16_t* V, int64_t nt, int64
 }
 
 // out_j += Σ_t p_j[t] V[t, :] for heads j < GB over t < L, in blocks of kAttnBlock positions.
-template <int GB>
-void pv_heads(const float* sc,     // [GB, L] probabilities (row stride L)
-              const uint16_t* V,   // [L, head_dim]
+// Dims in tiles of 4 DC, then 16, then 4, then the tail (every tile start stays a multiple of 16
+// until the 4-dim tiles).
+template <typename R, int GB>
+void pv_heads(const float* sc,            // [GB, L] probabilities (row stride L)
+              const typename R::T* V,   // [L, row]
               int64_t L, int64_t head_dim, float* out) {  // out: [GB, head_dim]
   constexpr int DC = 16 / GB;
   const int64_t hd4 = head_dim & ~int64_t{3};
@@ -236,11 +334,14 @@ void pv_heads(const float* sc,     // [GB, L] probabilities (row stride L)
     const int64_t nt = std::min(kAttnBlock, L - t0);
     const float* pj[GB];
     for (int j = 0; j < GB; ++j) pj[j] = sc + j * L + t0;
-    const uint16_t* Vt = V + t0 * head_dim;
+    const typename R::T* Vt = V + t0 * R::stride(head_dim);
     int64_t d0 = 0;
-    for (; d0 + 4 * DC <= hd4; d0 += 4 * DC) pv_tile<GB, DC>(pj, Vt, nt, head_dim, d0, o);
-    for (; d0 < hd4; d0 += 4) pv_tile<GB, 1>(pj, Vt, nt, head_dim, d0, o);
-    if (hd4 < head_dim) pv_tail<GB>(pj, Vt, nt, head_dim, hd4, o);
+    for (; d0 + 4 * DC <= hd4; d0 += 4 * DC) pv_tile<R, GB, DC>(pj, Vt, nt, head_dim, d0, o);
+    if constexpr (DC > 4) {
+      for (; d0 + 16 <= hd4; d0 += 16) pv_tile<R, GB, 4>(pj, Vt, nt, head_dim, d0, o);
+    }
+    for (; d0 < hd4; d0 += 4) pv_tile<R, GB, 1>(pj, Vt, nt, head_dim, d0, o);
+    if (hd4 < head_dim) pv_tail<R, GB>(pj, Vt, nt, head_dim, hd4, o);
   }
 }
 
@@ -287,12 +388,13 @@ float softmax_neon(float* s, int64_t L) {  // s: [L]
   return 1.0f / vaddvq_f32(vaddq_f32(a0, a1));
 }
 
-// G query heads q [G, head_dim] sharing one kv head; L attended rows of K/V [L, head_dim].
-void attend_group_neon(const float* q, int64_t G, const uint16_t* K, const uint16_t* V, int64_t L,
+// G query heads q [G, head_dim] sharing one kv head; L attended rows of K/V [L, row].
+template <typename R>
+void attend_group_neon(const float* q, int64_t G, const typename R::T* K, const typename R::T* V, int64_t L,
                        int64_t head_dim, float scale, float* out,  // out: [G, head_dim]
                        float* sc) {                                // [G, L]
   for_head_blocks(G, [&](auto gb, int64_t j) {
-    scores_heads<decltype(gb)::value>(q + j * head_dim, K, L, head_dim, scale, sc + j * L);
+    scores_heads<R, decltype(gb)::value>(q + j * head_dim, K, L, head_dim, scale, sc + j * L);
   });
   float inv[kAttnMaxGroup];
   for (int64_t j = 0; j < G; ++j) {
@@ -300,7 +402,7 @@ void attend_group_neon(const float* q, int64_t G, const uint16_t* K, const uint1
     std::fill(out + j * head_dim, out + (j + 1) * head_dim, 0.0f);
   }
   for_head_blocks(G, [&](auto gb, int64_t j) {
-    pv_heads<decltype(gb)::value>(sc + j * L, V, L, head_dim, out + j * head_dim);
+    pv_heads<R, decltype(gb)::value>(sc + j * L, V, L, head_dim, out + j * head_dim);
   });
   for (int64_t j = 0; j < G; ++j) {
     float* o = out + j * head_dim;
@@ -311,19 +413,20 @@ void attend_group_neon(const float* q, int64_t G, const uint16_t* K, const uint1
   }
 }
 
-void attention_f16_neon(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, const int32_t* pos,
-                        float* out, int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                        int64_t capacity, int64_t ldq, int64_t ldo, float scale, int64_t h0, int64_t h1,
-                        float* scratch) {
+// attention_f16 (R = RowsF16) and attention_q8 (R = RowsQ8).
+template <typename R>
+void attention_neon(const float* q, const typename R::T* k_cache, const typename R::T* v_cache, const int32_t* pos,
+                    float* out, int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t capacity,
+                    int64_t ldq, int64_t ldo, float scale, int64_t h0, int64_t h1, float* scratch) {
   const int64_t r = n_heads / n_kv_heads;
   float* sc = scratch;  // [G, L] (the rest of the scratch is unused here)
   for (int64_t h = h0; h < h1;) {
     const int64_t g = h / r, he = std::min({h1, (g + 1) * r, h + kAttnMaxGroup});
-    const uint16_t* K = k_cache + g * capacity * head_dim;  // [capacity, head_dim]
-    const uint16_t* V = v_cache + g * capacity * head_dim;  // [capacity, head_dim]
+    const typename R::T* K = k_cache + g * capacity * R::stride(head_dim);  // [capacity, row]
+    const typename R::T* V = v_cache + g * capacity * R::stride(head_dim);  // [capacity, row]
     for (int64_t b = 0; b < B; ++b)
-      attend_group_neon(q + b * ldq + h * head_dim, he - h, K, V, static_cast<int64_t>(pos[b]) + 1, head_dim, scale,
-                        out + b * ldo + h * head_dim, sc);
+      attend_group_neon<R>(q + b * ldq + h * head_dim, he - h, K, V, static_cast<int64_t>(pos[b]) + 1, head_dim,
+                           scale, out + b * ldo + h * head_dim, sc);
     h = he;
   }
 }
@@ -363,7 +466,8 @@ void fill_ops_neon(KernelTable& t, const CpuFeatures&) {
   t.rmsnorm = rmsnorm_neon;
   t.rope_neox = rope_neox_neon;
   t.kv_store_f16 = kv_store_f16_neon;
-  t.attention_f16 = attention_f16_neon;
+  t.attention_f16 = attention_neon<RowsF16>;
+  t.attention_q8 = attention_neon<RowsQ8>;
   t.glu_relu2 = glu_neon<false>;
   t.glu_silu = glu_neon<true>;
   t.v_ops = "neon";

@@ -1,4 +1,4 @@
-// Every ops variant (rmsnorm, rope_neox, kv_store_f16, attention_f16, glu relu2/silu) against a double
+// Every ops variant (rmsnorm, rope_neox, kv_store_f16/q8, attention_f16/q8, glu relu2/silu) against a double
 // evaluation of the ops.h contract, within the bounds stated in ops.h; the ops documented bit-exact
 // across variants (rope, kv_store, relu2) are also compared bit for bit with scalar.
 #include <algorithm>
@@ -350,6 +350,7 @@ void test_attention(const AttnCase& c, Rng& rng) {
 // q8 KV cache
 
 MaxErr g_attn_q8[4];
+double g_attn_q8_rel[4];  // largest |o - o_exact| / max|v| seen (q8)
 
 // The ops.h block quantization, written out independently of the kernels.
 void want_q8_block(const float* x, uint8_t* dst) {
@@ -474,6 +475,7 @@ void test_attention_q8(int64_t nh, int64_t nkv, int64_t hd, const std::vector<in
           o /= sum;
           const double got = out[b * ldo + h * hd + d], err = std::fabs(got - o);
           g_attn_q8[static_cast<int>(t.isa)].see(err, bound);
+          g_attn_q8_rel[static_cast<int>(t.isa)] = std::max(g_attn_q8_rel[static_cast<int>(t.isa)], err / vmax);
           if (!(err <= bound && err <= 1e-5 * vmax) && bad++ < 3)
             CHECK(false, "attention_q8 %s nh=%lld hd=%lld pos=%d h=%lld d=%lld got %.9g want %.9g (bound %.3g)",
                   isa_name(t.isa), (long long)nh, (long long)hd, pos[b], (long long)h, (long long)d, got, o, bound);
@@ -548,14 +550,28 @@ int main() {
   test_attention_q8(20, 5, 128, {500}, 1.0f, 1.0f, rng);   // decode
   test_attention_q8(20, 5, 128, {37, 3, 200}, 30.0f, 1e4f, rng);  // peaked softmax, large V, out of order
   test_attention_q8(8, 2, 64, {100}, 0.0f, 1.0f, rng);     // uniform average
+  // GQA groups 1..8 (every 4/2/1 head-block mix), B = 3 at different positions up to a few hundred.
+  for (int64_t hd : {32, 64, 128})
+    for (int64_t grp = 1; grp <= 8; ++grp) {
+      const int64_t nkv = grp <= 4 ? 3 : 1;
+      std::vector<int32_t> pos;
+      for (int b = 0; b < 3; ++b) pos.push_back(static_cast<int32_t>(rng.range(0, 300)));
+      test_attention_q8(grp * nkv, nkv, hd, pos, 1.0f, 1.0f, rng);
+    }
+  // Each SIMD table has its own attention kernels (a fallback to the scalar kernel would leave the
+  // SIMD variant untested while the checks above still pass).
+  for (const auto& t : g_tables)
+    if (t.isa != Isa::scalar)
+      CHECK(t.attention_f16 != g_tables[0].attention_f16 && t.attention_q8 != g_tables[0].attention_q8,
+            "%s attention falls back to the scalar kernel", isa_name(t.isa));
 
   std::printf("worst error / bound:");
   const char* names[] = {"scalar", "avx2", "avx512", "neon"};
   for (const auto& t : g_tables) {
     const int i = static_cast<int>(t.isa);
-    std::printf(" %s[rms %.3f rope %.3f relu2 %.3f silu %.3f attn %.4f (%.2g max|v|) attn_q8 %.4f]", names[i],
-                g_rms[i].worst, g_rope[i].worst, g_relu[i].worst, g_silu[i].worst, g_attn[i].worst, g_attn_rel[i],
-                g_attn_q8[i].worst);
+    std::printf(" %s[rms %.3f rope %.3f relu2 %.3f silu %.3f attn %.4f (%.2g max|v|) attn_q8 %.4f (%.2g max|v|)]",
+                names[i], g_rms[i].worst, g_rope[i].worst, g_relu[i].worst, g_silu[i].worst, g_attn[i].worst,
+                g_attn_rel[i], g_attn_q8[i].worst, g_attn_q8_rel[i]);
   }
   std::printf("\nISAs:");
   for (const auto& t : g_tables) std::printf(" %s(%s)", isa_name(t.isa), t.v_ops);
