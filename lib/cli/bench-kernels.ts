@@ -8,12 +8,14 @@ import { binding } from '../native.js';
 import { allocActivations, refActQuantI8 } from '../reference/act_quant.js';
 import { ScaleMode, refTernaryGemm, t2CodeBytes } from '../reference/ternary.js';
 import { binaryGemm } from '../kernels/binary.js';
-import { f16Gemm, q8Gemm, repackQ8 } from '../kernels/dense.js';
+import { f16Gemm, q4Gemm, q8Gemm, repackQ4, repackQ8 } from '../kernels/dense.js';
 import { lutLayout, ternaryLutGemm, ternaryToLut } from '../kernels/lut.js';
+import { td3Layout, ternaryTd3Gemm, ternaryToTd3 } from '../kernels/td3.js';
 import { quantizeActivationsI8, ternaryGemm } from '../kernels/ternary.js';
 import { b1BitsBytes, refBinaryGemm } from '../reference/binary.js';
-import { refF16Gemm, refQ8Gemm } from '../reference/dense.js';
+import { refF16Gemm, refQ4Gemm, refQ8Gemm } from '../reference/dense.js';
 import { refLutGemm } from '../reference/lut.js';
+import { refTd3Gemm } from '../reference/td3.js';
 
 export interface BenchRow {
   kernel: string;
@@ -167,6 +169,24 @@ const ternaryLut: KernelCase = {
   },
 };
 
+/** TD3 (1.6875 bits/weight, decoded to T2R16 codes in registers; docs/kernels-lut.md §6). */
+const ternaryTd3: KernelCase = {
+  name: 'ternary_td3',
+  weightBytes: (m, k) => td3Layout(m, k).weightBytes,
+  supports: (_m, k) => k % 16 === 0,
+  prepare(ctx, m, k, batch, copies, seed) {
+    const a = quantizeActivationsI8(ctx, randomActivations(batch * k, seed), batch, k);
+    const y = new Float32Array(batch * m);
+    return rotating(copies, (i) => ternaryToTd3(ctx, tmat(m, k, seed + i)), (w) => void ternaryTd3Gemm(ctx, w, a, y));
+  },
+  reference(m, k, seed) {
+    const ctx = new KernelContext({ isa: 'scalar', threads: 1 });
+    const w = ternaryToTd3(ctx, tmat(m, k, seed));
+    const a = refActQuantI8(randomActivations(k, seed), 1, k);
+    return () => void refTd3Gemm(w, a);
+  },
+};
+
 const binary: KernelCase = {
   name: 'binary',
   weightBytes: (m, k) => (m * k) / 8,
@@ -216,6 +236,23 @@ const q8: KernelCase = {
   },
 };
 
+const q4: KernelCase = {
+  name: 'q4',
+  weightBytes: (m, k) => (m * k * 18) / 32,
+  supports: (_m, k) => k % 32 === 0,
+  prepare(ctx, m, k, batch, copies, seed) {
+    const a = quantizeActivationsI8(ctx, randomActivations(batch * k, seed), batch, k);
+    const y = new Float32Array(batch * m);
+    return rotating(copies, (i) => repackQ4(ctx, 'f16', randomHalves(m * k, seed + i), m, k), (w) => void q4Gemm(ctx, w, a, y));
+  },
+  reference(m, k, seed) {
+    const ctx = new KernelContext({ isa: 'scalar', threads: 1 });
+    const w = repackQ4(ctx, 'f16', randomHalves(m * k, seed), m, k);
+    const a = refActQuantI8(randomActivations(k, seed), 1, k);
+    return () => void refQ4Gemm(w, a);
+  },
+};
+
 function tmat(m: number, k: number, seed: number) {
   return { codes: randomTernaryBytes(t2CodeBytes(m, k), seed), scales: Float32Array.of(0.5), M: m, K: k, scaleMode: ScaleMode.Tensor };
 }
@@ -224,7 +261,7 @@ function bmat(m: number, k: number, seed: number) {
   return { bits: randomBytes(b1BitsBytes(m, k), seed), scales: Float32Array.of(0.5), M: m, K: k, scaleMode: ScaleMode.Tensor as const };
 }
 
-export const KERNEL_CASES: KernelCase[] = [ternaryI2, ternaryLut, binary, f16, q8];
+export const KERNEL_CASES: KernelCase[] = [ternaryI2, ternaryLut, ternaryTd3, binary, f16, q8, q4];
 
 /** Median milliseconds per call over at least `seconds` and 5 calls, after warm-up. */
 function timeCalls(call: () => void, seconds: number, warmup = 2): number {

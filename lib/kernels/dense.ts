@@ -1,14 +1,15 @@
-// Typed wrappers over the native dense bindings: f16 GEMM / row lookup on GGUF F16 weights and the
-// Q8R16 int8 GEMM (repacked from GGUF Q8_0 or quantized from F16/F32) used for embeddings and the
-// lm_head. Contracts and bounds: native/kernels/dense.h, lib/reference/dense.ts.
+// Typed wrappers over the native dense bindings: f16 GEMM / row lookup on GGUF F16 weights, the
+// Q8R16 int8 GEMM (repacked from GGUF Q8_0 or quantized from F16/F32) and the Q4R16 4-bit GEMM
+// (GGUF Q4_0 copied, or F16/BF16/F32/Q8_0 quantized) used for embeddings and the lm_head. Contracts
+// and bounds: native/kernels/dense.h, native/kernels/dense_q4.h, lib/reference/dense.ts.
 import { ModelFormatError } from '../errors.js';
 import { binding } from '../native.js';
 import type { QuantizedActivations } from '../reference/act_quant.js';
-import { type F16Matrix, type Q8Matrix, q8Bytes, q8_0Bytes } from '../reference/dense.js';
+import { type F16Matrix, type Q4Matrix, type Q8Matrix, q4Bytes, q4_0Bytes, q8Bytes, q8_0Bytes } from '../reference/dense.js';
 import type { KernelContext } from './context.js';
 
-export type { F16Matrix, Q8Matrix };
-export { q8Bytes, q8_0Bytes };
+export type { F16Matrix, Q4Matrix, Q8Matrix };
+export { q4Bytes, q4_0Bytes, q8Bytes, q8_0Bytes };
 
 /** Source tensor types repackQ8 accepts: GGUF Q8_0 blocks, or F16 / F32 rows quantized per 32-block. */
 export type Q8SourceType = 'q8_0' | 'f16' | 'f32';
@@ -21,6 +22,8 @@ type UnpackQ8Fn = (data: Uint8Array, M: number, K: number, dst: Uint8Array) => v
 type Q8GemmFn = (ctx: unknown, data: Uint8Array, M: number, K: number, q: Int8Array, scale: Float32Array,
   sum: Int32Array, B: number, y: Float32Array) => void;
 type Q8GetRowsFn = (ctx: unknown, data: Uint8Array, M: number, K: number, rows: Int32Array, out: Float32Array) => void;
+type Q4GemmFn = (ctx: unknown, data: Uint8Array, M: number, K: number, q: Int8Array, scale: Float32Array, B: number,
+  y: Float32Array) => void;
 
 /** The first n elements of a (possibly larger, reused) buffer; the binding checks exact lengths. */
 function head<T extends Float32Array | Int8Array | Int32Array>(a: T, n: number): T {
@@ -87,5 +90,49 @@ export function q8GetRows(ctx: KernelContext, w: Q8Matrix, rows: Int32Array | re
   const ids = rowIds('q8GetRows', rows, w.M);
   const o = out ? head(out, ids.length * w.K) : new Float32Array(ids.length * w.K);
   binding<Q8GetRowsFn>('q8GetRows')(ctx.handle, w.data, w.M, w.K, ids, o);
+  return o;
+}
+
+/** Source tensor types repackQ4 accepts: GGUF Q4_0 blocks (copied), Q8_0 blocks or F16 / BF16 / F32 rows (quantized). */
+export type Q4SourceType = 'q4_0' | 'q8_0' | 'f16' | 'bf16' | 'f32';
+
+/**
+ * Repacks a GGUF tensor (ne0 = K columns, ne1 = M rows; K % 32 == 0) into Q4R16 (4.5 bits per weight):
+ * Q4_0 blocks are copied exactly; Q8_0 / F16 / BF16 / F32 values are quantized per 32-block
+ * (mx = the value of largest |x|, d = fp16(mx / -8), u = clamp(rne(x/d), -8, 7) + 8).
+ * src: Uint8Array for 'q4_0' / 'q8_0', Uint16Array bits for 'f16' / 'bf16', Float32Array for 'f32'.
+ * A block with a non-finite scale or value, or a scale past fp16, throws ModelFormatError naming `name`.
+ */
+export function repackQ4(ctx: KernelContext, type: Q4SourceType, src: Uint8Array | Uint16Array | Float32Array, M: number, K: number,
+  name = 'tensor'): Q4Matrix {
+  const want = type === 'q4_0' || type === 'q8_0' ? Uint8Array : type === 'f32' ? Float32Array : Uint16Array;
+  if (!(src instanceof want)) throw new TypeError(`repackQ4: ${type} source must be a ${want.name}`);
+  if (!(Number.isInteger(K) && K >= 32 && K % 32 === 0)) throw new RangeError(`repackQ4: K = ${K} must be a positive multiple of 32`);
+  const data = new Uint8Array(q4Bytes(M, K));
+  const invalid = binding<RepackQ8Fn>('repackQ4')(ctx.handle, type, src, M, K, data);
+  if (invalid > 0) throw new ModelFormatError(`${name}: ${invalid} ${type} blocks have a non-finite scale or value, or a scale past fp16`);
+  return { data, M, K };
+}
+
+/** Q4R16 → GGUF Q4_0 blocks [M, K/32, 18] (exact inverse of repackQ4 from 'q4_0'). */
+export function unpackQ4ToQ4_0(w: Q4Matrix): Uint8Array {
+  const dst = new Uint8Array(q4_0Bytes(w.M, w.K));
+  binding<UnpackQ8Fn>('unpackQ4ToQ4_0')(w.data, w.M, w.K, dst);
+  return dst;
+}
+
+/** Y [B, M] = W · Aᵀ for Q4R16 W and int8 activations A (quantizeActivationsI8), bit-exact on every ISA. */
+export function q4Gemm(ctx: KernelContext, w: Q4Matrix, a: QuantizedActivations, y?: Float32Array): Float32Array {
+  if (a.K !== w.K) throw new RangeError(`q4Gemm: activations have K = ${a.K}, weights K = ${w.K}`);
+  const out = y ? head(y, a.B * w.M) : new Float32Array(a.B * w.M);
+  binding<Q4GemmFn>('q4Gemm')(ctx.handle, w.data, w.M, w.K, head(a.q, a.B * a.K), head(a.scale, a.B), a.B, out);
+  return out;
+}
+
+/** Dequantized rows: out [n, K] = d · (u − 8) (exact). Row ids outside [0, M) throw RangeError. */
+export function q4GetRows(ctx: KernelContext, w: Q4Matrix, rows: Int32Array | readonly number[], out?: Float32Array): Float32Array {
+  const ids = rowIds('q4GetRows', rows, w.M);
+  const o = out ? head(out, ids.length * w.K) : new Float32Array(ids.length * w.K);
+  binding<Q8GetRowsFn>('q4GetRows')(ctx.handle, w.data, w.M, w.K, ids, o);
   return o;
 }

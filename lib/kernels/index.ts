@@ -5,6 +5,7 @@ export * from './ternary.js';
 export * as reference from '../reference/index.js';
 export * from './ops.js';
 export * from './lut.js';
+export * from './td3.js';
 export * from './binary.js';
 export * from './dense.js';
 /** `kernels.info()`: CPU features plus the ISA and per-kernel variant a context would use. */

@@ -119,9 +119,11 @@ Napi::Value ContextWrap::info(const Napi::CallbackInfo& info) {
   k.Set("act_quant", table_.v_act_quant);
   k.Set("ternary_i2", table_.v_ternary);
   k.Set("ternary_lut", table_.v_ternary_lut);
+  k.Set("ternary_td3", table_.v_ternary_td3);
   k.Set("binary", table_.v_binary);
   k.Set("f16", table_.v_f16);
   k.Set("q8", table_.v_q8);
+  k.Set("q4", table_.v_q4);
   k.Set("ops", table_.v_ops);
   o.Set("kernels", k);
   return o;
@@ -182,6 +184,9 @@ Napi::Value cpu_info(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// Bindings of the TD3 ternary family (addon/ternary_td3.cpp).
+void register_ternary_td3(Napi::Env env, Napi::Object exports);
+
 Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   Napi::Function ctor = ContextWrap::define(env);
@@ -191,6 +196,7 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   exports.Set("cpuInfo", Napi::Function::New(env, cpu_info, "cpuInfo"));
   register_ternary(env, exports);
   register_ternary_lut(env, exports);
+  register_ternary_td3(env, exports);
   register_binary(env, exports);
   register_dense(env, exports);
   register_bench(env, exports);

@@ -1,7 +1,9 @@
-// Bindings for the dense family: f16 GEMM / row lookup on GGUF F16 weights, the Q8R16 repackers
-// and the q8 GEMM / row lookup (kernels/dense.h). Every argument is checked (type, exact length,
-// shape limits, row ids, overlapping outputs) before a pointer reaches a kernel.
+// Bindings for the dense family: f16 GEMM / row lookup on GGUF F16 weights, the Q8R16 / Q4R16
+// repackers and the q8 / q4 GEMM and row lookup (kernels/dense.h, kernels/dense_q4.h). Every argument
+// is checked (type, exact length, shape limits, row ids, overlapping outputs) before a pointer reaches
+// a kernel.
 #include <atomic>
+#include <new>
 #include <string>
 
 #include "common.h"
@@ -169,6 +171,116 @@ Napi::Value q8_get_rows(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ---- q4 (Q4R16) ----
+
+constexpr int64_t kQ4_0BlockBytes = 18;
+
+// repackQ4(ctx, format: 'q4_0'|'q8_0'|'f16'|'bf16'|'f32', src, M, K, data: Uint8Array[q4Bytes(M, K)])
+// -> number of invalid blocks (non-finite scale or values, or a scale past fp16; stored as zeros: the
+// caller rejects the tensor). src: q4_0 Uint8Array[M*K/32*18], q8_0 Uint8Array[M*K/32*34] (GGUF
+// blocks), f16 / bf16 Uint16Array[M*K], f32 Float32Array[M*K].
+Napi::Value repack_q4(const Napi::CallbackInfo& info) {
+  Args a(info, "repackQ4");
+  ContextWrap& ctx = a.context(0);
+  if (info.Length() < 2 || !info[1].IsString()) a.type_error("format must be a string");
+  const std::string format = info[1].As<Napi::String>().Utf8Value();
+  if (format != "q4_0" && format != "q8_0" && format != "f16" && format != "bf16" && format != "f32")
+    a.range_error("format '" + format + "' is not one of q4_0, q8_0, f16, bf16, f32");
+  int64_t M, K;
+  q8_shape(a, 3, &M, &K);
+  uint8_t* data = a.u8(5, "data", q4_bytes(M, K), q4_bytes(M, K));
+  const void* src;
+  int64_t src_bytes;
+  if (format == "q4_0" || format == "q8_0") {
+    src_bytes = M * (K / kQ4Block) * (format == "q4_0" ? kQ4_0BlockBytes : kQ8_0BlockBytes);
+    src = a.u8(2, "src", src_bytes, src_bytes);
+  } else if (format == "f16" || format == "bf16") {
+    src = a.u16(2, "src", M * K, M * K);
+    src_bytes = M * K * 2;
+  } else {
+    src = a.f32(2, "src", M * K, M * K);
+    src_bytes = M * K * 4;
+  }
+  check_disjoint(a, data, q4_bytes(M, K), "data", src, src_bytes, "src");
+  std::atomic<int64_t> invalid{0};
+  const char f = format == "q4_0" ? '4' : format == "q8_0" ? '8' : format == "f16" ? 'h' : format == "bf16" ? 'b' : 'f';
+  ctx.pool().parallel_for(q4_tiles(M), [&](int64_t t0, int64_t t1) {
+    int64_t bad;
+    switch (f) {
+      case '4': bad = repack_q4_from_q4_0(static_cast<const uint8_t*>(src), M, K, data, t0, t1); break;
+      case '8': bad = repack_q4_from_q8_0(static_cast<const uint8_t*>(src), M, K, data, t0, t1); break;
+      case 'h': bad = repack_q4_from_f16(static_cast<const uint16_t*>(src), K, M, K, data, t0, t1); break;
+      case 'b': bad = repack_q4_from_bf16(static_cast<const uint16_t*>(src), K, M, K, data, t0, t1); break;
+      default: bad = repack_q4_from_f32(static_cast<const float*>(src), K, M, K, data, t0, t1); break;
+    }
+    invalid.fetch_add(bad, std::memory_order_relaxed);
+  });
+  return Napi::Number::New(info.Env(), static_cast<double>(invalid.load()));
+}
+
+// unpackQ4ToQ4_0(data: Uint8Array[q4Bytes(M, K)], M, K, dst: Uint8Array[M*K/32*18])
+Napi::Value unpack_q4(const Napi::CallbackInfo& info) {
+  Args a(info, "unpackQ4ToQ4_0");
+  int64_t M, K;
+  q8_shape(a, 1, &M, &K);
+  const uint8_t* data = a.u8(0, "data", q4_bytes(M, K), q4_bytes(M, K));
+  const int64_t dst_bytes = M * (K / kQ4Block) * kQ4_0BlockBytes;
+  uint8_t* dst = a.u8(3, "dst", dst_bytes, dst_bytes);
+  check_disjoint(a, dst, dst_bytes, "dst", data, q4_bytes(M, K), "data");
+  unpack_q4_to_q4_0(data, M, K, dst);
+  return info.Env().Undefined();
+}
+
+// q4Gemm(ctx, data: Uint8Array[q4Bytes(M, K)], M, K, q: Int8Array[B*K], scale: Float32Array[B], B,
+//        y: Float32Array[B*M]). The per-32-block activation sums go to the context scratch first.
+Napi::Value q4_gemm(const Napi::CallbackInfo& info) {
+  Args a(info, "q4Gemm");
+  ContextWrap& ctx = a.context(0);
+  int64_t M, K;
+  q8_shape(a, 2, &M, &K);
+  const int64_t B = a.integer(6, "B", 1, kMaxBatch);
+  const uint8_t* data = a.u8(1, "data", q4_bytes(M, K), q4_bytes(M, K));
+  const int8_t* q = a.i8(4, "q", B * K, B * K);
+  const float* scale = a.f32(5, "scale", B, B);
+  float* y = a.f32(7, "y", B * M, B * M);
+  check_disjoint(a, y, B * M * 4, "y", data, q4_bytes(M, K), "data");
+  check_disjoint(a, y, B * M * 4, "y", q, B * K, "q");
+  check_disjoint(a, y, B * M * 4, "y", scale, B * 4, "scale");
+  const int64_t nb = K / kQ4Block;
+  int32_t* bsum32;
+  try {
+    bsum32 = ctx.scratch_i32(static_cast<size_t>(B * nb));
+  } catch (const std::bad_alloc&) {
+    a.range_error("cannot allocate " + std::to_string(B * nb * 4) + " bytes of block-sum scratch");
+  }
+  ctx.pool().parallel_for(B, [&](int64_t b0, int64_t b1) {
+    q4_act_block_sums(q + b0 * K, K, b1 - b0, K, bsum32 + b0 * nb);
+  });
+  const Q4Mat w{data, M, K};
+  const QActs acts{q, scale, nullptr, nullptr, B, K, K};
+  const KernelTable& t = ctx.table();
+  ctx.pool().parallel_for(q4_tiles(M), [&](int64_t t0, int64_t t1) { t.q4_gemm(w, acts, bsum32, y, M, t0, t1); });
+  return info.Env().Undefined();
+}
+
+// q4GetRows(ctx, data: Uint8Array[q4Bytes(M, K)], M, K, rows: Int32Array[n], out: Float32Array[n*K])
+Napi::Value q4_get_rows(const Napi::CallbackInfo& info) {
+  Args a(info, "q4GetRows");
+  ContextWrap& ctx = a.context(0);
+  int64_t M, K;
+  q8_shape(a, 2, &M, &K);
+  const uint8_t* data = a.u8(1, "data", q4_bytes(M, K), q4_bytes(M, K));
+  int64_t n = 0;
+  const int32_t* rows = row_ids(a, 4, M, &n);
+  float* out = a.f32(5, "out", n * K, n * K);
+  check_disjoint(a, out, n * K * 4, "out", data, q4_bytes(M, K), "data");
+  check_disjoint(a, out, n * K * 4, "out", rows, n * 4, "rows");
+  const Q4Mat w{data, M, K};
+  const KernelTable& t = ctx.table();
+  ctx.pool().parallel_for(n, [&](int64_t i0, int64_t i1) { t.q4_get_rows(w, rows + i0, i1 - i0, out + i0 * K, K); });
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void register_dense(Napi::Env env, Napi::Object exports) {
@@ -178,6 +290,10 @@ void register_dense(Napi::Env env, Napi::Object exports) {
   exports.Set("unpackQ8ToQ8_0", Napi::Function::New(env, unpack_q8, "unpackQ8ToQ8_0"));
   exports.Set("q8Gemm", Napi::Function::New(env, q8_gemm, "q8Gemm"));
   exports.Set("q8GetRows", Napi::Function::New(env, q8_get_rows, "q8GetRows"));
+  exports.Set("repackQ4", Napi::Function::New(env, repack_q4, "repackQ4"));
+  exports.Set("unpackQ4ToQ4_0", Napi::Function::New(env, unpack_q4, "unpackQ4ToQ4_0"));
+  exports.Set("q4Gemm", Napi::Function::New(env, q4_gemm, "q4Gemm"));
+  exports.Set("q4GetRows", Napi::Function::New(env, q4_get_rows, "q4GetRows"));
 }
 
 }  // namespace bitllm

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "act_quant.h"
+#include "dense_q4.h"  // the q4 (Q4R16) family
 
 namespace bitllm {
 

@@ -290,13 +290,14 @@ void q8_get_rows_avx2(const Q8Mat& w, const int32_t* rows, int64_t n, float* out
 
 }  // namespace
 
-void fill_dense_avx2(KernelTable& t, const CpuFeatures&) {
+void fill_dense_avx2(KernelTable& t, const CpuFeatures& f) {
   t.f16_gemm = f16_gemm_avx2;
   t.f16_get_rows = f16_get_rows_avx2;
   t.q8_gemm = q8_gemm_avx2;
   t.q8_get_rows = q8_get_rows_avx2;
   t.v_f16 = "avx2";
   t.v_q8 = "avx2";
+  fill_dense_q4_avx2(t, f);
 }
 
 }  // namespace bitllm

@@ -255,6 +255,7 @@ void fill_dense_neon(KernelTable& t, const CpuFeatures& f) {
     t.q8_gemm = q8_gemm_neon;
     t.v_q8 = "neon";
   }
+  fill_dense_q4_neon(t, f);
 }
 
 }  // namespace bitllm

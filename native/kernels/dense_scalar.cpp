@@ -83,13 +83,14 @@ void q8_get_rows_scalar(const Q8Mat& w, const int32_t* rows, int64_t n, float* o
 
 }  // namespace
 
-void fill_dense_scalar(KernelTable& t, const CpuFeatures&) {
+void fill_dense_scalar(KernelTable& t, const CpuFeatures& f) {
   t.f16_gemm = f16_gemm_scalar;
   t.f16_get_rows = f16_get_rows_scalar;
   t.q8_gemm = q8_gemm_scalar;
   t.q8_get_rows = q8_get_rows_scalar;
   t.v_f16 = "scalar";
   t.v_q8 = "scalar";
+  fill_dense_q4_scalar(t, f);
 }
 
 }  // namespace bitllm

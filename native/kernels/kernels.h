@@ -8,6 +8,7 @@
 #include "ops.h"
 #include "ternary_i2.h"
 #include "ternary_lut.h"
+#include "ternary_td3.h"
 
 namespace bitllm {
 
@@ -32,12 +33,16 @@ struct KernelTable {
   ternary_gemm_fn ternary_gemm = nullptr;
   ternary_lut_build_fn ternary_lut_build = nullptr;
   ternary_lut_gemm_fn ternary_lut_gemm = nullptr;
+  ternary_td3_gemm_fn ternary_td3_gemm = nullptr;
+  ternary_td3_to_t2_fn ternary_td3_to_t2 = nullptr;
   binary_gemm_fn binary_gemm = nullptr;
   binary_prep_fn binary_prep = nullptr;
   f16_gemm_fn f16_gemm = nullptr;
   f16_get_rows_fn f16_get_rows = nullptr;
   q8_gemm_fn q8_gemm = nullptr;
   q8_get_rows_fn q8_get_rows = nullptr;
+  q4_gemm_fn q4_gemm = nullptr;
+  q4_get_rows_fn q4_get_rows = nullptr;
   rmsnorm_fn rmsnorm = nullptr;
   rope_neox_fn rope_neox = nullptr;
   kv_store_f16_fn kv_store_f16 = nullptr;
@@ -51,9 +56,11 @@ struct KernelTable {
   const char* v_act_quant = "none";
   const char* v_ternary = "none";
   const char* v_ternary_lut = "none";
+  const char* v_ternary_td3 = "none";
   const char* v_binary = "none";
   const char* v_f16 = "none";
   const char* v_q8 = "none";
+  const char* v_q4 = "none";
   const char* v_ops = "none";
 };
 
@@ -71,6 +78,7 @@ struct KernelTable {
 BITLLM_DECLARE_FILLS(act_quant)
 BITLLM_DECLARE_FILLS(ternary_i2)
 BITLLM_DECLARE_FILLS(ternary_lut)
+BITLLM_DECLARE_FILLS(ternary_td3)
 BITLLM_DECLARE_FILLS(binary)
 BITLLM_DECLARE_FILLS(dense)
 BITLLM_DECLARE_FILLS(ops)

@@ -149,6 +149,182 @@ int64_t repack_q8_from_f32(const float* src, int64_t lds, int64_t M, int64_t K, 
   });
 }
 
+// ---------------------------------------------------------------------------------------------
+// Q4R16
+
+namespace {
+
+constexpr int64_t kQ4_0BlockBytes = 18;
+
+// A tile of zero weights: every code u = 8, every scale +0.
+void clear_q4_tile(uint8_t* tile, int64_t nb) {
+  for (int64_t j = 0; j < nb; ++j) {
+    std::memset(tile + j * kQ4BlockBytes, 0x88, kQ4BlockQsBytes);
+    std::memset(tile + j * kQ4BlockBytes + kQ4BlockQsBytes, 0, kQ4BlockBytes - kQ4BlockQsBytes);
+  }
+}
+
+// Stores row r of block j: scale bits and 16 Q4_0-ordered bytes (low nibble k i, high nibble k i+16).
+inline void put_q4_block(uint8_t* tile, int r, int64_t j, uint16_t d, const uint8_t* qs) {
+  uint8_t* rec = tile + j * kQ4BlockBytes;
+  for (int c = 0; c < 4; ++c) std::memcpy(rec + c * kQ4ChunkBytes + 4 * r, qs + 4 * c, 4);
+  std::memcpy(rec + kQ4BlockQsBytes + 2 * r, &d, 2);
+}
+
+// Quantizes 32 finite floats into Q4_0-ordered bytes; returns false when the scale overflows fp16.
+bool quantize_q4_block(const float* x, uint16_t* dh_out, uint8_t* qs) {
+  // The first x of largest |x|: for finite floats |x| orders like its bits as an int32.
+  int32_t abits = -1;
+  int at = 0;
+  for (int i = 0; i < kQ4Block; ++i) {
+    int32_t b;
+    std::memcpy(&b, &x[i], 4);
+    b &= 0x7fffffff;
+    if (b > abits) {
+      abits = b;
+      at = i;
+    }
+  }
+  const uint16_t dh = f32_to_fp16(x[at] / -8.0f);
+  *dh_out = 0;
+  std::memset(qs, 0x88, 16);
+  if (!half_finite(dh)) return false;
+  const float d = fp16_to_f32(dh);
+  if (d == 0.0f) return true;
+  *dh_out = dh;
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: round half to even for |v| < 2^22 (here <= 12)
+  uint8_t u[kQ4Block];
+  for (int i = 0; i < kQ4Block; ++i) {
+    float v = (x[i] / d + kRound) - kRound;
+    v = v > 7.0f ? 7.0f : (v < -8.0f ? -8.0f : v);
+    u[i] = static_cast<uint8_t>(static_cast<int32_t>(v) + 8);
+  }
+  for (int i = 0; i < 16; ++i) qs[i] = static_cast<uint8_t>(u[i] | (u[i + 16] << 4));
+  return true;
+}
+
+// Float-source Q4 repack over tiles; `load` fills 32 floats of row m, block j and returns whether the
+// block is valid (finite).
+template <typename Load>
+int64_t repack_float_q4(int64_t M, int64_t K, uint8_t* data, int64_t tile0, int64_t tile1, Load load) {
+  const int64_t nb = K / kQ4Block, tb = q4_tile_bytes(K);
+  int64_t invalid = 0;
+  float x[kQ4Block];
+  uint8_t qs[16];
+  for (int64_t t = tile0; t < tile1; ++t) {
+    uint8_t* tile = data + t * tb;
+    clear_q4_tile(tile, nb);
+    for (int r = 0; r < kQ4Rows; ++r) {
+      const int64_t m = t * kQ4Rows + r;
+      if (m >= M) break;
+      for (int64_t j = 0; j < nb; ++j) {
+        uint16_t dh = 0;
+        if (!load(m, j, x) || !quantize_q4_block(x, &dh, qs)) {
+          ++invalid;
+          continue;  // the tile is already zero
+        }
+        put_q4_block(tile, r, j, dh, qs);
+      }
+    }
+  }
+  return invalid;
+}
+
+}  // namespace
+
+int64_t repack_q4_from_q4_0(const uint8_t* src, int64_t M, int64_t K, uint8_t* data, int64_t tile0,
+                            int64_t tile1) {
+  const int64_t nb = K / kQ4Block, tb = q4_tile_bytes(K);
+  int64_t invalid = 0;
+  for (int64_t t = tile0; t < tile1; ++t) {
+    uint8_t* tile = data + t * tb;
+    clear_q4_tile(tile, nb);
+    for (int r = 0; r < kQ4Rows; ++r) {
+      const int64_t m = t * kQ4Rows + r;
+      if (m >= M) break;
+      for (int64_t j = 0; j < nb; ++j) {
+        const uint8_t* blk = src + (m * nb + j) * kQ4_0BlockBytes;  // {d, qs[16]}
+        uint16_t d;
+        std::memcpy(&d, blk, 2);
+        if (!half_finite(d)) {
+          ++invalid;
+          continue;
+        }
+        put_q4_block(tile, r, j, d, blk + 2);
+      }
+    }
+  }
+  return invalid;
+}
+
+int64_t repack_q4_from_f16(const uint16_t* src, int64_t lds, int64_t M, int64_t K, uint8_t* data, int64_t tile0,
+                           int64_t tile1) {
+  return repack_float_q4(M, K, data, tile0, tile1, [&](int64_t m, int64_t j, float* x) {
+    const uint16_t* s = src + m * lds + j * kQ4Block;
+    int bad = 0;
+    for (int i = 0; i < kQ4Block; ++i) {
+      bad |= (s[i] & 0x7c00) == 0x7c00;
+      x[i] = half_bits_to_f32(s[i]);
+    }
+    return bad == 0;
+  });
+}
+
+int64_t repack_q4_from_bf16(const uint16_t* src, int64_t lds, int64_t M, int64_t K, uint8_t* data, int64_t tile0,
+                            int64_t tile1) {
+  return repack_float_q4(M, K, data, tile0, tile1, [&](int64_t m, int64_t j, float* x) {
+    const uint16_t* s = src + m * lds + j * kQ4Block;
+    int bad = 0;
+    for (int i = 0; i < kQ4Block; ++i) {
+      bad |= (s[i] & 0x7f80) == 0x7f80;
+      const uint32_t bits = static_cast<uint32_t>(s[i]) << 16;
+      std::memcpy(&x[i], &bits, 4);
+    }
+    return bad == 0;
+  });
+}
+
+int64_t repack_q4_from_f32(const float* src, int64_t lds, int64_t M, int64_t K, uint8_t* data, int64_t tile0,
+                           int64_t tile1) {
+  return repack_float_q4(M, K, data, tile0, tile1, [&](int64_t m, int64_t j, float* x) {
+    const float* s = src + m * lds + j * kQ4Block;
+    int bad = 0;
+    for (int i = 0; i < kQ4Block; ++i) {
+      bad |= !std::isfinite(s[i]);
+      x[i] = s[i];
+    }
+    return bad == 0;
+  });
+}
+
+int64_t repack_q4_from_q8_0(const uint8_t* src, int64_t M, int64_t K, uint8_t* data, int64_t tile0,
+                            int64_t tile1) {
+  const int64_t nb = K / kQ4Block;
+  return repack_float_q4(M, K, data, tile0, tile1, [&](int64_t m, int64_t j, float* x) {
+    const uint8_t* blk = src + (m * nb + j) * kQ8_0BlockBytes;  // {d, qs[32]}
+    uint16_t dh;
+    std::memcpy(&dh, blk, 2);
+    if (!half_finite(dh)) return false;
+    const float d = half_bits_to_f32(dh);
+    for (int i = 0; i < kQ4Block; ++i) x[i] = d * static_cast<float>(static_cast<int8_t>(blk[2 + i]));
+    return true;
+  });
+}
+
+void unpack_q4_to_q4_0(const uint8_t* data, int64_t M, int64_t K, uint8_t* dst) {
+  const int64_t nb = K / kQ4Block, tb = q4_tile_bytes(K);
+  for (int64_t m = 0; m < M; ++m) {
+    const int64_t r = m % kQ4Rows;
+    const uint8_t* tile = data + (m / kQ4Rows) * tb;
+    for (int64_t j = 0; j < nb; ++j) {
+      uint8_t* out = dst + (m * nb + j) * kQ4_0BlockBytes;
+      const uint8_t* rec = tile + j * kQ4BlockBytes;
+      std::memcpy(out, rec + kQ4BlockQsBytes + 2 * r, 2);
+      for (int c = 0; c < 4; ++c) std::memcpy(out + 2 + 4 * c, rec + c * kQ4ChunkBytes + 4 * r, 4);
+    }
+  }
+}
+
 void unpack_q8_to_q8_0(const uint8_t* data, int64_t M, int64_t K, uint8_t* dst) {
   const int64_t nb = K / kQ8Block, tb = q8_tile_bytes(K);
   for (int64_t m = 0; m < M; ++m) {
