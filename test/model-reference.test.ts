@@ -148,6 +148,37 @@ describe('one-call native forward vs op-by-op native kernels', () => {
       }, 30_000);
     }
 
+  // TD3 holds the same trits and scales as T2R16 and its kernels are bit-exact with T2R16's, so a model
+  // loaded in either layout gives identical logits - through the one-call forward and op by op.
+  for (const [type, arch] of [['tq1_0', 'bitnet'], ['i2_s', 'bitnet-b1.58'], ['tq2_0', 'bitnet-25']] as const)
+    it(`${type} ${arch}: the TD3 layout gives the T2R16 logits bit for bit (prefill + decode, both paths)`, async () => {
+      const out = join(dir, `td3-${type}.gguf`);
+      await synthesizeModel({ shape: 'small', type, arch, seed: 9, out });
+      const f = readGguf(out);
+      const cfg = configFromGguf(f);
+      const t2 = loadBitnetWeights(ctx, f, cfg, { layout: 't2r16' });
+      const td3 = loadBitnetWeights(ctx, f, cfg, { layout: 'td3' });
+      expect(t2.layout).toBe('t2r16');
+      expect(td3.layout).toBe('td3');
+      expect(td3.bytesPerToken).toBeLessThan(t2.bytesPerToken);
+      const want = run(new BitnetModel(ctx, cfg, t2), 16);
+      for (const got of [run(new BitnetModel(ctx, cfg, td3), 16), run(new BitnetModel(ctx, cfg, td3, nativeBackend(ctx)), 16)]) {
+        let firstDiff = -1;
+        for (let j = 0; j < got.length && firstDiff < 0; j++) if (!Object.is(got[j], want[j])) firstDiff = j;
+        expect(firstDiff).toBe(-1);
+      }
+    }, 60_000);
+
+  it('the TS reference backend runs TD3 weights too (same logits as on T2R16 weights)', async () => {
+    const out = join(dir, 'td3-ref.gguf');
+    await synthesizeModel({ shape: 'tiny', type: 'tq2_0', arch: 'bitnet', seed: 4, out });
+    const f = readGguf(out);
+    const cfg = configFromGguf(f);
+    const a = run(new BitnetModel(ctx, cfg, loadBitnetWeights(ctx, f, cfg, { layout: 't2r16' }), referenceBackend()), 16);
+    const b = run(new BitnetModel(ctx, cfg, loadBitnetWeights(ctx, f, cfg, { layout: 'td3' }), referenceBackend()), 16);
+    expect(Array.from(b)).toEqual(Array.from(a));
+  }, 60_000);
+
   it('rejects bad tokens and a full cache with typed errors, leaving the cache as it was', async () => {
     const out = join(dir, 'bad.gguf');
     await synthesizeModel({ shape: 'tiny', type: 'tq2_0', arch: 'bitnet', seed: 1, out });

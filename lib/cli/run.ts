@@ -103,7 +103,7 @@ export class CommandLine {
 }
 
 /** Options every model-loading command accepts. */
-export const MODEL_VALUED: Record<string, string> = { t: 'threads', threads: 'threads', ctx: 'ctx', c: 'ctx', kv: 'kv', head: 'head', isa: 'isa' };
+export const MODEL_VALUED: Record<string, string> = { t: 'threads', threads: 'threads', ctx: 'ctx', c: 'ctx', kv: 'kv', head: 'head', layout: 'layout', isa: 'isa' };
 
 /** Sampling options of run and chat. */
 export const SAMPLING_VALUED: Record<string, string> = {
@@ -116,6 +116,8 @@ export const MODEL_USAGE = `      -t, --threads N            kernel threads (def
       -c, --ctx N                context size in tokens (default: min(4096, the model's))
       --kv f16|q8                KV cache type (q8: int8 blocks of 32, half the memory of f16)
       --head f16|q8|q4           lm_head / embedding type: q8 (0.53x the F16 bytes per token) or q4 (0.28x), repacked at load
+      --layout auto|t2r16|td3    in-memory ternary layout: td3 is 1.6875 bits/weight (16 % fewer bytes, same results);
+                                 auto (default) picks it where the CPU decodes it at least as fast (AVX-512 VBMI)
       --isa ISA                  force a kernel ISA (scalar, avx2, avx512, neon)`;
 
 export const SAMPLING_USAGE = `      -n, --max-tokens N         tokens to generate
@@ -135,6 +137,8 @@ export function loadOptions(cl: CommandLine, contextSize?: number): LoadModelOpt
   if (kv !== undefined) opts.kvType = kv;
   const head = cl.choice('head', ['f16', 'q8', 'q4'] as const);
   if (head !== undefined) opts.headType = head;
+  const layout = cl.choice('layout', ['auto', 't2r16', 'td3'] as const);
+  if (layout !== undefined) opts.layout = layout;
   const isa = cl.choice<Isa>('isa', ['scalar', 'avx2', 'avx512', 'neon']);
   if (isa !== undefined) opts.isa = isa;
   return opts;

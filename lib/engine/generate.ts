@@ -241,6 +241,7 @@ export interface WorkerInit {
   isa: Isa | undefined;
   contextSize: number;
   headType: 'f16' | 'q8' | 'q4';
+  layout: 'auto' | 't2r16' | 'td3';
   kvType: 'f16' | 'q8';
   /** Int32Array(1): the id of the request the worker must stop at its next token boundary (0 = none). */
   control: SharedArrayBuffer;
@@ -263,6 +264,7 @@ export type WorkerRequest =
 
 export interface WorkerReady {
   type: 'ready';
+  layout: 't2r16' | 'td3';
   isa: Isa;
   threads: number;
   kernels: Record<string, string>;

@@ -147,13 +147,14 @@ function load(): Engine {
   const ctx = new KernelContext({ threads: init.threads, isa: init.isa });
   const weights = loadBitnetWeights(ctx, file, cfg, {
     headType: init.headType,
+    layout: init.layout,
     onProgress: (done, total) => post({ type: 'progress', done, total }),
   });
   const model = new BitnetModel(ctx, cfg, weights);
   const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, init.contextSize, init.kvType);
   const info = ctx.info();
   post({
-    type: 'ready', isa: info.isa, threads: info.threads, kernels: info.kernels, weightBytes: weights.bytesPerToken,
+    type: 'ready', layout: weights.layout, isa: info.isa, threads: info.threads, kernels: info.kernels, weightBytes: weights.bytesPerToken,
     kvBytes: kv.bytes, loadMs: performance.now() - t0,
   });
   return { model, seq: new Sequence(kv) };

@@ -4,7 +4,10 @@
 import type { KernelContext } from '../kernels/context.js';
 import { type F16Matrix, type Q4Matrix, type Q8Matrix, f16Gemm, f16GetRows, q4Gemm, q4GetRows, q8Gemm, q8GetRows } from '../kernels/dense.js';
 import { type KvCacheShape, attentionF16, attentionQ8, gluRelu2, gluSilu, kvStoreF16, kvStoreQ8, rmsnorm, ropeNeox } from '../kernels/ops.js';
-import { type QuantizedActivations, type TernaryMatrix, quantizeActivationsI8, ternaryGemm } from '../kernels/ternary.js';
+import { type QuantizedActivations, quantizeActivationsI8, ternaryGemm } from '../kernels/ternary.js';
+import { ternaryTd3Gemm } from '../kernels/td3.js';
+import { refTd3Gemm } from '../reference/td3.js';
+import { type TernaryWeight, isTd3 } from './weights.js';
 import { refActQuantI8 } from '../reference/act_quant.js';
 import { refF16Gemm, refF16GetRows, refQ4Gemm, refQ4GetRows, refQ8Gemm, refQ8GetRows } from '../reference/dense.js';
 import {
@@ -21,7 +24,8 @@ export interface ComputeBackend {
   /** Per-token absmax int8 quantization of x [B, K] into out (its q / scale / sum views are B·K, B, B long). */
   quantizeI8(x: Float32Array, B: number, K: number, out: QuantizedActivations): QuantizedActivations;
   /** y [B, M] = W · Aᵀ. */
-  ternaryGemm(w: TernaryMatrix, a: QuantizedActivations, y: Float32Array): void;
+  /** y [B, M] = W · Aᵀ for a T2R16 or TD3 W. */
+  ternaryGemm(w: TernaryWeight, a: QuantizedActivations, y: Float32Array): void;
   /** RMSNorm of x [B, n] into out (out may be x). */
   rmsnorm(x: Float32Array, w: Float32Array | null, B: number, n: number, eps: number, out: Float32Array): void;
   /** NEOX RoPE of x [B, nHeads, headDim] in place, B = pos.length. */
@@ -50,7 +54,7 @@ export function nativeBackend(ctx: KernelContext): ComputeBackend {
   return {
     name: 'native',
     quantizeI8: (x, B, K, out) => quantizeActivationsI8(ctx, x, B, K, out),
-    ternaryGemm: (w, a, y) => void ternaryGemm(ctx, w, a, y),
+    ternaryGemm: (w, a, y) => void (isTd3(w) ? ternaryTd3Gemm(ctx, w, a, y) : ternaryGemm(ctx, w, a, y)),
     rmsnorm: (x, w, B, n, eps, out) => void rmsnorm(ctx, x, w, B, n, eps, out),
     ropeNeox: (x, pos, nHeads, headDim, nRot, theta) => void ropeNeox(ctx, x, pos, nHeads, headDim, nRot, theta),
     kvStoreF16: (x, pos, cache, shape) => kvStoreF16(ctx, x, pos, cache, shape),
@@ -91,7 +95,7 @@ export function referenceBackend(): ComputeBackend {
       out.K = K;
       return out;
     },
-    ternaryGemm: (w, a, y) => y.set(refTernaryGemm(w, exact(a))),
+    ternaryGemm: (w, a, y) => y.set(isTd3(w) ? refTd3Gemm(w, exact(a)) : refTernaryGemm(w, exact(a))),
     // refRmsnorm reads all of x before anything is written, so out === x is safe.
     rmsnorm: (x, w, B, n, eps, out) => out.set(refRmsnorm(x, w, B, n, eps).y),
     ropeNeox: (x, pos, nHeads, headDim, nRot, theta) => x.set(refRopeNeox(x, pos, nHeads, headDim, nRot, theta).y),

@@ -4,10 +4,9 @@
 import { NativeError } from '../errors.js';
 import type { KvCache } from '../engine/kv-cache.js';
 import type { KernelContext } from '../kernels/context.js';
-import type { TernaryMatrix } from '../kernels/ternary.js';
 import { loadNative } from '../native.js';
 import type { BitnetConfig } from './config.js';
-import type { BitnetWeights, HeadMatrix } from './weights.js';
+import { type BitnetWeights, type HeadMatrix, type TernaryWeight, isTd3 } from './weights.js';
 
 interface NativeBitnetHandle {
   forward(ctx: unknown, tokens: Int32Array, pos0: number, kvK: ArrayBufferView[], kvV: ArrayBufferView[], kvType: string,
@@ -19,7 +18,8 @@ export function profileOpNames(): string[] {
   return (loadNative().profileOps as () => string[])();
 }
 
-function linear(w: TernaryMatrix) {
+function linear(w: TernaryWeight) {
+  if (isTd3(w)) return { kind: 'td3', data: w.data, scales: w.scales, M: w.M, K: w.K, scaleMode: w.scaleMode };
   return { kind: 't2r16', codes: w.codes, scales: w.scales, M: w.M, K: w.K, scaleMode: w.scaleMode };
 }
 

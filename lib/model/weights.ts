@@ -9,6 +9,7 @@ import { GGML } from '../format/types.js';
 import type { KernelContext } from '../kernels/context.js';
 import { type F16Matrix, type Q4Matrix, type Q8Matrix, q4Bytes, q8Bytes, repackQ4, repackQ8 } from '../kernels/dense.js';
 import { ScaleMode, type TernaryMatrix, repackTernary, repackTernaryF32 } from '../kernels/ternary.js';
+import { type TernaryTd3Matrix, ternaryToTd3 } from '../kernels/td3.js';
 import { binding } from '../native.js';
 import { halfToFloat } from '../reference/numeric.js';
 import { SCALE_BLOCK_K, T2_ROWS, scaleCount, t2CodeBytes, t2Tiles } from '../reference/ternary.js';
@@ -17,15 +18,31 @@ import type { BitnetConfig } from './config.js';
 export type HeadMatrix = { kind: 'f16'; m: F16Matrix } | { kind: 'q8'; m: Q8Matrix } | { kind: 'q4'; m: Q4Matrix };
 export type HeadType = HeadMatrix['kind'];
 
+/**
+ * A ternary projection as the kernels read it: T2R16 (2 bits/weight) or TD3 (1.6875 bits/weight, the same
+ * results; faster than T2R16 at batch 1 where AVX-512 VBMI decodes it, slower elsewhere).
+ */
+export type TernaryWeight = TernaryMatrix | TernaryTd3Matrix;
+export const isTd3 = (w: TernaryWeight): w is TernaryTd3Matrix => 'data' in w;
+
+/** 'auto': TD3 where the CPU runs it at least as fast as T2R16 (AVX-512 VBMI), else T2R16. */
+export type TernaryLayout = 'auto' | 't2r16' | 'td3';
+
+/** The layout 'auto' resolves to on this context. */
+export function resolveLayout(ctx: KernelContext, layout: TernaryLayout): 't2r16' | 'td3' {
+  if (layout !== 'auto') return layout;
+  return ctx.info().kernels['ternary_td3'] === 'avx512-vbmi' ? 'td3' : 't2r16';
+}
+
 export interface BitnetLayer {
   attnNorm: Float32Array; // [nEmbd]
   attnSubNorm: Float32Array; // [nEmbd]
   ffnNorm: Float32Array; // [nEmbd]
   ffnSubNorm: Float32Array; // [nFf]
-  wqkv: TernaryMatrix; // [nEmbd + 2 nKv, nEmbd]: q rows, then k, then v
-  wo: TernaryMatrix; // [nEmbd, nEmbd]
-  wgu: TernaryMatrix; // [2 nFf, nEmbd]: gate rows, then up
-  wdown: TernaryMatrix; // [nEmbd, nFf]
+  wqkv: TernaryWeight; // [nEmbd + 2 nKv, nEmbd]: q rows, then k, then v
+  wo: TernaryWeight; // [nEmbd, nEmbd]
+  wgu: TernaryWeight; // [2 nFf, nEmbd]: gate rows, then up
+  wdown: TernaryWeight; // [nEmbd, nFf]
 }
 
 export interface BitnetWeights {
@@ -35,6 +52,8 @@ export interface BitnetWeights {
   layers: BitnetLayer[];
   /** Bytes of weights one decode step reads (ternary layers + head). */
   bytesPerToken: number;
+  /** In-memory layout of the ternary projections. */
+  layout: 't2r16' | 'td3';
 }
 
 export interface LoadWeightsOptions {
@@ -42,6 +61,8 @@ export interface LoadWeightsOptions {
   onProgress?: (done: number, total: number) => void;
   /** lm_head / embedding storage: keep F16, or repack to q8 (per-32-block int8) or q4 (per-32-block 4-bit). */
   headType?: HeadType;
+  /** In-memory layout of the ternary projections (default 'auto'). */
+  layout?: TernaryLayout;
 }
 
 class TensorTable {
@@ -243,6 +264,7 @@ function headBytes(h: HeadMatrix): number {
 export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: BitnetConfig, opts: LoadWeightsOptions = {}): BitnetWeights {
   const tt = new TensorTable(file);
   const headType = opts.headType ?? 'f16';
+  const layout = resolveLayout(ctx, opts.layout ?? 'auto');
   const { nEmbd: d, nFf: ff, nHeadKv, headDim, nLayer } = cfg;
   const dkv = nHeadKv * headDim;
   const tokEmbd = loadHead(ctx, tt, 'token_embd.weight', cfg, headType, false)!;
@@ -270,17 +292,19 @@ export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: Bitne
     const [gs, us] = slices(d, [ff, ff]);
     const gate = tern('ffn_gate', ff, d, gs);
     const up = tern('ffn_up', ff, d, us);
+    // TD3 is packed from the T2R16 matrices (same trits, same scales); the T2R16 copies are dropped.
+    const place = (w: TernaryMatrix): TernaryWeight => (layout === 'td3' ? ternaryToTd3(ctx, w) : w);
     const layer: BitnetLayer = {
       attnNorm: tt.vector(`${p}attn_norm.weight`, d),
       attnSubNorm: tt.vector(`${p}attn_sub_norm.weight`, d),
       ffnNorm: tt.vector(`${p}ffn_norm.weight`, d),
       ffnSubNorm: tt.vector(`${p}ffn_sub_norm.weight`, ff),
-      wqkv: fuseTernary([q, k, v]),
-      wo: tern('attn_output', d, d),
-      wgu: fuseTernary([gate, up]),
-      wdown: tern('ffn_down', d, ff),
+      wqkv: place(fuseTernary([q, k, v])),
+      wo: place(tern('attn_output', d, d)),
+      wgu: place(fuseTernary([gate, up])),
+      wdown: place(tern('ffn_down', d, ff)),
     };
-    for (const m of [layer.wqkv, layer.wo, layer.wgu, layer.wdown]) ternaryBytes += m.codes.byteLength;
+    for (const m of [layer.wqkv, layer.wo, layer.wgu, layer.wdown]) ternaryBytes += isTd3(m) ? m.data.byteLength : m.codes.byteLength;
     layers.push(layer);
     // The file's copy of these projections is not read again: let the kernel drop its pages.
     for (const n of ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down']) {
@@ -291,5 +315,5 @@ export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: Bitne
   }
   // Repacking left freed temporaries in the allocator's heap: give those pages back.
   binding<() => boolean>('releaseFreeMemory')();
-  return { tokEmbd, outputNorm, output, layers, bytesPerToken: ternaryBytes + headBytes(output) };
+  return { tokEmbd, outputNorm, output, layers, bytesPerToken: ternaryBytes + headBytes(output), layout };
 }

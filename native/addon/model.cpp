@@ -87,10 +87,11 @@ class Spec {
   std::vector<Napi::Reference<Napi::Value>>* keep_;
 };
 
-// A ternary projection {kind: 't2r16', codes, scales, M, K, scaleMode} of shape [M, K].
+// A ternary projection of shape [M, K]: {kind: 't2r16', codes, scales, M, K, scaleMode} or
+// {kind: 'td3', data, scales, M, K, scaleMode}.
 PlanLinear read_linear(const Spec& s, int64_t M, int64_t K) {
   const std::string kind = s.string("kind");
-  if (kind != "t2r16") s.fail("kind", "'" + kind + "' is not a supported ternary layout (t2r16)");
+  if (kind != "t2r16" && kind != "td3") s.fail("kind", "'" + kind + "' is not a supported ternary layout (t2r16, td3)");
   PlanLinear w;
   w.M = s.integer("M", M, M);
   w.K = s.integer("K", K, K);
@@ -100,7 +101,12 @@ PlanLinear read_linear(const Spec& s, int64_t M, int64_t K) {
   const int64_t tiles = t2_tiles(M);
   const int64_t nscales =
       mode == kScaleTensor ? 1 : (mode == kScaleRow ? tiles * kT2Rows : tiles * (K / kScaleBlockK) * kT2Rows);
-  w.t2 = TernaryMat{s.u8("codes", t2_code_bytes(M, K)), s.f32("scales", nscales), M, K, mode};
+  if (kind == "td3") {
+    w.kind = PlanLinear::kTd3;
+    w.td3 = TernaryTd3Mat{s.u8("data", td3_weight_bytes(M, K)), s.f32("scales", nscales), M, K, mode};
+  } else {
+    w.t2 = TernaryMat{s.u8("codes", t2_code_bytes(M, K)), s.f32("scales", nscales), M, K, mode};
+  }
   return w;
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "repack_ternary.h"
+#include "td3_run.h"
 
 namespace bitllm {
 
@@ -89,13 +90,18 @@ void BitnetExec::quant(const KernelTable& t, ThreadPool& pool, const float* x, i
 // y [B, M] = W · Aᵀ for the activations quant() left in the buffers (K = w.K).
 void BitnetExec::linear(const KernelTable& t, ThreadPool& pool, const PlanLinear& w, const float* /*x*/, int64_t B,
                         float* y) {
-  const TernaryMat& m = w.t2;
+  const int32_t mode = w.kind == PlanLinear::kTd3 ? w.td3.scale_mode : w.t2.scale_mode;
   const int32_t* bsum = nullptr;
-  if (m.scale_mode == kScaleBlock) {
-    t.act_block_sums(act_q_.data(), m.K, B, m.K, act_bsum_.data());
+  if (mode == kScaleBlock) {
+    t.act_block_sums(act_q_.data(), w.K, B, w.K, act_bsum_.data());
     bsum = act_bsum_.data();
   }
-  const QActs acts{act_q_.data(), act_scale_.data(), act_sum_.data(), bsum, B, m.K, m.K};
+  const QActs acts{act_q_.data(), act_scale_.data(), act_sum_.data(), bsum, B, w.K, w.K};
+  if (w.kind == PlanLinear::kTd3) {
+    run_td3_gemm(t, pool, w.td3, acts, y, w.M);
+    return;
+  }
+  const TernaryMat& m = w.t2;
   const int64_t tiles = t2_tiles(m.M);
   pool.parallel_for_dynamic(tiles, grain(tiles, pool.size()),
                             [&](int64_t t0, int64_t t1) { t.ternary_gemm(m, acts, y, m.M, t0, t1); });

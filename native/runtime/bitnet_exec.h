@@ -16,10 +16,13 @@
 
 namespace bitllm {
 
-// A ternary projection. kind 0: T2R16 (kernels/ternary_i2.h). Room for the dense 1.6-bit layouts.
+// A ternary projection: T2R16 (kernels/ternary_i2.h, 2 bits/weight) or TD3 (kernels/ternary_td3.h,
+// 1.6875 bits/weight, same results).
 struct PlanLinear {
-  int32_t kind = 0;
+  enum Kind : int32_t { kT2R16 = 0, kTd3 = 1 };
+  int32_t kind = kT2R16;
   TernaryMat t2{};
+  TernaryTd3Mat td3{};
   int64_t M = 0, K = 0;
 };
 
