@@ -62,6 +62,17 @@ describe('bitllm run', () => {
     }
   });
 
+  it('without MODEL it runs the built-in b1.58 model (models/tiny-b158-i2_s.gguf), the same as naming it', () => {
+    const builtin = fileURLToPath(new URL('../models/tiny-b158-i2_s.gguf', import.meta.url));
+    expect(existsSync(builtin)).toBe(true);
+    const args = ['-p', 'Once upon a time', '-n', '8', '--temp', '0', '-t', '1', '--json'];
+    const a = bitllm('run', ...args);
+    expect(a.status, a.stderr).toBe(0);
+    const b = bitllm('run', builtin, ...args);
+    expect(JSON.parse(a.stdout)).toEqual(JSON.parse(b.stdout));
+    expect((JSON.parse(a.stdout) as { tokens: number[] }).tokens).toHaveLength(8);
+  });
+
   it('--tokens takes the prompt as ids; without --json the text streams to stdout', () => {
     const args = ['run', MODEL, '--tokens', '1,3104,3550', '-n', '8', '--temp', '0', '-t', '1'];
     const json = JSON.parse(bitllm(...args, '--json').stdout) as { text: string; prompt_tokens: number };

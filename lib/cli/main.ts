@@ -20,8 +20,8 @@ import { runTokenizeCommand } from './tokenize.js';
 const USAGE = `usage: bitllm <command> [options]
 
 commands:
-  run MODEL -p TEXT            generate a completion (-n N, --temp T, --seed S, --json, ...)
-  chat MODEL                   interactive chat (/reset, /exit; Ctrl-C stops a reply)
+  run [MODEL] -p TEXT          generate a completion (-n N, --temp T, --seed S, --json, ...); no MODEL: the built-in one
+  chat [MODEL]                 interactive chat (/reset, /exit; Ctrl-C stops a reply)
   inspect MODEL [--json]       architecture, hyperparameters, tensor types and sizes, tokenizer
   tokenize MODEL TEXT          token ids (--json, --no-bos, --file F); vocab-only files work
   perplexity MODEL -f TEXT     mean NLL and perplexity over --ctx windows (--json, --dump-logits OUT)

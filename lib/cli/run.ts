@@ -1,8 +1,9 @@
 // `bitllm run MODEL -p TEXT`: one completion, streamed to stdout (or one JSON line with --json).
 // Also the option handling the model commands share (chat, perplexity): typed option access with usage
 // errors, model loading with progress on a TTY, sampling flags.
-import { basename } from 'node:path';
-import { statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
 import { type LoadModelOptions, type Model, loadModel } from '../api.js';
 import type { GenerateOptions } from '../engine/generate.js';
@@ -11,6 +12,12 @@ import { UsageError, parseArgs } from './args.js';
 import { formatProfile } from './profile.js';
 
 // ---------------------------------------------------------------- shared option handling
+
+/**
+ * The model `run` and `chat` use when none is given: the b1.58 model trained from scratch by train/ and
+ * shipped in the package (models/, see docs/training.md).
+ */
+export const DEFAULT_MODEL = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'models', 'tiny-b158-i2_s.gguf');
 
 export interface CommandSpec {
   /** e.g. 'run', for messages. */
@@ -86,9 +93,17 @@ export class CommandLine {
     return parts.map(Number);
   }
 
-  /** The model path (first positional), which must be an existing file; no further positionals unless `rest`. */
-  model(rest = false): string {
-    const [path, ...more] = this.positionals;
+  /**
+   * The model path (first positional), which must be an existing file; no further positionals unless `rest`.
+   * With `useDefault`, no positional means the package's built-in model (DEFAULT_MODEL).
+   */
+  model(rest = false, useDefault = false): string {
+    const [given, ...more] = this.positionals;
+    let path = given;
+    if (path === undefined && useDefault) {
+      if (!existsSync(DEFAULT_MODEL)) throw new UsageError(`${this.spec.name}: no MODEL given and the built-in model ${DEFAULT_MODEL} is missing`);
+      path = DEFAULT_MODEL;
+    }
     if (path === undefined) throw new UsageError(`${this.spec.name}: MODEL (a .gguf file) is required`);
     if (!rest && more.length > 0) throw new UsageError(`${this.spec.name}: unexpected argument '${more[0]}'`);
     let isFile = false;
@@ -189,7 +204,8 @@ export async function openModel(path: string, opts: LoadModelOptions, quiet: boo
 
 // ---------------------------------------------------------------- run
 
-export const RUN_USAGE = `usage: bitllm run MODEL (-p TEXT | --tokens 1,2,3) [options]
+export const RUN_USAGE = `usage: bitllm run [MODEL] (-p TEXT | --tokens 1,2,3) [options]
+      MODEL                      a .gguf file (default: the built-in tiny b1.58 model, models/tiny-b158-i2_s.gguf)
       -p, --prompt TEXT          prompt text (tokenized with the model's BOS rule)
       --tokens 1,2,3             prompt as token ids
       --json                     print one line {"tokens","text","prompt_tokens","decode_tps"}, nothing else
@@ -210,7 +226,7 @@ export async function runRunCommand(argv: string[]): Promise<number> {
     process.stdout.write(RUN_USAGE);
     return 0;
   }
-  const path = cl.model();
+  const path = cl.model(false, true);
   const text = cl.str('prompt');
   const ids = cl.ids('tokens');
   if ((text === undefined) === (ids === undefined)) throw new UsageError('run: give the prompt as -p TEXT or as --tokens 1,2,3 (one of them)');
