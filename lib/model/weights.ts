@@ -265,6 +265,13 @@ export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: Bitne
   const tt = new TensorTable(file);
   const headType = opts.headType ?? 'f16';
   const layout = resolveLayout(ctx, opts.layout ?? 'auto');
+  // For TD3 every T2R16 matrix is only a stepping stone: repack into one reused buffer (no fresh pages
+  // to fault in and no garbage per matrix), pack TD3 from it, reuse it for the next.
+  let scratch = new Uint8Array(0);
+  const t2Scratch = (n: number): Uint8Array => {
+    if (scratch.length < n) scratch = new Uint8Array(n);
+    return scratch.subarray(0, n);
+  };
   const { nEmbd: d, nFf: ff, nHeadKv, headDim, nLayer } = cfg;
   const dkv = nHeadKv * headDim;
   const tokEmbd = loadHead(ctx, tt, 'token_embd.weight', cfg, headType, false)!;
@@ -281,28 +288,26 @@ export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: Bitne
     // Fused matrices are repacked part by part straight into one buffer (T2R16 stacks along M by
     // concatenation): no per-part buffers to copy and leave behind as garbage.
     const slices = (K: number, Ms: number[]) => {
-      const buf = new Uint8Array(Ms.reduce((a, M) => a + t2CodeBytes(M, K), 0));
+      const n = Ms.reduce((a, M) => a + t2CodeBytes(M, K), 0);
+      const buf = layout === 'td3' ? t2Scratch(n) : new Uint8Array(n);
       let o = 0;
       return Ms.map((M) => buf.subarray(o, (o += t2CodeBytes(M, K))));
     };
-    const [qs, ks, vs] = slices(d, [d, dkv, dkv]);
-    const q = tern('attn_q', d, d, qs);
-    const k = tern('attn_k', dkv, d, ks);
-    const v = tern('attn_v', dkv, d, vs);
-    const [gs, us] = slices(d, [ff, ff]);
-    const gate = tern('ffn_gate', ff, d, gs);
-    const up = tern('ffn_up', ff, d, us);
-    // TD3 is packed from the T2R16 matrices (same trits, same scales); the T2R16 copies are dropped.
+    // TD3 is packed from the T2R16 matrices (same trits, same scales). Each matrix is placed before the
+    // next is repacked: with TD3 they all pass through the same scratch buffer.
     const place = (w: TernaryMatrix): TernaryWeight => (layout === 'td3' ? ternaryToTd3(ctx, w) : w);
+    const [qs, ks, vs] = slices(d, [d, dkv, dkv]);
+    const wqkv = place(fuseTernary([tern('attn_q', d, d, qs), tern('attn_k', dkv, d, ks), tern('attn_v', dkv, d, vs)]));
+    const wo = place(tern('attn_output', d, d, layout === 'td3' ? t2Scratch(t2CodeBytes(d, d)) : undefined));
+    const [gs, us] = slices(d, [ff, ff]);
+    const wgu = place(fuseTernary([tern('ffn_gate', ff, d, gs), tern('ffn_up', ff, d, us)]));
+    const wdown = place(tern('ffn_down', d, ff, layout === 'td3' ? t2Scratch(t2CodeBytes(d, ff)) : undefined));
     const layer: BitnetLayer = {
       attnNorm: tt.vector(`${p}attn_norm.weight`, d),
       attnSubNorm: tt.vector(`${p}attn_sub_norm.weight`, d),
       ffnNorm: tt.vector(`${p}ffn_norm.weight`, d),
       ffnSubNorm: tt.vector(`${p}ffn_sub_norm.weight`, ff),
-      wqkv: place(fuseTernary([q, k, v])),
-      wo: place(tern('attn_output', d, d)),
-      wgu: place(fuseTernary([gate, up])),
-      wdown: place(tern('ffn_down', d, ff)),
+      wqkv, wo, wgu, wdown,
     };
     for (const m of [layer.wqkv, layer.wo, layer.wgu, layer.wdown]) ternaryBytes += isTd3(m) ? m.data.byteLength : m.codes.byteLength;
     layers.push(layer);
