@@ -13,8 +13,12 @@ export class RequestError extends BitllmError {}
 /** The model was closed (or its worker died); no more requests are accepted. */
 export class ModelClosedError extends BitllmError {}
 
-/** Prompts are fed to the model in chunks of this many tokens, so a long prompt never forms one huge batch. */
-export const PREFILL_CHUNK = 64;
+/**
+ * Prompts are fed to the model in chunks of this many tokens, so a long prompt never forms one huge batch
+ * (and an abort is seen between chunks). 128: the batched GEMMs run ~4 % faster than at 64 (measured on
+ * the 2B-4T shape), and a chunk stays well under a second.
+ */
+export const PREFILL_CHUNK = 128;
 
 // ---------------------------------------------------------------- public types
 
