@@ -36,8 +36,13 @@ export interface LoadModelOptions {
   kvType?: 'f16' | 'q8';
   /** Called as layers are repacked while loading (done of total layers). */
   onProgress?: (done: number, total: number) => void;
-  /** lm_head storage: the file's F16, or repacked to q8 (about half the bytes per token). */
-  headType?: 'f16' | 'q8';
+  /** lm_head / embedding storage: the file's F16, or repacked to q8 (0.53x the bytes) or q4 (0.28x). */
+  headType?: 'f16' | 'q8' | 'q4';
+  /**
+   * In-memory layout of the ternary layers: 't2r16' (2 bits/weight), 'td3' (1.6875 bits/weight, same
+   * results), or 'auto' (default: td3 where this CPU decodes it at least as fast, i.e. AVX-512 VBMI).
+   */
+  layout?: 'auto' | 't2r16' | 'td3';
   /** Force a kernel ISA (default: BITLLM_ISA or the best this CPU supports). */
   isa?: Isa;
 }
@@ -54,7 +59,9 @@ export interface ModelInfo {
   chatFormat: DetectedChatFormat;
   contextSize: number;
   kvType: 'f16' | 'q8';
-  headType: 'f16' | 'q8';
+  headType: 'f16' | 'q8' | 'q4';
+  /** The ternary layout in use ('auto' resolved). */
+  layout: 't2r16' | 'td3';
   isa: Isa;
   threads: number;
   /** Kernel variant per family, e.g. { ternary_i2: 'avx512' }. */
@@ -96,15 +103,15 @@ export interface LogitsChunk {
 }
 
 const KV_TYPES = ['f16', 'q8'] as const;
-const HEAD_TYPES = ['f16', 'q8'] as const;
-const LOAD_OPTION_KEYS = new Set(['threads', 'contextSize', 'kvType', 'headType', 'isa', 'onProgress']);
+const HEAD_TYPES = ['f16', 'q8', 'q4'] as const;
+const LOAD_OPTION_KEYS = new Set(['threads', 'contextSize', 'kvType', 'headType', 'layout', 'isa', 'onProgress']);
 
 /** Maps a model and starts its worker; resolves once the weights are loaded. */
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
   if (typeof path !== 'string' || path === '') throw new RequestError('loadModel: path must be a non-empty string');
   if (typeof options !== 'object' || options === null) throw new RequestError('loadModel: options must be an object');
   for (const key of Object.keys(options)) if (!LOAD_OPTION_KEYS.has(key)) throw new RequestError(`loadModel: unknown option '${key}'`);
-  const { threads, contextSize, kvType = 'f16', headType = 'f16', isa } = options;
+  const { threads, contextSize, kvType = 'f16', headType = 'f16', layout = 'auto', isa } = options;
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function')
     throw new RequestError('loadModel: options.onProgress must be a function');
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 1024))
@@ -112,7 +119,8 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (contextSize !== undefined && !(Number.isInteger(contextSize) && contextSize >= 2 && contextSize <= 1 << 20))
     throw new RequestError(`loadModel: options.contextSize must be an integer in [2, 1048576], got ${String(contextSize)}`);
   if (!(KV_TYPES as readonly string[]).includes(kvType)) throw new RequestError(`loadModel: options.kvType must be 'f16' or 'q8', got '${String(kvType)}'`);
-  if (!(HEAD_TYPES as readonly string[]).includes(headType)) throw new RequestError(`loadModel: options.headType must be 'f16' or 'q8', got '${String(headType)}'`);
+  if (!['auto', 't2r16', 'td3'].includes(layout)) throw new RequestError(`loadModel: options.layout must be 'auto', 't2r16' or 'td3', got '${String(layout)}'`);
+  if (!(HEAD_TYPES as readonly string[]).includes(headType)) throw new RequestError(`loadModel: options.headType must be 'f16', 'q8' or 'q4', got '${String(headType)}'`);
   if (isa !== undefined) {
     const supported = cpuInfo().supportedIsas;
     if (!supported.includes(isa)) throw new RequestError(`loadModel: options.isa '${String(isa)}' is not supported on this CPU (supported: ${supported.join(', ')})`);
@@ -129,7 +137,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   for (const t of file.tensors) byType[t.typeName] = (byType[t.typeName] ?? 0) + 1;
   const template = md.string('tokenizer.chat_template', undefined);
   const init: WorkerInit = {
-    path, threads, isa, contextSize: contextSize ?? Math.min(4096, hparams.nCtxTrain), headType, kvType,
+    path, threads, isa, contextSize: contextSize ?? Math.min(4096, hparams.nCtxTrain), headType, kvType, layout,
     control: new SharedArrayBuffer(4),
   };
   const partial = {
@@ -160,7 +168,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     worker.off('message', onMessage).off('error', onError).off('exit', onExit);
   });
   const info: ModelInfo = {
-    ...partial, isa: ready.isa, threads: ready.threads, kernels: ready.kernels, weightBytes: ready.weightBytes,
+    ...partial, layout: ready.layout, isa: ready.isa, threads: ready.threads, kernels: ready.kernels, weightBytes: ready.weightBytes,
     kvBytes: ready.kvBytes, loadMs: ready.loadMs,
   };
   return new Model(worker, init.control, info, tokenizer);
@@ -363,7 +371,8 @@ export class Model {
     // After a special token (BOS, an assistant header) SentencePiece's leading space is not part of the text.
     const text = new TextStream(this.tokenizer, opts.stop, !this.tokenizer.isSpecial(tokens[tokens.length - 1]!));
     const job = this.submit({
-      type: 'generate', id: this.nextId++, tokens, maxTokens, sampler: opts.sampler, eog: [...this.tokenizer.eog], reuse,
+      type: 'generate', id: this.nextId++, tokens, maxTokens, sampler: opts.sampler, eog: opts.ignoreEog ? [] : [...this.tokenizer.eog], reuse,
+      profile: opts.profile,
       vocabSize: this.tokenizer.vocabSize,
     });
     const onAbort = () => this.stop(job);

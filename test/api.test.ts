@@ -11,7 +11,7 @@ import {
   ContextOverflowError, type GenerateChunk, type GenerationResult, type Model, ModelClosedError, RequestError, loadModel,
 } from '../lib/api.js';
 import { chatFormatFromTemplate, chatTemplate, detectChatFormat, renderChat, templateTokens } from '../lib/engine/chat.js';
-import { TextStream } from '../lib/engine/generate.js';
+import { PREFILL_CHUNK, TextStream } from '../lib/engine/generate.js';
 import { readGguf } from '../lib/format/gguf.js';
 import { Tokenizer } from '../lib/tokenizer/index.js';
 import { rng } from './helpers.js';
@@ -95,13 +95,14 @@ describe('generation API', () => {
   });
 
   it('prefills long prompts in chunks and reuses only reproducible cache', async () => {
-    const prompt = randomIds(7, 150);
+    const prompt = randomIds(7, 200);
     const first = await collect(model.generate(prompt, { maxTokens: 12, temperature: 0 }));
-    expect(first.result.stats.evaluatedTokens).toBe(150);
-    // A prompt sharing 100 tokens, then the first again: only whole aligned chunks (64) are reused.
-    await collect(model.generate([...prompt.slice(0, 100), ...randomIds(8, 30).slice(1)], { maxTokens: 4, temperature: 0 }));
+    expect(first.result.stats.evaluatedTokens).toBe(200);
+    // A prompt sharing 150 tokens, then the first again: only whole aligned chunks are reused.
+    await collect(model.generate([...prompt.slice(0, 150), ...randomIds(8, 30).slice(1)], { maxTokens: 4, temperature: 0 }));
     const again = await collect(model.generate(prompt, { maxTokens: 12, temperature: 0 }));
-    expect(again.result.stats.reusedTokens).toBe(64);
+    expect(again.result.stats.reusedTokens).toBe(Math.floor(150 / PREFILL_CHUNK) * PREFILL_CHUNK);
+    expect(again.result.stats.reusedTokens).toBeGreaterThan(0);
     expect(again.tokens).toEqual(first.tokens);
   });
 
@@ -195,6 +196,34 @@ describe('generation API', () => {
     expect(r.tokens.length).toBeLessThanOrEqual(6);
   });
 
+  it('ignoreEog keeps sampling past end-of-generation tokens; without it an EOG token ends the stream', async () => {
+    const eos = model.tokenizer.eos!;
+    const logitBias = { [eos]: 1000 }; // EOG is always the argmax
+    const stopped = await collect(model.generate('Hello', { maxTokens: 6, temperature: 0, logitBias }));
+    expect(stopped.tokens).toEqual([eos]);
+    expect(stopped.result.finishReason).toBe('eog');
+    const kept = await collect(model.generate('Hello', { maxTokens: 6, temperature: 0, logitBias, ignoreEog: true }));
+    expect(kept.tokens).toEqual(Array(6).fill(eos));
+    expect(kept.result.finishReason).toBe('length');
+    expect(kept.text).toBe(''); // EOG tokens carry no text
+  });
+
+  it('profile: true returns per-op ms per token for prefill and decode; the parts add up to the wall time', async () => {
+    const r = await collect(model.generate(randomIds(9, 20), { maxTokens: 5, temperature: 0, profile: true }));
+    const prof = r.result.stats.profile!;
+    expect(prof.prefill!.tokens).toBe(20);
+    expect(prof.decode!.tokens).toBe(4);
+    for (const p of [prof.prefill!, prof.decode!]) {
+      expect(p.ops['gemm_gate_up']).toBeGreaterThan(0);
+      expect(p.ops['attention']).toBeGreaterThan(0);
+      const parts = Object.values(p.ops).reduce((a, b) => a + b, 0) + Object.values(p.overhead).reduce((a, b) => a + b, 0);
+      expect(Math.abs(parts - p.wallMsPerToken) / p.wallMsPerToken).toBeLessThan(0.02);
+    }
+    const plain = await collect(model.generate(randomIds(9, 20), { maxTokens: 5, temperature: 0 }));
+    expect(plain.result.stats.profile).toBeUndefined();
+    expect(plain.tokens).toEqual(r.tokens); // profiling does not change results
+  });
+
   it('rejects bad options with RequestErrors naming the option', async () => {
     const bad = async (prompt: string | number[], opts: object) => collect(model.generate(prompt, opts));
     await expect(bad('Hi', { temperature: NaN })).rejects.toThrow(RequestError);
@@ -204,6 +233,8 @@ describe('generation API', () => {
     await expect(bad('Hi', { stop: 'x' })).rejects.toThrow(/options\.stop/);
     await expect(bad('Hi', { logitBias: { 5000: 1 } })).rejects.toThrow(/logitBias/);
     await expect(bad('Hi', { max_tokens: 3 })).rejects.toThrow(/unknown option 'max_tokens'/);
+    await expect(bad('Hi', { ignoreEog: 1 })).rejects.toThrow(/options\.ignoreEog must be a boolean/);
+    await expect(bad('Hi', { profile: 'yes' })).rejects.toThrow(/options\.profile must be a boolean/);
     await expect(bad([1, 5, 4096], {})).rejects.toThrow(/prompt\[2\] = 4096 is not a token id/);
     await expect(bad([1, 2.5], {})).rejects.toThrow(/prompt\[1\]/);
     await expect(bad('', {})).rejects.toThrow(/prompt is empty/);

@@ -62,6 +62,17 @@ describe('bitllm run', () => {
     }
   });
 
+  it('without MODEL it runs the built-in b1.58 model (models/tiny-b158-i2_s.gguf), the same as naming it', () => {
+    const builtin = fileURLToPath(new URL('../models/tiny-b158-i2_s.gguf', import.meta.url));
+    expect(existsSync(builtin)).toBe(true);
+    const args = ['-p', 'Once upon a time', '-n', '8', '--temp', '0', '-t', '1', '--json'];
+    const a = bitllm('run', ...args);
+    expect(a.status, a.stderr).toBe(0);
+    const b = bitllm('run', builtin, ...args);
+    expect(JSON.parse(a.stdout)).toEqual(JSON.parse(b.stdout));
+    expect((JSON.parse(a.stdout) as { tokens: number[] }).tokens).toHaveLength(8);
+  });
+
   it('--tokens takes the prompt as ids; without --json the text streams to stdout', () => {
     const args = ['run', MODEL, '--tokens', '1,3104,3550', '-n', '8', '--temp', '0', '-t', '1'];
     const json = JSON.parse(bitllm(...args, '--json').stdout) as { text: string; prompt_tokens: number };
@@ -69,6 +80,53 @@ describe('bitllm run', () => {
     const r = bitllm(...args);
     expect(r.status).toBe(0);
     expect(r.stdout).toBe(json.text.endsWith('\n') ? json.text : `${json.text}\n`);
+  });
+});
+
+describe('bitllm bench / --profile', () => {
+  it('bench --json prints one line with prefill / decode tok/s (mean, min, max), load time, RSS, ISA and threads', () => {
+    const r = bitllm('bench', MODEL, '-p', '16', '-n', '6', '--reps', '2', '--warmup', '0', '-t', '1', '--json');
+    expect(r.status, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    const out = JSON.parse(lines[0]!) as Record<string, number | string>;
+    for (const k of ['pp_tps', 'tg_tps', 'pp_min', 'pp_max', 'tg_min', 'tg_max', 'load_ms', 'rss_mb']) expect(out[k], k).toBeGreaterThan(0);
+    expect(out['pp_min']).toBeLessThanOrEqual(out['pp_tps'] as number);
+    expect(out['tg_max']).toBeGreaterThanOrEqual(out['tg_tps'] as number);
+    expect(out['threads']).toBe(1);
+    expect(typeof out['isa']).toBe('string');
+    expect(out['reps']).toBe(2);
+  });
+
+  it('bench --profile splits each token into op classes and overhead that add up to the wall time', () => {
+    const r = bitllm('bench', MODEL, '-p', '16', '-n', '6', '--reps', '1', '--warmup', '0', '--profile', '--json');
+    expect(r.status, r.stderr).toBe(0);
+    const prof = (JSON.parse(r.stdout) as { profile: Record<string, { tokens: number; wallMsPerToken: number; ops: Record<string, number>; overhead: Record<string, number>; overheadPct: number }> }).profile;
+    for (const phase of ['prefill', 'decode']) {
+      const p = prof[phase]!;
+      expect(p.tokens).toBe(phase === 'prefill' ? 16 : 5);
+      for (const k of ['gemm_qkv', 'gemm_o', 'gemm_gate_up', 'gemm_down', 'attention', 'norm', 'head']) expect(p.ops[k], `${phase} ${k}`).toBeGreaterThan(0);
+      const sum = Object.values(p.ops).reduce((a, b) => a + b, 0) + Object.values(p.overhead).reduce((a, b) => a + b, 0);
+      expect(Math.abs(sum - p.wallMsPerToken) / p.wallMsPerToken, `${phase}: parts vs wall`).toBeLessThan(0.02);
+      expect(p.overheadPct).toBeGreaterThanOrEqual(0);
+      expect(p.overheadPct).toBeLessThan(100);
+    }
+  });
+
+  it('run --profile prints the per-op table to stderr and keeps stdout the completion', () => {
+    const r = bitllm('run', MODEL, '-p', 'Once upon a time', '-n', '4', '--temp', '0', '--profile');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/^decode: 3 tokens, [\d.]+ ms\/token/m);
+    expect(r.stderr).toMatch(/gemm_gate_up/);
+    expect(r.stdout).not.toMatch(/gemm/);
+  });
+
+  it('bench usage errors exit 2', () => {
+    for (const args of [['bench', MODEL, '-p', 'x'], ['bench', MODEL, '--reps', '0'], ['bench', MODEL, '--ctx', '8', '-p', '16']]) {
+      const r = bitllm(...args);
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(/^bitllm: /);
+    }
   });
 });
 

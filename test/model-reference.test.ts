@@ -21,7 +21,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { KvCache } from '../lib/engine/kv-cache.js';
 import { readGguf } from '../lib/format/gguf.js';
 import { KernelContext } from '../lib/kernels/context.js';
-import { type ComputeBackend, referenceBackend } from '../lib/model/backend.js';
+import { type ComputeBackend, nativeBackend, referenceBackend } from '../lib/model/backend.js';
 import { BitnetModel } from '../lib/model/bitnet.js';
 import type { BitnetArch } from '../lib/model/config.js';
 import { configFromGguf } from '../lib/model/config.js';
@@ -40,7 +40,7 @@ interface Case {
   type: SynthType;
   shape: SynthShapeName;
   activation?: 'relu2' | 'silu';
-  headType?: 'f16' | 'q8';
+  headType?: 'f16' | 'q8' | 'q4';
 }
 
 const CASES: Case[] = [];
@@ -52,16 +52,17 @@ for (const arch of ['bitnet', 'bitnet-b1.58', 'bitnet-25'] as const)
   }
 CASES.push({ arch: 'bitnet-b1.58', type: 'i2_s', shape: 'small' });
 CASES.push({ arch: 'bitnet-b1.58', type: 'tq2_0', shape: 'tiny', headType: 'q8' }); // q8 embedding / lm_head path
+CASES.push({ arch: 'bitnet', type: 'tq1_0', shape: 'tiny', headType: 'q4' }); // q4 embedding / lm_head path
 
 const dir = mkdtempSync(join(tmpdir(), 'bitllm-modelref-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const ctx = new KernelContext({ threads: 2 });
 
 /** Logits [12, vocab]: prefill of PREFILL tokens (all rows), then one token at a time. */
-function run(model: BitnetModel, capacity: number): Float32Array {
+function run(model: BitnetModel, capacity: number, kvType: 'f16' | 'q8' = 'f16'): Float32Array {
   const cfg = model.cfg;
   const V = cfg.nVocab;
-  const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, capacity);
+  const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, capacity, kvType);
   const out = new Float32Array(TOKENS.length * V);
   out.set(model.forward(TOKENS.slice(0, PREFILL), kv, true), 0);
   for (let i = PREFILL; i < TOKENS.length; i++) out.set(model.forward([TOKENS[i]!], kv), i * V);
@@ -115,4 +116,84 @@ describe('native vs TS-reference backend on synthetic models', () => {
       if (process.env.BITLLM_REPORT_DEVIATION) console.log(`${label}: max|Δ| ${maxDiff.toExponential(3)}, max ratio 2^${Math.log2(maxRatio).toFixed(2)}, min cosine ${minCos}`);
     }, 30_000);
   }
+});
+
+// The one-call native forward (native/runtime/bitnet_exec.cpp) against the same kernels driven op by op
+// from TS (nativeBackend): same kernels on the same rows, so the logits must be bit-identical.
+describe('one-call native forward vs op-by-op native kernels', () => {
+  const cases: Case[] = [
+    { arch: 'bitnet-b1.58', type: 'i2_s', shape: 'small' },
+    { arch: 'bitnet', type: 'tq2_0', shape: 'tiny' },
+    { arch: 'bitnet', type: 'tq1_0', shape: 'tiny', activation: 'relu2' },
+    { arch: 'bitnet-25', type: 'tq2_0', shape: 'tiny', headType: 'q8' },
+    { arch: 'bitnet-b1.58', type: 'i2_s', shape: 'tiny', headType: 'q4' },
+  ];
+  let n = 0;
+  for (const c of cases)
+    for (const kvType of ['f16', 'q8'] as const) {
+      const label = `${c.shape} ${c.arch} ${c.type}${c.activation ? ` ${c.activation}` : ''}${c.headType ? ` head ${c.headType}` : ''} kv ${kvType}`;
+      it(label, async () => {
+        const out = join(dir, `b${n++}.gguf`);
+        await synthesizeModel({ shape: c.shape, type: c.type, arch: c.arch, activation: c.activation, seed: 5, out });
+        const f = readGguf(out);
+        const cfg = configFromGguf(f);
+        const weights = loadBitnetWeights(ctx, f, cfg, { headType: c.headType });
+        const fused = new BitnetModel(ctx, cfg, weights);
+        expect(fused.native).not.toBeNull();
+        const got = run(fused, 16, kvType);
+        const want = run(new BitnetModel(ctx, cfg, weights, nativeBackend(ctx)), 16, kvType);
+        let firstDiff = -1;
+        for (let j = 0; j < got.length && firstDiff < 0; j++) if (!Object.is(got[j], want[j])) firstDiff = j;
+        expect(firstDiff, `${label}: first differing logit index`).toBe(-1);
+      }, 30_000);
+    }
+
+  // TD3 holds the same trits and scales as T2R16 and its kernels are bit-exact with T2R16's, so a model
+  // loaded in either layout gives identical logits - through the one-call forward and op by op.
+  for (const [type, arch] of [['tq1_0', 'bitnet'], ['i2_s', 'bitnet-b1.58'], ['tq2_0', 'bitnet-25']] as const)
+    it(`${type} ${arch}: the TD3 layout gives the T2R16 logits bit for bit (prefill + decode, both paths)`, async () => {
+      const out = join(dir, `td3-${type}.gguf`);
+      await synthesizeModel({ shape: 'small', type, arch, seed: 9, out });
+      const f = readGguf(out);
+      const cfg = configFromGguf(f);
+      const t2 = loadBitnetWeights(ctx, f, cfg, { layout: 't2r16' });
+      const td3 = loadBitnetWeights(ctx, f, cfg, { layout: 'td3' });
+      expect(t2.layout).toBe('t2r16');
+      expect(td3.layout).toBe('td3');
+      expect(td3.bytesPerToken).toBeLessThan(t2.bytesPerToken);
+      const want = run(new BitnetModel(ctx, cfg, t2), 16);
+      for (const got of [run(new BitnetModel(ctx, cfg, td3), 16), run(new BitnetModel(ctx, cfg, td3, nativeBackend(ctx)), 16)]) {
+        let firstDiff = -1;
+        for (let j = 0; j < got.length && firstDiff < 0; j++) if (!Object.is(got[j], want[j])) firstDiff = j;
+        expect(firstDiff).toBe(-1);
+      }
+    }, 60_000);
+
+  it('the TS reference backend runs TD3 weights too (same logits as on T2R16 weights)', async () => {
+    const out = join(dir, 'td3-ref.gguf');
+    await synthesizeModel({ shape: 'tiny', type: 'tq2_0', arch: 'bitnet', seed: 4, out });
+    const f = readGguf(out);
+    const cfg = configFromGguf(f);
+    const a = run(new BitnetModel(ctx, cfg, loadBitnetWeights(ctx, f, cfg, { layout: 't2r16' }), referenceBackend()), 16);
+    const b = run(new BitnetModel(ctx, cfg, loadBitnetWeights(ctx, f, cfg, { layout: 'td3' }), referenceBackend()), 16);
+    expect(Array.from(b)).toEqual(Array.from(a));
+  }, 60_000);
+
+  it('rejects bad tokens and a full cache with typed errors, leaving the cache as it was', async () => {
+    const out = join(dir, 'bad.gguf');
+    await synthesizeModel({ shape: 'tiny', type: 'tq2_0', arch: 'bitnet', seed: 1, out });
+    const f = readGguf(out);
+    const cfg = configFromGguf(f);
+    const model = new BitnetModel(ctx, cfg, loadBitnetWeights(ctx, f, cfg));
+    const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, 4);
+    expect(() => model.forward([1, cfg.nVocab], kv)).toThrow(/outside the vocabulary/);
+    expect(() => model.forward([1, -1], kv)).toThrow(/outside the vocabulary/);
+    expect(() => model.forward([1, 2.5], kv)).toThrow(/outside the vocabulary/);
+    expect(kv.length).toBe(0);
+    model.forward([1, 2, 3], kv);
+    expect(() => model.forward([4, 5], kv)).toThrow(/context full/);
+    expect(kv.length).toBe(3);
+    model.forward([4], kv);
+    expect(kv.length).toBe(4);
+  });
 });

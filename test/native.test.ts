@@ -38,8 +38,8 @@ describe('CPU features and dispatch', () => {
       const ctx = new KernelContext({ isa, threads: 1 });
       const k = ctx.info().kernels;
       expect(ctx.isa).toBe(isa);
-      for (const family of ['act_quant', 'ternary_i2', 'ternary_lut', 'binary', 'f16', 'q8', 'ops']) {
-        expect(k[family], `${isa} ${family}`).toMatch(/^(scalar|avx2|avx512|neon|neon-dotprod)$/);
+      for (const family of ['act_quant', 'ternary_i2', 'ternary_lut', 'ternary_td3', 'binary', 'f16', 'q8', 'q4', 'ops']) {
+        expect(k[family], `${isa} ${family}`).toMatch(/^(scalar|avx2|avx512|avx512-vbmi|neon|neon-dotprod)$/);
       }
       if (isa !== 'scalar') expect(k['ternary_i2']).toMatch(new RegExp(`^${isa}`));
     }

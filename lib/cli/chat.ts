@@ -6,7 +6,7 @@ import { ContextOverflowError } from '../engine/kv-cache.js';
 import { CHAT_FORMATS, type ChatFormatName } from '../engine/chat.js';
 import { type CommandSpec, CommandLine, MODEL_USAGE, MODEL_VALUED, SAMPLING_USAGE, SAMPLING_VALUED, loadOptions, openModel, samplingOptions } from './run.js';
 
-export const CHAT_USAGE = `usage: bitllm chat MODEL [options]
+export const CHAT_USAGE = `usage: bitllm chat [MODEL] [options]   (default MODEL: the built-in tiny b1.58 model)
       --system TEXT              system prompt
       --format ${CHAT_FORMATS.join('|')}   chat format (default: detected from the model's template / vocabulary)
 ${SAMPLING_USAGE}
@@ -26,7 +26,7 @@ export async function runChatCommand(argv: string[]): Promise<number> {
     process.stdout.write(CHAT_USAGE);
     return 0;
   }
-  const path = cl.model();
+  const path = cl.model(false, true);
   const format = cl.choice<ChatFormatName>('format', CHAT_FORMATS);
   const system = cl.str('system');
   const sampling = samplingOptions(cl, 512);

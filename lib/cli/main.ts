@@ -12,6 +12,7 @@ import { DEFAULT_SHAPES, KERNEL_CASES, defaultIsas, runKernelBench } from './ben
 import { runChatCommand } from './chat.js';
 import { runInspectCommand } from './inspect.js';
 import { runPerplexityCommand } from './perplexity.js';
+import { runBenchModelCommand } from './bench-model.js';
 import { runRunCommand } from './run.js';
 import { runSynthCommand } from './synth.js';
 import { runTokenizeCommand } from './tokenize.js';
@@ -19,13 +20,14 @@ import { runTokenizeCommand } from './tokenize.js';
 const USAGE = `usage: bitllm <command> [options]
 
 commands:
-  run MODEL -p TEXT            generate a completion (-n N, --temp T, --seed S, --json, ...)
-  chat MODEL                   interactive chat (/reset, /exit; Ctrl-C stops a reply)
+  run [MODEL] -p TEXT          generate a completion (-n N, --temp T, --seed S, --json, ...); no MODEL: the built-in one
+  chat [MODEL]                 interactive chat (/reset, /exit; Ctrl-C stops a reply)
   inspect MODEL [--json]       architecture, hyperparameters, tensor types and sizes, tokenizer
   tokenize MODEL TEXT          token ids (--json, --no-bos, --file F); vocab-only files work
   perplexity MODEL -f TEXT     mean NLL and perplexity over --ctx windows (--json, --dump-logits OUT)
   synth --shape S --type T -o F   write a synthetic BitNet b1.58 model
   info                         CPU features, supported ISAs and the default kernel variants
+  bench MODEL [-p 128] [-n 32]   end-to-end prefill / decode tok/s (-t, --reps, --head, --json, --profile)
   bench kernels [--json]       kernel GEMV/GEMM throughput vs the machine's read bandwidth
       --kernels a,b            kernels to run (default: all: ${KERNEL_CASES.map((k) => k.name).join(', ')})
       --isa a,b                ISAs (default: every supported one)
@@ -58,6 +60,8 @@ const COMMANDS = new Map<string, (argv: string[]) => Promise<number>>([
 async function main(argv: string[]): Promise<number> {
   const command = argv[0] !== undefined ? COMMANDS.get(argv[0]) : undefined;
   if (command) return command(argv.slice(1));
+  // `bench MODEL ...` (anything but the `kernels` subcommand) is the end-to-end model benchmark.
+  if (argv[0] === 'bench' && argv[1] !== undefined && argv[1] !== 'kernels' && !argv[1].startsWith('-')) return runBenchModelCommand(argv.slice(1));
   const { positionals, options } = parseArgs(argv, VALUED);
   const [cmd, sub] = positionals;
   if (!cmd || options.has('help') || options.has('h')) {

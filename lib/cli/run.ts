@@ -1,15 +1,23 @@
 // `bitllm run MODEL -p TEXT`: one completion, streamed to stdout (or one JSON line with --json).
 // Also the option handling the model commands share (chat, perplexity): typed option access with usage
 // errors, model loading with progress on a TTY, sampling flags.
-import { basename } from 'node:path';
-import { statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
 import { type LoadModelOptions, type Model, loadModel } from '../api.js';
 import type { GenerateOptions } from '../engine/generate.js';
 import type { Isa } from '../native.js';
 import { UsageError, parseArgs } from './args.js';
+import { formatProfile } from './profile.js';
 
 // ---------------------------------------------------------------- shared option handling
+
+/**
+ * The model `run` and `chat` use when none is given: the b1.58 model trained from scratch by train/ and
+ * shipped in the package (models/, see docs/training.md).
+ */
+export const DEFAULT_MODEL = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'models', 'tiny-b158-i2_s.gguf');
 
 export interface CommandSpec {
   /** e.g. 'run', for messages. */
@@ -85,9 +93,17 @@ export class CommandLine {
     return parts.map(Number);
   }
 
-  /** The model path (first positional), which must be an existing file; no further positionals unless `rest`. */
-  model(rest = false): string {
-    const [path, ...more] = this.positionals;
+  /**
+   * The model path (first positional), which must be an existing file; no further positionals unless `rest`.
+   * With `useDefault`, no positional means the package's built-in model (DEFAULT_MODEL).
+   */
+  model(rest = false, useDefault = false): string {
+    const [given, ...more] = this.positionals;
+    let path = given;
+    if (path === undefined && useDefault) {
+      if (!existsSync(DEFAULT_MODEL)) throw new UsageError(`${this.spec.name}: no MODEL given and the built-in model ${DEFAULT_MODEL} is missing`);
+      path = DEFAULT_MODEL;
+    }
     if (path === undefined) throw new UsageError(`${this.spec.name}: MODEL (a .gguf file) is required`);
     if (!rest && more.length > 0) throw new UsageError(`${this.spec.name}: unexpected argument '${more[0]}'`);
     let isFile = false;
@@ -102,7 +118,7 @@ export class CommandLine {
 }
 
 /** Options every model-loading command accepts. */
-export const MODEL_VALUED: Record<string, string> = { t: 'threads', threads: 'threads', ctx: 'ctx', c: 'ctx', kv: 'kv', head: 'head', isa: 'isa' };
+export const MODEL_VALUED: Record<string, string> = { t: 'threads', threads: 'threads', ctx: 'ctx', c: 'ctx', kv: 'kv', head: 'head', layout: 'layout', isa: 'isa' };
 
 /** Sampling options of run and chat. */
 export const SAMPLING_VALUED: Record<string, string> = {
@@ -114,7 +130,9 @@ export const SAMPLING_VALUED: Record<string, string> = {
 export const MODEL_USAGE = `      -t, --threads N            kernel threads (default: physical cores)
       -c, --ctx N                context size in tokens (default: min(4096, the model's))
       --kv f16|q8                KV cache type (q8: int8 blocks of 32, half the memory of f16)
-      --head f16|q8              lm_head type (q8 repacks the F16 head: about half the bytes per token)
+      --head f16|q8|q4           lm_head / embedding type: q8 (0.53x the F16 bytes per token) or q4 (0.28x), repacked at load
+      --layout auto|t2r16|td3    in-memory ternary layout: td3 is 1.6875 bits/weight (16 % fewer bytes, same results);
+                                 auto (default) picks it where the CPU decodes it at least as fast (AVX-512 VBMI)
       --isa ISA                  force a kernel ISA (scalar, avx2, avx512, neon)`;
 
 export const SAMPLING_USAGE = `      -n, --max-tokens N         tokens to generate
@@ -132,8 +150,10 @@ export function loadOptions(cl: CommandLine, contextSize?: number): LoadModelOpt
   if (ctx !== undefined) opts.contextSize = ctx;
   const kv = cl.choice('kv', ['f16', 'q8'] as const);
   if (kv !== undefined) opts.kvType = kv;
-  const head = cl.choice('head', ['f16', 'q8'] as const);
+  const head = cl.choice('head', ['f16', 'q8', 'q4'] as const);
   if (head !== undefined) opts.headType = head;
+  const layout = cl.choice('layout', ['auto', 't2r16', 'td3'] as const);
+  if (layout !== undefined) opts.layout = layout;
   const isa = cl.choice<Isa>('isa', ['scalar', 'avx2', 'avx512', 'neon']);
   if (isa !== undefined) opts.isa = isa;
   return opts;
@@ -184,10 +204,12 @@ export async function openModel(path: string, opts: LoadModelOptions, quiet: boo
 
 // ---------------------------------------------------------------- run
 
-export const RUN_USAGE = `usage: bitllm run MODEL (-p TEXT | --tokens 1,2,3) [options]
+export const RUN_USAGE = `usage: bitllm run [MODEL] (-p TEXT | --tokens 1,2,3) [options]
+      MODEL                      a .gguf file (default: the built-in tiny b1.58 model, models/tiny-b158-i2_s.gguf)
       -p, --prompt TEXT          prompt text (tokenized with the model's BOS rule)
       --tokens 1,2,3             prompt as token ids
       --json                     print one line {"tokens","text","prompt_tokens","decode_tps"}, nothing else
+      --profile                  time per op class per token (stderr; in the JSON line with --json)
 ${SAMPLING_USAGE}
 ${MODEL_USAGE}
 `;
@@ -195,7 +217,7 @@ ${MODEL_USAGE}
 const RUN_SPEC: CommandSpec = {
   name: 'run',
   valued: { p: 'prompt', prompt: 'prompt', tokens: 'tokens', ...SAMPLING_VALUED, ...MODEL_VALUED },
-  flags: { json: 'json', help: 'help', h: 'help' },
+  flags: { json: 'json', profile: 'profile', help: 'help', h: 'help' },
 };
 
 export async function runRunCommand(argv: string[]): Promise<number> {
@@ -204,7 +226,7 @@ export async function runRunCommand(argv: string[]): Promise<number> {
     process.stdout.write(RUN_USAGE);
     return 0;
   }
-  const path = cl.model();
+  const path = cl.model(false, true);
   const text = cl.str('prompt');
   const ids = cl.ids('tokens');
   if ((text === undefined) === (ids === undefined)) throw new UsageError('run: give the prompt as -p TEXT or as --tokens 1,2,3 (one of them)');
@@ -216,13 +238,15 @@ export async function runRunCommand(argv: string[]): Promise<number> {
   const onSigint = () => abort.abort(); // Ctrl-C ends the completion; what was generated is kept
   process.once('SIGINT', onSigint);
   try {
-    const gen = model.generate(text ?? ids!, { ...sampling, signal: abort.signal });
+    const profile = cl.has('profile');
+    const gen = model.generate(text ?? ids!, { ...sampling, signal: abort.signal, ...(profile && { profile }) });
     let r = await gen.next();
     for (; !r.done; r = await gen.next()) if (!json) process.stdout.write(r.value.text);
     const res = r.value;
     if (json) {
       process.stdout.write(JSON.stringify({
         tokens: res.tokens, text: res.text, prompt_tokens: res.stats.promptTokens, decode_tps: Math.round(res.stats.decodeTps * 100) / 100,
+        ...(res.stats.profile && { profile: res.stats.profile }),
       }) + '\n');
     } else {
       if (!res.text.endsWith('\n')) process.stdout.write('\n');
@@ -231,6 +255,7 @@ export async function runRunCommand(argv: string[]): Promise<number> {
         process.stderr.write(`[${s.promptTokens} prompt tokens in ${(s.prefillMs / 1000).toFixed(2)} s, ${s.generatedTokens} generated at ` +
           `${s.decodeTps.toFixed(1)} tok/s, finish: ${res.finishReason}]\n`);
       }
+      if (res.stats.profile) process.stderr.write(formatProfile(res.stats.profile));
     }
     return 0;
   } finally {

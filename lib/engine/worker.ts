@@ -9,9 +9,10 @@ import { readGguf } from '../format/gguf.js';
 import { KernelContext } from '../kernels/context.js';
 import { BitnetModel } from '../model/bitnet.js';
 import { configFromGguf } from '../model/config.js';
+import { profileOpNames } from '../model/native-model.js';
 import { loadBitnetWeights } from '../model/weights.js';
 import {
-  type FinishReason, PREFILL_CHUNK, type RequestStats, type WorkerInit, type WorkerReply, type WorkerRequest, serializeError,
+  type FinishReason, PREFILL_CHUNK, type PhaseProfile, type RequestStats, type WorkerInit, type WorkerReply, type WorkerRequest, serializeError,
 } from './generate.js';
 import { ContextOverflowError, KvCache } from './kv-cache.js';
 import { Sampler } from './sampler.js';
@@ -57,20 +58,80 @@ class Sequence {
 
   /** Runs tokens[from..] in chunks ending at multiples of PREFILL_CHUNK; returns the last chunk's logits. */
   prefill(model: BitnetModel, tokens: readonly number[], from: number, allLogits: boolean, stopped: () => boolean,
-    onLogits?: (start: number, count: number, logits: Float32Array) => void): Float32Array | undefined {
+    onLogits?: (start: number, count: number, logits: Float32Array) => void, timer?: PhaseTimer): Float32Array | undefined {
     const aligned = from % PREFILL_CHUNK === 0 && from <= this.exact;
     let logits: Float32Array | undefined;
     for (let p = from; p < tokens.length;) {
       if (stopped()) return undefined;
       const end = Math.min(tokens.length, (Math.floor(p / PREFILL_CHUNK) + 1) * PREFILL_CHUNK);
       const chunk = tokens.slice(p, end);
-      logits = model.forward(chunk, this.kv, allLogits);
+      logits = timer ? timer.forward(chunk.length, () => model.forward(chunk, this.kv, allLogits)) : model.forward(chunk, this.kv, allLogits);
       for (const t of chunk) this.tokens.push(t);
       onLogits?.(p, chunk.length, logits);
       p = end;
     }
     this.exact = aligned ? tokens.length : Math.min(this.exact, from);
     return logits;
+  }
+}
+
+/**
+ * Per-phase timing for options.profile: the native per-op clocks plus JS-side clocks around each forward
+ * and each sampling step, turned into ms per token.
+ */
+class PhaseTimer {
+  tokens = 0;
+  forwardMs = 0;
+  samplingMs = 0;
+  private t0 = 0;
+  constructor(private readonly model: BitnetModel) {
+    model.native?.setProfiling(true);
+    this.t0 = performance.now();
+  }
+
+  /** A forward of `n` tokens, timed from JS. */
+  forward<T>(n: number, f: () => T): T {
+    const t = performance.now();
+    const r = f();
+    this.forwardMs += performance.now() - t;
+    this.tokens += n;
+    return r;
+  }
+
+  sample<T>(f: () => T): T {
+    const t = performance.now();
+    const r = f();
+    this.samplingMs += performance.now() - t;
+    return r;
+  }
+
+  finish(): PhaseProfile | undefined {
+    const wall = performance.now() - this.t0;
+    const prof = this.model.native?.profile;
+    this.model.native?.setProfiling(false);
+    const n = this.tokens;
+    if (n === 0) return undefined;
+    const ops: Record<string, number> = {};
+    let opsMs = 0;
+    let nativeMs = this.forwardMs;
+    if (prof) {
+      const names = profileOpNames();
+      names.forEach((name, i) => {
+        if (name === 'total') nativeMs = prof[i]! / 1e6;
+        else {
+          ops[name] = prof[i]! / 1e6 / n;
+          opsMs += prof[i]! / 1e6;
+        }
+      });
+    } else ops.forward = this.forwardMs / n;
+    const overhead = {
+      native: Math.max(0, nativeMs - (prof ? opsMs : nativeMs)) / n,
+      napi: Math.max(0, this.forwardMs - nativeMs) / n,
+      sampling: this.samplingMs / n,
+      loop: Math.max(0, wall - this.forwardMs - this.samplingMs) / n,
+    };
+    const over = overhead.native + overhead.napi + overhead.sampling + overhead.loop;
+    return { tokens: n, wallMsPerToken: wall / n, ops, overhead, overheadPct: (100 * over) / (wall / n) };
   }
 }
 
@@ -86,13 +147,14 @@ function load(): Engine {
   const ctx = new KernelContext({ threads: init.threads, isa: init.isa });
   const weights = loadBitnetWeights(ctx, file, cfg, {
     headType: init.headType,
+    layout: init.layout,
     onProgress: (done, total) => post({ type: 'progress', done, total }),
   });
   const model = new BitnetModel(ctx, cfg, weights);
   const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, init.contextSize, init.kvType);
   const info = ctx.info();
   post({
-    type: 'ready', isa: info.isa, threads: info.threads, kernels: info.kernels, weightBytes: weights.bytesPerToken,
+    type: 'ready', layout: weights.layout, isa: info.isa, threads: info.threads, kernels: info.kernels, weightBytes: weights.bytesPerToken,
     kvBytes: kv.bytes, loadMs: performance.now() - t0,
   });
   return { model, seq: new Sequence(kv) };
@@ -109,9 +171,13 @@ function generate(e: Engine, req: Extract<WorkerRequest, { type: 'generate' }>):
     promptTokens: req.tokens.length, reusedTokens: reused, evaluatedTokens: req.tokens.length - reused, generatedTokens: 0,
     prefillMs: 0, decodeMs: 0, decodeTps: 0, finishReason: 'abort',
   };
-  let logits = seq.prefill(model, req.tokens, reused, false, stopped);
+  const prefillTimer = req.profile ? new PhaseTimer(model) : undefined;
+  const first = seq.prefill(model, req.tokens, reused, false, stopped, undefined, prefillTimer);
   stats.prefillMs = performance.now() - t0;
-  if (!logits) return stats;
+  if (req.profile) stats.profile = { prefill: prefillTimer!.finish(), decode: undefined };
+  if (!first) return stats;
+  let logits: Float32Array = first;
+  const timer = req.profile ? new PhaseTimer(model) : undefined;
 
   const sampler = new Sampler(req.sampler);
   for (const t of req.tokens) sampler.accept(t); // penalties look back into the prompt too
@@ -120,7 +186,8 @@ function generate(e: Engine, req: Extract<WorkerRequest, { type: 'generate' }>):
   let reason: FinishReason = 'abort';
   for (let n = 1; ; n++) {
     if (req.vocabSize < logits.length) logits.fill(-Infinity, req.vocabSize);
-    const token = sampler.sample(logits);
+    const l = logits;
+    const token: number = timer ? timer.sample(() => sampler.sample(l)) : sampler.sample(l);
     if (n === 1) tFirst = performance.now();
     sampler.accept(token);
     stats.generatedTokens = n;
@@ -132,9 +199,10 @@ function generate(e: Engine, req: Extract<WorkerRequest, { type: 'generate' }>):
       break;
     }
     if (stopped()) break;
-    logits = model.forward([token], seq.kv);
+    logits = timer ? timer.forward(1, (): Float32Array => model.forward([token], seq.kv)) : model.forward([token], seq.kv);
     seq.tokens.push(token);
   }
+  if (timer) stats.profile!.decode = timer.finish();
   stats.finishReason = reason;
   stats.decodeMs = performance.now() - tFirst;
   stats.decodeTps = stats.generatedTokens > 1 ? (stats.generatedTokens - 1) / (stats.decodeMs / 1000) : 0;

@@ -62,10 +62,13 @@ type RepackFn = (ctx: unknown, format: string, src: Uint8Array, M: number, K: nu
 /**
  * Repacks a GGUF ternary tensor (ne0 = K columns, ne1 = M rows) into T2R16. Block-scaled files whose
  * scales are all equal collapse to one tensor scale (same results, faster kernel).
- * `name` is used in error messages (tensor name / file).
+ * `name` is used in error messages (tensor name / file). `out` (t2CodeBytes(M, K) bytes) receives the
+ * codes instead of a new buffer, e.g. a slice of a fused q|k|v matrix.
  */
-export function repackTernary(ctx: KernelContext, type: TernaryFileType, src: Uint8Array, M: number, K: number, name = 'tensor'): TernaryMatrix {
-  const codes = new Uint8Array(t2CodeBytes(M, K));
+export function repackTernary(ctx: KernelContext, type: TernaryFileType, src: Uint8Array, M: number, K: number, name = 'tensor',
+  out?: Uint8Array): TernaryMatrix {
+  if (out && out.length !== t2CodeBytes(M, K)) throw new RangeError(`repackTernary: out has ${out.length} bytes, expected ${t2CodeBytes(M, K)}`);
+  const codes = out ?? new Uint8Array(t2CodeBytes(M, K));
   const fn = binding<RepackFn>('repackTernary');
   if (type === 'i2_s') {
     const r = fn(ctx.handle, type, src, M, K, codes);

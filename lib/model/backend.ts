@@ -2,11 +2,14 @@
 // kernels (test oracle). Both read the same repacked weights (T2R16 ternary, F16 / Q8R16 head) and
 // write into caller-owned buffers, so the model code and its scratch management are shared.
 import type { KernelContext } from '../kernels/context.js';
-import { type F16Matrix, type Q8Matrix, f16Gemm, f16GetRows, q8Gemm, q8GetRows } from '../kernels/dense.js';
+import { type F16Matrix, type Q4Matrix, type Q8Matrix, f16Gemm, f16GetRows, q4Gemm, q4GetRows, q8Gemm, q8GetRows } from '../kernels/dense.js';
 import { type KvCacheShape, attentionF16, attentionQ8, gluRelu2, gluSilu, kvStoreF16, kvStoreQ8, rmsnorm, ropeNeox } from '../kernels/ops.js';
-import { type QuantizedActivations, type TernaryMatrix, quantizeActivationsI8, ternaryGemm } from '../kernels/ternary.js';
+import { type QuantizedActivations, quantizeActivationsI8, ternaryGemm } from '../kernels/ternary.js';
+import { ternaryTd3Gemm } from '../kernels/td3.js';
+import { refTd3Gemm } from '../reference/td3.js';
+import { type TernaryWeight, isTd3 } from './weights.js';
 import { refActQuantI8 } from '../reference/act_quant.js';
-import { refF16Gemm, refF16GetRows, refQ8Gemm, refQ8GetRows } from '../reference/dense.js';
+import { refF16Gemm, refF16GetRows, refQ4Gemm, refQ4GetRows, refQ8Gemm, refQ8GetRows } from '../reference/dense.js';
 import {
   refAttentionF16, refAttentionQ8, refGluRelu2, refGluSilu, refKvStoreF16, refKvStoreQ8, refRmsnorm, refRopeNeox,
 } from '../reference/ops.js';
@@ -21,7 +24,8 @@ export interface ComputeBackend {
   /** Per-token absmax int8 quantization of x [B, K] into out (its q / scale / sum views are B·K, B, B long). */
   quantizeI8(x: Float32Array, B: number, K: number, out: QuantizedActivations): QuantizedActivations;
   /** y [B, M] = W · Aᵀ. */
-  ternaryGemm(w: TernaryMatrix, a: QuantizedActivations, y: Float32Array): void;
+  /** y [B, M] = W · Aᵀ for a T2R16 or TD3 W. */
+  ternaryGemm(w: TernaryWeight, a: QuantizedActivations, y: Float32Array): void;
   /** RMSNorm of x [B, n] into out (out may be x). */
   rmsnorm(x: Float32Array, w: Float32Array | null, B: number, n: number, eps: number, out: Float32Array): void;
   /** NEOX RoPE of x [B, nHeads, headDim] in place, B = pos.length. */
@@ -36,10 +40,13 @@ export interface ComputeBackend {
   gluSilu(gateUp: Float32Array, B: number, n: number, out: Float32Array): void;
   f16GetRows(w: F16Matrix, ids: Int32Array, out: Float32Array): void;
   q8GetRows(w: Q8Matrix, ids: Int32Array, out: Float32Array): void;
+  q4GetRows(w: Q4Matrix, ids: Int32Array, out: Float32Array): void;
   /** y [B, M] = X [B, K] · Wᵀ. */
   f16Gemm(w: F16Matrix, x: Float32Array, B: number, y: Float32Array): void;
   /** y [B, M] = W · Aᵀ for int8 activations from quantizeI8. */
   q8Gemm(w: Q8Matrix, a: QuantizedActivations, y: Float32Array): void;
+  /** y [B, M] = W · Aᵀ for a Q4R16 W. */
+  q4Gemm(w: Q4Matrix, a: QuantizedActivations, y: Float32Array): void;
 }
 
 /** The native N-API kernels on one context: thin forwards, no allocation. */
@@ -47,7 +54,7 @@ export function nativeBackend(ctx: KernelContext): ComputeBackend {
   return {
     name: 'native',
     quantizeI8: (x, B, K, out) => quantizeActivationsI8(ctx, x, B, K, out),
-    ternaryGemm: (w, a, y) => void ternaryGemm(ctx, w, a, y),
+    ternaryGemm: (w, a, y) => void (isTd3(w) ? ternaryTd3Gemm(ctx, w, a, y) : ternaryGemm(ctx, w, a, y)),
     rmsnorm: (x, w, B, n, eps, out) => void rmsnorm(ctx, x, w, B, n, eps, out),
     ropeNeox: (x, pos, nHeads, headDim, nRot, theta) => void ropeNeox(ctx, x, pos, nHeads, headDim, nRot, theta),
     kvStoreF16: (x, pos, cache, shape) => kvStoreF16(ctx, x, pos, cache, shape),
@@ -58,8 +65,10 @@ export function nativeBackend(ctx: KernelContext): ComputeBackend {
     gluSilu: (gu, B, n, out) => void gluSilu(ctx, gu, B, n, out),
     f16GetRows: (w, ids, out) => void f16GetRows(ctx, w, ids, out),
     q8GetRows: (w, ids, out) => void q8GetRows(ctx, w, ids, out),
+    q4GetRows: (w, ids, out) => void q4GetRows(ctx, w, ids, out),
     f16Gemm: (w, x, B, y) => void f16Gemm(ctx, w, x, B, y),
     q8Gemm: (w, a, y) => void q8Gemm(ctx, w, a, y),
+    q4Gemm: (w, a, y) => void q4Gemm(ctx, w, a, y),
   };
 }
 
@@ -86,7 +95,7 @@ export function referenceBackend(): ComputeBackend {
       out.K = K;
       return out;
     },
-    ternaryGemm: (w, a, y) => y.set(refTernaryGemm(w, exact(a))),
+    ternaryGemm: (w, a, y) => y.set(isTd3(w) ? refTd3Gemm(w, exact(a)) : refTernaryGemm(w, exact(a))),
     // refRmsnorm reads all of x before anything is written, so out === x is safe.
     rmsnorm: (x, w, B, n, eps, out) => out.set(refRmsnorm(x, w, B, n, eps).y),
     ropeNeox: (x, pos, nHeads, headDim, nRot, theta) => x.set(refRopeNeox(x, pos, nHeads, headDim, nRot, theta).y),
@@ -100,7 +109,9 @@ export function referenceBackend(): ComputeBackend {
     gluSilu: (gu, B, n, out) => out.set(refGluSilu(gu, B, n).y),
     f16GetRows: (w, ids, out) => out.set(refF16GetRows(w, ids)),
     q8GetRows: (w, ids, out) => out.set(refQ8GetRows(w, ids)),
+    q4GetRows: (w, ids, out) => out.set(refQ4GetRows(w, ids)),
     f16Gemm: (w, x, B, y) => y.set(refF16Gemm(w, x, B).y),
     q8Gemm: (w, a, y) => y.set(refQ8Gemm(w, exact(a))),
+    q4Gemm: (w, a, y) => y.set(refQ4Gemm(w, exact(a))),
   };
 }

@@ -3,12 +3,15 @@
 //   y = h + Wdown·subnorm_ffn(act(Wgate·m) ⊙ Wup·m),               m = RMSNorm_ffn(h)
 //   logits = RMSNorm_out(y_L) · headᵀ
 // Every projection input is quantized per token to int8 (A8) before its ternary GEMM.
-// The ops run on a ComputeBackend (./backend.ts): the native kernels by default, or the TS reference.
+// By default forward() is one native call (./native-model.ts, native/runtime/bitnet_exec.cpp). Given a
+// ComputeBackend (./backend.ts) it runs op by op in TS instead: nativeBackend(ctx) (bit-identical to the
+// one-call path; tests check it) or referenceBackend() (the pure-TS oracle).
 import type { KernelContext } from '../kernels/context.js';
 import { type QuantizedActivations, allocActivations } from '../kernels/ternary.js';
 import type { KvCache } from '../engine/kv-cache.js';
 import { type ComputeBackend, nativeBackend } from './backend.js';
 import type { BitnetConfig } from './config.js';
+import { NativeBitnet } from './native-model.js';
 import type { BitnetWeights, HeadMatrix } from './weights.js';
 
 /** Scratch buffers for B tokens, grown on demand and reused across calls. */
@@ -55,8 +58,13 @@ function view<T extends Float32Array | Int8Array | Int32Array>(a: T, n: number):
 export class BitnetModel {
   private readonly scratch = new Scratch();
   readonly backend: ComputeBackend;
+  /** The one-call native forward; null when an explicit backend runs the ops from TS. */
+  readonly native: NativeBitnet | null;
 
-  /** `backend` defaults to the native kernels on `ctx`; pass referenceBackend() to run on lib/reference. */
+  /**
+   * Without `backend`, forward() runs the whole pass natively in one call. With one, it runs op by op
+   * on it: nativeBackend(ctx) (same kernels, bit-identical) or referenceBackend() (lib/reference).
+   */
   constructor(
     readonly ctx: KernelContext,
     readonly cfg: BitnetConfig,
@@ -64,6 +72,7 @@ export class BitnetModel {
     backend?: ComputeBackend,
   ) {
     this.backend = backend ?? nativeBackend(ctx);
+    this.native = backend ? null : new NativeBitnet(ctx, cfg, weights);
   }
 
   /** Quantizes x [B, K] to int8 in the shared activation buffer. */
@@ -79,12 +88,14 @@ export class BitnetModel {
       if (!(ids[i]! >= 0 && ids[i]! < this.cfg.nVocab)) throw new RangeError(`token id ${ids[i]} at index ${i} is outside the vocabulary [0, ${this.cfg.nVocab})`);
     const e = this.weights.tokEmbd;
     if (e.kind === 'f16') this.backend.f16GetRows(e.m, ids, out);
-    else this.backend.q8GetRows(e.m, ids, out);
+    else if (e.kind === 'q8') this.backend.q8GetRows(e.m, ids, out);
+    else this.backend.q4GetRows(e.m, ids, out);
   }
 
   private head(h: HeadMatrix, x: Float32Array, B: number, out: Float32Array): void {
     if (h.kind === 'f16') this.backend.f16Gemm(h.m, x, B, out);
-    else this.backend.q8Gemm(h.m, this.quant(x, B, this.cfg.nEmbd), out);
+    else if (h.kind === 'q8') this.backend.q8Gemm(h.m, this.quant(x, B, this.cfg.nEmbd), out);
+    else this.backend.q4Gemm(h.m, this.quant(x, B, this.cfg.nEmbd), out);
   }
 
   /**
@@ -96,6 +107,16 @@ export class BitnetModel {
     const B = tokens.length;
     if (B === 0) throw new RangeError('forward: no tokens');
     kv.reserve(B);
+    if (this.native) {
+      for (let i = 0; i < B; i++) {
+        const t = tokens[i]!;
+        if (!(t >= 0 && t < this.cfg.nVocab && Number.isInteger(t)))
+          throw new RangeError(`token id ${t} at index ${i} is outside the vocabulary [0, ${this.cfg.nVocab})`);
+      }
+      const logits = this.native.forward(tokens, kv, allLogits);
+      kv.length += B;
+      return logits;
+    }
     const s = this.scratch;
     const be = this.backend;
     s.ensure(B, cfg);

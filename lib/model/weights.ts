@@ -7,24 +7,42 @@ import { Q6_K_BLOCK_BYTES, QK_K, dequantizeBF16, dequantizeQ6K, floatsToHalves }
 import type { GgufFile, GgufTensorInfo } from '../format/gguf.js';
 import { GGML } from '../format/types.js';
 import type { KernelContext } from '../kernels/context.js';
-import { type F16Matrix, type Q8Matrix, q8Bytes, repackQ8 } from '../kernels/dense.js';
+import { type F16Matrix, type Q4Matrix, type Q8Matrix, q4Bytes, q8Bytes, repackQ4, repackQ8 } from '../kernels/dense.js';
 import { ScaleMode, type TernaryMatrix, repackTernary, repackTernaryF32 } from '../kernels/ternary.js';
+import { type TernaryTd3Matrix, ternaryToTd3 } from '../kernels/td3.js';
 import { binding } from '../native.js';
 import { halfToFloat } from '../reference/numeric.js';
-import { SCALE_BLOCK_K, T2_ROWS, scaleCount, t2Tiles } from '../reference/ternary.js';
+import { SCALE_BLOCK_K, T2_ROWS, scaleCount, t2CodeBytes, t2Tiles } from '../reference/ternary.js';
 import type { BitnetConfig } from './config.js';
 
-export type HeadMatrix = { kind: 'f16'; m: F16Matrix } | { kind: 'q8'; m: Q8Matrix };
+export type HeadMatrix = { kind: 'f16'; m: F16Matrix } | { kind: 'q8'; m: Q8Matrix } | { kind: 'q4'; m: Q4Matrix };
+export type HeadType = HeadMatrix['kind'];
+
+/**
+ * A ternary projection as the kernels read it: T2R16 (2 bits/weight) or TD3 (1.6875 bits/weight, the same
+ * results; faster than T2R16 at batch 1 where AVX-512 VBMI decodes it, slower elsewhere).
+ */
+export type TernaryWeight = TernaryMatrix | TernaryTd3Matrix;
+export const isTd3 = (w: TernaryWeight): w is TernaryTd3Matrix => 'data' in w;
+
+/** 'auto': TD3 where the CPU runs it at least as fast as T2R16 (AVX-512 VBMI), else T2R16. */
+export type TernaryLayout = 'auto' | 't2r16' | 'td3';
+
+/** The layout 'auto' resolves to on this context. */
+export function resolveLayout(ctx: KernelContext, layout: TernaryLayout): 't2r16' | 'td3' {
+  if (layout !== 'auto') return layout;
+  return ctx.info().kernels['ternary_td3'] === 'avx512-vbmi' ? 'td3' : 't2r16';
+}
 
 export interface BitnetLayer {
   attnNorm: Float32Array; // [nEmbd]
   attnSubNorm: Float32Array; // [nEmbd]
   ffnNorm: Float32Array; // [nEmbd]
   ffnSubNorm: Float32Array; // [nFf]
-  wqkv: TernaryMatrix; // [nEmbd + 2 nKv, nEmbd]: q rows, then k, then v
-  wo: TernaryMatrix; // [nEmbd, nEmbd]
-  wgu: TernaryMatrix; // [2 nFf, nEmbd]: gate rows, then up
-  wdown: TernaryMatrix; // [nEmbd, nFf]
+  wqkv: TernaryWeight; // [nEmbd + 2 nKv, nEmbd]: q rows, then k, then v
+  wo: TernaryWeight; // [nEmbd, nEmbd]
+  wgu: TernaryWeight; // [2 nFf, nEmbd]: gate rows, then up
+  wdown: TernaryWeight; // [nEmbd, nFf]
 }
 
 export interface BitnetWeights {
@@ -34,13 +52,17 @@ export interface BitnetWeights {
   layers: BitnetLayer[];
   /** Bytes of weights one decode step reads (ternary layers + head). */
   bytesPerToken: number;
+  /** In-memory layout of the ternary projections. */
+  layout: 't2r16' | 'td3';
 }
 
 export interface LoadWeightsOptions {
   /** Called after each layer is repacked: `done` of `total` layers. */
   onProgress?: (done: number, total: number) => void;
-  /** lm_head / embedding storage: keep F16 or repack to q8 (per-32-block int8). */
-  headType?: 'f16' | 'q8';
+  /** lm_head / embedding storage: keep F16, or repack to q8 (per-32-block int8) or q4 (per-32-block 4-bit). */
+  headType?: HeadType;
+  /** In-memory layout of the ternary projections (default 'auto'). */
+  layout?: TernaryLayout;
 }
 
 class TensorTable {
@@ -81,24 +103,28 @@ class TensorTable {
   }
 }
 
-function loadTernary(ctx: KernelContext, tt: TensorTable, name: string, M: number, K: number): TernaryMatrix {
+function loadTernary(ctx: KernelContext, tt: TensorTable, name: string, M: number, K: number, out?: Uint8Array): TernaryMatrix {
   const t = tt.get(name, [K, M])!;
   const src = tt.bytes(t);
   let w: TernaryMatrix;
   switch (t.type) {
     case GGML.I2_S:
       if (t.typeName !== 'I2_S') tt.fail(name, `type id 36 is I2_S only in bitnet.cpp files`);
-      w = repackTernary(ctx, 'i2_s', src, M, K, name);
+      w = repackTernary(ctx, 'i2_s', src, M, K, name, out);
       break;
     case GGML.TQ2_0:
-      w = repackTernary(ctx, 'tq2_0', src, M, K, name);
+      w = repackTernary(ctx, 'tq2_0', src, M, K, name, out);
       break;
     case GGML.TQ1_0:
-      w = repackTernary(ctx, 'tq1_0', src, M, K, name);
+      w = repackTernary(ctx, 'tq1_0', src, M, K, name, out);
       break;
     case GGML.F32: {
       const f = (src.byteOffset & 3) === 0 ? new Float32Array(src.buffer, src.byteOffset, M * K) : new Float32Array(src.slice().buffer);
       w = repackTernaryF32(ctx, f, M, K);
+      if (out) {
+        out.set(w.codes);
+        w = { ...w, codes: out };
+      }
       break;
     }
     default:
@@ -140,12 +166,21 @@ export function fuseTernary(parts: TernaryMatrix[]): TernaryMatrix {
   const same = parts.every((p) => p.scaleMode === ScaleMode.Tensor && p.scales[0] === parts[0]!.scales[0]);
   const mode = same ? ScaleMode.Tensor : parts.some((p) => p.scaleMode === ScaleMode.Block) ? ScaleMode.Block : ScaleMode.Row;
   const M = parts.reduce((a, p) => a + p.M, 0);
-  const codes = new Uint8Array(parts.reduce((a, p) => a + p.codes.byteLength, 0));
+  const total = parts.reduce((a, p) => a + p.codes.byteLength, 0);
+  // Parts repacked straight into consecutive slices of one buffer (loadBitnetWeights does) need no copy.
+  const first = parts[0]!.codes;
+  let off = first.byteOffset;
+  const inPlace = parts.every((p) => {
+    const ok = p.codes.buffer === first.buffer && p.codes.byteOffset === off;
+    off += p.codes.byteLength;
+    return ok;
+  });
+  const codes = inPlace ? new Uint8Array(first.buffer, first.byteOffset, total) : new Uint8Array(total);
   const scales = new Float32Array(scaleCount(M, K, mode));
   let co = 0;
   let so = 0;
   for (const p of parts) {
-    codes.set(p.codes, co);
+    if (!inPlace) codes.set(p.codes, co);
     co += p.codes.byteLength;
     if (mode !== ScaleMode.Tensor) {
       const s = widenScales(p, mode);
@@ -157,7 +192,7 @@ export function fuseTernary(parts: TernaryMatrix[]): TernaryMatrix {
   return { codes, scales, M, K, scaleMode: mode };
 }
 
-function loadHead(ctx: KernelContext, tt: TensorTable, name: string, cfg: BitnetConfig, headType: 'f16' | 'q8', optional: boolean): HeadMatrix | undefined {
+function loadHead(ctx: KernelContext, tt: TensorTable, name: string, cfg: BitnetConfig, headType: HeadType, optional: boolean): HeadMatrix | undefined {
   const t = tt.get(name, [cfg.nEmbd, cfg.nVocab], optional);
   if (!t) return undefined;
   const src = tt.bytes(t);
@@ -166,11 +201,16 @@ function loadHead(ctx: KernelContext, tt: TensorTable, name: string, cfg: Bitnet
   if (t.type === GGML.F16) {
     const data = (src.byteOffset & 1) === 0 ? new Uint16Array(src.buffer, src.byteOffset, M * K) : new Uint16Array(src.slice().buffer);
     if (headType === 'q8') return { kind: 'q8', m: repackQ8(ctx, 'f16', data, M, K, name) };
+    if (headType === 'q4') return { kind: 'q4', m: repackQ4(ctx, 'f16', data, M, K, name) };
     return { kind: 'f16', m: { data, M, K } };
   }
-  if (t.type === GGML.Q8_0) return { kind: 'q8', m: repackQ8(ctx, 'q8_0', src, M, K, name) };
+  if (t.type === GGML.Q8_0) {
+    if (headType === 'q4') return { kind: 'q4', m: repackQ4(ctx, 'q8_0', src, M, K, name) };
+    return { kind: 'q8', m: repackQ8(ctx, 'q8_0', src, M, K, name) };
+  }
   if (t.type === GGML.F32) {
     const f = (src.byteOffset & 3) === 0 ? new Float32Array(src.buffer, src.byteOffset, M * K) : new Float32Array(src.slice().buffer);
+    if (headType === 'q4') return { kind: 'q4', m: repackQ4(ctx, 'f32', f, M, K, name) };
     return { kind: 'q8', m: repackQ8(ctx, 'f32', f, M, K, name) };
   }
   if (t.type === GGML.Q6_K || t.type === GGML.BF16) {
@@ -184,12 +224,12 @@ function loadHead(ctx: KernelContext, tt: TensorTable, name: string, cfg: Bitnet
 export const DEQUANT_CHUNK_ROWS = 4096;
 
 /**
- * A Q6_K / BF16 head [M, K] → F16 halves (headType 'f16') or Q8R16 ('q8'), widened to F32 a chunk
- * of rows at a time so a 128k-vocabulary embedding never exists as F32 at once. Q8R16 stores whole
- * 16-row tiles contiguously, so a chunk's repack is a byte range of the full one (identical result).
+ * A Q6_K / BF16 head [M, K] → F16 halves (headType 'f16'), Q8R16 ('q8') or Q4R16 ('q4'), widened to F32
+ * a chunk of rows at a time so a 128k-vocabulary embedding never exists as F32 at once. Q8R16 and Q4R16
+ * store whole 16-row tiles contiguously, so a chunk's repack is a byte range of the full one (identical result).
  */
 export function dequantHead(ctx: KernelContext, type: 'q6_k' | 'bf16', src: Uint8Array, M: number, K: number,
-  headType: 'f16' | 'q8', name = 'tensor', chunkRows = DEQUANT_CHUNK_ROWS): HeadMatrix {
+  headType: HeadType, name = 'tensor', chunkRows = DEQUANT_CHUNK_ROWS): HeadMatrix {
   if (!(Number.isInteger(chunkRows) && chunkRows > 0 && chunkRows % 16 === 0)) throw new RangeError(`dequantHead: chunkRows = ${chunkRows} must be a positive multiple of 16`);
   const rowBytes = type === 'q6_k' ? (K / QK_K) * Q6_K_BLOCK_BYTES : K * 2;
   if (src.byteLength < M * rowBytes) throw new ModelFormatError(`${name}: ${src.byteLength} bytes hold fewer than ${M} rows`);
@@ -197,6 +237,7 @@ export function dequantHead(ctx: KernelContext, type: 'q6_k' | 'bf16', src: Uint
   const f = new Float32Array(rows * K); // [rows, K] one chunk, reused
   const halves = headType === 'f16' ? new Uint16Array(M * K) : undefined; // [M, K]
   const q8 = headType === 'q8' ? new Uint8Array(q8Bytes(M, K)) : undefined; // Q8R16 [ceil(M/16) * K/32 * 544]
+  const q4 = headType === 'q4' ? new Uint8Array(q4Bytes(M, K)) : undefined; // Q4R16 [ceil(M/16) * K/32 * 288]
   for (let r0 = 0; r0 < M; r0 += rows) {
     const n = Math.min(rows, M - r0);
     const bytes = src.subarray(r0 * rowBytes, (r0 + n) * rowBytes);
@@ -204,12 +245,16 @@ export function dequantHead(ctx: KernelContext, type: 'q6_k' | 'bf16', src: Uint
     if (halves) {
       const bad = floatsToHalves(chunk, halves.subarray(r0 * K, (r0 + n) * K), n * K);
       if (bad > 0) throw new ModelFormatError(`${name}: ${bad} values in rows ${r0}..${r0 + n - 1} are not finite in F16 (load with the q8 head type)`);
-    } else {
+    } else if (q8) {
       const part = repackQ8(ctx, 'f32', chunk.subarray(0, n * K), n, K, name);
-      q8!.set(part.data, q8Bytes(r0, K));
+      q8.set(part.data, q8Bytes(r0, K));
+    } else {
+      const part = repackQ4(ctx, 'f32', chunk.subarray(0, n * K), n, K, name);
+      q4!.set(part.data, q4Bytes(r0, K));
     }
   }
-  return halves ? { kind: 'f16', m: { data: halves, M, K } } : { kind: 'q8', m: { data: q8!, M, K } };
+  if (halves) return { kind: 'f16', m: { data: halves, M, K } };
+  return q8 ? { kind: 'q8', m: { data: q8, M, K } } : { kind: 'q4', m: { data: q4!, M, K } };
 }
 
 function headBytes(h: HeadMatrix): number {
@@ -219,6 +264,14 @@ function headBytes(h: HeadMatrix): number {
 export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: BitnetConfig, opts: LoadWeightsOptions = {}): BitnetWeights {
   const tt = new TensorTable(file);
   const headType = opts.headType ?? 'f16';
+  const layout = resolveLayout(ctx, opts.layout ?? 'auto');
+  // For TD3 every T2R16 matrix is only a stepping stone: repack into one reused buffer (no fresh pages
+  // to fault in and no garbage per matrix), pack TD3 from it, reuse it for the next.
+  let scratch = new Uint8Array(0);
+  const t2Scratch = (n: number): Uint8Array => {
+    if (scratch.length < n) scratch = new Uint8Array(n);
+    return scratch.subarray(0, n);
+  };
   const { nEmbd: d, nFf: ff, nHeadKv, headDim, nLayer } = cfg;
   const dkv = nHeadKv * headDim;
   const tokEmbd = loadHead(ctx, tt, 'token_embd.weight', cfg, headType, false)!;
@@ -229,25 +282,34 @@ export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: Bitne
   let ternaryBytes = 0;
   for (let l = 0; l < nLayer; l++) {
     const p = `blk.${l}.`;
-    const tern = (n: string, M: number, K: number) => loadTernary(ctx, tt, `${p}${n}.weight`, M, K);
-    const q = tern('attn_q', d, d);
-    const k = tern('attn_k', dkv, d);
-    const v = tern('attn_v', dkv, d);
-    const gate = tern('ffn_gate', ff, d);
-    const up = tern('ffn_up', ff, d);
     const canFuse = d % T2_ROWS === 0 && dkv % T2_ROWS === 0 && ff % T2_ROWS === 0;
     if (!canFuse) throw new ModelFormatError(`${file.source}: layer ${l}: projection sizes (${d}, ${dkv}, ${ff}) must be multiples of 16`);
+    const tern = (n: string, M: number, K: number, out?: Uint8Array) => loadTernary(ctx, tt, `${p}${n}.weight`, M, K, out);
+    // Fused matrices are repacked part by part straight into one buffer (T2R16 stacks along M by
+    // concatenation): no per-part buffers to copy and leave behind as garbage.
+    const slices = (K: number, Ms: number[]) => {
+      const n = Ms.reduce((a, M) => a + t2CodeBytes(M, K), 0);
+      const buf = layout === 'td3' ? t2Scratch(n) : new Uint8Array(n);
+      let o = 0;
+      return Ms.map((M) => buf.subarray(o, (o += t2CodeBytes(M, K))));
+    };
+    // TD3 is packed from the T2R16 matrices (same trits, same scales). Each matrix is placed before the
+    // next is repacked: with TD3 they all pass through the same scratch buffer.
+    const place = (w: TernaryMatrix): TernaryWeight => (layout === 'td3' ? ternaryToTd3(ctx, w) : w);
+    const [qs, ks, vs] = slices(d, [d, dkv, dkv]);
+    const wqkv = place(fuseTernary([tern('attn_q', d, d, qs), tern('attn_k', dkv, d, ks), tern('attn_v', dkv, d, vs)]));
+    const wo = place(tern('attn_output', d, d, layout === 'td3' ? t2Scratch(t2CodeBytes(d, d)) : undefined));
+    const [gs, us] = slices(d, [ff, ff]);
+    const wgu = place(fuseTernary([tern('ffn_gate', ff, d, gs), tern('ffn_up', ff, d, us)]));
+    const wdown = place(tern('ffn_down', d, ff, layout === 'td3' ? t2Scratch(t2CodeBytes(d, ff)) : undefined));
     const layer: BitnetLayer = {
       attnNorm: tt.vector(`${p}attn_norm.weight`, d),
       attnSubNorm: tt.vector(`${p}attn_sub_norm.weight`, d),
       ffnNorm: tt.vector(`${p}ffn_norm.weight`, d),
       ffnSubNorm: tt.vector(`${p}ffn_sub_norm.weight`, ff),
-      wqkv: fuseTernary([q, k, v]),
-      wo: tern('attn_output', d, d),
-      wgu: fuseTernary([gate, up]),
-      wdown: tern('ffn_down', d, ff),
+      wqkv, wo, wgu, wdown,
     };
-    for (const m of [layer.wqkv, layer.wo, layer.wgu, layer.wdown]) ternaryBytes += m.codes.byteLength;
+    for (const m of [layer.wqkv, layer.wo, layer.wgu, layer.wdown]) ternaryBytes += isTd3(m) ? m.data.byteLength : m.codes.byteLength;
     layers.push(layer);
     // The file's copy of these projections is not read again: let the kernel drop its pages.
     for (const n of ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down']) {
@@ -256,5 +318,7 @@ export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: Bitne
     }
     opts.onProgress?.(l + 1, nLayer);
   }
-  return { tokEmbd, outputNorm, output, layers, bytesPerToken: ternaryBytes + headBytes(output) };
+  // Repacking left freed temporaries in the allocator's heap: give those pages back.
+  binding<() => boolean>('releaseFreeMemory')();
+  return { tokEmbd, outputNorm, output, layers, bytesPerToken: ternaryBytes + headBytes(output), layout };
 }

@@ -4,5 +4,6 @@ export * from './numeric.js';
 export * from './ternary.js';
 export * from './ops.js';
 export * from './lut.js';
+export * from './td3.js';
 export * from './binary.js';
 export * from './dense.js';

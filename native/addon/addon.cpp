@@ -202,6 +202,7 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   register_bench(env, exports);
   register_ops(env, exports);
   register_file(env, exports);
+  register_model(env, exports);
   return exports;
 }
 

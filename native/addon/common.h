@@ -91,5 +91,6 @@ void register_dense(Napi::Env env, Napi::Object exports);
 void register_bench(Napi::Env env, Napi::Object exports);
 void register_ops(Napi::Env env, Napi::Object exports);
 void register_file(Napi::Env env, Napi::Object exports);
+void register_model(Napi::Env env, Napi::Object exports);
 
 }  // namespace bitllm

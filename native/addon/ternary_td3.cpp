@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common.h"
+#include "runtime/td3_run.h"
 #include "runtime/repack_td3.h"
 #include "runtime/repack_ternary.h"
 
@@ -17,10 +18,7 @@ namespace {
 // on Zen 4 (2560x2560, 2560x6912, 1 thread): the AVX-512 TD3 kernel took 1.0-1.1x T2R16's time up to
 // B = 32 (the decode path 1.1-1.9x) and they meet from B = 64; the AVX2 kernel took 1.4-1.6x from B = 4,
 // the decode path 1.04-1.3x.
-int64_t decode_batch(Isa isa) { return isa == Isa::avx512 ? 64 : 4; }
 
-// Largest decoded tile (T2R16 bytes of 64 rows) the batched path allocates per thread: K <= 256K.
-constexpr int64_t kMaxDecodeBytes = int64_t{4} << 20;
 
 int64_t scale_count(int64_t M, int64_t K, int32_t mode) {
   if (mode == kScaleTensor) return 1;
@@ -180,25 +178,7 @@ Napi::Value gemm(const Napi::CallbackInfo& info) {
   }
   const TernaryTd3Mat w{data, scales, M, K, mode};
   const QActs acts{q, scale, sum, bsum, B, K, K};
-  const int64_t tile_codes = int64_t{kTd3Quads} * (K / kT2KStep) * kT2ChunkBytes;  // one tile as T2R16
-  if (B >= decode_batch(t.isa) && t.ternary_td3_to_t2 && tile_codes <= kMaxDecodeBytes) {
-    // Batched: decode each 64-row tile once to T2R16 and run the T2R16 kernel on it for all tokens.
-    ctx.pool().parallel_for(td3_tiles(M), [&](int64_t t0, int64_t t1) {
-      std::vector<uint8_t> buf(static_cast<size_t>(tile_codes));
-      for (int64_t tile = t0; tile < t1; ++tile) {
-        const int64_t m0 = tile * kTd3Rows, rows = std::min<int64_t>(kTd3Rows, M - m0);
-        const int quads = static_cast<int>((rows + kT2Rows - 1) / kT2Rows);
-        t.ternary_td3_to_t2(data + tile * td3_tile_bytes(K), K, quads, buf.data());
-        const float* sc = mode == kScaleTensor ? scales
-                          : mode == kScaleRow  ? scales + m0
-                                               : scales + (m0 / kT2Rows) * (K / kScaleBlockK) * kT2Rows;
-        const TernaryMat sub{buf.data(), sc, rows, K, mode};
-        t.ternary_gemm(sub, acts, y + m0, M, 0, quads);
-      }
-    });
-  } else {
-    ctx.pool().parallel_for(td3_tiles(M), [&](int64_t t0, int64_t t1) { t.ternary_td3_gemm(w, acts, y, M, t0, t1); });
-  }
+  run_td3_gemm(t, ctx.pool(), w, acts, y, M);
   return info.Env().Undefined();
 }
 

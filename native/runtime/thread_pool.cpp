@@ -48,7 +48,15 @@ void ThreadPool::run(void (*fn)(void*, int, int), void* ctx) {
   }
   cv_.notify_all();
   fn(ctx, 0, n_threads_);
-  while (pending_.load(std::memory_order_acquire) != 0) BITLLM_PAUSE();
+  // Wait for the workers; after a while yield the core, in case a worker we wait for shares it (an
+  // oversubscribed machine): spinning would only delay it further.
+  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0;) {
+    BITLLM_PAUSE();
+    if (++spins == 4096) {
+      spins = 0;
+      std::this_thread::yield();
+    }
+  }
 }
 
 void ThreadPool::worker_main(int ith) {

@@ -45,6 +45,36 @@ class ThreadPool {
         &job);
   }
 
+  // Like parallel_for, but threads take chunks of `grain` units from a shared counter until none are
+  // left: a thread that is slowed down (another process on its core, a LITTLE core of a big.LITTLE
+  // board) gets fewer chunks instead of holding everyone back at the join. Use only where the result
+  // does not depend on which thread runs which range (e.g. GEMM rows).
+  template <typename Body>
+  void parallel_for_dynamic(int64_t n, int64_t grain, Body&& body) {
+    if (n <= 0) return;
+    if (grain < 1) grain = 1;
+    if (n_threads_ == 1 || n <= grain) {
+      body(int64_t{0}, n);
+      return;
+    }
+    std::atomic<int64_t> next{0};
+    struct Job {
+      Body* body;
+      int64_t n, grain;
+      std::atomic<int64_t>* next;
+    } job{&body, n, grain, &next};
+    run(
+        [](void* ctx, int, int) {
+          Job* j = static_cast<Job*>(ctx);
+          for (;;) {
+            const int64_t b = j->next->fetch_add(j->grain, std::memory_order_relaxed);
+            if (b >= j->n) break;
+            (*j->body)(b, b + j->grain < j->n ? b + j->grain : j->n);
+          }
+        },
+        &job);
+  }
+
  private:
   void worker_main(int ith);
 

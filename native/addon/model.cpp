@@ -1,0 +1,285 @@
+// Binding for the whole-model forward (runtime/bitnet_exec.h): `new BitnetNative(spec)` checks every
+// weight of a spec object built by lib/model/native-model.ts and keeps references to its typed arrays
+// (so the memory the plan borrows stays alive); `forward(ctx, ...)` checks tokens, positions and the
+// KV cache of one sequence, then runs the forward pass in one call.
+#include <cmath>
+#include <string>
+
+#include "common.h"
+#include "runtime/bitnet_exec.h"
+#include "runtime/repack_ternary.h"
+
+namespace bitllm {
+
+namespace {
+
+constexpr int64_t kMaxLayers = 4096;
+constexpr int64_t kMaxHeads = 4096;
+constexpr int64_t kMaxHeadDim = 4096;
+constexpr int64_t kMaxCapacity = int64_t{1} << 20;
+
+// Reads fields of a spec object; errors name the field path ("layers[3].wqkv.codes").
+class Spec {
+ public:
+  Spec(Napi::Env env, Napi::Object o, std::string path, std::vector<Napi::Reference<Napi::Value>>* keep)
+      : env_(env), o_(o), path_(std::move(path)), keep_(keep) {}
+
+  [[noreturn]] void fail(const std::string& field, const std::string& msg, bool type = false) const {
+    const std::string m = "BitnetNative: " + where(field) + " " + msg;
+    if (type) throw Napi::TypeError::New(env_, m);
+    throw Napi::RangeError::New(env_, m);
+  }
+  std::string where(const std::string& field) const { return path_.empty() ? field : path_ + "." + field; }
+
+  Napi::Value get(const char* f) const { return o_.Get(f); }
+  bool has(const char* f) const {
+    auto v = o_.Get(f);
+    return !v.IsUndefined() && !v.IsNull();
+  }
+  Spec object(const char* f) const {
+    auto v = o_.Get(f);
+    if (!v.IsObject()) fail(f, "must be an object", true);
+    return Spec(env_, v.As<Napi::Object>(), where(f), keep_);
+  }
+  double number(const char* f) const {
+    auto v = o_.Get(f);
+    if (!v.IsNumber()) fail(f, "must be a number", true);
+    return v.As<Napi::Number>().DoubleValue();
+  }
+  int64_t integer(const char* f, int64_t lo, int64_t hi) const {
+    const double v = number(f);
+    if (!std::isfinite(v) || std::floor(v) != v || v < static_cast<double>(lo) || v > static_cast<double>(hi))
+      fail(f, "= " + std::to_string(v) + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return static_cast<int64_t>(v);
+  }
+  std::string string(const char* f) const {
+    auto v = o_.Get(f);
+    if (!v.IsString()) fail(f, "must be a string", true);
+    return v.As<Napi::String>().Utf8Value();
+  }
+  // A typed array of `type` with exactly `n` elements; a reference keeps it alive with the model.
+  void* typed(const char* f, napi_typedarray_type type, const char* type_name, int64_t n) const {
+    auto v = o_.Get(f);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+      fail(f, std::string("must be a ") + type_name, true);
+    auto ta = v.As<Napi::TypedArray>();
+    const int64_t len = static_cast<int64_t>(ta.ElementLength());
+    if (len != n) fail(f, "has " + std::to_string(len) + " elements, expected " + std::to_string(n));
+    auto ab = ta.ArrayBuffer();
+    if (ab.Data() == nullptr && n > 0) fail(f, "is detached", true);
+    keep_->push_back(Napi::Persistent(v));
+    return static_cast<uint8_t*>(ab.Data()) + ta.ByteOffset();
+  }
+  const float* f32(const char* f, int64_t n) const {
+    return static_cast<const float*>(typed(f, napi_float32_array, "Float32Array", n));
+  }
+  const uint8_t* u8(const char* f, int64_t n) const {
+    return static_cast<const uint8_t*>(typed(f, napi_uint8_array, "Uint8Array", n));
+  }
+  const uint16_t* u16(const char* f, int64_t n) const {
+    return static_cast<const uint16_t*>(typed(f, napi_uint16_array, "Uint16Array", n));
+  }
+
+ private:
+  Napi::Env env_;
+  Napi::Object o_;
+  std::string path_;
+  std::vector<Napi::Reference<Napi::Value>>* keep_;
+};
+
+// A ternary projection of shape [M, K]: {kind: 't2r16', codes, scales, M, K, scaleMode} or
+// {kind: 'td3', data, scales, M, K, scaleMode}.
+PlanLinear read_linear(const Spec& s, int64_t M, int64_t K) {
+  const std::string kind = s.string("kind");
+  if (kind != "t2r16" && kind != "td3") s.fail("kind", "'" + kind + "' is not a supported ternary layout (t2r16, td3)");
+  PlanLinear w;
+  w.M = s.integer("M", M, M);
+  w.K = s.integer("K", K, K);
+  if (K % kT2KStep) s.fail("K", "= " + std::to_string(K) + " must be a multiple of 16");
+  const int32_t mode = static_cast<int32_t>(s.integer("scaleMode", 0, 2));
+  if (mode == kScaleBlock && K % kScaleBlockK) s.fail("scaleMode", "block scales need K % 256 == 0");
+  const int64_t tiles = t2_tiles(M);
+  const int64_t nscales =
+      mode == kScaleTensor ? 1 : (mode == kScaleRow ? tiles * kT2Rows : tiles * (K / kScaleBlockK) * kT2Rows);
+  if (kind == "td3") {
+    w.kind = PlanLinear::kTd3;
+    w.td3 = TernaryTd3Mat{s.u8("data", td3_weight_bytes(M, K)), s.f32("scales", nscales), M, K, mode};
+  } else {
+    w.t2 = TernaryMat{s.u8("codes", t2_code_bytes(M, K)), s.f32("scales", nscales), M, K, mode};
+  }
+  return w;
+}
+
+// An embedding / head matrix {kind: 'f16' | 'q8' | 'q4', data, M, K}.
+PlanDense read_dense(const Spec& s, int64_t M, int64_t K) {
+  const std::string kind = s.string("kind");
+  PlanDense w;
+  w.M = s.integer("M", M, M);
+  w.K = s.integer("K", K, K);
+  if (kind == "f16") {
+    w.kind = PlanDense::kF16;
+    w.f16 = s.u16("data", M * K);
+  } else if (kind == "q8") {
+    if (K % kQ8Block) s.fail("K", "= " + std::to_string(K) + " must be a multiple of 32 for q8");
+    w.kind = PlanDense::kQ8;
+    w.q8 = Q8Mat{s.u8("data", q8_bytes(M, K)), M, K};
+  } else if (kind == "q4") {
+    if (K % kQ4Block) s.fail("K", "= " + std::to_string(K) + " must be a multiple of 32 for q4");
+    w.kind = PlanDense::kQ4;
+    w.q4 = Q4Mat{s.u8("data", q4_bytes(M, K)), M, K};
+  } else {
+    s.fail("kind", "'" + kind + "' is not a supported dense layout (f16, q8, q4)");
+  }
+  return w;
+}
+
+class BitnetNativeWrap : public Napi::ObjectWrap<BitnetNativeWrap> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "BitnetNative", {InstanceMethod<&BitnetNativeWrap::forward>("forward")});
+  }
+
+  explicit BitnetNativeWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BitnetNativeWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "BitnetNative: spec must be an object");
+    Spec s(env, info[0].As<Napi::Object>(), "", &keep_);
+    BitnetPlan p;
+    p.n_embd = s.integer("nEmbd", 16, kMaxDim);
+    p.n_ff = s.integer("nFf", 16, kMaxDim);
+    p.n_head = s.integer("nHead", 1, kMaxHeads);
+    p.n_head_kv = s.integer("nHeadKv", 1, p.n_head);
+    if (p.n_head % p.n_head_kv) s.fail("nHeadKv", "must divide nHead");
+    p.head_dim = s.integer("headDim", 2, kMaxHeadDim);
+    if (p.n_head * p.head_dim != p.n_embd) s.fail("headDim", "x nHead must equal nEmbd");
+    p.n_rot = s.integer("nRot", 0, p.head_dim);
+    if (p.n_rot % 2) s.fail("nRot", "must be even");
+    p.n_vocab = s.integer("nVocab", 1, kMaxDim);
+    const double theta = s.number("ropeTheta"), eps = s.number("eps");
+    if (!(theta > 0) || !std::isfinite(theta)) s.fail("ropeTheta", "must be a positive finite number");
+    if (!(eps >= 0) || !std::isfinite(eps)) s.fail("eps", "must be a finite number >= 0");
+    p.rope_theta = static_cast<float>(theta);
+    p.eps = static_cast<float>(eps);
+    const std::string act = s.string("activation");
+    if (act != "silu" && act != "relu2") s.fail("activation", "'" + act + "' is not silu or relu2");
+    p.silu = act == "silu";
+    const int64_t d = p.n_embd, ff = p.n_ff, dkv = p.n_head_kv * p.head_dim;
+    auto layers_v = s.get("layers");
+    if (!layers_v.IsArray()) s.fail("layers", "must be an array", true);
+    auto layers = layers_v.As<Napi::Array>();
+    if (layers.Length() < 1 || layers.Length() > kMaxLayers) s.fail("layers", "must hold 1 to 4096 layers");
+    for (uint32_t i = 0; i < layers.Length(); ++i) {
+      auto lv = layers.Get(i);
+      const std::string path = "layers[" + std::to_string(i) + "]";
+      if (!lv.IsObject()) throw Napi::TypeError::New(env, "BitnetNative: " + path + " must be an object");
+      Spec ls(env, lv.As<Napi::Object>(), path, &keep_);
+      PlanLayer L;
+      L.attn_norm = ls.f32("attnNorm", d);
+      L.attn_sub_norm = ls.has("attnSubNorm") ? ls.f32("attnSubNorm", d) : nullptr;
+      L.ffn_norm = ls.f32("ffnNorm", d);
+      L.ffn_sub_norm = ls.has("ffnSubNorm") ? ls.f32("ffnSubNorm", ff) : nullptr;
+      L.wqkv = read_linear(ls.object("wqkv"), d + 2 * dkv, d);
+      L.wo = read_linear(ls.object("wo"), d, d);
+      L.wgu = read_linear(ls.object("wgu"), 2 * ff, d);
+      L.wdown = read_linear(ls.object("wdown"), d, ff);
+      p.layers.push_back(L);
+    }
+    p.output_norm = s.f32("outputNorm", d);
+    p.embd = read_dense(s.object("embd"), p.n_vocab, d);
+    p.head = read_dense(s.object("head"), p.n_vocab, d);
+    exec_ = std::make_unique<BitnetExec>(std::move(p));
+  }
+
+ private:
+  // forward(ctx, tokens: Int32Array[B], pos0, kvK: TypedArray[nLayer], kvV: TypedArray[nLayer],
+  //         kvType: 'f16' | 'q8', capacity, nOut, logits: Float32Array[nOut * nVocab],
+  //         profile?: Float64Array[14])
+  Napi::Value forward(const Napi::CallbackInfo& info) {
+    Args a(info, "BitnetNative.forward");
+    ContextWrap& ctx = a.context(0);
+    const BitnetPlan& p = exec_->plan();
+    const int32_t* tokens = a.i32(1, "tokens", 1);
+    const int64_t B = a.length(1);
+    if (B > kMaxBatch) a.range_error("tokens: " + std::to_string(B) + " tokens exceed " + std::to_string(kMaxBatch) + " per call");
+    for (int64_t b = 0; b < B; ++b)
+      if (tokens[b] < 0 || tokens[b] >= p.n_vocab)
+        a.range_error("tokens[" + std::to_string(b) + "] = " + std::to_string(tokens[b]) + " is outside the vocabulary [0, " +
+                      std::to_string(p.n_vocab) + ")");
+    const int64_t cap = a.integer(6, "capacity", 1, kMaxCapacity);
+    const int64_t pos0 = a.integer(2, "pos0", 0, cap - 1);
+    if (pos0 + B > cap)
+      a.range_error("pos0 + B = " + std::to_string(pos0 + B) + " exceeds the cache capacity " + std::to_string(cap));
+    if (!info[5].IsString()) a.type_error("kvType must be 'f16' or 'q8'");
+    const std::string kt = info[5].As<Napi::String>().Utf8Value();
+    if (kt != "f16" && kt != "q8") a.range_error("kvType '" + kt + "' is not f16 or q8");
+    KvView kv;
+    kv.q8 = kt == "q8";
+    kv.capacity = cap;
+    if (kv.q8 && p.head_dim % kKvQ8Block) a.range_error("a q8 KV cache needs headDim % 32 == 0");
+    const int64_t plane = p.n_head_kv * cap * (kv.q8 ? q8_row_bytes(p.head_dim) : p.head_dim);
+    const size_t nl = p.layers.size();
+    for (int side = 0; side < 2; ++side) {
+      const char* name = side ? "kvV" : "kvK";
+      if (!info[3 + side].IsArray()) a.type_error(std::string(name) + " must be an array of typed arrays");
+      auto arr = info[3 + side].As<Napi::Array>();
+      if (arr.Length() != nl)
+        a.range_error(std::string(name) + " has " + std::to_string(arr.Length()) + " layers, expected " + std::to_string(nl));
+      auto& out = side ? kv.v : kv.k;
+      out.resize(nl);
+      for (uint32_t l = 0; l < nl; ++l) {
+        auto v = arr.Get(l);
+        const napi_typedarray_type want = kv.q8 ? napi_uint8_array : napi_uint16_array;
+        const std::string el = std::string(name) + "[" + std::to_string(l) + "]";
+        if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != want)
+          a.type_error(el + (kv.q8 ? " must be a Uint8Array" : " must be a Uint16Array"));
+        auto ta = v.As<Napi::TypedArray>();
+        if (static_cast<int64_t>(ta.ElementLength()) != plane)
+          a.range_error(el + " has " + std::to_string(ta.ElementLength()) + " elements, expected " + std::to_string(plane));
+        auto ab = ta.ArrayBuffer();
+        if (ab.Data() == nullptr) a.type_error(el + " is detached");
+        out[l] = static_cast<uint8_t*>(ab.Data()) + ta.ByteOffset();
+      }
+    }
+    const int64_t n_out = a.integer(7, "nOut", 1, B);
+    float* logits = a.f32(8, "logits", n_out * p.n_vocab, n_out * p.n_vocab);
+    double* prof = nullptr;
+    if (a.has(9)) {
+      if (!info[9].IsTypedArray() || info[9].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+        a.type_error("profile must be a Float64Array");
+      auto ta = info[9].As<Napi::TypedArray>();
+      if (ta.ElementLength() != kProfCount)
+        a.range_error("profile must have " + std::to_string(kProfCount) + " elements");
+      prof = reinterpret_cast<double*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+    }
+    // The outputs must not alias the weights or the caches the pass reads (the scratch is native).
+    auto lo = reinterpret_cast<uintptr_t>(logits), hi = lo + static_cast<uintptr_t>(n_out * p.n_vocab * 4);
+    for (size_t l = 0; l < nl; ++l)
+      for (void* c : {kv.k[l], kv.v[l]}) {
+        auto c0 = reinterpret_cast<uintptr_t>(c), c1 = c0 + static_cast<uintptr_t>(plane * (kv.q8 ? 1 : 2));
+        if (lo < c1 && c0 < hi) a.range_error("logits overlaps a KV cache plane");
+      }
+    try {
+      exec_->forward(ctx.table(), ctx.pool(), tokens, B, pos0, kv, n_out, logits, prof);
+    } catch (const std::bad_alloc&) {
+      a.range_error("cannot allocate the forward scratch for " + std::to_string(B) + " tokens");
+    }
+    return info.Env().Undefined();
+  }
+
+  std::vector<Napi::Reference<Napi::Value>> keep_;
+  std::unique_ptr<BitnetExec> exec_;
+};
+
+Napi::Value profile_ops(const Napi::CallbackInfo& info) {
+  auto arr = Napi::Array::New(info.Env(), kProfCount);
+  for (int i = 0; i < kProfCount; ++i) arr.Set(i, profile_op_name(i));
+  return arr;
+}
+
+}  // namespace
+
+void register_model(Napi::Env env, Napi::Object exports) {
+  exports.Set("BitnetNative", BitnetNativeWrap::define(env));
+  exports.Set("profileOps", Napi::Function::New(env, profile_ops, "profileOps"));
+}
+
+}  // namespace bitllm

@@ -1,0 +1,269 @@
+// The BitNet b1.58 forward pass in one native call; see bitnet_exec.h.
+#include "bitnet_exec.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "repack_ternary.h"
+#include "td3_run.h"
+
+namespace bitllm {
+
+namespace {
+
+// Below this many elements of work an op runs on the calling thread (as in addon/ops.cpp): waking
+// the pool costs more than it saves for one decode token's norm or KV store.
+constexpr int64_t kMinParallelWork = int64_t{1} << 15;
+
+template <typename Body>
+void run_split(ThreadPool& pool, int64_t n, int64_t unit_work, Body&& body) {
+  if (n * unit_work < kMinParallelWork || pool.size() == 1)
+    body(int64_t{0}, n);
+  else
+    pool.parallel_for(n, [&body](int64_t b0, int64_t b1) { body(b0, b1); });
+}
+
+// Scoped timer into prof[op] (no-op when prof is null).
+class Timer {
+ public:
+  Timer(double* prof, int op) : prof_(prof), op_(op) {
+    if (prof_) t0_ = std::chrono::steady_clock::now();
+  }
+  ~Timer() {
+    if (prof_)
+      prof_[op_] += static_cast<double>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0_).count());
+  }
+
+ private:
+  double* prof_;
+  int op_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
+// Chunk size for dynamically scheduled GEMMs: about 16 chunks per thread (enough to rebalance around
+// a slowed thread, few enough that the shared counter costs nothing next to a chunk's work).
+int64_t grain(int64_t units, int nthreads) { return std::max<int64_t>(1, units / (16 * static_cast<int64_t>(nthreads))); }
+
+}  // namespace
+
+const char* profile_op_name(int op) {
+  static const char* const names[kProfCount] = {"embed",     "norm",      "act_quant", "gemm_qkv", "gemm_o",
+                                                "gemm_gate_up", "gemm_down", "rope",   "kv_store", "attention",
+                                                "glu",       "residual",  "head",      "total"};
+  return op >= 0 && op < kProfCount ? names[op] : "?";
+}
+
+void BitnetExec::ensure(int64_t B, int64_t max_ctx, int nthreads) {
+  const int64_t d = p_.n_embd, ff = p_.n_ff, dkv = p_.n_head_kv * p_.head_dim;
+  if (B > cap_b_) {
+    x_.resize(B * d);
+    h_.resize(B * d);
+    qkv_.resize(B * (d + 2 * dkv));
+    attn_.resize(B * d);
+    o_.resize(B * d);
+    gu_.resize(B * 2 * ff);
+    ffh_.resize(B * ff);
+    act_q_.resize(B * std::max(d, ff));
+    act_scale_.resize(B);
+    act_sum_.resize(B);
+    act_bsum_.resize(B * (std::max(d, ff) / kScaleBlockK + 1));
+    pos_.resize(B);
+    cap_b_ = B;
+  }
+  const int64_t per = attention_scratch_floats(p_.n_head / p_.n_head_kv, p_.head_dim, max_ctx);
+  const size_t need = static_cast<size_t>(per) * static_cast<size_t>(nthreads);
+  if (attn_scratch_.size() < need) attn_scratch_.resize(need);
+}
+
+// Per-token int8 quantization of x [B, K] into the shared activation buffers.
+void BitnetExec::quant(const KernelTable& t, ThreadPool& pool, const float* x, int64_t B, int64_t K) {
+  int8_t* q = act_q_.data();
+  float* s = act_scale_.data();
+  int32_t* sum = act_sum_.data();
+  const act_quant_fn fn = t.act_quant_i8;
+  // The act-quant binding always splits over B on the pool; rows are independent either way.
+  run_split(pool, B, K, [&](int64_t b0, int64_t b1) { fn(x + b0 * K, K, b1 - b0, K, q + b0 * K, K, s + b0, sum + b0); });
+}
+
+// y [B, M] = W · Aᵀ for the activations quant() left in the buffers (K = w.K).
+void BitnetExec::linear(const KernelTable& t, ThreadPool& pool, const PlanLinear& w, const float* /*x*/, int64_t B,
+                        float* y) {
+  const int32_t mode = w.kind == PlanLinear::kTd3 ? w.td3.scale_mode : w.t2.scale_mode;
+  const int32_t* bsum = nullptr;
+  if (mode == kScaleBlock) {
+    t.act_block_sums(act_q_.data(), w.K, B, w.K, act_bsum_.data());
+    bsum = act_bsum_.data();
+  }
+  const QActs acts{act_q_.data(), act_scale_.data(), act_sum_.data(), bsum, B, w.K, w.K};
+  if (w.kind == PlanLinear::kTd3) {
+    run_td3_gemm(t, pool, w.td3, acts, y, w.M);
+    return;
+  }
+  const TernaryMat& m = w.t2;
+  const int64_t tiles = t2_tiles(m.M);
+  pool.parallel_for_dynamic(tiles, grain(tiles, pool.size()),
+                            [&](int64_t t0, int64_t t1) { t.ternary_gemm(m, acts, y, m.M, t0, t1); });
+}
+
+void BitnetExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* tokens, int64_t B, int64_t pos0,
+                         const KvView& kv, int64_t n_out, float* logits, double* prof) {
+  Timer total(prof, kProfTotal);
+  const BitnetPlan& p = p_;
+  const int64_t d = p.n_embd, ff = p.n_ff, hd = p.head_dim, nh = p.n_head, nkv = p.n_head_kv;
+  const int64_t dkv = nkv * hd, nqkv = d + 2 * dkv;
+  const int64_t max_ctx = pos0 + B;
+  const int nthreads = pool.size();
+  ensure(B, max_ctx, nthreads);
+  float* x = x_.data();
+  float* h = h_.data();
+  float* qkv = qkv_.data();
+  float* attn = attn_.data();
+  float* o = o_.data();
+  float* gu = gu_.data();
+  float* ffh = ffh_.data();
+  int32_t* pos = pos_.data();
+  for (int64_t b = 0; b < B; ++b) pos[b] = static_cast<int32_t>(pos0 + b);
+  const float eps = p.eps;
+
+  {
+    Timer tm(prof, kProfEmbed);
+    const PlanDense& e = p.embd;
+    if (e.kind == PlanDense::kF16)
+      pool.parallel_for(B, [&](int64_t i0, int64_t i1) { t.f16_get_rows(e.f16, d, d, tokens + i0, i1 - i0, x + i0 * d, d); });
+    else if (e.kind == PlanDense::kQ8)
+      pool.parallel_for(B, [&](int64_t i0, int64_t i1) { t.q8_get_rows(e.q8, tokens + i0, i1 - i0, x + i0 * d, d); });
+    else
+      pool.parallel_for(B, [&](int64_t i0, int64_t i1) { t.q4_get_rows(e.q4, tokens + i0, i1 - i0, x + i0 * d, d); });
+  }
+
+  auto norm = [&](const float* in, const float* w, int64_t n, float* out) {
+    Timer tm(prof, kProfNorm);
+    run_split(pool, B, n, [&](int64_t b0, int64_t b1) { t.rmsnorm(in + b0 * n, w, out + b0 * n, b1 - b0, n, n, eps); });
+  };
+  auto project = [&](const PlanLinear& w, const float* in, float* out, int op) {
+    {
+      Timer tm(prof, kProfQuant);
+      quant(t, pool, in, B, w.K);
+    }
+    Timer tm(prof, op);
+    linear(t, pool, w, in, B, out);
+  };
+  auto residual = [&](const float* add) {
+    Timer tm(prof, kProfResidual);
+    const int64_t n = B * d;
+    for (int64_t i = 0; i < n; ++i) x[i] = x[i] + add[i];
+  };
+
+  // Attention scratch: one slice per part, part c handles heads [nh c / T, nh (c+1) / T).
+  const int64_t per = attention_scratch_floats(nh / nkv, hd, max_ctx);
+  // As the JS path computes it: a double 1/sqrt rounded once to float.
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  int64_t attn_work = 0;
+  for (int64_t b = 0; b < B; ++b) attn_work += (pos0 + b + 1) * nh * hd;
+  const int64_t T = attn_work < kMinParallelWork ? 1 : std::min<int64_t>(nthreads, nh);
+  const int64_t cap = kv.capacity;
+  const int64_t rb = kv.q8 ? q8_row_bytes(hd) : hd;
+
+  for (size_t l = 0; l < p.layers.size(); ++l) {
+    const PlanLayer& w = p.layers[l];
+    norm(x, w.attn_norm, d, h);
+    project(w.wqkv, h, qkv, kProfGemmQkv);
+    {
+      Timer tm(prof, kProfRope);
+      run_split(pool, B, nqkv, [&](int64_t b0, int64_t b1) {
+        t.rope_neox(qkv + b0 * nqkv, pos + b0, b1 - b0, nh, hd, nqkv, p.n_rot, p.rope_theta);
+        t.rope_neox(qkv + b0 * nqkv + d, pos + b0, b1 - b0, nkv, hd, nqkv, p.n_rot, p.rope_theta);
+      });
+    }
+    {
+      Timer tm(prof, kProfKvStore);
+      // Split by kv head: each thread owns whole cache planes.
+      run_split(pool, nkv, B * hd, [&](int64_t h0, int64_t h1) {
+        if (kv.q8) {
+          uint8_t* kc = static_cast<uint8_t*>(kv.k[l]);
+          uint8_t* vc = static_cast<uint8_t*>(kv.v[l]);
+          t.kv_store_q8(qkv + d + h0 * hd, pos, kc + h0 * cap * rb, B, h1 - h0, hd, nqkv, cap);
+          t.kv_store_q8(qkv + d + dkv + h0 * hd, pos, vc + h0 * cap * rb, B, h1 - h0, hd, nqkv, cap);
+        } else {
+          uint16_t* kc = static_cast<uint16_t*>(kv.k[l]);
+          uint16_t* vc = static_cast<uint16_t*>(kv.v[l]);
+          t.kv_store_f16(qkv + d + h0 * hd, pos, kc + h0 * cap * rb, B, h1 - h0, hd, nqkv, cap);
+          t.kv_store_f16(qkv + d + dkv + h0 * hd, pos, vc + h0 * cap * rb, B, h1 - h0, hd, nqkv, cap);
+        }
+      });
+    }
+    {
+      Timer tm(prof, kProfAttention);
+      auto part = [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) {
+          float* sc = attn_scratch_.data() + c * per;
+          if (kv.q8)
+            t.attention_q8(qkv, static_cast<const uint8_t*>(kv.k[l]), static_cast<const uint8_t*>(kv.v[l]), pos, attn, B,
+                           nh, nkv, hd, cap, nqkv, d, scale, nh * c / T, nh * (c + 1) / T, sc);
+          else
+            t.attention_f16(qkv, static_cast<const uint16_t*>(kv.k[l]), static_cast<const uint16_t*>(kv.v[l]), pos, attn,
+                            B, nh, nkv, hd, cap, nqkv, d, scale, nh * c / T, nh * (c + 1) / T, sc);
+        }
+      };
+      if (T == 1)
+        part(0, 1);
+      else
+        pool.parallel_for(T, [&part](int64_t c0, int64_t c1) { part(c0, c1); });
+    }
+    norm(attn, w.attn_sub_norm, d, attn);
+    project(w.wo, attn, o, kProfGemmO);
+    residual(o);
+
+    norm(x, w.ffn_norm, d, h);
+    project(w.wgu, h, gu, kProfGemmGateUp);
+    {
+      Timer tm(prof, kProfGlu);
+      const glu_fn fn = p.silu ? t.glu_silu : t.glu_relu2;
+      run_split(pool, B, ff, [&](int64_t b0, int64_t b1) { fn(gu + b0 * 2 * ff, ffh + b0 * ff, b1 - b0, ff, 2 * ff, ff); });
+    }
+    norm(ffh, w.ffn_sub_norm, ff, ffh);
+    project(w.wdown, ffh, o, kProfGemmDown);
+    residual(o);
+  }
+
+  // Output norm and head over the last n_out tokens.
+  const float* last = x + (B - n_out) * d;
+  {
+    Timer tm(prof, kProfNorm);
+    run_split(pool, n_out, d, [&](int64_t b0, int64_t b1) {
+      t.rmsnorm(last + b0 * d, p.output_norm, h + b0 * d, b1 - b0, d, d, eps);
+    });
+  }
+  {
+    Timer tm(prof, kProfHead);
+    const PlanDense& hw = p.head;
+    const int64_t V = hw.M;
+    if (hw.kind == PlanDense::kF16) {
+      // Chunks of whole 16-row groups, so each thread's rows stay register-blockable.
+      const int64_t groups = (V + 15) / 16;
+      pool.parallel_for_dynamic(groups, grain(groups, pool.size()), [&](int64_t g0, int64_t g1) {
+        t.f16_gemm(hw.f16, d, V, d, h, d, n_out, logits, V, g0 * 16, std::min(V, g1 * 16));
+      });
+    } else if (hw.kind == PlanDense::kQ4) {
+      quant(t, pool, h, n_out, d);
+      const QActs acts{act_q_.data(), act_scale_.data(), act_sum_.data(), nullptr, n_out, d, d};
+      const int64_t nb = d / kQ4Block;
+      head_bsum_.resize(static_cast<size_t>(n_out * nb));
+      q4_act_block_sums(act_q_.data(), d, n_out, d, head_bsum_.data());
+      const int64_t tiles = q4_tiles(V);
+      pool.parallel_for_dynamic(tiles, grain(tiles, pool.size()), [&](int64_t t0, int64_t t1) {
+        t.q4_gemm(hw.q4, acts, head_bsum_.data(), logits, V, t0, t1);
+      });
+    } else {
+      quant(t, pool, h, n_out, d);
+      const QActs acts{act_q_.data(), act_scale_.data(), act_sum_.data(), nullptr, n_out, d, d};
+      const int64_t tiles = q8_tiles(V);
+      pool.parallel_for_dynamic(tiles, grain(tiles, pool.size()),
+                                [&](int64_t t0, int64_t t1) { t.q8_gemm(hw.q8, acts, logits, V, t0, t1); });
+    }
+  }
+}
+
+}  // namespace bitllm

@@ -1,0 +1,110 @@
+// The BitNet b1.58 forward pass in one native call (DESIGN.md §2, §6): the same op sequence as
+// lib/model/bitnet.ts runs through the same kernel table and thread pool, with no JS or N-API
+// boundary between ops. Per token it removes ~17 binding calls per layer, the q/k/v copies (RoPE,
+// the KV store and attention read the fused q|k|v rows with a row stride) and the JS residual adds.
+// The results are bit-identical to the op-by-op path: every op is the same kernel on the same rows,
+// and no op's result depends on how its rows are split over threads.
+//
+// Nothing here is global: a BitnetPlan borrows weight memory owned by JS (the binding keeps it
+// alive), a BitnetExec owns the scratch of one model, and a forward gets the KV cache of one sequence.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "../kernels/kernels.h"
+#include "thread_pool.h"
+
+namespace bitllm {
+
+// A ternary projection: T2R16 (kernels/ternary_i2.h, 2 bits/weight) or TD3 (kernels/ternary_td3.h,
+// 1.6875 bits/weight, same results).
+struct PlanLinear {
+  enum Kind : int32_t { kT2R16 = 0, kTd3 = 1 };
+  int32_t kind = kT2R16;
+  TernaryMat t2{};
+  TernaryTd3Mat td3{};
+  int64_t M = 0, K = 0;
+};
+
+// The token embedding / lm_head: F16 row-major [M, K], Q8R16 or Q4R16.
+struct PlanDense {
+  enum Kind : int32_t { kF16 = 0, kQ8 = 1, kQ4 = 2 };
+  int32_t kind = kF16;
+  const uint16_t* f16 = nullptr;
+  Q8Mat q8{};
+  Q4Mat q4{};
+  int64_t M = 0, K = 0;
+};
+
+struct PlanLayer {
+  const float* attn_norm = nullptr;      // [d]
+  PlanLinear wqkv;                       // [d + 2 dkv, d]
+  const float* attn_sub_norm = nullptr;  // [d] or nullptr
+  PlanLinear wo;                         // [d, d]
+  const float* ffn_norm = nullptr;       // [d]
+  PlanLinear wgu;                        // [2 ff, d]
+  const float* ffn_sub_norm = nullptr;   // [ff] or nullptr
+  PlanLinear wdown;                      // [d, ff]
+};
+
+struct BitnetPlan {
+  int64_t n_embd = 0, n_ff = 0, n_head = 0, n_head_kv = 0, head_dim = 0, n_rot = 0, n_vocab = 0;
+  float rope_theta = 10000.f, eps = 1e-5f;
+  bool silu = false;  // gate activation: SiLU, else ReLU²
+  std::vector<PlanLayer> layers;
+  const float* output_norm = nullptr;  // [d]
+  PlanDense embd;
+  PlanDense head;
+};
+
+// One sequence's KV cache (layout per kernels/ops.h): per layer a K and a V plane set.
+struct KvView {
+  bool q8 = false;
+  int64_t capacity = 0;
+  std::vector<void*> k, v;  // [n_layer]
+};
+
+// Time per op class, accumulated over forwards when profiling is on (nanoseconds).
+enum ProfileOp : int {
+  kProfEmbed = 0,
+  kProfNorm,
+  kProfQuant,
+  kProfGemmQkv,
+  kProfGemmO,
+  kProfGemmGateUp,
+  kProfGemmDown,
+  kProfRope,
+  kProfKvStore,
+  kProfAttention,
+  kProfGlu,
+  kProfResidual,
+  kProfHead,
+  kProfTotal,
+  kProfCount
+};
+const char* profile_op_name(int op);
+
+class BitnetExec {
+ public:
+  explicit BitnetExec(BitnetPlan plan) : p_(std::move(plan)) {}
+  const BitnetPlan& plan() const { return p_; }
+
+  // Runs tokens[0, B) at positions pos0 .. pos0+B-1 (pos0 + B <= kv.capacity, validated by the
+  // caller, as are the token ids), stores their K/V and writes the logits of the last n_out tokens
+  // to logits [n_out, n_vocab]. prof (kProfCount doubles, or nullptr) accumulates ns per op class.
+  void forward(const KernelTable& t, ThreadPool& pool, const int32_t* tokens, int64_t B, int64_t pos0,
+               const KvView& kv, int64_t n_out, float* logits, double* prof);
+
+ private:
+  void ensure(int64_t B, int64_t max_ctx, int nthreads);
+  void linear(const KernelTable& t, ThreadPool& pool, const PlanLinear& w, const float* x, int64_t B, float* y);
+  void quant(const KernelTable& t, ThreadPool& pool, const float* x, int64_t B, int64_t K);
+
+  BitnetPlan p_;
+  int64_t cap_b_ = 0;
+  std::vector<float> x_, h_, qkv_, attn_, o_, gu_, ffh_, act_scale_, attn_scratch_;
+  std::vector<int8_t> act_q_;
+  std::vector<int32_t> act_sum_, act_bsum_, head_bsum_, pos_;
+};
+
+}  // namespace bitllm
