@@ -279,6 +279,13 @@ export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: Bitne
   const outputNorm = tt.vector('output_norm.weight', d);
   const layers: BitnetLayer[] = [];
   const advise = binding<(b: ArrayBuffer, o: number, l: number, a: string) => void>('adviseMapping');
+  // A head repacked to q8 / q4 (or dequantized from Q6_K / BF16) never reads the file's copy again: drop its
+  // pages, or they would stay resident next to the repacked matrix.
+  for (const [name, m] of [['token_embd.weight', tokEmbd], ['output.weight', output]] as const) {
+    const t = file.tensors.find((x) => x.name === name);
+    const zeroCopy = m.kind === 'f16' && m.m.data.buffer === file.bytes.buffer;
+    if (t && !zeroCopy) advise(file.bytes.buffer as ArrayBuffer, file.bytes.byteOffset + t.offset, t.nbytes, 'dontneed');
+  }
   let ternaryBytes = 0;
   for (let l = 0; l < nLayer; l++) {
     const p = `blk.${l}.`;
