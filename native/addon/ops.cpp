@@ -9,6 +9,7 @@
 #include <string>
 
 #include "common.h"
+#include "runtime/attention_run.h"
 
 namespace bitllm {
 
@@ -49,19 +50,11 @@ int32_t check_positions(const Args& a, const int32_t* pos, int64_t B, int64_t li
   return mx;
 }
 
-// Below this many elements of work a call runs on the calling thread: waking the pool costs more
-// than it saves (a decode-step kv store is 640 elements, an rmsnorm 2560).
-constexpr int64_t kMinParallelWork = int64_t{1} << 15;
-
 // body(begin, end) over [0, n) units of `unit_work` elements each: on the pool when the total work
 // is worth it, else inline. Every op here gives the same bits either way (rows are independent).
 template <typename Body>
 void run_split(ContextWrap& ctx, int64_t n, int64_t unit_work, Body&& body) {
-  if (n * unit_work < kMinParallelWork || ctx.pool().size() == 1) {
-    body(int64_t{0}, n);
-  } else {
-    ctx.pool().parallel_for(n, [&body](int64_t b0, int64_t b1) { body(b0, b1); });
-  }
+  ctx.pool().parallel_for_work(n, unit_work, body);
 }
 
 // head count x head_dim of one token row, bounded like every other row length.
@@ -193,37 +186,16 @@ Napi::Value attention(const Napi::CallbackInfo& info) {
   check_disjoint(a, out, qn * 4, "out", vc, cn * cb, "vCache");
   check_disjoint(a, out, qn * 4, "out", pos, B * 4, "pos");
 
-  // One scratch slice per part; part c handles query heads [nh c / T, nh (c+1) / T). Tiny calls
-  // (a first decode step) run as one part on the calling thread.
-  int64_t work = 0;
-  for (int64_t b = 0; b < B; ++b) work += (static_cast<int64_t>(pos[b]) + 1) * nh * hd;
-  const int64_t T = work < kMinParallelWork ? 1 : std::min<int64_t>(ctx.pool().size(), nh);
-  const int64_t per = attention_scratch_floats(nh / nkv, hd, static_cast<int64_t>(max_pos) + 1);
+  const int64_t parts = attention_parts(ctx.pool(), pos, B, nh, hd);
+  const int64_t nscratch = attention_run_scratch(parts, nh, nkv, hd, max_pos);
   float* scratch = nullptr;
   try {
-    scratch = reinterpret_cast<float*>(ctx.scratch_u8(static_cast<size_t>(T * per) * sizeof(float)));
+    scratch = reinterpret_cast<float*>(ctx.scratch_u8(static_cast<size_t>(nscratch) * sizeof(float)));
   } catch (const std::bad_alloc&) {
-    a.range_error("cannot allocate " + std::to_string(T * per * 4) + " bytes of attention scratch");
+    a.range_error("cannot allocate " + std::to_string(nscratch * 4) + " bytes of attention scratch");
   }
-  const attention_f16_fn fn16 = ctx.table().attention_f16;
-  const attention_q8_fn fn8 = ctx.table().attention_q8;
-  const int64_t ld = nh * hd;
-  // T parts over at most T threads: every thread gets at most one part (parallel_for balances to
-  // within one unit), so the scratch slices are never shared.
-  auto part = [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c)
-      if (kQ8)
-        fn8(q, static_cast<const uint8_t*>(kc), static_cast<const uint8_t*>(vc), pos, out, B, nh, nkv, hd, cap, ld, ld,
-            scale, nh * c / T, nh * (c + 1) / T, scratch + c * per);
-      else
-        fn16(q, static_cast<const uint16_t*>(kc), static_cast<const uint16_t*>(vc), pos, out, B, nh, nkv, hd, cap, ld,
-             ld, scale, nh * c / T, nh * (c + 1) / T, scratch + c * per);
-  };
-  if (T == 1) {
-    part(0, 1);
-  } else {
-    ctx.pool().parallel_for(T, [&part](int64_t c0, int64_t c1) { part(c0, c1); });
-  }
+  const AttentionCall call{q, kc, vc, kQ8, pos, out, B, nh, nkv, hd, cap, nh * hd, nh * hd, scale};
+  run_attention(ctx.table(), ctx.pool(), call, parts, max_pos, scratch);
   return info.Env().Undefined();
 }
 

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "attention_run.h"
 #include "repack_ternary.h"
 #include "td3_run.h"
 
@@ -12,16 +13,9 @@ namespace bitllm {
 
 namespace {
 
-// Below this many elements of work an op runs on the calling thread (as in addon/ops.cpp): waking
-// the pool costs more than it saves for one decode token's norm or KV store.
-constexpr int64_t kMinParallelWork = int64_t{1} << 15;
-
 template <typename Body>
 void run_split(ThreadPool& pool, int64_t n, int64_t unit_work, Body&& body) {
-  if (n * unit_work < kMinParallelWork || pool.size() == 1)
-    body(int64_t{0}, n);
-  else
-    pool.parallel_for(n, [&body](int64_t b0, int64_t b1) { body(b0, b1); });
+  pool.parallel_for_work(n, unit_work, body);
 }
 
 // Scoped timer into prof[op] (no-op when prof is null).
@@ -41,10 +35,6 @@ class Timer {
   int op_;
   std::chrono::steady_clock::time_point t0_;
 };
-
-// Chunk size for dynamically scheduled GEMMs: about 16 chunks per thread (enough to rebalance around
-// a slowed thread, few enough that the shared counter costs nothing next to a chunk's work).
-int64_t grain(int64_t units, int nthreads) { return std::max<int64_t>(1, units / (16 * static_cast<int64_t>(nthreads))); }
 
 }  // namespace
 
@@ -72,8 +62,7 @@ void BitnetExec::ensure(int64_t B, int64_t max_ctx, int nthreads) {
     pos_.resize(B);
     cap_b_ = B;
   }
-  const int64_t per = attention_scratch_floats(p_.n_head / p_.n_head_kv, p_.head_dim, max_ctx);
-  const size_t need = static_cast<size_t>(per) * static_cast<size_t>(nthreads);
+  const size_t need = static_cast<size_t>(attention_run_scratch(nthreads, p_.n_head, p_.n_head_kv, p_.head_dim, max_ctx - 1));
   if (attn_scratch_.size() < need) attn_scratch_.resize(need);
 }
 
@@ -103,7 +92,7 @@ void BitnetExec::linear(const KernelTable& t, ThreadPool& pool, const PlanLinear
   }
   const TernaryMat& m = w.t2;
   const int64_t tiles = t2_tiles(m.M);
-  pool.parallel_for_dynamic(tiles, grain(tiles, pool.size()),
+  pool.parallel_for_dynamic(tiles, pool.chunk_grain(tiles),
                             [&](int64_t t0, int64_t t1) { t.ternary_gemm(m, acts, y, m.M, t0, t1); });
 }
 
@@ -156,13 +145,9 @@ void BitnetExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* 
     for (int64_t i = 0; i < n; ++i) x[i] = x[i] + add[i];
   };
 
-  // Attention scratch: one slice per part, part c handles heads [nh c / T, nh (c+1) / T).
-  const int64_t per = attention_scratch_floats(nh / nkv, hd, max_ctx);
   // As the JS path computes it: a double 1/sqrt rounded once to float.
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  int64_t attn_work = 0;
-  for (int64_t b = 0; b < B; ++b) attn_work += (pos0 + b + 1) * nh * hd;
-  const int64_t T = attn_work < kMinParallelWork ? 1 : std::min<int64_t>(nthreads, nh);
+  const int64_t attn_parts = attention_parts(pool, pos, B, nh, hd);
   const int64_t cap = kv.capacity;
   const int64_t rb = kv.q8 ? q8_row_bytes(hd) : hd;
 
@@ -196,21 +181,8 @@ void BitnetExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* 
     }
     {
       Timer tm(prof, kProfAttention);
-      auto part = [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c) {
-          float* sc = attn_scratch_.data() + c * per;
-          if (kv.q8)
-            t.attention_q8(qkv, static_cast<const uint8_t*>(kv.k[l]), static_cast<const uint8_t*>(kv.v[l]), pos, attn, B,
-                           nh, nkv, hd, cap, nqkv, d, scale, nh * c / T, nh * (c + 1) / T, sc);
-          else
-            t.attention_f16(qkv, static_cast<const uint16_t*>(kv.k[l]), static_cast<const uint16_t*>(kv.v[l]), pos, attn,
-                            B, nh, nkv, hd, cap, nqkv, d, scale, nh * c / T, nh * (c + 1) / T, sc);
-        }
-      };
-      if (T == 1)
-        part(0, 1);
-      else
-        pool.parallel_for(T, [&part](int64_t c0, int64_t c1) { part(c0, c1); });
+      const AttentionCall call{qkv, kv.k[l], kv.v[l], kv.q8, pos, attn, B, nh, nkv, hd, cap, nqkv, d, scale};
+      run_attention(t, pool, call, attn_parts, max_ctx - 1, attn_scratch_.data());
     }
     norm(attn, w.attn_sub_norm, d, attn);
     project(w.wo, attn, o, kProfGemmO);
@@ -243,7 +215,7 @@ void BitnetExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* 
     if (hw.kind == PlanDense::kF16) {
       // Chunks of whole 16-row groups, so each thread's rows stay register-blockable.
       const int64_t groups = (V + 15) / 16;
-      pool.parallel_for_dynamic(groups, grain(groups, pool.size()), [&](int64_t g0, int64_t g1) {
+      pool.parallel_for_dynamic(groups, pool.chunk_grain(groups), [&](int64_t g0, int64_t g1) {
         t.f16_gemm(hw.f16, d, V, d, h, d, n_out, logits, V, g0 * 16, std::min(V, g1 * 16));
       });
     } else if (hw.kind == PlanDense::kQ4) {
@@ -253,14 +225,14 @@ void BitnetExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* 
       head_bsum_.resize(static_cast<size_t>(n_out * nb));
       q4_act_block_sums(act_q_.data(), d, n_out, d, head_bsum_.data());
       const int64_t tiles = q4_tiles(V);
-      pool.parallel_for_dynamic(tiles, grain(tiles, pool.size()), [&](int64_t t0, int64_t t1) {
+      pool.parallel_for_dynamic(tiles, pool.chunk_grain(tiles), [&](int64_t t0, int64_t t1) {
         t.q4_gemm(hw.q4, acts, head_bsum_.data(), logits, V, t0, t1);
       });
     } else {
       quant(t, pool, h, n_out, d);
       const QActs acts{act_q_.data(), act_scale_.data(), act_sum_.data(), nullptr, n_out, d, d};
       const int64_t tiles = q8_tiles(V);
-      pool.parallel_for_dynamic(tiles, grain(tiles, pool.size()),
+      pool.parallel_for_dynamic(tiles, pool.chunk_grain(tiles),
                                 [&](int64_t t0, int64_t t1) { t.q8_gemm(hw.q8, acts, logits, V, t0, t1); });
     }
   }

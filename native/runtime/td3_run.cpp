@@ -12,7 +12,7 @@ constexpr int64_t kMaxDecodeBytes = int64_t{4} << 20;
 
 void run_td3_gemm(const KernelTable& t, ThreadPool& pool, const TernaryTd3Mat& w, const QActs& a, float* y, int64_t ldy) {
   const int64_t M = w.M, K = w.K, tiles = td3_tiles(M);
-  const int64_t grain = std::max<int64_t>(1, tiles / (16 * static_cast<int64_t>(pool.size())));
+  const int64_t grain = pool.chunk_grain(tiles);
   const int64_t tile_codes = int64_t{kTd3Quads} * (K / kT2KStep) * kT2ChunkBytes;  // one tile as T2R16
   if (a.B >= td3_decode_batch(t.isa) && t.ternary_td3_to_t2 && tile_codes <= kMaxDecodeBytes) {
     pool.parallel_for_dynamic(tiles, grain, [&](int64_t t0, int64_t t1) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace bitllm {
@@ -19,6 +20,27 @@ class ThreadPool {
 
   int size() const { return n_threads_; }
 
+  // Below this many elements of work an op runs on the calling thread: waking the pool costs more than
+  // it saves (a decode-step KV store is 640 elements, an rmsnorm 2560).
+  static constexpr int64_t kMinParallelWork = int64_t{1} << 15;
+
+  // parallel_for over n units of `unit_work` elements each, or inline when the total is below
+  // kMinParallelWork. Only for bodies whose results do not depend on the split.
+  template <typename Body>
+  void parallel_for_work(int64_t n, int64_t unit_work, Body&& body) {
+    if (n * unit_work < kMinParallelWork || n_threads_ == 1)
+      body(int64_t{0}, n);
+    else
+      parallel_for(n, body);
+  }
+
+  // Chunk size for parallel_for_dynamic over `units`: about 16 chunks per thread (enough to rebalance
+  // around a slowed thread, few enough that the shared counter costs nothing next to a chunk's work).
+  int64_t chunk_grain(int64_t units) const {
+    const int64_t g = units / (16 * static_cast<int64_t>(n_threads_));
+    return g < 1 ? 1 : g;
+  }
+
   // Runs fn(ctx, ith, nth) for ith in [0, nth) with nth = size(); ith 0 runs on the caller.
   // Returns when every part has finished. Not re-entrant: one job at a time per pool.
   void run(void (*fn)(void* ctx, int ith, int nth), void* ctx);
@@ -28,7 +50,7 @@ class ThreadPool {
   template <typename Body>
   void parallel_for(int64_t n, Body&& body) {
     struct Job {
-      Body* body;
+      std::remove_reference_t<Body>* body;
       int64_t n;
     } job{&body, n};
     if (n <= 0) return;
@@ -59,7 +81,7 @@ class ThreadPool {
     }
     std::atomic<int64_t> next{0};
     struct Job {
-      Body* body;
+      std::remove_reference_t<Body>* body;
       int64_t n, grain;
       std::atomic<int64_t>* next;
     } job{&body, n, grain, &next};

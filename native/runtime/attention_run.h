@@ -1,0 +1,30 @@
+// Runs causal GQA attention (kernels/ops.h) over a thread pool: shared by the attentionF16/Q8 bindings
+// and the one-call forward. Query heads are split into `parts`; part c handles heads
+// [nh c / parts, nh (c+1) / parts) with its own scratch slice, and every thread runs at most one part.
+#pragma once
+#include <cstdint>
+
+#include "../kernels/kernels.h"
+#include "thread_pool.h"
+
+namespace bitllm {
+
+struct AttentionCall {
+  const float* q;   // [B, nh, hd] (row stride ldq)
+  const void* k;    // f16: uint16_t caches; q8: uint8_t caches (layout in kernels/ops.h)
+  const void* v;
+  bool q8;
+  const int32_t* pos;  // [B]
+  float* out;          // [B, nh, hd] (row stride ldo)
+  int64_t B, nh, nkv, hd, capacity, ldq, ldo;
+  float scale;
+};
+
+// Parts to split a call into: 1 for tiny calls (a first decode step), else one per thread (<= nh).
+int64_t attention_parts(const ThreadPool& pool, const int32_t* pos, int64_t B, int64_t nh, int64_t hd);
+// Scratch floats for `parts` parts when the largest position is max_pos.
+int64_t attention_run_scratch(int64_t parts, int64_t nh, int64_t nkv, int64_t hd, int64_t max_pos);
+void run_attention(const KernelTable& t, ThreadPool& pool, const AttentionCall& c, int64_t parts, int64_t max_pos,
+                   float* scratch);
+
+}  // namespace bitllm
