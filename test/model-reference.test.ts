@@ -169,6 +169,41 @@ describe('one-call native forward vs op-by-op native kernels', () => {
       }
     }, 60_000);
 
+  // Weight memory: every layer matrix is a slice of one huge-page-advised block and an F16 head is copied
+  // out of the file mapping; with BITLLM_HUGE_PAGES=0 both stay as before. Same bytes, same logits.
+  for (const layout of ['td3', 't2r16'] as const)
+    it(`${layout}: layer matrices share one arena block, the F16 head leaves the file mapping; BITLLM_HUGE_PAGES=0 gives the same logits`, async () => {
+      const out = join(dir, `arena-${layout}.gguf`);
+      await synthesizeModel({ shape: 'tiny', type: 'tq2_0', arch: 'bitnet', seed: 3, out });
+      const f = readGguf(out);
+      const cfg = configFromGguf(f);
+      const saved = process.env.BITLLM_HUGE_PAGES;
+      let plain;
+      try {
+        process.env.BITLLM_HUGE_PAGES = '0';
+        plain = loadBitnetWeights(ctx, f, cfg, { layout });
+      } finally {
+        if (saved === undefined) delete process.env.BITLLM_HUGE_PAGES;
+        else process.env.BITLLM_HUGE_PAGES = saved;
+      }
+      const w = loadBitnetWeights(ctx, f, cfg, { layout });
+      const bytes = (m: (typeof w.layers)[0]['wqkv']) => ('data' in m ? m.data : m.codes);
+      const block = bytes(w.layers[0]!.wqkv).buffer;
+      const slices = w.layers.flatMap((l) => [l.wqkv, l.wo, l.wgu, l.wdown].map(bytes));
+      expect(slices.every((s) => s.buffer === block && s.byteOffset % 64 === 0)).toBe(true);
+      expect(block.byteLength).toBe(slices.reduce((a, s) => a + Math.ceil(s.byteLength / 64) * 64, 0));
+      expect(w.output.kind).toBe('f16');
+      expect(w.output.m.data.buffer).not.toBe(f.bytes.buffer);
+      expect(plain.output.m.data.buffer).toBe(f.bytes.buffer);
+      const same = (a: ArrayBufferView, b: ArrayBufferView) =>
+        Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+      expect(same(w.output.m.data, plain.output.m.data)).toBe(true);
+      expect(w.layers.every((l, i) => same(bytes(l.wgu), bytes(plain.layers[i]!.wgu)))).toBe(true);
+      const got = run(new BitnetModel(ctx, cfg, w), 12);
+      const want = run(new BitnetModel(ctx, cfg, plain), 12);
+      expect(same(got, want)).toBe(true);
+    }, 60_000);
+
   it('the TS reference backend runs TD3 weights too (same logits as on T2R16 weights)', async () => {
     const out = join(dir, 'td3-ref.gguf');
     await synthesizeModel({ shape: 'tiny', type: 'tq2_0', arch: 'bitnet', seed: 4, out });

@@ -4,7 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 import { NativeError } from '../lib/errors.js';
-import { KernelContext, cpuInfo } from '../lib/kernels/context.js';
+import { HUGE_PAGE_BYTES, KernelContext, WeightArena, cpuInfo, hugePagesEnabled, weightBytes } from '../lib/kernels/context.js';
+import { binding } from '../lib/native.js';
 
 const fuzzScript = fileURLToPath(new URL('./fixtures/fuzz-bindings.mjs', import.meta.url));
 
@@ -77,5 +78,66 @@ describe('binding argument checks', () => {
       expect(out.nonTypedErrors).toEqual([]);
       expect(out.threw).toBeGreaterThan(out.calls * 0.9);
     }
+  });
+});
+
+describe('weight memory (huge-page advised native buffers)', () => {
+  it('allocWeights gives zero-filled, writable buffers of the exact size, and typed errors for bad sizes', () => {
+    const alloc = binding<(n: unknown) => ArrayBuffer>('allocWeights');
+    for (const n of [0, 1, 4095, 4097, HUGE_PAGE_BYTES - 1, HUGE_PAGE_BYTES, 3 * HUGE_PAGE_BYTES + 17, 40 * 1024 * 1024 + 5]) {
+      const b = new Uint8Array(alloc(n));
+      expect(b.byteLength).toBe(n);
+      let nonZero = 0;
+      for (let i = 0; i < n; i += 511) nonZero += b[i]!;
+      expect(nonZero).toBe(0);
+      if (n > 1) {
+        b[0] = 1;
+        b[n - 1] = 2;
+        expect([b[0], b[n - 1]]).toEqual([1, 2]);
+      }
+    }
+    for (const bad of [-1, 1.5, NaN, 'x', undefined, 2 ** 50]) expect(() => alloc(bad), String(bad)).toThrow(/allocWeights/);
+  });
+
+  it('weightBytes: native memory from 2 MiB up, JS heap below it or with BITLLM_HUGE_PAGES=0', () => {
+    expect(weightBytes(HUGE_PAGE_BYTES - 1).buffer.byteLength).toBe(HUGE_PAGE_BYTES - 1);
+    const big = weightBytes(HUGE_PAGE_BYTES + 3);
+    expect(big.byteLength).toBe(HUGE_PAGE_BYTES + 3);
+    expect(big.byteOffset).toBe(0);
+    const saved = process.env.BITLLM_HUGE_PAGES;
+    try {
+      for (const v of ['0', 'off', 'false']) {
+        process.env.BITLLM_HUGE_PAGES = v;
+        expect(hugePagesEnabled()).toBe(false);
+      }
+      process.env.BITLLM_HUGE_PAGES = '1';
+      expect(hugePagesEnabled()).toBe(true);
+    } finally {
+      if (saved === undefined) delete process.env.BITLLM_HUGE_PAGES;
+      else process.env.BITLLM_HUGE_PAGES = saved;
+    }
+  });
+
+  it('WeightArena: 64-byte aligned, disjoint, zeroed slices of one block; past the capacity a buffer of its own', () => {
+    const sizes = [1, 63, 64, 65, 1000, 4096, 7, 0, 129];
+    const arena = new WeightArena(sizes.reduce((a, n) => a + WeightArena.slot(n), 0));
+    const slices = sizes.map((n) => arena.alloc(n));
+    const block = slices[0]!.buffer;
+    let end = 0;
+    slices.forEach((s, i) => {
+      expect(s.byteLength).toBe(sizes[i]);
+      expect(s.buffer).toBe(block);
+      expect(s.byteOffset % 64).toBe(0);
+      expect(s.byteOffset).toBeGreaterThanOrEqual(end);
+      end = s.byteOffset + s.byteLength;
+      expect(s.every((x) => x === 0)).toBe(true);
+      s.fill(i + 1);
+    });
+    slices.forEach((s, i) => expect(s.every((x) => x === i + 1)).toBe(true));
+    const extra = arena.alloc(10);
+    expect(extra.buffer).not.toBe(block);
+    expect(extra.byteLength).toBe(10);
+    expect(() => new WeightArena(-1)).toThrow(RangeError);
+    expect(() => arena.alloc(1.5)).toThrow(RangeError);
   });
 });

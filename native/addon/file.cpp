@@ -62,11 +62,34 @@ Napi::Value release_free_memory(const Napi::CallbackInfo& info) {
 #endif
 }
 
+// allocWeights(bytes) -> ArrayBuffer, zero-filled, for weights that live as long as the model (repacked
+// layers, heads): 2 MiB-aligned anonymous memory advised for transparent huge pages (runtime/mmap.h).
+// Freed when the buffer is collected; V8 is told of the external size so GC pressure stays honest.
+Napi::Value alloc_weights_binding(const Napi::CallbackInfo& info) {
+  Args a(info, "allocWeights");
+  const int64_t bytes = a.integer(0, "bytes", 0, int64_t{1} << 46);
+  Napi::Env env = info.Env();
+  if (bytes == 0) return Napi::ArrayBuffer::New(env, 0);
+  const size_t n = static_cast<size_t>(bytes);
+  void* p = alloc_weights(n);
+  if (!p) throw Napi::Error::New(env, "allocWeights: could not map " + std::to_string(n) + " bytes");
+  Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
+  return Napi::ArrayBuffer::New(
+      env, p, n,
+      [](Napi::Env e, void* data, size_t* len) {
+        free_weights(data, *len);
+        Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(*len));
+        delete len;
+      },
+      new size_t(n));
+}
+
 }  // namespace
 
 void register_file(Napi::Env env, Napi::Object exports) {
   exports.Set("mapFile", Napi::Function::New(env, map_file_binding, "mapFile"));
   exports.Set("adviseMapping", Napi::Function::New(env, advise_binding, "adviseMapping"));
+  exports.Set("allocWeights", Napi::Function::New(env, alloc_weights_binding, "allocWeights"));
   exports.Set("releaseFreeMemory", Napi::Function::New(env, release_free_memory, "releaseFreeMemory"));
 }
 

@@ -21,4 +21,11 @@ void advise_dont_need(void* addr, size_t offset, size_t length);
 // Asks the kernel to read ahead the whole range.
 void advise_will_need(void* addr, size_t offset, size_t length);
 
+// Memory for model weights that live as long as the model: an anonymous mapping, 2 MiB-aligned and
+// advised MADV_HUGEPAGE where it spans at least one huge page, so streaming GEMVs walk 2 MiB pages (on
+// this class of machine ~20 % more read bandwidth than 4 KiB pages; see docs/benchmarks.md). Zero-filled.
+// Returns nullptr when the mapping fails. `huge` (optional) tells whether the huge-page advice was taken.
+void* alloc_weights(size_t bytes, bool* huge = nullptr);
+void free_weights(void* p, size_t bytes);
+
 }  // namespace bitllm
