@@ -4,6 +4,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <type_traits>
@@ -35,7 +36,7 @@ class ThreadPool {
   }
 
   // Chunk size for parallel_for_dynamic over `units`: about 16 chunks per thread (enough to rebalance
-  // around a slowed thread, few enough that the shared counter costs nothing next to a chunk's work).
+  // around a slowed thread, few enough that the claim counters cost nothing next to a chunk's work).
   int64_t chunk_grain(int64_t units) const {
     const int64_t g = units / (16 * static_cast<int64_t>(n_threads_));
     return g < 1 ? 1 : g;
@@ -67,10 +68,13 @@ class ThreadPool {
         &job);
   }
 
-  // Like parallel_for, but threads take chunks of `grain` units from a shared counter until none are
-  // left: a thread that is slowed down (another process on its core, a LITTLE core of a big.LITTLE
-  // board) gets fewer chunks instead of holding everyone back at the join. Use only where the result
-  // does not depend on which thread runs which range (e.g. GEMM rows).
+  // Like parallel_for, but dynamic: each thread owns the contiguous range parallel_for would give it and
+  // claims it `grain` units at a time in order (so its weights stream sequentially, which the hardware
+  // prefetchers need: one shared counter interleaving the threads' chunks ran a 2 MB GEMV at 70 % of the
+  // bandwidth of contiguous halves); a thread whose range is done then claims the remaining chunks of
+  // the others. A slowed thread (another process on its core, a LITTLE core of a big.LITTLE board) thus
+  // gets fewer chunks instead of holding everyone back at the join. Use only where the result does not
+  // depend on which thread runs which range (e.g. GEMM rows).
   template <typename Body>
   void parallel_for_dynamic(int64_t n, int64_t grain, Body&& body) {
     if (n <= 0) return;
@@ -79,19 +83,25 @@ class ThreadPool {
       body(int64_t{0}, n);
       return;
     }
-    std::atomic<int64_t> next{0};
+    for (int i = 0; i < n_threads_; ++i) {
+      slots_[i].next.store(n * i / n_threads_, std::memory_order_relaxed);
+      slots_[i].end = n * (i + 1) / n_threads_;
+    }
     struct Job {
       std::remove_reference_t<Body>* body;
-      int64_t n, grain;
-      std::atomic<int64_t>* next;
-    } job{&body, n, grain, &next};
+      int64_t grain;
+      Slot* slots;
+    } job{&body, grain, slots_.get()};
     run(
-        [](void* ctx, int, int) {
+        [](void* ctx, int ith, int nth) {
           Job* j = static_cast<Job*>(ctx);
-          for (;;) {
-            const int64_t b = j->next->fetch_add(j->grain, std::memory_order_relaxed);
-            if (b >= j->n) break;
-            (*j->body)(b, b + j->grain < j->n ? b + j->grain : j->n);
+          for (int v = 0; v < nth; ++v) {  // own range first, then the others' leftovers
+            Slot& s = j->slots[(ith + v) % nth];
+            for (;;) {
+              const int64_t b = s.next.fetch_add(j->grain, std::memory_order_relaxed);
+              if (b >= s.end) break;
+              (*j->body)(b, b + j->grain < s.end ? b + j->grain : s.end);
+            }
           }
         },
         &job);
@@ -99,6 +109,13 @@ class ThreadPool {
 
  private:
   void worker_main(int ith);
+
+  // One thread's range in parallel_for_dynamic, on its own cache line (claims do not bounce lines).
+  struct alignas(64) Slot {
+    std::atomic<int64_t> next{0};
+    int64_t end = 0;
+  };
+  std::unique_ptr<Slot[]> slots_;
 
   int n_threads_;
   std::vector<std::thread> workers_;
