@@ -60,15 +60,21 @@ export function hugePagesEnabled(): boolean {
   return !(v === '0' || v === 'off' || v === 'false');
 }
 
+/** The default WeightAlloc of the repackers: a JS-heap buffer, collected like any other. */
+export const heapBytes: WeightAlloc = (n) => new Uint8Array(n);
+
 /**
  * Zero-filled bytes for weights that live as long as the model (repacked layers and heads). From 2 MiB up
- * they are native memory, 2 MiB-aligned and advised for transparent huge pages (MADV_HUGEPAGE): GEMVs
- * stream them with far fewer TLB misses. BITLLM_HUGE_PAGES=0 turns the advice off (plain JS heap memory).
- * Freed with the buffer.
+ * they start on a 2 MiB boundary of a JS ArrayBuffer 2 MiB larger, advised for transparent huge pages
+ * (MADV_HUGEPAGE) and faulted in: GEMVs stream them with far fewer TLB misses. The buffer is an ordinary
+ * V8 allocation, so the garbage collector frees it like any other. BITLLM_HUGE_PAGES=0 turns the advice
+ * off (a plain buffer of n bytes). The result may have a non-zero byteOffset.
  */
 export function weightBytes(n: number): Uint8Array {
   if (n < HUGE_PAGE_BYTES || !hugePagesEnabled()) return new Uint8Array(n);
-  return new Uint8Array(binding<(bytes: number) => ArrayBuffer>('allocWeights')(n));
+  const buf = new ArrayBuffer(n + HUGE_PAGE_BYTES);
+  const off = binding<(b: ArrayBuffer, bytes: number) => number>('prepareWeights')(buf, n);
+  return new Uint8Array(buf, off, n);
 }
 
 /**

@@ -6,7 +6,7 @@ import { ModelFormatError } from '../errors.js';
 import { binding } from '../native.js';
 import type { QuantizedActivations } from '../reference/act_quant.js';
 import { type F16Matrix, type Q4Matrix, type Q8Matrix, q4Bytes, q4_0Bytes, q8Bytes, q8_0Bytes } from '../reference/dense.js';
-import { type KernelContext, weightBytes } from './context.js';
+import { type KernelContext, type WeightAlloc, heapBytes } from './context.js';
 
 export type { F16Matrix, Q4Matrix, Q8Matrix };
 export { q4Bytes, q4_0Bytes, q8Bytes, q8_0Bytes };
@@ -60,11 +60,11 @@ export function f16GetRows(ctx: KernelContext, w: F16Matrix, rows: Int32Array | 
  * A block with a non-finite scale or value throws ModelFormatError naming `name`.
  */
 export function repackQ8(ctx: KernelContext, type: Q8SourceType, src: Uint8Array | Uint16Array | Float32Array, M: number, K: number,
-  name = 'tensor'): Q8Matrix {
+  name = 'tensor', alloc: WeightAlloc = heapBytes): Q8Matrix {
   const want = type === 'q8_0' ? Uint8Array : type === 'f16' ? Uint16Array : Float32Array;
   if (!(src instanceof want)) throw new TypeError(`repackQ8: ${type} source must be a ${want.name}`);
   if (!(Number.isInteger(K) && K >= 32 && K % 32 === 0)) throw new RangeError(`repackQ8: K = ${K} must be a positive multiple of 32`);
-  const data = weightBytes(q8Bytes(M, K));
+  const data = alloc(q8Bytes(M, K));
   const invalid = binding<RepackQ8Fn>('repackQ8')(ctx.handle, type, src, M, K, data);
   if (invalid > 0) throw new ModelFormatError(`${name}: ${invalid} ${type} blocks have a non-finite scale or value`);
   return { data, M, K };
@@ -104,11 +104,11 @@ export type Q4SourceType = 'q4_0' | 'q8_0' | 'f16' | 'bf16' | 'f32';
  * A block with a non-finite scale or value, or a scale past fp16, throws ModelFormatError naming `name`.
  */
 export function repackQ4(ctx: KernelContext, type: Q4SourceType, src: Uint8Array | Uint16Array | Float32Array, M: number, K: number,
-  name = 'tensor'): Q4Matrix {
+  name = 'tensor', alloc: WeightAlloc = heapBytes): Q4Matrix {
   const want = type === 'q4_0' || type === 'q8_0' ? Uint8Array : type === 'f32' ? Float32Array : Uint16Array;
   if (!(src instanceof want)) throw new TypeError(`repackQ4: ${type} source must be a ${want.name}`);
   if (!(Number.isInteger(K) && K >= 32 && K % 32 === 0)) throw new RangeError(`repackQ4: K = ${K} must be a positive multiple of 32`);
-  const data = weightBytes(q4Bytes(M, K));
+  const data = alloc(q4Bytes(M, K));
   const invalid = binding<RepackQ8Fn>('repackQ4')(ctx.handle, type, src, M, K, data);
   if (invalid > 0) throw new ModelFormatError(`${name}: ${invalid} ${type} blocks have a non-finite scale or value, or a scale past fp16`);
   return { data, M, K };

@@ -7,7 +7,7 @@ import { binding } from '../native.js';
 import type { QuantizedActivations } from '../reference/act_quant.js';
 import { type TernaryTd3Matrix, td3WeightBytes } from '../reference/td3.js';
 import { ScaleMode, type TernaryMatrix, scaleCount } from '../reference/ternary.js';
-import { type KernelContext, type WeightAlloc, weightBytes } from './context.js';
+import { type KernelContext, type WeightAlloc, heapBytes } from './context.js';
 import type { TernaryFileType } from './ternary.js';
 
 export type { TernaryTd3Matrix };
@@ -33,7 +33,7 @@ function checkScales(fn: string, M: number, K: number, scaleMode: ScaleMode, sca
 /** trits [M, K] in {-1, 0, 1} → TD3 matrix with the given scales (T2R16 scale layout). K % 16 == 0. */
 export function packTernaryTd3(ctx: KernelContext, trits: Int8Array, M: number, K: number, scaleMode: ScaleMode, scales: Float32Array): TernaryTd3Matrix {
   checkScales('packTernaryTd3', M, K, scaleMode, scales);
-  const data = weightBytes(td3WeightBytes(M, K));
+  const data = new Uint8Array(td3WeightBytes(M, K));
   binding<(c: unknown, t: Int8Array, M: number, K: number, d: Uint8Array) => void>('packTernaryTd3')(ctx.handle, trits, M, K, data);
   return { data, scales, M, K, scaleMode };
 }
@@ -41,9 +41,9 @@ export function packTernaryTd3(ctx: KernelContext, trits: Int8Array, M: number, 
 /**
  * A T2R16 matrix (any file format's repack, or fuseTernary's output) → TD3, sharing its scales array.
  * This is also how to fuse: concatenate the parts in T2R16 (M % 16 == 0 each), then convert.
- * `alloc` places the output (default: a buffer of its own; the loader passes a WeightArena's).
+ * `alloc` places the output (default: a JS-heap buffer; the loader passes its WeightArena's).
  */
-export function ternaryToTd3(ctx: KernelContext, w: TernaryMatrix, alloc: WeightAlloc = weightBytes): TernaryTd3Matrix {
+export function ternaryToTd3(ctx: KernelContext, w: TernaryMatrix, alloc: WeightAlloc = heapBytes): TernaryTd3Matrix {
   const data = alloc(td3WeightBytes(w.M, w.K));
   binding<(c: unknown, codes: Uint8Array, M: number, K: number, d: Uint8Array) => void>('packTernaryTd3FromT2')(ctx.handle, w.codes, w.M, w.K, data);
   return { data, scales: w.scales, M: w.M, K: w.K, scaleMode: w.scaleMode };
@@ -64,7 +64,7 @@ type RepackFn = (ctx: unknown, format: string, src: Uint8Array, M: number, K: nu
  * scale; TQ2_0/TQ1_0 block scales that are all equal collapse to one tensor scale.
  */
 export function repackTernaryTd3(ctx: KernelContext, type: TernaryFileType, src: Uint8Array, M: number, K: number, name = 'tensor'): TernaryTd3Matrix {
-  const data = weightBytes(td3WeightBytes(M, K));
+  const data = new Uint8Array(td3WeightBytes(M, K));
   const fn = binding<RepackFn>('repackTernaryTd3');
   if (type === 'i2_s') {
     const r = fn(ctx.handle, type, src, M, K, data);

@@ -3,7 +3,7 @@ import { ModelFormatError } from '../errors.js';
 import { binding } from '../native.js';
 import { type QuantizedActivations, allocActivations } from '../reference/act_quant.js';
 import { ScaleMode, type TernaryMatrix, scaleCount, t2CodeBytes } from '../reference/ternary.js';
-import { type KernelContext, weightBytes } from './context.js';
+import type { KernelContext } from './context.js';
 
 export { ScaleMode, allocActivations };
 export type { QuantizedActivations, TernaryMatrix };
@@ -41,7 +41,7 @@ export function ternaryGemm(ctx: KernelContext, w: TernaryMatrix, a: QuantizedAc
 
 /** trits [M, K] in {-1, 0, 1} → T2R16 matrix with the given scales. */
 export function packTernary(ctx: KernelContext, trits: Int8Array, M: number, K: number, scaleMode: ScaleMode, scales: Float32Array): TernaryMatrix {
-  const codes = weightBytes(t2CodeBytes(M, K));
+  const codes = new Uint8Array(t2CodeBytes(M, K));
   binding<(c: unknown, t: Int8Array, M: number, K: number, codes: Uint8Array) => void>('packTernaryFromTrits')(ctx.handle, trits, M, K, codes);
   const n = scaleCount(M, K, scaleMode);
   if (scales.length !== n) throw new RangeError(`packTernary: ${scales.length} scales given, layout needs ${n}`);
@@ -68,7 +68,7 @@ type RepackFn = (ctx: unknown, format: string, src: Uint8Array, M: number, K: nu
 export function repackTernary(ctx: KernelContext, type: TernaryFileType, src: Uint8Array, M: number, K: number, name = 'tensor',
   out?: Uint8Array): TernaryMatrix {
   if (out && out.length !== t2CodeBytes(M, K)) throw new RangeError(`repackTernary: out has ${out.length} bytes, expected ${t2CodeBytes(M, K)}`);
-  const codes = out ?? weightBytes(t2CodeBytes(M, K));
+  const codes = out ?? new Uint8Array(t2CodeBytes(M, K));
   const fn = binding<RepackFn>('repackTernary');
   if (type === 'i2_s') {
     const r = fn(ctx.handle, type, src, M, K, codes);
@@ -103,7 +103,7 @@ export function repackTernaryF32(ctx: KernelContext, w: Float32Array, M: number,
     }
     g = ternary ? amax : Math.max(s / w.length, 1e-5);
   }
-  const codes = weightBytes(t2CodeBytes(M, K));
+  const codes = new Uint8Array(t2CodeBytes(M, K));
   binding<(c: unknown, w: Float32Array, M: number, K: number, g: number, codes: Uint8Array) => void>('repackTernaryF32')(ctx.handle, w, M, K, g, codes);
   return { codes, scales: Float32Array.of(g), M, K, scaleMode: ScaleMode.Tensor };
 }

@@ -92,10 +92,8 @@ class TensorTable {
   vector(name: string, n: number): Float32Array {
     const t = this.get(name, [n])!;
     const b = this.bytes(t);
-    if (t.type === GGML.F32) {
-      if ((b.byteOffset & 3) === 0) return new Float32Array(b.buffer, b.byteOffset, n);
-      return new Float32Array(b.slice().buffer);
-    }
+    // A copy, never a view: nothing the forward reads may keep file pages mapped (see loadBitnetWeights).
+    if (t.type === GGML.F32) return new Float32Array(b.slice().buffer);
     if (t.type === GGML.F16) {
       const h = new Uint16Array(b.slice().buffer);
       return Float32Array.from(h, halfToFloat);
@@ -201,26 +199,26 @@ function loadHead(ctx: KernelContext, tt: TensorTable, name: string, cfg: Bitnet
   const K = cfg.nEmbd;
   if (t.type === GGML.F16) {
     const halves = () => ((src.byteOffset & 1) === 0 ? new Uint16Array(src.buffer, src.byteOffset, M * K) : new Uint16Array(src.slice().buffer));
-    if (headType === 'q8') return { kind: 'q8', m: repackQ8(ctx, 'f16', halves(), M, K, name) };
-    if (headType === 'q4') return { kind: 'q4', m: repackQ4(ctx, 'f16', halves(), M, K, name) };
+    if (headType === 'q8') return { kind: 'q8', m: repackQ8(ctx, 'f16', halves(), M, K, name, weightBytes) };
+    if (headType === 'q4') return { kind: 'q4', m: repackQ4(ctx, 'f16', halves(), M, K, name, weightBytes) };
     if (hugePagesEnabled()) {
       // The decode GEMV streams this matrix once per token. Copied into huge-page memory it streams
       // ~10 % faster than through the file mapping's 4 KiB pages (docs/benchmarks.md); the file's pages
       // are dropped below, so resident memory stays the same.
       const copy = weightBytes(M * K * 2);
       copy.set(src.subarray(0, M * K * 2));
-      return { kind: 'f16', m: { data: new Uint16Array(copy.buffer, 0, M * K), M, K } };
+      return { kind: 'f16', m: { data: new Uint16Array(copy.buffer, copy.byteOffset, M * K), M, K } };
     }
     return { kind: 'f16', m: { data: halves(), M, K } };
   }
   if (t.type === GGML.Q8_0) {
-    if (headType === 'q4') return { kind: 'q4', m: repackQ4(ctx, 'q8_0', src, M, K, name) };
-    return { kind: 'q8', m: repackQ8(ctx, 'q8_0', src, M, K, name) };
+    if (headType === 'q4') return { kind: 'q4', m: repackQ4(ctx, 'q8_0', src, M, K, name, weightBytes) };
+    return { kind: 'q8', m: repackQ8(ctx, 'q8_0', src, M, K, name, weightBytes) };
   }
   if (t.type === GGML.F32) {
     const f = (src.byteOffset & 3) === 0 ? new Float32Array(src.buffer, src.byteOffset, M * K) : new Float32Array(src.slice().buffer);
-    if (headType === 'q4') return { kind: 'q4', m: repackQ4(ctx, 'f32', f, M, K, name) };
-    return { kind: 'q8', m: repackQ8(ctx, 'f32', f, M, K, name) };
+    if (headType === 'q4') return { kind: 'q4', m: repackQ4(ctx, 'f32', f, M, K, name, weightBytes) };
+    return { kind: 'q8', m: repackQ8(ctx, 'f32', f, M, K, name, weightBytes) };
   }
   if (t.type === GGML.Q6_K || t.type === GGML.BF16) {
     if (t.type === GGML.Q6_K && K % QK_K !== 0) tt.fail(name, `Q6_K rows of ${K} elements are not whole ${QK_K}-element blocks`);
@@ -244,7 +242,8 @@ export function dequantHead(ctx: KernelContext, type: 'q6_k' | 'bf16', src: Uint
   if (src.byteLength < M * rowBytes) throw new ModelFormatError(`${name}: ${src.byteLength} bytes hold fewer than ${M} rows`);
   const rows = Math.min(chunkRows, M);
   const f = new Float32Array(rows * K); // [rows, K] one chunk, reused
-  const halves = headType === 'f16' ? new Uint16Array(weightBytes(M * K * 2).buffer) : undefined; // [M, K]
+  const hb = headType === 'f16' ? weightBytes(M * K * 2) : undefined;
+  const halves = hb ? new Uint16Array(hb.buffer, hb.byteOffset, M * K) : undefined; // [M, K]
   const q8 = headType === 'q8' ? weightBytes(q8Bytes(M, K)) : undefined; // Q8R16 [ceil(M/16) * K/32 * 544]
   const q4 = headType === 'q4' ? weightBytes(q4Bytes(M, K)) : undefined; // Q4R16 [ceil(M/16) * K/32 * 288]
   for (let r0 = 0; r0 < M; r0 += rows) {
@@ -338,6 +337,18 @@ export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: Bitne
       advise(file.bytes.buffer as ArrayBuffer, file.bytes.byteOffset + t.offset, t.nbytes, 'dontneed');
     }
     opts.onProgress?.(l + 1, nLayer);
+  }
+  // Everything the forward reads now lives outside the file mapping (norms are copies), except a zero-copy
+  // F16 head: drop the mapping's pages but that head's. Small tensors read at load (norms, scales) would
+  // otherwise stay mapped, and where the page cache holds the file in 2 MiB folios each maps 2 MiB
+  // (~120 MB of RSS for the 2B-4T files). Dropping is always safe: a read-only private mapping refaults.
+  const keep = [tokEmbd, output].filter((m) => m.kind === 'f16' && m.m.data.buffer === file.bytes.buffer)
+    .map((m) => [m.m.data.byteOffset - file.bytes.byteOffset, m.m.data.byteOffset - file.bytes.byteOffset + m.m.data.byteLength] as const)
+    .sort((x, y) => x[0] - y[0]);
+  let from = 0;
+  for (const [b, e] of [...keep, [file.bytes.byteLength, file.bytes.byteLength] as const]) {
+    if (b > from) advise(file.bytes.buffer as ArrayBuffer, file.bytes.byteOffset + from, b - from, 'dontneed');
+    from = Math.max(from, e);
   }
   // Repacking left freed temporaries in the allocator's heap: give those pages back.
   binding<() => boolean>('releaseFreeMemory')();

@@ -62,26 +62,18 @@ Napi::Value release_free_memory(const Napi::CallbackInfo& info) {
 #endif
 }
 
-// allocWeights(bytes) -> ArrayBuffer, zero-filled, for weights that live as long as the model (repacked
-// layers, heads): 2 MiB-aligned anonymous memory advised for transparent huge pages (runtime/mmap.h).
-// Freed when the buffer is collected; V8 is told of the external size so GC pressure stays honest.
-Napi::Value alloc_weights_binding(const Napi::CallbackInfo& info) {
-  Args a(info, "allocWeights");
-  const int64_t bytes = a.integer(0, "bytes", 0, int64_t{1} << 46);
-  Napi::Env env = info.Env();
-  if (bytes == 0) return Napi::ArrayBuffer::New(env, 0);
-  const size_t n = static_cast<size_t>(bytes);
-  void* p = alloc_weights(n);
-  if (!p) throw Napi::Error::New(env, "allocWeights: could not map " + std::to_string(n) + " bytes");
-  Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
-  return Napi::ArrayBuffer::New(
-      env, p, n,
-      [](Napi::Env e, void* data, size_t* len) {
-        free_weights(data, *len);
-        Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(*len));
-        delete len;
-      },
-      new size_t(n));
+// prepareWeights(buffer: ArrayBuffer, bytes) -> offset: readies a fresh (zero-filled, untouched) buffer
+// of at least bytes + 2 MiB to hold `bytes` of weights at the returned 2 MiB-aligned offset, advised for
+// transparent huge pages and faulted in (runtime/mmap.h). 0 when bytes < 2 MiB (nothing done).
+Napi::Value prepare_weights_binding(const Napi::CallbackInfo& info) {
+  Args a(info, "prepareWeights");
+  if (info.Length() < 1 || !info[0].IsArrayBuffer()) a.type_error("buffer must be an ArrayBuffer");
+  auto ab = info[0].As<Napi::ArrayBuffer>();
+  const int64_t size = static_cast<int64_t>(ab.ByteLength());
+  const int64_t bytes = a.integer(1, "bytes", 0, size);
+  if (size == 0) return Napi::Number::New(info.Env(), 0);
+  const size_t off = prepare_weights(static_cast<uint8_t*>(ab.Data()), static_cast<size_t>(size), static_cast<size_t>(bytes));
+  return Napi::Number::New(info.Env(), static_cast<double>(off));
 }
 
 }  // namespace
@@ -89,7 +81,7 @@ Napi::Value alloc_weights_binding(const Napi::CallbackInfo& info) {
 void register_file(Napi::Env env, Napi::Object exports) {
   exports.Set("mapFile", Napi::Function::New(env, map_file_binding, "mapFile"));
   exports.Set("adviseMapping", Napi::Function::New(env, advise_binding, "adviseMapping"));
-  exports.Set("allocWeights", Napi::Function::New(env, alloc_weights_binding, "allocWeights"));
+  exports.Set("prepareWeights", Napi::Function::New(env, prepare_weights_binding, "prepareWeights"));
   exports.Set("releaseFreeMemory", Napi::Function::New(env, release_free_memory, "releaseFreeMemory"));
 }
 

@@ -68,10 +68,6 @@ void advise_will_need(void* addr, size_t offset, size_t length) { advise(addr, o
 
 namespace {
 constexpr size_t kHugePage = size_t{2} << 20;
-size_t page_round(size_t n) {
-  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
-  return (n + page - 1) / page * page;
-}
 }  // namespace
 
 // Faults the whole range in now, from several threads at once. Every byte of a weight buffer is written
@@ -85,6 +81,7 @@ static void populate(uint8_t* p, size_t len) {
   const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
   auto touch = [p, len, page](size_t t, size_t n) {
     const size_t pages = len / page;
+    // The memory is zero-filled and not yet shared: storing a zero into each page faults it in.
     for (size_t i = pages * t / n; i < pages * (t + 1) / n; ++i) reinterpret_cast<volatile uint8_t*>(p)[i * page] = 0;
   };
   if (threads < 2) return;  // small: the first writes fault it in as cheaply
@@ -95,36 +92,21 @@ static void populate(uint8_t* p, size_t len) {
   for (auto& th : pool) th.join();
 }
 
-void* alloc_weights(size_t bytes, bool* huge) {
+size_t prepare_weights(uint8_t* p, size_t size, size_t bytes, bool* huge) {
   if (huge) *huge = false;
-  if (bytes == 0) return nullptr;
-  const size_t len = page_round(bytes);
-  if (len < kHugePage) {
-    void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? nullptr : p;
-  }
-  // Over-map by one huge page, then trim both ends so the start is 2 MiB-aligned. The tail past the last
-  // whole huge page stays in 4 KiB pages (the kernel only maps a huge page fully inside the range), so
-  // the advice costs no resident memory beyond `bytes`.
-  void* raw = ::mmap(nullptr, len + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (raw == MAP_FAILED) return nullptr;
-  const uintptr_t r = reinterpret_cast<uintptr_t>(raw);
-  const uintptr_t a = (r + kHugePage - 1) & ~(uintptr_t{kHugePage} - 1);
-  if (a > r) ::munmap(raw, a - r);
-  const uintptr_t end = a + len;
-  const uintptr_t raw_end = r + len + kHugePage;
-  if (raw_end > end) ::munmap(reinterpret_cast<void*>(end), raw_end - end);
-  void* p = reinterpret_cast<void*>(a);
+  if (!p || bytes < kHugePage || bytes > size) return 0;
+  const uintptr_t r = reinterpret_cast<uintptr_t>(p);
+  const size_t off = static_cast<size_t>(((r + kHugePage - 1) & ~(uintptr_t{kHugePage} - 1)) - r);
+  if (off + bytes > size) return 0;
+  uint8_t* a = p + off;
 #ifdef MADV_HUGEPAGE
-  const bool ok = ::madvise(p, len, MADV_HUGEPAGE) == 0;
+  // Whole huge pages only: the tail past the last 2 MiB boundary may share a page with other memory.
+  const size_t whole = bytes / kHugePage * kHugePage;
+  const bool ok = ::madvise(a, whole, MADV_HUGEPAGE) == 0;
   if (huge) *huge = ok;
 #endif
-  populate(static_cast<uint8_t*>(p), len);
-  return p;
-}
-
-void free_weights(void* p, size_t bytes) {
-  if (p && bytes) ::munmap(p, page_round(bytes));
+  populate(a, bytes);
+  return off;
 }
 
 }  // namespace bitllm

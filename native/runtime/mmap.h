@@ -21,11 +21,13 @@ void advise_dont_need(void* addr, size_t offset, size_t length);
 // Asks the kernel to read ahead the whole range.
 void advise_will_need(void* addr, size_t offset, size_t length);
 
-// Memory for model weights that live as long as the model: an anonymous mapping, 2 MiB-aligned and
-// advised MADV_HUGEPAGE where it spans at least one huge page, so streaming GEMVs walk 2 MiB pages (on
-// this class of machine ~20 % more read bandwidth than 4 KiB pages; see docs/benchmarks.md). Zero-filled.
-// Returns nullptr when the mapping fails. `huge` (optional) tells whether the huge-page advice was taken.
-void* alloc_weights(size_t bytes, bool* huge = nullptr);
-void free_weights(void* p, size_t bytes);
+// Prepares zero-filled, not yet touched memory [p, p + size) (a fresh JS ArrayBuffer: the addon leaves
+// the allocation to V8, so the garbage collector sees and frees it like any buffer) to hold `bytes` of
+// weights that live as long as the model: returns the offset of the first 2 MiB boundary in it, from
+// which `bytes` fit; those whole 2 MiB pages are advised MADV_HUGEPAGE, so streaming GEMVs take a TLB miss
+// per 2 MiB instead of per 4 KiB (~20 % more read bandwidth on Zen 4, docs/benchmarks.md), and the range
+// is faulted in by several threads. Returns 0 and advises nothing when bytes < 2 MiB or the aligned range
+// does not fit. `huge` (optional) tells whether the advice was taken.
+size_t prepare_weights(uint8_t* p, size_t size, size_t bytes, bool* huge = nullptr);
 
 }  // namespace bitllm

@@ -1,6 +1,7 @@
 // Runtime pieces under the kernels: ThreadPool's splits (every unit exactly once, whatever the thread
 // count, grain or a slowed thread) and the weight allocator (alignment, zero fill, exact extent).
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <cstdint>
 #include <thread>
@@ -56,22 +57,26 @@ void test_static(int threads, int64_t n) {
         static_cast<long long>(bad));
 }
 
-void test_alloc(size_t bytes) {
-  bool huge = false;
-  uint8_t* p = static_cast<uint8_t*>(alloc_weights(bytes, &huge));
-  CHECK(p != nullptr, "alloc_weights(%zu) failed", bytes);
+// prepare_weights on a calloc'ed buffer of bytes + 2 MiB (what the addon gets from V8): the offset is
+// 2 MiB-aligned where bytes >= 2 MiB and fits; the memory stays zero and writable.
+void test_prepare(size_t bytes) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t size = bytes + kHuge;
+  uint8_t* p = static_cast<uint8_t*>(std::calloc(size, 1));
+  CHECK(p != nullptr, "calloc(%zu)", size);
   if (!p) return;
-  CHECK(reinterpret_cast<uintptr_t>(p) % 4096 == 0, "alloc_weights(%zu) is not page-aligned", bytes);
-  if (bytes >= (size_t{2} << 20))
-    CHECK(reinterpret_cast<uintptr_t>(p) % (size_t{2} << 20) == 0, "alloc_weights(%zu) is not 2 MiB-aligned", bytes);
+  const size_t off = prepare_weights(p, size, bytes);
+  CHECK(off + bytes <= size, "prepare_weights(%zu): offset %zu past the buffer", bytes, off);
+  if (bytes < kHuge) CHECK(off == 0, "prepare_weights(%zu) < 2 MiB: offset %zu", bytes, off);
+  else CHECK(reinterpret_cast<uintptr_t>(p + off) % kHuge == 0, "prepare_weights(%zu): not 2 MiB-aligned", bytes);
   size_t nonzero = 0;
-  for (size_t i = 0; i < bytes; i += 997) nonzero += p[i] != 0;
-  nonzero += p[bytes - 1] != 0;
-  CHECK(nonzero == 0, "alloc_weights(%zu): %zu sampled bytes not zero", bytes, nonzero);
-  for (size_t i = 0; i < bytes; i += 4096) p[i] = static_cast<uint8_t>(i);
-  p[bytes - 1] = 0x5a;
-  CHECK(p[bytes - 1] == 0x5a, "alloc_weights(%zu): last byte not writable", bytes);
-  free_weights(p, bytes);
+  for (size_t i = 0; i < size; i += 997) nonzero += p[i] != 0;
+  CHECK(nonzero == 0, "prepare_weights(%zu): %zu sampled bytes not zero", bytes, nonzero);
+  if (bytes > 0) {
+    p[off + bytes - 1] = 0x5a;
+    CHECK(p[off + bytes - 1] == 0x5a, "prepare_weights(%zu): last byte not writable", bytes);
+  }
+  std::free(p);
 }
 
 }  // namespace
@@ -95,9 +100,10 @@ int main() {
             static_cast<long long>(sum.load()));
     }
   }
-  for (size_t bytes : {size_t{1}, size_t{4095}, size_t{4097}, (size_t{2} << 20) - 1, size_t{2} << 20,
+  for (size_t bytes : {size_t{0}, size_t{1}, size_t{4097}, (size_t{2} << 20) - 1, size_t{2} << 20,
                        (size_t{5} << 20) + 123, (size_t{40} << 20) + 1})
-    test_alloc(bytes);
-  CHECK(alloc_weights(0) == nullptr, "alloc_weights(0) is nullptr");
+    test_prepare(bytes);
+  CHECK(prepare_weights(nullptr, 10, 5) == 0, "prepare_weights(nullptr) is 0");
+  CHECK(prepare_weights(reinterpret_cast<uint8_t*>(&g_checks), 4, 8) == 0, "bytes > size is 0");
   return finish("test_runtime");
 }
