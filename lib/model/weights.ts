@@ -266,7 +266,7 @@ export function dequantHead(ctx: KernelContext, type: 'q6_k' | 'bf16', src: Uint
 }
 
 function headBytes(h: HeadMatrix): number {
-  return h.kind === 'f16' ? h.m.data.byteLength : h.m.data.byteLength;
+  return h.m.data.byteLength;
 }
 
 export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: BitnetConfig, opts: LoadWeightsOptions = {}): BitnetWeights {
@@ -292,12 +292,13 @@ export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: Bitne
   const outputNorm = tt.vector('output_norm.weight', d);
   const layers: BitnetLayer[] = [];
   const advise = binding<(b: ArrayBuffer, o: number, l: number, a: string) => void>('adviseMapping');
-  // A head repacked to q8 / q4 (or dequantized from Q6_K / BF16) never reads the file's copy again: drop its
-  // pages, or they would stay resident next to the repacked matrix.
+  // An F16 head read straight from the mapping (BITLLM_HUGE_PAGES=0); any other head is a copy or a repack.
+  const inFile = (m: HeadMatrix) => m.kind === 'f16' && m.m.data.buffer === file.bytes.buffer;
+  // A head copied or repacked never reads the file's copy again: drop its pages now, so they are not
+  // resident next to the copy while the layers load (the whole mapping is dropped again at the end).
   for (const [name, m] of [['token_embd.weight', tokEmbd], ['output.weight', output]] as const) {
     const t = file.tensors.find((x) => x.name === name);
-    const zeroCopy = m.kind === 'f16' && m.m.data.buffer === file.bytes.buffer;
-    if (t && !zeroCopy) advise(file.bytes.buffer as ArrayBuffer, file.bytes.byteOffset + t.offset, t.nbytes, 'dontneed');
+    if (t && !inFile(m)) advise(file.bytes.buffer as ArrayBuffer, file.bytes.byteOffset + t.offset, t.nbytes, 'dontneed');
   }
   let ternaryBytes = 0;
   for (let l = 0; l < nLayer; l++) {
@@ -342,7 +343,7 @@ export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: Bitne
   // F16 head: drop the mapping's pages but that head's. Small tensors read at load (norms, scales) would
   // otherwise stay mapped, and where the page cache holds the file in 2 MiB folios each maps 2 MiB
   // (~120 MB of RSS for the 2B-4T files). Dropping is always safe: a read-only private mapping refaults.
-  const keep = [tokEmbd, output].filter((m) => m.kind === 'f16' && m.m.data.buffer === file.bytes.buffer)
+  const keep = [tokEmbd, output].filter(inFile)
     .map((m) => [m.m.data.byteOffset - file.bytes.byteOffset, m.m.data.byteOffset - file.bytes.byteOffset + m.m.data.byteLength] as const)
     .sort((x, y) => x[0] - y[0]);
   let from = 0;
