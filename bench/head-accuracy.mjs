@@ -10,9 +10,9 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const imp = (p) => import(join(ROOT, 'dist', p));
 const { readGguf } = await imp('format/gguf.js');
 const { configFromGguf } = await imp('model/config.js');
-const { loadBitnetWeights } = await imp('model/weights.js');
+const { loadWeights } = await imp('model/weights.js');
 const { KernelContext } = await imp('kernels/context.js');
-const { BitnetModel } = await imp('model/bitnet.js');
+const { TransformerModel } = await imp('model/transformer.js');
 const { KvCache } = await imp('engine/kv-cache.js');
 
 const argv = process.argv.slice(2);
@@ -30,7 +30,7 @@ const V = cfg.nVocab;
 const tokens = [1, ...Array.from({ length: N - 1 }, () => 3 + Math.floor(rand() * (V / 2 - 3)))];
 
 function logits(headType) {
-  const m = new BitnetModel(ctx, cfg, loadBitnetWeights(ctx, f, cfg, { headType }));
+  const m = new TransformerModel(ctx, cfg, loadWeights(ctx, f, cfg, { headType }));
   const out = new Float32Array(N * V);
   const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, N);
   for (let p = 0; p < N; p += 64) out.set(m.forward(tokens.slice(p, p + 64), kv, true), p * V);

@@ -13,10 +13,10 @@ import {
   type RequestStats, type ReuseMode, TextStream, type ValidatedGenerateOptions, type WorkerInit, type WorkerReady,
   type WorkerReply, type WorkerRequest, deserializeError, fitContext, validateGenerateOptions, validatePromptIds,
 } from './engine/generate.js';
-import { ContextOverflowError } from './engine/kv-cache.js';
+import { ContextOverflowError } from './model/kv-cache.js';
 import { GgufMetadata, readGguf } from './format/gguf.js';
 import { cpuInfo } from './kernels/context.js';
-import { type BitnetArch, type BitnetConfig, configFromGguf } from './model/config.js';
+import { type ModelConfig, configFromGguf } from './model/config.js';
 import type { Isa } from './native.js';
 import { Tokenizer } from './tokenizer/index.js';
 
@@ -24,7 +24,7 @@ export { Chat, chatTemplate, detectChatFormat, renderChat } from './engine/chat.
 export type { ChatFormatName, ChatMessage, ChatOptions, ChatTemplate, DetectedChatFormat } from './engine/chat.js';
 export { ModelClosedError, RequestError } from './engine/generate.js';
 export type { FinishReason, GenerateChunk, GenerateOptions, GenerationResult, RequestStats } from './engine/generate.js';
-export { ContextOverflowError } from './engine/kv-cache.js';
+export { ContextOverflowError } from './model/kv-cache.js';
 export { Tokenizer, TokenizerError } from './tokenizer/index.js';
 
 export interface LoadModelOptions {
@@ -45,14 +45,19 @@ export interface LoadModelOptions {
   layout?: 'auto' | 't2r16' | 'td3';
   /** Force a kernel ISA (default: BITLLM_ISA or the best this CPU supports). */
   isa?: Isa;
+  /**
+   * Inputs of the sign projections of the float-activation families (FBI-LLM, OneBit): 'auto' (default) keeps
+   * them float (exact, lookup-table kernels); 'i8' quantizes them per token to int8 (the B1R16 int8 GEMM).
+   */
+  actQuant?: 'auto' | 'i8';
 }
 
 export interface ModelInfo {
   path: string;
   /** general.name, when the file has one. */
   name: string | undefined;
-  arch: BitnetArch;
-  hparams: BitnetConfig;
+  arch: string;
+  hparams: ModelConfig;
   fileSize: number;
   tensors: { count: number; byType: Record<string, number> };
   tokenizer: { model: 'gpt2' | 'llama'; vocabSize: number; bos: number | undefined; eos: number | undefined; eog: number[]; addBos: boolean };
@@ -104,14 +109,14 @@ export interface LogitsChunk {
 
 const KV_TYPES = ['f16', 'q8'] as const;
 const HEAD_TYPES = ['f16', 'q8', 'q4'] as const;
-const LOAD_OPTION_KEYS = new Set(['threads', 'contextSize', 'kvType', 'headType', 'layout', 'isa', 'onProgress']);
+const LOAD_OPTION_KEYS = new Set(['threads', 'contextSize', 'kvType', 'headType', 'layout', 'isa', 'onProgress', 'actQuant']);
 
 /** Maps a model and starts its worker; resolves once the weights are loaded. */
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
   if (typeof path !== 'string' || path === '') throw new RequestError('loadModel: path must be a non-empty string');
   if (typeof options !== 'object' || options === null) throw new RequestError('loadModel: options must be an object');
   for (const key of Object.keys(options)) if (!LOAD_OPTION_KEYS.has(key)) throw new RequestError(`loadModel: unknown option '${key}'`);
-  const { threads, contextSize, kvType = 'f16', headType = 'f16', layout = 'auto', isa } = options;
+  const { threads, contextSize, kvType = 'f16', headType = 'f16', layout = 'auto', isa, actQuant = 'auto' } = options;
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function')
     throw new RequestError('loadModel: options.onProgress must be a function');
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 1024))
@@ -119,6 +124,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (contextSize !== undefined && !(Number.isInteger(contextSize) && contextSize >= 2 && contextSize <= 1 << 20))
     throw new RequestError(`loadModel: options.contextSize must be an integer in [2, 1048576], got ${String(contextSize)}`);
   if (!(KV_TYPES as readonly string[]).includes(kvType)) throw new RequestError(`loadModel: options.kvType must be 'f16' or 'q8', got '${String(kvType)}'`);
+  if (actQuant !== 'auto' && actQuant !== 'i8') throw new RequestError(`loadModel: options.actQuant must be 'auto' or 'i8', got '${String(actQuant)}'`);
   if (!['auto', 't2r16', 'td3'].includes(layout)) throw new RequestError(`loadModel: options.layout must be 'auto', 't2r16' or 'td3', got '${String(layout)}'`);
   if (!(HEAD_TYPES as readonly string[]).includes(headType)) throw new RequestError(`loadModel: options.headType must be 'f16', 'q8' or 'q4', got '${String(headType)}'`);
   if (isa !== undefined) {
@@ -137,7 +143,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   for (const t of file.tensors) byType[t.typeName] = (byType[t.typeName] ?? 0) + 1;
   const template = md.string('tokenizer.chat_template', undefined);
   const init: WorkerInit = {
-    path, threads, isa, contextSize: contextSize ?? Math.min(4096, hparams.nCtxTrain), headType, kvType, layout,
+    path, threads, isa, contextSize: contextSize ?? Math.min(4096, hparams.nCtxTrain), headType, kvType, layout, actQuant,
     control: new SharedArrayBuffer(4),
   };
   const partial = {

@@ -26,8 +26,6 @@ export const SHIPPED = [
 const FAMILY_TITLE = {
   fp16: 'FP16 teacher', b158: 'BitNet b1.58', bitnet: 'BitNet (1-bit)', fbi: 'FBI-LLM', onebit: 'OneBit', a48: 'BitNet a4.8',
 };
-/** Architectures bitllm runs today (lib/model/config.ts). */
-const RUNNABLE = new Set(['bitnet', 'bitnet-b1.58', 'bitnet-25']);
 
 function usage(msg) {
   if (msg) process.stderr.write(`export-model: ${msg}\n`);
@@ -93,7 +91,7 @@ async function exportRun(lib, runDir, type, out) {
     description: `bitllm tiny reference model: ${FAMILY_TITLE[family]}, ${run.parameters} parameters, trained from scratch on public-domain English (docs/training.md)`,
   });
   const entry = {
-    file: basename(file), family, title: FAMILY_TITLE[family], arch: w.arch, type: w.type, runnable: RUNNABLE.has(w.arch),
+    file: basename(file), family, title: FAMILY_TITLE[family], arch: w.arch, type: w.type, runnable: lib.arch.ARCH_NAMES.includes(w.arch),
     bytes: w.bytes, sha256: w.sha256, parameters: run.parameters, training_tokens: run.training_tokens, steps: run.steps,
     seed: run.seed, lr: run.lr, loss: run.loss, init: run.init ? basename(dirname(resolve(runDir, run.init))) : null,
     wall_seconds: run.wall_seconds, threads: run.threads,
@@ -124,6 +122,7 @@ async function main() {
     ex: await import(DIST),
     st: await import(join(ROOT, 'dist', 'convert', 'safetensors.js')),
     spm: await import(join(ROOT, 'dist', 'convert', 'spm-model.js')),
+    arch: await import(join(ROOT, 'dist', 'model', 'arch.js')),
   };
   const entries = [];
   if (o.all) {

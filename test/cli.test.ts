@@ -188,6 +188,21 @@ describe('bitllm perplexity', () => {
     expect(out.ppl).toBeGreaterThan(1);
     expect(statSync(dump).size).toBe(out.n_tokens * 4096 * 4);
   });
+
+  it('--tokens that already start with BOS get no second BOS (48 ids, 48 rows, the same numbers as without it)', () => {
+    const ids = Array.from({ length: 47 }, (_, i) => 300 + 7 * i);
+    const run = (list: number[]) => {
+      const r = bitllm('perplexity', MODEL, '--tokens', list.join(','), '--ctx', '64', '--json', '-t', '1');
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      return JSON.parse(r.stdout);
+    };
+    const withBos = run([1, ...ids]); // 1 = <s> of the bundled vocabulary
+    const without = run(ids);
+    expect(withBos.n_tokens).toBe(48);
+    expect(withBos.n_scored).toBe(47);
+    expect(withBos).toEqual(without);
+  });
 });
 
 describe('errors', () => {

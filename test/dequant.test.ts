@@ -6,16 +6,16 @@ import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { KvCache } from '../lib/engine/kv-cache.js';
+import { KvCache } from '../lib/model/kv-cache.js';
 import { Q6_K_BLOCK_BYTES, QK_K, dequantizeBF16, dequantizeQ6K, floatsToHalves, quantizeQ6K } from '../lib/format/dequant.js';
 import { type GgufFile, GgufWriter, parseGguf, readGguf } from '../lib/format/gguf.js';
 import { GGML } from '../lib/format/types.js';
 import { KernelContext } from '../lib/kernels/context.js';
 import { repackQ8 } from '../lib/kernels/dense.js';
-import { BitnetModel } from '../lib/model/bitnet.js';
+import { TransformerModel } from '../lib/model/transformer.js';
 import { configFromGguf } from '../lib/model/config.js';
 import { synthesizeModel } from '../lib/model/synth.js';
-import { type HeadMatrix, type LoadWeightsOptions, dequantHead, loadBitnetWeights } from '../lib/model/weights.js';
+import { type HeadMatrix, type LoadWeightsOptions, dequantHead, loadWeights } from '../lib/model/weights.js';
 import { floatToHalf, halfToFloat } from '../lib/reference/numeric.js';
 import { expectSameBits, expectSameInts, randomNormal, rng } from './helpers.js';
 
@@ -174,8 +174,8 @@ describe('models with a Q6_K / BF16 token_embd', () => {
 
   function run(f: GgufFile, opts: LoadWeightsOptions = {}): { y: Float32Array; head: HeadMatrix } {
     const cfg = configFromGguf(f);
-    const weights = loadBitnetWeights(ctx, f, cfg, opts);
-    const y = new BitnetModel(ctx, cfg, weights).forward(TOKENS, new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, 16), true);
+    const weights = loadWeights(ctx, f, cfg, opts);
+    const y = new TransformerModel(ctx, cfg, weights).forward(TOKENS, new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, 16), true);
     return { y, head: weights.tokEmbd };
   }
 

@@ -5,11 +5,11 @@ import { fileURLToPath } from 'node:url';
 
 import { describe, expect, it } from 'vitest';
 
-import { KvCache } from '../lib/engine/kv-cache.js';
+import { KvCache } from '../lib/model/kv-cache.js';
 import { readGguf } from '../lib/format/gguf.js';
-import { BitnetModel } from '../lib/model/bitnet.js';
+import { TransformerModel } from '../lib/model/transformer.js';
 import { configFromGguf } from '../lib/model/config.js';
-import { loadBitnetWeights } from '../lib/model/weights.js';
+import { loadWeights } from '../lib/model/weights.js';
 import { contextsPerIsa } from './helpers.js';
 
 const golden = (p: string) => fileURLToPath(new URL(`../../shared/golden/${p}`, import.meta.url));
@@ -49,7 +49,7 @@ describe.each(contextsPerIsa())('bitnet.cpp golden logits on %s', (isa, ctx) => 
       const f = readGguf(golden(file));
       const cfg = configFromGguf(f);
       expect(cfg.activation).toBe('relu2');
-      const model = new BitnetModel(ctx, cfg, loadBitnetWeights(ctx, f, cfg));
+      const model = new TransformerModel(ctx, cfg, loadWeights(ctx, f, cfg));
       const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, 64);
       const r = compare(model.forward(meta.tokens, kv, true));
       expect(r.minCos, `${isa} ${file}`).toBeGreaterThanOrEqual(0.99);
@@ -62,7 +62,7 @@ describe.each(contextsPerIsa())('bitnet.cpp golden logits on %s', (isa, ctx) => 
   it('a q8 KV cache stays close to the golden logits (per-row cosine >= 0.99, top-1 >= 95 % of clear rows)', () => {
     const f = readGguf(golden('small-b158-i2s-s11.gguf'));
     const cfg = configFromGguf(f);
-    const model = new BitnetModel(ctx, cfg, loadBitnetWeights(ctx, f, cfg));
+    const model = new TransformerModel(ctx, cfg, loadWeights(ctx, f, cfg));
     const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, 64, 'q8');
     expect(kv.bytes).toBeLessThan(new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, 64).bytes * 0.54);
     const r = compare(model.forward(meta.tokens, kv, true));
@@ -73,7 +73,7 @@ describe.each(contextsPerIsa())('bitnet.cpp golden logits on %s', (isa, ctx) => 
   it('token-by-token decoding gives the same logits as one batch (KV cache consistency)', () => {
     const f = readGguf(golden('small-b158-i2s-s11.gguf'));
     const cfg = configFromGguf(f);
-    const model = new BitnetModel(ctx, cfg, loadBitnetWeights(ctx, f, cfg));
+    const model = new TransformerModel(ctx, cfg, loadWeights(ctx, f, cfg));
     const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, 64);
     const rows: Float32Array[] = [];
     for (const t of meta.tokens.slice(0, 12)) rows.push(model.forward([t], kv));

@@ -18,15 +18,15 @@ import { join } from 'node:path';
 
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { KvCache } from '../lib/engine/kv-cache.js';
+import { KvCache } from '../lib/model/kv-cache.js';
 import { readGguf } from '../lib/format/gguf.js';
 import { KernelContext } from '../lib/kernels/context.js';
 import { type ComputeBackend, nativeBackend, referenceBackend } from '../lib/model/backend.js';
-import { BitnetModel } from '../lib/model/bitnet.js';
-import type { BitnetArch } from '../lib/model/config.js';
+import { TransformerModel } from '../lib/model/transformer.js';
+import type { SynthArch } from '../lib/model/synth.js';
 import { configFromGguf } from '../lib/model/config.js';
 import { type SynthShapeName, type SynthType, synthesizeModel } from '../lib/model/synth.js';
-import { loadBitnetWeights } from '../lib/model/weights.js';
+import { loadWeights } from '../lib/model/weights.js';
 
 /** Per-row max |native − reference| / max |reference| (measured worst 2^-21.4, see top). */
 const MAX_REL_DIFF = 2 ** -17;
@@ -36,7 +36,7 @@ const TOKENS = [1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 11203, 2
 const PREFILL = 8;
 
 interface Case {
-  arch: BitnetArch;
+  arch: SynthArch;
   type: SynthType;
   shape: SynthShapeName;
   activation?: 'relu2' | 'silu';
@@ -59,7 +59,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const ctx = new KernelContext({ threads: 2 });
 
 /** Logits [12, vocab]: prefill of PREFILL tokens (all rows), then one token at a time. */
-function run(model: BitnetModel, capacity: number, kvType: 'f16' | 'q8' = 'f16'): Float32Array {
+function run(model: TransformerModel, capacity: number, kvType: 'f16' | 'q8' = 'f16'): Float32Array {
   const cfg = model.cfg;
   const V = cfg.nVocab;
   const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, capacity, kvType);
@@ -86,10 +86,10 @@ describe('native vs TS-reference backend on synthetic models', () => {
       const cfg = configFromGguf(f);
       if (c.activation) expect(cfg.activation).toBe(c.activation);
       // One load: both backends read the same natively repacked weights.
-      const weights = loadBitnetWeights(ctx, f, cfg, { headType: c.headType });
+      const weights = loadWeights(ctx, f, cfg, { headType: c.headType });
       const ref: ComputeBackend = referenceBackend();
-      const got = run(new BitnetModel(ctx, cfg, weights), 16);
-      const want = run(new BitnetModel(ctx, cfg, weights, ref), 16);
+      const got = run(new TransformerModel(ctx, cfg, weights), 16);
+      const want = run(new TransformerModel(ctx, cfg, weights, ref), 16);
       const V = cfg.nVocab;
       let maxDiff = 0;
       let maxRatio = 0;
@@ -137,11 +137,11 @@ describe('one-call native forward vs op-by-op native kernels', () => {
         await synthesizeModel({ shape: c.shape, type: c.type, arch: c.arch, activation: c.activation, seed: 5, out });
         const f = readGguf(out);
         const cfg = configFromGguf(f);
-        const weights = loadBitnetWeights(ctx, f, cfg, { headType: c.headType });
-        const fused = new BitnetModel(ctx, cfg, weights);
+        const weights = loadWeights(ctx, f, cfg, { headType: c.headType });
+        const fused = new TransformerModel(ctx, cfg, weights);
         expect(fused.native).not.toBeNull();
         const got = run(fused, 16, kvType);
-        const want = run(new BitnetModel(ctx, cfg, weights, nativeBackend(ctx)), 16, kvType);
+        const want = run(new TransformerModel(ctx, cfg, weights, nativeBackend(ctx)), 16, kvType);
         let firstDiff = -1;
         for (let j = 0; j < got.length && firstDiff < 0; j++) if (!Object.is(got[j], want[j])) firstDiff = j;
         expect(firstDiff, `${label}: first differing logit index`).toBe(-1);
@@ -156,13 +156,13 @@ describe('one-call native forward vs op-by-op native kernels', () => {
       await synthesizeModel({ shape: 'small', type, arch, seed: 9, out });
       const f = readGguf(out);
       const cfg = configFromGguf(f);
-      const t2 = loadBitnetWeights(ctx, f, cfg, { layout: 't2r16' });
-      const td3 = loadBitnetWeights(ctx, f, cfg, { layout: 'td3' });
+      const t2 = loadWeights(ctx, f, cfg, { layout: 't2r16' });
+      const td3 = loadWeights(ctx, f, cfg, { layout: 'td3' });
       expect(t2.layout).toBe('t2r16');
       expect(td3.layout).toBe('td3');
       expect(td3.bytesPerToken).toBeLessThan(t2.bytesPerToken);
-      const want = run(new BitnetModel(ctx, cfg, t2), 16);
-      for (const got of [run(new BitnetModel(ctx, cfg, td3), 16), run(new BitnetModel(ctx, cfg, td3, nativeBackend(ctx)), 16)]) {
+      const want = run(new TransformerModel(ctx, cfg, t2), 16);
+      for (const got of [run(new TransformerModel(ctx, cfg, td3), 16), run(new TransformerModel(ctx, cfg, td3, nativeBackend(ctx)), 16)]) {
         let firstDiff = -1;
         for (let j = 0; j < got.length && firstDiff < 0; j++) if (!Object.is(got[j], want[j])) firstDiff = j;
         expect(firstDiff).toBe(-1);
@@ -181,13 +181,17 @@ describe('one-call native forward vs op-by-op native kernels', () => {
       let plain;
       try {
         process.env.BITLLM_HUGE_PAGES = '0';
-        plain = loadBitnetWeights(ctx, f, cfg, { layout });
+        plain = loadWeights(ctx, f, cfg, { layout });
       } finally {
         if (saved === undefined) delete process.env.BITLLM_HUGE_PAGES;
         else process.env.BITLLM_HUGE_PAGES = saved;
       }
-      const w = loadBitnetWeights(ctx, f, cfg, { layout });
-      const bytes = (m: (typeof w.layers)[0]['wqkv']) => ('data' in m ? m.data : m.codes);
+      const w = loadWeights(ctx, f, cfg, { layout });
+      const bytes = (g: (typeof w.layers)[0]['wqkv']) => {
+        expect(g.length).toBe(1); // b1.58 fuses q|k|v and gate|up
+        const lw = g[0]!.w;
+        return lw.kind === 'td3' ? lw.m.data : lw.kind === 't2r16' ? lw.m.codes : new Uint8Array(0);
+      };
       const block = bytes(w.layers[0]!.wqkv).buffer;
       const slices = w.layers.flatMap((l) => [l.wqkv, l.wo, l.wgu, l.wdown].map(bytes));
       expect(slices.every((s) => s.buffer === block && s.byteOffset % 64 === 0)).toBe(true);
@@ -199,8 +203,8 @@ describe('one-call native forward vs op-by-op native kernels', () => {
         Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
       expect(same(w.output.m.data, plain.output.m.data)).toBe(true);
       expect(w.layers.every((l, i) => same(bytes(l.wgu), bytes(plain.layers[i]!.wgu)))).toBe(true);
-      const got = run(new BitnetModel(ctx, cfg, w), 12);
-      const want = run(new BitnetModel(ctx, cfg, plain), 12);
+      const got = run(new TransformerModel(ctx, cfg, w), 12);
+      const want = run(new TransformerModel(ctx, cfg, plain), 12);
       expect(same(got, want)).toBe(true);
     }, 60_000);
 
@@ -209,8 +213,8 @@ describe('one-call native forward vs op-by-op native kernels', () => {
     await synthesizeModel({ shape: 'tiny', type: 'tq2_0', arch: 'bitnet', seed: 4, out });
     const f = readGguf(out);
     const cfg = configFromGguf(f);
-    const a = run(new BitnetModel(ctx, cfg, loadBitnetWeights(ctx, f, cfg, { layout: 't2r16' }), referenceBackend()), 16);
-    const b = run(new BitnetModel(ctx, cfg, loadBitnetWeights(ctx, f, cfg, { layout: 'td3' }), referenceBackend()), 16);
+    const a = run(new TransformerModel(ctx, cfg, loadWeights(ctx, f, cfg, { layout: 't2r16' }), referenceBackend()), 16);
+    const b = run(new TransformerModel(ctx, cfg, loadWeights(ctx, f, cfg, { layout: 'td3' }), referenceBackend()), 16);
     expect(Array.from(b)).toEqual(Array.from(a));
   }, 60_000);
 
@@ -219,7 +223,7 @@ describe('one-call native forward vs op-by-op native kernels', () => {
     await synthesizeModel({ shape: 'tiny', type: 'tq2_0', arch: 'bitnet', seed: 1, out });
     const f = readGguf(out);
     const cfg = configFromGguf(f);
-    const model = new BitnetModel(ctx, cfg, loadBitnetWeights(ctx, f, cfg));
+    const model = new TransformerModel(ctx, cfg, loadWeights(ctx, f, cfg));
     const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, 4);
     expect(() => model.forward([1, cfg.nVocab], kv)).toThrow(/outside the vocabulary/);
     expect(() => model.forward([1, -1], kv)).toThrow(/outside the vocabulary/);

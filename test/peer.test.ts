@@ -14,13 +14,13 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { KvCache } from '../lib/engine/kv-cache.js';
+import { KvCache } from '../lib/model/kv-cache.js';
 import { readGguf } from '../lib/format/gguf.js';
 import { KernelContext } from '../lib/kernels/context.js';
-import { BitnetModel } from '../lib/model/bitnet.js';
+import { TransformerModel } from '../lib/model/transformer.js';
 import { configFromGguf } from '../lib/model/config.js';
 import { synthesizeModel, type SynthShapeName, type SynthType } from '../lib/model/synth.js';
-import { loadBitnetWeights } from '../lib/model/weights.js';
+import { loadWeights } from '../lib/model/weights.js';
 import { rng } from './helpers.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -119,7 +119,7 @@ describe(`peer agreement with llama.cpp (node-llama-cpp ${PEER_VERSION}, CPU, ${
     const r = rng(SEED * 1000 + 1);
     const tokens = [1, ...Array.from({ length: N_TOKENS - 1 }, () => 3 + Math.floor(r() * (V - 3)))];
 
-    const model = new BitnetModel(ctx, cfg, loadBitnetWeights(ctx, f, cfg));
+    const model = new TransformerModel(ctx, cfg, loadWeights(ctx, f, cfg));
     const ours = model.forward(tokens, new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, N_TOKENS), true);
     expect(ours.length).toBe(N_TOKENS * V);
 

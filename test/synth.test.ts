@@ -8,15 +8,16 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 
 import { runSynthCommand } from '../lib/cli/synth.js';
-import { KvCache } from '../lib/engine/kv-cache.js';
+import { KvCache } from '../lib/model/kv-cache.js';
 import { type GgufFile, readGguf } from '../lib/format/gguf.js';
 import { decodeI2S, decodeTQ1, decodeTQ2, encodeI2S, encodeTQ1, encodeTQ2 } from '../lib/format/ternary.js';
 import { GGML } from '../lib/format/types.js';
 import { KernelContext } from '../lib/kernels/context.js';
-import { BitnetModel } from '../lib/model/bitnet.js';
+import { TransformerModel } from '../lib/model/transformer.js';
+import { archRow } from '../lib/model/arch.js';
 import { configFromGguf } from '../lib/model/config.js';
 import { SynthError, type SynthOptions, type SynthType, planModel, synthesizeModel, ternaryScale } from '../lib/model/synth.js';
-import { loadBitnetWeights } from '../lib/model/weights.js';
+import { loadWeights } from '../lib/model/weights.js';
 import { Tokenizer } from '../lib/tokenizer/index.js';
 import { expectSameBits, expectSameInts } from './helpers.js';
 
@@ -41,7 +42,7 @@ function model(opts: Omit<SynthOptions, 'out'>): Promise<GgufFile> {
 
 function logits(f: GgufFile): Float32Array {
   const cfg = configFromGguf(f);
-  const m = new BitnetModel(ctx, cfg, loadBitnetWeights(ctx, f, cfg));
+  const m = new TransformerModel(ctx, cfg, loadWeights(ctx, f, cfg));
   return m.forward(TOKENS, new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, 32), true);
 }
 
@@ -192,8 +193,9 @@ describe('2B-4T layout (header only: no weights generated)', () => {
     const f = readGguf(path);
     expect(f.tensors.map((t) => [t.name, t.offset, t.nbytes])).toEqual(plan.tensors.map((t) => [t.name, plan.header.byteLength + t.offset, t.nbytes]));
     expect(configFromGguf(f)).toEqual({
-      arch: 'bitnet-b1.58', nEmbd: 2560, nLayer: 30, nHead: 20, nHeadKv: 5, headDim: 128, nFf: 6912, nVocab: 128256,
-      nCtxTrain: 4096, ropeTheta: 500000, nRot: 128, eps: Math.fround(1e-5), activation: 'relu2',
+      arch: 'bitnet-b1.58', row: archRow('bitnet-b1.58'), nEmbd: 2560, nLayer: 30, nHead: 20, nHeadKv: 5, headDim: 128, nFf: 6912,
+      nVocab: 128256, nCtxTrain: 4096, ropeTheta: 500000, nRot: 128, eps: Math.fround(1e-5), activation: 'relu2', topkRatio: 1,
+      linearNormEps: 1e-5,
     });
     const md = f.metadata;
     expect(md.has('tokenizer.ggml.pre')).toBe(false);

@@ -13,7 +13,8 @@ Tensors per family (M = out, K = in; I8 values are trits or signs):
   bitnet          <p>.weight I8 [M, K] in {−1, 1},    <p>.scale F32 [1] (β = mean|W|, an F16 value)
   fbi             <p>.weight I8 [M, K] in {−1, 1},    <p>.alpha F32 [K], <p>.beta F32 [K]
   onebit          <p>.weight I8 [M, K] in {−1, 1},    <p>.in_scale F32 [K] (g), <p>.out_scale F32 [M] (h)
-plus token_embd.weight F16 [V, d], output_norm.weight and blk.N.{attn,attn_sub,ffn,ffn_sub}_norm.weight F32.
+plus token_embd.weight F16 [V, d], output_norm.weight and blk.N.{attn,attn_sub,ffn,ffn_sub}_norm.weight F32; the
+LLaMA block (Config.block = 'llama') has no sub-norms and an untied output.weight F16 [V, d].
 """
 import math
 
@@ -35,9 +36,12 @@ def export_tensors(model):
     cfg, fam = model.cfg, model.family
     t = {'token_embd.weight': model.embed.detach().numpy().astype(np.float16),
          'output_norm.weight': model.output_norm.detach().numpy().astype(np.float32)}
+    if cfg.block == 'llama':
+        t['output.weight'] = model.output.detach().numpy().astype(np.float16)
+    norms = ('attn_norm', 'attn_sub_norm', 'ffn_norm', 'ffn_sub_norm') if cfg.block == 'bitnet' else ('attn_norm', 'ffn_norm')
     for l, blk in enumerate(model.blocks):
         p = f'blk.{l}.'
-        for n in ('attn_norm', 'attn_sub_norm', 'ffn_norm', 'ffn_sub_norm'):
+        for n in norms:
             t[f'{p}{n}.weight'] = getattr(blk, n).detach().numpy().astype(np.float32)
         for n in PROJECTIONS:
             lin = blk.proj[n]
@@ -99,6 +103,7 @@ class Inference:
         self.cfg, self.family, self.a8 = cfg, family, a8
         self.t = {k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}
         self.E = self.t['token_embd.weight'].float()
+        self.H = self.t['output.weight'].float() if 'output.weight' in self.t else self.E
         self.W = {}
         for k, v in self.t.items():
             if k.endswith('.weight') and v.dim() == 2 and not k.startswith('token_embd'):
@@ -165,13 +170,18 @@ class Inference:
             v = v.repeat_interleave(H // G, dim=1)
             att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(hd)) + mask
             a = (att.softmax(-1) @ v).transpose(1, 2).reshape(B, T, cfg.d)
-            a = rmsnorm(a, t[p + 'attn_sub_norm.weight'], cfg.eps)
+            llama = cfg.block == 'llama'
+            if not llama:
+                a = rmsnorm(a, t[p + 'attn_sub_norm.weight'], cfg.eps)
             x = x + L('attn_output', a)
             m = rmsnorm(x, t[p + 'ffn_norm.weight'], cfg.eps)
-            hmid = F.relu(L('ffn_gate', m)).square() * L('ffn_up', m)
-            hmid = rmsnorm(hmid, t[p + 'ffn_sub_norm.weight'], cfg.eps)
+            if llama:
+                hmid = F.silu(L('ffn_gate', m)) * L('ffn_up', m)
+            else:
+                hmid = F.relu(L('ffn_gate', m)).square() * L('ffn_up', m)
+                hmid = rmsnorm(hmid, t[p + 'ffn_sub_norm.weight'], cfg.eps)
             x = x + L('ffn_down', hmid)
-        return rmsnorm(x, t['output_norm.weight'], cfg.eps) @ self.E.t()
+        return rmsnorm(x, t['output_norm.weight'], cfg.eps) @ self.H.t()
 
 
 @torch.no_grad()

@@ -4,7 +4,8 @@
     y = h + Wdown·subnorm_ffn(relu(Wgate·m)² ⊙ Wup·m),             m = RMSNorm_ffn(h)
     logits = RMSNorm_out(y_L) · Eᵀ                                  (tied embeddings)
 
-NEOX RoPE, GQA, no biases. Families (formats.md §5; straight-through estimators throughout):
+NEOX RoPE, GQA, no biases. `Config.block = 'llama'` builds the upstream LLaMA block instead (FBI-LLM's and
+OneBit's released models, families.md §4-§5): no sub-norms, SiLU-gated FFN, an untied output head. Families (formats.md §5; straight-through estimators throughout):
   fp16    the full-precision teacher (trained in fp32, exported as F16)
   b158    absmean ternary weights (one scale per tensor), per-token absmax int8 activations
   bitnet  sign(W − mean W) weights times β = mean|W|, per-token absmax int8 activations
@@ -36,6 +37,7 @@ class Config:
     ctx: int = 256
     rope_theta: float = 10000.0
     eps: float = 1e-5
+    block: str = 'bitnet'  # 'bitnet': sub-norms, ReLU² GLU, tied head; 'llama': none, SiLU GLU, untied head
 
     @property
     def head_dim(self):
@@ -205,9 +207,10 @@ class Block(nn.Module):
         self.cfg, self.family = cfg, family
         d, ff = cfg.d, cfg.ff
         self.attn_norm = nn.Parameter(torch.ones(d))
-        self.attn_sub_norm = nn.Parameter(torch.ones(d))
         self.ffn_norm = nn.Parameter(torch.ones(d))
-        self.ffn_sub_norm = nn.Parameter(torch.ones(ff))
+        if cfg.block == 'bitnet':
+            self.attn_sub_norm = nn.Parameter(torch.ones(d))
+            self.ffn_sub_norm = nn.Parameter(torch.ones(ff))
         self.proj = nn.ModuleDict({n: BitLinear(family, *cfg.proj_shape(n), act=input_act(family, n)) for n in PROJECTIONS})
 
     def forward(self, x, cos, sin, mask):
@@ -225,11 +228,15 @@ class Block(nn.Module):
         v = v.repeat_interleave(H // G, dim=1)
         att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(hd)) + mask
         a = (att.softmax(-1) @ v).transpose(1, 2).reshape(B, T, cfg.d)
-        a = rmsnorm(a, self.attn_sub_norm, cfg.eps)
+        if cfg.block == 'bitnet':
+            a = rmsnorm(a, self.attn_sub_norm, cfg.eps)
         x = x + self.proj['attn_output'](a)
         m = rmsnorm(x, self.ffn_norm, cfg.eps)
-        hmid = F.relu(self.proj['ffn_gate'](m)).square() * self.proj['ffn_up'](m)
-        hmid = rmsnorm(hmid, self.ffn_sub_norm, cfg.eps)
+        if cfg.block == 'bitnet':
+            hmid = F.relu(self.proj['ffn_gate'](m)).square() * self.proj['ffn_up'](m)
+            hmid = rmsnorm(hmid, self.ffn_sub_norm, cfg.eps)
+        else:
+            hmid = F.silu(self.proj['ffn_gate'](m)) * self.proj['ffn_up'](m)
         return x + self.proj['ffn_down'](hmid)
 
 
@@ -241,6 +248,8 @@ class TinyLM(nn.Module):
         self.embed = nn.Parameter(torch.randn(cfg.vocab, cfg.d) * 0.02)
         self.blocks = nn.ModuleList([Block(cfg, family) for _ in range(cfg.n_layer)])
         self.output_norm = nn.Parameter(torch.ones(cfg.d))
+        if cfg.block == 'llama':  # untied head
+            self.output = nn.Parameter(torch.randn(cfg.vocab, cfg.d) * 0.02)
         self._tables = {}
 
     def tables(self, T, device):
@@ -257,7 +266,8 @@ class TinyLM(nn.Module):
         x = F.embedding(tokens, self.embed)
         for blk in self.blocks:
             x = blk(x, cos, sin, mask)
-        return rmsnorm(x, self.output_norm, self.cfg.eps) @ self.embed.t()
+        head = self.output if self.cfg.block == 'llama' else self.embed
+        return rmsnorm(x, self.output_norm, self.cfg.eps) @ head.t()
 
     def n_params(self):
         return sum(p.numel() for p in self.parameters())
@@ -269,6 +279,8 @@ class TinyLM(nn.Module):
         for name, p in self.named_parameters():
             if name in src and src[name].shape == p.shape:
                 p.copy_(src[name])
+        if self.cfg.block == 'llama' and 'output' not in src:  # an untied head starts as the tied one
+            self.output.copy_(src['embed'])
         for blk in self.blocks:
             for lin in blk.proj.values():
                 if lin.family == 'fbi':

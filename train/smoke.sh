@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # CI smoke test of the trainer: 20 steps of every family (FP teacher first: FBI-LLM and OneBit distil from it;
-# b1.58 before a4.8, its stage 2), export of each to GGUF, and `bitllm perplexity` of the b1.58 exports
-# against the trainer's quantized evaluation (within 1 %). Outputs in .cache/train/*-s1-smoke and .cache/smoke.
+# b1.58 before a4.8, its stage 2), plus FBI-LLM and OneBit in the upstream LLaMA block (no sub-norms, SiLU,
+# untied head: the layout of their released checkpoints), export of each to GGUF, and `bitllm perplexity` of
+# every export against the trainer's quantized evaluation (within 1 %). Outputs in .cache/train/*-s1-smoke*
+# and .cache/smoke.
 # Needs: /usr/bin/python3 with python3-torch, python3-numpy, python3-sentencepiece (Debian), bible-kjv, the npm
 # registry (corpus), and the compiled library (npm run build:ts).
 set -euo pipefail
@@ -22,7 +24,18 @@ for family in fp16 b158 bitnet fbi onebit a48; do
     node scripts/export-model.mjs ".cache/train/$family-s1-smoke" --type "$type" -o ".cache/smoke/$family-$type.gguf" --no-manifest
   done
 done
-for type in i2_s tq2_0; do
-  node train/check-parity.mjs .cache/train/b158-s1-smoke ".cache/smoke/b158-$type.gguf"
+for family in fbi onebit; do
+  echo "== smoke: $family, LLaMA block ($STEPS steps)"
+  "$PY" train/train.py --family "$family" --block llama --seed 1 --steps "$STEPS" --batch 4 --tag smoke-llama --eval val --log-every 10 \
+    --teacher .cache/train/fp16-s1-smoke/checkpoint.pt
+  node scripts/export-model.mjs ".cache/train/$family-s1-smoke-llama" --type q1_0 -o ".cache/smoke/$family-llama-q1_0.gguf" --no-manifest
+done
+for family in fp16 b158 bitnet fbi onebit a48; do
+  for type in $(node -e "import('./dist/convert/export.js').then(m => console.log(m.FAMILY_TYPES['$family'].join(' ')))"); do
+    node train/check-parity.mjs ".cache/train/$family-s1-smoke" ".cache/smoke/$family-$type.gguf"
+  done
+done
+for family in fbi onebit; do
+  node train/check-parity.mjs ".cache/train/$family-s1-smoke-llama" ".cache/smoke/$family-llama-q1_0.gguf"
 done
 echo "== smoke: ok"

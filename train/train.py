@@ -79,6 +79,8 @@ def main():
     ap.add_argument('--out', help='run directory (default .cache/train/<family>-s<seed>[-<tag>])')
     ap.add_argument('--teacher', help='FP teacher checkpoint for fbi/onebit (default: the fp16 run of this seed and tag)')
     ap.add_argument('--init', help='b1.58 checkpoint a48 starts from (default: the b158 run of this seed and tag)')
+    ap.add_argument('--block', choices=('bitnet', 'llama'), default='bitnet',
+                    help="bitnet: the b1.58 block (sub-norms, ReLU² GLU, tied head); llama: upstream FBI-LLM/OneBit's (none, SiLU, untied)")
     ap.add_argument('--tokenizer', default=tok.DEFAULT_MODEL)
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--log-every', type=int, default=10)
@@ -95,7 +97,7 @@ def main():
     os.makedirs(out, exist_ok=True)
 
     sp = tok.load(a.tokenizer)
-    cfg = Config(vocab=sp.get_piece_size())
+    cfg = Config(vocab=sp.get_piece_size(), block=a.block)
     train_ids = token_ids(sp, a.tokenizer, 'train')
     val_ids = token_ids(sp, a.tokenizer, 'val')
     ood_ids = token_ids(sp, a.tokenizer, 'ood')

@@ -2,7 +2,7 @@
 // the reply being written (and at the prompt, leaves); /reset starts over, /exit leaves.
 import { createInterface } from 'node:readline';
 
-import { ContextOverflowError } from '../engine/kv-cache.js';
+import { ContextOverflowError } from '../model/kv-cache.js';
 import { CHAT_FORMATS, type ChatFormatName } from '../engine/chat.js';
 import { type CommandSpec, CommandLine, MODEL_USAGE, MODEL_VALUED, SAMPLING_USAGE, SAMPLING_VALUED, loadOptions, openModel, samplingOptions } from './run.js';
 

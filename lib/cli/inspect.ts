@@ -5,7 +5,8 @@ import { statSync } from 'node:fs';
 import { detectChatFormat } from '../engine/chat.js';
 import { BitllmError } from '../errors.js';
 import { type GgufFile, type GgufValue, GgufMetadata, readGguf } from '../format/gguf.js';
-import { type BitnetConfig, configFromGguf } from '../model/config.js';
+import { PROJECTIONS } from '../model/arch.js';
+import { type ModelConfig, configFromGguf } from '../model/config.js';
 import { Tokenizer } from '../tokenizer/index.js';
 import { type CommandSpec, CommandLine } from './run.js';
 
@@ -27,7 +28,7 @@ export interface InspectReport {
   architecture: string | undefined;
   name: string | undefined;
   /** null when the architecture is not one bitllm runs (hparamsError says why). */
-  hparams: BitnetConfig | null;
+  hparams: ModelConfig | null;
   hparamsError?: string;
   tensors: {
     count: number;
@@ -99,6 +100,9 @@ function printReport(r: InspectReport): void {
     const h = r.hparams;
     out.push(`  layers ${h.nLayer}, d_model ${h.nEmbd}, heads ${h.nHead} (kv ${h.nHeadKv}, head dim ${h.headDim}), ffn ${h.nFf} (${h.activation}),`);
     out.push(`  vocab ${h.nVocab}, context ${h.nCtxTrain}, rope θ ${h.ropeTheta} (${h.nRot} dims), rms eps ${h.eps}`);
+    const row = h.row;
+    const kinds = PROJECTIONS.map((p) => `${p} ${row.linears[p].kind}/${row.linears[p].act}`).join(', ');
+    out.push(`  family ${row.title} (${row.family}): ${row.block} blocks, kv ${row.kv}; linear kind/input quantizer: ${kinds}`);
   } else out.push(`  (not runnable: ${r.hparamsError})`);
   out.push(`tensors: ${r.tensors.count}, ${mb(r.tensors.bytes)}`);
   for (const [type, t] of Object.entries(r.tensors.types).sort((a, b) => b[1].bytes - a[1].bytes))

@@ -2,13 +2,13 @@
 // bitllm command line. Exit codes: 0 ok, 1 a model/file/native failure (message names the file), 2 a usage
 // or request error. Expected errors print one message, never a stack trace.
 import { RequestError } from '../engine/generate.js';
-import { ContextOverflowError } from '../engine/kv-cache.js';
+import { ContextOverflowError } from '../model/kv-cache.js';
 import { SamplerError } from '../engine/sampler.js';
 import { BitllmError } from '../errors.js';
 import { kernelInfo } from '../kernels/context.js';
 import type { Isa } from '../native.js';
 import { UsageError, intList, parseArgs } from './args.js';
-import { DEFAULT_SHAPES, KERNEL_CASES, defaultIsas, runKernelBench } from './bench-kernels.js';
+import { DEFAULT_SHAPES, KERNEL_CASES, defaultIsas, lastLevelCacheBytes, runKernelBench } from './bench-kernels.js';
 import { runChatCommand } from './chat.js';
 import { runInspectCommand } from './inspect.js';
 import { runPerplexityCommand } from './perplexity.js';
@@ -100,7 +100,7 @@ async function main(argv: string[]): Promise<number> {
       shapes,
       seconds,
       reference: !options.has('no-reference'),
-      coldBytes: quick ? 64 << 20 : 256 << 20,
+      coldBytes: Math.max(256 << 20, 8 * lastLevelCacheBytes()),
       emit: (line) => {
         if (json) process.stdout.write(JSON.stringify(line) + '\n');
         else rows.push(line);

@@ -57,8 +57,9 @@ export async function runPerplexityCommand(argv: string[]): Promise<number> {
   const model = await openModel(path, loadOptions(cl, ctx), json);
   let fd: number | undefined;
   try {
-    const tokens = given ?? model.tokenize(text!, { addBos: false });
     const bos = model.info.tokenizer.addBos && !cl.has('no-bos') ? model.info.tokenizer.bos : undefined;
+    // Every window opens with BOS: ids that already start with it (a tokenizer's output) must not get a second.
+    const tokens = given !== undefined && bos !== undefined && given[0] === bos ? given.slice(1) : (given ?? model.tokenize(text!, { addBos: false }));
     const perWindow = bos !== undefined ? ctx - 1 : ctx;
     const windows: number[][] = [];
     for (let i = 0; i < tokens.length; i += perWindow) {

@@ -118,7 +118,7 @@ export class CommandLine {
 }
 
 /** Options every model-loading command accepts. */
-export const MODEL_VALUED: Record<string, string> = { t: 'threads', threads: 'threads', ctx: 'ctx', c: 'ctx', kv: 'kv', head: 'head', layout: 'layout', isa: 'isa' };
+export const MODEL_VALUED: Record<string, string> = { t: 'threads', threads: 'threads', ctx: 'ctx', c: 'ctx', kv: 'kv', head: 'head', layout: 'layout', isa: 'isa', act: 'act' };
 
 /** Sampling options of run and chat. */
 export const SAMPLING_VALUED: Record<string, string> = {
@@ -133,7 +133,8 @@ export const MODEL_USAGE = `      -t, --threads N            kernel threads (def
       --head f16|q8|q4           lm_head / embedding type: q8 (0.53x the F16 bytes per token) or q4 (0.28x), repacked at load
       --layout auto|t2r16|td3    in-memory ternary layout: td3 is 1.6875 bits/weight (16 % fewer bytes, same results);
                                  auto (default) picks it where the CPU decodes it at least as fast (AVX-512 VBMI)
-      --isa ISA                  force a kernel ISA (scalar, avx2, avx512, neon)`;
+      --isa ISA                  force a kernel ISA (scalar, avx2, avx512, neon)
+      --act auto|i8              FBI-LLM / OneBit projection inputs: float (auto, exact) or int8 per token (i8)`;
 
 export const SAMPLING_USAGE = `      -n, --max-tokens N         tokens to generate
       --temp T                   temperature (0 = greedy; default 0.8)
@@ -156,6 +157,8 @@ export function loadOptions(cl: CommandLine, contextSize?: number): LoadModelOpt
   if (layout !== undefined) opts.layout = layout;
   const isa = cl.choice<Isa>('isa', ['scalar', 'avx2', 'avx512', 'neon']);
   if (isa !== undefined) opts.isa = isa;
+  const act = cl.choice('act', ['auto', 'i8'] as const);
+  if (act !== undefined) opts.actQuant = act;
   return opts;
 }
 

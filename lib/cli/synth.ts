@@ -1,15 +1,16 @@
-// `bitllm synth`: writes a synthetic BitNet b1.58 model (lib/model/synth.ts) for tests and benchmarks.
-import type { BitnetArch } from '../model/config.js';
+// `bitllm synth`: writes a synthetic model of any architecture row (lib/model/synth.ts) for tests and benchmarks.
+import { ARCH_NAMES } from '../model/arch.js';
 import { SYNTH_SHAPES, SYNTH_TYPES, type SynthShapeName, type SynthType, SynthError, synthesizeModel } from '../model/synth.js';
 import { UsageError, parseArgs } from './args.js';
 
 export const SYNTH_USAGE = `usage: bitllm synth --shape SHAPE --type TYPE -o FILE [options]
 
   --shape tiny|small|large|3b|2b4t   model shape (3b: i2_s only; 2b4t: BitNet b1.58 2B-4T, llama-bpe vocabulary)
-  --type i2_s|tq2_0|tq1_0            ternary layout
+  --type i2_s|tq2_0|tq1_0|q1_0|f16   projection type: ternary layouts, Q1_0 signs, F16 dense
   -o, --out FILE                     output GGUF
-  --arch bitnet|bitnet-b1.58|bitnet-25
-                                     general.architecture (default: bitnet-b1.58 for i2_s, bitnet otherwise)
+  --arch ARCH                        general.architecture: ${ARCH_NAMES.join(', ')}
+                                     (default: bitnet-b1.58 for i2_s, bitnet for tq2_0/tq1_0, bitnet-1bit for q1_0,
+                                     bitnet-f16 for f16); the type must fit the architecture's projections
   --activation relu2|silu            write <arch>.hidden_activation (default: not written)
   --seed N                           32-bit seed (default 1); one seed gives the same weights in every layout
   --vocab FILE                       GGUF whose tokenizer.ggml.* keys are copied (default: ../shared/vocab)
@@ -18,7 +19,7 @@ export const SYNTH_USAGE = `usage: bitllm synth --shape SHAPE --type TYPE -o FIL
 
 const VALUED = new Set(['shape', 'type', 'arch', 'activation', 'seed', 'vocab', 'o', 'out']);
 const FLAGS = new Set(['json', 'help', 'h']);
-const ARCHS: readonly BitnetArch[] = ['bitnet', 'bitnet-b1.58', 'bitnet-25'];
+const ARCHS: readonly string[] = ARCH_NAMES;
 
 function choice<T extends string>(v: string | true | undefined, name: string, allowed: readonly T[], required: boolean): T | undefined {
   if (v === undefined) {

@@ -17,6 +17,7 @@ import { encodeI2S, encodeTQ1, encodeTQ2, QK_K } from '../format/ternary.js';
 import { GGML } from '../format/types.js';
 import { floatToHalf, halfToFloat } from '../reference/numeric.js';
 import { encodeQ1_0, QK1_0 } from './q1_0.js';
+import { LINEAR_KIND_SPECS, PROJECTIONS, type Projection, archRow } from '../model/arch.js';
 import { type SafeTensor, type SafetensorsFile, tensorValues } from './safetensors.js';
 import { type SpmModelFile, writeSpmTokenizer } from './spm-model.js';
 
@@ -35,10 +36,10 @@ export interface TrainedConfig {
   ctx: number;
   rope_theta: number;
   eps: number;
+  /** 'bitnet' (default): sub-norms, ReLU² GLU, tied head; 'llama': upstream FBI-LLM / OneBit (none, SiLU, untied). */
+  block?: 'bitnet' | 'llama';
 }
 
-const PROJECTIONS = ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down'] as const;
-type Projection = (typeof PROJECTIONS)[number];
 
 /** Types each family can be written as; the first is the default. */
 export const FAMILY_TYPES: Readonly<Record<Family, readonly ExportType[]>> = {
@@ -123,6 +124,7 @@ function checkConfig(cfg: TrainedConfig): void {
   for (const k of ints) if (!Number.isInteger(cfg[k]) || cfg[k] < 1) throw new ModelFormatError(`config.${k} = ${cfg[k]} is not a positive integer`);
   if (cfg.d % cfg.n_head !== 0 || cfg.n_head % cfg.n_head_kv !== 0) throw new ModelFormatError(`config: d ${cfg.d}, heads ${cfg.n_head}, kv heads ${cfg.n_head_kv} do not divide`);
   if (!(cfg.eps > 0) || !(cfg.rope_theta > 0)) throw new ModelFormatError('config: eps and rope_theta must be positive');
+  if (cfg.block !== undefined && cfg.block !== 'bitnet' && cfg.block !== 'llama') throw new ModelFormatError(`config.block = '${String(cfg.block)}' is not bitnet or llama`);
 }
 
 /** Builds the GGUF (metadata, tokenizer, tensors) of a trained model. */
@@ -153,12 +155,13 @@ export function buildGguf(opts: ExportOptions): { writer: GgufWriter; summary: E
   w.u32(key('attention.head_count_kv'), cfg.n_head_kv);
   w.f32(key('attention.layer_norm_rms_epsilon'), cfg.eps);
   w.f32(key('rope.freq_base'), cfg.rope_theta);
-  w.string(key('hidden_activation'), 'relu2');
-  if (family === 'onebit') w.f32(key('linear_norm_epsilon'), 1e-5);
-  if (family === 'a48') {
-    w.f32(key('attn_output.topk_ratio'), 0.5);
-    w.u32(key('kv_bits'), 3);
-  }
+  const llama = cfg.block === 'llama';
+  w.string(key('hidden_activation'), llama ? 'silu' : 'relu2');
+  // The row's extra keys, with the values train/model.py trains with.
+  const row = archRow(arch);
+  if (row.extraKeys.includes('linear_norm_epsilon')) w.f32(key('linear_norm_epsilon'), 1e-5);
+  if (row.extraKeys.includes('attn_output.topk_ratio')) w.f32(key('attn_output.topk_ratio'), 0.5);
+  if (row.extraKeys.includes('kv_bits')) w.u32(key('kv_bits'), 3);
   if (FILE_TYPE[type] !== undefined) w.u32('general.file_type', FILE_TYPE[type]!);
   writeSpmTokenizer(w, tokenizer);
   w.u32('general.quantization_version', 2);
@@ -166,15 +169,17 @@ export function buildGguf(opts: ExportOptions): { writer: GgufWriter; summary: E
   const embd = src.get('token_embd.weight', 'F16', [cfg.vocab, cfg.d]);
   w.addTensor('token_embd.weight', [cfg.d, cfg.vocab], GGML.F16, embd.data.slice());
   const norm = (name: string, n: number) => w.addTensor(name, [n], GGML.F32, bytesOf(src.f32(name, [n])));
+  if (llama) w.addTensor('output.weight', [cfg.d, cfg.vocab], GGML.F16, src.get('output.weight', 'F16', [cfg.vocab, cfg.d]).data.slice());
   norm('output_norm.weight', cfg.d);
   const proj = (p: string, M: number, K: number, kind: Projection) => {
     const name = `${p}${kind}.weight`;
     const base = `${p}${kind}.`;
-    switch (family) {
-      case 'fp16':
+    const linear = row.linears[kind].kind;
+    switch (linear) {
+      case 'f16':
         w.addTensor(name, [K, M], GGML.F16, src.get(name, 'F16', [M, K]).data.slice());
         return;
-      case 'b158': case 'a48': {
+      case 'ternary': {
         if (type !== 'i2_s' && K % QK_K !== 0) throw new ModelFormatError(`${name}: K = ${K} is not a multiple of ${QK_K}; ${type} cannot hold it`);
         const trits = src.codes(name, M, K, true);
         const s = src.scale(`${base}scale`, type !== 'i2_s');
@@ -185,17 +190,15 @@ export function buildGguf(opts: ExportOptions): { writer: GgufWriter; summary: E
         }
         return;
       }
-      case 'bitnet': case 'fbi': case 'onebit': {
+      case 'sign': case 'sign-col': case 'sign-gh-ln': {
         if (K % QK1_0 !== 0) throw new ModelFormatError(`${name}: K = ${K} is not a multiple of ${QK1_0}; Q1_0 cannot hold it`);
         const signs = src.codes(name, M, K, false);
-        const d = family === 'bitnet' ? src.scale(`${base}scale`, true) : 1;
+        // A lone sign kind carries its scale in the Q1_0 blocks; the others scale through their siblings.
+        const d = linear === 'sign' ? src.scale(`${base}scale`, true) : 1;
         w.addTensor(name, [K, M], GGML.Q1_0, encodeQ1_0(signs, M, K, d));
-        if (family === 'fbi') {
-          w.addTensor(`${base}alpha`, [K], GGML.F32, bytesOf(src.f32(`${base}alpha`, [K])));
-          w.addTensor(`${base}beta`, [K], GGML.F32, bytesOf(src.f32(`${base}beta`, [K])));
-        } else if (family === 'onebit') {
-          w.addTensor(`${base}in_scale`, [K], GGML.F32, bytesOf(src.f32(`${base}in_scale`, [K])));
-          w.addTensor(`${base}out_scale`, [M], GGML.F32, bytesOf(src.f32(`${base}out_scale`, [M])));
+        for (const s of LINEAR_KIND_SPECS[linear].siblings) {
+          const n = s.length === 'K' ? K : M;
+          w.addTensor(`${base}${s.suffix}`, [n], GGML.F32, bytesOf(src.f32(`${base}${s.suffix}`, [n])));
         }
         return;
       }
@@ -206,12 +209,13 @@ export function buildGguf(opts: ExportOptions): { writer: GgufWriter; summary: E
     const P = (kind: Projection) => proj(p, ...shapeOf(cfg, kind), kind);
     norm(`${p}attn_norm.weight`, cfg.d);
     P('attn_q'); P('attn_k'); P('attn_v'); P('attn_output');
-    norm(`${p}attn_sub_norm.weight`, cfg.d);
+    if (!llama) norm(`${p}attn_sub_norm.weight`, cfg.d);
     norm(`${p}ffn_norm.weight`, cfg.d);
     P('ffn_gate'); P('ffn_up'); P('ffn_down');
-    norm(`${p}ffn_sub_norm.weight`, cfg.ff);
+    if (!llama) norm(`${p}ffn_sub_norm.weight`, cfg.ff);
   }
-  const count = 2 + cfg.n_layer * (4 + 7 * (family === 'fbi' || family === 'onebit' ? 3 : 1));
+  const perLayer = PROJECTIONS.reduce((a, p) => a + 1 + LINEAR_KIND_SPECS[row.linears[p].kind].siblings.length, 0);
+  const count = (llama ? 3 : 2) + cfg.n_layer * ((llama ? 2 : 4) + perLayer);
   return { writer: w, summary: { arch, type, tensors: count } };
 }
 

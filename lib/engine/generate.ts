@@ -4,7 +4,7 @@ import { BitllmError, ModelFormatError, NativeError } from '../errors.js';
 import type { Isa } from '../native.js';
 import type { StreamingDecoder, Tokenizer } from '../tokenizer/index.js';
 import { TokenizerError } from '../tokenizer/index.js';
-import { ContextOverflowError } from './kv-cache.js';
+import { ContextOverflowError } from '../model/kv-cache.js';
 import { Sampler, SamplerError, type SamplerOptions } from './sampler.js';
 
 /** A request is malformed: a bad option value, an empty prompt, a token id outside the vocabulary. */
@@ -246,6 +246,7 @@ export interface WorkerInit {
   contextSize: number;
   headType: 'f16' | 'q8' | 'q4';
   layout: 'auto' | 't2r16' | 'td3';
+  actQuant: 'auto' | 'i8';
   kvType: 'f16' | 'q8';
   /** Int32Array(1): the id of the request the worker must stop at its next token boundary (0 = none). */
   control: SharedArrayBuffer;

@@ -7,14 +7,14 @@ import { performance } from 'node:perf_hooks';
 
 import { readGguf } from '../format/gguf.js';
 import { KernelContext } from '../kernels/context.js';
-import { BitnetModel } from '../model/bitnet.js';
+import { TransformerModel } from '../model/transformer.js';
 import { configFromGguf } from '../model/config.js';
 import { profileOpNames } from '../model/native-model.js';
-import { loadBitnetWeights } from '../model/weights.js';
+import { loadWeights } from '../model/weights.js';
 import {
   type FinishReason, PREFILL_CHUNK, type PhaseProfile, type RequestStats, type WorkerInit, type WorkerReply, type WorkerRequest, serializeError,
 } from './generate.js';
-import { ContextOverflowError, KvCache } from './kv-cache.js';
+import { ContextOverflowError, KvCache } from '../model/kv-cache.js';
 import { Sampler } from './sampler.js';
 
 const port = parentPort;
@@ -57,7 +57,7 @@ class Sequence {
   }
 
   /** Runs tokens[from..] in chunks ending at multiples of PREFILL_CHUNK; returns the last chunk's logits. */
-  prefill(model: BitnetModel, tokens: readonly number[], from: number, allLogits: boolean, stopped: () => boolean,
+  prefill(model: TransformerModel, tokens: readonly number[], from: number, allLogits: boolean, stopped: () => boolean,
     onLogits?: (start: number, count: number, logits: Float32Array) => void, timer?: PhaseTimer): Float32Array | undefined {
     const aligned = from % PREFILL_CHUNK === 0 && from <= this.exact;
     let logits: Float32Array | undefined;
@@ -84,7 +84,7 @@ class PhaseTimer {
   forwardMs = 0;
   samplingMs = 0;
   private t0 = 0;
-  constructor(private readonly model: BitnetModel) {
+  constructor(private readonly model: TransformerModel) {
     model.native?.setProfiling(true);
     this.t0 = performance.now();
   }
@@ -136,7 +136,7 @@ class PhaseTimer {
 }
 
 interface Engine {
-  model: BitnetModel;
+  model: TransformerModel;
   seq: Sequence;
 }
 
@@ -145,12 +145,13 @@ function load(): Engine {
   const file = readGguf(init.path);
   const cfg = configFromGguf(file);
   const ctx = new KernelContext({ threads: init.threads, isa: init.isa });
-  const weights = loadBitnetWeights(ctx, file, cfg, {
+  const weights = loadWeights(ctx, file, cfg, {
     headType: init.headType,
     layout: init.layout,
+    actQuant: init.actQuant,
     onProgress: (done, total) => post({ type: 'progress', done, total }),
   });
-  const model = new BitnetModel(ctx, cfg, weights);
+  const model = new TransformerModel(ctx, cfg, weights);
   const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, init.contextSize, init.kvType);
   const info = ctx.info();
   post({

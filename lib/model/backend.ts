@@ -1,14 +1,22 @@
-// Compute backends for BitnetModel.forward: the native kernels (production) or the pure-TS reference
-// kernels (test oracle). Both read the same repacked weights (T2R16 ternary, F16 / Q8R16 head) and
+// Compute backends for TransformerModel.forward: the native kernels (production) or the pure-TS reference
+// kernels (test oracle). Both read the same repacked weights (T2R16 / TD3 ternary, B1R16 binary, F16 dense,
+// F16 / Q8R16 / Q4R16 head) and
 // write into caller-owned buffers, so the model code and its scratch management are shared.
 import type { KernelContext } from '../kernels/context.js';
 import { type F16Matrix, type Q4Matrix, type Q8Matrix, f16Gemm, f16GetRows, q4Gemm, q4GetRows, q8Gemm, q8GetRows } from '../kernels/dense.js';
 import { type KvCacheShape, attentionF16, attentionQ8, gluRelu2, gluSilu, kvStoreF16, kvStoreQ8, rmsnorm, ropeNeox } from '../kernels/ops.js';
-import { type QuantizedActivations, quantizeActivationsI8, ternaryGemm } from '../kernels/ternary.js';
+import { type QuantizedActivations, quantizeActivationsI4, quantizeActivationsI8, ternaryGemm } from '../kernels/ternary.js';
+import { type BinaryMatrix, binaryGemm, prepareBinaryActivations } from '../kernels/binary.js';
+import { layerNormRows } from '../kernels/linear.js';
+import { binaryFloatGemm, quantizeActivationsTopkI8, refActQuantTopkI8 } from '../kernels/pending.js';
+import { refBinaryGemm, refBinaryPrep, refBinaryFloatGemm } from '../reference/binary.js';
+import { refLayerNorm } from '../reference/linear.js';
 import { ternaryTd3Gemm } from '../kernels/td3.js';
 import { refTd3Gemm } from '../reference/td3.js';
 import { type TernaryWeight, isTd3 } from './weights.js';
-import { refActQuantI8 } from '../reference/act_quant.js';
+
+export type ActQuantKind = 'i8' | 'i4' | 'topk-i8';
+import { refActQuantI4, refActQuantI8 } from '../reference/act_quant.js';
 import { refF16Gemm, refF16GetRows, refQ4Gemm, refQ4GetRows, refQ8Gemm, refQ8GetRows } from '../reference/dense.js';
 import {
   refAttentionF16, refAttentionQ8, refGluRelu2, refGluSilu, refKvStoreF16, refKvStoreQ8, refRmsnorm, refRopeNeox,
@@ -21,11 +29,22 @@ import { refTernaryGemm } from '../reference/ternary.js';
  */
 export interface ComputeBackend {
   readonly name: string;
-  /** Per-token absmax int8 quantization of x [B, K] into out (its q / scale / sum views are B·K, B, B long). */
-  quantizeI8(x: Float32Array, B: number, K: number, out: QuantizedActivations): QuantizedActivations;
-  /** y [B, M] = W · Aᵀ. */
+  /**
+   * Per-token quantization of x [B, K] into out (its q / scale / sum views are B·K, B, B long): absmax int8,
+   * absmean int4, or top-k (the `ratio` of largest |x| kept) then int8 (act_quant.h).
+   */
+  quantize(kind: ActQuantKind, x: Float32Array, B: number, K: number, ratio: number, out: QuantizedActivations): QuantizedActivations;
   /** y [B, M] = W · Aᵀ for a T2R16 or TD3 W. */
   ternaryGemm(w: TernaryWeight, a: QuantizedActivations, y: Float32Array): void;
+  /** xs = x ⊙ colScale; tokBias[b] = Σ colBias ⊙ x[b] (binary.h binary_prep). */
+  binaryPrep(x: Float32Array, B: number, K: number, colScale: Float32Array | null, colBias: Float32Array | null,
+    xs: Float32Array, tokBias: Float32Array | null): void;
+  /** y [B, M] = W · Aᵀ (+ tokBias[b]) for a B1R16 W and int8 activations (binary.h). */
+  binaryGemm(w: BinaryMatrix, a: QuantizedActivations, tokBias: Float32Array | null, y: Float32Array): void;
+  /** y [B, M] = (u [B, K] · signs(W)ᵀ) ⊙ rowScale + tokBias: float activations, no rounding of u (W1A16). */
+  binaryFloatGemm(w: BinaryMatrix, u: Float32Array, B: number, rowScale: Float32Array | null, tokBias: Float32Array | null, y: Float32Array): void;
+  /** OneBit's non-affine LayerNorm over each row of x [B, n] into out (out may be x); linear.h. */
+  layerNorm(x: Float32Array, B: number, n: number, eps: number, out: Float32Array): void;
   /** RMSNorm of x [B, n] into out (out may be x). */
   rmsnorm(x: Float32Array, w: Float32Array | null, B: number, n: number, eps: number, out: Float32Array): void;
   /** NEOX RoPE of x [B, nHeads, headDim] in place, B = pos.length. */
@@ -53,7 +72,19 @@ export interface ComputeBackend {
 export function nativeBackend(ctx: KernelContext): ComputeBackend {
   return {
     name: 'native',
-    quantizeI8: (x, B, K, out) => quantizeActivationsI8(ctx, x, B, K, out),
+    quantize: (kind, x, B, K, ratio, out) => {
+      if (kind === 'i8') return quantizeActivationsI8(ctx, x, B, K, out);
+      if (kind === 'i4') return quantizeActivationsI4(ctx, x, B, K, out);
+      return quantizeActivationsTopkI8(ctx, x, B, K, ratio, out);
+    },
+    binaryPrep: (x, B, K, colScale, colBias, xs, tokBias) => {
+      const r = prepareBinaryActivations(ctx, x, B, K, { colScale: colScale ?? undefined, colBias: colBias ?? undefined });
+      xs.set(r.xs);
+      if (tokBias && r.tokBias) tokBias.set(r.tokBias);
+    },
+    binaryGemm: (w, a, tokBias, y) => void binaryGemm(ctx, w, a, tokBias ?? undefined, y),
+    binaryFloatGemm: (w, u, B, rowScale, tokBias, y) => void binaryFloatGemm(ctx, w, u, B, rowScale, tokBias, y),
+    layerNorm: (x, B, n, eps, out) => layerNormRows(ctx, x, B, n, eps, out),
     ternaryGemm: (w, a, y) => void (isTd3(w) ? ternaryTd3Gemm(ctx, w, a, y) : ternaryGemm(ctx, w, a, y)),
     rmsnorm: (x, w, B, n, eps, out) => void rmsnorm(ctx, x, w, B, n, eps, out),
     ropeNeox: (x, pos, nHeads, headDim, nRot, theta) => void ropeNeox(ctx, x, pos, nHeads, headDim, nRot, theta),
@@ -86,8 +117,9 @@ function exact(a: QuantizedActivations): QuantizedActivations {
 export function referenceBackend(): ComputeBackend {
   return {
     name: 'reference',
-    quantizeI8: (x, B, K, out) => {
-      const r = refActQuantI8(x.subarray(0, B * K), B, K);
+    quantize: (kind, x, B, K, ratio, out) => {
+      const src = x.subarray(0, B * K);
+      const r = kind === 'i8' ? refActQuantI8(src, B, K) : kind === 'i4' ? refActQuantI4(src, B, K) : refActQuantTopkI8(src, B, K, ratio);
       out.q.set(r.q);
       out.scale.set(r.scale);
       out.sum.set(r.sum);
@@ -96,6 +128,14 @@ export function referenceBackend(): ComputeBackend {
       return out;
     },
     ternaryGemm: (w, a, y) => y.set(isTd3(w) ? refTd3Gemm(w, exact(a)) : refTernaryGemm(w, exact(a))),
+    binaryPrep: (x, B, K, colScale, colBias, xs, tokBias) => {
+      const r = refBinaryPrep(x.subarray(0, B * K), B, K, colScale ?? undefined, colBias ?? undefined);
+      xs.set(r.xs);
+      if (tokBias && r.tokBias) tokBias.set(r.tokBias);
+    },
+    binaryGemm: (w, a, tokBias, y) => y.set(refBinaryGemm(w, exact(a), tokBias ?? undefined)),
+    binaryFloatGemm: (w, u, B, rowScale, tokBias, y) => y.set(refBinaryFloatGemm(w, u.subarray(0, B * w.K), B, rowScale, tokBias)),
+    layerNorm: (x, B, n, eps, out) => out.set(refLayerNorm(x.subarray(0, B * n), B, n, eps)),
     // refRmsnorm reads all of x before anything is written, so out === x is safe.
     rmsnorm: (x, w, B, n, eps, out) => out.set(refRmsnorm(x, w, B, n, eps).y),
     ropeNeox: (x, pos, nHeads, headDim, nRot, theta) => x.set(refRopeNeox(x, pos, nHeads, headDim, nRot, theta).y),

@@ -1,12 +1,12 @@
-// Hyperparameters of the BitNet family read from GGUF metadata, validated.
+// Hyperparameters of a model read from GGUF metadata through its architecture row (arch.ts), validated.
 import { ModelFormatError } from '../errors.js';
 import { type GgufFile, GgufMetadata } from '../format/gguf.js';
+import { type ArchRow, type FfnActivation, archRow } from './arch.js';
 
-export type BitnetArch = 'bitnet' | 'bitnet-b1.58' | 'bitnet-25';
-export const BITNET_ARCHS: readonly BitnetArch[] = ['bitnet', 'bitnet-b1.58', 'bitnet-25'];
-
-export interface BitnetConfig {
-  arch: BitnetArch;
+export interface ModelConfig {
+  arch: string;
+  /** The architecture table row the file is read with. */
+  row: ArchRow;
   nEmbd: number; // d_model
   nLayer: number;
   nHead: number;
@@ -18,15 +18,18 @@ export interface BitnetConfig {
   ropeTheta: number;
   nRot: number;
   eps: number;
-  /** FFN gate activation: ReLU² (BitNet b1.58) or SiLU (upstream llama.cpp default for 'bitnet'). */
-  activation: 'relu2' | 'silu';
+  /** FFN gate activation: ReLU² or SiLU (the row's default unless `<arch>.hidden_activation` says). */
+  activation: FfnActivation;
+  /** a4.8: the fraction of the attention output projection's input kept by top-k (else 1). */
+  topkRatio: number;
+  /** OneBit: the epsilon of the LayerNorm after every projection. */
+  linearNormEps: number;
 }
 
-export function configFromGguf(file: GgufFile): BitnetConfig {
+export function configFromGguf(file: GgufFile): ModelConfig {
   const md = new GgufMetadata(file);
   const arch = md.string('general.architecture');
-  if (!(BITNET_ARCHS as readonly string[]).includes(arch))
-    throw new ModelFormatError(`${file.source}: architecture '${arch}' is not supported (supported: ${BITNET_ARCHS.join(', ')})`);
+  const row = archRow(arch, file.source);
   const key = (k: string) => `${arch}.${k}`;
   const positive = (k: string, fallback?: number): number => {
     const v = fallback === undefined ? md.number(key(k)) : md.number(key(k), fallback)!;
@@ -49,17 +52,30 @@ export function configFromGguf(file: GgufFile): BitnetConfig {
   const ropeTheta = md.number(key('rope.freq_base'), 10000)!;
   if (!(eps > 0 && eps < 1)) throw new ModelFormatError(`${file.source}: layer_norm_rms_epsilon ${eps} is out of range`);
   if (!(ropeTheta > 0)) throw new ModelFormatError(`${file.source}: rope.freq_base ${ropeTheta} must be positive`);
-  // bitnet.cpp's architectures are ReLU²; upstream 'bitnet' reads hidden_activation and defaults to SiLU.
-  let activation: 'relu2' | 'silu' = arch === 'bitnet' ? 'silu' : 'relu2';
+  let activation: FfnActivation = row.activation;
   const act = md.string(key('hidden_activation'), undefined) ?? md.string(key('hidden_act'), undefined);
   if (act !== undefined) {
     if (act === 'relu2' || act === 'relu_sqr' || act === 'relu_squared') activation = 'relu2';
     else if (act === 'silu' || act === 'swish') activation = 'silu';
     else throw new ModelFormatError(`${file.source}: metadata '${key('hidden_activation')}' = '${act}' is not relu2 or silu`);
   }
+  let topkRatio = 1;
+  if (row.extraKeys.includes('attn_output.topk_ratio')) {
+    topkRatio = md.number(key('attn_output.topk_ratio'), 0.5)!;
+    if (!(topkRatio > 0 && topkRatio <= 1)) throw new ModelFormatError(`${file.source}: metadata '${key('attn_output.topk_ratio')}' = ${topkRatio} must be in (0, 1]`);
+  }
+  if (row.extraKeys.includes('kv_bits')) {
+    const bits = md.number(key('kv_bits'), 3)!;
+    if (bits !== 3) throw new ModelFormatError(`${file.source}: metadata '${key('kv_bits')}' = ${bits}: only a 3-bit KV cache is supported for ${arch}`);
+  }
+  let linearNormEps = 1e-5;
+  if (row.extraKeys.includes('linear_norm_epsilon')) {
+    linearNormEps = md.number(key('linear_norm_epsilon'), 1e-5)!;
+    if (!(linearNormEps > 0 && linearNormEps < 1)) throw new ModelFormatError(`${file.source}: metadata '${key('linear_norm_epsilon')}' = ${linearNormEps} is out of range`);
+  }
   return {
-    arch: arch as BitnetArch,
+    arch, row,
     nEmbd, nLayer: positive('block_count'), nHead, nHeadKv, headDim, nFf: positive('feed_forward_length'), nVocab,
-    nCtxTrain: positive('context_length', 4096), ropeTheta, nRot, eps, activation,
+    nCtxTrain: positive('context_length', 4096), ropeTheta, nRot, eps, activation, topkRatio, linearNormEps,
   };
 }

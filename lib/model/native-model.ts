@@ -1,14 +1,15 @@
-// The whole-model native forward (native/runtime/bitnet_exec.h): one N-API call per forward instead of
-// ~17 per layer. It reads the same repacked weights as the op-by-op path (lib/model/bitnet.ts with a
+// The whole-model native forward (native/runtime/model_exec.h): one N-API call per forward instead of
+// ~17 per layer. It reads the same repacked weights as the op-by-op path (lib/model/transformer.ts with a
 // ComputeBackend) and gives bit-identical logits; the op-by-op path stays as the test oracle's twin.
+// The spec it builds is the native mirror of the architecture row: one linear spec per projection.
 import { NativeError } from '../errors.js';
-import type { KvCache } from '../engine/kv-cache.js';
 import type { KernelContext } from '../kernels/context.js';
 import { loadNative } from '../native.js';
-import type { BitnetConfig } from './config.js';
-import { type BitnetWeights, type HeadMatrix, type TernaryWeight, isTd3 } from './weights.js';
+import type { ModelConfig } from './config.js';
+import type { KvCache } from './kv-cache.js';
+import type { HeadMatrix, Linear, LinearGroup, ModelWeights } from './weights.js';
 
-interface NativeBitnetHandle {
+interface NativeModelHandle {
   forward(ctx: unknown, tokens: Int32Array, pos0: number, kvK: ArrayBufferView[], kvV: ArrayBufferView[], kvType: string,
     capacity: number, nOut: number, logits: Float32Array, profile?: Float64Array): void;
 }
@@ -18,29 +19,41 @@ export function profileOpNames(): string[] {
   return (loadNative().profileOps as () => string[])();
 }
 
-function linear(w: TernaryWeight) {
-  if (isTd3(w)) return { kind: 'td3', data: w.data, scales: w.scales, M: w.M, K: w.K, scaleMode: w.scaleMode };
-  return { kind: 't2r16', codes: w.codes, scales: w.scales, M: w.M, K: w.K, scaleMode: w.scaleMode };
+/** The native spec of one linear (native/addon/model.cpp read_linear). */
+function linearSpec(l: Linear): object {
+  const common = {
+    quant: l.quant, M: l.M, K: l.K, topkRatio: l.topkRatio, lnEps: l.layerNormEps,
+    colScale: l.colScale ?? undefined, colBias: l.colBias ?? undefined, rowScale: l.rowScale ?? undefined,
+  };
+  const w = l.w;
+  switch (w.kind) {
+    case 't2r16': return { ...common, weights: 't2r16', codes: w.m.codes, scales: w.m.scales, scaleMode: w.m.scaleMode };
+    case 'td3': return { ...common, weights: 'td3', data: w.m.data, scales: w.m.scales, scaleMode: w.m.scaleMode };
+    case 'b1r16': return { ...common, weights: 'b1r16', bits: w.m.bits, scales: w.m.scales, scaleMode: w.m.scaleMode };
+    case 'f16': return { ...common, weights: 'f16', data: w.m.data };
+  }
 }
+
+const group = (g: LinearGroup) => g.map(linearSpec);
 
 function dense(h: HeadMatrix) {
   return { kind: h.kind, data: h.m.data, M: h.m.M, K: h.m.K };
 }
 
-export class NativeBitnet {
-  private readonly handle: NativeBitnetHandle;
+export class NativeModel {
+  private readonly handle: NativeModelHandle;
   /** Accumulated ns per op class (see profileOpNames) while profiling is on, else null. */
   profile: Float64Array | null = null;
 
-  constructor(readonly ctx: KernelContext, readonly cfg: BitnetConfig, weights: BitnetWeights) {
-    const Ctor = loadNative().BitnetNative as new (spec: object) => NativeBitnetHandle;
-    if (typeof Ctor !== 'function') throw new NativeError('bitllm: the native addon has no BitnetNative class');
+  constructor(readonly ctx: KernelContext, readonly cfg: ModelConfig, weights: ModelWeights) {
+    const Ctor = loadNative().ModelNative as new (spec: object) => NativeModelHandle;
+    if (typeof Ctor !== 'function') throw new NativeError('bitllm: the native addon has no ModelNative class');
     this.handle = new Ctor({
       nEmbd: cfg.nEmbd, nFf: cfg.nFf, nHead: cfg.nHead, nHeadKv: cfg.nHeadKv, headDim: cfg.headDim, nRot: cfg.nRot,
       nVocab: cfg.nVocab, ropeTheta: cfg.ropeTheta, eps: cfg.eps, activation: cfg.activation,
       layers: weights.layers.map((l) => ({
-        attnNorm: l.attnNorm, attnSubNorm: l.attnSubNorm, ffnNorm: l.ffnNorm, ffnSubNorm: l.ffnSubNorm,
-        wqkv: linear(l.wqkv), wo: linear(l.wo), wgu: linear(l.wgu), wdown: linear(l.wdown),
+        attnNorm: l.attnNorm, attnSubNorm: l.attnSubNorm ?? undefined, ffnNorm: l.ffnNorm, ffnSubNorm: l.ffnSubNorm ?? undefined,
+        wqkv: group(l.wqkv), wo: group(l.wo), wgu: group(l.wgu), wdown: group(l.wdown),
       })),
       outputNorm: weights.outputNorm,
       embd: dense(weights.tokEmbd),
@@ -53,7 +66,7 @@ export class NativeBitnet {
     this.profile = on ? new Float64Array(profileOpNames().length) : null;
   }
 
-  /** Same contract as BitnetModel.forward: logits [n, vocab] of the last n tokens. */
+  /** Same contract as TransformerModel.forward: logits [n, vocab] of the last n tokens. */
   forward(tokens: ArrayLike<number>, kv: KvCache, allLogits: boolean): Float32Array {
     const B = tokens.length;
     const n = allLogits ? B : 1;

@@ -1,6 +1,7 @@
-// Synthetic BitNet b1.58 models for tests and benchmarks: the tensor layout of a real file
-// (formats.md §2.2: tied F16 token_embd, F32 norms, seven ternary projections per layer) filled
-// with seeded random values, in I2_S, TQ2_0 or TQ1_0.
+// Synthetic models of every architecture row (arch.ts) for tests and benchmarks: the tensor layout of a
+// real file (formats.md §2.2: tied F16 token_embd, F32 norms, seven projections per layer with their
+// sibling tensors) filled with seeded random values: ternary projections in I2_S, TQ2_0 or TQ1_0, sign
+// projections in Q1_0, the FP16 teacher's in F16.
 //
 // Determinism contract: every tensor's values are a function of (seed, tensor name) only, so one
 // seed gives the same trits, scales, norms and embedding in every layout and architecture name,
@@ -13,13 +14,16 @@ import { GgufWriter, readGguf } from '../format/gguf.js';
 import { QK_K, TQ1_BLOCK_BYTES, TQ2_BLOCK_BYTES, i2sBytes, tq1Bytes, tq2Bytes } from '../format/ternary.js';
 import { GGML } from '../format/types.js';
 import { floatToHalf, halfToFloat } from '../reference/numeric.js';
-import type { BitnetArch } from './config.js';
+import { ARCH_NAMES, type ArchRow, LINEAR_KIND_SPECS, PROJECTIONS, TENSORS, archRow, projectionShape } from './arch.js';
+
+/** An architecture row name (arch.ts). */
+export type SynthArch = string;
 
 /** An impossible request (bad shape/type/arch combination, missing vocabulary). */
 export class SynthError extends BitllmError {}
 
 export type SynthShapeName = 'tiny' | 'small' | 'large' | '3b' | '2b4t';
-export type SynthType = 'i2_s' | 'tq2_0' | 'tq1_0';
+export type SynthType = 'i2_s' | 'tq2_0' | 'tq1_0' | 'q1_0' | 'f16';
 
 export interface SynthShape {
   nEmbd: number;
@@ -45,16 +49,22 @@ export const SYNTH_SHAPES: Readonly<Record<SynthShapeName, SynthShape>> = {
   '2b4t': { nEmbd: 2560, nLayer: 30, nHead: 20, nHeadKv: 5, nFf: 6912, ropeTheta: 500000, eps: 1e-5, contextLength: 4096, vocab: 'llama-bpe' },
 };
 
-export const SYNTH_TYPES: readonly SynthType[] = ['i2_s', 'tq2_0', 'tq1_0'];
-const TYPE_ID: Record<SynthType, number> = { i2_s: GGML.I2_S, tq2_0: GGML.TQ2_0, tq1_0: GGML.TQ1_0 };
-/** general.file_type: bitnet.cpp's LLAMA_FTYPE_MOSTLY_I2_S = 40; upstream MOSTLY_TQ1_0 = 36, TQ2_0 = 37. */
-const FILE_TYPE: Record<SynthType, number> = { i2_s: 40, tq2_0: 37, tq1_0: 36 };
+export const SYNTH_TYPES: readonly SynthType[] = ['i2_s', 'tq2_0', 'tq1_0', 'q1_0', 'f16'];
+const TYPE_ID: Record<SynthType, number> = { i2_s: GGML.I2_S, tq2_0: GGML.TQ2_0, tq1_0: GGML.TQ1_0, q1_0: GGML.Q1_0, f16: GGML.F16 };
+/** general.file_type: bitnet.cpp's LLAMA_FTYPE_MOSTLY_I2_S = 40; upstream MOSTLY_F16 = 1, TQ1_0 = 36, TQ2_0 = 37. */
+const FILE_TYPE: Partial<Record<SynthType, number>> = { i2_s: 40, tq2_0: 37, tq1_0: 36, f16: 1 };
+const TYPE_NAME: Record<SynthType, string> = { i2_s: 'I2_S', tq2_0: 'TQ2_0', tq1_0: 'TQ1_0', q1_0: 'Q1_0', f16: 'F16' };
+/** The architecture a type is written under unless --arch says otherwise. */
+const DEFAULT_ARCH: Record<SynthType, string> = { i2_s: 'bitnet-b1.58', tq2_0: 'bitnet', tq1_0: 'bitnet', q1_0: 'bitnet-1bit', f16: 'bitnet-f16' };
 
 export interface SynthOptions {
   shape: SynthShapeName;
   type: SynthType;
-  /** Default: 'bitnet-b1.58' for i2_s (bitnet.cpp naming), 'bitnet' for tq2_0/tq1_0 (llama.cpp naming). */
-  arch?: BitnetArch;
+  /**
+   * Any architecture row whose projections the type can hold. Default: 'bitnet-b1.58' for i2_s (bitnet.cpp
+   * naming), 'bitnet' for tq2_0/tq1_0 (llama.cpp naming), 'bitnet-1bit' for q1_0, 'bitnet-f16' for f16.
+   */
+  arch?: SynthArch;
   /** Writes `<arch>.hidden_activation` when given (nothing by default). */
   activation?: 'relu2' | 'silu';
   /** 32-bit unsigned seed (default 1). */
@@ -66,7 +76,7 @@ export interface SynthOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-export type SynthTensorKind = 'embedding' | 'norm' | 'ternary';
+export type SynthTensorKind = 'embedding' | 'norm' | 'ternary' | 'sign' | 'dense' | 'colScale' | 'colBias' | 'rowScale';
 
 export interface SynthTensor {
   name: string;
@@ -82,7 +92,7 @@ export interface SynthTensor {
 export interface SynthPlan {
   shape: SynthShapeName;
   type: SynthType;
-  arch: BitnetArch;
+  arch: SynthArch;
   seed: number;
   nVocab: number;
   /** Metadata keys in file order (header only; tensor data is generated while writing). */
@@ -97,7 +107,7 @@ export interface SynthResult {
   path: string;
   shape: SynthShapeName;
   type: SynthType;
-  arch: BitnetArch;
+  arch: SynthArch;
   seed: number;
   nVocab: number;
   tensors: number;
@@ -143,6 +153,17 @@ function normalHalves(): Uint16Array {
     t[i] = floatToHalf(x);
   }
   normalTable = t;
+  return t;
+}
+
+const scaledTables = new Map<number, Uint16Array>();
+/** The N(0, 1) quantile table scaled by s (F16 bits): samples of N(0, s²) at the cost of a lookup. */
+function scaledNormals(s: number): Uint16Array {
+  let t = scaledTables.get(s);
+  if (!t) {
+    t = normalHalves().map((h) => floatToHalf(halfToFloat(h) * s));
+    scaledTables.set(s, t);
+  }
   return t;
 }
 
@@ -213,9 +234,9 @@ class TensorRng {
     this.s0 = s0; this.s1 = s1; this.s2 = s2; this.s3 = s3;
   }
 
-  /** out[0..n) = F16 bits of N(0, 1) samples (n even). */
-  fillNormalHalves(out: Uint16Array, n: number): void {
-    const T = normalHalves();
+  /** out[0..n) = F16 bits of N(0, 1) samples (n even), or of samples of another table of 65536 halves. */
+  fillNormalHalves(out: Uint16Array, n: number, table?: Uint16Array): void {
+    const T = table ?? normalHalves();
     let s0 = this.s0, s1 = this.s1, s2 = this.s2, s3 = this.s3;
     for (let i = 0; i < n; i += 2) {
       const r = Math.imul(rotl(Math.imul(s1, 5), 7), 9);
@@ -306,10 +327,16 @@ export function planModel(opts: Omit<SynthOptions, 'out' | 'onProgress'>): Synth
   const spec = SYNTH_SHAPES[opts.shape];
   if (!spec) throw new SynthError(`unknown shape '${String(opts.shape)}' (one of ${Object.keys(SYNTH_SHAPES).join(', ')})`);
   if (!SYNTH_TYPES.includes(opts.type)) throw new SynthError(`unknown type '${String(opts.type)}' (one of ${SYNTH_TYPES.join(', ')})`);
-  const arch: BitnetArch = opts.arch ?? (opts.type === 'i2_s' ? 'bitnet-b1.58' : 'bitnet');
-  if (arch !== 'bitnet' && arch !== 'bitnet-b1.58' && arch !== 'bitnet-25') throw new SynthError(`unknown architecture '${String(arch)}' (one of bitnet, bitnet-b1.58, bitnet-25)`);
-  if (opts.type === 'i2_s' && arch === 'bitnet')
-    throw new SynthError(`type i2_s (GGML id 36) exists only under bitnet.cpp's architectures bitnet-b1.58 and bitnet-25 (upstream ggml has no type 36), not under 'bitnet': use --arch bitnet-b1.58 or --type tq2_0/tq1_0`);
+  const arch: SynthArch = opts.arch ?? DEFAULT_ARCH[opts.type];
+  if (!ARCH_NAMES.includes(arch)) throw new SynthError(`unknown architecture '${String(arch)}' (one of ${ARCH_NAMES.join(', ')})`);
+  const row: ArchRow = archRow(arch);
+  if (opts.type === 'i2_s' && arch !== 'bitnet-b1.58' && arch !== 'bitnet-25')
+    throw new SynthError(`type i2_s (GGML id 36) exists only under bitnet.cpp's architectures bitnet-b1.58 and bitnet-25 (upstream ggml has no type 36), not under '${arch}': use --arch bitnet-b1.58 or --type tq2_0/tq1_0`);
+  for (const p of PROJECTIONS) {
+    const kind = row.linears[p].kind;
+    if (!LINEAR_KIND_SPECS[kind].weightTypes.includes(TYPE_NAME[opts.type]))
+      throw new SynthError(`architecture ${arch} stores ${p} as '${kind}' (${LINEAR_KIND_SPECS[kind].weightTypes.join(', ')}), not ${opts.type}`);
+  }
   if (opts.activation !== undefined && opts.activation !== 'relu2' && opts.activation !== 'silu')
     throw new SynthError(`activation '${String(opts.activation)}' is not relu2 or silu`);
   const seed = checkSeed(opts.seed ?? 1);
@@ -317,14 +344,12 @@ export function planModel(opts: Omit<SynthOptions, 'out' | 'onProgress'>): Synth
   const d = spec.nEmbd;
   const ff = spec.nFf;
   const dkv = spec.nHeadKv * (d / spec.nHead);
-  const projections: Array<[string, number, number]> = [
-    ['attn_q', d, d], ['attn_k', dkv, d], ['attn_v', dkv, d], ['attn_output', d, d],
-    ['ffn_gate', ff, d], ['ffn_up', ff, d], ['ffn_down', d, ff],
-  ];
-  if (opts.type !== 'i2_s')
-    for (const [n, , K] of projections)
-      if (K % QK_K !== 0)
-        throw new SynthError(`shape ${opts.shape}: ${n} has K = ${K}, not a multiple of ${QK_K}, so it cannot be stored as ${opts.type}; use --type i2_s`);
+  const blockK = opts.type === 'q1_0' ? 128 : opts.type === 'tq2_0' || opts.type === 'tq1_0' ? QK_K : 1;
+  for (const p of PROJECTIONS) {
+    const { K } = projectionShape(p, d, dkv, ff);
+    if (K % blockK !== 0)
+      throw new SynthError(`shape ${opts.shape}: ${p} has K = ${K}, not a multiple of ${blockK}, so it cannot be stored as ${opts.type}${opts.type === 'i2_s' ? '' : '; use --type i2_s'}`);
+  }
 
   const vocabPath = opts.vocab ?? defaultVocabPath(spec.vocab);
   if (!existsSync(vocabPath))
@@ -351,7 +376,10 @@ export function planModel(opts: Omit<SynthOptions, 'out' | 'onProgress'>): Synth
   w.f32(key('attention.layer_norm_rms_epsilon'), spec.eps);
   w.f32(key('rope.freq_base'), spec.ropeTheta);
   if (opts.activation) w.string(key('hidden_activation'), opts.activation);
-  w.u32('general.file_type', FILE_TYPE[opts.type]);
+  if (row.extraKeys.includes('attn_output.topk_ratio')) w.f32(key('attn_output.topk_ratio'), 0.5);
+  if (row.extraKeys.includes('kv_bits')) w.u32(key('kv_bits'), 3);
+  if (row.extraKeys.includes('linear_norm_epsilon')) w.f32(key('linear_norm_epsilon'), 1e-5);
+  if (FILE_TYPE[opts.type] !== undefined) w.u32('general.file_type', FILE_TYPE[opts.type]!);
   for (const [k, e] of vocab.metadata) {
     if (!k.startsWith('tokenizer.ggml.')) continue;
     // The official 2B-4T file has no pre key (readers then pick LLaMA-3's regex from the vocabulary size).
@@ -372,20 +400,34 @@ export function planModel(opts: Omit<SynthOptions, 'out' | 'onProgress'>): Synth
     tensors.push({ name, dims, type, kind, nbytes, offset });
     offset = Math.ceil((offset + nbytes) / ALIGNMENT) * ALIGNMENT;
   };
-  const ternaryBytes = (M: number, K: number) => (opts.type === 'i2_s' ? i2sBytes(M, K) : opts.type === 'tq2_0' ? tq2Bytes(M, K) : tq1Bytes(M, K));
+  const weightBytes = (M: number, K: number): number => {
+    switch (opts.type) {
+      case 'i2_s': return i2sBytes(M, K);
+      case 'tq2_0': return tq2Bytes(M, K);
+      case 'tq1_0': return tq1Bytes(M, K);
+      case 'q1_0': return M * (K / 128) * 18;
+      case 'f16': return M * K * 2;
+    }
+  };
+  const weightKind: SynthTensorKind = opts.type === 'q1_0' ? 'sign' : opts.type === 'f16' ? 'dense' : 'ternary';
   const norm = (name: string, n: number) => add(name, [n], GGML.F32, 'norm', n * 4);
-  const ternary = (name: string, M: number, K: number) => add(name, [K, M], TYPE_ID[opts.type], 'ternary', ternaryBytes(M, K));
-  add('token_embd.weight', [d, nVocab], GGML.F16, 'embedding', d * nVocab * 2);
-  norm('output_norm.weight', d);
+  add(TENSORS.tokEmbd, [d, nVocab], GGML.F16, 'embedding', d * nVocab * 2);
+  norm(TENSORS.outputNorm, d);
   for (let l = 0; l < spec.nLayer; l++) {
-    const p = `blk.${l}.`;
-    const proj = (n: string) => { const [, M, K] = projections.find(([x]) => x === n)!; ternary(`${p}${n}.weight`, M, K); };
-    norm(`${p}attn_norm.weight`, d);
+    const proj = (p: (typeof PROJECTIONS)[number]) => {
+      const { M, K } = projectionShape(p, d, dkv, ff);
+      add(TENSORS.weight(l, p), [K, M], TYPE_ID[opts.type], weightKind, weightBytes(M, K));
+      for (const s of LINEAR_KIND_SPECS[row.linears[p].kind].siblings) {
+        const n = s.length === 'K' ? K : M;
+        add(TENSORS.sibling(l, p, s.suffix), [n], GGML.F32, s.role, n * 4);
+      }
+    };
+    norm(TENSORS.attnNorm(l), d);
     proj('attn_q'); proj('attn_k'); proj('attn_v'); proj('attn_output');
-    norm(`${p}attn_sub_norm.weight`, d);
-    norm(`${p}ffn_norm.weight`, d);
+    norm(TENSORS.attnSubNorm(l), d);
+    norm(TENSORS.ffnNorm(l), d);
     proj('ffn_gate'); proj('ffn_up'); proj('ffn_down');
-    norm(`${p}ffn_sub_norm.weight`, ff);
+    norm(TENSORS.ffnSubNorm(l), ff);
   }
   const header = encodeHeader(w, tensors);
   const last = tensors[tensors.length - 1]!;
@@ -434,7 +476,7 @@ export async function synthesizeModel(opts: SynthOptions): Promise<SynthResult> 
   let maxTernary = 0;
   let maxBytes = 0;
   for (const t of plan.tensors) {
-    if (t.kind === 'ternary') maxTernary = Math.max(maxTernary, t.dims[0]! * t.dims[1]!);
+    if (t.kind === 'ternary' || t.kind === 'dense') maxTernary = Math.max(maxTernary, t.dims[0]! * t.dims[1]!);
     if (t.kind !== 'embedding') maxBytes = Math.max(maxBytes, t.nbytes);
   }
   const codes = new Uint8Array(maxTernary + 8); // [M*K] codes of one projection (+ fillCodes slack)
@@ -460,10 +502,42 @@ export async function synthesizeModel(opts: SynthOptions): Promise<SynthResult> 
           emit(new Uint8Array(halves.buffer, 0, len * 2));
           opts.onProgress?.(pos, total);
         }
-      } else if (t.kind === 'norm') {
-        // 1 ± ~0.02: near-identity gains that still differ per channel.
+      } else if (t.kind === 'norm' || t.kind === 'colScale' || t.kind === 'colBias' || t.kind === 'rowScale') {
         const v = new Float32Array(bytes.buffer, 0, t.dims[0]!);
-        for (let i = 0; i < v.length; i++) v[i] = 1 + 0.04 * (rng.uniform() - 0.5);
+        if (t.kind === 'norm') {
+          // 1 ± ~0.02: near-identity gains that still differ per channel.
+          for (let i = 0; i < v.length; i++) v[i] = 1 + 0.04 * (rng.uniform() - 0.5);
+        } else {
+          // FBI-LLM α / OneBit g: 0.5..1.5 (× the K-dependent scale for α, whose GEMM has no other scale);
+          // FBI-LLM β: ±0.1 of it; OneBit h: 0.5..1.5 (the LayerNorm after it removes the overall scale).
+          const K = plan.tensors.find((x) => x.name === t.name.replace(/\.[a-z_]+$/, '.weight'))!.dims[0]!;
+          const g = plan.arch === 'fbi-llm' ? ternaryScale(K) : 1;
+          for (let i = 0; i < v.length; i++) {
+            const u = rng.uniform();
+            v[i] = t.kind === 'colBias' ? g * 0.2 * (u - 0.5) : g * (0.5 + u);
+          }
+        }
+        emit(bytes.subarray(0, t.nbytes));
+      } else if (t.kind === 'sign') {
+        // Q1_0: per 128 signs {fp16 d, 16 random bytes}; d = the BitNet β scale, 1 where siblings scale.
+        const [K] = t.dims as [number, number];
+        const out = bytes.subarray(0, t.nbytes);
+        const dHalf = floatToHalf(plan.arch === 'bitnet-1bit' ? ternaryScale(K) : 1);
+        for (let o = 0; o < out.length; o += 18) {
+          out[o] = dHalf & 0xff;
+          out[o + 1] = dHalf >>> 8;
+          for (let j = 0; j < 16; j += 4) {
+            const r = rng.next();
+            out[o + 2 + j] = r & 0xff; out[o + 3 + j] = (r >>> 8) & 0xff; out[o + 4 + j] = (r >>> 16) & 0xff; out[o + 5 + j] = r >>> 24;
+          }
+        }
+        emit(out);
+      } else if (t.kind === 'dense') {
+        // F16 weights N(0, 1/K): unit-variance outputs for RMS-normalized inputs.
+        const [K, M] = t.dims as [number, number];
+        const n = M * K;
+        const out = new Uint16Array(bytes.buffer, 0, n);
+        rng.fillNormalHalves(out, n, scaledNormals(1 / Math.sqrt(K)));
         emit(bytes.subarray(0, t.nbytes));
       } else {
         const [K, M] = t.dims as [number, number];

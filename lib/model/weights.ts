@@ -1,7 +1,8 @@
-// Looks up, validates and repacks the tensors of a BitNet-family GGUF into kernel layouts.
-// Ternary projections become T2R16 (fused where they share an input: q|k|v, gate|up); norms are
-// float views; the token embedding stays a zero-copy F16 view (or a Q8R16 repack; Q6_K / BF16 are
-// dequantized to either) and doubles as the lm_head when the file has no output.weight.
+// Looks up, validates and repacks the tensors of a model into kernel layouts, driven by its architecture
+// row (arch.ts): every projection becomes a Linear of its row's linear kind (ternary → T2R16 / TD3, sign
+// kinds → B1R16, f16 → F16 rows), fused with its siblings where they share an input and a quantizer
+// (q|k|v, gate|up); norms are copies; the token embedding is an F16 copy (or a Q8R16 / Q4R16 repack;
+// Q6_K / BF16 are dequantized to either) and doubles as the lm_head when the file has no output.weight.
 import { ModelFormatError } from '../errors.js';
 import { Q6_K_BLOCK_BYTES, QK_K, dequantizeBF16, dequantizeQ6K, floatsToHalves } from '../format/dequant.js';
 import type { GgufFile, GgufTensorInfo } from '../format/gguf.js';
@@ -10,11 +11,14 @@ import { type KernelContext, WeightArena, hugePagesEnabled, weightBytes } from '
 import { type F16Matrix, type Q4Matrix, type Q8Matrix, q4Bytes, q8Bytes, repackQ4, repackQ8 } from '../kernels/dense.js';
 import { ScaleMode, type TernaryMatrix, repackTernary, repackTernaryF32 } from '../kernels/ternary.js';
 import { type TernaryTd3Matrix, ternaryToTd3 } from '../kernels/td3.js';
+import { type BinaryMatrix, repackBinaryQ1_0 } from '../kernels/binary.js';
+import { b1BitsBytes, b1ScaleCount, b1Tiles } from '../reference/binary.js';
 import { td3WeightBytes } from '../reference/td3.js';
 import { binding } from '../native.js';
 import { halfToFloat } from '../reference/numeric.js';
 import { SCALE_BLOCK_K, T2_ROWS, scaleCount, t2CodeBytes, t2Tiles } from '../reference/ternary.js';
-import type { BitnetConfig } from './config.js';
+import type { ModelConfig } from './config.js';
+import { type ActQuant, type LinearKind, LINEAR_KIND_SPECS, PROJECTIONS, type Projection, TENSORS, projectionShape } from './arch.js';
 
 export type HeadMatrix = { kind: 'f16'; m: F16Matrix } | { kind: 'q8'; m: Q8Matrix } | { kind: 'q4'; m: Q4Matrix };
 export type HeadType = HeadMatrix['kind'];
@@ -35,26 +39,72 @@ export function resolveLayout(ctx: KernelContext, layout: TernaryLayout): 't2r16
   return ctx.info().kernels['ternary_td3'] === 'avx512-vbmi' ? 'td3' : 't2r16';
 }
 
-export interface BitnetLayer {
-  attnNorm: Float32Array; // [nEmbd]
-  attnSubNorm: Float32Array; // [nEmbd]
-  ffnNorm: Float32Array; // [nEmbd]
-  ffnSubNorm: Float32Array; // [nFf]
-  wqkv: TernaryWeight; // [nEmbd + 2 nKv, nEmbd]: q rows, then k, then v
-  wo: TernaryWeight; // [nEmbd, nEmbd]
-  wgu: TernaryWeight; // [2 nFf, nEmbd]: gate rows, then up
-  wdown: TernaryWeight; // [nEmbd, nFf]
+/** A projection's weights in the layout its kernel reads. */
+export type LinearWeights =
+  | { kind: 't2r16'; m: TernaryMatrix }
+  | { kind: 'td3'; m: TernaryTd3Matrix }
+  | { kind: 'b1r16'; m: BinaryMatrix }
+  | { kind: 'f16'; m: F16Matrix };
+
+/**
+ * One linear layer (docs/DESIGN.md §8): `y = epilogue(W · quant(pre(x)))`.
+ *   pre       xs = x ⊙ colScale (FBI-LLM α, OneBit g); FBI-LLM's per-token Σ colBias ⊙ x is added to every output
+ *   quant     the input quantizer ('none': float activations)
+ *   weights   T2R16 / TD3 / B1R16 (its tensor or row scale is part of the GEMM) / F16
+ *   epilogue  × rowScale (OneBit h, float path only: the int8 path folds it into the B1R16 row scales),
+ *             then OneBit's non-affine LayerNorm over the M outputs when `layerNorm`
+ */
+export interface Linear {
+  kind: LinearKind;
+  w: LinearWeights;
+  M: number;
+  K: number;
+  quant: ActQuant;
+  /** top-k-i8: the fraction of each token's values kept. */
+  topkRatio: number;
+  colScale: Float32Array | null; // [K]
+  colBias: Float32Array | null; // [K]
+  rowScale: Float32Array | null; // [M]
+  /** OneBit: LayerNorm (no affine) over the M outputs, with this epsilon; 0 = none. */
+  layerNormEps: number;
 }
 
-export interface BitnetWeights {
+/** Linears sharing one input whose outputs are concatenated along M (q|k|v, gate|up): one GEMM when fused. */
+export type LinearGroup = Linear[];
+
+export interface LayerWeights {
+  attnNorm: Float32Array; // [nEmbd]
+  attnSubNorm: Float32Array | null; // [nEmbd]
+  ffnNorm: Float32Array; // [nEmbd]
+  ffnSubNorm: Float32Array | null; // [nFf]
+  wqkv: LinearGroup; // [nEmbd + 2 nKv, nEmbd]: q rows, then k, then v
+  wo: LinearGroup; // [nEmbd, nEmbd]
+  wgu: LinearGroup; // [2 nFf, nEmbd]: gate rows, then up
+  wdown: LinearGroup; // [nEmbd, nFf]
+}
+
+export interface ModelWeights {
   tokEmbd: HeadMatrix; // [nVocab, nEmbd]
   outputNorm: Float32Array; // [nEmbd]
   output: HeadMatrix; // lm_head [nVocab, nEmbd] (token_embd when tied)
-  layers: BitnetLayer[];
-  /** Bytes of weights one decode step reads (ternary layers + head). */
+  layers: LayerWeights[];
+  /** Bytes of weights one decode step reads (layers + head). */
   bytesPerToken: number;
   /** In-memory layout of the ternary projections. */
   layout: 't2r16' | 'td3';
+}
+
+/** The linear's output width, the sum over a group. */
+export const groupRows = (g: LinearGroup): number => g.reduce((a, l) => a + l.M, 0);
+
+/** Bytes of a linear's weight data. */
+export function linearBytes(l: Linear): number {
+  switch (l.w.kind) {
+    case 't2r16': return l.w.m.codes.byteLength;
+    case 'td3': return l.w.m.data.byteLength;
+    case 'b1r16': return l.w.m.bits.byteLength;
+    case 'f16': return l.w.m.data.byteLength;
+  }
 }
 
 export interface LoadWeightsOptions {
@@ -64,6 +114,11 @@ export interface LoadWeightsOptions {
   headType?: HeadType;
   /** In-memory layout of the ternary projections (default 'auto'). */
   layout?: TernaryLayout;
+  /**
+   * Input quantizer of the float-activation (W1A16) families' sign projections: 'auto' = the architecture
+   * row's (float, exact), 'i8' = per-token int8 into the B1R16 GEMM (faster, an approximation).
+   */
+  actQuant?: 'auto' | 'i8';
 }
 
 class TensorTable {
@@ -89,16 +144,21 @@ class TensorTable {
     return this.file.bytes.subarray(t.offset, t.offset + t.nbytes);
   }
   /** F32 vector (norm weights): a zero-copy view when aligned, else a copy. F16 is widened. */
+  has(name: string): boolean {
+    return this.byName.has(name);
+  }
+  /** F32 / F16 vector (norm weights, per-column / per-row scales) as an F32 copy; every value must be finite. */
   vector(name: string, n: number): Float32Array {
     const t = this.get(name, [n])!;
     const b = this.bytes(t);
-    // A copy, never a view: nothing the forward reads may keep file pages mapped (see loadBitnetWeights).
-    if (t.type === GGML.F32) return new Float32Array(b.slice().buffer);
-    if (t.type === GGML.F16) {
-      const h = new Uint16Array(b.slice().buffer);
-      return Float32Array.from(h, halfToFloat);
-    }
-    return this.fail(name, `type ${t.typeName} is not supported for a norm weight (F32 or F16)`);
+    // A copy, never a view: nothing the forward reads may keep file pages mapped (see loadWeights).
+    let v: Float32Array;
+    if (t.type === GGML.F32) v = new Float32Array(b.slice().buffer);
+    else if (t.type === GGML.F16) v = Float32Array.from(new Uint16Array(b.slice().buffer), halfToFloat);
+    else return this.fail(name, `type ${t.typeName} is not supported for a vector (F32 or F16)`);
+    const bad = v.findIndex((x) => !Number.isFinite(x));
+    if (bad >= 0) this.fail(name, `element ${bad} is ${v[bad]}, not a finite number`);
+    return v;
   }
 }
 
@@ -166,7 +226,7 @@ export function fuseTernary(parts: TernaryMatrix[]): TernaryMatrix {
   const mode = same ? ScaleMode.Tensor : parts.some((p) => p.scaleMode === ScaleMode.Block) ? ScaleMode.Block : ScaleMode.Row;
   const M = parts.reduce((a, p) => a + p.M, 0);
   const total = parts.reduce((a, p) => a + p.codes.byteLength, 0);
-  // Parts repacked straight into consecutive slices of one buffer (loadBitnetWeights does) need no copy.
+  // Parts repacked straight into consecutive slices of one buffer (loadWeights does) need no copy.
   const first = parts[0]!.codes;
   let off = first.byteOffset;
   const inPlace = parts.every((p) => {
@@ -191,7 +251,7 @@ export function fuseTernary(parts: TernaryMatrix[]): TernaryMatrix {
   return { codes, scales, M, K, scaleMode: mode };
 }
 
-function loadHead(ctx: KernelContext, tt: TensorTable, name: string, cfg: BitnetConfig, headType: HeadType, optional: boolean): HeadMatrix | undefined {
+function loadHead(ctx: KernelContext, tt: TensorTable, name: string, cfg: ModelConfig, headType: HeadType, optional: boolean): HeadMatrix | undefined {
   const t = tt.get(name, [cfg.nEmbd, cfg.nVocab], optional);
   if (!t) return undefined;
   const src = tt.bytes(t);
@@ -269,10 +329,43 @@ function headBytes(h: HeadMatrix): number {
   return h.m.data.byteLength;
 }
 
-export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: BitnetConfig, opts: LoadWeightsOptions = {}): BitnetWeights {
+
+/** The ternary T2R16 bytes of a group fused, or each part's bytes; TD3 bytes when placing as TD3. */
+function linearSlotBytes(kind: LinearKind, M: number, K: number, layout: 't2r16' | 'td3'): number {
+  switch (kind) {
+    case 'ternary': return layout === 'td3' ? td3WeightBytes(M, K) : t2CodeBytes(M, K);
+    case 'sign': case 'sign-col': case 'sign-gh-ln': return b1BitsBytes(M, K);
+    case 'f16': return M * K * 2;
+  }
+}
+
+/** Stacks B1R16 matrices with the same K along M (each M a multiple of 16) into `out`. */
+function fuseBinary(parts: BinaryMatrix[], out: Uint8Array): BinaryMatrix {
+  const K = parts[0]!.K;
+  const M = parts.reduce((a, p) => a + p.M, 0);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p.bits, o);
+    o += p.bits.byteLength;
+  }
+  const same = parts.every((p) => p.scaleMode === ScaleMode.Tensor && p.scales[0] === parts[0]!.scales[0]);
+  if (same) return { bits: out, scales: Float32Array.of(parts[0]!.scales[0]!), M, K, scaleMode: ScaleMode.Tensor };
+  const scales = new Float32Array(b1ScaleCount(M, ScaleMode.Row));
+  let r = 0;
+  for (const p of parts) {
+    for (let m = 0; m < p.M; m++) scales[r + m] = p.scaleMode === ScaleMode.Tensor ? p.scales[0]! : p.scales[m]!;
+    r += p.M;
+  }
+  return { bits: out, scales, M, K, scaleMode: ScaleMode.Row };
+}
+
+export function loadWeights(ctx: KernelContext, file: GgufFile, cfg: ModelConfig, opts: LoadWeightsOptions = {}): ModelWeights {
   const tt = new TensorTable(file);
+  const row = cfg.row;
   const headType = opts.headType ?? 'f16';
   const layout = resolveLayout(ctx, opts.layout ?? 'auto');
+  const actOpt = opts.actQuant ?? 'auto';
+  if (actOpt !== 'auto' && actOpt !== 'i8') throw new RangeError(`loadWeights: actQuant '${String(actOpt)}' is not 'auto' or 'i8'`);
   // For TD3 every T2R16 matrix is only a stepping stone: repack into one reused buffer (no fresh pages
   // to fault in and no garbage per matrix), pack TD3 from it, reuse it for the next.
   let scratch = new Uint8Array(0);
@@ -282,59 +375,177 @@ export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: Bitne
   };
   const { nEmbd: d, nFf: ff, nHeadKv, headDim, nLayer } = cfg;
   const dkv = nHeadKv * headDim;
+  if (d % T2_ROWS !== 0 || dkv % T2_ROWS !== 0 || ff % T2_ROWS !== 0)
+    throw new ModelFormatError(`${file.source}: projection sizes (${d}, ${dkv}, ${ff}) must be multiples of 16`);
+  const shape = (p: Projection) => projectionShape(p, d, dkv, ff);
+  /** The input quantizer a projection runs with. */
+  const quantOf = (p: Projection): ActQuant => {
+    const spec = row.linears[p];
+    if (actOpt === 'i8' && spec.act === 'none' && LINEAR_KIND_SPECS[spec.kind].quants.includes('i8')) return 'i8';
+    return spec.act;
+  };
+  // Projections that share an input, a linear kind without per-projection pre-steps and a quantizer run as one GEMM.
+  const fusible = (ps: readonly Projection[]) => {
+    const k = row.linears[ps[0]!].kind;
+    return LINEAR_KIND_SPECS[k].siblings.length === 0 && ps.every((p) => row.linears[p].kind === k && quantOf(p) === quantOf(ps[0]!));
+  };
+  const groups: Record<'wqkv' | 'wo' | 'wgu' | 'wdown', readonly Projection[]> = {
+    wqkv: ['attn_q', 'attn_k', 'attn_v'], wo: ['attn_output'], wgu: ['ffn_gate', 'ffn_up'], wdown: ['ffn_down'],
+  };
   // Every repacked layer matrix is carved from one block (WeightArena), sized here from the shapes.
-  const matrixBytes = (M: number, K: number) => (layout === 'td3' ? td3WeightBytes(M, K) : t2CodeBytes(M, K));
-  // Fused q|k|v and gate|up (T2R16 stacks along M by concatenation, so the parts sum to the fused size).
-  const layerBytes = [matrixBytes(d + 2 * dkv, d), matrixBytes(d, d), matrixBytes(2 * ff, d), matrixBytes(d, ff)];
-  const arena = new WeightArena(nLayer * layerBytes.reduce((a, n) => a + WeightArena.slot(n), 0));
-  const tokEmbd = loadHead(ctx, tt, 'token_embd.weight', cfg, headType, false)!;
-  const output = loadHead(ctx, tt, 'output.weight', cfg, headType, true) ?? tokEmbd;
-  const outputNorm = tt.vector('output_norm.weight', d);
-  const layers: BitnetLayer[] = [];
+  let perLayer = 0;
+  for (const ps of Object.values(groups))
+    for (const p of ps) perLayer += WeightArena.slot(linearSlotBytes(row.linears[p].kind, shape(p).M, shape(p).K, layout));
+  const arena = new WeightArena(nLayer * perLayer);
+  const tokEmbd = loadHead(ctx, tt, TENSORS.tokEmbd, cfg, headType, false)!;
+  const output = loadHead(ctx, tt, TENSORS.output, cfg, headType, true) ?? tokEmbd;
+  const outputNorm = tt.vector(TENSORS.outputNorm, d);
+  const layers: LayerWeights[] = [];
   const advise = binding<(b: ArrayBuffer, o: number, l: number, a: string) => void>('adviseMapping');
   // An F16 head read straight from the mapping (BITLLM_HUGE_PAGES=0); any other head is a copy or a repack.
   const inFile = (m: HeadMatrix) => m.kind === 'f16' && m.m.data.buffer === file.bytes.buffer;
   // A head copied or repacked never reads the file's copy again: drop its pages now, so they are not
   // resident next to the copy while the layers load (the whole mapping is dropped again at the end).
-  for (const [name, m] of [['token_embd.weight', tokEmbd], ['output.weight', output]] as const) {
+  for (const [name, m] of [[TENSORS.tokEmbd, tokEmbd], [TENSORS.output, output]] as const) {
     const t = file.tensors.find((x) => x.name === name);
     if (t && !inFile(m)) advise(file.bytes.buffer as ArrayBuffer, file.bytes.byteOffset + t.offset, t.nbytes, 'dontneed');
   }
-  let ternaryBytes = 0;
+
+  /** The sibling tensors of projection p in layer l, by role. */
+  const siblings = (l: number, p: Projection) => {
+    const { M, K } = shape(p);
+    const out: { colScale: Float32Array | null; colBias: Float32Array | null; rowScale: Float32Array | null } = { colScale: null, colBias: null, rowScale: null };
+    for (const s of LINEAR_KIND_SPECS[row.linears[p].kind].siblings)
+      out[s.role] = tt.vector(TENSORS.sibling(l, p, s.suffix), s.length === 'K' ? K : M);
+    return out;
+  };
+  /** Sign bits of a Q1_0 projection as B1R16 (scale: the block d, uniform per row). */
+  const signWeights = (l: number, p: Projection): BinaryMatrix => {
+    const name = TENSORS.weight(l, p);
+    const { M, K } = shape(p);
+    const t = tt.get(name, [K, M])!;
+    if (t.type !== GGML.Q1_0) tt.fail(name, `type ${t.typeName} is not a sign type (${LINEAR_KIND_SPECS[row.linears[p].kind].weightTypes.join(', ')})`);
+    if (K % 128 !== 0) tt.fail(name, `K = ${K} is not a multiple of 128 (Q1_0 blocks)`);
+    const m = repackBinaryQ1_0(ctx, tt.bytes(t), M, K, `${file.source}: tensor '${name}'`);
+    const bad = m.scales.findIndex((s) => !Number.isFinite(s));
+    if (bad >= 0) tt.fail(name, `block scale ${m.scales[bad]} is not finite`);
+    return m;
+  };
+  /** Dense F16 rows of an f16 projection (F16 copied; BF16 / F32 rounded to F16). */
+  const f16Weights = (l: number, p: Projection, out: Uint16Array): void => {
+    const name = TENSORS.weight(l, p);
+    const { M, K } = shape(p);
+    const t = tt.get(name, [K, M])!;
+    const src = tt.bytes(t);
+    if (t.type === GGML.F16) out.set(new Uint16Array(src.slice().buffer));
+    else if (t.type === GGML.F32 || t.type === GGML.BF16) {
+      const f = t.type === GGML.F32 ? new Float32Array(src.slice().buffer) : dequantizeBF16(src, M * K, new Float32Array(M * K));
+      const bad = floatsToHalves(f, out, M * K);
+      if (bad > 0) tt.fail(name, `${bad} values are not finite in F16`);
+    } else tt.fail(name, `type ${t.typeName} is not a dense type (F16, BF16, F32)`);
+    for (let i = 0; i < out.length; i++) if ((out[i]! & 0x7c00) === 0x7c00) tt.fail(name, `element ${i} is not finite`);
+  };
+
+  const baseLinear = (p: Projection, kind: LinearKind, w: LinearWeights, M: number, K: number, quant: ActQuant): Linear => ({
+    kind, w, M, K, quant, topkRatio: quant === 'topk-i8' ? cfg.topkRatio : 1, colScale: null, colBias: null, rowScale: null,
+    layerNormEps: LINEAR_KIND_SPECS[kind].layerNorm ? cfg.linearNormEps : 0,
+  });
+
+  const loadGroup = (l: number, ps: readonly Projection[]): LinearGroup => {
+    const kind = row.linears[ps[0]!].kind;
+    const K = shape(ps[0]!).K;
+    const Ms = ps.map((p) => shape(p).M);
+    const Mt = Ms.reduce((a, m) => a + m, 0);
+    const fuse = ps.length > 1 && fusible(ps);
+    if (kind === 'ternary') {
+      const tern = (p: Projection, out: Uint8Array) => loadTernary(ctx, tt, TENSORS.weight(l, p), shape(p).M, K, out);
+      // Fused matrices are repacked part by part straight into one buffer (T2R16 stacks along M by
+      // concatenation): no per-part buffers to copy and leave behind as garbage.
+      const place = (w: TernaryMatrix, p: Projection, M: number): Linear => {
+        const bad = w.scales.findIndex((s) => !Number.isFinite(s));
+        if (bad >= 0) tt.fail(TENSORS.weight(l, p), `scale ${w.scales[bad]} is not finite`);
+        const lw: LinearWeights = layout === 'td3' ? { kind: 'td3', m: ternaryToTd3(ctx, w, arena.alloc) } : { kind: 't2r16', m: w };
+        return baseLinear(p, kind, lw, M, K, quantOf(p));
+      };
+      const buf = (n: number) => (layout === 'td3' ? t2Scratch(n) : arena.alloc(n));
+      if (fuse) {
+        const b = buf(Ms.reduce((a, M) => a + t2CodeBytes(M, K), 0));
+        let o = 0;
+        const parts = ps.map((p, i) => tern(p, b.subarray(o, (o += t2CodeBytes(Ms[i]!, K)))));
+        return [place(fuseTernary(parts), ps[0]!, Mt)];
+      }
+      return ps.map((p, i) => place(tern(p, buf(t2CodeBytes(Ms[i]!, K))), p, Ms[i]!));
+    }
+    if (kind === 'f16') {
+      const mk = (sel: readonly Projection[], M: number): Linear => {
+        const bytes = arena.alloc(M * K * 2);
+        const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, M * K);
+        let r = 0;
+        for (const p of sel) {
+          f16Weights(l, p, halves.subarray(r * K, (r + shape(p).M) * K));
+          r += shape(p).M;
+        }
+        return baseLinear(sel[0]!, kind, { kind: 'f16', m: { data: halves, M, K } }, M, K, quantOf(sel[0]!));
+      };
+      return fuse ? [mk(ps, Mt)] : ps.map((p, i) => mk([p], Ms[i]!));
+    }
+    // Sign kinds: B1R16 bits in the arena.
+    const placeBits = (m: BinaryMatrix): BinaryMatrix => {
+      const bits = arena.alloc(m.bits.byteLength);
+      bits.set(m.bits);
+      return { ...m, bits };
+    };
+    if (fuse) {
+      const parts = ps.map((p) => signWeights(l, p));
+      const m = fuseBinary(parts, arena.alloc(b1BitsBytes(Mt, K)));
+      return [baseLinear(ps[0]!, kind, { kind: 'b1r16', m }, Mt, K, quantOf(ps[0]!))];
+    }
+    return ps.map((p, i) => {
+      const M = Ms[i]!;
+      const sib = siblings(l, p);
+      let m = placeBits(signWeights(l, p));
+      const quant = quantOf(p);
+      const lin = baseLinear(p, kind, { kind: 'b1r16', m }, M, K, quant);
+      lin.colScale = sib.colScale;
+      lin.colBias = sib.colBias;
+      if (sib.rowScale) {
+        // OneBit h: the int8 path multiplies it in the GEMM (row scales, times the Q1_0 d); the float path after it.
+        const rs = new Float32Array(b1ScaleCount(M, ScaleMode.Row));
+        for (let r = 0; r < M; r++) rs[r] = Math.fround(sib.rowScale[r]! * (m.scaleMode === ScaleMode.Tensor ? m.scales[0]! : m.scales[r]!));
+        if (quant === 'i8') m = { ...m, scales: rs, scaleMode: ScaleMode.Row };
+        else lin.rowScale = rs.subarray(0, M);
+        lin.w = { kind: 'b1r16', m };
+      } else if (quant === 'none' && (m.scaleMode !== ScaleMode.Tensor || m.scales[0] !== 1)) {
+        // The float path reads signs only: a Q1_0 d other than 1 becomes the row scale.
+        const rs = new Float32Array(M);
+        for (let r = 0; r < M; r++) rs[r] = m.scaleMode === ScaleMode.Tensor ? m.scales[0]! : m.scales[r]!;
+        lin.rowScale = rs;
+      }
+      return lin;
+    });
+  };
+
+  let linearTotal = 0;
   for (let l = 0; l < nLayer; l++) {
-    const p = `blk.${l}.`;
-    const canFuse = d % T2_ROWS === 0 && dkv % T2_ROWS === 0 && ff % T2_ROWS === 0;
-    if (!canFuse) throw new ModelFormatError(`${file.source}: layer ${l}: projection sizes (${d}, ${dkv}, ${ff}) must be multiples of 16`);
-    const tern = (n: string, M: number, K: number, out?: Uint8Array) => loadTernary(ctx, tt, `${p}${n}.weight`, M, K, out);
-    // Fused matrices are repacked part by part straight into one buffer (T2R16 stacks along M by
-    // concatenation): no per-part buffers to copy and leave behind as garbage.
-    const slices = (K: number, Ms: number[]) => {
-      const n = Ms.reduce((a, M) => a + t2CodeBytes(M, K), 0);
-      const buf = layout === 'td3' ? t2Scratch(n) : arena.alloc(n);
-      let o = 0;
-      return Ms.map((M) => buf.subarray(o, (o += t2CodeBytes(M, K))));
+    const sub = (name: string, n: number) => {
+      if (tt.has(name) || row.subNorms === 'required') return tt.vector(name, n);
+      return null;
     };
-    // TD3 is packed from the T2R16 matrices (same trits, same scales). Each matrix is placed before the
-    // next is repacked: with TD3 they all pass through the same scratch buffer.
-    const place = (w: TernaryMatrix): TernaryWeight => (layout === 'td3' ? ternaryToTd3(ctx, w, arena.alloc) : w);
-    const [qs, ks, vs] = slices(d, [d, dkv, dkv]);
-    const wqkv = place(fuseTernary([tern('attn_q', d, d, qs), tern('attn_k', dkv, d, ks), tern('attn_v', dkv, d, vs)]));
-    const wo = place(tern('attn_output', d, d, layout === 'td3' ? t2Scratch(t2CodeBytes(d, d)) : arena.alloc(t2CodeBytes(d, d))));
-    const [gs, us] = slices(d, [ff, ff]);
-    const wgu = place(fuseTernary([tern('ffn_gate', ff, d, gs), tern('ffn_up', ff, d, us)]));
-    const wdown = place(tern('ffn_down', d, ff, layout === 'td3' ? t2Scratch(t2CodeBytes(d, ff)) : arena.alloc(t2CodeBytes(d, ff))));
-    const layer: BitnetLayer = {
-      attnNorm: tt.vector(`${p}attn_norm.weight`, d),
-      attnSubNorm: tt.vector(`${p}attn_sub_norm.weight`, d),
-      ffnNorm: tt.vector(`${p}ffn_norm.weight`, d),
-      ffnSubNorm: tt.vector(`${p}ffn_sub_norm.weight`, ff),
-      wqkv, wo, wgu, wdown,
+    const layer: LayerWeights = {
+      attnNorm: tt.vector(TENSORS.attnNorm(l), d),
+      attnSubNorm: sub(TENSORS.attnSubNorm(l), d),
+      ffnNorm: tt.vector(TENSORS.ffnNorm(l), d),
+      ffnSubNorm: sub(TENSORS.ffnSubNorm(l), ff),
+      wqkv: loadGroup(l, groups.wqkv),
+      wo: loadGroup(l, groups.wo),
+      wgu: loadGroup(l, groups.wgu),
+      wdown: loadGroup(l, groups.wdown),
     };
-    for (const m of [layer.wqkv, layer.wo, layer.wgu, layer.wdown]) ternaryBytes += isTd3(m) ? m.data.byteLength : m.codes.byteLength;
+    for (const g of [layer.wqkv, layer.wo, layer.wgu, layer.wdown]) for (const lin of g) linearTotal += linearBytes(lin);
     layers.push(layer);
     // The file's copy of these projections is not read again: let the kernel drop its pages.
-    for (const n of ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down']) {
-      const t = file.tensors.find((x) => x.name === `${p}${n}.weight`)!;
+    for (const p of PROJECTIONS) {
+      const t = file.tensors.find((x) => x.name === TENSORS.weight(l, p))!;
       advise(file.bytes.buffer as ArrayBuffer, file.bytes.byteOffset + t.offset, t.nbytes, 'dontneed');
     }
     opts.onProgress?.(l + 1, nLayer);
@@ -353,5 +564,5 @@ export function loadBitnetWeights(ctx: KernelContext, file: GgufFile, cfg: Bitne
   }
   // Repacking left freed temporaries in the allocator's heap: give those pages back.
   binding<() => boolean>('releaseFreeMemory')();
-  return { tokEmbd, outputNorm, output, layers, bytesPerToken: ternaryBytes + headBytes(output), layout };
+  return { tokEmbd, outputNorm, output, layers, bytesPerToken: linearTotal + headBytes(output), layout };
 }

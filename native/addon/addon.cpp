@@ -186,6 +186,8 @@ Napi::Value cpu_info(const Napi::CallbackInfo& info) {
 
 // Bindings of the TD3 ternary family (addon/ternary_td3.cpp).
 void register_ternary_td3(Napi::Env env, Napi::Object exports);
+// Bindings of the linear-layer driver's ops (addon/linear.cpp).
+void register_linear(Napi::Env env, Napi::Object exports);
 
 Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
@@ -203,6 +205,7 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   register_ops(env, exports);
   register_file(env, exports);
   register_model(env, exports);
+  register_linear(env, exports);
   return exports;
 }
 

@@ -1,4 +1,4 @@
-// Binding for the whole-model forward (runtime/bitnet_exec.h): `new BitnetNative(spec)` checks every
+// Binding for the whole-model forward (runtime/model_exec.h): `new ModelNative(spec)` checks every
 // weight of a spec object built by lib/model/native-model.ts and keeps references to its typed arrays
 // (so the memory the plan borrows stays alive); `forward(ctx, ...)` checks tokens, positions and the
 // KV cache of one sequence, then runs the forward pass in one call.
@@ -6,7 +6,7 @@
 #include <string>
 
 #include "common.h"
-#include "runtime/bitnet_exec.h"
+#include "runtime/model_exec.h"
 #include "runtime/repack_ternary.h"
 
 namespace bitllm {
@@ -25,11 +25,12 @@ class Spec {
       : env_(env), o_(o), path_(std::move(path)), keep_(keep) {}
 
   [[noreturn]] void fail(const std::string& field, const std::string& msg, bool type = false) const {
-    const std::string m = "BitnetNative: " + where(field) + " " + msg;
+    const std::string m = "ModelNative: " + where(field) + " " + msg;
     if (type) throw Napi::TypeError::New(env_, m);
     throw Napi::RangeError::New(env_, m);
   }
   std::string where(const std::string& field) const { return path_.empty() ? field : path_ + "." + field; }
+  std::vector<Napi::Reference<Napi::Value>>* keep() const { return keep_; }
 
   Napi::Value get(const char* f) const { return o_.Get(f); }
   bool has(const char* f) const {
@@ -87,27 +88,81 @@ class Spec {
   std::vector<Napi::Reference<Napi::Value>>* keep_;
 };
 
-// A ternary projection of shape [M, K]: {kind: 't2r16', codes, scales, M, K, scaleMode} or
-// {kind: 'td3', data, scales, M, K, scaleMode}.
-PlanLinear read_linear(const Spec& s, int64_t M, int64_t K) {
-  const std::string kind = s.string("kind");
-  if (kind != "t2r16" && kind != "td3") s.fail("kind", "'" + kind + "' is not a supported ternary layout (t2r16, td3)");
-  PlanLinear w;
-  w.M = s.integer("M", M, M);
+// One linear of shape [M, K] (runtime/linear.h): {weights: 't2r16' | 'td3' | 'b1r16' | 'f16', quant: 'i8' |
+// 'i4' | 'topk-i8' | 'none', M, K, codes | data | bits, scales, scaleMode, colScale?, colBias?, rowScale?,
+// topkRatio, lnEps}. Weights and quantizer must fit each other (int8 GEMMs need a quantizer, F16 none).
+LinearPlan read_linear(const Spec& s, int64_t M, int64_t K) {
+  LinearPlan w;
+  w.M = s.integer("M", 1, M);
   w.K = s.integer("K", K, K);
-  if (K % kT2KStep) s.fail("K", "= " + std::to_string(K) + " must be a multiple of 16");
-  const int32_t mode = static_cast<int32_t>(s.integer("scaleMode", 0, 2));
-  if (mode == kScaleBlock && K % kScaleBlockK) s.fail("scaleMode", "block scales need K % 256 == 0");
-  const int64_t tiles = t2_tiles(M);
-  const int64_t nscales =
-      mode == kScaleTensor ? 1 : (mode == kScaleRow ? tiles * kT2Rows : tiles * (K / kScaleBlockK) * kT2Rows);
-  if (kind == "td3") {
-    w.kind = PlanLinear::kTd3;
-    w.td3 = TernaryTd3Mat{s.u8("data", td3_weight_bytes(M, K)), s.f32("scales", nscales), M, K, mode};
+  M = w.M;
+  const std::string kind = s.string("weights");
+  const std::string quant = s.string("quant");
+  if (quant == "i8") w.quant = LinearPlan::kQuantI8;
+  else if (quant == "i4") w.quant = LinearPlan::kQuantI4;
+  else if (quant == "topk-i8") w.quant = LinearPlan::kQuantTopkI8;
+  else if (quant == "none") w.quant = LinearPlan::kQuantNone;
+  else s.fail("quant", "'" + quant + "' is not a known activation quantizer (i8, i4, topk-i8, none)");
+  auto scales_of = [&](int64_t tiles, int32_t mode) {
+    return mode == kScaleTensor ? 1 : (mode == kScaleRow ? tiles * 16 : tiles * (K / kScaleBlockK) * 16);
+  };
+  if (kind == "t2r16" || kind == "td3") {
+    if (K % kT2KStep) s.fail("K", "= " + std::to_string(K) + " must be a multiple of 16");
+    const int32_t mode = static_cast<int32_t>(s.integer("scaleMode", 0, 2));
+    if (mode == kScaleBlock && K % kScaleBlockK) s.fail("scaleMode", "block scales need K % 256 == 0");
+    const int64_t nscales = scales_of(t2_tiles(M), mode);
+    if (kind == "td3") {
+      w.weights = LinearPlan::kTd3;
+      w.td3 = TernaryTd3Mat{s.u8("data", td3_weight_bytes(M, K)), s.f32("scales", nscales), M, K, mode};
+    } else {
+      w.weights = LinearPlan::kT2R16;
+      w.t2 = TernaryMat{s.u8("codes", t2_code_bytes(M, K)), s.f32("scales", nscales), M, K, mode};
+    }
+    if (w.quant == LinearPlan::kQuantNone) s.fail("quant", "ternary weights need quantized activations");
+  } else if (kind == "b1r16") {
+    if (K % kB1KStep) s.fail("K", "= " + std::to_string(K) + " must be a multiple of 64");
+    const int32_t mode = static_cast<int32_t>(s.integer("scaleMode", 0, 1));
+    const int64_t tiles = (M + kB1Rows - 1) / kB1Rows;
+    w.weights = LinearPlan::kB1R16;
+    w.b1 = BinaryMat{s.u8("bits", tiles * kB1Rows * (K / 8)), s.f32("scales", scales_of(tiles, mode)), M, K, mode};
+    if (w.quant != LinearPlan::kQuantI8) s.fail("quant", "B1R16 weights take int8 activations");
+  } else if (kind == "f16") {
+    w.weights = LinearPlan::kF16;
+    w.f16 = s.u16("data", M * K);
+    if (w.quant != LinearPlan::kQuantNone) s.fail("quant", "F16 weights take float activations ('none')");
   } else {
-    w.t2 = TernaryMat{s.u8("codes", t2_code_bytes(M, K)), s.f32("scales", nscales), M, K, mode};
+    s.fail("weights", "'" + kind + "' is not a supported linear layout (t2r16, td3, b1r16, f16)");
   }
+  if (s.has("colScale")) w.col_scale = s.f32("colScale", K);
+  if (s.has("colBias")) w.col_bias = s.f32("colBias", K);
+  if (s.has("rowScale")) w.row_scale = s.f32("rowScale", M);
+  const double ratio = s.number("topkRatio");
+  if (!(ratio > 0 && ratio <= 1)) s.fail("topkRatio", "must be in (0, 1]");
+  w.topk_ratio = static_cast<float>(ratio);
+  const double ln = s.number("lnEps");
+  if (!(ln >= 0 && ln < 1)) s.fail("lnEps", "must be in [0, 1)");
+  w.ln_eps = static_cast<float>(ln);
   return w;
+}
+
+// A group of linears sharing one input: an array whose outputs together are `M` rows.
+LinearGroup read_group(Napi::Env env, const Spec& parent, const char* field, int64_t M, int64_t K) {
+  auto v = parent.get(field);
+  if (!v.IsArray()) parent.fail(field, "must be an array of linears", true);
+  auto arr = v.As<Napi::Array>();
+  if (arr.Length() < 1 || arr.Length() > 8) parent.fail(field, "must hold 1 to 8 linears");
+  LinearGroup g;
+  int64_t rows = 0;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    auto e = arr.Get(i);
+    const std::string path = parent.where(field) + "[" + std::to_string(i) + "]";
+    if (!e.IsObject()) throw Napi::TypeError::New(env, "ModelNative: " + path + " must be an object");
+    Spec ls(env, e.As<Napi::Object>(), path, parent.keep());
+    g.push_back(read_linear(ls, M - rows, K));
+    rows += g.back().M;
+  }
+  if (rows != M) parent.fail(field, "linears give " + std::to_string(rows) + " output rows, expected " + std::to_string(M));
+  return g;
 }
 
 // An embedding / head matrix {kind: 'f16' | 'q8' | 'q4', data, M, K}.
@@ -133,17 +188,17 @@ PlanDense read_dense(const Spec& s, int64_t M, int64_t K) {
   return w;
 }
 
-class BitnetNativeWrap : public Napi::ObjectWrap<BitnetNativeWrap> {
+class ModelNativeWrap : public Napi::ObjectWrap<ModelNativeWrap> {
  public:
   static Napi::Function define(Napi::Env env) {
-    return DefineClass(env, "BitnetNative", {InstanceMethod<&BitnetNativeWrap::forward>("forward")});
+    return DefineClass(env, "ModelNative", {InstanceMethod<&ModelNativeWrap::forward>("forward")});
   }
 
-  explicit BitnetNativeWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BitnetNativeWrap>(info) {
+  explicit ModelNativeWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelNativeWrap>(info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "BitnetNative: spec must be an object");
+    if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "ModelNative: spec must be an object");
     Spec s(env, info[0].As<Napi::Object>(), "", &keep_);
-    BitnetPlan p;
+    ModelPlan p;
     p.n_embd = s.integer("nEmbd", 16, kMaxDim);
     p.n_ff = s.integer("nFf", 16, kMaxDim);
     p.n_head = s.integer("nHead", 1, kMaxHeads);
@@ -170,23 +225,23 @@ class BitnetNativeWrap : public Napi::ObjectWrap<BitnetNativeWrap> {
     for (uint32_t i = 0; i < layers.Length(); ++i) {
       auto lv = layers.Get(i);
       const std::string path = "layers[" + std::to_string(i) + "]";
-      if (!lv.IsObject()) throw Napi::TypeError::New(env, "BitnetNative: " + path + " must be an object");
+      if (!lv.IsObject()) throw Napi::TypeError::New(env, "ModelNative: " + path + " must be an object");
       Spec ls(env, lv.As<Napi::Object>(), path, &keep_);
       PlanLayer L;
       L.attn_norm = ls.f32("attnNorm", d);
       L.attn_sub_norm = ls.has("attnSubNorm") ? ls.f32("attnSubNorm", d) : nullptr;
       L.ffn_norm = ls.f32("ffnNorm", d);
       L.ffn_sub_norm = ls.has("ffnSubNorm") ? ls.f32("ffnSubNorm", ff) : nullptr;
-      L.wqkv = read_linear(ls.object("wqkv"), d + 2 * dkv, d);
-      L.wo = read_linear(ls.object("wo"), d, d);
-      L.wgu = read_linear(ls.object("wgu"), 2 * ff, d);
-      L.wdown = read_linear(ls.object("wdown"), d, ff);
+      L.wqkv = read_group(env, ls, "wqkv", d + 2 * dkv, d);
+      L.wo = read_group(env, ls, "wo", d, d);
+      L.wgu = read_group(env, ls, "wgu", 2 * ff, d);
+      L.wdown = read_group(env, ls, "wdown", d, ff);
       p.layers.push_back(L);
     }
     p.output_norm = s.f32("outputNorm", d);
     p.embd = read_dense(s.object("embd"), p.n_vocab, d);
     p.head = read_dense(s.object("head"), p.n_vocab, d);
-    exec_ = std::make_unique<BitnetExec>(std::move(p));
+    exec_ = std::make_unique<ModelExec>(std::move(p));
   }
 
  private:
@@ -194,9 +249,9 @@ class BitnetNativeWrap : public Napi::ObjectWrap<BitnetNativeWrap> {
   //         kvType: 'f16' | 'q8', capacity, nOut, logits: Float32Array[nOut * nVocab],
   //         profile?: Float64Array[14])
   Napi::Value forward(const Napi::CallbackInfo& info) {
-    Args a(info, "BitnetNative.forward");
+    Args a(info, "ModelNative.forward");
     ContextWrap& ctx = a.context(0);
-    const BitnetPlan& p = exec_->plan();
+    const ModelPlan& p = exec_->plan();
     const int32_t* tokens = a.i32(1, "tokens", 1);
     const int64_t B = a.length(1);
     if (B > kMaxBatch) a.range_error("tokens: " + std::to_string(B) + " tokens exceed " + std::to_string(kMaxBatch) + " per call");
@@ -266,7 +321,7 @@ class BitnetNativeWrap : public Napi::ObjectWrap<BitnetNativeWrap> {
   }
 
   std::vector<Napi::Reference<Napi::Value>> keep_;
-  std::unique_ptr<BitnetExec> exec_;
+  std::unique_ptr<ModelExec> exec_;
 };
 
 Napi::Value profile_ops(const Napi::CallbackInfo& info) {
@@ -278,7 +333,7 @@ Napi::Value profile_ops(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void register_model(Napi::Env env, Napi::Object exports) {
-  exports.Set("BitnetNative", BitnetNativeWrap::define(env));
+  exports.Set("ModelNative", ModelNativeWrap::define(env));
   exports.Set("profileOps", Napi::Function::New(env, profile_ops, "profileOps"));
 }
 

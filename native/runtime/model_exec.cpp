@@ -1,5 +1,5 @@
-// The BitNet b1.58 forward pass in one native call; see bitnet_exec.h.
-#include "bitnet_exec.h"
+// The forward pass of an attention-block model in one native call; see model_exec.h.
+#include "model_exec.h"
 
 #include <algorithm>
 #include <chrono>
@@ -7,7 +7,6 @@
 
 #include "attention_run.h"
 #include "repack_ternary.h"
-#include "td3_run.h"
 
 namespace bitllm {
 
@@ -45,7 +44,7 @@ const char* profile_op_name(int op) {
   return op >= 0 && op < kProfCount ? names[op] : "?";
 }
 
-void BitnetExec::ensure(int64_t B, int64_t max_ctx, int nthreads) {
+void ModelExec::ensure(int64_t B, int64_t max_ctx, int nthreads) {
   const int64_t d = p_.n_embd, ff = p_.n_ff, dkv = p_.n_head_kv * p_.head_dim;
   if (B > cap_b_) {
     x_.resize(B * d);
@@ -55,10 +54,9 @@ void BitnetExec::ensure(int64_t B, int64_t max_ctx, int nthreads) {
     o_.resize(B * d);
     gu_.resize(B * 2 * ff);
     ffh_.resize(B * ff);
-    act_q_.resize(B * std::max(d, ff));
+    act_q_.resize(B * d);
     act_scale_.resize(B);
     act_sum_.resize(B);
-    act_bsum_.resize(B * (std::max(d, ff) / kScaleBlockK + 1));
     pos_.resize(B);
     cap_b_ = B;
   }
@@ -66,8 +64,8 @@ void BitnetExec::ensure(int64_t B, int64_t max_ctx, int nthreads) {
   if (attn_scratch_.size() < need) attn_scratch_.resize(need);
 }
 
-// Per-token int8 quantization of x [B, K] into the shared activation buffers.
-void BitnetExec::quant(const KernelTable& t, ThreadPool& pool, const float* x, int64_t B, int64_t K) {
+// Per-token int8 quantization of x [B, K] into the head's activation buffers.
+void ModelExec::quant(const KernelTable& t, ThreadPool& pool, const float* x, int64_t B, int64_t K) {
   int8_t* q = act_q_.data();
   float* s = act_scale_.data();
   int32_t* sum = act_sum_.data();
@@ -76,30 +74,10 @@ void BitnetExec::quant(const KernelTable& t, ThreadPool& pool, const float* x, i
   run_split(pool, B, K, [&](int64_t b0, int64_t b1) { fn(x + b0 * K, K, b1 - b0, K, q + b0 * K, K, s + b0, sum + b0); });
 }
 
-// y [B, M] = W · Aᵀ for the activations quant() left in the buffers (K = w.K).
-void BitnetExec::linear(const KernelTable& t, ThreadPool& pool, const PlanLinear& w, const float* /*x*/, int64_t B,
-                        float* y) {
-  const int32_t mode = w.kind == PlanLinear::kTd3 ? w.td3.scale_mode : w.t2.scale_mode;
-  const int32_t* bsum = nullptr;
-  if (mode == kScaleBlock) {
-    t.act_block_sums(act_q_.data(), w.K, B, w.K, act_bsum_.data());
-    bsum = act_bsum_.data();
-  }
-  const QActs acts{act_q_.data(), act_scale_.data(), act_sum_.data(), bsum, B, w.K, w.K};
-  if (w.kind == PlanLinear::kTd3) {
-    run_td3_gemm(t, pool, w.td3, acts, y, w.M);
-    return;
-  }
-  const TernaryMat& m = w.t2;
-  const int64_t tiles = t2_tiles(m.M);
-  pool.parallel_for_dynamic(tiles, pool.chunk_grain(tiles),
-                            [&](int64_t t0, int64_t t1) { t.ternary_gemm(m, acts, y, m.M, t0, t1); });
-}
-
-void BitnetExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* tokens, int64_t B, int64_t pos0,
+void ModelExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* tokens, int64_t B, int64_t pos0,
                          const KvView& kv, int64_t n_out, float* logits, double* prof) {
   Timer total(prof, kProfTotal);
-  const BitnetPlan& p = p_;
+  const ModelPlan& p = p_;
   const int64_t d = p.n_embd, ff = p.n_ff, hd = p.head_dim, nh = p.n_head, nkv = p.n_head_kv;
   const int64_t dkv = nkv * hd, nqkv = d + 2 * dkv;
   const int64_t max_ctx = pos0 + B;
@@ -131,13 +109,13 @@ void BitnetExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* 
     Timer tm(prof, kProfNorm);
     run_split(pool, B, n, [&](int64_t b0, int64_t b1) { t.rmsnorm(in + b0 * n, w, out + b0 * n, b1 - b0, n, n, eps); });
   };
-  auto project = [&](const PlanLinear& w, const float* in, float* out, int op) {
-    {
-      Timer tm(prof, kProfQuant);
-      quant(t, pool, in, B, w.K);
+  // A group's linears write their output columns side by side into out [B, ldo].
+  auto project = [&](const LinearGroup& g, const float* in, int64_t ldin, float* out, int64_t ldo, int op) {
+    int64_t col = 0;
+    for (const LinearPlan& w : g) {
+      run_linear(t, pool, w, in, ldin, B, out + col, ldo, lin_, prof ? prof + kProfQuant : nullptr, prof ? prof + op : nullptr);
+      col += w.M;
     }
-    Timer tm(prof, op);
-    linear(t, pool, w, in, B, out);
   };
   auto residual = [&](const float* add) {
     Timer tm(prof, kProfResidual);
@@ -154,7 +132,7 @@ void BitnetExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* 
   for (size_t l = 0; l < p.layers.size(); ++l) {
     const PlanLayer& w = p.layers[l];
     norm(x, w.attn_norm, d, h);
-    project(w.wqkv, h, qkv, kProfGemmQkv);
+    project(w.wqkv, h, d, qkv, nqkv, kProfGemmQkv);
     {
       Timer tm(prof, kProfRope);
       run_split(pool, B, nqkv, [&](int64_t b0, int64_t b1) {
@@ -184,19 +162,19 @@ void BitnetExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* 
       const AttentionCall call{qkv, kv.k[l], kv.v[l], kv.q8, pos, attn, B, nh, nkv, hd, cap, nqkv, d, scale};
       run_attention(t, pool, call, attn_parts, max_ctx - 1, attn_scratch_.data());
     }
-    norm(attn, w.attn_sub_norm, d, attn);
-    project(w.wo, attn, o, kProfGemmO);
+    if (w.attn_sub_norm) norm(attn, w.attn_sub_norm, d, attn);
+    project(w.wo, attn, d, o, d, kProfGemmO);
     residual(o);
 
     norm(x, w.ffn_norm, d, h);
-    project(w.wgu, h, gu, kProfGemmGateUp);
+    project(w.wgu, h, d, gu, 2 * ff, kProfGemmGateUp);
     {
       Timer tm(prof, kProfGlu);
       const glu_fn fn = p.silu ? t.glu_silu : t.glu_relu2;
       run_split(pool, B, ff, [&](int64_t b0, int64_t b1) { fn(gu + b0 * 2 * ff, ffh + b0 * ff, b1 - b0, ff, 2 * ff, ff); });
     }
-    norm(ffh, w.ffn_sub_norm, ff, ffh);
-    project(w.wdown, ffh, o, kProfGemmDown);
+    if (w.ffn_sub_norm) norm(ffh, w.ffn_sub_norm, ff, ffh);
+    project(w.wdown, ffh, ff, o, d, kProfGemmDown);
     residual(o);
   }
 

@@ -1,18 +1,19 @@
-// The BitNet b1.58 block (formats.md §2.1) on the native kernels:
+// The attention block of every architecture row (arch.ts) on the native kernels:
 //   h = x + Wo·subnorm_attn(Attn(RoPE(Wq·n), RoPE(Wk·n), Wv·n)),  n = RMSNorm_attn(x)
 //   y = h + Wdown·subnorm_ffn(act(Wgate·m) ⊙ Wup·m),               m = RMSNorm_ffn(h)
 //   logits = RMSNorm_out(y_L) · headᵀ
-// Every projection input is quantized per token to int8 (A8) before its ternary GEMM.
-// By default forward() is one native call (./native-model.ts, native/runtime/bitnet_exec.cpp). Given a
+// Sub-norms are skipped where the file has none (LLaMA blocks); act is ReLU² or SiLU; every projection is a
+// Linear (weights.ts) of its row's linear kind with its input quantizer.
+// By default forward() is one native call (./native-model.ts, native/runtime/model_exec.cpp). Given a
 // ComputeBackend (./backend.ts) it runs op by op in TS instead: nativeBackend(ctx) (bit-identical to the
 // one-call path; tests check it) or referenceBackend() (the pure-TS oracle).
 import type { KernelContext } from '../kernels/context.js';
 import { type QuantizedActivations, allocActivations } from '../kernels/ternary.js';
-import type { KvCache } from '../engine/kv-cache.js';
 import { type ComputeBackend, nativeBackend } from './backend.js';
-import type { BitnetConfig } from './config.js';
-import { NativeBitnet } from './native-model.js';
-import type { BitnetWeights, HeadMatrix } from './weights.js';
+import type { ModelConfig } from './config.js';
+import type { KvCache } from './kv-cache.js';
+import { NativeModel } from './native-model.js';
+import { type HeadMatrix, type Linear, type LinearGroup, type ModelWeights, groupRows } from './weights.js';
 
 /** Scratch buffers for B tokens, grown on demand and reused across calls. */
 class Scratch {
@@ -27,10 +28,13 @@ class Scratch {
   o!: Float32Array; // [B, d]
   gu!: Float32Array; // [B, 2 ff]
   ffh!: Float32Array; // [B, ff]
+  part!: Float32Array; // [B, max(d + 2 dkv, 2 ff)] one linear's output before it is placed in its group's rows
+  xs!: Float32Array; // [B, max(d, ff)] pre-scaled input (α / g)
+  tokBias!: Float32Array; // [B]
   acts!: QuantizedActivations; // [B, max(d, ff)]
   pos!: Int32Array; // [B]
 
-  ensure(B: number, cfg: BitnetConfig): void {
+  ensure(B: number, cfg: ModelConfig): void {
     if (B <= this.B) return;
     const d = cfg.nEmbd;
     const dkv = cfg.nHeadKv * cfg.headDim;
@@ -46,6 +50,9 @@ class Scratch {
     this.o = new Float32Array(B * d);
     this.gu = new Float32Array(B * 2 * ff);
     this.ffh = new Float32Array(B * ff);
+    this.part = new Float32Array(B * Math.max(d + 2 * dkv, 2 * ff));
+    this.xs = new Float32Array(B * Math.max(d, ff));
+    this.tokBias = new Float32Array(B);
     this.acts = allocActivations(B, Math.max(d, ff));
     this.pos = new Int32Array(B);
   }
@@ -55,11 +62,11 @@ function view<T extends Float32Array | Int8Array | Int32Array>(a: T, n: number):
   return a.subarray(0, n) as T;
 }
 
-export class BitnetModel {
+export class TransformerModel {
   private readonly scratch = new Scratch();
   readonly backend: ComputeBackend;
   /** The one-call native forward; null when an explicit backend runs the ops from TS. */
-  readonly native: NativeBitnet | null;
+  readonly native: NativeModel | null;
 
   /**
    * Without `backend`, forward() runs the whole pass natively in one call. With one, it runs op by op
@@ -67,19 +74,19 @@ export class BitnetModel {
    */
   constructor(
     readonly ctx: KernelContext,
-    readonly cfg: BitnetConfig,
-    readonly weights: BitnetWeights,
+    readonly cfg: ModelConfig,
+    readonly weights: ModelWeights,
     backend?: ComputeBackend,
   ) {
     this.backend = backend ?? nativeBackend(ctx);
-    this.native = backend ? null : new NativeBitnet(ctx, cfg, weights);
+    this.native = backend ? null : new NativeModel(ctx, cfg, weights);
   }
 
-  /** Quantizes x [B, K] to int8 in the shared activation buffer. */
-  private quant(x: Float32Array, B: number, K: number): QuantizedActivations {
+  /** Quantizes x [B, K] to int8 codes (i8 / i4 / top-k i8) in the shared activation buffer. */
+  private quant(kind: 'i8' | 'i4' | 'topk-i8', x: Float32Array, B: number, K: number, ratio = 1): QuantizedActivations {
     const a = this.scratch.acts;
     const out: QuantizedActivations = { q: view(a.q, B * K), scale: view(a.scale, B), sum: view(a.sum, B), B, K };
-    return this.backend.quantizeI8(view(x, B * K), B, K, out);
+    return this.backend.quantize(kind, view(x, B * K), B, K, ratio, out);
   }
 
   private embed(tokens: ArrayLike<number>, out: Float32Array): void {
@@ -94,8 +101,49 @@ export class BitnetModel {
 
   private head(h: HeadMatrix, x: Float32Array, B: number, out: Float32Array): void {
     if (h.kind === 'f16') this.backend.f16Gemm(h.m, x, B, out);
-    else if (h.kind === 'q8') this.backend.q8Gemm(h.m, this.quant(x, B, this.cfg.nEmbd), out);
-    else this.backend.q4Gemm(h.m, this.quant(x, B, this.cfg.nEmbd), out);
+    else if (h.kind === 'q8') this.backend.q8Gemm(h.m, this.quant('i8', x, B, this.cfg.nEmbd), out);
+    else this.backend.q4Gemm(h.m, this.quant('i8', x, B, this.cfg.nEmbd), out);
+  }
+
+  /** y [B, l.M] = the linear l of x [B, l.K] (pre-step, quantizer, GEMM, epilogue; linear.h's contract). */
+  private linear(l: Linear, x: Float32Array, B: number, y: Float32Array): void {
+    const be = this.backend;
+    const s = this.scratch;
+    const K = l.K;
+    let input = view(x, B * K);
+    const tokBias = l.colBias ? view(s.tokBias, B) : null;
+    if (l.colScale || l.colBias) {
+      input = view(s.xs, B * K);
+      be.binaryPrep(view(x, B * K), B, K, l.colScale, l.colBias, input, tokBias);
+    }
+    const w = l.w;
+    if (l.quant === 'none') {
+      if (w.kind === 'f16') be.f16Gemm(w.m, input, B, y);
+      else if (w.kind === 'b1r16') be.binaryFloatGemm(w.m, input, B, l.rowScale, tokBias, y);
+      else throw new RangeError(`linear: ${w.kind} weights need quantized activations`);
+    } else {
+      const a = this.quant(l.quant, input, B, K, l.topkRatio);
+      if (w.kind === 'b1r16') be.binaryGemm(w.m, a, tokBias, y);
+      else if (w.kind === 't2r16' || w.kind === 'td3') be.ternaryGemm(w.m, a, y);
+      else throw new RangeError(`linear: ${w.kind} weights take float activations`);
+    }
+    if (l.layerNormEps > 0) be.layerNorm(y, B, l.M, l.layerNormEps, y);
+  }
+
+  /** out [B, groupRows(g)] = the group's linears of x, side by side. */
+  private group(g: LinearGroup, x: Float32Array, B: number, out: Float32Array): void {
+    if (g.length === 1) {
+      this.linear(g[0]!, x, B, view(out, B * g[0]!.M));
+      return;
+    }
+    const M = groupRows(g);
+    let off = 0;
+    for (const l of g) {
+      const part = view(this.scratch.part, B * l.M);
+      this.linear(l, x, B, part);
+      for (let b = 0; b < B; b++) out.set(part.subarray(b * l.M, (b + 1) * l.M), b * M + off);
+      off += l.M;
+    }
   }
 
   /**
@@ -142,7 +190,7 @@ export class BitnetModel {
       const w = this.weights.layers[l]!;
       // Attention.
       be.rmsnorm(x, w.attnNorm, B, d, cfg.eps, h);
-      be.ternaryGemm(w.wqkv, this.quant(h, B, d), qkv);
+      this.group(w.wqkv, h, B, qkv);
       for (let b = 0; b < B; b++) {
         const row = b * nqkv;
         q.set(qkv.subarray(row, row + d), b * d);
@@ -164,16 +212,16 @@ export class BitnetModel {
         be.kvStoreF16(v, pos, vc, kv.shape);
         be.attentionF16(q, kc, vc, pos, cfg.nHead, kv.shape, scale, attn);
       }
-      be.rmsnorm(attn, w.attnSubNorm, B, d, cfg.eps, attn);
-      be.ternaryGemm(w.wo, this.quant(attn, B, d), o);
+      if (w.attnSubNorm) be.rmsnorm(attn, w.attnSubNorm, B, d, cfg.eps, attn);
+      this.group(w.wo, attn, B, o);
       for (let i = 0; i < B * d; i++) x[i] = x[i]! + o[i]!;
       // Feed-forward.
       be.rmsnorm(x, w.ffnNorm, B, d, cfg.eps, h);
-      be.ternaryGemm(w.wgu, this.quant(h, B, d), gu);
+      this.group(w.wgu, h, B, gu);
       if (cfg.activation === 'relu2') be.gluRelu2(gu, B, ff, ffh);
       else be.gluSilu(gu, B, ff, ffh);
-      be.rmsnorm(ffh, w.ffnSubNorm, B, ff, cfg.eps, ffh);
-      be.ternaryGemm(w.wdown, this.quant(ffh, B, ff), o);
+      if (w.ffnSubNorm) be.rmsnorm(ffh, w.ffnSubNorm, B, ff, cfg.eps, ffh);
+      this.group(w.wdown, ffh, B, o);
       for (let i = 0; i < B * d; i++) x[i] = x[i]! + o[i]!;
     }
     kv.length += B;
@@ -186,4 +234,3 @@ export class BitnetModel {
     return logits;
   }
 }
-

@@ -1,30 +1,21 @@
-// The BitNet b1.58 forward pass in one native call (DESIGN.md §2, §6): the same op sequence as
-// lib/model/bitnet.ts runs through the same kernel table and thread pool, with no JS or N-API
+// The forward pass of every attention-block architecture in one native call (DESIGN.md §2, §6, §8): the
+// same op sequence as lib/model/transformer.ts runs through the same kernel table and thread pool, with no JS or N-API
 // boundary between ops. Per token it removes ~17 binding calls per layer, the q/k/v copies (RoPE,
 // the KV store and attention read the fused q|k|v rows with a row stride) and the JS residual adds.
 // The results are bit-identical to the op-by-op path: every op is the same kernel on the same rows,
 // and no op's result depends on how its rows are split over threads.
 //
-// Nothing here is global: a BitnetPlan borrows weight memory owned by JS (the binding keeps it
-// alive), a BitnetExec owns the scratch of one model, and a forward gets the KV cache of one sequence.
+// Nothing here is global: a ModelPlan borrows weight memory owned by JS (the binding keeps it
+// alive), a ModelExec owns the scratch of one model, and a forward gets the KV cache of one sequence.
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include "../kernels/kernels.h"
+#include "linear.h"
 #include "thread_pool.h"
 
 namespace bitllm {
-
-// A ternary projection: T2R16 (kernels/ternary_i2.h, 2 bits/weight) or TD3 (kernels/ternary_td3.h,
-// 1.6875 bits/weight, same results).
-struct PlanLinear {
-  enum Kind : int32_t { kT2R16 = 0, kTd3 = 1 };
-  int32_t kind = kT2R16;
-  TernaryMat t2{};
-  TernaryTd3Mat td3{};
-  int64_t M = 0, K = 0;
-};
 
 // The token embedding / lm_head: F16 row-major [M, K], Q8R16 or Q4R16.
 struct PlanDense {
@@ -36,18 +27,22 @@ struct PlanDense {
   int64_t M = 0, K = 0;
 };
 
+// Linears that share an input; their outputs sit side by side (q|k|v, gate|up). A fused projection is
+// one LinearPlan; families with per-projection pre-steps (FBI-LLM, OneBit) have one per projection.
+using LinearGroup = std::vector<LinearPlan>;
+
 struct PlanLayer {
   const float* attn_norm = nullptr;      // [d]
-  PlanLinear wqkv;                       // [d + 2 dkv, d]
+  LinearGroup wqkv;                      // [d + 2 dkv, d]
   const float* attn_sub_norm = nullptr;  // [d] or nullptr
-  PlanLinear wo;                         // [d, d]
+  LinearGroup wo;                        // [d, d]
   const float* ffn_norm = nullptr;       // [d]
-  PlanLinear wgu;                        // [2 ff, d]
+  LinearGroup wgu;                       // [2 ff, d]
   const float* ffn_sub_norm = nullptr;   // [ff] or nullptr
-  PlanLinear wdown;                      // [d, ff]
+  LinearGroup wdown;                     // [d, ff]
 };
 
-struct BitnetPlan {
+struct ModelPlan {
   int64_t n_embd = 0, n_ff = 0, n_head = 0, n_head_kv = 0, head_dim = 0, n_rot = 0, n_vocab = 0;
   float rope_theta = 10000.f, eps = 1e-5f;
   bool silu = false;  // gate activation: SiLU, else ReLU²
@@ -84,10 +79,10 @@ enum ProfileOp : int {
 };
 const char* profile_op_name(int op);
 
-class BitnetExec {
+class ModelExec {
  public:
-  explicit BitnetExec(BitnetPlan plan) : p_(std::move(plan)) {}
-  const BitnetPlan& plan() const { return p_; }
+  explicit ModelExec(ModelPlan plan) : p_(std::move(plan)) {}
+  const ModelPlan& plan() const { return p_; }
 
   // Runs tokens[0, B) at positions pos0 .. pos0+B-1 (pos0 + B <= kv.capacity, validated by the
   // caller, as are the token ids), stores their K/V and writes the logits of the last n_out tokens
@@ -97,14 +92,14 @@ class BitnetExec {
 
  private:
   void ensure(int64_t B, int64_t max_ctx, int nthreads);
-  void linear(const KernelTable& t, ThreadPool& pool, const PlanLinear& w, const float* x, int64_t B, float* y);
   void quant(const KernelTable& t, ThreadPool& pool, const float* x, int64_t B, int64_t K);
 
-  BitnetPlan p_;
+  ModelPlan p_;
   int64_t cap_b_ = 0;
+  LinearScratch lin_;
   std::vector<float> x_, h_, qkv_, attn_, o_, gu_, ffh_, act_scale_, attn_scratch_;
   std::vector<int8_t> act_q_;
-  std::vector<int32_t> act_sum_, act_bsum_, head_bsum_, pos_;
+  std::vector<int32_t> act_sum_, head_bsum_, pos_;
 };
 
 }  // namespace bitllm
