@@ -159,10 +159,11 @@ using attention_q8_fn = void (*)(const float* q,          // [B, n_heads, head_d
 //   amax = max_i |x_i|;  d = f16(amax / 3.0f) (float division, then round to nearest even half);
 //   q_i = (float(d) != 0 ? clamp(rne(x_i / float(d)), -4, 3) : 0)   (a float DIVISION per value, as the
 //   trainer computes it, not a product with a reciprocal).
-// Round trip: |x - dequant(x)| <= 0.5 float(d) + 3 * 2^-25 + 2^-20 float(d) (half a grid step, plus what
-// the +3 clamp cuts when f16 rounded d down: <= 3 * 2^-25 for subnormal-half d (amax < 1.8e-4), below
-// 2^-11 float(d) otherwise, plus the rounding of x / d). Blocks with f32(amax / 3) <= 2^-25 (all zeros
-// among them) store d = 0 and codes 4 (value 0).
+// Round trip: |x - dequant(x)| <= 0.5 float(d) + 2^-20 float(d) + 2^-23: half a grid step, plus the
+// rounding of x / d, plus what the +3 / -4 clamps cut when f16 rounded d down (<= 3 * 2^-25 for a
+// subnormal-half d, amax < 1.8e-4; below 2^-11 float(d) otherwise, inside the half step), or |x| itself
+// when d = 0 (f32(amax / 3) <= 2^-25, so |x| <= 3 * 2^-25 (1 + 2^-24)). Blocks with
+// f32(amax / 3) <= 2^-25 (all zeros among them) store d = 0 and codes 4 (value 0).
 // Rows with f32(amax / 3) >= 65520 (amax >= 196560: d overflows the half range) store d = +Inf and codes 4
 // (q = 0, since x / Inf = 0; the trainer's torch formula gives NaN there); their dequantized value
 // 0 * Inf is NaN, so the caller must keep |x| < 196560 (the attention needs finite cached rows).

@@ -7,8 +7,8 @@
 //              kv_store_q3: the same with vdivps (a division per value, as ops.h asks), codes packed
 //              by per-lane shifts and a horizontal add.
 //   attention: f16, q8 and q3 rows share the code through a row loader (q8: int8 -> float times the
-//              block scale, exact; q3: 8 codes from one broadcast 32-bit word, vpsrlvd per lane, minus 4,
-//              times the block scale, exact);
+//              block scale, exact; q3: 8 codes from one broadcast 32-bit word, vpsrlvd per lane, vpermps
+//              from the block's 8 values (c - 4) d, exact);
 //             K/V rows converted with vcvtph2ps in registers, register-blocked over the query heads
 //              sharing the kv head: scores as tiles of GB heads x PB positions (GB PB = 8 FMA chains of
 //              head_dim/8 each, reduced by a hadd tree), softmax through the vector exp of ops.h,
@@ -224,7 +224,8 @@ void kv_store_q3_avx2(const float* x, const int32_t* pos, uint8_t* cache, int64_
     for (int64_t h = 0; h < n_kv_heads; ++h) {
       const float* src = x + b * ld + h * head_dim;        // [head_dim]
       uint8_t* dst = cache + (h * capacity + pos[b]) * rb;  // [rb]
-      for (int64_t k = 0; k < head_dim / kKvQ3Block; ++k) quantize_q3_block_avx2(src + k * kKvQ3Block, dst + k * kKvQ3BlockBytes);
+      for (int64_t k = 0; k < head_dim / kKvQ3Block; ++k)
+        quantize_q3_block_avx2(src + k * kKvQ3Block, dst + k * kKvQ3BlockBytes);
     }
 }
 
@@ -279,7 +280,8 @@ struct RowsQ8 {
 };
 
 // q3 (ops.h): (c - 4) * float(d), exact, the same values as the scalar dequantization. The 8 codes of
-// dims [d, d + 8) (group s of the block) come from one 32-bit word broadcast and shifted per lane.
+// dims [d, d + 8) (group s of the block) come from one 32-bit word broadcast and shifted per lane, and
+// index a table of the 8 values of the block.
 struct RowsQ3 {
   using T = uint8_t;
   static int64_t stride(int64_t head_dim) { return q3_row_bytes(head_dim); }
@@ -290,11 +292,13 @@ struct RowsQ3 {
     uint32_t word;
     std::memcpy(&dh, blk, 2);
     std::memcpy(&word, blk + 2 + w, 4);
-    const __m256 sc = _mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(dh)));
+    // The 8 values (c - 4) * d of the block (exact), looked up by code: vpermps reads the low 3 bits of
+    // each lane's index, so the shifted word needs no mask.
+    const __m256 lut = _mm256_mul_ps(_mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(dh))),
+                                     _mm256_setr_ps(-4.0f, -3.0f, -2.0f, -1.0f, 0.0f, 1.0f, 2.0f, 3.0f));
     const __m256i sh = _mm256_add_epi32(_mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21),
                                         _mm256_set1_epi32(static_cast<int>(24 * s - 8 * w)));
-    const __m256i c = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), sh), _mm256_set1_epi32(7));
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(c, _mm256_set1_epi32(4))), sc);
+    return _mm256_permutevar8x32_ps(lut, _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), sh));
   }
   // Unused while head_dim % 32 == 0 (the bindings require it); kept correct for any n < 8.
   static __m256 tail(const T* row, int64_t d, int64_t n) {

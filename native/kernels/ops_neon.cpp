@@ -166,7 +166,8 @@ void kv_store_q3_neon(const float* x, const int32_t* pos, uint8_t* cache, int64_
     for (int64_t h = 0; h < n_kv_heads; ++h) {
       const float* src = x + b * ld + h * head_dim;        // [head_dim]
       uint8_t* dst = cache + (h * capacity + pos[b]) * rb;  // [rb]
-      for (int64_t k = 0; k < head_dim / kKvQ3Block; ++k) quantize_q3_block_neon(src + k * kKvQ3Block, dst + k * kKvQ3BlockBytes);
+      for (int64_t k = 0; k < head_dim / kKvQ3Block; ++k)
+        quantize_q3_block_neon(src + k * kKvQ3Block, dst + k * kKvQ3BlockBytes);
     }
 }
 
