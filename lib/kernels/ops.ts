@@ -1,5 +1,5 @@
 // Typed wrappers over the native float-op bindings (native/kernels/ops.h): RMSNorm, NEOX RoPE, the
-// f16 and q8 KV cache stores, causal GQA attention over either, and the gated activations. Rows are contiguous:
+// f16, q8 and q3 KV cache stores, causal GQA attention over each, and the gated activations. Rows are contiguous:
 // x [B, n], q / out [B, nHeads, headDim], caches [nKvHeads, capacity, headDim] (IEEE half bits).
 // The native side checks every argument (types, exact lengths, positions) and throws TypeError /
 // RangeError naming it.
@@ -13,9 +13,9 @@ type KvStoreFn = (ctx: unknown, x: Float32Array, pos: Int32Array, cache: Uint16A
   headDim: number, capacity: number) => void;
 type AttentionFn = (ctx: unknown, q: Float32Array, kCache: Uint16Array, vCache: Uint16Array, pos: Int32Array,
   out: Float32Array, B: number, nHeads: number, nKvHeads: number, headDim: number, capacity: number, scale: number) => void;
-type KvStoreQ8Fn = (ctx: unknown, x: Float32Array, pos: Int32Array, cache: Uint8Array, B: number, nKvHeads: number,
+type KvStoreBytesFn = (ctx: unknown, x: Float32Array, pos: Int32Array, cache: Uint8Array, B: number, nKvHeads: number,
   headDim: number, capacity: number) => void;
-type AttentionQ8Fn = (ctx: unknown, q: Float32Array, kCache: Uint8Array, vCache: Uint8Array, pos: Int32Array,
+type AttentionBytesFn = (ctx: unknown, q: Float32Array, kCache: Uint8Array, vCache: Uint8Array, pos: Int32Array,
   out: Float32Array, B: number, nHeads: number, nKvHeads: number, headDim: number, capacity: number, scale: number) => void;
 type GluFn = (ctx: unknown, gateUp: Float32Array, out: Float32Array, B: number, n: number) => void;
 
@@ -36,6 +36,14 @@ export const KV_Q8_BLOCK_BYTES = 34;
 /** Bytes one q8 K (or V) cache of this shape holds: [nKvHeads, capacity, headDim / 32 * 34]. */
 export const kvCacheBytesQ8 = (s: KvCacheShape): number =>
   s.nKvHeads * s.capacity * (s.headDim / KV_Q8_BLOCK) * KV_Q8_BLOCK_BYTES;
+
+/** q3 rows (BitNet a4.8's 3-bit K/V, headDim % 32 == 0): headDim / 32 blocks of {f16 d, 12 bytes of 3-bit codes}. */
+export const KV_Q3_BLOCK = 32;
+export const KV_Q3_BLOCK_BYTES = 14;
+
+/** Bytes one q3 K (or V) cache of this shape holds: [nKvHeads, capacity, headDim / 32 * 14]. */
+export const kvCacheBytesQ3 = (s: KvCacheShape): number =>
+  s.nKvHeads * s.capacity * (s.headDim / KV_Q3_BLOCK) * KV_Q3_BLOCK_BYTES;
 
 /**
  * y[b,:] = x[b,:] / sqrt(mean(x[b,:]^2) + eps) * w for x [B, n] (w null: no weight).
@@ -81,14 +89,33 @@ export function attentionF16(ctx: KernelContext, q: Float32Array, kCache: Uint16
  * native/kernels/ops.h). headDim must be a multiple of 32; cache has kvCacheBytesQ8(shape) bytes.
  */
 export function kvStoreQ8(ctx: KernelContext, x: Float32Array, pos: Int32Array, cache: Uint8Array, shape: KvCacheShape): void {
-  binding<KvStoreQ8Fn>('kvStoreQ8')(ctx.handle, x, pos, cache, pos.length, shape.nKvHeads, shape.headDim, shape.capacity);
+  binding<KvStoreBytesFn>('kvStoreQ8')(ctx.handle, x, pos, cache, pos.length, shape.nKvHeads, shape.headDim, shape.capacity);
 }
 
 /** attentionF16 over q8 K/V caches (kvCacheBytesQ8(shape) bytes each; rows dequantized on the fly). */
 export function attentionQ8(ctx: KernelContext, q: Float32Array, kCache: Uint8Array, vCache: Uint8Array, pos: Int32Array,
   nHeads: number, shape: KvCacheShape, scale: number, out?: Float32Array): Float32Array {
   const o = out ?? new Float32Array(pos.length * nHeads * shape.headDim);
-  binding<AttentionQ8Fn>('attentionQ8')(ctx.handle, q, kCache, vCache, pos, o, pos.length, nHeads, shape.nKvHeads,
+  binding<AttentionBytesFn>('attentionQ8')(ctx.handle, q, kCache, vCache, pos, o, pos.length, nHeads, shape.nKvHeads,
+    shape.headDim, shape.capacity, scale);
+  return o;
+}
+
+/**
+ * q3 store (BitNet a4.8's 3-bit K/V, the trainer's kv_q3): per 32-value block of x[b, h, :],
+ * d = f16(amax / 3), q = clamp(rne(x / d), -4, 3) (a float division per value), stored as code q + 4 in
+ * 3 bits (native/kernels/ops.h). headDim must be a multiple of 32; cache has kvCacheBytesQ3(shape) bytes.
+ * |x| must stay below 196560 (larger blocks overflow the half scale; their values are not finite).
+ */
+export function kvStoreQ3(ctx: KernelContext, x: Float32Array, pos: Int32Array, cache: Uint8Array, shape: KvCacheShape): void {
+  binding<KvStoreBytesFn>('kvStoreQ3')(ctx.handle, x, pos, cache, pos.length, shape.nKvHeads, shape.headDim, shape.capacity);
+}
+
+/** attentionF16 over q3 K/V caches (kvCacheBytesQ3(shape) bytes each; rows dequantized exactly on the fly). */
+export function attentionQ3(ctx: KernelContext, q: Float32Array, kCache: Uint8Array, vCache: Uint8Array, pos: Int32Array,
+  nHeads: number, shape: KvCacheShape, scale: number, out?: Float32Array): Float32Array {
+  const o = out ?? new Float32Array(pos.length * nHeads * shape.headDim);
+  binding<AttentionBytesFn>('attentionQ3')(ctx.handle, q, kCache, vCache, pos, o, pos.length, nHeads, shape.nKvHeads,
     shape.headDim, shape.capacity, scale);
   return o;
 }

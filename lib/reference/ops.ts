@@ -6,6 +6,8 @@
 //   kvStoreF16 bit-exact (floatToHalf, round to nearest even)
 //   kvStoreQ8  bit-exact (the block quantization of ops.h, float ops)
 //   attentionQ8: the attention bound over the dequantized cache values
+//   kvStoreQ3  bit-exact (BitNet a4.8's 3-bit block quantization of ops.h, a float division per value)
+//   attentionQ3: the attention bound over the dequantized cache values
 //   gluRelu2   |y - ref| <= 2u |ref| + 1e-36 |up| + 2^-149
 //   gluSilu    |y - ref| <= 8u |ref| + 1e-36 |up| + 2^-149
 //   attention  |o - ref| <= max|v| u (4 S (hd + 8) + L/2 + 128), S = max_t |scale| Σ_d |q_d k_td|
@@ -125,6 +127,77 @@ export function refKvStoreQ8(x: Float32Array, pos: Int32Array, cache: Uint8Array
         cache[dst + 1] = dh >> 8;
         for (let i = 0; i < 32; i++) cache[dst + 2 + i] = clamp(roundHalfEven(f32(x[src + i]! * id)), -127, 127) & 0xff;
       }
+}
+
+/** Values per q3 block and bytes per block ({f16 d, 12 bytes of 3-bit codes}; native/kernels/ops.h). */
+const Q3_BLOCK = 32;
+const Q3_BLOCK_BYTES = 14;
+
+/**
+ * One q3 block (ops.h, the trainer's kv_q3): amax = max |x_i|, d = f16(f32(amax / 3)),
+ * q_i = d ? clamp(rne(f32(x_i / d)), -4, 3) : 0 (a float division per value); written at dst[o, o + 14) as
+ * {d (little-endian half), codes}: code q_i + 4 in bits [3i, 3i + 3) of the little-endian 96-bit code string.
+ */
+export function refQuantizeQ3Block(x: ArrayLike<number>, xo: number, dst: Uint8Array, o: number): void {
+  let amax = 0;
+  for (let i = 0; i < Q3_BLOCK; i++) amax = Math.max(amax, Math.abs(x[xo + i]!));
+  const dh = floatToHalf(f32(amax / 3));
+  const df = halfToFloat(dh);
+  dst[o] = dh & 0xff;
+  dst[o + 1] = dh >> 8;
+  dst.fill(0, o + 2, o + Q3_BLOCK_BYTES);
+  for (let i = 0; i < Q3_BLOCK; i++) {
+    const q = df !== 0 ? clamp(roundHalfEven(f32(x[xo + i]! / df)), -4, 3) : 0;
+    const v = (q + 4) << ((3 * i) & 7);
+    const byte = o + 2 + ((3 * i) >> 3);
+    dst[byte] = dst[byte]! | (v & 0xff);
+    if (v > 0xff) dst[byte + 1] = dst[byte + 1]! | (v >> 8);
+  }
+}
+
+/** Value i (< 32) of the q3 block at bytes[o, o + 14): (code_i - 4) * float(d), exact in float. */
+export function q3BlockValue(bytes: Uint8Array, o: number, i: number): number {
+  const bit = 3 * i;
+  const byte = o + 2 + (bit >> 3);
+  const two = bytes[byte]! | ((bit >> 3) + 1 < 12 ? bytes[byte + 1]! << 8 : 0);
+  const c = (two >> (bit & 7)) & 7;
+  return (c - 4) * halfToFloat(bytes[o]! | (bytes[o + 1]! << 8));
+}
+
+/** The headDim values of the q3 cache row starting at byte `offset` (headDim / 32 blocks of 14 bytes). */
+export function refDequantQ3Row(cache: Uint8Array, offset: number, headDim: number): Float32Array {
+  const y = new Float32Array(headDim);
+  for (let d = 0; d < headDim; d++) y[d] = q3BlockValue(cache, offset + Math.floor(d / Q3_BLOCK) * Q3_BLOCK_BYTES, d % Q3_BLOCK);
+  return y;
+}
+
+/**
+ * q3 store (ops.h): cache[h, pos[b], :] = the q3 blocks of x[b, h, :] (refQuantizeQ3Block), cache
+ * [nKvHeads, capacity, headDim / 32 * 14] bytes. Repeated positions keep the last token.
+ */
+export function refKvStoreQ3(x: Float32Array, pos: Int32Array, cache: Uint8Array, nKvHeads: number, headDim: number, capacity: number): void {
+  const rb = (headDim / Q3_BLOCK) * Q3_BLOCK_BYTES;
+  for (let b = 0; b < pos.length; b++)
+    for (let h = 0; h < nKvHeads; h++)
+      for (let k = 0; k < headDim / Q3_BLOCK; k++)
+        refQuantizeQ3Block(x, (b * nKvHeads + h) * headDim + k * Q3_BLOCK, cache, (h * capacity + pos[b]!) * rb + k * Q3_BLOCK_BYTES);
+}
+
+/** refAttentionF16 over q3 caches (the dequantized values). */
+export function refAttentionQ3(q: Float32Array, kCache: Uint8Array, vCache: Uint8Array, pos: Int32Array,
+  nHeads: number, nKvHeads: number, headDim: number, capacity: number, scale: number): RefResult {
+  const rb = (headDim / Q3_BLOCK) * Q3_BLOCK_BYTES;
+  // Rows dequantized once each (the attention reads every value many times).
+  const rows = (c: Uint8Array) => {
+    const memo = new Map<number, Float32Array>();
+    return (g: number, t: number, d: number) => {
+      const key = g * capacity + t;
+      let row = memo.get(key);
+      if (!row) memo.set(key, (row = refDequantQ3Row(c, key * rb, headDim)));
+      return row[d]!;
+    };
+  };
+  return refAttention(q, rows(kCache), rows(vCache), pos, nHeads, nKvHeads, headDim, scale);
 }
 
 type RowAt = (g: number, t: number, d: number) => number;

@@ -1,5 +1,5 @@
-// Bindings for the float ops of the transformer block (kernels/ops.h): rmsnorm, NEOX RoPE, f16 KV
-// and q8 KV stores, causal GQA attention over either cache, gated activations. Rows are contiguous at the JS
+// Bindings for the float ops of the transformer block (kernels/ops.h): rmsnorm, NEOX RoPE, f16, q8
+// and q3 KV stores, causal GQA attention over each cache, gated activations. Rows are contiguous at the JS
 // level (ld = row length); every typed array must have exactly the length its shape implies.
 #include <algorithm>
 #include <cfloat>
@@ -124,11 +124,12 @@ Napi::Value kv_store_f16(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// headDim of a q8 cache: a multiple of the 32-value block.
-void check_q8_head_dim(const Args& a, int64_t hd) {
+// headDim of a q8 / q3 cache: a multiple of the 32-value block.
+void check_block_head_dim(const Args& a, int64_t hd, const char* kind) {
+  static_assert(kKvQ8Block == kKvQ3Block, "one block size");
   if (hd % kKvQ8Block)
     a.range_error("headDim = " + std::to_string(hd) + " must be a multiple of " + std::to_string(kKvQ8Block) +
-                  " for a q8 KV cache");
+                  " for a " + kind + " KV cache");
 }
 
 // kvStoreQ8(ctx, x: Float32Array[B*nKvHeads*headDim], pos: Int32Array[B],
@@ -138,7 +139,7 @@ Napi::Value kv_store_q8(const Napi::CallbackInfo& info) {
   ContextWrap& ctx = a.context(0);
   const int64_t B = a.integer(4, "B", 1, kMaxBatch), nkv = a.integer(5, "nKvHeads", 1, kMaxHeads);
   const int64_t hd = a.integer(6, "headDim", 1, kMaxHeadDim), cap = a.integer(7, "capacity", 1, kMaxCapacity);
-  check_q8_head_dim(a, hd);
+  check_block_head_dim(a, hd, "q8");
   check_row(a, nkv, hd, "nKvHeads");
   const int64_t rb = q8_row_bytes(hd), cn = nkv * cap * rb;
   const float* x = a.f32(1, "x", B * nkv * hd, B * nkv * hd);
@@ -156,28 +157,57 @@ Napi::Value kv_store_q8(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// kvStoreQ3(ctx, x: Float32Array[B*nKvHeads*headDim], pos: Int32Array[B],
+//           cache: Uint8Array[nKvHeads*capacity*headDim/32*14], B, nKvHeads, headDim, capacity)
+Napi::Value kv_store_q3(const Napi::CallbackInfo& info) {
+  Args a(info, "kvStoreQ3");
+  ContextWrap& ctx = a.context(0);
+  const int64_t B = a.integer(4, "B", 1, kMaxBatch), nkv = a.integer(5, "nKvHeads", 1, kMaxHeads);
+  const int64_t hd = a.integer(6, "headDim", 1, kMaxHeadDim), cap = a.integer(7, "capacity", 1, kMaxCapacity);
+  check_block_head_dim(a, hd, "q3");
+  check_row(a, nkv, hd, "nKvHeads");
+  const int64_t rb = q3_row_bytes(hd), cn = nkv * cap * rb;
+  const float* x = a.f32(1, "x", B * nkv * hd, B * nkv * hd);
+  const int32_t* pos = a.i32(2, "pos", B, B);
+  uint8_t* cache = a.u8(3, "cache", cn, cn);
+  check_positions(a, pos, B, cap, "capacity");
+  check_disjoint(a, cache, cn, "cache", x, B * nkv * hd * 4, "x");
+  check_disjoint(a, cache, cn, "cache", pos, B * 4, "pos");
+  const kv_store_q3_fn fn = ctx.table().kv_store_q3;
+  const int64_t ld = nkv * hd;
+  // Split by kv head: each thread owns whole cache planes, so repeated positions cannot race.
+  run_split(ctx, nkv, B * hd, [&](int64_t h0, int64_t h1) {
+    fn(x + h0 * hd, pos, cache + h0 * cap * rb, B, h1 - h0, hd, ld, cap);
+  });
+  return info.Env().Undefined();
+}
+
 // attentionF16(ctx, q: Float32Array[B*nHeads*headDim], kCache, vCache: Uint16Array[nKvHeads*capacity*headDim],
 //              pos: Int32Array[B], out: Float32Array[B*nHeads*headDim], B, nHeads, nKvHeads, headDim,
 //              capacity, scale)
 // attentionQ8(ctx, q, kCache, vCache: Uint8Array[nKvHeads*capacity*headDim/32*34], pos, out, B, nHeads,
 //             nKvHeads, headDim (% 32 == 0), capacity, scale): the same over q8 caches.
-template <bool kQ8>
+// attentionQ3(ctx, q, kCache, vCache: Uint8Array[nKvHeads*capacity*headDim/32*14], pos, out, B, nHeads,
+//             nKvHeads, headDim (% 32 == 0), capacity, scale): the same over q3 caches.
+template <KvKind kKind>
 Napi::Value attention(const Napi::CallbackInfo& info) {
-  Args a(info, kQ8 ? "attentionQ8" : "attentionF16");
+  constexpr bool kBytes = kKind != KvKind::f16;  // q8 / q3: Uint8Array caches of blocks
+  Args a(info, kKind == KvKind::q8 ? "attentionQ8" : kKind == KvKind::q3 ? "attentionQ3" : "attentionF16");
   ContextWrap& ctx = a.context(0);
   const int64_t B = a.integer(6, "B", 1, kMaxBatch), nh = a.integer(7, "nHeads", 1, kMaxHeads);
   const int64_t nkv = a.integer(8, "nKvHeads", 1, nh);
   if (nh % nkv)
     a.range_error("nHeads = " + std::to_string(nh) + " is not a multiple of nKvHeads = " + std::to_string(nkv));
   const int64_t hd = a.integer(9, "headDim", 1, kMaxHeadDim), cap = a.integer(10, "capacity", 1, kMaxCapacity);
-  if (kQ8) check_q8_head_dim(a, hd);
+  if (kBytes) check_block_head_dim(a, hd, kKind == KvKind::q8 ? "q8" : "q3");
   check_row(a, nh, hd, "nHeads");
   const float scale = float_arg(a, 11, "scale", false, false);
   // cn elements of cb bytes per cache.
-  const int64_t qn = B * nh * hd, cn = nkv * cap * (kQ8 ? q8_row_bytes(hd) : hd), cb = kQ8 ? 1 : 2;
+  const int64_t row = kKind == KvKind::q8 ? q8_row_bytes(hd) : kKind == KvKind::q3 ? q3_row_bytes(hd) : hd;
+  const int64_t qn = B * nh * hd, cn = nkv * cap * row, cb = kBytes ? 1 : 2;
   const float* q = a.f32(1, "q", qn, qn);
-  const void* kc = kQ8 ? static_cast<const void*>(a.u8(2, "kCache", cn, cn)) : a.u16(2, "kCache", cn, cn);
-  const void* vc = kQ8 ? static_cast<const void*>(a.u8(3, "vCache", cn, cn)) : a.u16(3, "vCache", cn, cn);
+  const void* kc = kBytes ? static_cast<const void*>(a.u8(2, "kCache", cn, cn)) : a.u16(2, "kCache", cn, cn);
+  const void* vc = kBytes ? static_cast<const void*>(a.u8(3, "vCache", cn, cn)) : a.u16(3, "vCache", cn, cn);
   const int32_t* pos = a.i32(4, "pos", B, B);
   float* out = a.f32(5, "out", qn, qn);
   const int32_t max_pos = check_positions(a, pos, B, cap, "capacity");
@@ -194,7 +224,7 @@ Napi::Value attention(const Napi::CallbackInfo& info) {
   } catch (const std::bad_alloc&) {
     a.range_error("cannot allocate " + std::to_string(nscratch * 4) + " bytes of attention scratch");
   }
-  const AttentionCall call{q, kc, vc, kQ8, pos, out, B, nh, nkv, hd, cap, nh * hd, nh * hd, scale};
+  const AttentionCall call{q, kc, vc, kKind, pos, out, B, nh, nkv, hd, cap, nh * hd, nh * hd, scale};
   run_attention(ctx.table(), ctx.pool(), call, parts, max_pos, scratch);
   return info.Env().Undefined();
 }
@@ -219,9 +249,11 @@ void register_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("rmsnorm", Napi::Function::New(env, rmsnorm, "rmsnorm"));
   exports.Set("ropeNeox", Napi::Function::New(env, rope_neox, "ropeNeox"));
   exports.Set("kvStoreF16", Napi::Function::New(env, kv_store_f16, "kvStoreF16"));
-  exports.Set("attentionF16", Napi::Function::New(env, attention<false>, "attentionF16"));
+  exports.Set("attentionF16", Napi::Function::New(env, attention<KvKind::f16>, "attentionF16"));
   exports.Set("kvStoreQ8", Napi::Function::New(env, kv_store_q8, "kvStoreQ8"));
-  exports.Set("attentionQ8", Napi::Function::New(env, attention<true>, "attentionQ8"));
+  exports.Set("attentionQ8", Napi::Function::New(env, attention<KvKind::q8>, "attentionQ8"));
+  exports.Set("kvStoreQ3", Napi::Function::New(env, kv_store_q3, "kvStoreQ3"));
+  exports.Set("attentionQ3", Napi::Function::New(env, attention<KvKind::q3>, "attentionQ3"));
   exports.Set("gluRelu2", Napi::Function::New(env, glu<false>, "gluRelu2"));
   exports.Set("gluSilu", Napi::Function::New(env, glu<true>, "gluSilu"));
 }

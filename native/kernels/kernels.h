@@ -49,6 +49,8 @@ struct KernelTable {
   attention_f16_fn attention_f16 = nullptr;
   kv_store_q8_fn kv_store_q8 = nullptr;
   attention_q8_fn attention_q8 = nullptr;
+  kv_store_q3_fn kv_store_q3 = nullptr;
+  attention_q3_fn attention_q3 = nullptr;
   glu_fn glu_relu2 = nullptr;
   glu_fn glu_silu = nullptr;
 

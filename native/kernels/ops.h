@@ -17,6 +17,8 @@
 //   kv_store_f16  bit-exact (IEEE round to nearest even)
 //   kv_store_q8   bit-exact across variants (the Q8_0-like quantization defined below)
 //   attention_q8  attention_f16's bound over the dequantized cache values (below)
+//   kv_store_q3   bit-exact across variants (BitNet a4.8's 3-bit quantization defined below)
+//   attention_q3  attention_f16's bound over the dequantized cache values (below)
 //   glu_relu2     |y - y_exact| <= 2u |y_exact| + 1e-36 |up| + 2^-149   (while gate^2 is finite)
 //   glu_silu      |y - y_exact| <= 8u |y_exact| + 1e-36 |up| + 2^-149   (exp(-g) overflows below g = -88)
 //   attention_f16 |o - o_exact| <= max|v| u (4 S (hd + 8) + L / 2 + 128),  L = pos + 1 attended rows,
@@ -140,6 +142,51 @@ using kv_store_q8_fn = void (*)(const float* x,      // [B, n_kv_heads * head_di
 using attention_q8_fn = void (*)(const float* q,          // [B, n_heads, head_dim] (row stride ldq)
                                  const uint8_t* k_cache,  // [n_kv_heads, capacity, q8_row_bytes(head_dim)]
                                  const uint8_t* v_cache,  // [n_kv_heads, capacity, q8_row_bytes(head_dim)]
+                                 const int32_t* pos,      // [B]
+                                 float* out,              // [B, n_heads, head_dim] (row stride ldo)
+                                 int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t capacity,
+                                 int64_t ldq, int64_t ldo, float scale, int64_t h0, int64_t h1, float* scratch);
+
+// q3 KV cache (BitNet a4.8's 3-bit K/V; the numerics of train/evaluate.py kv_q3, which the trained
+// models' perplexities were measured with): a cache row of head_dim values (head_dim % 32 == 0) is
+// head_dim / 32 blocks of kKvQ3BlockBytes = 14 bytes: {uint16 d (IEEE half bits, little-endian),
+// uint8 codes[12]}. codes holds 32 3-bit codes c_i = q_i + 4 in [0, 8) as one little-endian 96-bit
+// string: c_i is bits [3i, 3i + 3) (byte 3i / 8, across a byte boundary for some i), so the 8 codes of
+// values 8s .. 8s + 7 are the 24 bits [24s, 24s + 24). SIMD loads read them as one little-endian
+// 32-bit word at code byte w_s = min(3s, 8) (never past the block): c_{8s+j} = (word >> (24s - 8 w_s + 3j)) & 7.
+// Value i of a block is q_i * float(d) (exact in float: 3 x 11 significant bits).
+// Quantization of a block x[0, 32) (bit-exact across variants and lib/reference, for finite x):
+//   amax = max_i |x_i|;  d = f16(amax / 3.0f) (float division, then round to nearest even half);
+//   q_i = (float(d) != 0 ? clamp(rne(x_i / float(d)), -4, 3) : 0)   (a float DIVISION per value, as the
+//   trainer computes it, not a product with a reciprocal).
+// Round trip: |x - dequant(x)| <= 0.5 float(d) + 2^-20 float(d) + 2^-23: half a grid step, plus the
+// rounding of x / d, plus what the +3 / -4 clamps cut when f16 rounded d down (<= 3 * 2^-25 for a
+// subnormal-half d, amax < 1.8e-4; below 2^-11 float(d) otherwise, inside the half step), or |x| itself
+// when d = 0 (f32(amax / 3) <= 2^-25, so |x| <= 3 * 2^-25 (1 + 2^-24)). Blocks with
+// f32(amax / 3) <= 2^-25 (all zeros among them) store d = 0 and codes 4 (value 0).
+// Rows with f32(amax / 3) >= 65520 (amax >= 196560: d overflows the half range) store d = +Inf and codes 4
+// (q = 0, since x / Inf = 0; the trainer's torch formula gives NaN there); their dequantized value
+// 0 * Inf is NaN, so the caller must keep |x| < 196560 (the attention needs finite cached rows).
+constexpr int64_t kKvQ3Block = 32;
+constexpr int64_t kKvQ3BlockBytes = 14;
+constexpr int64_t q3_row_bytes(int64_t head_dim) { return head_dim / kKvQ3Block * kKvQ3BlockBytes; }
+
+// Stores tokens' K or V rows quantized (above) into cache[h, pos[b], :] (rows of q3_row_bytes bytes),
+// cache laid out [n_kv_heads, capacity, q3_row_bytes(head_dim)]. Same contract as kv_store_f16
+// otherwise (0 <= pos[b] < capacity; repeated position keeps the last). Bit-exact across variants.
+using kv_store_q3_fn = void (*)(const float* x,      // [B, n_kv_heads * head_dim] (row stride ld)
+                                const int32_t* pos,  // [B]
+                                uint8_t* cache,      // [n_kv_heads, capacity, q3_row_bytes(head_dim)]
+                                int64_t B, int64_t n_kv_heads, int64_t head_dim, int64_t ld, int64_t capacity);
+
+// attention_f16 over q3 caches (head_dim % 32 == 0): the K/V rows are dequantized on the fly (exactly,
+// q_i * float(d), see above) and everything else is attention_f16's computation. Bound: attention_f16's
+// bound with k, v the dequantized values, i.e. against exact attention over the dequantized cache:
+//   |o - o_exact(dequant K, dequant V)| <= max|v| u (4 S (hd + 8) + L / 2 + 128).
+// Same scratch as attention_f16.
+using attention_q3_fn = void (*)(const float* q,          // [B, n_heads, head_dim] (row stride ldq)
+                                 const uint8_t* k_cache,  // [n_kv_heads, capacity, q3_row_bytes(head_dim)]
+                                 const uint8_t* v_cache,  // [n_kv_heads, capacity, q3_row_bytes(head_dim)]
                                  const int32_t* pos,      // [B]
                                  float* out,              // [B, n_heads, head_dim] (row stride ldo)
                                  int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t capacity,

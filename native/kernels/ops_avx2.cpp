@@ -4,8 +4,11 @@
 //   rope_neox: shared angles (ops.h), rotation with separate mul/sub: bit-exact to scalar.
 //   kv_store:  vcvtps2ph round to nearest even: bit-exact to scalar for finite inputs. kv_store_q8: the
 //              scalar block quantization in vector float ops (vcvtps2dq rounds half even): bit-exact.
-//   attention: f16 and q8 rows share the code through a row loader (q8: int8 -> float times the block
-//              scale, exact);
+//              kv_store_q3: the same with vdivps (a division per value, as ops.h asks), codes packed
+//              by per-lane shifts and a horizontal add.
+//   attention: f16, q8 and q3 rows share the code through a row loader (q8: int8 -> float times the
+//              block scale, exact; q3: 8 codes from one broadcast 32-bit word, vpsrlvd per lane, vpermps
+//              from the block's 8 values (c - 4) d, exact);
 //             K/V rows converted with vcvtph2ps in registers, register-blocked over the query heads
 //              sharing the kv head: scores as tiles of GB heads x PB positions (GB PB = 8 FMA chains of
 //              head_dim/8 each, reduced by a hadd tree), softmax through the vector exp of ops.h,
@@ -181,6 +184,51 @@ void kv_store_q8_avx2(const float* x, const int32_t* pos, uint8_t* cache, int64_
     }
 }
 
+// One q3 block (ops.h) x [32] -> dst [14 bytes]: the scalar float ops 8 lanes at a time (vdivps is
+// the correctly rounded division, vcvtps2dq rounds half even after the clamp). Each group of 8 codes
+// is shifted to bits 3j of its lane and the lanes are summed (disjoint fields: the sum is the OR).
+inline void quantize_q3_block_avx2(const float* x, uint8_t* dst) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 v[4];
+  for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(x + 8 * i);
+  const __m256 a = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+  const float amax = hmax(a);
+  const uint16_t dh = static_cast<uint16_t>(_cvtss_sh(amax / 3.0f, _MM_FROUND_TO_NEAREST_INT));
+  const float df = _cvtsh_ss(dh);
+  std::memcpy(dst, &dh, 2);
+  // d == 0: every q is 0 (the quotients 0 / 0 are NaN; max(NaN, -4) = -4 is masked off below).
+  const __m256 keep = df != 0.0f ? _mm256_castsi256_ps(_mm256_set1_epi32(-1)) : _mm256_setzero_ps();
+  const __m256 dv = _mm256_set1_ps(df), lo = _mm256_set1_ps(-4.0f), hi = _mm256_set1_ps(3.0f);
+  const __m256i four = _mm256_set1_epi32(4), sh = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21);
+  __m256i f[4];
+  for (int i = 0; i < 4; ++i) {
+    const __m256 qf = _mm256_and_ps(_mm256_min_ps(_mm256_max_ps(_mm256_div_ps(v[i], dv), lo), hi), keep);
+    f[i] = _mm256_sllv_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(qf), four), sh);
+  }
+  // Per 128-bit half: [Σ f0, Σ f1, Σ f2, Σ f3] of its 4 lanes; then the two halves added.
+  const __m256i u = _mm256_hadd_epi32(_mm256_hadd_epi32(f[0], f[1]), _mm256_hadd_epi32(f[2], f[3]));
+  alignas(16) uint32_t w[4];
+  _mm_store_si128(reinterpret_cast<__m128i*>(w),
+                  _mm_add_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1)));
+  const uint64_t lo64 = w[0] | (static_cast<uint64_t>(w[1]) << 24) | (static_cast<uint64_t>(w[2]) << 48);
+  const uint32_t hi32 = (w[2] >> 16) | (w[3] << 8);
+  std::memcpy(dst + 2, &lo64, 8);
+  std::memcpy(dst + 10, &hi32, 4);
+}
+
+void kv_store_q3_avx2(const float* x, const int32_t* pos, uint8_t* cache, int64_t B, int64_t n_kv_heads,
+                      int64_t head_dim, int64_t ld, int64_t capacity) {
+  const int64_t rb = q3_row_bytes(head_dim);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < n_kv_heads; ++h) {
+      const float* src = x + b * ld + h * head_dim;        // [head_dim]
+      uint8_t* dst = cache + (h * capacity + pos[b]) * rb;  // [rb]
+      for (int64_t k = 0; k < head_dim / kKvQ3Block; ++k)
+        quantize_q3_block_avx2(src + k * kKvQ3Block, dst + k * kKvQ3BlockBytes);
+    }
+}
+
 // Lane p = Σ lanes of a[p].
 inline __m256 reduce8(const __m256* a) {
   const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
@@ -226,6 +274,42 @@ struct RowsQ8 {
       uint16_t dh;
       std::memcpy(&dh, blk, 2);
       t[i] = static_cast<float>(static_cast<int8_t>(blk[2 + (d + i) % kKvQ8Block])) * _cvtsh_ss(dh);
+    }
+    return _mm256_load_ps(t);
+  }
+};
+
+// q3 (ops.h): (c - 4) * float(d), exact, the same values as the scalar dequantization. The 8 codes of
+// dims [d, d + 8) (group s of the block) come from one 32-bit word broadcast and shifted per lane, and
+// index a table of the 8 values of the block.
+struct RowsQ3 {
+  using T = uint8_t;
+  static int64_t stride(int64_t head_dim) { return q3_row_bytes(head_dim); }
+  static __m256 load8(const T* row, int64_t d) {
+    const uint8_t* blk = row + (d / kKvQ3Block) * kKvQ3BlockBytes;
+    const int64_t s = (d % kKvQ3Block) / 8, w = s < 3 ? 3 * s : 8;  // word byte min(3s, 8)
+    uint16_t dh;
+    uint32_t word;
+    std::memcpy(&dh, blk, 2);
+    std::memcpy(&word, blk + 2 + w, 4);
+    // The 8 values (c - 4) * d of the block (exact), looked up by code: vpermps reads the low 3 bits of
+    // each lane's index, so the shifted word needs no mask.
+    const __m256 lut = _mm256_mul_ps(_mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(dh))),
+                                     _mm256_setr_ps(-4.0f, -3.0f, -2.0f, -1.0f, 0.0f, 1.0f, 2.0f, 3.0f));
+    const __m256i sh = _mm256_add_epi32(_mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21),
+                                        _mm256_set1_epi32(static_cast<int>(24 * s - 8 * w)));
+    return _mm256_permutevar8x32_ps(lut, _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), sh));
+  }
+  // Unused while head_dim % 32 == 0 (the bindings require it); kept correct for any n < 8.
+  static __m256 tail(const T* row, int64_t d, int64_t n) {
+    alignas(32) float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t i = 0; i < n; ++i) {
+      const uint8_t* blk = row + ((d + i) / kKvQ3Block) * kKvQ3BlockBytes;
+      const int64_t bit = 3 * ((d + i) % kKvQ3Block), byte = bit / 8;
+      const unsigned two = blk[2 + byte] | (byte + 1 < 12 ? blk[3 + byte] << 8 : 0);
+      uint16_t dh;
+      std::memcpy(&dh, blk, 2);
+      t[i] = static_cast<float>(static_cast<int>((two >> (bit % 8)) & 7u) - 4) * _cvtsh_ss(dh);
     }
     return _mm256_load_ps(t);
   }
@@ -455,6 +539,8 @@ void fill_ops_avx2(KernelTable& t, const CpuFeatures&) {
   t.attention_f16 = attention_avx2<RowsF16>;
   t.kv_store_q8 = kv_store_q8_avx2;
   t.attention_q8 = attention_avx2<RowsQ8>;
+  t.kv_store_q3 = kv_store_q3_avx2;
+  t.attention_q3 = attention_avx2<RowsQ3>;
   t.glu_relu2 = glu_avx2<false>;
   t.glu_silu = glu_avx2<true>;
   t.v_ops = "avx2";

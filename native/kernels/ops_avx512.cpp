@@ -2,7 +2,10 @@
 // exp of ops.h on 16 lanes with a masked tail measured 1.6x faster than AVX2 on Zen 4. Everything else
 // keeps the AVX2 kernels: rmsnorm, rope, kv_store and relu2 are bound by loads and stores, and a
 // 16-lane attention (the AVX2 tiling with zmm, 8 or 16 accumulators) measured 10-40 % slower than
-// the AVX2 one on Zen 4, whose 512-bit units are double-pumped 256-bit ones.
+// the AVX2 one on Zen 4, whose 512-bit units are double-pumped 256-bit ones. The q3 KV cache
+// (kv_store_q3 / attention_q3) keeps the AVX2 kernels too: its store is bound by the 32 float divisions
+// per block that ops.h requires, and vdivps has the same per-element throughput at 512 bits as at
+// 256 (Zen 4: double-pumped; Intel: half the zmm rate), and its attention is the AVX2 template above.
 //
 // GCC 12's AVX-512 headers build "undefined" vectors by self-initialization, which
 // -W(maybe-)uninitialized reports once inlined (GCC bug 105593): silenced for the header only.

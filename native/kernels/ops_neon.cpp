@@ -3,9 +3,11 @@
 //              unless the double sums round the scale apart.
 //   rope_neox: shared angles (ops.h), rotation with separate mul/sub: bit-exact to scalar.
 //   kv_store:  vcvt_f16_f32 (round to nearest even under the default FPCR): bit-exact to scalar.
-//              kv_store_q8 keeps the scalar kernel.
-//   attention: f16 and q8 caches share the code through a row loader (f16: vcvt_f32_f16; q8: int8
-//              widened and converted, times the block's half scale: exact, the scalar values). K/V
+//              kv_store_q8 keeps the scalar kernel. kv_store_q3: the scalar block quantization 4 lanes at
+//              a time (vdivq_f32, FCVTNS), codes packed by per-lane shifts and an across-lanes add.
+//   attention: f16, q8 and q3 caches share the code through a row loader (f16: vcvt_f32_f16; q8: int8
+//              widened and converted, times the block's half scale; q3: a 32-bit word per 8 codes,
+//              duplicated, shifted per lane, minus 4, times the scale: exact, the scalar values). K/V
 //              rows are converted in registers, register-blocked over the query
 //              heads sharing the kv head: scores as tiles of GB heads x PB positions (GB PB = 16 FMA
 //              chains of head_dim/4, reduced by pairwise adds), softmax through the vector exp of
@@ -123,6 +125,52 @@ void kv_store_f16_neon(const float* x, const int32_t* pos, uint16_t* cache, int6
     }
 }
 
+// One q3 block (ops.h) x [32] -> dst [14 bytes]: the scalar float ops 4 lanes at a time (vdivq_f32 is
+// the correctly rounded division; FCVTNS rounds half even after the clamp). Each group of 8 codes is
+// shifted to bits 3j of its lane and the lanes summed (disjoint fields: the sum is the OR).
+inline void quantize_q3_block_neon(const float* x, uint8_t* dst) {
+  float32x4_t v[8];
+  for (int i = 0; i < 8; ++i) v[i] = vld1q_f32(x + 4 * i);
+  float32x4_t a = vabsq_f32(v[0]);
+  for (int i = 1; i < 8; ++i) a = vmaxq_f32(a, vabsq_f32(v[i]));
+  const float amax = vmaxvq_f32(a);
+  const uint16_t dh = f2h(amax / 3.0f);
+  const float df = vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(dh))), 0);
+  std::memcpy(dst, &dh, 2);
+  // d == 0: every q is 0 (the quotients 0 / 0 are NaN, masked off before the conversion).
+  const uint32x4_t keep = vdupq_n_u32(df != 0.0f ? 0xFFFFFFFFu : 0u);
+  const float32x4_t dv = vdupq_n_f32(df), lo = vdupq_n_f32(-4.0f), hi = vdupq_n_f32(3.0f);
+  const int32x4_t four = vdupq_n_s32(4);
+  static const int32_t kShift[8] = {0, 3, 6, 9, 12, 15, 18, 21};
+  const int32x4_t sh0 = vld1q_s32(kShift), sh1 = vld1q_s32(kShift + 4);
+  uint32_t w[4];
+  for (int s = 0; s < 4; ++s) {
+    uint32x4_t c[2];
+    for (int k = 0; k < 2; ++k) {
+      const float32x4_t qf = vminq_f32(vmaxq_f32(vdivq_f32(v[2 * s + k], dv), lo), hi);
+      const uint32x4_t qm = vandq_u32(vreinterpretq_u32_f32(qf), keep);
+      c[k] = vreinterpretq_u32_s32(vaddq_s32(vcvtnq_s32_f32(vreinterpretq_f32_u32(qm)), four));
+    }
+    w[s] = vaddvq_u32(vaddq_u32(vshlq_u32(c[0], sh0), vshlq_u32(c[1], sh1)));
+  }
+  const uint64_t lo64 = w[0] | (static_cast<uint64_t>(w[1]) << 24) | (static_cast<uint64_t>(w[2]) << 48);
+  const uint32_t hi32 = (w[2] >> 16) | (w[3] << 8);
+  std::memcpy(dst + 2, &lo64, 8);
+  std::memcpy(dst + 10, &hi32, 4);
+}
+
+void kv_store_q3_neon(const float* x, const int32_t* pos, uint8_t* cache, int64_t B, int64_t n_kv_heads,
+                      int64_t head_dim, int64_t ld, int64_t capacity) {
+  const int64_t rb = q3_row_bytes(head_dim);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < n_kv_heads; ++h) {
+      const float* src = x + b * ld + h * head_dim;        // [head_dim]
+      uint8_t* dst = cache + (h * capacity + pos[b]) * rb;  // [rb]
+      for (int64_t k = 0; k < head_dim / kKvQ3Block; ++k)
+        quantize_q3_block_neon(src + k * kKvQ3Block, dst + k * kKvQ3BlockBytes);
+    }
+}
+
 // Four lanes from p[0, n), zero past n (n <= 4).
 inline float32x4_t load_tail(const float* p, int64_t n) {
   float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -198,6 +246,59 @@ struct RowsQ8 {
     for (int64_t i = 0; i < n; ++i) {
       const uint8_t* blk = block(row, d + i);
       t[i] = static_cast<float>(static_cast<int8_t>(blk[2 + (d + i) % kKvQ8Block])) * vgetq_lane_f32(scale(blk), 0);
+    }
+    return vld1q_f32(t);
+  }
+};
+
+// q3 (ops.h): value = (c - 4) * float(d), exact (3 x 11 significant bits): the scalar dequantization's
+// values. The 8 codes of group s (dims [8s, 8s + 8) of a block) come from one little-endian 32-bit
+// word at code byte min(3s, 8), duplicated and shifted right per lane (USHL by minus the bit offset).
+struct RowsQ3 {
+  using T = uint8_t;
+  // As q8: one scale and two word loads per row per 16-dim step; 8 accumulators.
+  static constexpr int kScoreStep = 16, kScoreAcc = 8;
+  static int64_t stride(int64_t head_dim) { return q3_row_bytes(head_dim); }
+  static const uint8_t* block(const T* row, int64_t d) { return row + (d / kKvQ3Block) * kKvQ3BlockBytes; }
+  static float32x4_t scale(const uint8_t* blk) {
+    const uint16_t dh = static_cast<uint16_t>(blk[0] | (blk[1] << 8));
+    return vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(dh)));
+  }
+  // Lanes of dims [8s + 4 half, 8s + 4 half + 4) of a block: (c - 4) * scale.
+  static float32x4_t four(const uint8_t* blk, int64_t s, int64_t half, float32x4_t sc) {
+    const int64_t w = s < 3 ? 3 * s : 8;
+    uint32_t word;
+    std::memcpy(&word, blk + 2 + w, 4);
+    const int32_t off = static_cast<int32_t>(24 * s - 8 * w + 12 * half);
+    const int32x4_t sh = vnegq_s32(vaddq_s32(vdupq_n_s32(off), lane_shift()));
+    const uint32x4_t c = vandq_u32(vshlq_u32(vdupq_n_u32(word), sh), vdupq_n_u32(7));
+    return vmulq_f32(vcvtq_f32_s32(vsubq_s32(vreinterpretq_s32_u32(c), vdupq_n_s32(4))), sc);
+  }
+  static int32x4_t lane_shift() {
+    static const int32_t k[4] = {0, 3, 6, 9};
+    return vld1q_s32(k);
+  }
+  static void load16(const T* row, int64_t d, float32x4_t* o) {
+    const uint8_t* blk = block(row, d);
+    const float32x4_t sc = scale(blk);
+    const int64_t s = (d % kKvQ3Block) / 8;  // d % 16 == 0: groups s, s + 1
+    o[0] = four(blk, s, 0, sc);
+    o[1] = four(blk, s, 1, sc);
+    o[2] = four(blk, s + 1, 0, sc);
+    o[3] = four(blk, s + 1, 1, sc);
+  }
+  static float32x4_t load4(const T* row, int64_t d) {
+    const uint8_t* blk = block(row, d);
+    return four(blk, (d % kKvQ3Block) / 8, (d % 8) / 4, scale(blk));
+  }
+  // Unused while head_dim % 32 == 0 (ops.h requires it); kept correct for any n < 4.
+  static float32x4_t tail(const T* row, int64_t d, int64_t n) {
+    float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int64_t i = 0; i < n; ++i) {
+      const uint8_t* blk = block(row, d + i);
+      const int64_t bit = 3 * ((d + i) % kKvQ3Block), byte = bit / 8;
+      const unsigned two = blk[2 + byte] | (byte + 1 < 12 ? blk[3 + byte] << 8 : 0);
+      t[i] = static_cast<float>(static_cast<int>((two >> (bit % 8)) & 7u) - 4) * vgetq_lane_f32(scale(blk), 0);
     }
     return vld1q_f32(t);
   }
@@ -413,7 +514,7 @@ void attend_group_neon(const float* q, int64_t G, const typename R::T* K, const 
   }
 }
 
-// attention_f16 (R = RowsF16) and attention_q8 (R = RowsQ8).
+// attention_f16 (R = RowsF16), attention_q8 (R = RowsQ8) and attention_q3 (R = RowsQ3).
 template <typename R>
 void attention_neon(const float* q, const typename R::T* k_cache, const typename R::T* v_cache, const int32_t* pos,
                     float* out, int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t capacity,
@@ -468,6 +569,8 @@ void fill_ops_neon(KernelTable& t, const CpuFeatures&) {
   t.kv_store_f16 = kv_store_f16_neon;
   t.attention_f16 = attention_neon<RowsF16>;
   t.attention_q8 = attention_neon<RowsQ8>;
+  t.kv_store_q3 = kv_store_q3_neon;
+  t.attention_q3 = attention_neon<RowsQ3>;
   t.glu_relu2 = glu_neon<false>;
   t.glu_silu = glu_neon<true>;
   t.v_ops = "neon";

@@ -3,7 +3,9 @@
 //   rmsnorm:   Σ x^2 in double (4 strided partial sums), scale in double rounded once, y = (x s) w.
 //   rope_neox: the shared float angles and cos/sin of ops.h, rotation without FMA.
 //   kv_store_q8: the ops.h block quantization (std::nearbyint: round half even in the default mode).
-//   attention: (f16 and q8 rows, converted to float blocks the same way) per group of query heads sharing a kv head: K rows converted kAttnBlock at a time,
+//   kv_store_q3: the same for the 3-bit blocks (a float division per value), codes packed into two
+//              48-bit words then written byte by byte.
+//   attention: (f16, q8 and q3 rows, converted to float blocks the same way) per group of query heads sharing a kv head: K rows converted kAttnBlock at a time,
 //              dots through 8 strided partial sums (a 3-level tree), softmax with the max subtracted,
 //              Σ p through 8 strided partial sums, Σ p v per block of kAttnBlock positions added into
 //              the output row, which is scaled by 1 / Σ p at the end: the summation chains of the
@@ -93,6 +95,34 @@ void kv_store_q8_scalar(const float* x, const int32_t* pos, uint8_t* cache, int6
     }
 }
 
+// One q3 block (ops.h): x [32] -> {half d, 12 bytes of 3-bit codes} at dst [14 bytes].
+void quantize_q3_block_scalar(const float* x, uint8_t* dst) {
+  float amax = 0.0f;
+  for (int64_t i = 0; i < kKvQ3Block; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const uint16_t dh = f32_to_fp16(amax / 3.0f);
+  const float df = half_to_f32(dh);
+  dst[0] = static_cast<uint8_t>(dh & 0xFF);
+  dst[1] = static_cast<uint8_t>(dh >> 8);
+  uint64_t bits[2] = {0, 0};  // codes 0..15 in bits[0] (48 bits), 16..31 in bits[1]
+  for (int64_t i = 0; i < kKvQ3Block; ++i) {
+    const float q = df != 0.0f ? std::min(std::max(std::nearbyint(x[i] / df), -4.0f), 3.0f) : 0.0f;
+    bits[i / 16] |= static_cast<uint64_t>(static_cast<int>(q) + 4) << (3 * (i % 16));
+  }
+  for (int64_t k = 0; k < 12; ++k) dst[2 + k] = static_cast<uint8_t>(bits[k / 6] >> (8 * (k % 6)));
+}
+
+void kv_store_q3_scalar(const float* x, const int32_t* pos, uint8_t* cache, int64_t B, int64_t n_kv_heads,
+                        int64_t head_dim, int64_t ld, int64_t capacity) {
+  const int64_t rb = q3_row_bytes(head_dim);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < n_kv_heads; ++h) {
+      const float* src = x + b * ld + h * head_dim;        // [head_dim]
+      uint8_t* dst = cache + (h * capacity + pos[b]) * rb;  // [rb]
+      for (int64_t k = 0; k < head_dim / kKvQ3Block; ++k)
+        quantize_q3_block_scalar(src + k * kKvQ3Block, dst + k * kKvQ3BlockBytes);
+    }
+}
+
 // Row formats of the attention: rows(base, t0, nt, head_dim, buf) converts cache rows [t0, t0 + nt)
 // of one kv head to floats buf [nt, head_dim].
 struct RowsF16 {
@@ -113,6 +143,26 @@ struct RowsQ8 {
         const float d = half_to_f32(static_cast<uint16_t>(blk[0] | (blk[1] << 8)));
         float* o = buf + p * head_dim + k * kKvQ8Block;
         for (int64_t i = 0; i < kKvQ8Block; ++i) o[i] = static_cast<float>(static_cast<int8_t>(blk[2 + i])) * d;
+      }
+  }
+};
+
+struct RowsQ3 {
+  using T = uint8_t;
+  static int64_t stride(int64_t head_dim) { return q3_row_bytes(head_dim); }
+  static void rows(const T* base, int64_t t0, int64_t nt, int64_t head_dim, float* buf) {
+    const int64_t rb = q3_row_bytes(head_dim);
+    for (int64_t p = 0; p < nt; ++p)
+      for (int64_t k = 0; k < head_dim / kKvQ3Block; ++k) {
+        const uint8_t* blk = base + (t0 + p) * rb + k * kKvQ3BlockBytes;
+        const float d = half_to_f32(static_cast<uint16_t>(blk[0] | (blk[1] << 8)));
+        float* o = buf + p * head_dim + k * kKvQ3Block;
+        for (int64_t i = 0; i < kKvQ3Block; ++i) {
+          const int64_t bit = 3 * i;  // code i: bits [3i, 3i + 3) of the little-endian code bytes
+          const unsigned two = blk[2 + bit / 8] | (bit / 8 + 1 < 12 ? blk[2 + bit / 8 + 1] << 8 : 0);
+          const int c = static_cast<int>((two >> (bit % 8)) & 7u);
+          o[i] = static_cast<float>(c - 4) * d;
+        }
       }
   }
 };
@@ -221,6 +271,8 @@ void fill_ops_scalar(KernelTable& t, const CpuFeatures&) {
   t.attention_f16 = attention_scalar<RowsF16>;
   t.kv_store_q8 = kv_store_q8_scalar;
   t.attention_q8 = attention_scalar<RowsQ8>;
+  t.kv_store_q3 = kv_store_q3_scalar;
+  t.attention_q3 = attention_scalar<RowsQ3>;
   t.glu_relu2 = glu_scalar<false>;
   t.glu_silu = glu_scalar<true>;
   t.v_ops = "scalar";

@@ -20,12 +20,21 @@ void run_attention(const KernelTable& t, ThreadPool& pool, const AttentionCall& 
   auto part = [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t h0 = c.nh * p / parts, h1 = c.nh * (p + 1) / parts;
-      if (c.q8)
-        t.attention_q8(c.q, static_cast<const uint8_t*>(c.k), static_cast<const uint8_t*>(c.v), c.pos, c.out, c.B, c.nh,
-                       c.nkv, c.hd, c.capacity, c.ldq, c.ldo, c.scale, h0, h1, scratch + p * per);
-      else
-        t.attention_f16(c.q, static_cast<const uint16_t*>(c.k), static_cast<const uint16_t*>(c.v), c.pos, c.out, c.B,
-                        c.nh, c.nkv, c.hd, c.capacity, c.ldq, c.ldo, c.scale, h0, h1, scratch + p * per);
+      float* sp = scratch + p * per;
+      switch (c.kind) {
+        case KvKind::f16:
+          t.attention_f16(c.q, static_cast<const uint16_t*>(c.k), static_cast<const uint16_t*>(c.v), c.pos, c.out,
+                          c.B, c.nh, c.nkv, c.hd, c.capacity, c.ldq, c.ldo, c.scale, h0, h1, sp);
+          break;
+        case KvKind::q8:
+          t.attention_q8(c.q, static_cast<const uint8_t*>(c.k), static_cast<const uint8_t*>(c.v), c.pos, c.out, c.B,
+                         c.nh, c.nkv, c.hd, c.capacity, c.ldq, c.ldo, c.scale, h0, h1, sp);
+          break;
+        case KvKind::q3:
+          t.attention_q3(c.q, static_cast<const uint8_t*>(c.k), static_cast<const uint8_t*>(c.v), c.pos, c.out, c.B,
+                         c.nh, c.nkv, c.hd, c.capacity, c.ldq, c.ldo, c.scale, h0, h1, sp);
+          break;
+      }
     }
   };
   // parallel_for balances to within one unit, so with parts <= threads no thread gets two parts and the

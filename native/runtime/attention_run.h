@@ -1,4 +1,4 @@
-// Runs causal GQA attention (kernels/ops.h) over a thread pool: shared by the attentionF16/Q8 bindings
+// Runs causal GQA attention (kernels/ops.h) over a thread pool: shared by the attentionF16/Q8/Q3 bindings
 // and the one-call forward. Query heads are split into `parts`; part c handles heads
 // [nh c / parts, nh (c+1) / parts) with its own scratch slice, and every thread runs at most one part.
 #pragma once
@@ -9,11 +9,14 @@
 
 namespace bitllm {
 
+// Element format of the K/V caches (layouts in kernels/ops.h).
+enum class KvKind : int { f16 = 0, q8 = 1, q3 = 2 };
+
 struct AttentionCall {
   const float* q;   // [B, nh, hd] (row stride ldq)
-  const void* k;    // f16: uint16_t caches; q8: uint8_t caches (layout in kernels/ops.h)
+  const void* k;    // f16: uint16_t caches; q8 / q3: uint8_t caches (layout in kernels/ops.h)
   const void* v;
-  bool q8;
+  KvKind kind;
   const int32_t* pos;  // [B]
   float* out;          // [B, nh, hd] (row stride ldo)
   int64_t B, nh, nkv, hd, capacity, ldq, ldo;

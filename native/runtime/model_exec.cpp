@@ -159,7 +159,8 @@ void ModelExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* t
     }
     {
       Timer tm(prof, kProfAttention);
-      const AttentionCall call{qkv, kv.k[l], kv.v[l], kv.q8, pos, attn, B, nh, nkv, hd, cap, nqkv, d, scale};
+      const AttentionCall call{qkv, kv.k[l], kv.v[l], kv.q8 ? KvKind::q8 : KvKind::f16, pos, attn, B, nh, nkv, hd,
+                               cap, nqkv, d, scale};
       run_attention(t, pool, call, attn_parts, max_ctx - 1, attn_scratch_.data());
     }
     if (w.attn_sub_norm) norm(attn, w.attn_sub_norm, d, attn);
