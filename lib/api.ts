@@ -32,8 +32,11 @@ export interface LoadModelOptions {
   threads?: number;
   /** KV cache capacity in tokens (default: min(4096, the model's training context)). */
   contextSize?: number;
-  /** KV cache element type: IEEE half (default) or int8 blocks of 32 with an fp16 scale (0.53x the bytes). */
-  kvType?: 'f16' | 'q8';
+  /**
+   * KV cache element type: IEEE half, int8 blocks of 32 with an fp16 scale (0.53x the bytes), or 3-bit blocks
+   * (0.22x; BitNet a4.8). Default: the architecture's (q3 for bitnet-a4.8, which was trained with it), else f16.
+   */
+  kvType?: 'f16' | 'q8' | 'q3';
   /** Called as layers are repacked while loading (done of total layers). */
   onProgress?: (done: number, total: number) => void;
   /** lm_head / embedding storage: the file's F16, or repacked to q8 (0.53x the bytes) or q4 (0.28x). */
@@ -63,7 +66,7 @@ export interface ModelInfo {
   tokenizer: { model: 'gpt2' | 'llama'; vocabSize: number; bos: number | undefined; eos: number | undefined; eog: number[]; addBos: boolean };
   chatFormat: DetectedChatFormat;
   contextSize: number;
-  kvType: 'f16' | 'q8';
+  kvType: 'f16' | 'q8' | 'q3';
   headType: 'f16' | 'q8' | 'q4';
   /** The ternary layout in use ('auto' resolved). */
   layout: 't2r16' | 'td3';
@@ -107,7 +110,7 @@ export interface LogitsChunk {
   logits: Float32Array; // [count, nVocab]
 }
 
-const KV_TYPES = ['f16', 'q8'] as const;
+const KV_TYPES = ['f16', 'q8', 'q3'] as const;
 const HEAD_TYPES = ['f16', 'q8', 'q4'] as const;
 const LOAD_OPTION_KEYS = new Set(['threads', 'contextSize', 'kvType', 'headType', 'layout', 'isa', 'onProgress', 'actQuant']);
 
@@ -116,14 +119,16 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (typeof path !== 'string' || path === '') throw new RequestError('loadModel: path must be a non-empty string');
   if (typeof options !== 'object' || options === null) throw new RequestError('loadModel: options must be an object');
   for (const key of Object.keys(options)) if (!LOAD_OPTION_KEYS.has(key)) throw new RequestError(`loadModel: unknown option '${key}'`);
-  const { threads, contextSize, kvType = 'f16', headType = 'f16', layout = 'auto', isa, actQuant = 'auto' } = options;
+  const { threads, contextSize, headType = 'f16', layout = 'auto', isa, actQuant = 'auto' } = options;
+  const kvOpt = options.kvType;
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function')
     throw new RequestError('loadModel: options.onProgress must be a function');
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 1024))
     throw new RequestError(`loadModel: options.threads must be an integer in [1, 1024], got ${String(threads)}`);
   if (contextSize !== undefined && !(Number.isInteger(contextSize) && contextSize >= 2 && contextSize <= 1 << 20))
     throw new RequestError(`loadModel: options.contextSize must be an integer in [2, 1048576], got ${String(contextSize)}`);
-  if (!(KV_TYPES as readonly string[]).includes(kvType)) throw new RequestError(`loadModel: options.kvType must be 'f16' or 'q8', got '${String(kvType)}'`);
+  if (kvOpt !== undefined && !(KV_TYPES as readonly string[]).includes(kvOpt))
+    throw new RequestError(`loadModel: options.kvType must be 'f16', 'q8' or 'q3', got '${String(kvOpt)}'`);
   if (actQuant !== 'auto' && actQuant !== 'i8') throw new RequestError(`loadModel: options.actQuant must be 'auto' or 'i8', got '${String(actQuant)}'`);
   if (!['auto', 't2r16', 'td3'].includes(layout)) throw new RequestError(`loadModel: options.layout must be 'auto', 't2r16' or 'td3', got '${String(layout)}'`);
   if (!(HEAD_TYPES as readonly string[]).includes(headType)) throw new RequestError(`loadModel: options.headType must be 'f16', 'q8' or 'q4', got '${String(headType)}'`);
@@ -135,6 +140,9 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   // Metadata and tokenizer are read here (the main thread owns text); the worker maps the file again for weights.
   const file = readGguf(path);
   const hparams = configFromGguf(file);
+  const kvType = kvOpt ?? (hparams.row.kv === 'q3' ? 'q3' : 'f16');
+  if (kvType !== 'f16' && hparams.headDim % 32 !== 0)
+    throw new RequestError(`loadModel: a ${kvType} KV cache needs a head size that is a multiple of 32; ${path} has ${hparams.headDim}`);
   const tokenizer = Tokenizer.fromGguf(file);
   if (tokenizer.vocabSize > hparams.nVocab)
     throw new RequestError(`${path}: the tokenizer has ${tokenizer.vocabSize} tokens but the model only ${hparams.nVocab} logits`);

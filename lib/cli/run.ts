@@ -129,7 +129,8 @@ export const SAMPLING_VALUED: Record<string, string> = {
 
 export const MODEL_USAGE = `      -t, --threads N            kernel threads (default: physical cores)
       -c, --ctx N                context size in tokens (default: min(4096, the model's))
-      --kv f16|q8                KV cache type (q8: int8 blocks of 32, half the memory of f16)
+      --kv f16|q8|q3             KV cache type (q8: int8 blocks of 32, half the memory of f16; q3: 3-bit blocks,
+                                 the default of bitnet-a4.8 models, which are trained with it)
       --head f16|q8|q4           lm_head / embedding type: q8 (0.53x the F16 bytes per token) or q4 (0.28x), repacked at load
       --layout auto|t2r16|td3    in-memory ternary layout: td3 is 1.6875 bits/weight (16 % fewer bytes, same results);
                                  auto (default) picks it where the CPU decodes it at least as fast (AVX-512 VBMI)
@@ -149,7 +150,7 @@ export function loadOptions(cl: CommandLine, contextSize?: number): LoadModelOpt
   if (threads !== undefined) opts.threads = threads;
   const ctx = contextSize ?? cl.int('ctx', 2, 1 << 20);
   if (ctx !== undefined) opts.contextSize = ctx;
-  const kv = cl.choice('kv', ['f16', 'q8'] as const);
+  const kv = cl.choice('kv', ['f16', 'q8', 'q3'] as const);
   if (kv !== undefined) opts.kvType = kv;
   const head = cl.choice('head', ['f16', 'q8', 'q4'] as const);
   if (head !== undefined) opts.headType = head;

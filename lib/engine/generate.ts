@@ -247,7 +247,7 @@ export interface WorkerInit {
   headType: 'f16' | 'q8' | 'q4';
   layout: 'auto' | 't2r16' | 'td3';
   actQuant: 'auto' | 'i8';
-  kvType: 'f16' | 'q8';
+  kvType: 'f16' | 'q8' | 'q3';
   /** Int32Array(1): the id of the request the worker must stop at its next token boundary (0 = none). */
   control: SharedArrayBuffer;
 }

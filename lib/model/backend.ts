@@ -4,7 +4,9 @@
 // write into caller-owned buffers, so the model code and its scratch management are shared.
 import type { KernelContext } from '../kernels/context.js';
 import { type F16Matrix, type Q4Matrix, type Q8Matrix, f16Gemm, f16GetRows, q4Gemm, q4GetRows, q8Gemm, q8GetRows } from '../kernels/dense.js';
-import { type KvCacheShape, attentionF16, attentionQ8, gluRelu2, gluSilu, kvStoreF16, kvStoreQ8, rmsnorm, ropeNeox } from '../kernels/ops.js';
+import {
+  type KvCacheShape, attentionF16, attentionQ3, attentionQ8, gluRelu2, gluSilu, kvStoreF16, kvStoreQ3, kvStoreQ8, rmsnorm, ropeNeox,
+} from '../kernels/ops.js';
 import { type QuantizedActivations, quantizeActivationsI4, quantizeActivationsI8, ternaryGemm } from '../kernels/ternary.js';
 import { type BinaryMatrix, binaryGemm, prepareBinaryActivations } from '../kernels/binary.js';
 import { layerNormRows } from '../kernels/linear.js';
@@ -19,7 +21,8 @@ export type ActQuantKind = 'i8' | 'i4' | 'topk-i8';
 import { refActQuantI4, refActQuantI8 } from '../reference/act_quant.js';
 import { refF16Gemm, refF16GetRows, refQ4Gemm, refQ4GetRows, refQ8Gemm, refQ8GetRows } from '../reference/dense.js';
 import {
-  refAttentionF16, refAttentionQ8, refGluRelu2, refGluSilu, refKvStoreF16, refKvStoreQ8, refRmsnorm, refRopeNeox,
+  refAttentionF16, refAttentionQ3, refAttentionQ8, refGluRelu2, refGluSilu, refKvStoreF16, refKvStoreQ3, refKvStoreQ8, refRmsnorm,
+  refRopeNeox,
 } from '../reference/ops.js';
 import { refTernaryGemm } from '../reference/ternary.js';
 
@@ -53,6 +56,9 @@ export interface ComputeBackend {
   attentionF16(q: Float32Array, kCache: Uint16Array, vCache: Uint16Array, pos: Int32Array, nHeads: number,
     shape: KvCacheShape, scale: number, out: Float32Array): void;
   kvStoreQ8(x: Float32Array, pos: Int32Array, cache: Uint8Array, shape: KvCacheShape): void;
+  kvStoreQ3(x: Float32Array, pos: Int32Array, cache: Uint8Array, shape: KvCacheShape): void;
+  attentionQ3(q: Float32Array, kCache: Uint8Array, vCache: Uint8Array, pos: Int32Array, nHeads: number,
+    shape: KvCacheShape, scale: number, out: Float32Array): void;
   attentionQ8(q: Float32Array, kCache: Uint8Array, vCache: Uint8Array, pos: Int32Array, nHeads: number,
     shape: KvCacheShape, scale: number, out: Float32Array): void;
   gluRelu2(gateUp: Float32Array, B: number, n: number, out: Float32Array): void;
@@ -91,6 +97,8 @@ export function nativeBackend(ctx: KernelContext): ComputeBackend {
     kvStoreF16: (x, pos, cache, shape) => kvStoreF16(ctx, x, pos, cache, shape),
     attentionF16: (q, kc, vc, pos, nHeads, shape, scale, out) => void attentionF16(ctx, q, kc, vc, pos, nHeads, shape, scale, out),
     kvStoreQ8: (x, pos, cache, shape) => kvStoreQ8(ctx, x, pos, cache, shape),
+    kvStoreQ3: (x, pos, cache, shape) => kvStoreQ3(ctx, x, pos, cache, shape),
+    attentionQ3: (q, kc, vc, pos, nHeads, shape, scale, out) => void attentionQ3(ctx, q, kc, vc, pos, nHeads, shape, scale, out),
     attentionQ8: (q, kc, vc, pos, nHeads, shape, scale, out) => void attentionQ8(ctx, q, kc, vc, pos, nHeads, shape, scale, out),
     gluRelu2: (gu, B, n, out) => void gluRelu2(ctx, gu, B, n, out),
     gluSilu: (gu, B, n, out) => void gluSilu(ctx, gu, B, n, out),
@@ -143,6 +151,9 @@ export function referenceBackend(): ComputeBackend {
     attentionF16: (q, kc, vc, pos, nHeads, s, scale, out) =>
       out.set(refAttentionF16(q, kc, vc, pos, nHeads, s.nKvHeads, s.headDim, s.capacity, scale).y),
     kvStoreQ8: (x, pos, cache, s) => refKvStoreQ8(x, pos, cache, s.nKvHeads, s.headDim, s.capacity),
+    kvStoreQ3: (x, pos, cache, s) => refKvStoreQ3(x, pos, cache, s.nKvHeads, s.headDim, s.capacity),
+    attentionQ3: (q, kc, vc, pos, nHeads, s, scale, out) =>
+      out.set(refAttentionQ3(q, kc, vc, pos, nHeads, s.nKvHeads, s.headDim, s.capacity, scale).y),
     attentionQ8: (q, kc, vc, pos, nHeads, s, scale, out) =>
       out.set(refAttentionQ8(q, kc, vc, pos, nHeads, s.nKvHeads, s.headDim, s.capacity, scale).y),
     gluRelu2: (gu, B, n, out) => out.set(refGluRelu2(gu, B, n).y),

@@ -1,8 +1,10 @@
 // Per-sequence KV cache: for every layer, K and V rows [nKvHeads, capacity, headDim] stored as IEEE half
-// ('f16', default) or as Q8_0-style blocks of 32 int8 codes + an fp16 scale ('q8', 34 bytes per 32 values).
-import { type KvCacheShape, kvCacheBytesQ8, kvCacheElements } from '../kernels/ops.js';
+// ('f16', default), as Q8_0-style blocks of 32 int8 codes + an fp16 scale ('q8', 34 bytes per 32 values), or
+// as BitNet a4.8's 3-bit blocks ('q3', 14 bytes per 32 values).
+import { type KvCacheShape, kvCacheBytesQ3, kvCacheBytesQ8, kvCacheElements } from '../kernels/ops.js';
+import type { KvType } from './arch.js';
 
-export type KvType = 'f16' | 'q8';
+export type { KvType };
 
 export class ContextOverflowError extends RangeError {
   override name = 'ContextOverflowError';
@@ -10,7 +12,7 @@ export class ContextOverflowError extends RangeError {
 
 export class KvCache {
   readonly shape: KvCacheShape;
-  /** Per layer: f16 → Uint16Array [nKvHeads, capacity, headDim]; q8 → Uint8Array [nKvHeads, capacity, headDim/32·34]. */
+  /** Per layer: f16 → Uint16Array [nKvHeads, capacity, headDim]; q8 / q3 → Uint8Array [nKvHeads, capacity, headDim/32·34 or ·14]. */
   readonly k: Uint16Array[] | Uint8Array[];
   readonly v: Uint16Array[] | Uint8Array[];
   /** Positions [0, length) hold valid entries. */
@@ -18,9 +20,9 @@ export class KvCache {
 
   constructor(nLayer: number, nKvHeads: number, headDim: number, capacity: number, readonly type: KvType = 'f16') {
     this.shape = { nKvHeads, headDim, capacity };
-    if (type === 'q8') {
-      if (headDim % 32 !== 0) throw new RangeError(`KvCache: q8 needs a head size that is a multiple of 32, got ${headDim}`);
-      const n = kvCacheBytesQ8(this.shape);
+    if (type === 'q8' || type === 'q3') {
+      if (headDim % 32 !== 0) throw new RangeError(`KvCache: ${type} needs a head size that is a multiple of 32, got ${headDim}`);
+      const n = type === 'q8' ? kvCacheBytesQ8(this.shape) : kvCacheBytesQ3(this.shape);
       this.k = Array.from({ length: nLayer }, () => new Uint8Array(n));
       this.v = Array.from({ length: nLayer }, () => new Uint8Array(n));
     } else {

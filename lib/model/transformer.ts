@@ -62,8 +62,16 @@ function view<T extends Float32Array | Int8Array | Int32Array>(a: T, n: number):
   return a.subarray(0, n) as T;
 }
 
+/** Names of a layer's linear groups, in forward order. */
+export type GroupName = 'wqkv' | 'wo' | 'wgu' | 'wdown';
+
+/** Sees the input x [B, K] of every linear group (op-by-op path only): calibration for post-training quantizers. */
+export type InputTap = (layer: number, group: GroupName, x: Float32Array, B: number, K: number) => void;
+
 export class TransformerModel {
   private readonly scratch = new Scratch();
+  /** Called with each linear group's input while forward() runs op by op (a ComputeBackend was given). */
+  inputTap: InputTap | null = null;
   readonly backend: ComputeBackend;
   /** The one-call native forward; null when an explicit backend runs the ops from TS. */
   readonly native: NativeModel | null;
@@ -131,7 +139,8 @@ export class TransformerModel {
   }
 
   /** out [B, groupRows(g)] = the group's linears of x, side by side. */
-  private group(g: LinearGroup, x: Float32Array, B: number, out: Float32Array): void {
+  private group(l: number, name: GroupName, g: LinearGroup, x: Float32Array, B: number, out: Float32Array): void {
+    this.inputTap?.(l, name, x.subarray(0, B * g[0]!.K), B, g[0]!.K);
     if (g.length === 1) {
       this.linear(g[0]!, x, B, view(out, B * g[0]!.M));
       return;
@@ -190,7 +199,7 @@ export class TransformerModel {
       const w = this.weights.layers[l]!;
       // Attention.
       be.rmsnorm(x, w.attnNorm, B, d, cfg.eps, h);
-      this.group(w.wqkv, h, B, qkv);
+      this.group(l, 'wqkv', w.wqkv, h, B, qkv);
       for (let b = 0; b < B; b++) {
         const row = b * nqkv;
         q.set(qkv.subarray(row, row + d), b * d);
@@ -205,6 +214,12 @@ export class TransformerModel {
         be.kvStoreQ8(k, pos, kc, kv.shape);
         be.kvStoreQ8(v, pos, vc, kv.shape);
         be.attentionQ8(q, kc, vc, pos, cfg.nHead, kv.shape, scale, attn);
+      } else if (kv.type === 'q3') {
+        const kc = kv.k[l] as Uint8Array;
+        const vc = kv.v[l] as Uint8Array;
+        be.kvStoreQ3(k, pos, kc, kv.shape);
+        be.kvStoreQ3(v, pos, vc, kv.shape);
+        be.attentionQ3(q, kc, vc, pos, cfg.nHead, kv.shape, scale, attn);
       } else {
         const kc = kv.k[l] as Uint16Array;
         const vc = kv.v[l] as Uint16Array;
@@ -213,15 +228,15 @@ export class TransformerModel {
         be.attentionF16(q, kc, vc, pos, cfg.nHead, kv.shape, scale, attn);
       }
       if (w.attnSubNorm) be.rmsnorm(attn, w.attnSubNorm, B, d, cfg.eps, attn);
-      this.group(w.wo, attn, B, o);
+      this.group(l, 'wo', w.wo, attn, B, o);
       for (let i = 0; i < B * d; i++) x[i] = x[i]! + o[i]!;
       // Feed-forward.
       be.rmsnorm(x, w.ffnNorm, B, d, cfg.eps, h);
-      this.group(w.wgu, h, B, gu);
+      this.group(l, 'wgu', w.wgu, h, B, gu);
       if (cfg.activation === 'relu2') be.gluRelu2(gu, B, ff, ffh);
       else be.gluSilu(gu, B, ff, ffh);
       if (w.ffnSubNorm) be.rmsnorm(ffh, w.ffnSubNorm, B, ff, cfg.eps, ffh);
-      this.group(w.wdown, ffh, B, o);
+      this.group(l, 'wdown', w.wdown, ffh, B, o);
       for (let i = 0; i < B * d; i++) x[i] = x[i]! + o[i]!;
     }
     kv.length += B;

@@ -263,14 +263,16 @@ class ModelNativeWrap : public Napi::ObjectWrap<ModelNativeWrap> {
     const int64_t pos0 = a.integer(2, "pos0", 0, cap - 1);
     if (pos0 + B > cap)
       a.range_error("pos0 + B = " + std::to_string(pos0 + B) + " exceeds the cache capacity " + std::to_string(cap));
-    if (!info[5].IsString()) a.type_error("kvType must be 'f16' or 'q8'");
+    if (!info[5].IsString()) a.type_error("kvType must be 'f16', 'q8' or 'q3'");
     const std::string kt = info[5].As<Napi::String>().Utf8Value();
-    if (kt != "f16" && kt != "q8") a.range_error("kvType '" + kt + "' is not f16 or q8");
+    if (kt != "f16" && kt != "q8" && kt != "q3") a.range_error("kvType '" + kt + "' is not f16, q8 or q3");
     KvView kv;
-    kv.q8 = kt == "q8";
+    kv.kind = kt == "q8" ? KvKind::q8 : kt == "q3" ? KvKind::q3 : KvKind::f16;
+    const bool bytes_rows = kv.kind != KvKind::f16;
     kv.capacity = cap;
-    if (kv.q8 && p.head_dim % kKvQ8Block) a.range_error("a q8 KV cache needs headDim % 32 == 0");
-    const int64_t plane = p.n_head_kv * cap * (kv.q8 ? q8_row_bytes(p.head_dim) : p.head_dim);
+    if (bytes_rows && p.head_dim % 32) a.range_error("a " + kt + " KV cache needs headDim % 32 == 0");
+    const int64_t plane = p.n_head_kv * cap *
+                          (kv.kind == KvKind::q8 ? q8_row_bytes(p.head_dim) : kv.kind == KvKind::q3 ? q3_row_bytes(p.head_dim) : p.head_dim);
     const size_t nl = p.layers.size();
     for (int side = 0; side < 2; ++side) {
       const char* name = side ? "kvV" : "kvK";
@@ -282,10 +284,10 @@ class ModelNativeWrap : public Napi::ObjectWrap<ModelNativeWrap> {
       out.resize(nl);
       for (uint32_t l = 0; l < nl; ++l) {
         auto v = arr.Get(l);
-        const napi_typedarray_type want = kv.q8 ? napi_uint8_array : napi_uint16_array;
+        const napi_typedarray_type want = bytes_rows ? napi_uint8_array : napi_uint16_array;
         const std::string el = std::string(name) + "[" + std::to_string(l) + "]";
         if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != want)
-          a.type_error(el + (kv.q8 ? " must be a Uint8Array" : " must be a Uint16Array"));
+          a.type_error(el + (bytes_rows ? " must be a Uint8Array" : " must be a Uint16Array"));
         auto ta = v.As<Napi::TypedArray>();
         if (static_cast<int64_t>(ta.ElementLength()) != plane)
           a.range_error(el + " has " + std::to_string(ta.ElementLength()) + " elements, expected " + std::to_string(plane));
@@ -309,7 +311,7 @@ class ModelNativeWrap : public Napi::ObjectWrap<ModelNativeWrap> {
     auto lo = reinterpret_cast<uintptr_t>(logits), hi = lo + static_cast<uintptr_t>(n_out * p.n_vocab * 4);
     for (size_t l = 0; l < nl; ++l)
       for (void* c : {kv.k[l], kv.v[l]}) {
-        auto c0 = reinterpret_cast<uintptr_t>(c), c1 = c0 + static_cast<uintptr_t>(plane * (kv.q8 ? 1 : 2));
+        auto c0 = reinterpret_cast<uintptr_t>(c), c1 = c0 + static_cast<uintptr_t>(plane * (bytes_rows ? 1 : 2));
         if (lo < c1 && c0 < hi) a.range_error("logits overlaps a KV cache plane");
       }
     try {

@@ -127,7 +127,8 @@ void ModelExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* t
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
   const int64_t attn_parts = attention_parts(pool, pos, B, nh, hd);
   const int64_t cap = kv.capacity;
-  const int64_t rb = kv.q8 ? q8_row_bytes(hd) : hd;
+  // Elements (f16) or bytes (q8, q3) of one cached row.
+  const int64_t rb = kv.kind == KvKind::q8 ? q8_row_bytes(hd) : kv.kind == KvKind::q3 ? q3_row_bytes(hd) : hd;
 
   for (size_t l = 0; l < p.layers.size(); ++l) {
     const PlanLayer& w = p.layers[l];
@@ -144,11 +145,12 @@ void ModelExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* t
       Timer tm(prof, kProfKvStore);
       // Split by kv head: each thread owns whole cache planes.
       run_split(pool, nkv, B * hd, [&](int64_t h0, int64_t h1) {
-        if (kv.q8) {
+        if (kv.kind != KvKind::f16) {
           uint8_t* kc = static_cast<uint8_t*>(kv.k[l]);
           uint8_t* vc = static_cast<uint8_t*>(kv.v[l]);
-          t.kv_store_q8(qkv + d + h0 * hd, pos, kc + h0 * cap * rb, B, h1 - h0, hd, nqkv, cap);
-          t.kv_store_q8(qkv + d + dkv + h0 * hd, pos, vc + h0 * cap * rb, B, h1 - h0, hd, nqkv, cap);
+          const kv_store_q8_fn store = kv.kind == KvKind::q8 ? t.kv_store_q8 : t.kv_store_q3;
+          store(qkv + d + h0 * hd, pos, kc + h0 * cap * rb, B, h1 - h0, hd, nqkv, cap);
+          store(qkv + d + dkv + h0 * hd, pos, vc + h0 * cap * rb, B, h1 - h0, hd, nqkv, cap);
         } else {
           uint16_t* kc = static_cast<uint16_t*>(kv.k[l]);
           uint16_t* vc = static_cast<uint16_t*>(kv.v[l]);
@@ -159,8 +161,7 @@ void ModelExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* t
     }
     {
       Timer tm(prof, kProfAttention);
-      const AttentionCall call{qkv, kv.k[l], kv.v[l], kv.q8 ? KvKind::q8 : KvKind::f16, pos, attn, B, nh, nkv, hd,
-                               cap, nqkv, d, scale};
+      const AttentionCall call{qkv, kv.k[l], kv.v[l], kv.kind, pos, attn, B, nh, nkv, hd, cap, nqkv, d, scale};
       run_attention(t, pool, call, attn_parts, max_ctx - 1, attn_scratch_.data());
     }
     if (w.attn_sub_norm) norm(attn, w.attn_sub_norm, d, attn);

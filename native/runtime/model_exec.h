@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../kernels/kernels.h"
+#include "attention_run.h"
 #include "linear.h"
 #include "thread_pool.h"
 
@@ -54,7 +55,7 @@ struct ModelPlan {
 
 // One sequence's KV cache (layout per kernels/ops.h): per layer a K and a V plane set.
 struct KvView {
-  bool q8 = false;
+  KvKind kind = KvKind::f16;
   int64_t capacity = 0;
   std::vector<void*> k, v;  // [n_layer]
 };
