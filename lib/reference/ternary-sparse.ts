@@ -10,7 +10,7 @@ export const TS_MAX_K = 65536;
 
 /** Ternary weights in the column-sparse TS256 layout; scales as T2R16 (tensor [1] or row [round_up(M, 16)]). */
 export interface TernarySparseMatrix {
-  data: Uint8Array; // [ceil(M/256), K, 64]
+  data: Uint8Array; // [K, ceil(M/256), 64]: column k is one run of ceil(M/256)·64 bytes
   scales: Float32Array;
   M: number;
   K: number;
@@ -35,7 +35,7 @@ export function refPackTernarySparse(trits: Int8Array, M: number, K: number): Ui
           const code = m < M ? Math.sign(trits[m * K + k]!) + 1 : 1;
           v |= code << (2 * l);
         }
-        data[(blk * K + k) * TS_LINE + p] = v;
+        data[(k * tsBlocks(M) + blk) * TS_LINE + p] = v;
       }
   return data;
 }
@@ -55,7 +55,7 @@ export function refTernarySparseGemm(w: TernarySparseMatrix, a: QuantizedActivat
       const q = a.q[b * K + k]!;
       if (q === 0) continue;
       for (let blk = 0; blk < tsBlocks(M); blk++) {
-        const line = (blk * K + k) * TS_LINE;
+        const line = (k * tsBlocks(M) + blk) * TS_LINE;
         for (let p = 0; p < TS_LINE; p++) {
           const v = w.data[line + p]!;
           for (let l = 0; l < 4; l++) dots[blk * TS_ROWS + tsRow(p, l)]! += ((v >> (2 * l)) & 3) * q;

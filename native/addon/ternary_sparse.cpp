@@ -110,7 +110,12 @@ Napi::Value gemm(const Napi::CallbackInfo& info) {
   const TernarySparseMat w{data, scales, M, K, mode};
   const SparseActs acts{cols, vals, groups, scale, sum, B, K, ldc};
   const int64_t blocks = ts_blocks(M);
-  ctx.pool().parallel_for_dynamic(blocks, 1, [&](int64_t b0, int64_t b1) { t.ternary_sparse_gemm(w, acts, y, M, b0, b1); });
+  // B == 1: one contiguous range of blocks per thread (the kernel walks it in panels); B > 1: blocks
+  // handed out one at a time (each is a full pass over every token's list).
+  if (B == 1)
+    ctx.pool().parallel_for(blocks, [&](int64_t b0, int64_t b1) { t.ternary_sparse_gemm(w, acts, y, M, b0, b1); });
+  else
+    ctx.pool().parallel_for_dynamic(blocks, 1, [&](int64_t b0, int64_t b1) { t.ternary_sparse_gemm(w, acts, y, M, b0, b1); });
   return info.Env().Undefined();
 }
 

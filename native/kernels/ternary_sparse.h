@@ -1,7 +1,8 @@
-// Column-sparse ternary GEMM "TS256": a ternary layout (2 bits/weight) in which one activation column is
-// one 64-byte line per 256-row block, so a GEMV reads only the lines of its non-zero activations (BitNet
-// a4.8: o_proj input TopK 50 %, down_proj input >80 % zeros after ReLU²-GLU). Bit-exact with T2R16
-// (ternary_i2.h) for the same trits, scales and int8 activations.
+// Column-sparse ternary GEMM "TS256": a ternary layout (2 bits/weight) stored column-major, so that the
+// weights of one activation column are one contiguous run of round_up(M, 256) / 4 bytes and a GEMV reads
+// only the runs of its non-zero activations (BitNet a4.8: o_proj input TopK 50 %, down_proj input >80 %
+// zeros after ReLU²-GLU). Bit-exact with T2R16 (ternary_i2.h) for the same trits, scales and int8
+// activations.
 #pragma once
 #include <cstdint>
 
@@ -10,8 +11,8 @@
 
 namespace bitllm {
 
-// Layout. Rows are cut into 256-row blocks (rows >= M are code 1, a zero trit); block r at byte
-// r * K * 64; inside a block, column k is the 64-byte line at k * 64:
+// Layout. Column k is the run at k * ts_col_bytes(M) (rows >= M are code 1, a zero trit); the run is cut
+// into 256-row blocks of one 64-byte line each: block r of column k is the line at k * ts_col_bytes(M) + r * 64:
 //   byte p = 16L + 4u + d (L, u, d in 0..3), bits 2l+1:2l (l in 0..3) = code(row 256r + 64u + 16l + 4L + d, k)
 //   code = trit + 1 in {0, 1, 2}.
 // Why: with the lines a, b, c, d of four non-zero columns, punpcklbw/punpckhbw(a, b) and (c, d) then
@@ -19,18 +20,20 @@ namespace bitllm {
 // the four columns, one column per byte: (z_u & (3 << 2l)) is the unsigned operand of vpdpbusd against
 // the four activations broadcast as one dword, for the 16 rows 256r + 64u + 16l + (4L + d), so each
 // accumulator covers 16 consecutive rows (the code is scaled by 4^l, undone exactly by >> 2l; this needs
-// K <= kTsMaxK). AVX2 (maddubs + madd), NEON (zip1/zip2; sdot or vmull) use the same interleave.
+// K <= kTsMaxK). AVX2 (maddubs + madd), NEON (zip1/zip2; sdot or vmull) use the same interleave. A thread
+// owning blocks [r0, r1) reads (r1 - r0) consecutive lines of each non-zero column: one burst per column.
 constexpr int kTsRows = 256;       // rows per block
 constexpr int kTsLineBytes = 64;   // bytes per (block, column)
 constexpr int64_t kTsMaxK = 65536;  // 4^3 * K * 2 * 128 < 2^31: the scaled int32 dots cannot overflow
 
 static inline int64_t ts_blocks(int64_t M) { return (M + kTsRows - 1) / kTsRows; }
-static inline int64_t ts_weight_bytes(int64_t M, int64_t K) { return ts_blocks(M) * K * kTsLineBytes; }
+static inline int64_t ts_col_bytes(int64_t M) { return ts_blocks(M) * kTsLineBytes; }
+static inline int64_t ts_weight_bytes(int64_t M, int64_t K) { return K * ts_col_bytes(M); }
 // Row of (byte p, bit pair l) inside its block.
 static inline int ts_row(int p, int l) { return 64 * ((p >> 2) & 3) + 16 * l + 4 * (p >> 4) + (p & 3); }
 
 struct TernarySparseMat {
-  const uint8_t* data;  // [ts_blocks(M), K, 64]
+  const uint8_t* data;  // [K, ts_blocks(M), 64]
   const float* scales;  // T2R16 scale layout: kScaleTensor [1], kScaleRow [>= round_up(M, 16)]
   int64_t M;
   int64_t K;            // 1 <= K <= kTsMaxK
@@ -68,7 +71,9 @@ using ternary_sparse_prep_fn = void (*)(const int8_t* q,  // [B, ldq]
 //                                                               since only columns with q == 0 are skipped)
 //   y = ((float)(dot - a.sum[b]) * ws) / a.scale[b],  ws = scales[0] (tensor) or scales[m] (row)
 // Every float op is a separate IEEE op, so all variants are bit-exact with each other and with T2R16.
-// B > 1 runs each token's list over the block while the block's lines are in L2 (no union of lists).
+// B == 1 accumulates panels of up to 8 blocks in L1, reading each column's lines of the panel in a row;
+// B > 1 runs each token's list over one block at a time while that block's lines are in L2 (no union
+// of the tokens' lists).
 using ternary_sparse_gemm_fn = void (*)(const TernarySparseMat& w, const SparseActs& a,
                                         float* y,  // [B, ldy]
                                         int64_t ldy, int64_t blk0, int64_t blk1);

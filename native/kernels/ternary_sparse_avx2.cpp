@@ -21,8 +21,9 @@ void ternary_sparse_gemm_avx2(const TernarySparseMat& w, const SparseActs& a, fl
   const __m256i mask[4] = {_mm256_set1_epi8(0x03), _mm256_set1_epi8(0x0c), _mm256_set1_epi8(0x30),
                            _mm256_set1_epi8(static_cast<char>(0xc0))};
   const __m256i ones = _mm256_set1_epi16(1);
+  const int64_t cs = ts_col_bytes(w.M);
   for (int64_t blk = blk0; blk < blk1; ++blk) {
-    const uint8_t* base = w.data + blk * w.K * kTsLineBytes;  // [K, 64]
+    const uint8_t* base = w.data + blk * kTsLineBytes;  // column k's line at k * cs
     for (int64_t b = 0; b < a.B; ++b) {
       const int32_t* cols = a.cols + b * a.ldc;  // [4 ng]
       const int8_t* vals = a.vals + b * a.ldc;   // [4 ng]
@@ -36,13 +37,13 @@ void ternary_sparse_gemm_avx2(const TernarySparseMat& w, const SparseActs& a, fl
             const int32_t* c = cols + 4 * g;
             if (first && g + kPrefetchGroups < ng)
               for (int i = 0; i < 4; ++i)
-                _mm_prefetch(reinterpret_cast<const char*>(base + int64_t{c[4 * kPrefetchGroups + i]} * kTsLineBytes),
+                _mm_prefetch(reinterpret_cast<const char*>(base + int64_t{c[4 * kPrefetchGroups + i]} * cs),
                              _MM_HINT_T0);
             const uint8_t* p = base + 32 * h;
-            const __m256i la = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + int64_t{c[0]} * kTsLineBytes));
-            const __m256i lb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + int64_t{c[1]} * kTsLineBytes));
-            const __m256i lc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + int64_t{c[2]} * kTsLineBytes));
-            const __m256i ld = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + int64_t{c[3]} * kTsLineBytes));
+            const __m256i la = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + int64_t{c[0]} * cs));
+            const __m256i lb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + int64_t{c[1]} * cs));
+            const __m256i lc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + int64_t{c[2]} * cs));
+            const __m256i ld = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + int64_t{c[3]} * cs));
             int32_t qd;
             std::memcpy(&qd, vals + 4 * g, 4);
             const __m256i qv = _mm256_set1_epi32(qd);

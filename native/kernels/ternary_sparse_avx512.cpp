@@ -1,7 +1,7 @@
 // AVX-512 (F/BW/VL/VNNI) column-sparse ternary GEMM on TS256 (ternary_sparse.h). Per group of four
 // non-zero columns and 256-row block: four 64-byte line loads, eight unpacks that put the four columns
 // into the bytes of each dword, then 16 x (vpandd, vpdpbusd) into 16 accumulators of 16 rows each.
-// The next lines are software-prefetched from the column list (they are not a stride the hardware finds).
+// The lines are software-prefetched from the column list (they are not a stride the hardware finds).
 #include <immintrin.h>
 
 #include <cstring>
@@ -12,8 +12,13 @@ namespace bitllm {
 
 namespace {
 
-// Groups of four columns prefetched ahead (64 lines in flight covers DRAM latency at full bandwidth).
-constexpr int64_t kPrefetchGroups = 16;
+// A panel is up to kPanelBlocks 256-row blocks accumulated together in L1 (8 KB of int32 at 8 blocks);
+// the token's groups are taken kChunkGroups at a time, every block of the panel in turn, while the next
+// chunk's lines are prefetched column by column (each column's lines of the panel are adjacent, so DRAM
+// sees short bursts instead of isolated lines). One chunk of compute (~8 groups x 8 blocks) covers the
+// DRAM latency of the next.
+constexpr int64_t kPanelBlocks = 16;
+constexpr int64_t kChunkGroups = 8;
 
 void ternary_sparse_prep_avx512(const int8_t* q, int64_t ldq, int64_t K, int64_t b0, int64_t b1, int32_t* cols,
                                 int8_t* vals, int64_t ldc, int32_t* groups) {
@@ -30,8 +35,8 @@ void ternary_sparse_prep_avx512(const int8_t* q, int64_t ldq, int64_t K, int64_t
       const __m512i idx = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int32_t>(k)));
       // Register-destination compress then a plain store (the memory form is microcoded on Zen 4).
       _mm512_storeu_si512(c + n, _mm512_maskz_compress_epi32(m, idx));
-      const __m512i qd = _mm512_maskz_compress_epi32(m, _mm512_cvtepi8_epi32(q16));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(v + n), _mm512_cvtepi32_epi8(qd));
+      const __m512i qd = _mm512_maskz_compress_epi32(m, _mm512_maskz_cvtepi8_epi32(0xffff, q16));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(v + n), _mm512_maskz_cvtepi32_epi8(0xffff, qd));
       n += __builtin_popcount(m);
     }
     for (; k < K; ++k) {
@@ -48,64 +53,104 @@ void ternary_sparse_prep_avx512(const int8_t* q, int64_t ldq, int64_t K, int64_t
   }
 }
 
-inline void prefetch_group(const uint8_t* base, const int32_t* c) {
-  for (int i = 0; i < 4; ++i)
-    _mm_prefetch(reinterpret_cast<const char*>(base + int64_t{c[i]} * kTsLineBytes), _MM_HINT_T0);
+// Walks the (column, line) pairs of a chunk's columns over the panel's lines, column-major, issuing
+// `per_step` prefetches per call.
+struct PrefetchCursor {
+  const uint8_t* base = nullptr;  // line 0 of the panel in column 0
+  const int32_t* cols = nullptr;  // next column index to prefetch
+  int64_t cs = 0;
+  int64_t ncols = 0;  // columns left
+  int lines = 0, line = 0;
+
+  void reset(const uint8_t* b, int64_t col_bytes, const int32_t* c, int64_t n, int panel_lines) {
+    base = b, cs = col_bytes, cols = c, ncols = n, lines = panel_lines, line = 0;
+  }
+  inline void step(int per_step) {
+    for (int i = 0; i < per_step && ncols > 0; ++i) {
+      _mm_prefetch(reinterpret_cast<const char*>(base + int64_t{*cols} * cs + int64_t{line} * kTsLineBytes), _MM_HINT_T0);
+      if (++line == lines) {
+        line = 0;
+        ++cols;
+        --ncols;
+      }
+    }
+  }
+};
+
+// acc[4u + l] += the products of one group of four columns with the block whose line of column k is at
+// line0 + k * cs: 4^l x the dots of rows 64u + 16l + 0..15.
+inline void group_step(const uint8_t* line0, int64_t cs, const int32_t* c, const int8_t* v, const __m512i (&mask)[4],
+                       __m512i (&acc)[16]) {
+  const __m512i la = _mm512_loadu_si512(line0 + int64_t{c[0]} * cs);
+  const __m512i lb = _mm512_loadu_si512(line0 + int64_t{c[1]} * cs);
+  const __m512i lc = _mm512_loadu_si512(line0 + int64_t{c[2]} * cs);
+  const __m512i ld = _mm512_loadu_si512(line0 + int64_t{c[3]} * cs);
+  int32_t qd;
+  std::memcpy(&qd, v, 4);
+  const __m512i qv = _mm512_set1_epi32(qd);
+  const __m512i ab_lo = _mm512_unpacklo_epi8(la, lb), ab_hi = _mm512_unpackhi_epi8(la, lb);
+  const __m512i cd_lo = _mm512_unpacklo_epi8(lc, ld), cd_hi = _mm512_unpackhi_epi8(lc, ld);
+  const __m512i z[4] = {_mm512_unpacklo_epi16(ab_lo, cd_lo), _mm512_unpackhi_epi16(ab_lo, cd_lo),
+                        _mm512_unpacklo_epi16(ab_hi, cd_hi), _mm512_unpackhi_epi16(ab_hi, cd_hi)};
+  for (int u = 0; u < 4; ++u)
+    for (int l = 0; l < 4; ++l) acc[4 * u + l] = _mm512_dpbusd_epi32(acc[4 * u + l], _mm512_and_si512(z[u], mask[l]), qv);
+}
+
+// raw[256 * j + row] = dots of token b's list with blocks blk_a + j, j < panel.
+void token_panel(const TernarySparseMat& w, const int32_t* cols, const int8_t* vals, int64_t ng, int64_t blk_a,
+                 int panel,
+                 int32_t* raw) {  // [panel, 256]
+  const __m512i mask[4] = {_mm512_set1_epi8(0x03), _mm512_set1_epi8(0x0c), _mm512_set1_epi8(0x30),
+                           _mm512_set1_epi8(static_cast<char>(0xc0))};
+  const int64_t cs = ts_col_bytes(w.M);
+  const uint8_t* panel0 = w.data + blk_a * kTsLineBytes;
+  for (int i = 0; i < panel * kTsRows; i += 16) _mm512_store_si512(raw + i, _mm512_setzero_si512());
+  PrefetchCursor pf;
+  pf.reset(panel0, cs, cols, 4 * (ng < kChunkGroups ? ng : kChunkGroups), panel);
+  pf.step(1 << 30);  // the first chunk at once
+  for (int64_t c0 = 0; c0 < ng; c0 += kChunkGroups) {
+    const int64_t c1 = c0 + kChunkGroups < ng ? c0 + kChunkGroups : ng;
+    const int64_t n1 = c1 + kChunkGroups < ng ? c1 + kChunkGroups : ng;
+    pf.reset(panel0, cs, cols + 4 * c1, 4 * (n1 - c1), panel);
+    for (int j = 0; j < panel; ++j) {
+      const uint8_t* line0 = panel0 + int64_t{j} * kTsLineBytes;
+      __m512i acc[16];
+      for (auto& v : acc) v = _mm512_setzero_si512();
+      for (int64_t g = c0; g < c1; ++g) {
+        pf.step(4);
+        group_step(line0, cs, cols + 4 * g, vals + 4 * g, mask, acc);
+      }
+      int32_t* dst = raw + j * kTsRows;
+      for (int u = 0; u < 4; ++u)
+        for (int l = 0; l < 4; ++l) {
+          int32_t* d = dst + 16 * (4 * u + l);
+          _mm512_store_si512(d, _mm512_add_epi32(_mm512_load_si512(d), acc[4 * u + l]));
+        }
+    }
+  }
+  // Row 64u + 16l + i was accumulated times 4^l (an exact multiple: the shift is exact).
+  for (int i = 0; i < panel * kTsRows; ++i) raw[i] >>= 2 * ((i >> 4) & 3);
 }
 
 void ternary_sparse_gemm_avx512(const TernarySparseMat& w, const SparseActs& a, float* y, int64_t ldy,
                                 int64_t blk0, int64_t blk1) {
-  alignas(64) int32_t raw[kTsRows];
-  const __m512i mask[4] = {_mm512_set1_epi8(0x03), _mm512_set1_epi8(0x0c), _mm512_set1_epi8(0x30),
-                           _mm512_set1_epi8(static_cast<char>(0xc0))};
-  const int64_t block_bytes = w.K * kTsLineBytes;
-  for (int64_t blk = blk0; blk < blk1; ++blk) {
-    const uint8_t* base = w.data + blk * block_bytes;  // [K, 64]
+  alignas(64) int32_t raw[kPanelBlocks * kTsRows];
+  if (a.B == 1) {
+    // Equal panels (10 blocks: 5 + 5, not 8 + 2), so every column's run is read in long pieces.
+    const int64_t npanels = (blk1 - blk0 + kPanelBlocks - 1) / kPanelBlocks;
+    for (int64_t i = 0; i < npanels; ++i) {
+      const int64_t p0 = blk0 + (blk1 - blk0) * i / npanels, p1 = blk0 + (blk1 - blk0) * (i + 1) / npanels;
+      const int panel = static_cast<int>(p1 - p0);
+      token_panel(w, a.cols, a.vals, a.groups[0], p0, panel, raw);
+      for (int j = 0; j < panel; ++j) ts_store_block(w, a, 0, p0 + j, raw + j * kTsRows, y, ldy);
+    }
+    return;
+  }
+  for (int64_t blk = blk0; blk < blk1; ++blk)
     for (int64_t b = 0; b < a.B; ++b) {
-      const int32_t* cols = a.cols + b * a.ldc;  // [4 ng]
-      const int8_t* vals = a.vals + b * a.ldc;   // [4 ng]
-      const int64_t ng = a.groups[b];
-      // Where the list continues: the next token on this block, else the first token on the next block
-      // (also past blk1: a thread's next chunk of blocks is usually the following one).
-      const bool more = b + 1 < a.B || blk + 1 < ts_blocks(w.M);
-      const uint8_t* next_base = b + 1 < a.B ? base : base + block_bytes;
-      const int64_t nb = b + 1 < a.B ? b + 1 : 0;
-      const int32_t* next_cols = a.cols + nb * a.ldc;
-      const int64_t next_ng = a.groups[nb];
-      __m512i acc[16];
-      for (auto& v : acc) v = _mm512_setzero_si512();
-      for (int64_t g = 0; g < ng; ++g) {
-        const int32_t* c = cols + 4 * g;
-        const int64_t pg = g + kPrefetchGroups;
-        if (pg < ng)
-          prefetch_group(base, cols + 4 * pg);
-        else if (more && pg - ng < next_ng)
-          prefetch_group(next_base, next_cols + 4 * (pg - ng));
-        const __m512i la = _mm512_loadu_si512(base + int64_t{c[0]} * kTsLineBytes);
-        const __m512i lb = _mm512_loadu_si512(base + int64_t{c[1]} * kTsLineBytes);
-        const __m512i lc = _mm512_loadu_si512(base + int64_t{c[2]} * kTsLineBytes);
-        const __m512i ld = _mm512_loadu_si512(base + int64_t{c[3]} * kTsLineBytes);
-        int32_t qd;
-        std::memcpy(&qd, vals + 4 * g, 4);
-        const __m512i qv = _mm512_set1_epi32(qd);
-        const __m512i ab_lo = _mm512_unpacklo_epi8(la, lb), ab_hi = _mm512_unpackhi_epi8(la, lb);
-        const __m512i cd_lo = _mm512_unpacklo_epi8(lc, ld), cd_hi = _mm512_unpackhi_epi8(lc, ld);
-        const __m512i z[4] = {_mm512_unpacklo_epi16(ab_lo, cd_lo), _mm512_unpackhi_epi16(ab_lo, cd_lo),
-                              _mm512_unpacklo_epi16(ab_hi, cd_hi), _mm512_unpackhi_epi16(ab_hi, cd_hi)};
-        for (int u = 0; u < 4; ++u)
-          for (int l = 0; l < 4; ++l)
-            acc[4 * u + l] = _mm512_dpbusd_epi32(acc[4 * u + l], _mm512_and_si512(z[u], mask[l]), qv);
-      }
-      // acc[4u + l] = 4^l x the dots of rows 64u + 16l + 0..15.
-      for (int u = 0; u < 4; ++u) {
-        _mm512_store_si512(raw + 16 * (4 * u + 0), acc[4 * u + 0]);
-        _mm512_store_si512(raw + 16 * (4 * u + 1), _mm512_srai_epi32(acc[4 * u + 1], 2));
-        _mm512_store_si512(raw + 16 * (4 * u + 2), _mm512_srai_epi32(acc[4 * u + 2], 4));
-        _mm512_store_si512(raw + 16 * (4 * u + 3), _mm512_srai_epi32(acc[4 * u + 3], 6));
-      }
+      token_panel(w, a.cols + b * a.ldc, a.vals + b * a.ldc, a.groups[b], blk, 1, raw);
       ts_store_block(w, a, b, blk, raw, y, ldy);
     }
-  }
 }
 
 }  // namespace

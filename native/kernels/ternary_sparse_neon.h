@@ -19,9 +19,10 @@ constexpr int64_t kTsNeonPrefetchGroups = 16;
 template <class Dot>
 void ts_gemm_neon(const TernarySparseMat& w, const SparseActs& a, float* y, int64_t ldy, int64_t blk0, int64_t blk1) {
   alignas(16) int32_t raw[kTsRows];
+  const int64_t cs = ts_col_bytes(w.M);
   const uint8x16_t m0 = vdupq_n_u8(0x03), m1 = vdupq_n_u8(0x0c), m2 = vdupq_n_u8(0x30);
   for (int64_t blk = blk0; blk < blk1; ++blk) {
-    const uint8_t* base = w.data + blk * w.K * kTsLineBytes;  // [K, 64]
+    const uint8_t* base = w.data + blk * kTsLineBytes;  // column k's line at k * cs
     for (int64_t b = 0; b < a.B; ++b) {
       const int32_t* cols = a.cols + b * a.ldc;  // [4 ng]
       const int8_t* vals = a.vals + b * a.ldc;   // [4 ng]
@@ -33,12 +34,12 @@ void ts_gemm_neon(const TernarySparseMat& w, const SparseActs& a, float* y, int6
           const int32_t* c = cols + 4 * g;
           if (L == 0 && g + kTsNeonPrefetchGroups < ng)
             for (int i = 0; i < 4; ++i)
-              __builtin_prefetch(base + int64_t{c[4 * kTsNeonPrefetchGroups + i]} * kTsLineBytes);
+              __builtin_prefetch(base + int64_t{c[4 * kTsNeonPrefetchGroups + i]} * cs);
           const uint8_t* p = base + 16 * L;
-          const uint8x16_t la = vld1q_u8(p + int64_t{c[0]} * kTsLineBytes);
-          const uint8x16_t lb = vld1q_u8(p + int64_t{c[1]} * kTsLineBytes);
-          const uint8x16_t lc = vld1q_u8(p + int64_t{c[2]} * kTsLineBytes);
-          const uint8x16_t ld = vld1q_u8(p + int64_t{c[3]} * kTsLineBytes);
+          const uint8x16_t la = vld1q_u8(p + int64_t{c[0]} * cs);
+          const uint8x16_t lb = vld1q_u8(p + int64_t{c[1]} * cs);
+          const uint8x16_t lc = vld1q_u8(p + int64_t{c[2]} * cs);
+          const uint8x16_t ld = vld1q_u8(p + int64_t{c[3]} * cs);
           int32_t qd;
           std::memcpy(&qd, vals + 4 * g, 4);
           const int8x16_t qv = vreinterpretq_s8_s32(vdupq_n_s32(qd));
