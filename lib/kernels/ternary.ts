@@ -28,6 +28,24 @@ export function quantizeActivationsI4(ctx: KernelContext, x: Float32Array, B: nu
   return actQuant('actQuantI4', ctx, x, B, K, out);
 }
 
+type ActQuantTopkFn = (ctx: unknown, x: Float32Array, B: number, K: number, keep: number, q: Int8Array,
+  scale: Float32Array, sum: Int32Array) => void;
+
+/**
+ * BitNet a4.8's o_proj input quantizer: per token keep the floor(K · ratio) values of largest |x| (ties
+ * at the threshold to the lower index), zero the rest, then the int8 absmax quantization of
+ * quantizeActivationsI8 on the masked row. ratio in [0, 1] (a4.8 uses 0.5).
+ */
+export function quantizeActivationsTopkI8(ctx: KernelContext, x: Float32Array, B: number, K: number, ratio: number,
+  out?: QuantizedActivations): QuantizedActivations {
+  if (!(ratio >= 0 && ratio <= 1)) throw new RangeError(`quantizeActivationsTopkI8: ratio = ${ratio} not in [0, 1]`);
+  const a = out ?? allocActivations(B, K);
+  binding<ActQuantTopkFn>('actQuantTopkI8')(ctx.handle, x, B, K, Math.floor(K * ratio), a.q, a.scale, a.sum);
+  a.B = B;
+  a.K = K;
+  return a;
+}
+
 type GemmFn = (ctx: unknown, codes: Uint8Array, scales: Float32Array, M: number, K: number, mode: number,
   q: Int8Array, scale: Float32Array, sum: Int32Array, B: number, y: Float32Array) => void;
 

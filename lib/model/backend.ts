@@ -7,10 +7,10 @@ import { type F16Matrix, type Q4Matrix, type Q8Matrix, f16Gemm, f16GetRows, q4Ge
 import {
   type KvCacheShape, attentionF16, attentionQ3, attentionQ8, gluRelu2, gluSilu, kvStoreF16, kvStoreQ3, kvStoreQ8, rmsnorm, ropeNeox,
 } from '../kernels/ops.js';
-import { type QuantizedActivations, quantizeActivationsI4, quantizeActivationsI8, ternaryGemm } from '../kernels/ternary.js';
+import { type QuantizedActivations, quantizeActivationsI4, quantizeActivationsI8, quantizeActivationsTopkI8, ternaryGemm } from '../kernels/ternary.js';
 import { type BinaryMatrix, binaryGemm, prepareBinaryActivations } from '../kernels/binary.js';
 import { layerNormRows } from '../kernels/linear.js';
-import { binaryFloatGemm, quantizeActivationsTopkI8, refActQuantTopkI8 } from '../kernels/pending.js';
+import { binaryFloatGemm } from '../kernels/pending.js';
 import { refBinaryGemm, refBinaryPrep, refBinaryFloatGemm } from '../reference/binary.js';
 import { refLayerNorm } from '../reference/linear.js';
 import { ternaryTd3Gemm } from '../kernels/td3.js';
@@ -18,7 +18,7 @@ import { refTd3Gemm } from '../reference/td3.js';
 import { type TernaryWeight, isTd3 } from './weights.js';
 
 export type ActQuantKind = 'i8' | 'i4' | 'topk-i8';
-import { refActQuantI4, refActQuantI8 } from '../reference/act_quant.js';
+import { refActQuantI4, refActQuantI8, refActQuantTopkI8 } from '../reference/act_quant.js';
 import { refF16Gemm, refF16GetRows, refQ4Gemm, refQ4GetRows, refQ8Gemm, refQ8GetRows } from '../reference/dense.js';
 import {
   refAttentionF16, refAttentionQ3, refAttentionQ8, refGluRelu2, refGluSilu, refKvStoreF16, refKvStoreQ3, refKvStoreQ8, refRmsnorm,
@@ -127,7 +127,7 @@ export function referenceBackend(): ComputeBackend {
     name: 'reference',
     quantize: (kind, x, B, K, ratio, out) => {
       const src = x.subarray(0, B * K);
-      const r = kind === 'i8' ? refActQuantI8(src, B, K) : kind === 'i4' ? refActQuantI4(src, B, K) : refActQuantTopkI8(src, B, K, ratio);
+      const r = kind === 'i8' ? refActQuantI8(src, B, K) : kind === 'i4' ? refActQuantI4(src, B, K) : refActQuantTopkI8(src, B, K, Math.floor(K * ratio));
       out.q.set(r.q);
       out.scale.set(r.scale);
       out.sum.set(r.sum);

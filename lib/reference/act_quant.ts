@@ -67,3 +67,19 @@ export function refBlockSums(a: QuantizedActivations): Int32Array {
     }
   return out;
 }
+
+/**
+ * TopK then A8 per token (BitNet a4.8 o_proj input): keep the `keep` values of largest |x| (ties at the
+ * threshold to the lower index), zero the rest, then refActQuantI8's formula on the masked row.
+ */
+export function refActQuantTopkI8(x: Float32Array, B: number, K: number, keep: number): QuantizedActivations {
+  if (!Number.isInteger(keep) || keep < 0 || keep > K) throw new RangeError(`refActQuantTopkI8: keep = ${keep} not in [0, ${K}]`);
+  const masked = new Float32Array(B * K);
+  const order = Array.from({ length: K }, (_, k) => k);
+  for (let b = 0; b < B; b++) {
+    const row = x.subarray(b * K, (b + 1) * K);
+    order.sort((i, j) => Math.abs(row[j]!) - Math.abs(row[i]!) || i - j);
+    for (let r = 0; r < keep; r++) masked[b * K + order[r]!] = row[order[r]!]!;
+  }
+  return refActQuantI8(masked, B, K);
+}

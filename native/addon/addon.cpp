@@ -120,6 +120,7 @@ Napi::Value ContextWrap::info(const Napi::CallbackInfo& info) {
   k.Set("ternary_i2", table_.v_ternary);
   k.Set("ternary_lut", table_.v_ternary_lut);
   k.Set("ternary_td3", table_.v_ternary_td3);
+  k.Set("ternary_sparse", table_.v_ternary_sparse);
   k.Set("binary", table_.v_binary);
   k.Set("f16", table_.v_f16);
   k.Set("q8", table_.v_q8);
@@ -188,6 +189,8 @@ Napi::Value cpu_info(const Napi::CallbackInfo& info) {
 void register_ternary_td3(Napi::Env env, Napi::Object exports);
 // Bindings of the linear-layer driver's ops (addon/linear.cpp).
 void register_linear(Napi::Env env, Napi::Object exports);
+// Bindings of the column-sparse ternary family (addon/ternary_sparse.cpp).
+void register_ternary_sparse(Napi::Env env, Napi::Object exports);
 
 Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
@@ -199,6 +202,7 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   register_ternary(env, exports);
   register_ternary_lut(env, exports);
   register_ternary_td3(env, exports);
+  register_ternary_sparse(env, exports);
   register_binary(env, exports);
   register_dense(env, exports);
   register_bench(env, exports);

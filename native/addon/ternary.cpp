@@ -27,6 +27,24 @@ Napi::Value act_quant(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// actQuantTopkI8(ctx, x: Float32Array[B*K], B, K, keep: 0..K, q: Int8Array[B*K], scale: Float32Array[B],
+// sum: Int32Array[B])
+Napi::Value act_quant_topk(const Napi::CallbackInfo& info) {
+  Args a(info, "actQuantTopkI8");
+  ContextWrap& ctx = a.context(0);
+  const int64_t B = a.integer(2, "B", 1, kMaxBatch), K = a.integer(3, "K", 1, kMaxDim);
+  const int64_t keep = a.integer(4, "keep", 0, K);
+  const float* x = a.f32(1, "x", B * K);
+  int8_t* q = a.i8(5, "q", B * K);
+  float* scale = a.f32(6, "scale", B);
+  int32_t* sum = a.i32(7, "sum", B);
+  const act_quant_topk_fn fn = ctx.table().act_quant_topk_i8;
+  ctx.pool().parallel_for(B, [&](int64_t b0, int64_t b1) {
+    fn(x + b0 * K, K, b1 - b0, K, keep, q + b0 * K, K, scale + b0, sum + b0);
+  });
+  return info.Env().Undefined();
+}
+
 // Validates a T2R16 matrix given as (codes, scales, M, K, scaleMode) at argument index i.
 TernaryMat ternary_mat(const Args& a, size_t i) {
   const int64_t M = a.integer(i + 2, "M", 1, kMaxDim), K = a.integer(i + 3, "K", 16, kMaxDim);
@@ -152,6 +170,7 @@ Napi::Value repack_f32(const Napi::CallbackInfo& info) {
 void register_ternary(Napi::Env env, Napi::Object exports) {
   exports.Set("actQuantI8", Napi::Function::New(env, act_quant<false>, "actQuantI8"));
   exports.Set("actQuantI4", Napi::Function::New(env, act_quant<true>, "actQuantI4"));
+  exports.Set("actQuantTopkI8", Napi::Function::New(env, act_quant_topk, "actQuantTopkI8"));
   exports.Set("ternaryGemm", Napi::Function::New(env, ternary_gemm, "ternaryGemm"));
   exports.Set("packTernaryFromTrits", Napi::Function::New(env, pack_from_trits, "packTernaryFromTrits"));
   exports.Set("unpackTernaryToTrits", Napi::Function::New(env, unpack_to_trits, "unpackTernaryToTrits"));

@@ -31,6 +31,21 @@ using act_quant_fn = void (*)(const float* x,  // [B, ldx]
                               float* scale,   // [B]
                               int32_t* sum);  // [B]
 
+// act_quant_topk_i8 (BitNet a4.8 o_proj input: TopK sparsification, then A8), per token b, with
+// `keep` in [0, K] (the caller's k = floor(K * ratio)):
+//   a_k = |x[b,k]| (so -0 == +0); T = the keep-th largest a_k (keep >= 1)
+//   kept = { k : a_k > T } plus the lowest indices k with a_k == T, until `keep` are kept (ties at the
+//          threshold go to the lower index first, deterministically)
+//   x'_k = x[b,k] if k is kept, else 0; then exactly act_quant_i8 on x' (so amax = max_k |x[b,k]| when
+//   keep >= 1, and amax = 0, s = 127 / 1e-5, every q = 0 when keep == 0); codes of dropped k are 0.
+// Matches the trainer's topk_half (keep = K/2) followed by quant_i8 up to its unspecified tie order.
+using act_quant_topk_fn = void (*)(const float* x,  // [B, ldx]
+                                   int64_t ldx, int64_t B, int64_t K, int64_t keep,
+                                   int8_t* q,  // [B, ldq]
+                                   int64_t ldq,
+                                   float* scale,   // [B]
+                                   int32_t* sum);  // [B]
+
 // Per-256-block sums of already quantized codes: bsum[b, j] = Σ_{k in block j} q[b, k]. K % 256 == 0.
 using act_block_sums_fn = void (*)(const int8_t* q,  // [B, ldq]
                                    int64_t ldq, int64_t B, int64_t K,

@@ -8,6 +8,7 @@
 #include "ops.h"
 #include "ternary_i2.h"
 #include "ternary_lut.h"
+#include "ternary_sparse.h"
 #include "ternary_td3.h"
 
 namespace bitllm {
@@ -30,11 +31,14 @@ struct KernelTable {
   act_quant_fn act_quant_i8 = nullptr;
   act_quant_fn act_quant_i4 = nullptr;
   act_block_sums_fn act_block_sums = nullptr;
+  act_quant_topk_fn act_quant_topk_i8 = nullptr;
   ternary_gemm_fn ternary_gemm = nullptr;
   ternary_lut_build_fn ternary_lut_build = nullptr;
   ternary_lut_gemm_fn ternary_lut_gemm = nullptr;
   ternary_td3_gemm_fn ternary_td3_gemm = nullptr;
   ternary_td3_to_t2_fn ternary_td3_to_t2 = nullptr;
+  ternary_sparse_prep_fn ternary_sparse_prep = nullptr;
+  ternary_sparse_gemm_fn ternary_sparse_gemm = nullptr;
   binary_gemm_fn binary_gemm = nullptr;
   binary_prep_fn binary_prep = nullptr;
   f16_gemm_fn f16_gemm = nullptr;
@@ -59,6 +63,7 @@ struct KernelTable {
   const char* v_ternary = "none";
   const char* v_ternary_lut = "none";
   const char* v_ternary_td3 = "none";
+  const char* v_ternary_sparse = "none";
   const char* v_binary = "none";
   const char* v_f16 = "none";
   const char* v_q8 = "none";
@@ -81,6 +86,7 @@ BITLLM_DECLARE_FILLS(act_quant)
 BITLLM_DECLARE_FILLS(ternary_i2)
 BITLLM_DECLARE_FILLS(ternary_lut)
 BITLLM_DECLARE_FILLS(ternary_td3)
+BITLLM_DECLARE_FILLS(ternary_sparse)
 BITLLM_DECLARE_FILLS(binary)
 BITLLM_DECLARE_FILLS(dense)
 BITLLM_DECLARE_FILLS(ops)

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <stdexcept>
 
 #include "repack_ternary.h"
 #include "td3_run.h"
@@ -88,8 +87,10 @@ void run_linear(const KernelTable& t, ThreadPool& pool, const LinearPlan& w, con
     int32_t* sm = s.sum.data();
     if (w.quant == LinearPlan::kQuantTopkI8) {
       const float ratio = w.topk_ratio;
-      (void)ratio;  // PENDING-MERGE: act_quant_topk_i8 from the h-sparse branch
-      throw std::runtime_error("pending");
+      const int64_t keep = static_cast<int64_t>(std::floor(static_cast<double>(K) * static_cast<double>(ratio)));
+      pool.parallel_for_work(B, K, [&](int64_t b0, int64_t b1) {
+        t.act_quant_topk_i8(in + b0 * ldin, ldin, b1 - b0, K, keep, q + b0 * K, K, sc + b0, sm + b0);
+      });
     } else {
       const act_quant_fn fn = w.quant == LinearPlan::kQuantI4 ? t.act_quant_i4 : t.act_quant_i8;
       pool.parallel_for_work(B, K, [&](int64_t b0, int64_t b1) { fn(in + b0 * ldin, ldin, b1 - b0, K, q + b0 * K, K, sc + b0, sm + b0); });

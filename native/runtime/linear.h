@@ -28,7 +28,7 @@ struct LinearPlan {
   const float* col_scale = nullptr;  // [K] or nullptr
   const float* col_bias = nullptr;   // [K] or nullptr
   const float* row_scale = nullptr;  // [M] or nullptr (float sign path only)
-  float topk_ratio = 1.f;            // kQuantTopkI8: fraction of each token's values kept
+  float topk_ratio = 1.f;            // kQuantTopkI8: each token keeps floor(K · ratio) values
   float ln_eps = 0.f;                // > 0: LayerNorm (no affine) over the M outputs
   int64_t M = 0, K = 0;
 };

@@ -1,0 +1,132 @@
+// Bindings for the column-sparse ternary GEMM (kernels/ternary_sparse.h, layout TS256) and its packers:
+// from trits and from a T2R16 matrix (so every file format that loads as T2R16 reaches it).
+#include <string>
+#include <vector>
+
+#include "common.h"
+#include "runtime/repack_ternary.h"
+#include "runtime/repack_ternary_sparse.h"
+
+namespace bitllm {
+
+namespace {
+
+int64_t check_k(const Args& a, size_t i) {
+  const int64_t K = a.integer(i, "K", kT2KStep, kTsMaxK);
+  if (K % kT2KStep) a.range_error("K = " + std::to_string(K) + " must be a multiple of 16");
+  return K;
+}
+
+// Rejects an output typed array whose bytes overlap an input's: kernels read inputs while writing.
+void no_overlap(const Args& a, const void* out, int64_t out_bytes, const char* out_name, const void* in,
+                int64_t in_bytes, const char* in_name) {
+  const auto o = reinterpret_cast<uintptr_t>(out), i = reinterpret_cast<uintptr_t>(in);
+  if (o < i + static_cast<uintptr_t>(in_bytes) && i < o + static_cast<uintptr_t>(out_bytes))
+    a.range_error(std::string(out_name) + " overlaps " + in_name);
+}
+
+void pack_from_t2(ContextWrap& ctx, const uint8_t* codes, int64_t M, int64_t K, uint8_t* data) {
+  ctx.pool().parallel_for(ts_blocks(M), [&](int64_t b0, int64_t b1) { pack_sparse_from_t2(codes, M, K, data, b0, b1); });
+}
+
+// sparseLayout(M, K) -> { rows, blocks, weightBytes }
+Napi::Value sparse_layout(const Napi::CallbackInfo& info) {
+  Args a(info, "sparseLayout");
+  const int64_t M = a.integer(0, "M", 1, kMaxDim), K = check_k(a, 1);
+  auto o = Napi::Object::New(info.Env());
+  o.Set("rows", kTsRows);
+  o.Set("blocks", static_cast<double>(ts_blocks(M)));
+  o.Set("weightBytes", static_cast<double>(ts_weight_bytes(M, K)));
+  return o;
+}
+
+// packTernarySparse(ctx, trits: Int8Array[M*K], M, K, data: Uint8Array[sparseLayout(M, K).weightBytes])
+Napi::Value pack_trits(const Napi::CallbackInfo& info) {
+  Args a(info, "packTernarySparse");
+  ContextWrap& ctx = a.context(0);
+  const int64_t M = a.integer(2, "M", 1, kMaxDim), K = check_k(a, 3);
+  const int8_t* trits = a.i8(1, "trits", M * K, M * K);
+  const int64_t bytes = ts_weight_bytes(M, K);
+  uint8_t* data = a.u8(4, "data", bytes, bytes);
+  std::vector<uint8_t> codes(static_cast<size_t>(t2_code_bytes(M, K)));
+  ctx.pool().parallel_for(t2_tiles(M), [&](int64_t t0, int64_t t1) { pack_t2_from_trits(trits, K, M, K, codes.data(), t0, t1); });
+  pack_from_t2(ctx, codes.data(), M, K, data);
+  return info.Env().Undefined();
+}
+
+// packTernarySparseFromT2(ctx, codes: Uint8Array (T2R16), M, K, data: Uint8Array)
+Napi::Value pack_t2(const Napi::CallbackInfo& info) {
+  Args a(info, "packTernarySparseFromT2");
+  ContextWrap& ctx = a.context(0);
+  const int64_t M = a.integer(2, "M", 1, kMaxDim), K = check_k(a, 3);
+  const uint8_t* codes = a.u8(1, "codes", t2_code_bytes(M, K), t2_code_bytes(M, K));
+  const int64_t bytes = ts_weight_bytes(M, K);
+  uint8_t* data = a.u8(4, "data", bytes, bytes);
+  no_overlap(a, data, bytes, "data", codes, t2_code_bytes(M, K), "codes");
+  pack_from_t2(ctx, codes, M, K, data);
+  return info.Env().Undefined();
+}
+
+// unpackTernarySparse(data: Uint8Array, M, K, trits: Int8Array[M*K])
+Napi::Value unpack(const Napi::CallbackInfo& info) {
+  Args a(info, "unpackTernarySparse");
+  const int64_t M = a.integer(1, "M", 1, kMaxDim), K = check_k(a, 2);
+  const int64_t bytes = ts_weight_bytes(M, K);
+  const uint8_t* data = a.u8(0, "data", bytes, bytes);
+  int8_t* trits = a.i8(3, "trits", M * K, M * K);
+  unpack_sparse_to_trits(data, M, K, trits, K);
+  return info.Env().Undefined();
+}
+
+// ternarySparseGemm(ctx, data: Uint8Array, scales: Float32Array, M, K, scaleMode: 0 (tensor) | 1 (row),
+//                   q: Int8Array[B*K], scale: Float32Array[B], sum: Int32Array[B], B, y: Float32Array[B*M])
+// Scales have the T2R16 layout (tensor [1], row [round_up(M, 16)]).
+Napi::Value gemm(const Napi::CallbackInfo& info) {
+  Args a(info, "ternarySparseGemm");
+  ContextWrap& ctx = a.context(0);
+  const int64_t M = a.integer(3, "M", 1, kMaxDim), K = check_k(a, 4);
+  const int32_t mode = static_cast<int32_t>(a.integer(5, "scaleMode", 0, 1));
+  const int64_t bytes = ts_weight_bytes(M, K);
+  const uint8_t* data = a.u8(1, "data", bytes, bytes);
+  const int64_t nscales = mode == kScaleTensor ? 1 : t2_tiles(M) * kT2Rows;
+  const float* scales = a.f32(2, "scales", nscales, nscales);
+  const int64_t B = a.integer(9, "B", 1, kMaxBatch);
+  const int8_t* q = a.i8(6, "q", B * K);
+  const float* scale = a.f32(7, "scale", B);
+  const int32_t* sum = a.i32(8, "sum", B);
+  float* y = a.f32(10, "y", B * M);
+  const int64_t ybytes = B * M * 4;
+  no_overlap(a, y, ybytes, "y", data, bytes, "data");
+  no_overlap(a, y, ybytes, "y", scales, nscales * 4, "scales");
+  no_overlap(a, y, ybytes, "y", q, B * K, "q");
+  no_overlap(a, y, ybytes, "y", scale, B * 4, "scale");
+  no_overlap(a, y, ybytes, "y", sum, B * 4, "sum");
+  const KernelTable& t = ctx.table();
+  const int64_t ldc = ts_list_ld(K);
+  int32_t* cols = ctx.scratch_i32(static_cast<size_t>(B * ldc + B));  // [B, ldc] then groups [B]
+  int32_t* groups = cols + B * ldc;
+  int8_t* vals = reinterpret_cast<int8_t*>(ctx.scratch_u8(static_cast<size_t>(B * ldc)));  // [B, ldc]
+  ctx.pool().parallel_for_work(B, K, [&](int64_t b0, int64_t b1) { t.ternary_sparse_prep(q, K, K, b0, b1, cols, vals, ldc, groups); });
+  const TernarySparseMat w{data, scales, M, K, mode};
+  const SparseActs acts{cols, vals, groups, scale, sum, B, K, ldc};
+  const int64_t blocks = ts_blocks(M);
+  // B == 1: one contiguous range of blocks per thread (the kernel walks it in panels); B > 1: blocks
+  // handed out one at a time (each is a full pass over every token's list).
+  if (B == 1)
+    ctx.pool().parallel_for(blocks, [&](int64_t b0, int64_t b1) { t.ternary_sparse_gemm(w, acts, y, M, b0, b1); });
+  else
+    ctx.pool().parallel_for_dynamic(blocks, 1, [&](int64_t b0, int64_t b1) { t.ternary_sparse_gemm(w, acts, y, M, b0, b1); });
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void register_ternary_sparse(Napi::Env env, Napi::Object exports) {
+  exports.Set("sparseLayout", Napi::Function::New(env, sparse_layout, "sparseLayout"));
+  exports.Set("packTernarySparse", Napi::Function::New(env, pack_trits, "packTernarySparse"));
+  exports.Set("packTernarySparseFromT2", Napi::Function::New(env, pack_t2, "packTernarySparseFromT2"));
+  exports.Set("unpackTernarySparse", Napi::Function::New(env, unpack, "unpackTernarySparse"));
+  exports.Set("ternarySparseGemm", Napi::Function::New(env, gemm, "ternarySparseGemm"));
+}
+
+}  // namespace bitllm
