@@ -5,7 +5,8 @@
 //   node bench/kv-q3.mjs [--ctx 256,1024,4096] [--isa avx512,avx2] [--threads 1] [--batch 1]
 //                        [--heads 20x5x128] [--seconds 1.5]
 // Prints one JSON line per (ctx, isa, threads, batch): min and median ms per kind, cache bytes per
-// K (or V) cache, and the ratios of the median times (q3/f16, q3/q8; < 1: q3 is faster).
+// K (or V) cache, and the ratios of the median times (q3/f16, q3/q8; < 1: q3 is faster); before them,
+// one "store" line per (ctx, isa, threads): microseconds per token to store ctx tokens' K rows.
 import { performance } from 'node:perf_hooks';
 
 import { KernelContext } from '../dist/kernels/context.js';
@@ -55,6 +56,28 @@ for (const ctxLen of contexts) {
       kvStoreQ8(ctx, vx, all, caches.q8[1], shape);
       kvStoreQ3(ctx, kx, all, caches.q3[0], shape);
       kvStoreQ3(ctx, vx, all, caches.q3[1], shape);
+      // Store: all ctxLen tokens' K rows at once (a prefill), interleaved like the attention below.
+      const stores = {
+        f16: () => kvStoreF16(ctx, kx, all, caches.f16[0], shape),
+        q8: () => kvStoreQ8(ctx, kx, all, caches.q8[0], shape),
+        q3: () => kvStoreQ3(ctx, kx, all, caches.q3[0], shape),
+      };
+      const storeTimes = { f16: [], q8: [], q3: [] };
+      const storeUntil = performance.now() + seconds * 500;
+      for (let i = 0; storeTimes.q3.length < 5 || performance.now() < storeUntil; i++) {
+        for (let j = 0; j < 3; j++) {
+          const k = ['f16', 'q8', 'q3'][(i + j) % 3];
+          const t0 = performance.now();
+          stores[k]();
+          storeTimes[k].push(performance.now() - t0);
+        }
+      }
+      const perTok = (k) => Math.round((median(storeTimes[k]) / ctxLen) * 1e6) / 1000; // us per token
+      console.log(JSON.stringify({
+        store: true, ctx: ctxLen, isa, threads: nt, heads: `${nkv}x${hd}`,
+        us_per_token_median: { f16: perTok('f16'), q8: perTok('q8'), q3: perTok('q3') },
+        q3_over_q8: Math.round((median(storeTimes.q3) / median(storeTimes.q8)) * 1000) / 1000,
+      }));
       const fns = { f16: attentionF16, q8: attentionQ8, q3: attentionQ3 };
       const kinds = Object.keys(fns);
       for (const B of batches) {

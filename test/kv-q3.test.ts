@@ -62,7 +62,7 @@ function adversarial(r: () => number, B: number, row: number): Float32Array {
     else if (kind === 2) v = (r() - 0.5) * 1e-6; // subnormal-half d
     else if (kind === 3) v = (r() - 0.5) * 8 * HALF_MIN_SUB; // d of a few 2^-24 steps: clamps at +3 and -4
     else if (kind === 4) v = (r() - 0.5) * 2 * 3 * 2 ** -25; // near the d = 0 threshold
-    else if (kind === 5) v = (r() - 0.5) * 3.9e5; // |x| up to 196559.9: the largest finite d
+    else if (kind === 5) v = (r() - 0.5) * 3.9e5; // |x| up to 1.95e5: d near the top of the half range
     else if (kind === 6) v = s * (r() < 0.1 ? 196559 : r() * 1000); // amax 196559: d = 65504
     else if (kind === 7) v = s * (r() < 0.1 ? 3e5 : r()); // d overflows: +Inf, codes 4
     else if (kind === 8) v = s * (r() < 0.2 ? 7.5 : r() * 7.5); // ±max of the block many times

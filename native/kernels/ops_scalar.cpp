@@ -157,11 +157,13 @@ struct RowsQ3 {
         const uint8_t* blk = base + (t0 + p) * rb + k * kKvQ3BlockBytes;
         const float d = half_to_f32(static_cast<uint16_t>(blk[0] | (blk[1] << 8)));
         float* o = buf + p * head_dim + k * kKvQ3Block;
-        for (int64_t i = 0; i < kKvQ3Block; ++i) {
-          const int64_t bit = 3 * i;  // code i: bits [3i, 3i + 3) of the little-endian code bytes
-          const unsigned two = blk[2 + bit / 8] | (bit / 8 + 1 < 12 ? blk[2 + bit / 8 + 1] << 8 : 0);
-          const int c = static_cast<int>((two >> (bit % 8)) & 7u);
-          o[i] = static_cast<float>(c - 4) * d;
+        for (int64_t s = 0; s < kKvQ3Block / 8; ++s) {
+          // Codes 8s .. 8s + 7: the 24 bits of code bytes [3s, 3s + 3), little-endian.
+          const uint8_t* g = blk + 2 + 3 * s;
+          const uint32_t w = static_cast<uint32_t>(g[0]) | (static_cast<uint32_t>(g[1]) << 8) |
+                             (static_cast<uint32_t>(g[2]) << 16);
+          for (int64_t j = 0; j < 8; ++j)
+            o[8 * s + j] = static_cast<float>(static_cast<int>((w >> (3 * j)) & 7u) - 4) * d;
         }
       }
   }
