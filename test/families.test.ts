@@ -48,6 +48,7 @@ interface FamilyModel {
 /** The bundled models and the load options that pick each of their paths. */
 const BUNDLED: FamilyModel[] = [
   { file: 'tiny-b158-i2_s.gguf', opts: {} },
+  { file: 'tiny-a48-tq2_0.gguf', opts: {} },
   { file: 'tiny-bitnet-q1_0.gguf', opts: {} },
   { file: 'tiny-fbi-q1_0.gguf', opts: { actQuant: 'i8' } },
   { file: 'tiny-onebit-q1_0.gguf', opts: { actQuant: 'i8' } },
@@ -58,7 +59,7 @@ const BUNDLED: FamilyModel[] = [
 function run(model: TransformerModel): Float32Array {
   const cfg = model.cfg;
   const V = cfg.nVocab;
-  const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, 16, 'f16');
+  const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, 16, cfg.row.kv); // a4.8: its 3-bit cache
   const out = new Float32Array(TOKENS.length * V);
   out.set(model.forward(TOKENS.slice(0, PREFILL), kv, true), 0);
   for (let i = PREFILL; i < TOKENS.length; i++) out.set(model.forward([TOKENS[i]!], kv), i * V);
@@ -133,6 +134,8 @@ describe('bundled family models: one-call native forward vs op by op', () => {
 describe('every ISA on every family (synthetic tiny models) within the bound of the reference', () => {
   const synth: Array<{ arch: string; type: SynthType; opts: LoadWeightsOptions }> = [
     { arch: 'bitnet-1bit', type: 'q1_0', opts: {} },
+    { arch: 'bitnet-a4.8', type: 'tq2_0', opts: {} },
+    { arch: 'bitnet-a4.8', type: 'tq2_0', opts: { layout: 't2r16' } },
     { arch: 'fbi-llm', type: 'q1_0', opts: { actQuant: 'i8' } },
     { arch: 'onebit', type: 'q1_0', opts: { actQuant: 'i8' } },
     { arch: 'bitnet-f16', type: 'f16', opts: {} },

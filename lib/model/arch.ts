@@ -75,6 +75,11 @@ export interface LinearSpec {
   readonly kind: LinearKind;
   /** The quantizer the family was trained with for this input. */
   readonly act: ActQuant;
+  /**
+   * The input is mostly zeros (a4.8: top-k, ReLU²): ternary weights load column-sparse (TS256), so decode
+   * reads only the columns of non-zero activations.
+   */
+  readonly sparseInput?: boolean;
 }
 
 export type BlockKind = 'attention';
@@ -118,7 +123,11 @@ export const ARCHITECTURES: readonly ArchRow[] = [
   { arch: 'bitnet-25', family: 'b158', title: 'BitNet b1.58', block: 'attention', linears: all('ternary', 'i8'), activation: 'relu2',
     subNorms: 'optional', kv: 'f16', rope: 'neox', extraKeys: [] },
   { arch: 'bitnet-a4.8', family: 'a48', title: 'BitNet a4.8', block: 'attention', activation: 'relu2', subNorms: 'required', kv: 'q3', rope: 'neox',
-    linears: { ...all('ternary', 'i4'), attn_output: { kind: 'ternary', act: 'topk-i8' }, ffn_down: { kind: 'ternary', act: 'i8' } },
+    linears: {
+      ...all('ternary', 'i4'),
+      attn_output: { kind: 'ternary', act: 'topk-i8', sparseInput: true },
+      ffn_down: { kind: 'ternary', act: 'i8', sparseInput: true },
+    },
     extraKeys: ['attn_output.topk_ratio', 'kv_bits'] },
   { arch: 'bitnet-1bit', family: 'bitnet', title: 'BitNet (1-bit)', block: 'attention', linears: all('sign', 'i8'), activation: 'relu2',
     subNorms: 'optional', kv: 'f16', rope: 'neox', extraKeys: [] },

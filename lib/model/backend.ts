@@ -10,6 +10,8 @@ import {
 import { type QuantizedActivations, quantizeActivationsI4, quantizeActivationsI8, quantizeActivationsTopkI8, ternaryGemm } from '../kernels/ternary.js';
 import { type BinaryMatrix, binaryGemm, prepareBinaryActivations } from '../kernels/binary.js';
 import { layerNormRows } from '../kernels/linear.js';
+import { type TernarySparseMatrix, ternarySparseGemm } from '../kernels/ternary-sparse.js';
+import { refTernarySparseGemm } from '../reference/ternary-sparse.js';
 import { binaryFloatGemm } from '../kernels/pending.js';
 import { refBinaryGemm, refBinaryPrep, refBinaryFloatGemm } from '../reference/binary.js';
 import { refLayerNorm } from '../reference/linear.js';
@@ -39,6 +41,8 @@ export interface ComputeBackend {
   quantize(kind: ActQuantKind, x: Float32Array, B: number, K: number, ratio: number, out: QuantizedActivations): QuantizedActivations;
   /** y [B, M] = W · Aᵀ for a T2R16 or TD3 W. */
   ternaryGemm(w: TernaryWeight, a: QuantizedActivations, y: Float32Array): void;
+  /** y [B, M] = W · Aᵀ for a column-sparse TS256 W (reads only the columns of non-zero activations). */
+  ternarySparseGemm(w: TernarySparseMatrix, a: QuantizedActivations, y: Float32Array): void;
   /** xs = x ⊙ colScale; tokBias[b] = Σ colBias ⊙ x[b] (binary.h binary_prep). */
   binaryPrep(x: Float32Array, B: number, K: number, colScale: Float32Array | null, colBias: Float32Array | null,
     xs: Float32Array, tokBias: Float32Array | null): void;
@@ -83,6 +87,7 @@ export function nativeBackend(ctx: KernelContext): ComputeBackend {
       if (kind === 'i4') return quantizeActivationsI4(ctx, x, B, K, out);
       return quantizeActivationsTopkI8(ctx, x, B, K, ratio, out);
     },
+    ternarySparseGemm: (w, a, y) => void ternarySparseGemm(ctx, w, a, y),
     binaryPrep: (x, B, K, colScale, colBias, xs, tokBias) => {
       const r = prepareBinaryActivations(ctx, x, B, K, { colScale: colScale ?? undefined, colBias: colBias ?? undefined });
       xs.set(r.xs);
@@ -136,6 +141,7 @@ export function referenceBackend(): ComputeBackend {
       return out;
     },
     ternaryGemm: (w, a, y) => y.set(isTd3(w) ? refTd3Gemm(w, exact(a)) : refTernaryGemm(w, exact(a))),
+    ternarySparseGemm: (w, a, y) => y.set(refTernarySparseGemm(w, exact(a))),
     binaryPrep: (x, B, K, colScale, colBias, xs, tokBias) => {
       const r = refBinaryPrep(x.subarray(0, B * K), B, K, colScale ?? undefined, colBias ?? undefined);
       xs.set(r.xs);

@@ -29,6 +29,7 @@ function linearSpec(l: Linear): object {
   switch (w.kind) {
     case 't2r16': return { ...common, weights: 't2r16', codes: w.m.codes, scales: w.m.scales, scaleMode: w.m.scaleMode };
     case 'td3': return { ...common, weights: 'td3', data: w.m.data, scales: w.m.scales, scaleMode: w.m.scaleMode };
+    case 'ts256': return { ...common, weights: 'ts256', data: w.m.data, scales: w.m.scales, scaleMode: w.m.scaleMode };
     case 'b1r16': return { ...common, weights: 'b1r16', bits: w.m.bits, scales: w.m.scales, scaleMode: w.m.scaleMode };
     case 'f16': return { ...common, weights: 'f16', data: w.m.data };
   }

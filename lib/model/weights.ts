@@ -11,6 +11,8 @@ import { type KernelContext, WeightArena, hugePagesEnabled, weightBytes } from '
 import { type F16Matrix, type Q4Matrix, type Q8Matrix, q4Bytes, q8Bytes, repackQ4, repackQ8 } from '../kernels/dense.js';
 import { ScaleMode, type TernaryMatrix, repackTernary, repackTernaryF32 } from '../kernels/ternary.js';
 import { type TernaryTd3Matrix, ternaryToTd3 } from '../kernels/td3.js';
+import { type TernarySparseMatrix, ternaryToSparse } from '../kernels/ternary-sparse.js';
+import { tsWeightBytes } from '../reference/ternary-sparse.js';
 import { type BinaryMatrix, repackBinaryQ1_0 } from '../kernels/binary.js';
 import { b1BitsBytes, b1ScaleCount, b1Tiles } from '../reference/binary.js';
 import { td3WeightBytes } from '../reference/td3.js';
@@ -43,6 +45,7 @@ export function resolveLayout(ctx: KernelContext, layout: TernaryLayout): 't2r16
 export type LinearWeights =
   | { kind: 't2r16'; m: TernaryMatrix }
   | { kind: 'td3'; m: TernaryTd3Matrix }
+  | { kind: 'ts256'; m: TernarySparseMatrix }
   | { kind: 'b1r16'; m: BinaryMatrix }
   | { kind: 'f16'; m: F16Matrix };
 
@@ -101,7 +104,7 @@ export const groupRows = (g: LinearGroup): number => g.reduce((a, l) => a + l.M,
 export function linearBytes(l: Linear): number {
   switch (l.w.kind) {
     case 't2r16': return l.w.m.codes.byteLength;
-    case 'td3': return l.w.m.data.byteLength;
+    case 'td3': case 'ts256': return l.w.m.data.byteLength;
     case 'b1r16': return l.w.m.bits.byteLength;
     case 'f16': return l.w.m.data.byteLength;
   }
@@ -331,9 +334,9 @@ function headBytes(h: HeadMatrix): number {
 
 
 /** The ternary T2R16 bytes of a group fused, or each part's bytes; TD3 bytes when placing as TD3. */
-function linearSlotBytes(kind: LinearKind, M: number, K: number, layout: 't2r16' | 'td3'): number {
+function linearSlotBytes(kind: LinearKind, M: number, K: number, layout: 't2r16' | 'td3', sparse: boolean): number {
   switch (kind) {
-    case 'ternary': return layout === 'td3' ? td3WeightBytes(M, K) : t2CodeBytes(M, K);
+    case 'ternary': return sparse ? tsWeightBytes(M, K) : layout === 'td3' ? td3WeightBytes(M, K) : t2CodeBytes(M, K);
     case 'sign': case 'sign-col': case 'sign-gh-ln': return b1BitsBytes(M, K);
     case 'f16': return M * K * 2;
   }
@@ -395,7 +398,7 @@ export function loadWeights(ctx: KernelContext, file: GgufFile, cfg: ModelConfig
   // Every repacked layer matrix is carved from one block (WeightArena), sized here from the shapes.
   let perLayer = 0;
   for (const ps of Object.values(groups))
-    for (const p of ps) perLayer += WeightArena.slot(linearSlotBytes(row.linears[p].kind, shape(p).M, shape(p).K, layout));
+    for (const p of ps) perLayer += WeightArena.slot(linearSlotBytes(row.linears[p].kind, shape(p).M, shape(p).K, layout, row.linears[p].sparseInput === true));
   const arena = new WeightArena(nLayer * perLayer);
   const tokEmbd = loadHead(ctx, tt, TENSORS.tokEmbd, cfg, headType, false)!;
   const output = loadHead(ctx, tt, TENSORS.output, cfg, headType, true) ?? tokEmbd;
@@ -461,20 +464,24 @@ export function loadWeights(ctx: KernelContext, file: GgufFile, cfg: ModelConfig
       const tern = (p: Projection, out: Uint8Array) => loadTernary(ctx, tt, TENSORS.weight(l, p), shape(p).M, K, out);
       // Fused matrices are repacked part by part straight into one buffer (T2R16 stacks along M by
       // concatenation): no per-part buffers to copy and leave behind as garbage.
+      // Sparse inputs (a4.8) go column-sparse when the scales allow (tensor or row: TS256 has no block scales).
+      const sparseOk = (w: TernaryMatrix, p: Projection) => row.linears[p].sparseInput === true && w.scaleMode !== ScaleMode.Block;
       const place = (w: TernaryMatrix, p: Projection, M: number): Linear => {
         const bad = w.scales.findIndex((s) => !Number.isFinite(s));
         if (bad >= 0) tt.fail(TENSORS.weight(l, p), `scale ${w.scales[bad]} is not finite`);
-        const lw: LinearWeights = layout === 'td3' ? { kind: 'td3', m: ternaryToTd3(ctx, w, arena.alloc) } : { kind: 't2r16', m: w };
+        const lw: LinearWeights = sparseOk(w, p) ? { kind: 'ts256', m: ternaryToSparse(ctx, w, arena.alloc) }
+          : layout === 'td3' ? { kind: 'td3', m: ternaryToTd3(ctx, w, arena.alloc) } : { kind: 't2r16', m: w };
         return baseLinear(p, kind, lw, M, K, quantOf(p));
       };
-      const buf = (n: number) => (layout === 'td3' ? t2Scratch(n) : arena.alloc(n));
+      // T2R16 is the final layout only for dense inputs under the t2r16 layout; else a stepping stone.
+      const buf = (n: number, p: Projection) => (layout === 'td3' || row.linears[p].sparseInput ? t2Scratch(n) : arena.alloc(n));
       if (fuse) {
-        const b = buf(Ms.reduce((a, M) => a + t2CodeBytes(M, K), 0));
+        const b = buf(Ms.reduce((a, M) => a + t2CodeBytes(M, K), 0), ps[0]!);
         let o = 0;
         const parts = ps.map((p, i) => tern(p, b.subarray(o, (o += t2CodeBytes(Ms[i]!, K)))));
         return [place(fuseTernary(parts), ps[0]!, Mt)];
       }
-      return ps.map((p, i) => place(tern(p, buf(t2CodeBytes(Ms[i]!, K))), p, Ms[i]!));
+      return ps.map((p, i) => place(tern(p, buf(t2CodeBytes(Ms[i]!, K), p)), p, Ms[i]!));
     }
     if (kind === 'f16') {
       const mk = (sel: readonly Projection[], M: number): Linear => {

@@ -88,7 +88,7 @@ class Spec {
   std::vector<Napi::Reference<Napi::Value>>* keep_;
 };
 
-// One linear of shape [M, K] (runtime/linear.h): {weights: 't2r16' | 'td3' | 'b1r16' | 'f16', quant: 'i8' |
+// One linear of shape [M, K] (runtime/linear.h): {weights: 't2r16' | 'td3' | 'ts256' | 'b1r16' | 'f16', quant: 'i8' |
 // 'i4' | 'topk-i8' | 'none', M, K, codes | data | bits, scales, scaleMode, colScale?, colBias?, rowScale?,
 // topkRatio, lnEps}. Weights and quantizer must fit each other (int8 GEMMs need a quantizer, F16 none).
 LinearPlan read_linear(const Spec& s, int64_t M, int64_t K) {
@@ -119,6 +119,12 @@ LinearPlan read_linear(const Spec& s, int64_t M, int64_t K) {
       w.t2 = TernaryMat{s.u8("codes", t2_code_bytes(M, K)), s.f32("scales", nscales), M, K, mode};
     }
     if (w.quant == LinearPlan::kQuantNone) s.fail("quant", "ternary weights need quantized activations");
+  } else if (kind == "ts256") {
+    if (K > kTsMaxK) s.fail("K", "= " + std::to_string(K) + " exceeds the TS256 limit " + std::to_string(kTsMaxK));
+    const int32_t mode = static_cast<int32_t>(s.integer("scaleMode", 0, 1));
+    w.weights = LinearPlan::kTs256;
+    w.ts = TernarySparseMat{s.u8("data", ts_weight_bytes(M, K)), s.f32("scales", scales_of(t2_tiles(M), mode)), M, K, mode};
+    if (w.quant == LinearPlan::kQuantNone) s.fail("quant", "ternary weights need quantized activations");
   } else if (kind == "b1r16") {
     if (K % kB1KStep) s.fail("K", "= " + std::to_string(K) + " must be a multiple of 64");
     const int32_t mode = static_cast<int32_t>(s.integer("scaleMode", 0, 1));
@@ -131,7 +137,7 @@ LinearPlan read_linear(const Spec& s, int64_t M, int64_t K) {
     w.f16 = s.u16("data", M * K);
     if (w.quant != LinearPlan::kQuantNone) s.fail("quant", "F16 weights take float activations ('none')");
   } else {
-    s.fail("weights", "'" + kind + "' is not a supported linear layout (t2r16, td3, b1r16, f16)");
+    s.fail("weights", "'" + kind + "' is not a supported linear layout (t2r16, td3, ts256, b1r16, f16)");
   }
   if (s.has("colScale")) w.col_scale = s.f32("colScale", K);
   if (s.has("colBias")) w.col_bias = s.f32("colBias", K);

@@ -113,6 +113,9 @@ void run_linear(const KernelTable& t, ThreadPool& pool, const LinearPlan& w, con
     case LinearPlan::kTd3:
       run_td3_gemm(t, pool, w.td3, acts, y, ldy);
       break;
+    case LinearPlan::kTs256:
+      run_ternary_sparse_gemm(t, pool, w.ts, acts, y, ldy, s.sparse);
+      break;
     case LinearPlan::kB1R16: {
       const int64_t tiles = (M + kB1Rows - 1) / kB1Rows;
       pool.parallel_for_dynamic(tiles, pool.chunk_grain(tiles),

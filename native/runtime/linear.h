@@ -1,8 +1,9 @@
 // One driver for every linear kind (docs/DESIGN.md §8): y = epilogue(W · quant(pre(x))).
 //   pre       binary_prep: xs = x ⊙ col_scale (FBI-LLM α, OneBit g), tok_bias[b] = Σ col_bias ⊙ x (FBI-LLM β)
 //   quant     act_quant_i8 | act_quant_i4 | act_quant_topk_i8 | none (float activations)
-//   weights   T2R16 | TD3 (ternary) | B1R16 (signs; int8 activations) | B1L16 (signs; float activations,
-//             lookup tables) | F16 (dense)
+//   weights   T2R16 | TD3 (ternary) | TS256 (ternary, column-sparse: reads only the columns of non-zero
+//             activations; a4.8's sparse inputs) | B1R16 (signs; int8 activations) | B1L64 (signs; float
+//             activations, lookup tables) | F16 (dense)
 //   epilogue  × row_scale (float sign path; the int8 path folds it into the B1R16 scales), + tok_bias,
 //             then OneBit's non-affine LayerNorm over the M outputs when ln_eps > 0
 // The forward (model_exec.cpp) and the bindings run every projection through run_linear, so what the
@@ -12,17 +13,19 @@
 #include <vector>
 
 #include "../kernels/kernels.h"
+#include "sparse_run.h"
 #include "thread_pool.h"
 
 namespace bitllm {
 
 struct LinearPlan {
-  enum Weights : int32_t { kT2R16 = 0, kTd3 = 1, kB1R16 = 2, kF16 = 3 };
+  enum Weights : int32_t { kT2R16 = 0, kTd3 = 1, kB1R16 = 2, kF16 = 3, kTs256 = 4 };
   enum Quant : int32_t { kQuantI8 = 0, kQuantI4 = 1, kQuantTopkI8 = 2, kQuantNone = 3 };
   int32_t weights = kT2R16;
   int32_t quant = kQuantI8;
   TernaryMat t2{};
   TernaryTd3Mat td3{};
+  TernarySparseMat ts{};
   BinaryMat b1{};
   const uint16_t* f16 = nullptr;  // [M, K] half
   const float* col_scale = nullptr;  // [K] or nullptr
@@ -41,6 +44,7 @@ struct LinearScratch {
   std::vector<int32_t> bsum;    // [B, K/256 + 1]
   std::vector<float> xs;        // [B, K] pre-scaled input
   std::vector<float> tok_bias;  // [B]
+  SparseLists sparse;           // TS256 column lists
   void ensure(int64_t B, int64_t K);
 };
 
