@@ -25,7 +25,7 @@ const TOLERANCE = 0.01;
 interface EvalResult { ppl: number; nll: number; n_scored: number; n_windows: number }
 interface ManifestModel {
   file: string; family: string; arch: string; type: string; runnable: boolean; bytes: number; sha256: string;
-  eval: { val: EvalResult; ood: EvalResult };
+  eval: { val: EvalResult; ood: EvalResult; val_a8?: EvalResult; ood_a8?: EvalResult };
 }
 interface Manifest {
   default: string;
@@ -105,23 +105,26 @@ describe('tokenizer parity with Python sentencepiece', () => {
 });
 
 describe('perplexity parity: bitllm vs the trainer', () => {
-  it('covers every family bitllm runs', () => {
-    expect(runnable.map((m) => m.file).sort()).toEqual(manifest.models.filter((m) => ['bitnet', 'bitnet-b1.58', 'bitnet-25'].includes(m.arch)).map((m) => m.file).sort());
-    expect(runnable.length).toBeGreaterThanOrEqual(2);
+  it('covers every shipped model: every family of the survey runs', () => {
+    expect(runnable.map((m) => m.file)).toEqual(manifest.models.map((m) => m.file));
   });
 
-  for (const m of runnable)
-    for (const split of ['val', 'ood'] as const)
-      it(`${m.file} on ${split}: within 1 % of the trainer's quantized evaluation`, () => {
-        const r = spawnSync(process.execPath, [MAIN, 'perplexity', join(MODELS, m.file), '-f', join(ROOT, manifest.corpus[split].file),
-          '--ctx', String(manifest.eval.ctx), '--json'], { encoding: 'utf8', timeout: 300_000 });
-        expect(r.stderr).toBe('');
-        expect(r.status).toBe(0);
-        const got = JSON.parse(r.stdout) as EvalResult;
-        const want = m.eval[split];
-        expect(got.n_scored).toBe(want.n_scored);
-        expect(got.n_windows).toBe(want.n_windows);
-        const rel = Math.abs(got.ppl / want.ppl - 1);
-        expect(rel, `bitllm ppl ${got.ppl}, trainer ${want.ppl}`).toBeLessThanOrEqual(TOLERANCE);
-      }, 300_000);
+  // W1A16 families (FBI-LLM, OneBit) also on their int8 path (--act i8), against the trainer's A8 evaluation.
+  const cases = runnable.flatMap((m) => (['val', 'ood'] as const).flatMap((split) => [
+    { m, split, key: split, args: [] as string[] },
+    ...(m.eval[`${split}_a8`] ? [{ m, split, key: `${split}_a8` as const, args: ['--act', 'i8'] }] : []),
+  ]));
+  for (const { m, split, key, args } of cases)
+    it(`${m.file} on ${split}${args.length ? ` (${args.join(' ')})` : ''}: within 1 % of the trainer's quantized evaluation (${key})`, () => {
+      const r = spawnSync(process.execPath, [MAIN, 'perplexity', join(MODELS, m.file), '-f', join(ROOT, manifest.corpus[split].file),
+        '--ctx', String(manifest.eval.ctx), '--json', ...args], { encoding: 'utf8', timeout: 300_000 });
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      const got = JSON.parse(r.stdout) as EvalResult;
+      const want = m.eval[key]!;
+      expect(got.n_scored).toBe(want.n_scored);
+      expect(got.n_windows).toBe(want.n_windows);
+      const rel = Math.abs(got.ppl / want.ppl - 1);
+      expect(rel, `bitllm ppl ${got.ppl}, trainer ${want.ppl}`).toBeLessThanOrEqual(TOLERANCE);
+    }, 300_000);
 });
