@@ -7,3 +7,4 @@ export * from './lut.js';
 export * from './td3.js';
 export * from './binary.js';
 export * from './dense.js';
+export * from './binary-lut.js';

@@ -121,6 +121,7 @@ Napi::Value ContextWrap::info(const Napi::CallbackInfo& info) {
   k.Set("ternary_lut", table_.v_ternary_lut);
   k.Set("ternary_td3", table_.v_ternary_td3);
   k.Set("binary", table_.v_binary);
+  k.Set("binary_lut", table_.v_binary_lut);
   k.Set("f16", table_.v_f16);
   k.Set("q8", table_.v_q8);
   k.Set("q4", table_.v_q4);
@@ -186,6 +187,8 @@ Napi::Value cpu_info(const Napi::CallbackInfo& info) {
 
 // Bindings of the TD3 ternary family (addon/ternary_td3.cpp).
 void register_ternary_td3(Napi::Env env, Napi::Object exports);
+// Bindings of the B1L64 binary lookup-table family (addon/binary_lut.cpp).
+void register_binary_lut(Napi::Env env, Napi::Object exports);
 
 Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
@@ -198,6 +201,7 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   register_ternary_lut(env, exports);
   register_ternary_td3(env, exports);
   register_binary(env, exports);
+  register_binary_lut(env, exports);
   register_dense(env, exports);
   register_bench(env, exports);
   register_ops(env, exports);
