@@ -15,6 +15,9 @@ namespace {
 constexpr int64_t kTableChunkBytes = int64_t{64} << 20;
 // Groups per table-build work item (8 KB of one token's tables): splits one token over threads.
 constexpr int64_t kBuildGroups = 128;
+// Below this many groups (all tokens together) the calling thread builds the tables alone: a decode
+// token's 1728 groups (K = 6912) take ~2 us, about what waking the pool and joining it costs.
+constexpr int64_t kParallelBuildGroups = 4096;
 
 int64_t checked_k(const Args& a, size_t i, int64_t step) {
   const int64_t K = a.integer(i, "K", step, kMaxDim);
@@ -34,6 +37,10 @@ void no_overlap(const Args& a, const void* out, int64_t out_bytes, const char* o
 void build_tables(const KernelTable& t, ThreadPool& pool, const float* u, int64_t nb, int64_t K, float* tables,
                   int64_t ldt) {
   const int64_t G = b1l_groups(K), per_token = (G + kBuildGroups - 1) / kBuildGroups;
+  if (nb * G < kParallelBuildGroups) {
+    t.binary_lut_build(u, K, nb, K, tables, ldt, 0, G);
+    return;
+  }
   pool.parallel_for(nb * per_token, [&](int64_t u0, int64_t u1) {
     for (int64_t i = u0; i < u1; ++i) {
       const int64_t b = i / per_token, g0 = (i % per_token) * kBuildGroups;

@@ -6,7 +6,10 @@
 // lanes << (28 - 4j)). Per 8 rows x 4 columns: 2 shifts (one for j = 0 and j = 7), 2 permutes, a blend
 // and an add. A pass covers two 16-row quarters (32 rows: 4 index vectors, 8 accumulators, even /
 // odd chains as the contract orders them); the table halves are read from L1 as memory operands.
-// Tokens run one after another over each block.
+// Tokens run one after another over each block. As on AVX-512, the odd chains add with fma(p, 1, o)
+// (rounds like o + p, on the FMA pipes), the index vectors stay in registers and the weight stream is
+// prefetched 4 KB ahead (together 2560 x 6912 from DRAM on one Zen 4 core: 0.32 -> 0.28 ms min,
+// 0.48 -> 0.33 ms median).
 //
 // The tables are built as in the AVX-512 file: mul by σ0, then fma(u_i, σ_i, T) (σ·u exact: the fma
 // rounds like the contract's add), 8 entries per ymm.
@@ -21,7 +24,8 @@ namespace bitllm {
 
 namespace {
 
-constexpr int kPassQuarters = 2;  // 16-row quarters per pass
+constexpr int kPassQuarters = 2;        // 16-row quarters per pass
+constexpr int64_t kPrefetchBytes = 4096;  // software prefetch distance in the weight stream
 
 inline __m256 sign_vector(int i, int half) {
   alignas(32) float s[8];
@@ -56,12 +60,18 @@ void pass_sums(const uint8_t* blk,  // [K/32, 256]
                const float* tab,  // [K/4, 16]
                float* out) {      // [32]
   constexpr int V = 2 * kPassQuarters;  // index vectors of 8 rows
+  const __m256 one = _mm256_set1_ps(1.0f);
   __m256 e[V], o[V];
   for (int i = 0; i < V; ++i) e[i] = o[i] = _mm256_setzero_ps();
   for (int64_t kc = 0; kc < kchunks; ++kc) {
     const uint8_t* c = blk + kc * kB1lChunkBytes + 64 * q0;  // [V, 32]
     __m256i v[V];
-    for (int i = 0; i < V; ++i) v[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 * i));
+    _mm_prefetch(reinterpret_cast<const char*>(c + kPrefetchBytes), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + kPrefetchBytes + 64), _MM_HINT_T0);
+    for (int i = 0; i < V; ++i) {
+      v[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 * i));
+      asm("" : "+x"(v[i]));  // keep it in a register (not one load per shift)
+    }
     const float* tc = tab + kc * 8 * kB1lTableFloats;  // [8, 16]
 #define BITLLM_B1L_GROUP(j, chain)                                                              \
   {                                                                                           \
@@ -72,7 +82,7 @@ void pass_sums(const uint8_t* blk,  // [K/32, 256]
       const __m256i sel = (j) == 7 ? v[i] : _mm256_slli_epi32(v[i], 28 - 4 * (j));             \
       const __m256 val = _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx),                   \
                                           _mm256_permutevar8x32_ps(hi, idx), _mm256_castsi256_ps(sel)); \
-      chain[i] = _mm256_add_ps(chain[i], val);                                                \
+      chain[i] = (j) % 2 ? _mm256_fmadd_ps(val, one, chain[i]) : _mm256_add_ps(chain[i], val);  \
     }                                                                                         \
   }
     BITLLM_B1L_GROUP(0, e)
