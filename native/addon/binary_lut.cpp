@@ -90,11 +90,11 @@ Napi::Value lut_gemm(const Napi::CallbackInfo& info) {
   const auto aligned = [](uint8_t* p) {  // 64-byte aligned tables: each group's table is one AVX-512 vector
     return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
   };
-  if (B == 1 && pool.size() > 1 && blocks >= pool.size()) {
+  const int64_t slot = (ldt * 4 + 127) & ~int64_t{63};  // one token's tables, 64-byte multiple
+  if (B == 1 && pool.size() > 1 && blocks >= pool.size() && slot * pool.size() <= kTableChunkBytes) {
     // Decode: every thread builds the token's tables itself (~2 us at K = 6912) into its own slot and
     // runs its contiguous range of blocks: one pool round trip, and no thread reads tables out of
     // another core's cache (sharing one copy made 2 threads only 1.3x faster than one, cache-hot).
-    const int64_t slot = (ldt * 4 + 127) & ~int64_t{63};
     uint8_t* raw = ctx.scratch_u8(static_cast<size_t>(slot * pool.size() + 64));
     struct Job {
       const KernelTable* t;
