@@ -41,7 +41,7 @@ struct BinaryLutMat {
 // with u_i = u[b * ldu + 4g + i], σ_i = (bit i of j) ? +1 : -1, each + one IEEE float add in exactly
 // this association (σ·u is exact: a sign flip). All variants produce bit-identical tables (a variant
 // may compute σ·u + a as fma(σ, u, a), which rounds once, like the add). Exact symmetry:
-// T_g[j ^ 15] = -T_g[j] (round-to-nearest is odd), which the AVX2/NEON kernels may rely on.
+// T_g[j ^ 15] = -T_g[j] (round-to-nearest is odd; tested), so a kernel may look up half a table.
 using binary_lut_build_fn = void (*)(const float* u,  // [B, ldu]
                                      int64_t ldu, int64_t B, int64_t K,
                                      float* tables,  // [B, ldt], ldt >= b1l_table_floats(K)
@@ -53,8 +53,10 @@ using binary_lut_build_fn = void (*)(const float* u,  // [B, ldu]
 //   o = 0.0f;  for g = 1, 3, 5, ... < K/4:  o = o + T_g[nib(m, g)]       adds, in ascending g)
 //   acc = e + o
 //   y = acc;  if (row_scale) y = y * row_scale[m];  if (tok_bias) y = y + tok_bias[b]
-// Separate IEEE ops, no FMA: every variant and the TypeScript reference are bit-exact (the SIMD
-// kernels keep the rows in the lanes, so each (row, token) sums in exactly this order).
+// Separate IEEE ops: every variant and the TypeScript reference are bit-exact (the SIMD kernels keep
+// the rows in the lanes, so each (row, token) sums in exactly this order). A chain add o + p may be
+// issued as fma(p, 1.0f, o): p·1 is exact, so it rounds once, exactly like the add (the x86 kernels
+// do so for the odd chain to use the FMA pipes); the epilogue has no FMA.
 // Bound (finite inputs, no overflow; exact = Σ_k s(m,k)·u[b,k] in real arithmetic, rs = row_scale[m]
 // or 1, tb = tok_bias[b] or 0, γ(n) = n·2⁻²⁴ / (1 − n·2⁻²⁴)): each u_k passes through at most 3
 // adds in its table entry and K/8 rounding adds after it (the first add of a chain is exact), and
