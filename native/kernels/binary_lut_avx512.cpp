@@ -70,10 +70,11 @@ void binary_lut_build_avx512(const float* u, int64_t ldu, int64_t B, int64_t K, 
   }
 }
 
-// acc[i][q] (= e + o) of quarters [q0, q0 + NQ) of one block (16 rows each) for NB tokens whose tables
-// start at tab[i]. Per chunk the quarters are loaded once (kept in registers: folding them into the shifts as memory
-// operands would issue 7 loads per vector) and lane >> 4j is group j's index. The odd chains add with
-// fma(p, 1, o), which rounds exactly like o + p but issues on the FMA pipes instead of the add pipes.
+// acc[i][q] (= e + o) of quarters [q0, q0 + NQ) of one block (16 rows each) for NB tokens whose
+// tables start at tab[i]. Per chunk the quarters are loaded once (kept in registers: folding them into
+// the shifts as memory operands would issue 7 loads per vector) and lane >> 4j is group j's index.
+// The odd chains add with fma(p, 1, o), which rounds exactly like o + p but issues on the FMA pipes
+// instead of the add pipes.
 template <int NB, int NQ>
 inline void block_sums(const uint8_t* blk,  // [K/32, 256]
                        int64_t kchunks, int q0,
@@ -118,7 +119,10 @@ inline void block_sums(const uint8_t* blk,  // [K/32, 256]
 // The epilogue of quarters [q0, q0 + NQ) of block t for token b (masked to rows < M).
 template <int NQ>
 inline void store_quarters(const BinaryLutMat& w, int64_t t, int q0, int64_t b, const __m512 (&acc)[NQ],
-                           const float* row_scale, const float* tok_bias, float* y, int64_t ldy) {
+                           const float* row_scale,  // [M] or nullptr
+                           const float* tok_bias,   // [B] or nullptr
+                           float* y,                // [B, ldy]
+                           int64_t ldy) {
   for (int q = 0; q < NQ; ++q) {
     const int64_t m0 = t * kB1lRows + 16 * (q0 + q);
     if (m0 >= w.M) break;
