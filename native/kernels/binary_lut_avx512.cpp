@@ -10,9 +10,9 @@
 // tokens are taken in chunks whose tables fit in L2, every block of the range running over each chunk.
 //
 // What made it fast (2560 x 6912, one Zen 4 core, weights from DRAM; measured in a standalone harness,
-// medians of interleaved calls): the odd chains add with fma(p, 1, o) (rounds exactly like o + p, but
+// medians of interleaved calls): the chains add with fma(p, 1, acc) (rounds exactly like acc + p, but
 // on the FMA pipes; the add and shuffle pipes are the bottleneck): 46 -> 29 us cache-hot at 2560 x 2560
-// together with the next point; index vectors loaded once per chunk into registers (GCC otherwise folds
+// for the odd chains together with the next point, all chains 76 -> 70 us at 2560 x 6912; index vectors loaded once per chunk into registers (GCC otherwise folds
 // each shift's load, 7 loads per vector) and a software prefetch 4 KB ahead in the weight stream: from
 // DRAM ~230 -> ~130 us. Tried and dropped: unaligned loads at byte offsets 1..3 instead of the shifts
 // (faster cache-hot, but the cache-line-splitting loads halved the DRAM rate), prefetch 1 KB ahead or
@@ -73,8 +73,8 @@ void binary_lut_build_avx512(const float* u, int64_t ldu, int64_t B, int64_t K, 
 // acc[i][q] (= e + o) of quarters [q0, q0 + NQ) of one block (16 rows each) for NB tokens whose
 // tables start at tab[i]. Per chunk the quarters are loaded once (kept in registers: folding them into
 // the shifts as memory operands would issue 7 loads per vector) and lane >> 4j is group j's index.
-// The odd chains add with fma(p, 1, o), which rounds exactly like o + p but issues on the FMA pipes
-// instead of the add pipes.
+// The chains add with fma(p, 1, acc), which rounds exactly like acc + p but issues on the FMA pipes
+// instead of the add pipes (which Zen 4 shares with the permutes).
 template <int NB, int NQ>
 inline void block_sums(const uint8_t* blk,  // [K/32, 256]
                        int64_t kchunks, int q0,
@@ -104,7 +104,7 @@ inline void block_sums(const uint8_t* blk,  // [K/32, 256]
         for (int i = 0; i < NB; ++i) {
           const __m512 p = _mm512_permutexvar_ps(idx, tv[i]);
           if (j % 2 == 0) {
-            e[i][q] = _mm512_add_ps(e[i][q], p);
+            e[i][q] = _mm512_fmadd_ps(p, one, e[i][q]);
           } else {
             o[i][q] = _mm512_fmadd_ps(p, one, o[i][q]);
           }
