@@ -11,3 +11,4 @@ export * from './dense.js';
 /** `kernels.info()`: CPU features plus the ISA and per-kernel variant a context would use. */
 export { kernelInfo as info } from './context.js';
 export * from './ternary-sparse.js';
+export * from './binary-lut.js';

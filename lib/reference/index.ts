@@ -8,3 +8,4 @@ export * from './td3.js';
 export * from './binary.js';
 export * from './dense.js';
 export * from './ternary-sparse.js';
+export * from './binary-lut.js';

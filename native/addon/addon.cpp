@@ -122,6 +122,7 @@ Napi::Value ContextWrap::info(const Napi::CallbackInfo& info) {
   k.Set("ternary_td3", table_.v_ternary_td3);
   k.Set("ternary_sparse", table_.v_ternary_sparse);
   k.Set("binary", table_.v_binary);
+  k.Set("binary_lut", table_.v_binary_lut);
   k.Set("f16", table_.v_f16);
   k.Set("q8", table_.v_q8);
   k.Set("q4", table_.v_q4);
@@ -191,6 +192,8 @@ void register_ternary_td3(Napi::Env env, Napi::Object exports);
 void register_linear(Napi::Env env, Napi::Object exports);
 // Bindings of the column-sparse ternary family (addon/ternary_sparse.cpp).
 void register_ternary_sparse(Napi::Env env, Napi::Object exports);
+// Bindings of the B1L64 binary lookup-table family (addon/binary_lut.cpp).
+void register_binary_lut(Napi::Env env, Napi::Object exports);
 
 Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
@@ -204,6 +207,7 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   register_ternary_td3(env, exports);
   register_ternary_sparse(env, exports);
   register_binary(env, exports);
+  register_binary_lut(env, exports);
   register_dense(env, exports);
   register_bench(env, exports);
   register_ops(env, exports);

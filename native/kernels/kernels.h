@@ -4,6 +4,7 @@
 
 #include "act_quant.h"
 #include "binary.h"
+#include "binary_lut.h"
 #include "dense.h"
 #include "ops.h"
 #include "ternary_i2.h"
@@ -41,6 +42,8 @@ struct KernelTable {
   ternary_sparse_gemm_fn ternary_sparse_gemm = nullptr;
   binary_gemm_fn binary_gemm = nullptr;
   binary_prep_fn binary_prep = nullptr;
+  binary_lut_build_fn binary_lut_build = nullptr;
+  binary_lut_gemm_fn binary_lut_gemm = nullptr;
   f16_gemm_fn f16_gemm = nullptr;
   f16_get_rows_fn f16_get_rows = nullptr;
   q8_gemm_fn q8_gemm = nullptr;
@@ -65,6 +68,7 @@ struct KernelTable {
   const char* v_ternary_td3 = "none";
   const char* v_ternary_sparse = "none";
   const char* v_binary = "none";
+  const char* v_binary_lut = "none";
   const char* v_f16 = "none";
   const char* v_q8 = "none";
   const char* v_q4 = "none";
@@ -88,6 +92,7 @@ BITLLM_DECLARE_FILLS(ternary_lut)
 BITLLM_DECLARE_FILLS(ternary_td3)
 BITLLM_DECLARE_FILLS(ternary_sparse)
 BITLLM_DECLARE_FILLS(binary)
+BITLLM_DECLARE_FILLS(binary_lut)
 BITLLM_DECLARE_FILLS(dense)
 BITLLM_DECLARE_FILLS(ops)
 
