@@ -12,8 +12,9 @@ import { type BinaryMatrix, binaryGemm, prepareBinaryActivations } from '../kern
 import { layerNormRows } from '../kernels/linear.js';
 import { type TernarySparseMatrix, ternarySparseGemm } from '../kernels/ternary-sparse.js';
 import { refTernarySparseGemm } from '../reference/ternary-sparse.js';
-import { binaryFloatGemm } from '../kernels/pending.js';
-import { refBinaryGemm, refBinaryPrep, refBinaryFloatGemm } from '../reference/binary.js';
+import { type BinaryLutMatrix, binaryLutGemm } from '../kernels/binary-lut.js';
+import { refBinaryLutGemm } from '../reference/binary-lut.js';
+import { refBinaryGemm, refBinaryPrep } from '../reference/binary.js';
 import { refLayerNorm } from '../reference/linear.js';
 import { ternaryTd3Gemm } from '../kernels/td3.js';
 import { refTd3Gemm } from '../reference/td3.js';
@@ -48,8 +49,8 @@ export interface ComputeBackend {
     xs: Float32Array, tokBias: Float32Array | null): void;
   /** y [B, M] = W · Aᵀ (+ tokBias[b]) for a B1R16 W and int8 activations (binary.h). */
   binaryGemm(w: BinaryMatrix, a: QuantizedActivations, tokBias: Float32Array | null, y: Float32Array): void;
-  /** y [B, M] = (u [B, K] · signs(W)ᵀ) ⊙ rowScale + tokBias: float activations, no rounding of u (W1A16). */
-  binaryFloatGemm(w: BinaryMatrix, u: Float32Array, B: number, rowScale: Float32Array | null, tokBias: Float32Array | null, y: Float32Array): void;
+  /** y [B, M] = (u [B, K] · signs(W)ᵀ) ⊙ rowScale + tokBias for a B1L64 W: float activations, no rounding of u (W1A16). */
+  binaryFloatGemm(w: BinaryLutMatrix, u: Float32Array, B: number, rowScale: Float32Array | null, tokBias: Float32Array | null, y: Float32Array): void;
   /** OneBit's non-affine LayerNorm over each row of x [B, n] into out (out may be x); linear.h. */
   layerNorm(x: Float32Array, B: number, n: number, eps: number, out: Float32Array): void;
   /** RMSNorm of x [B, n] into out (out may be x). */
@@ -94,7 +95,7 @@ export function nativeBackend(ctx: KernelContext): ComputeBackend {
       if (tokBias && r.tokBias) tokBias.set(r.tokBias);
     },
     binaryGemm: (w, a, tokBias, y) => void binaryGemm(ctx, w, a, tokBias ?? undefined, y),
-    binaryFloatGemm: (w, u, B, rowScale, tokBias, y) => void binaryFloatGemm(ctx, w, u, B, rowScale, tokBias, y),
+    binaryFloatGemm: (w, u, B, rowScale, tokBias, y) => void binaryLutGemm(ctx, { ...w, rowScale: rowScale ?? undefined }, u, B, tokBias ?? undefined, y),
     layerNorm: (x, B, n, eps, out) => layerNormRows(ctx, x, B, n, eps, out),
     ternaryGemm: (w, a, y) => void (isTd3(w) ? ternaryTd3Gemm(ctx, w, a, y) : ternaryGemm(ctx, w, a, y)),
     rmsnorm: (x, w, B, n, eps, out) => void rmsnorm(ctx, x, w, B, n, eps, out),
@@ -148,7 +149,8 @@ export function referenceBackend(): ComputeBackend {
       if (tokBias && r.tokBias) tokBias.set(r.tokBias);
     },
     binaryGemm: (w, a, tokBias, y) => y.set(refBinaryGemm(w, exact(a), tokBias ?? undefined)),
-    binaryFloatGemm: (w, u, B, rowScale, tokBias, y) => y.set(refBinaryFloatGemm(w, u.subarray(0, B * w.K), B, rowScale, tokBias)),
+    binaryFloatGemm: (w, u, B, rowScale, tokBias, y) =>
+      y.set(refBinaryLutGemm({ ...w, rowScale: rowScale ?? undefined }, u.subarray(0, B * w.K), B, tokBias ?? undefined)),
     layerNorm: (x, B, n, eps, out) => out.set(refLayerNorm(x.subarray(0, B * n), B, n, eps)),
     // refRmsnorm reads all of x before anything is written, so out === x is safe.
     rmsnorm: (x, w, B, n, eps, out) => out.set(refRmsnorm(x, w, B, n, eps).y),

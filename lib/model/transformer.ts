@@ -127,7 +127,7 @@ export class TransformerModel {
     const w = l.w;
     if (l.quant === 'none') {
       if (w.kind === 'f16') be.f16Gemm(w.m, input, B, y);
-      else if (w.kind === 'b1r16') be.binaryFloatGemm(w.m, input, B, l.rowScale, tokBias, y);
+      else if (w.kind === 'b1l64') be.binaryFloatGemm(w.m, input, B, l.rowScale, tokBias, y);
       else throw new RangeError(`linear: ${w.kind} weights need quantized activations`);
     } else {
       const a = this.quant(l.quant, input, B, K, l.topkRatio);

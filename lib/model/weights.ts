@@ -14,6 +14,8 @@ import { type TernaryTd3Matrix, ternaryToTd3 } from '../kernels/td3.js';
 import { type TernarySparseMatrix, ternaryToSparse } from '../kernels/ternary-sparse.js';
 import { tsWeightBytes } from '../reference/ternary-sparse.js';
 import { type BinaryMatrix, repackBinaryQ1_0 } from '../kernels/binary.js';
+import { type BinaryLutMatrix, binaryToLut } from '../kernels/binary-lut.js';
+import { b1lBytes } from '../reference/binary-lut.js';
 import { b1BitsBytes, b1ScaleCount, b1Tiles } from '../reference/binary.js';
 import { td3WeightBytes } from '../reference/td3.js';
 import { binding } from '../native.js';
@@ -47,6 +49,7 @@ export type LinearWeights =
   | { kind: 'td3'; m: TernaryTd3Matrix }
   | { kind: 'ts256'; m: TernarySparseMatrix }
   | { kind: 'b1r16'; m: BinaryMatrix }
+  | { kind: 'b1l64'; m: BinaryLutMatrix }
   | { kind: 'f16'; m: F16Matrix };
 
 /**
@@ -54,7 +57,7 @@ export type LinearWeights =
  *   pre       xs = x ⊙ colScale (FBI-LLM α, OneBit g); FBI-LLM's per-token Σ colBias ⊙ x is added to every output
  *   quant     the input quantizer ('none': float activations)
  *   weights   T2R16 / TD3 / B1R16 (its tensor or row scale is part of the GEMM) / F16
- *   epilogue  × rowScale (OneBit h, float path only: the int8 path folds it into the B1R16 row scales),
+ *   epilogue  × rowScale (OneBit h · Q1_0 d, float path only: the int8 path folds it into the B1R16 row scales),
  *             then OneBit's non-affine LayerNorm over the M outputs when `layerNorm`
  */
 export interface Linear {
@@ -105,7 +108,7 @@ export function linearBytes(l: Linear): number {
   switch (l.w.kind) {
     case 't2r16': return l.w.m.codes.byteLength;
     case 'td3': case 'ts256': return l.w.m.data.byteLength;
-    case 'b1r16': return l.w.m.bits.byteLength;
+    case 'b1r16': case 'b1l64': return l.w.m.bits.byteLength;
     case 'f16': return l.w.m.data.byteLength;
   }
 }
@@ -334,10 +337,10 @@ function headBytes(h: HeadMatrix): number {
 
 
 /** The ternary T2R16 bytes of a group fused, or each part's bytes; TD3 bytes when placing as TD3. */
-function linearSlotBytes(kind: LinearKind, M: number, K: number, layout: 't2r16' | 'td3', sparse: boolean): number {
+function linearSlotBytes(kind: LinearKind, M: number, K: number, layout: 't2r16' | 'td3', sparse: boolean, floatAct: boolean): number {
   switch (kind) {
     case 'ternary': return sparse ? tsWeightBytes(M, K) : layout === 'td3' ? td3WeightBytes(M, K) : t2CodeBytes(M, K);
-    case 'sign': case 'sign-col': case 'sign-gh-ln': return b1BitsBytes(M, K);
+    case 'sign': case 'sign-col': case 'sign-gh-ln': return floatAct ? b1lBytes(M, K) : b1BitsBytes(M, K);
     case 'f16': return M * K * 2;
   }
 }
@@ -398,7 +401,8 @@ export function loadWeights(ctx: KernelContext, file: GgufFile, cfg: ModelConfig
   // Every repacked layer matrix is carved from one block (WeightArena), sized here from the shapes.
   let perLayer = 0;
   for (const ps of Object.values(groups))
-    for (const p of ps) perLayer += WeightArena.slot(linearSlotBytes(row.linears[p].kind, shape(p).M, shape(p).K, layout, row.linears[p].sparseInput === true));
+    for (const p of ps)
+      perLayer += WeightArena.slot(linearSlotBytes(row.linears[p].kind, shape(p).M, shape(p).K, layout, row.linears[p].sparseInput === true, quantOf(p) === 'none'));
   const arena = new WeightArena(nLayer * perLayer);
   const tokEmbd = loadHead(ctx, tt, TENSORS.tokEmbd, cfg, headType, false)!;
   const output = loadHead(ctx, tt, TENSORS.output, cfg, headType, true) ?? tokEmbd;
@@ -510,24 +514,24 @@ export function loadWeights(ctx: KernelContext, file: GgufFile, cfg: ModelConfig
     return ps.map((p, i) => {
       const M = Ms[i]!;
       const sib = siblings(l, p);
-      let m = placeBits(signWeights(l, p));
-      const quant = quantOf(p);
-      const lin = baseLinear(p, kind, { kind: 'b1r16', m }, M, K, quant);
-      lin.colScale = sib.colScale;
-      lin.colBias = sib.colBias;
+      let m = signWeights(l, p);
       if (sib.rowScale) {
-        // OneBit h: the int8 path multiplies it in the GEMM (row scales, times the Q1_0 d); the float path after it.
+        // OneBit h, times the Q1_0 d: a row scale of the product (the int8 GEMM's scale, the float path's epilogue).
         const rs = new Float32Array(b1ScaleCount(M, ScaleMode.Row));
         for (let r = 0; r < M; r++) rs[r] = Math.fround(sib.rowScale[r]! * (m.scaleMode === ScaleMode.Tensor ? m.scales[0]! : m.scales[r]!));
-        if (quant === 'i8') m = { ...m, scales: rs, scaleMode: ScaleMode.Row };
-        else lin.rowScale = rs.subarray(0, M);
-        lin.w = { kind: 'b1r16', m };
-      } else if (quant === 'none' && (m.scaleMode !== ScaleMode.Tensor || m.scales[0] !== 1)) {
-        // The float path reads signs only: a Q1_0 d other than 1 becomes the row scale.
-        const rs = new Float32Array(M);
-        for (let r = 0; r < M; r++) rs[r] = m.scaleMode === ScaleMode.Tensor ? m.scales[0]! : m.scales[r]!;
-        lin.rowScale = rs;
+        m = { ...m, scales: rs, scaleMode: ScaleMode.Row };
       }
+      const quant = quantOf(p);
+      let lin: Linear;
+      if (quant === 'i8') lin = baseLinear(p, kind, { kind: 'b1r16', m: placeBits(m) }, M, K, quant);
+      else {
+        // Float activations: the lookup-table layout; the B1R16 scales become its row scale (none when 1).
+        const lw = binaryToLut(ctx, m, arena.alloc);
+        lin = baseLinear(p, kind, { kind: 'b1l64', m: lw }, M, K, quant);
+        lin.rowScale = lw.rowScale ?? null;
+      }
+      lin.colScale = sib.colScale;
+      lin.colBias = sib.colBias;
       return lin;
     });
   };

@@ -181,23 +181,3 @@ export function refBinaryPrep(
   return tokBias ? { xs, tokBias } : { xs };
 }
 
-/**
- * The exact float (W1A16) product of binary weights with float activations u [B, K]: each output is
- * Σ_k sign(m, k)·u[b, k] evaluated in float64 and rounded once, then `× rowScale[m]` and `+ tokBias[b]`
- * as separate float ops. Native kernels sum in float and stay within their stated bound of this.
- */
-export function refBinaryFloatGemm(w: BinaryMatrix, u: Float32Array, B: number, rowScale: Float32Array | null, tokBias: Float32Array | null): Float32Array {
-  const { M, K } = w;
-  const y = new Float32Array(B * M);
-  const signs = unpackB1(w.bits, M, K);
-  for (let m = 0; m < M; m++)
-    for (let b = 0; b < B; b++) {
-      let acc = 0;
-      for (let k = 0; k < K; k++) acc += signs[m * K + k]! * u[b * K + k]!;
-      let v = f32(acc);
-      if (rowScale) v = f32(v * rowScale[m]!);
-      if (tokBias) v = f32(v + tokBias[b]!);
-      y[b * M + m] = v;
-    }
-  return y;
-}

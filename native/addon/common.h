@@ -28,6 +28,8 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     if (scratch_i32_.size() < n) scratch_i32_.resize(n);
     return scratch_i32_.data();
   }
+  // The byte scratch itself, for runtime drivers that size it themselves (runtime/lut_run.h).
+  std::vector<uint8_t>& scratch_bytes() { return scratch_u8_; }
   uint8_t* scratch_u8(size_t n) {
     if (scratch_u8_.size() < n) scratch_u8_.resize(n);
     return scratch_u8_.data();

@@ -88,7 +88,7 @@ class Spec {
   std::vector<Napi::Reference<Napi::Value>>* keep_;
 };
 
-// One linear of shape [M, K] (runtime/linear.h): {weights: 't2r16' | 'td3' | 'ts256' | 'b1r16' | 'f16', quant: 'i8' |
+// One linear of shape [M, K] (runtime/linear.h): {weights: 't2r16' | 'td3' | 'ts256' | 'b1r16' | 'b1l64' | 'f16', quant: 'i8' |
 // 'i4' | 'topk-i8' | 'none', M, K, codes | data | bits, scales, scaleMode, colScale?, colBias?, rowScale?,
 // topkRatio, lnEps}. Weights and quantizer must fit each other (int8 GEMMs need a quantizer, F16 none).
 LinearPlan read_linear(const Spec& s, int64_t M, int64_t K) {
@@ -132,12 +132,17 @@ LinearPlan read_linear(const Spec& s, int64_t M, int64_t K) {
     w.weights = LinearPlan::kB1R16;
     w.b1 = BinaryMat{s.u8("bits", tiles * kB1Rows * (K / 8)), s.f32("scales", scales_of(tiles, mode)), M, K, mode};
     if (w.quant != LinearPlan::kQuantI8) s.fail("quant", "B1R16 weights take int8 activations");
+  } else if (kind == "b1l64") {
+    if (K % kB1lKStep) s.fail("K", "= " + std::to_string(K) + " must be a multiple of 32");
+    w.weights = LinearPlan::kB1L64;
+    w.b1l = BinaryLutMat{s.u8("bits", b1l_bytes(M, K)), M, K};
+    if (w.quant != LinearPlan::kQuantNone) s.fail("quant", "B1L64 weights take float activations ('none')");
   } else if (kind == "f16") {
     w.weights = LinearPlan::kF16;
     w.f16 = s.u16("data", M * K);
     if (w.quant != LinearPlan::kQuantNone) s.fail("quant", "F16 weights take float activations ('none')");
   } else {
-    s.fail("weights", "'" + kind + "' is not a supported linear layout (t2r16, td3, ts256, b1r16, f16)");
+    s.fail("weights", "'" + kind + "' is not a supported linear layout (t2r16, td3, ts256, b1r16, b1l64, f16)");
   }
   if (s.has("colScale")) w.col_scale = s.f32("colScale", K);
   if (s.has("colBias")) w.col_bias = s.f32("colBias", K);

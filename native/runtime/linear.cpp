@@ -122,6 +122,10 @@ void run_linear(const KernelTable& t, ThreadPool& pool, const LinearPlan& w, con
                                 [&](int64_t t0, int64_t t1) { t.binary_gemm(w.b1, acts, tok_bias, y, ldy, t0, t1); });
       break;
     }
+    case LinearPlan::kB1L64:
+      // Float activations (quant none): the tables hold the exact sums; the row scale and bias are its epilogue.
+      run_binary_lut_gemm(t, pool, w.b1l, in, ldin, B, w.row_scale, tok_bias, y, ldy, s.lut);
+      break;
     case LinearPlan::kF16: {
       const int64_t groups = (M + 15) / 16;
       pool.parallel_for_dynamic(groups, pool.chunk_grain(groups), [&](int64_t g0, int64_t g1) {

@@ -13,13 +13,14 @@
 #include <vector>
 
 #include "../kernels/kernels.h"
+#include "lut_run.h"
 #include "sparse_run.h"
 #include "thread_pool.h"
 
 namespace bitllm {
 
 struct LinearPlan {
-  enum Weights : int32_t { kT2R16 = 0, kTd3 = 1, kB1R16 = 2, kF16 = 3, kTs256 = 4 };
+  enum Weights : int32_t { kT2R16 = 0, kTd3 = 1, kB1R16 = 2, kF16 = 3, kTs256 = 4, kB1L64 = 5 };
   enum Quant : int32_t { kQuantI8 = 0, kQuantI4 = 1, kQuantTopkI8 = 2, kQuantNone = 3 };
   int32_t weights = kT2R16;
   int32_t quant = kQuantI8;
@@ -27,6 +28,7 @@ struct LinearPlan {
   TernaryTd3Mat td3{};
   TernarySparseMat ts{};
   BinaryMat b1{};
+  BinaryLutMat b1l{};
   const uint16_t* f16 = nullptr;  // [M, K] half
   const float* col_scale = nullptr;  // [K] or nullptr
   const float* col_bias = nullptr;   // [K] or nullptr
@@ -45,6 +47,7 @@ struct LinearScratch {
   std::vector<float> xs;        // [B, K] pre-scaled input
   std::vector<float> tok_bias;  // [B]
   SparseLists sparse;           // TS256 column lists
+  std::vector<uint8_t> lut;     // B1L64 lookup tables
   void ensure(int64_t B, int64_t K);
 };
 
