@@ -6,4 +6,5 @@ export * from './ops.js';
 export * from './lut.js';
 export * from './td3.js';
 export * from './binary.js';
+export * from './billm.js';
 export * from './dense.js';

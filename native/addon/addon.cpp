@@ -121,6 +121,7 @@ Napi::Value ContextWrap::info(const Napi::CallbackInfo& info) {
   k.Set("ternary_lut", table_.v_ternary_lut);
   k.Set("ternary_td3", table_.v_ternary_td3);
   k.Set("binary", table_.v_binary);
+  k.Set("billm", table_.v_billm);
   k.Set("f16", table_.v_f16);
   k.Set("q8", table_.v_q8);
   k.Set("q4", table_.v_q4);
@@ -198,6 +199,7 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   register_ternary_lut(env, exports);
   register_ternary_td3(env, exports);
   register_binary(env, exports);
+  register_billm(env, exports);
   register_dense(env, exports);
   register_bench(env, exports);
   register_ops(env, exports);

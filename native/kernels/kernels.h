@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "act_quant.h"
+#include "billm.h"
 #include "binary.h"
 #include "dense.h"
 #include "ops.h"
@@ -37,6 +38,8 @@ struct KernelTable {
   ternary_td3_to_t2_fn ternary_td3_to_t2 = nullptr;
   binary_gemm_fn binary_gemm = nullptr;
   binary_prep_fn binary_prep = nullptr;
+  billm_prep_fn billm_prep = nullptr;
+  billm_gemm_fn billm_gemm = nullptr;
   f16_gemm_fn f16_gemm = nullptr;
   f16_get_rows_fn f16_get_rows = nullptr;
   q8_gemm_fn q8_gemm = nullptr;
@@ -58,6 +61,7 @@ struct KernelTable {
   const char* v_ternary_lut = "none";
   const char* v_ternary_td3 = "none";
   const char* v_binary = "none";
+  const char* v_billm = "none";
   const char* v_f16 = "none";
   const char* v_q8 = "none";
   const char* v_q4 = "none";
@@ -80,6 +84,7 @@ BITLLM_DECLARE_FILLS(ternary_i2)
 BITLLM_DECLARE_FILLS(ternary_lut)
 BITLLM_DECLARE_FILLS(ternary_td3)
 BITLLM_DECLARE_FILLS(binary)
+BITLLM_DECLARE_FILLS(billm)
 BITLLM_DECLARE_FILLS(dense)
 BITLLM_DECLARE_FILLS(ops)
 

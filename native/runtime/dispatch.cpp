@@ -56,6 +56,7 @@ void fill_scalar(KernelTable& t, const CpuFeatures& f) {
   fill_ternary_lut_scalar(t, f);
   fill_ternary_td3_scalar(t, f);
   fill_binary_scalar(t, f);
+  fill_billm_scalar(t, f);
   fill_dense_scalar(t, f);
   fill_ops_scalar(t, f);
 }
@@ -67,6 +68,7 @@ void fill_avx2(KernelTable& t, const CpuFeatures& f) {
   fill_ternary_lut_avx2(t, f);
   fill_ternary_td3_avx2(t, f);
   fill_binary_avx2(t, f);
+  fill_billm_avx2(t, f);
   fill_dense_avx2(t, f);
   fill_ops_avx2(t, f);
 }
@@ -76,6 +78,7 @@ void fill_avx512(KernelTable& t, const CpuFeatures& f) {
   fill_ternary_lut_avx512(t, f);
   fill_ternary_td3_avx512(t, f);
   fill_binary_avx512(t, f);
+  fill_billm_avx512(t, f);
   fill_dense_avx512(t, f);
   fill_ops_avx512(t, f);
 }
@@ -88,6 +91,7 @@ void fill_neon(KernelTable& t, const CpuFeatures& f) {
   fill_ternary_lut_neon(t, f);
   fill_ternary_td3_neon(t, f);
   fill_binary_neon(t, f);
+  fill_billm_neon(t, f);
   fill_dense_neon(t, f);
   fill_ops_neon(t, f);
 }
