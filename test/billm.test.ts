@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { GgufWriter, parseGguf } from '../lib/format/gguf.js';
-import { billmGemm } from '../lib/kernels/billm.js';
+import { billmGemm, packBillmTiles } from '../lib/kernels/billm.js';
 import {
   type BillmMatrix, BILLM_BLOCK, BILLM_SCALARS, absmaxQuantize, billmBitsPerWeight, billmDequantize, billmMinTokens,
   billmQuantize, billmResidualLayout, hessianAccumulator, validateBillmMatrix,
@@ -347,9 +347,10 @@ describe.each(contexts)('billmGemm on %s', (isa, ctx) => {
     it(`is bit-exact with the reference, M = ${M}, K = ${K}, B = ${B}`, () => {
       const r = rng(M * 1000 + K + B);
       const w = withZeroRows(randomBillm(r, M, K), M > 2 ? [0, M - 1] : []);
+      const tiles = packBillmTiles(w);
       for (const kind of ['normal', 'extreme', 'zero'] as const) {
         const a = activations(r, B, K, kind);
-        expectSameBits(billmGemm(ctx, w, a), refBillmGemm(w, a), `${isa} ${kind}`);
+        expectSameBits(billmGemm(ctx, tiles, a), refBillmGemm(w, a), `${isa} ${kind}`);
       }
     });
 
@@ -360,7 +361,7 @@ describe.each(contexts)('billmGemm on %s', (isa, ctx) => {
     const w = billmQuantize(randomNormal(r, M * K, 0.03), M, K, H);
     const B = 2;
     const a = activations(r, B, K, 'normal');
-    const y = billmGemm(ctx, w, a);
+    const y = billmGemm(ctx, packBillmTiles(w), a);
     expectSameBits(y, refBillmGemm(w, a), isa);
     const d = billmDequantize(w);
     for (let b = 0; b < B; b++)
@@ -375,11 +376,15 @@ describe.each(contexts)('billmGemm on %s', (isa, ctx) => {
   });
 
   it('validates its arguments', () => {
-    const w = randomBillm(rng(1), 4, 256);
+    const w = packBillmTiles(randomBillm(rng(1), 4, 256));
     const a = activations(rng(2), 1, 256, 'normal');
-    expect(() => billmGemm(ctx, { ...w, residual: w.residual.subarray(1) }, a)).toThrow(RangeError);
-    expect(() => billmGemm(ctx, { ...w, scalars: new Uint16Array(3) }, a)).toThrow(RangeError);
+    expect(() => billmGemm(ctx, { ...w, data: w.data.subarray(1) }, a)).toThrow(RangeError);
+    const otherSalient = w.salient.slice();
+    const full = otherSalient.subarray(0, 16).every((v) => v === 0xff);
+    otherSalient.fill(full ? 0 : 0xff, 0, 16); // another salient count of block 0 changes the tile size
+    expect(() => billmGemm(ctx, { ...w, salient: otherSalient }, a)).toThrow(/data/);
     expect(() => billmGemm(ctx, { ...w, K: 200 }, { ...a, K: 200 })).toThrow(/multiple of 128/);
-    expect(() => billmGemm(ctx, { ...w, signs: new Int8Array(w.signs.length) as unknown as Uint8Array }, a)).toThrow(TypeError);
+    expect(() => billmGemm(ctx, { ...w, data: new Int8Array(w.data.length) as unknown as Uint8Array }, a)).toThrow(TypeError);
+    expect(() => billmGemm(ctx, w, { ...a, scale: new Float32Array(0) })).toThrow(RangeError);
   });
 });

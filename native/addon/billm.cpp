@@ -1,6 +1,6 @@
-// Bindings for the BiLLM family: the GEMM of a packed BiLLM matrix with int8 activations (billm.h).
-// The per-token activation prep (compacted salient codes, block sums) runs here into the context's
-// scratch, then the rows are split over the pool.
+// Bindings for the BiLLM family: the GEMM of a BR16 BiLLM matrix with int8 activations (billm.h).
+// The per-token activation prep (compacted salient codes, block sums) runs here into the
+// context's scratch, then the row tiles are split over the pool.
 #include <string>
 
 #include "common.h"
@@ -15,51 +15,50 @@ int popcount16(const uint8_t* p) {  // p: [16]
   return c;
 }
 
-// billmGemm(ctx, salient: Uint8Array[K/8], signs: Uint8Array[M*K/8], groups: Uint8Array[M*K/8],
-//           residual: Uint8Array[M*R], scalars: Uint16Array[M*(K/128)*8], M, K,
+// billmGemm(ctx, data: Uint8Array[Mp/16 * tileBytes], salient: Uint8Array[K/8], M, K,
 //           q: Int8Array[B*K], scale: Float32Array[B], B, y: Float32Array[B*M])
-// R = Σ_j ceil(nS_j / 8) over the blocks' salient counts (from `salient`).
+// tileBytes = Σ_j (768 + 16 ceil(nS_j / 4)) over the blocks' salient counts (billm.h, BR16).
 Napi::Value billm_gemm(const Napi::CallbackInfo& info) {
   Args a(info, "billmGemm");
   ContextWrap& ctx = a.context(0);
-  const int64_t M = a.integer(6, "M", 1, kMaxDim), K = a.integer(7, "K", kBillmBlock, kMaxDim);
+  const int64_t M = a.integer(3, "M", 1, kMaxDim), K = a.integer(4, "K", kBillmBlock, kMaxDim);
   if (K % kBillmBlock) a.range_error("K = " + std::to_string(K) + " must be a multiple of 128");
-  const int64_t nb = K / kBillmBlock, row_bytes = K / 8;
-  const uint8_t* salient = a.u8(1, "salient", row_bytes, row_bytes);
-  const uint8_t* signs = a.u8(2, "signs", M * row_bytes, M * row_bytes);
-  const uint8_t* groups = a.u8(3, "groups", M * row_bytes, M * row_bytes);
-  const int64_t B = a.integer(10, "B", 1, kMaxBatch);
-  int64_t rstride = 0;
-  for (int64_t j = 0; j < nb; ++j) rstride += (popcount16(salient + 16 * j) + 7) / 8;
-  const uint8_t* residual = a.u8(4, "residual", M * rstride, M * rstride);
-  const int64_t nscalars = M * nb * kBillmScalars;
-  const uint16_t* scalars = a.u16(5, "scalars", nscalars, nscalars);
-  const int8_t* q = a.i8(8, "q", B * K, B * K);
-  const float* scale = a.f32(9, "scale", B, B);
-  float* y = a.f32(11, "y", B * M, B * M);
+  const int64_t nb = K / kBillmBlock, tiles = (M + kBillmRows - 1) / kBillmRows;
+  const uint8_t* salient = a.u8(2, "salient", K / 8, K / 8);
+  int64_t tile_bytes = 0;
+  for (int64_t j = 0; j < nb; ++j) tile_bytes += billm_block_bytes((popcount16(salient + 16 * j) + 3) / 4);
+  const uint8_t* data = a.u8(1, "data", tiles * tile_bytes, tiles * tile_bytes);
+  const int64_t B = a.integer(7, "B", 1, kMaxBatch);
+  const int8_t* q = a.i8(5, "q", B * K, B * K);
+  const float* scale = a.f32(6, "scale", B, B);
+  float* y = a.f32(8, "y", B * M, B * M);
 
-  // Scratch (int32): roff [nb + 1] | ssum [B, nb] | bsum [B, nb]; (int8) qs [B, nb, 128].
-  int32_t* scratch = ctx.scratch_i32(static_cast<size_t>(nb + 1 + 2 * B * nb));
-  int32_t* roff = scratch;
-  roff[0] = 0;
-  for (int64_t j = 0; j < nb; ++j) roff[j + 1] = roff[j] + (popcount16(salient + 16 * j) + 7) / 8;
-  int32_t* ssum = scratch + nb + 1;
+  // Scratch (int32): boff [nb + 1] | ngroups [nb] | ssum [B, nb] | bsum [B, nb]; (int8) qs [B, K].
+  int32_t* scratch = ctx.scratch_i32(static_cast<size_t>(2 * nb + 1 + 2 * B * nb));
+  int32_t* boff = scratch;
+  int32_t* ngroups = boff + nb + 1;
+  int32_t* ssum = ngroups + nb;
   int32_t* bsum = ssum + B * nb;
+  boff[0] = 0;
+  for (int64_t j = 0; j < nb; ++j) {
+    ngroups[j] = (popcount16(salient + 16 * j) + 3) / 4;
+    boff[j + 1] = boff[j] + static_cast<int32_t>(billm_block_bytes(ngroups[j]));
+  }
   int8_t* qs = reinterpret_cast<int8_t*>(ctx.scratch_u8(static_cast<size_t>(B * K)));
   const KernelTable& t = ctx.table();
   ThreadPool& pool = ctx.pool();
   pool.parallel_for_work(B, K, [&](int64_t b0, int64_t b1) {
     t.billm_prep(salient, K, q + b0 * K, K, b1 - b0, qs + b0 * K, ssum + b0 * nb, bsum + b0 * nb);
   });
-  const BillmMat w{salient, signs, groups, residual, scalars, roff, M, K, rstride};
-  if (M >= pool.size() || B == 1) {
+  const BillmMat w{data, boff, ngroups, M, K};
+  if (tiles >= pool.size() || B == 1) {
     const BillmActs acts{q, scale, qs, ssum, bsum, B, K};
-    pool.parallel_for_dynamic(M, pool.chunk_grain(M), [&](int64_t m0, int64_t m1) { t.billm_gemm(w, acts, y, M, m0, m1); });
+    pool.parallel_for_dynamic(tiles, pool.chunk_grain(tiles), [&](int64_t t0, int64_t t1) { t.billm_gemm(w, acts, y, M, t0, t1); });
   } else {
-    // Fewer rows than threads: split the tokens instead.
+    // Fewer row tiles than threads: split the tokens instead.
     pool.parallel_for(B, [&](int64_t b0, int64_t b1) {
       const BillmActs acts{q + b0 * K, scale + b0, qs + b0 * K, ssum + b0 * nb, bsum + b0 * nb, b1 - b0, K};
-      t.billm_gemm(w, acts, y + b0 * M, M, 0, M);
+      t.billm_gemm(w, acts, y + b0 * M, M, 0, tiles);
     });
   }
   return info.Env().Undefined();

@@ -1,13 +1,15 @@
-// AVX2 BiLLM GEMM, bit-exact to billm_scalar.cpp (contract in billm.h).
+// AVX2 BiLLM GEMM on BR16, bit-exact to billm_scalar.cpp (layout and contract in billm.h).
 //
-// AVX2 has no byte masks, so each 32 bits of a row's sign / group plane (and of the salient mask)
-// are expanded to 32 bytes of 0x00 / 0xFF (broadcast, vpshufb byte i <- mask byte i/8, AND with the
-// bit of i, compare). A masked sum is then AND + vpmaddubsw(ones, q) into int16 pairs, four 32-byte
-// vectors per block (|pair sum| <= 4 * 256), widened once per block with vpmaddwd. The residual bits
-// mask the compacted salient codes qs, 32 at a time for ceil(nS/32) vectors. The epilogue is the
-// contract's order in one ymm (8 products, fold 8 -> 4 -> 2 -> 1, acc + t).
+// Lanes = rows as on AVX-512, in two ymm per quantity (rows 0-7, 8-15). AVX2 has no byte masks, so each
+// 32 bits of a plane word are expanded to 32 bytes 0x00 / 0xFF (broadcast, vpshufb byte i <- word byte
+// i/8, AND with the bit of i, compare); AND with the 4 activations of the group broadcast to every lane
+// keeps the selected codes (T: σ & q; qG = G & q gives GB, and σ & qG gives PB), and
+// vpmaddubsw(ones, codes) adds pairs into int16 (|pair| <= 256, so 32 groups fit in int16 before one
+// vpmaddwd per block widens them to the row's int32 lane). Salient columns: the compact s1 / res words
+// against the compacted codes qs.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels.h"
@@ -15,6 +17,8 @@
 namespace bitllm {
 
 namespace {
+
+constexpr int kTokens = 4;
 
 // 32 mask bits (LSB first, bytes p[0..3]) -> 32 bytes 0xFF where the bit is 1.
 inline __m256i expand32(const uint8_t* p) {  // p: [4]
@@ -27,74 +31,89 @@ inline __m256i expand32(const uint8_t* p) {  // p: [4]
   return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bitsel), bitsel);
 }
 
-inline int32_t hsum8(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-  return _mm_cvtsi128_si32(s);
+inline __m256i bcast4(const int8_t* p) {  // p: [4]
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
 }
 
-// Σ of the 8 lanes of each of a, b, c, d -> [Σa, Σb, Σc, Σd].
-inline __m128i reduce4(__m256i a, __m256i b, __m256i c, __m256i d) {
-  const __m256i ab = _mm256_hadd_epi32(a, b);    // a01 a23 b01 b23 | a45 a67 b45 b67
-  const __m256i cd = _mm256_hadd_epi32(c, d);
-  const __m256i abcd = _mm256_hadd_epi32(ab, cd);  // a b c d (low half) | a b c d (high half)
-  return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+// Σ (selected codes) into int16 pairs: acc + maddubs(1, sel & x).
+inline __m256i add_sel(__m256i acc, __m256i sel, __m256i x) {
+  return _mm256_add_epi16(acc, _mm256_maddubs_epi16(_mm256_set1_epi8(1), _mm256_and_si256(sel, x)));
 }
 
-void billm_gemm_avx2(const BillmMat& w, const BillmActs& a, float* y, int64_t ldy, int64_t row0, int64_t row1) {
-  const int64_t nb = w.K / kBillmBlock, row_bytes = w.K / 8;
-  const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
-  for (int64_t m = row0; m < row1; ++m) {
-    const uint8_t* sg = w.signs + m * row_bytes;              // [K/8]
-    const uint8_t* gr = w.groups + m * row_bytes;             // [K/8]
-    const uint8_t* rs = w.residual + m * w.rstride;           // [rstride]
-    const uint16_t* sc = w.scalars + m * nb * kBillmScalars;  // [nb, 8]
-    for (int64_t b = 0; b < a.B; ++b) {
-      const int8_t* q = a.q + b * a.ldq;               // [K]
-      const int8_t* qs = a.qs + b * nb * kBillmBlock;  // [nb, 128]
-      const int32_t* ssum = a.ssum + b * nb;           // [nb]
-      const int32_t* bsum = a.bsum + b * nb;           // [nb]
-      __m128 acc = _mm_setzero_ps();
+// The 8 products of one block for 8 rows (h = 0: rows 0-7, 1: rows 8-15), folded as in the contract.
+inline __m256 epilogue(const uint8_t* sc,  // [8][16] fp16
+                       int h, __m256i ps, __m256i pr, __m256i gb, __m256i pb, __m256i t, int32_t ssum, int32_t bsum) {
+  const __m256i ss = _mm256_set1_epi32(ssum), qq = _mm256_set1_epi32(bsum);
+  const __m256i pa = _mm256_sub_epi32(t, pb);
+  const __m256i na = _mm256_sub_epi32(_mm256_sub_epi32(qq, ss), gb);
+  auto f = [sc, h](int l) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 32 * l + 16 * h))); };
+  auto dbl = [](__m256i v) { return _mm256_add_epi32(v, v); };
+  const __m256 fss = _mm256_cvtepi32_ps(ss);
+  __m256 p0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(dbl(ps), ss)), f(0));
+  __m256 p1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(dbl(pr), ss)), f(1));
+  __m256 p2 = _mm256_mul_ps(fss, f(2));
+  __m256 p3 = _mm256_mul_ps(fss, f(3));
+  const __m256 p4 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(dbl(pa), na)), f(4));
+  const __m256 p5 = _mm256_mul_ps(_mm256_cvtepi32_ps(na), f(5));
+  const __m256 p6 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(dbl(pb), gb)), f(6));
+  const __m256 p7 = _mm256_mul_ps(_mm256_cvtepi32_ps(gb), f(7));
+  p0 = _mm256_add_ps(p0, p4);
+  p1 = _mm256_add_ps(p1, p5);
+  p2 = _mm256_add_ps(p2, p6);
+  p3 = _mm256_add_ps(p3, p7);
+  p0 = _mm256_add_ps(p0, p2);
+  p1 = _mm256_add_ps(p1, p3);
+  return _mm256_add_ps(p0, p1);
+}
+
+void billm_gemm_avx2(const BillmMat& w, const BillmActs& a, float* y, int64_t ldy, int64_t tile0, int64_t tile1) {
+  const int64_t nb = w.K / kBillmBlock, tile_bytes = w.boff[nb];
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  for (int64_t t = tile0; t < tile1; ++t) {
+    const uint8_t* tile = w.data + t * tile_bytes;  // [tile_bytes]
+    const int64_t rows = std::min<int64_t>(kBillmRows, w.M - t * kBillmRows);
+    for (int64_t b0 = 0; b0 < a.B; b0 += kTokens) {
+      const int nt = static_cast<int>(std::min<int64_t>(kTokens, a.B - b0));
+      __m256 acc[kTokens][2];
+      for (int i = 0; i < kTokens; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
       for (int64_t j = 0; j < nb; ++j) {
-        __m256i ps = _mm256_setzero_si256(), gb = ps, pb = ps, t = ps;
-        for (int v = 0; v < 4; ++v) {
-          const int64_t o = 16 * j + 4 * v;
-          const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 8 * o));
-          const __m256i es = expand32(sg + o), eg = expand32(gr + o), ev = expand32(w.salient + o);
-          const __m256i qsig = _mm256_and_si256(es, qv);
-          ps = _mm256_add_epi16(ps, _mm256_maddubs_epi16(ones8, _mm256_and_si256(ev, qsig)));
-          gb = _mm256_add_epi16(gb, _mm256_maddubs_epi16(ones8, _mm256_and_si256(eg, qv)));
-          pb = _mm256_add_epi16(pb, _mm256_maddubs_epi16(ones8, _mm256_and_si256(eg, qsig)));
-          t = _mm256_add_epi16(t, _mm256_maddubs_epi16(ones8, qsig));
-        }
-        const __m128i sums = reduce4(_mm256_madd_epi16(ps, ones16), _mm256_madd_epi16(gb, ones16),
-                                     _mm256_madd_epi16(pb, ones16), _mm256_madd_epi16(t, ones16));
-        // Residual: bytes [roff[j], roff[j+1]) of the row, 4 at a time (bits past nS meet qs = 0).
-        const int nres = w.roff[j + 1] - w.roff[j];
-        int32_t pr = 0;
-        if (nres > 0) {
-          uint8_t rbits[16] = {};
-          std::memcpy(rbits, rs + w.roff[j], static_cast<size_t>(nres));
-          __m256i r = _mm256_setzero_si256();
-          for (int v = 0; 4 * v < nres; ++v) {
-            const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + j * kBillmBlock + 32 * v));
-            r = _mm256_add_epi16(r, _mm256_maddubs_epi16(ones8, _mm256_and_si256(expand32(rbits + 4 * v), qv)));
+        const uint8_t* rec = tile + w.boff[j];  // [768 + 16 ng]
+        const int ng = w.ngroups[j];
+        for (int i = 0; i < nt; ++i) {
+          const int64_t b = b0 + i;
+          const int8_t* q = a.q + b * a.ldq + j * kBillmBlock;       // [128]
+          const int8_t* qs = a.qs + (b * nb + j) * kBillmBlock;      // [128]
+          for (int h = 0; h < 2; ++h) {
+            __m256i t16 = _mm256_setzero_si256(), ps16 = t16, gb16 = t16, pb16 = t16, pr16 = t16;
+            for (int g = 0; g < kBillmGroups; ++g) {
+              const __m256i es = expand32(rec + 8 * g + 4 * h), eg = expand32(rec + 256 + 8 * g + 4 * h);
+              const __m256i xq = bcast4(q + 4 * g);
+              const __m256i qg = _mm256_and_si256(eg, xq);  // q at G = 1
+              t16 = add_sel(t16, es, xq);
+              pb16 = add_sel(pb16, es, qg);
+              gb16 = _mm256_add_epi16(gb16, _mm256_maddubs_epi16(_mm256_set1_epi8(1), qg));
+            }
+            for (int g = 0; g < ng; ++g) {
+              const __m256i x = bcast4(qs + 4 * g);
+              ps16 = add_sel(ps16, expand32(rec + 512 + 8 * g + 4 * h), x);
+              pr16 = add_sel(pr16, expand32(rec + 512 + 8 * (ng + g) + 4 * h), x);
+            }
+            const __m256 v = epilogue(rec + 512 + 16 * ng, h, _mm256_madd_epi16(ps16, ones16), _mm256_madd_epi16(pr16, ones16),
+                                      _mm256_madd_epi16(gb16, ones16), _mm256_madd_epi16(pb16, ones16),
+                                      _mm256_madd_epi16(t16, ones16), a.ssum[b * nb + j], a.bsum[b * nb + j]);
+            acc[i][h] = _mm256_add_ps(acc[i][h], v);
           }
-          pr = hsum8(_mm256_madd_epi16(r, ones16));
         }
-        const int32_t vps = _mm_cvtsi128_si32(sums), vgb = _mm_extract_epi32(sums, 1);
-        const int32_t vpb = _mm_extract_epi32(sums, 2), vt = _mm_extract_epi32(sums, 3);
-        const int32_t ss = ssum[j], qsum = bsum[j];
-        const int32_t pa = vt - vps - vpb, na = qsum - ss - vgb;
-        const __m256i n = _mm256_setr_epi32(2 * vps - ss, 2 * pr - ss, ss, ss, 2 * pa - na, na, 2 * vpb - vgb, vgb);
-        const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + j * kBillmScalars)));
-        const __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(n), f);
-        const __m128 p4 = _mm_add_ps(_mm256_castps256_ps128(p), _mm256_extractf128_ps(p, 1));  // p[l] + p[l+4]
-        const __m128 p2 = _mm_add_ps(p4, _mm_movehl_ps(p4, p4));                               // p[l] + p[l+2]
-        acc = _mm_add_ss(acc, _mm_add_ss(p2, _mm_shuffle_ps(p2, p2, 1)));                       // acc + (p0 + p1)
       }
-      y[b * ldy + m] = _mm_cvtss_f32(acc) / a.scale[b];
+      for (int i = 0; i < nt; ++i) {
+        alignas(32) float out[kBillmRows];
+        const __m256 s = _mm256_set1_ps(a.scale[b0 + i]);
+        _mm256_store_ps(out, _mm256_div_ps(acc[i][0], s));
+        _mm256_store_ps(out + 8, _mm256_div_ps(acc[i][1], s));
+        std::memcpy(y + (b0 + i) * ldy + t * kBillmRows, out, static_cast<size_t>(rows) * sizeof(float));
+      }
     }
   }
 }
