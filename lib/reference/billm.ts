@@ -37,16 +37,19 @@ export function br16Geometry(salient: Uint8Array, K: number): { blockOffsets: In
  * Packs BiLLM planes into BR16 (billm.h): per 16-row tile and block, word g of the sign / group planes
  * holds bit 4r + i = (row r, column 128j + 4g + i) of the non-salient columns (0 at salient ones); the
  * s1 and residual words bit 4r + i = (row r, salient index 4g + i); then the fp16 scalars as
- * [8][16 rows]. Rows past M are zero.
+ * [8][16 rows]. Rows past M are zero. `alloc` provides the zero-filled bytes (e.g. weightBytes for
+ * huge-page weight memory; default a JS-heap Uint8Array).
  */
-export function packBillmTiles(w: BillmMatrix): BillmTiles {
+export function packBillmTiles(w: BillmMatrix, alloc: (bytes: number) => Uint8Array = (n) => new Uint8Array(n)): BillmTiles {
   const { M, K } = w;
   const layout = billmResidualLayout(w.salient, K);
   const { blockOffsets, residualGroups, tileBytes } = br16Geometry(w.salient, K);
   const nb = K / BILLM_BLOCK;
   const rowBytes = K / 8;
   const tiles = Math.ceil(M / BR16_ROWS);
-  const data = new Uint8Array(tiles * tileBytes);
+  const data = alloc(tiles * tileBytes);
+  if (data.length !== tiles * tileBytes) throw new RangeError(`packBillmTiles: alloc returned ${data.length} bytes, ${tiles * tileBytes} needed`);
+  data.fill(0);
   const setBit = (byteOffset: number, bitIndex: number): void => {
     data[byteOffset + (bitIndex >> 3)]! |= 1 << (bitIndex & 7);
   };
