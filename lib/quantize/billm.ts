@@ -18,7 +18,7 @@
 //     the residual of the rounded first order, and the error feedback uses the stored (rounded) values;
 //   - arithmetic is float64 (the reference runs float32 on the GPU).
 import { floatToHalf, halfToFloat } from '../reference/numeric.js';
-import { upperCholeskyOfInverse } from './linalg.js';
+import { dot, upperCholeskyOfInverse } from './linalg.js';
 
 export const BILLM_BLOCK = 128;
 /** Salient candidates per block (the reference's up_lim = 50: k = 1..49 is searched). */
@@ -198,12 +198,7 @@ export class HessianAccumulator {
         }
       for (let i = 0; i < K; i++) {
         const ri = i * C;
-        for (let j = 0; j <= i; j++) {
-          const rj = j * C;
-          let s = 0;
-          for (let t = 0; t < c; t++) s += xt[ri + t]! * xt[rj + t]!;
-          this.sum[i * K + j] += s;
-        }
+        for (let j = 0; j <= i; j++) this.sum[i * K + j] += dot(xt, ri, xt, j * C, c);
       }
     }
     this.n += n;
@@ -488,7 +483,13 @@ export function billmQuantize(W: Float32Array, M: number, K: number, H: Float64A
           const e = err[r * BILLM_BLOCK + i]!;
           if (e === 0) continue;
           const urow = (c0 + i) * K;
-          for (let c = c1; c < K; c++) w[wr + c] -= e * U[urow + c]!;
+          // K − c1 is a multiple of 128: no remainder.
+          for (let c = c1; c < K; c += 4) {
+            w[wr + c] -= e * U[urow + c]!;
+            w[wr + c + 1] -= e * U[urow + c + 1]!;
+            w[wr + c + 2] -= e * U[urow + c + 2]!;
+            w[wr + c + 3] -= e * U[urow + c + 3]!;
+          }
         }
       }
   }

@@ -10,6 +10,20 @@ export class NotPositiveDefiniteError extends Error {
   }
 }
 
+/** Σ_{k<n} a[ia + k]·b[ib + k], four partial sums (k mod 4) added as (s0 + s1) + (s2 + s3). */
+export function dot(a: Float64Array, ia: number, b: Float64Array, ib: number, n: number): number {
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  let k = 0;
+  for (; k + 4 <= n; k += 4) {
+    s0 += a[ia + k]! * b[ib + k]!;
+    s1 += a[ia + k + 1]! * b[ib + k + 1]!;
+    s2 += a[ia + k + 2]! * b[ib + k + 2]!;
+    s3 += a[ia + k + 3]! * b[ib + k + 3]!;
+  }
+  for (; k < n; k++) s0 += a[ia + k]! * b[ib + k]!;
+  return s0 + s1 + (s2 + s3);
+}
+
 function checkSquare(fn: string, a: Float64Array, n: number): void {
   if (!Number.isInteger(n) || n < 1 || a.length !== n * n) throw new RangeError(`${fn}: expected [${n}, ${n}] = ${n * n} values, got ${a.length}`);
 }
@@ -25,8 +39,7 @@ export function choleskyLower(a: Float64Array, n: number): Float64Array {
     const ri = i * n;
     for (let j = 0; j <= i; j++) {
       const rj = j * n;
-      let s = a[ri + j]!;
-      for (let k = 0; k < j; k++) s -= l[ri + k]! * l[rj + k]!;
+      const s = a[ri + j]! - dot(l, ri, l, rj, j);
       if (j === i) {
         if (!(s > 0) || !Number.isFinite(s)) throw new NotPositiveDefiniteError(i, s);
         l[ri + i] = Math.sqrt(s);
@@ -51,7 +64,14 @@ export function invertLowerTriangular(l: Float64Array, n: number): Float64Array 
       const lik = l[ri + k]!;
       if (lik === 0) continue;
       const rk = k * n;
-      for (let j = 0; j <= k; j++) x[ri + j] -= lik * x[rk + j]!;
+      let j = 0;
+      for (; j + 4 <= k + 1; j += 4) {
+        x[ri + j] -= lik * x[rk + j]!;
+        x[ri + j + 1] -= lik * x[rk + j + 1]!;
+        x[ri + j + 2] -= lik * x[rk + j + 2]!;
+        x[ri + j + 3] -= lik * x[rk + j + 3]!;
+      }
+      for (; j <= k; j++) x[ri + j] -= lik * x[rk + j]!;
     }
     x[ri + i] = 1;
     for (let j = 0; j <= i; j++) x[ri + j] = x[ri + j]! / d;
