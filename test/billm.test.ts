@@ -12,7 +12,7 @@ import {
 import { type BillmTensor, decodeBillmTensors, encodeBillmTensors } from '../lib/quantize/billm-gguf.js';
 import { choleskyLower, invertSpd, upperCholeskyOfInverse } from '../lib/quantize/linalg.js';
 import { type QuantizedActivations, refActQuantI8 } from '../lib/reference/act_quant.js';
-import { refBillmGemm } from '../lib/reference/billm.js';
+import { br16BitsPerWeight, refBillmGemm } from '../lib/reference/billm.js';
 import { floatToHalf, halfToFloat } from '../lib/reference/numeric.js';
 import { contextsPerIsa, expectSameBits, randInt, randomNormal, rng } from './helpers.js';
 
@@ -240,6 +240,11 @@ describe('billmQuantize', () => {
     expect(billmBitsPerWeight(q)).toBe((8 * bytes) / (M * K));
     expect(billmBitsPerWeight(q)).toBeGreaterThan(3);
     expect(billmBitsPerWeight(q)).toBeLessThan(3.5);
+    // BR16 (kernel layout): sign + group words 2 bits, s1 + s2 words 2·4·ceil(nS/4) bits per row and block,
+    // fp16 scalars 1 bit, the mask; M = 24 pads to 32 rows.
+    const tiles = packBillmTiles(q);
+    const ng = layout.counts.reduce((s, c) => s + Math.ceil(c / 4), 0);
+    expect(br16BitsPerWeight(tiles)).toBe((8 * (2 * (768 * (K / 128) + 16 * ng) + K / 8)) / (M * K));
   });
 
   it('zeroes dead input columns (H_jj = 0) like GPTQ', () => {

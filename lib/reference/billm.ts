@@ -20,6 +20,11 @@ export interface BillmTiles {
   residualGroups: Int32Array;
 }
 
+/** Bits per weight of a BR16 matrix as held in memory: every tile byte (padding rows included) and the salient mask. */
+export function br16BitsPerWeight(t: BillmTiles): number {
+  return (8 * (t.data.length + t.salient.length)) / (t.M * t.K);
+}
+
 /** Block record size: sign and group words (32 × 8 bytes each), s1 and residual words, fp16 scalars [8][16]. */
 export const br16BlockBytes = (residualGroups: number): number => 768 + 16 * residualGroups;
 
