@@ -7,7 +7,7 @@ import { GgufWriter, parseGguf } from '../lib/format/gguf.js';
 import { billmGemm, packBillmTiles } from '../lib/kernels/billm.js';
 import {
   type BillmMatrix, BILLM_BLOCK, BILLM_SCALARS, absmaxQuantize, billmBitsPerWeight, billmDequantize, billmMinTokens,
-  billmQuantize, billmResidualLayout, hessianAccumulator, validateBillmMatrix,
+  billmQuantize, billmResidualLayout, hessianAccumulator, sortedNonSalientRows, splitError, validateBillmMatrix,
 } from '../lib/quantize/billm.js';
 import { type BillmTensor, decodeBillmTensors, encodeBillmTensors } from '../lib/quantize/billm-gguf.js';
 import { choleskyLower, invertSpd, upperCholeskyOfInverse } from '../lib/quantize/linalg.js';
@@ -266,6 +266,41 @@ describe('billmQuantize', () => {
     const bad = W.slice();
     bad[3] = Number.NaN;
     expect(() => billmQuantize(bad, M, K, H)).toThrow(/W\[3\] is NaN/);
+  });
+});
+
+describe('non-salient split search', () => {
+  /** Direct order-1 error of {|v| < p} and {|v| ≥ p} per row (sign(0) := +1), summed. */
+  function directSplitError(wb: Float64Array, M: number, isSalient: Uint8Array, p: number): number {
+    let total = 0;
+    for (let r = 0; r < M; r++)
+      for (const groupB of [false, true]) {
+        const v: number[] = [];
+        for (let c = 0; c < BILLM_BLOCK; c++) {
+          const x = wb[r * BILLM_BLOCK + c]!;
+          if (!isSalient[c] && (Math.abs(x) >= p) === groupB) v.push(x);
+        }
+        if (v.length === 0) continue;
+        const mu = v.reduce((a, b) => a + b, 0) / v.length;
+        const alpha = v.reduce((a, b) => a + Math.abs(b - mu), 0) / v.length;
+        total += v.reduce((a, b) => a + (b - (mu + alpha * (b - mu >= 0 ? 1 : -1))) ** 2, 0);
+      }
+    return total;
+  }
+
+  it('prefix-sum errors equal the direct binarization error at every threshold (zeros and ties included)', () => {
+    const r = rng(31);
+    const M = 7;
+    const wb = Float64Array.from(randomNormal(r, M * BILLM_BLOCK));
+    for (let i = 0; i < 40; i++) wb[randInt(r, 0, wb.length - 1)] = 0; // exact zeros (dead inputs)
+    for (let i = 0; i < 20; i++) wb[randInt(r, 0, wb.length - 1)] = 0.5; // ties with a threshold
+    const isSalient = new Uint8Array(BILLM_BLOCK);
+    for (let i = 0; i < 30; i++) isSalient[randInt(r, 0, BILLM_BLOCK - 1)] = 1;
+    const rows = sortedNonSalientRows(wb, M, isSalient);
+    for (const p of [0, 1e-9, 0.1, 0.5, 0.7, 1.3, 2.5, 10]) {
+      const want = directSplitError(wb, M, isSalient, p);
+      expect(Math.abs(splitError(rows, p) - want)).toBeLessThan(1e-9 * (1 + want));
+    }
   });
 });
 

@@ -255,18 +255,10 @@ function fit(x: Float64Array, n: number, round: boolean): Fit {
   return { mu, alpha };
 }
 
-/** Squared error of binarizing x[0, n) with the given order (1 or 2), unrounded scalars. */
-function binarizeError(x: Float64Array, n: number, order: 1 | 2, tmp: Float64Array): number {
+/** Squared error of the order-2 binarization of x[0, n) (unrounded scalars). */
+function binarizeError2(x: Float64Array, n: number, tmp: Float64Array): number {
   if (n === 0) return 0;
   const f1 = fit(x, n, false);
-  if (order === 1) {
-    let e = 0;
-    for (let i = 0; i < n; i++) {
-      const d = x[i]! - (f1.mu + f1.alpha * sgn(x[i]! - f1.mu));
-      e += d * d;
-    }
-    return e;
-  }
   for (let i = 0; i < n; i++) tmp[i] = x[i]! - (f1.mu + f1.alpha * sgn(x[i]! - f1.mu));
   const f2 = fit(tmp, n, false);
   let e = 0;
@@ -278,24 +270,106 @@ function binarizeError(x: Float64Array, n: number, order: 1 | 2, tmp: Float64Arr
 }
 
 /**
- * Total error over all rows of binarizing the entries of block `wb` [M, 128] whose `sel` code equals
- * `code`, each row on its own.
+ * Total order-2 error over all rows of binarizing the entries of block `wb` [M, 128] whose `sel` code
+ * equals `code`, each row on its own.
  */
-function groupError(wb: Float64Array, M: number, sel: Uint8Array, code: number, order: 1 | 2, vals: Float64Array, tmp: Float64Array): number {
+function groupError2(wb: Float64Array, M: number, sel: Uint8Array, code: number, vals: Float64Array, tmp: Float64Array): number {
   let e = 0;
   for (let r = 0; r < M; r++) {
     let n = 0;
     const o = r * BILLM_BLOCK;
     for (let c = 0; c < BILLM_BLOCK; c++) if (sel[o + c] === code) vals[n++] = wb[o + c]!;
-    e += binarizeError(vals, n, order, tmp);
+    e += binarizeError2(vals, n, tmp);
   }
   return e;
 }
 
-// Codes of the per-entry selection of a block.
-const SEL_A = 0; // non-salient, concentrated
-const SEL_B = 1; // non-salient, sparse
-const SEL_S = 2; // salient
+/**
+ * The non-salient values of each row of a block, sorted ascending, with prefix sums of x and x²: the
+ * split search then costs O(log n) per row and threshold instead of a pass over the row.
+ */
+export interface SortedRows {
+  M: number;
+  n: number; // non-salient values per row
+  vals: Float64Array; // [M, n]
+  p1: Float64Array; // [M, n + 1] Σ x over vals[0, i)
+  p2: Float64Array; // [M, n + 1] Σ x²
+}
+
+export function sortedNonSalientRows(wb: Float64Array, M: number, isSalient: Uint8Array): SortedRows {
+  let n = 0;
+  for (let c = 0; c < BILLM_BLOCK; c++) if (!isSalient[c]) n++;
+  const vals = new Float64Array(M * n), p1 = new Float64Array(M * (n + 1)), p2 = new Float64Array(M * (n + 1));
+  for (let r = 0; r < M; r++) {
+    const row = vals.subarray(r * n, (r + 1) * n);
+    let i = 0;
+    for (let c = 0; c < BILLM_BLOCK; c++) if (!isSalient[c]) row[i++] = wb[r * BILLM_BLOCK + c]!;
+    row.sort();
+    const o = r * (n + 1);
+    for (let k = 0; k < n; k++) {
+      p1[o + k + 1] = p1[o + k]! + row[k]!;
+      p2[o + k + 1] = p2[o + k]! + row[k]! * row[k]!;
+    }
+  }
+  return { M, n, vals, p1, p2 };
+}
+
+/** First i in [lo, hi) with a[base + i] > x (strict) or ≥ x (not strict); hi if none. */
+function searchSorted(a: Float64Array, base: number, lo: number, hi: number, x: number, strict: boolean): number {
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    const v = a[base + mid]!;
+    if (strict ? v > x : v >= x) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+/** Σ |v − mu| over the sorted range [lo, hi) of row r. */
+function absDeviation(rows: SortedRows, r: number, lo: number, hi: number, mu: number): number {
+  if (hi <= lo) return 0;
+  const base = r * rows.n, o = r * (rows.n + 1);
+  const m = searchSorted(rows.vals, base, lo, hi, mu, false);
+  const above = rows.p1[o + hi]! - rows.p1[o + m]! - mu * (hi - m);
+  const below = mu * (m - lo) - (rows.p1[o + m]! - rows.p1[o + lo]!);
+  return above + below;
+}
+
+/**
+ * Order-1 binarization error of the split at p, summed over rows: group A = {|v| < p}, group B = the
+ * rest. For a group of n values with sums S1, S2 and D = Σ|v − μ| (μ = S1/n, α = D/n, signs
+ * sign(v − μ) with sign(0) := +1): Σ (v − μ − α·s)² = S2 − S1²/n − D²/n.
+ */
+export function splitError(rows: SortedRows, p: number): number {
+  const { n } = rows;
+  let total = 0;
+  for (let r = 0; r < rows.M; r++) {
+    const base = r * n, o = r * (n + 1);
+    const lo = searchSorted(rows.vals, base, 0, n, -p, true); // v ≤ −p below
+    const hi = Math.max(lo, searchSorted(rows.vals, base, 0, n, p, false)); // v < p below
+    // A = [lo, hi)
+    const nA = hi - lo;
+    if (nA > 0) {
+      const s1 = rows.p1[o + hi]! - rows.p1[o + lo]!, s2 = rows.p2[o + hi]! - rows.p2[o + lo]!;
+      const d = absDeviation(rows, r, lo, hi, s1 / nA);
+      total += Math.max(0, s2 - (s1 * s1) / nA - (d * d) / nA);
+    }
+    // B = [0, lo) ∪ [hi, n)
+    const nB = n - nA;
+    if (nB > 0) {
+      const s1 = rows.p1[o + lo]! + rows.p1[o + n]! - rows.p1[o + hi]!;
+      const s2 = rows.p2[o + lo]! + rows.p2[o + n]! - rows.p2[o + hi]!;
+      const mu = s1 / nB;
+      const d = absDeviation(rows, r, 0, lo, mu) + absDeviation(rows, r, hi, n, mu);
+      total += Math.max(0, s2 - (s1 * s1) / nB - (d * d) / nB);
+    }
+  }
+  return total;
+}
+
+// Codes of the per-entry selection of a block in the salient search.
+const SEL_REST = 0;
+const SEL_S = 1; // salient
 
 /** numpy.quantile(sorted, q) with the default 'linear' method. */
 function quantileSorted(sorted: Float64Array, q: number): number {
@@ -381,9 +455,9 @@ export function billmQuantize(W: Float32Array, M: number, K: number, H: Float64A
     let bestK = 1;
     let bestErr = Number.POSITIVE_INFINITY;
     for (let k = 1; k < BILLM_SALIENT_CANDIDATES; k++) {
-      sel.fill(SEL_A);
+      sel.fill(SEL_REST);
       for (let i = 0; i < k; i++) for (let r = 0; r < M; r++) sel[r * BILLM_BLOCK + order[i]!] = SEL_S;
-      const e = groupError(wb, M, sel, SEL_S, 2, vals, tmp) + groupError(wb, M, sel, SEL_A, 2, vals, tmp);
+      const e = groupError2(wb, M, sel, SEL_S, vals, tmp) + groupError2(wb, M, sel, SEL_REST, vals, tmp);
       if (e < bestErr) {
         bestErr = e;
         bestK = k;
@@ -396,16 +470,12 @@ export function billmQuantize(W: Float32Array, M: number, K: number, H: Float64A
     for (let r = 0; r < M; r++)
       for (let c = 0; c < BILLM_BLOCK; c++) absSorted[r * BILLM_BLOCK + c] = isSalient[c] ? 0 : Math.abs(wb[r * BILLM_BLOCK + c]!);
     absSorted.sort();
+    const rows = sortedNonSalientRows(wb, M, isSalient);
     let bestP = 0;
     bestErr = Number.POSITIVE_INFINITY;
     for (let i = 0; i < BILLM_SPLIT_QUANTILES; i++) {
       const p = quantileSorted(absSorted, 0.1 + 0.01 * i);
-      for (let r = 0; r < M; r++)
-        for (let c = 0; c < BILLM_BLOCK; c++) {
-          const o = r * BILLM_BLOCK + c;
-          sel[o] = isSalient[c] ? SEL_S : Math.abs(wb[o]!) < p ? SEL_A : SEL_B;
-        }
-      const e = groupError(wb, M, sel, SEL_A, 1, vals, tmp) + groupError(wb, M, sel, SEL_B, 1, vals, tmp);
+      const e = splitError(rows, p);
       if (e < bestErr) {
         bestErr = e;
         bestP = p;
@@ -438,12 +508,12 @@ export function billmQuantize(W: Float32Array, M: number, K: number, H: Float64A
       }
       // Groups A and B, order 1.
       const fits: Fit[] = [];
-      for (const g of [SEL_A, SEL_B]) {
+      for (const groupB of [false, true]) {
         n = 0;
         for (let c = 0; c < BILLM_BLOCK; c++) {
           if (isSalient[c]) continue;
           const inB = Math.abs(wb[o + c]!) >= bestP;
-          if ((g === SEL_B) === inB) vals[n++] = wb[o + c]!;
+          if (groupB === inB) vals[n++] = wb[o + c]!;
         }
         fits.push(fit(vals, n, true));
       }
