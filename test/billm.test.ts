@@ -266,6 +266,9 @@ describe('billmQuantize', () => {
     const bad = W.slice();
     bad[3] = Number.NaN;
     expect(() => billmQuantize(bad, M, K, H)).toThrow(/W\[3\] is NaN/);
+    const indefinite = new Float64Array(K * K);
+    for (let i = 0; i < K; i++) indefinite[i * K + i] = i === 7 ? -50 : 1;
+    expect(() => billmQuantize(W, M, K, indefinite, { percDamp: 0 })).toThrow(/not positive definite.*percDamp/);
   });
 });
 

@@ -18,7 +18,7 @@
 //     the residual of the rounded first order, and the error feedback uses the stored (rounded) values;
 //   - arithmetic is float64 (the reference runs float32 on the GPU).
 import { floatToHalf, halfToFloat } from '../reference/numeric.js';
-import { dot, upperCholeskyOfInverse } from './linalg.js';
+import { NotPositiveDefiniteError, dot, upperCholeskyOfInverse } from './linalg.js';
 
 export const BILLM_BLOCK = 128;
 /** Salient candidates per block (the reference's up_lim = 50: k = 1..49 is searched). */
@@ -414,7 +414,14 @@ export function billmQuantize(W: Float32Array, M: number, K: number, H: Float64A
   for (let j = 0; j < K; j++) diagMean += h[j * K + j]!;
   diagMean /= K;
   for (let j = 0; j < K; j++) h[j * K + j] += percDamp * diagMean;
-  const U = upperCholeskyOfInverse(h, K); // [K, K]
+  let U: Float64Array; // [K, K]
+  try {
+    U = upperCholeskyOfInverse(h, K);
+  } catch (e) {
+    if (e instanceof NotPositiveDefiniteError)
+      throw new RangeError(`billmQuantize: the damped Hessian is not positive definite (${e.message}); use more calibration tokens or a larger percDamp (now ${percDamp})`);
+    throw e;
+  }
 
   const nb = K / BILLM_BLOCK;
   const rowBytes = K / 8;
