@@ -178,6 +178,7 @@ void tile_tokens(const BillmMat& w, const BillmActs& a, float* y, int64_t ldy, i
 void billm_gemm_avx512(const BillmMat& w, const BillmActs& a, float* y, int64_t ldy, int64_t tile0, int64_t tile1) {
   if (a.B == 1) {
     int64_t t = tile0;
+    for (; t + 4 <= tile1; t += 4) gemm_tiles<4>(w, a, y, ldy, t);
     for (; t + 2 <= tile1; t += 2) gemm_tiles<2>(w, a, y, ldy, t);
     if (t < tile1) gemm_tiles<1>(w, a, y, ldy, t);
     return;
