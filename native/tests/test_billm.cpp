@@ -187,6 +187,8 @@ int main() {
   for (Act act : {Act::max, Act::min, Act::extremes, Act::zeros})
     for (int n : {0, 49, 128}) run_case(tables, 17, 512, 3, {n}, act, rng);
   run_case(tables, 40, 6912, 2, {1, 12, 25, 49}, Act::random, rng);
+  // Long tile ranges (the tile-blocked B = 1 paths: 4, 2 and 1 tiles per pass).
+  for (int64_t M : {97, 100, 128}) run_case(tables, M, 384, 1, mixed, Act::random, rng);
   test_prep(tables, rng);
 
   std::printf("ISAs:");
