@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 
 import { GgufWriter, parseGguf } from '../lib/format/gguf.js';
 import { billmGemm, packBillmTiles } from '../lib/kernels/billm.js';
+import { KernelContext } from '../lib/kernels/context.js';
 import {
   type BillmMatrix, BILLM_BLOCK, BILLM_SCALARS, absmaxQuantize, billmBitsPerWeight, billmDequantize, billmMinTokens,
   billmQuantize, billmResidualLayout, hessianAccumulator, sortedNonSalientRows, splitError, validateBillmMatrix,
@@ -396,6 +397,17 @@ describe.each(contexts)('billmGemm on %s', (isa, ctx) => {
         expectSameBits(billmGemm(ctx, tiles, a), refBillmGemm(w, a), `${isa} ${kind}`);
       }
     });
+
+  it('is bit-exact over long tile ranges on one thread (M = 200, B = 1 and 3)', () => {
+    const one = new KernelContext({ isa, threads: 1 });
+    const r = rng(200);
+    const w = randomBillm(r, 200, 512);
+    const tiles = packBillmTiles(w);
+    for (const B of [1, 3]) {
+      const a = activations(r, B, 512, 'normal');
+      expectSameBits(billmGemm(one, tiles, a), refBillmGemm(w, a), `${isa} 1 thread B = ${B}`);
+    }
+  });
 
   it('computes W·x of the dequantized weights (quantizer output, within float rounding)', () => {
     const r = rng(9);
