@@ -399,6 +399,7 @@ export function billmQuantize(W: Float32Array, M: number, K: number, H: Float64A
   const percDamp = opts.percDamp ?? 0.01;
   if (!(percDamp >= 0) || !Number.isFinite(percDamp)) throw new RangeError(`billmQuantize: percDamp = ${percDamp} must be a finite number ≥ 0`);
   const metric = opts.salientMetric ?? 'hessian';
+  if (metric !== 'hessian' && metric !== 'magnitude') throw new RangeError(`billmQuantize: salientMetric '${String(metric)}' is not 'hessian' or 'magnitude'`);
   for (let i = 0; i < W.length; i++) if (!Number.isFinite(W[i]!)) throw new RangeError(`billmQuantize: W[${i}] is ${W[i]}`);
   for (let i = 0; i < H.length; i++) if (!Number.isFinite(H[i]!)) throw new RangeError(`billmQuantize: H[${i}] is ${H[i]}`);
 
