@@ -248,6 +248,13 @@ describe('billmQuantize', () => {
     expect(br16BitsPerWeight(tiles)).toBe((8 * (2 * (768 * (K / 128) + 16 * ng) + K / 8)) / (M * K));
   });
 
+  it("accepts the 'magnitude' salient metric and rejects unknown ones", () => {
+    const qm = billmQuantize(W, M, K, H, { salientMetric: 'magnitude' });
+    validateBillmMatrix(qm);
+    expect(weightError(W, billmDequantize(qm))).toBeLessThan(weightError(W, absmaxQuantize(W, M, K, 1)));
+    expect(() => billmQuantize(W, M, K, H, { salientMetric: 'x' as 'hessian' })).toThrow(/salientMetric 'x'/);
+  });
+
   it('zeroes dead input columns (H_jj = 0) like GPTQ', () => {
     const Hd = H.slice();
     for (let i = 0; i < K; i++) {
