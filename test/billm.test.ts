@@ -164,6 +164,9 @@ describe('hessianAccumulator', () => {
     acc.add(new Float32Array(100 * 256).fill(1), 100);
     expect(billmMinTokens(256)).toBe(256);
     expect(() => acc.finalize()).toThrow(/needs at least 256 tokens.*got 100; add 156 more/);
+    const H = new Float64Array(256 * 256);
+    for (let i = 0; i < 256; i++) H[i * 257] = 1;
+    expect(() => billmQuantize(new Float32Array(256), 1, 256, H, { calibrationTokens: 64 })).toThrow(/needs at least 256 tokens.*got 64/);
   });
 });
 

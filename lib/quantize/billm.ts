@@ -208,8 +208,7 @@ export class HessianAccumulator {
   finalize(): Float64Array {
     const K = this.K;
     const need = billmMinTokens(K);
-    if (this.n < need)
-      throw new RangeError(`BiLLM calibration: a Hessian of K = ${K} input columns needs at least ${need} tokens (H = 2/n·XᵀX has rank ≤ n), got ${this.n}; add ${need - this.n} more`);
+    if (this.n < need) throw tooFewTokens(K, this.n);
     const h = new Float64Array(K * K);
     const f = 2 / this.n;
     for (let i = 0; i < K; i++)
@@ -384,6 +383,13 @@ export interface BillmOptions {
   percDamp?: number;
   /** Salient column score: 'hessian' (w²/U_jj², the default) or 'magnitude' (|w|). */
   salientMetric?: 'hessian' | 'magnitude';
+  /** Tokens behind H, when H was not built by HessianAccumulator (which checks this itself): fewer than billmMinTokens(K) is an error. */
+  calibrationTokens?: number;
+}
+
+function tooFewTokens(K: number, n: number): RangeError {
+  const need = billmMinTokens(K);
+  return new RangeError(`BiLLM calibration: a Hessian of K = ${K} input columns needs at least ${need} tokens (H = 2/n·XᵀX has rank ≤ n), got ${n}; add ${need - n} more`);
 }
 
 /**
@@ -399,6 +405,7 @@ export function billmQuantize(W: Float32Array, M: number, K: number, H: Float64A
   const percDamp = opts.percDamp ?? 0.01;
   if (!(percDamp >= 0) || !Number.isFinite(percDamp)) throw new RangeError(`billmQuantize: percDamp = ${percDamp} must be a finite number ≥ 0`);
   const metric = opts.salientMetric ?? 'hessian';
+  if (opts.calibrationTokens !== undefined && opts.calibrationTokens < billmMinTokens(K)) throw tooFewTokens(K, opts.calibrationTokens);
   if (metric !== 'hessian' && metric !== 'magnitude') throw new RangeError(`billmQuantize: salientMetric '${String(metric)}' is not 'hessian' or 'magnitude'`);
   for (let i = 0; i < W.length; i++) if (!Number.isFinite(W[i]!)) throw new RangeError(`billmQuantize: W[${i}] is ${W[i]}`);
   for (let i = 0; i < H.length; i++) if (!Number.isFinite(H[i]!)) throw new RangeError(`billmQuantize: H[${i}] is ${H[i]}`);
