@@ -7,6 +7,7 @@ export * from './ops.js';
 export * from './lut.js';
 export * from './td3.js';
 export * from './binary.js';
+export * from './billm.js';
 export * from './dense.js';
 /** `kernels.info()`: CPU features plus the ISA and per-kernel variant a context would use. */
 export { kernelInfo as info } from './context.js';

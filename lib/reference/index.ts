@@ -6,6 +6,7 @@ export * from './ops.js';
 export * from './lut.js';
 export * from './td3.js';
 export * from './binary.js';
+export * from './billm.js';
 export * from './dense.js';
 export * from './ternary-sparse.js';
 export * from './binary-lut.js';

@@ -123,6 +123,7 @@ Napi::Value ContextWrap::info(const Napi::CallbackInfo& info) {
   k.Set("ternary_sparse", table_.v_ternary_sparse);
   k.Set("binary", table_.v_binary);
   k.Set("binary_lut", table_.v_binary_lut);
+  k.Set("billm", table_.v_billm);
   k.Set("f16", table_.v_f16);
   k.Set("q8", table_.v_q8);
   k.Set("q4", table_.v_q4);
@@ -208,6 +209,7 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   register_ternary_sparse(env, exports);
   register_binary(env, exports);
   register_binary_lut(env, exports);
+  register_billm(env, exports);
   register_dense(env, exports);
   register_bench(env, exports);
   register_ops(env, exports);

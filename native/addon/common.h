@@ -89,6 +89,7 @@ constexpr int64_t kMaxBatch = 4096;
 void register_ternary(Napi::Env env, Napi::Object exports);
 void register_ternary_lut(Napi::Env env, Napi::Object exports);
 void register_binary(Napi::Env env, Napi::Object exports);
+void register_billm(Napi::Env env, Napi::Object exports);
 void register_dense(Napi::Env env, Napi::Object exports);
 void register_bench(Napi::Env env, Napi::Object exports);
 void register_ops(Napi::Env env, Napi::Object exports);

@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "act_quant.h"
+#include "billm.h"
 #include "binary.h"
 #include "binary_lut.h"
 #include "dense.h"
@@ -44,6 +45,8 @@ struct KernelTable {
   binary_prep_fn binary_prep = nullptr;
   binary_lut_build_fn binary_lut_build = nullptr;
   binary_lut_gemm_fn binary_lut_gemm = nullptr;
+  billm_prep_fn billm_prep = nullptr;
+  billm_gemm_fn billm_gemm = nullptr;
   f16_gemm_fn f16_gemm = nullptr;
   f16_get_rows_fn f16_get_rows = nullptr;
   q8_gemm_fn q8_gemm = nullptr;
@@ -69,6 +72,7 @@ struct KernelTable {
   const char* v_ternary_sparse = "none";
   const char* v_binary = "none";
   const char* v_binary_lut = "none";
+  const char* v_billm = "none";
   const char* v_f16 = "none";
   const char* v_q8 = "none";
   const char* v_q4 = "none";
@@ -93,6 +97,7 @@ BITLLM_DECLARE_FILLS(ternary_td3)
 BITLLM_DECLARE_FILLS(ternary_sparse)
 BITLLM_DECLARE_FILLS(binary)
 BITLLM_DECLARE_FILLS(binary_lut)
+BITLLM_DECLARE_FILLS(billm)
 BITLLM_DECLARE_FILLS(dense)
 BITLLM_DECLARE_FILLS(ops)
 

@@ -58,6 +58,7 @@ void fill_scalar(KernelTable& t, const CpuFeatures& f) {
   fill_ternary_sparse_scalar(t, f);
   fill_binary_scalar(t, f);
   fill_binary_lut_scalar(t, f);
+  fill_billm_scalar(t, f);
   fill_dense_scalar(t, f);
   fill_ops_scalar(t, f);
 }
@@ -71,6 +72,7 @@ void fill_avx2(KernelTable& t, const CpuFeatures& f) {
   fill_ternary_sparse_avx2(t, f);
   fill_binary_avx2(t, f);
   fill_binary_lut_avx2(t, f);
+  fill_billm_avx2(t, f);
   fill_dense_avx2(t, f);
   fill_ops_avx2(t, f);
 }
@@ -82,6 +84,7 @@ void fill_avx512(KernelTable& t, const CpuFeatures& f) {
   fill_ternary_sparse_avx512(t, f);
   fill_binary_avx512(t, f);
   fill_binary_lut_avx512(t, f);
+  fill_billm_avx512(t, f);
   fill_dense_avx512(t, f);
   fill_ops_avx512(t, f);
 }
@@ -96,6 +99,7 @@ void fill_neon(KernelTable& t, const CpuFeatures& f) {
   fill_ternary_sparse_neon(t, f);
   fill_binary_neon(t, f);
   fill_binary_lut_neon(t, f);
+  fill_billm_neon(t, f);
   fill_dense_neon(t, f);
   fill_ops_neon(t, f);
 }
