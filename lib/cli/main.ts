@@ -15,6 +15,7 @@ import { runPerplexityCommand } from './perplexity.js';
 import { runBenchModelCommand } from './bench-model.js';
 import { runRunCommand } from './run.js';
 import { runSynthCommand } from './synth.js';
+import { runQuantizeCommand } from './quantize.js';
 import { runTokenizeCommand } from './tokenize.js';
 
 const USAGE = `usage: bitllm <command> [options]
@@ -25,7 +26,8 @@ commands:
   inspect MODEL [--json]       architecture, hyperparameters, tensor types and sizes, tokenizer
   tokenize MODEL TEXT          token ids (--json, --no-bos, --file F); vocab-only files work
   perplexity MODEL -f TEXT     mean NLL and perplexity over --ctx windows (--json, --dump-logits OUT)
-  synth --shape S --type T -o F   write a synthetic BitNet b1.58 model
+  synth --shape S --type T -o F   write a synthetic model of any architecture (--arch)
+  quantize MODEL --method M -o F  post-training binarization of a dense model: billm (--calib TEXT) or absmax (--bits 1|2)
   info                         CPU features, supported ISAs and the default kernel variants
   bench MODEL [-p 128] [-n 32]   end-to-end prefill / decode tok/s (-t, --reps, --head, --json, --profile)
   bench kernels [--json]       kernel GEMV/GEMM throughput vs the machine's read bandwidth
@@ -55,6 +57,7 @@ const COMMANDS = new Map<string, (argv: string[]) => Promise<number>>([
   ['tokenize', runTokenizeCommand],
   ['perplexity', runPerplexityCommand],
   ['synth', runSynthCommand],
+  ['quantize', runQuantizeCommand],
 ]);
 
 async function main(argv: string[]): Promise<number> {

@@ -10,6 +10,9 @@ import {
 import { type QuantizedActivations, quantizeActivationsI4, quantizeActivationsI8, quantizeActivationsTopkI8, ternaryGemm } from '../kernels/ternary.js';
 import { type BinaryMatrix, binaryGemm, prepareBinaryActivations } from '../kernels/binary.js';
 import { layerNormRows } from '../kernels/linear.js';
+import { type BillmTiles, billmGemm } from '../kernels/billm.js';
+import type { BillmMatrix } from '../quantize/billm.js';
+import { refBillmGemm } from '../reference/billm.js';
 import { type TernarySparseMatrix, ternarySparseGemm } from '../kernels/ternary-sparse.js';
 import { refTernarySparseGemm } from '../reference/ternary-sparse.js';
 import { type BinaryLutMatrix, binaryLutGemm } from '../kernels/binary-lut.js';
@@ -51,6 +54,8 @@ export interface ComputeBackend {
   binaryGemm(w: BinaryMatrix, a: QuantizedActivations, tokBias: Float32Array | null, y: Float32Array): void;
   /** y [B, M] = (u [B, K] · signs(W)ᵀ) ⊙ rowScale + tokBias for a B1L64 W: float activations, no rounding of u (W1A16). */
   binaryFloatGemm(w: BinaryLutMatrix, u: Float32Array, B: number, rowScale: Float32Array | null, tokBias: Float32Array | null, y: Float32Array): void;
+  /** y [B, M] = W · Aᵀ for a BiLLM W: its BR16 tiles natively; `planes` decodes the packed planes the reference reads. */
+  billmGemm(w: BillmTiles, planes: () => BillmMatrix, a: QuantizedActivations, y: Float32Array): void;
   /** OneBit's non-affine LayerNorm over each row of x [B, n] into out (out may be x); linear.h. */
   layerNorm(x: Float32Array, B: number, n: number, eps: number, out: Float32Array): void;
   /** RMSNorm of x [B, n] into out (out may be x). */
@@ -89,6 +94,7 @@ export function nativeBackend(ctx: KernelContext): ComputeBackend {
       return quantizeActivationsTopkI8(ctx, x, B, K, ratio, out);
     },
     ternarySparseGemm: (w, a, y) => void ternarySparseGemm(ctx, w, a, y),
+    billmGemm: (w, _planes, a, y) => void billmGemm(ctx, w, a, y),
     binaryPrep: (x, B, K, colScale, colBias, xs, tokBias) => {
       const r = prepareBinaryActivations(ctx, x, B, K, { colScale: colScale ?? undefined, colBias: colBias ?? undefined });
       xs.set(r.xs);
@@ -143,6 +149,7 @@ export function referenceBackend(): ComputeBackend {
     },
     ternaryGemm: (w, a, y) => y.set(isTd3(w) ? refTd3Gemm(w, exact(a)) : refTernaryGemm(w, exact(a))),
     ternarySparseGemm: (w, a, y) => y.set(refTernarySparseGemm(w, exact(a))),
+    billmGemm: (_w, planes, a, y) => y.set(refBillmGemm(planes(), exact(a))),
     binaryPrep: (x, B, K, colScale, colBias, xs, tokBias) => {
       const r = refBinaryPrep(x.subarray(0, B * K), B, K, colScale ?? undefined, colBias ?? undefined);
       xs.set(r.xs);

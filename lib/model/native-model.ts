@@ -32,6 +32,7 @@ function linearSpec(l: Linear): object {
     case 'ts256': return { ...common, weights: 'ts256', data: w.m.data, scales: w.m.scales, scaleMode: w.m.scaleMode };
     case 'b1r16': return { ...common, weights: 'b1r16', bits: w.m.bits, scales: w.m.scales, scaleMode: w.m.scaleMode };
     case 'b1l64': return { ...common, weights: 'b1l64', bits: w.m.bits };
+    case 'billm': return { ...common, weights: 'billm', data: w.m.data, salient: w.m.salient };
     case 'f16': return { ...common, weights: 'f16', data: w.m.data };
   }
 }

@@ -134,6 +134,7 @@ export class TransformerModel {
       if (w.kind === 'b1r16') be.binaryGemm(w.m, a, tokBias, y);
       else if (w.kind === 't2r16' || w.kind === 'td3') be.ternaryGemm(w.m, a, y);
       else if (w.kind === 'ts256') be.ternarySparseGemm(w.m, a, y);
+      else if (w.kind === 'billm') be.billmGemm(w.m, w.planes, a, y);
       else throw new RangeError(`linear: ${w.kind} weights take float activations`);
     }
     if (l.layerNormEps > 0) be.layerNorm(y, B, l.M, l.layerNormEps, y);

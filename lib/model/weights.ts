@@ -16,6 +16,9 @@ import { tsWeightBytes } from '../reference/ternary-sparse.js';
 import { type BinaryMatrix, repackBinaryQ1_0 } from '../kernels/binary.js';
 import { type BinaryLutMatrix, binaryToLut } from '../kernels/binary-lut.js';
 import { b1lBytes } from '../reference/binary-lut.js';
+import { type BillmTiles, packBillmTiles } from '../kernels/billm.js';
+import type { BillmMatrix } from '../quantize/billm.js';
+import { decodeBillmTensors } from '../quantize/billm-gguf.js';
 import { b1BitsBytes, b1ScaleCount, b1Tiles } from '../reference/binary.js';
 import { td3WeightBytes } from '../reference/td3.js';
 import { binding } from '../native.js';
@@ -50,6 +53,8 @@ export type LinearWeights =
   | { kind: 'ts256'; m: TernarySparseMatrix }
   | { kind: 'b1r16'; m: BinaryMatrix }
   | { kind: 'b1l64'; m: BinaryLutMatrix }
+  /** BR16 tiles; `planes()` decodes the file's planes again (the TS reference reads those). */
+  | { kind: 'billm'; m: BillmTiles; planes: () => BillmMatrix }
   | { kind: 'f16'; m: F16Matrix };
 
 /**
@@ -109,6 +114,7 @@ export function linearBytes(l: Linear): number {
     case 't2r16': return l.w.m.codes.byteLength;
     case 'td3': case 'ts256': return l.w.m.data.byteLength;
     case 'b1r16': case 'b1l64': return l.w.m.bits.byteLength;
+    case 'billm': return l.w.m.data.byteLength + l.w.m.salient.byteLength;
     case 'f16': return l.w.m.data.byteLength;
   }
 }
@@ -152,6 +158,9 @@ class TensorTable {
   /** F32 vector (norm weights): a zero-copy view when aligned, else a copy. F16 is widened. */
   has(name: string): boolean {
     return this.byName.has(name);
+  }
+  find(name: string): GgufTensorInfo | undefined {
+    return this.byName.get(name);
   }
   /** F32 / F16 vector (norm weights, per-column / per-row scales) as an F32 copy; every value must be finite. */
   vector(name: string, n: number): Float32Array {
@@ -342,6 +351,7 @@ function linearSlotBytes(kind: LinearKind, M: number, K: number, layout: 't2r16'
     case 'ternary': return sparse ? tsWeightBytes(M, K) : layout === 'td3' ? td3WeightBytes(M, K) : t2CodeBytes(M, K);
     case 'sign': case 'sign-col': case 'sign-gh-ln': return floatAct ? b1lBytes(M, K) : b1BitsBytes(M, K);
     case 'f16': return M * K * 2;
+    case 'billm': return 0; // its size depends on the salient columns: allocated on its own
   }
 }
 
@@ -393,7 +403,7 @@ export function loadWeights(ctx: KernelContext, file: GgufFile, cfg: ModelConfig
   // Projections that share an input, a linear kind without per-projection pre-steps and a quantizer run as one GEMM.
   const fusible = (ps: readonly Projection[]) => {
     const k = row.linears[ps[0]!].kind;
-    return LINEAR_KIND_SPECS[k].siblings.length === 0 && ps.every((p) => row.linears[p].kind === k && quantOf(p) === quantOf(ps[0]!));
+    return LINEAR_KIND_SPECS[k].fusible && ps.every((p) => row.linears[p].kind === k && quantOf(p) === quantOf(ps[0]!));
   };
   const groups: Record<'wqkv' | 'wo' | 'wgu' | 'wdown', readonly Projection[]> = {
     wqkv: ['attn_q', 'attn_k', 'attn_v'], wo: ['attn_output'], wgu: ['ffn_gate', 'ffn_up'], wdown: ['ffn_down'],
@@ -486,6 +496,27 @@ export function loadWeights(ctx: KernelContext, file: GgufFile, cfg: ModelConfig
         return [place(fuseTernary(parts), ps[0]!, Mt)];
       }
       return ps.map((p, i) => place(tern(p, buf(t2CodeBytes(Ms[i]!, K), p)), p, Ms[i]!));
+    }
+    if (kind === 'billm') {
+      // The planes of a BiLLM projection, read from the file's tensors and packed into BR16 tiles.
+      const planes = (p: Projection): BillmMatrix => decodeBillmTensors(`blk.${l}.${p}`, (name) => {
+        const t = tt.find(name);
+        if (!t) return undefined;
+        const dims = t.dims.filter((d, i) => i === 0 || d !== 1);
+        return { name, dims, type: t.type, data: tt.bytes(t) };
+      });
+      return ps.map((p) => {
+        const { M } = shape(p);
+        let m: BillmMatrix;
+        try {
+          m = planes(p);
+          if (m.M !== M || m.K !== K) tt.fail(TENSORS.weight(l, p), `BiLLM planes are [${m.M}, ${m.K}], the projection is [${M}, ${K}]`);
+        } catch (err) {
+          if (err instanceof ModelFormatError) throw new ModelFormatError(`${file.source}: ${err.message}`);
+          throw err;
+        }
+        return baseLinear(p, kind, { kind: 'billm', m: packBillmTiles(m, weightBytes), planes: () => planes(p) }, M, K, quantOf(p));
+      });
     }
     if (kind === 'f16') {
       const mk = (sel: readonly Projection[], M: number): Linear => {

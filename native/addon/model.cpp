@@ -88,7 +88,7 @@ class Spec {
   std::vector<Napi::Reference<Napi::Value>>* keep_;
 };
 
-// One linear of shape [M, K] (runtime/linear.h): {weights: 't2r16' | 'td3' | 'ts256' | 'b1r16' | 'b1l64' | 'f16', quant: 'i8' |
+// One linear of shape [M, K] (runtime/linear.h): {weights: 't2r16' | 'td3' | 'ts256' | 'b1r16' | 'b1l64' | 'billm' | 'f16', quant: 'i8' |
 // 'i4' | 'topk-i8' | 'none', M, K, codes | data | bits, scales, scaleMode, colScale?, colBias?, rowScale?,
 // topkRatio, lnEps}. Weights and quantizer must fit each other (int8 GEMMs need a quantizer, F16 none).
 LinearPlan read_linear(const Spec& s, int64_t M, int64_t K) {
@@ -137,12 +137,22 @@ LinearPlan read_linear(const Spec& s, int64_t M, int64_t K) {
     w.weights = LinearPlan::kB1L64;
     w.b1l = BinaryLutMat{s.u8("bits", b1l_bytes(M, K)), M, K};
     if (w.quant != LinearPlan::kQuantNone) s.fail("quant", "B1L64 weights take float activations ('none')");
+  } else if (kind == "billm") {
+    if (K % kBillmBlock) s.fail("K", "= " + std::to_string(K) + " must be a multiple of 128");
+    w.weights = LinearPlan::kBillm;
+    w.billm_salient = s.u8("salient", K / 8);
+    const int64_t nb = K / kBillmBlock;
+    w.billm_geometry.resize(2 * nb + 1);
+    billm_geometry(w.billm_salient, K, w.billm_geometry.data(), w.billm_geometry.data() + nb + 1);
+    const int64_t tiles = (M + kBillmRows - 1) / kBillmRows;
+    w.billm_data = s.u8("data", tiles * w.billm_geometry[nb]);
+    if (w.quant != LinearPlan::kQuantI8) s.fail("quant", "BiLLM weights take int8 activations");
   } else if (kind == "f16") {
     w.weights = LinearPlan::kF16;
     w.f16 = s.u16("data", M * K);
     if (w.quant != LinearPlan::kQuantNone) s.fail("quant", "F16 weights take float activations ('none')");
   } else {
-    s.fail("weights", "'" + kind + "' is not a supported linear layout (t2r16, td3, ts256, b1r16, b1l64, f16)");
+    s.fail("weights", "'" + kind + "' is not a supported linear layout (t2r16, td3, ts256, b1r16, b1l64, billm, f16)");
   }
   if (s.has("colScale")) w.col_scale = s.f32("colScale", K);
   if (s.has("colBias")) w.col_bias = s.f32("colBias", K);

@@ -122,6 +122,13 @@ void run_linear(const KernelTable& t, ThreadPool& pool, const LinearPlan& w, con
                                 [&](int64_t t0, int64_t t1) { t.binary_gemm(w.b1, acts, tok_bias, y, ldy, t0, t1); });
       break;
     }
+    case LinearPlan::kBillm: {
+      // The geometry lives in the plan (copied with it); the matrix view is rebuilt per call.
+      const int32_t* boff = w.billm_geometry.data();
+      const BillmMat m{w.billm_data, boff, boff + K / kBillmBlock + 1, M, K};
+      run_billm_gemm(t, pool, m, w.billm_salient, acts, y, ldy, s.billm);
+      break;
+    }
     case LinearPlan::kB1L64:
       // Float activations (quant none): the tables hold the exact sums; the row scale and bias are its epilogue.
       run_binary_lut_gemm(t, pool, w.b1l, in, ldin, B, w.row_scale, tok_bias, y, ldy, s.lut);

@@ -3,7 +3,7 @@
 //   quant     act_quant_i8 | act_quant_i4 | act_quant_topk_i8 | none (float activations)
 //   weights   T2R16 | TD3 (ternary) | TS256 (ternary, column-sparse: reads only the columns of non-zero
 //             activations; a4.8's sparse inputs) | B1R16 (signs; int8 activations) | B1L64 (signs; float
-//             activations, lookup tables) | F16 (dense)
+//             activations, lookup tables) | F16 (dense) | BR16 (BiLLM planes; int8 activations)
 //   epilogue  × row_scale (float sign path; the int8 path folds it into the B1R16 scales), + tok_bias,
 //             then OneBit's non-affine LayerNorm over the M outputs when ln_eps > 0
 // The forward (model_exec.cpp) and the bindings run every projection through run_linear, so what the
@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../kernels/kernels.h"
+#include "billm_run.h"
 #include "lut_run.h"
 #include "sparse_run.h"
 #include "thread_pool.h"
@@ -20,7 +21,7 @@
 namespace bitllm {
 
 struct LinearPlan {
-  enum Weights : int32_t { kT2R16 = 0, kTd3 = 1, kB1R16 = 2, kF16 = 3, kTs256 = 4, kB1L64 = 5 };
+  enum Weights : int32_t { kT2R16 = 0, kTd3 = 1, kB1R16 = 2, kF16 = 3, kTs256 = 4, kB1L64 = 5, kBillm = 6 };
   enum Quant : int32_t { kQuantI8 = 0, kQuantI4 = 1, kQuantTopkI8 = 2, kQuantNone = 3 };
   int32_t weights = kT2R16;
   int32_t quant = kQuantI8;
@@ -29,6 +30,9 @@ struct LinearPlan {
   TernarySparseMat ts{};
   BinaryMat b1{};
   BinaryLutMat b1l{};
+  const uint8_t* billm_data = nullptr;      // [Mp/16, tile bytes] BR16
+  const uint8_t* billm_salient = nullptr;  // [K/8]
+  std::vector<int32_t> billm_geometry;     // boff [nb + 1] | ngroups [nb] (billm_geometry of the salient mask)
   const uint16_t* f16 = nullptr;  // [M, K] half
   const float* col_scale = nullptr;  // [K] or nullptr
   const float* col_bias = nullptr;   // [K] or nullptr
@@ -48,6 +52,7 @@ struct LinearScratch {
   std::vector<float> tok_bias;  // [B]
   SparseLists sparse;           // TS256 column lists
   std::vector<uint8_t> lut;     // B1L64 lookup tables
+  BillmScratch billm;           // BiLLM activation prep
   void ensure(int64_t B, int64_t K);
 };
 
