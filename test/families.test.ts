@@ -7,6 +7,7 @@
 // LayerNorm and the f16 KV store are bit-exact between backends; float ops (norms, RoPE, attention, GLU, the
 // f16 GEMMs and the float sign GEMM) differ by summation order. Through a 4-layer model a few-ulp change can
 // flip an int8 code; the per-row bound is relative to the row's largest logit.
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -50,7 +51,9 @@ const BUNDLED: FamilyModel[] = [
   { file: 'tiny-b158-i2_s.gguf', opts: {} },
   { file: 'tiny-a48-tq2_0.gguf', opts: {} },
   { file: 'tiny-bitnet-q1_0.gguf', opts: {} },
+  { file: 'tiny-fbi-q1_0.gguf', opts: {} },
   { file: 'tiny-fbi-q1_0.gguf', opts: { actQuant: 'i8' } },
+  { file: 'tiny-onebit-q1_0.gguf', opts: {} },
   { file: 'tiny-onebit-q1_0.gguf', opts: { actQuant: 'i8' } },
   { file: 'tiny-fp16-f16.gguf', opts: {} },
 ];
@@ -136,13 +139,15 @@ describe('every ISA on every family (synthetic tiny models) within the bound of 
     { arch: 'bitnet-1bit', type: 'q1_0', opts: {} },
     { arch: 'bitnet-a4.8', type: 'tq2_0', opts: {} },
     { arch: 'bitnet-a4.8', type: 'tq2_0', opts: { layout: 't2r16' } },
+    { arch: 'fbi-llm', type: 'q1_0', opts: {} },
     { arch: 'fbi-llm', type: 'q1_0', opts: { actQuant: 'i8' } },
+    { arch: 'onebit', type: 'q1_0', opts: {} },
     { arch: 'onebit', type: 'q1_0', opts: { actQuant: 'i8' } },
     { arch: 'bitnet-f16', type: 'f16', opts: {} },
   ];
   for (const s of synth)
     it(`${s.arch} ${JSON.stringify(s.opts)}`, async () => {
-      const out = join(dir, `${s.arch}.gguf`);
+      const out = join(dir, `${s.arch}-${JSON.stringify(s.opts).replace(/\W/g, '')}.gguf`);
       await synthesizeModel({ shape: 'tiny', type: s.type, arch: s.arch, seed: 5, out, vocab: join(MODELS, 'tiny-b158-i2_s.gguf') });
       const f = readGguf(out);
       const cfg = configFromGguf(f);
@@ -152,6 +157,82 @@ describe('every ISA on every family (synthetic tiny models) within the bound of 
       })();
       for (const [isa, c] of contextsPerIsa()) expectClose(run(new TransformerModel(c, cfg, loadWeights(c, f, cfg, s.opts))), ref, cfg.nVocab, `${s.arch} ${isa}`);
     }, 180_000);
+});
+
+describe('BiLLM: bitllm quantize of the FP16 teacher', () => {
+  const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+  // Calibration text from the repository's own docs (English prose, several thousand tokens).
+  const calib = join(dir, 'calib.txt');
+  writeFileSync(calib, ['README.md', 'docs/DESIGN.md', 'docs/training.md'].map((f) => readFileSync(join(ROOT, f), 'utf8')).join('\n\n'));
+  const quantize = (...args: string[]) => spawnSync(process.execPath, [CLI, 'quantize', join(MODELS, 'tiny-fp16-f16.gguf'), ...args], { encoding: 'utf8', timeout: 300_000 });
+
+  it('writes a packed billm model that runs natively, bit-identical to the op-by-op path and within the bound of the reference', () => {
+    const out = join(dir, 'billm.gguf');
+    const r = quantize('--method', 'billm', '--calib', calib, '--calib-tokens', '1024', '-o', out, '--json');
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const s = JSON.parse(r.stdout) as { arch: string; bits_per_weight: number; calib_tokens: number };
+    expect(s.arch).toBe('billm');
+    expect(s.calib_tokens).toBeGreaterThanOrEqual(1024);
+    // Sign + group planes (2 bits), fp16 scalars (8 × 16 bits per 128 columns = 1 bit), the residual of
+    // the salient columns and the mask: a little over 3 bits per weight.
+    expect(s.bits_per_weight).toBeGreaterThan(3);
+    expect(s.bits_per_weight).toBeLessThan(3.5);
+    const f = readGguf(out);
+    const cfg = configFromGguf(f);
+    expect(cfg.row.family).toBe('billm');
+    expect(f.tensors.some((t) => t.name === 'blk.0.ffn_down.billm_salient')).toBe(true);
+    const ctx = new KernelContext({ threads: 2 });
+    const w = loadWeights(ctx, f, cfg);
+    expect(w.layers[0]!.wqkv.map((l) => l.w.kind)).toEqual(['billm', 'billm', 'billm']);
+    const fused = run(new TransformerModel(ctx, cfg, w));
+    expect(sameBits(fused, run(new TransformerModel(ctx, cfg, w, nativeBackend(ctx))))).toBe(true);
+    expectClose(fused, run(new TransformerModel(ctx, cfg, w, referenceBackend())), cfg.nVocab, 'billm');
+    for (const [isa, c] of contextsPerIsa()) expectClose(run(new TransformerModel(c, cfg, loadWeights(c, f, cfg))), fused, cfg.nVocab, `billm ${isa}`);
+  }, 300_000);
+
+  it('absmax baselines are dense F16 models of the same architecture', () => {
+    const out = join(dir, 'absmax-w1.gguf');
+    const r = quantize('--method', 'absmax', '--bits', '1', '-o', out, '--json');
+    expect(r.status).toBe(0);
+    const f = readGguf(out);
+    expect(configFromGguf(f).arch).toBe('bitnet-f16');
+    // W1: every row of a projection holds two values, ±α.
+    const t = f.tensors.find((x) => x.name === 'blk.0.attn_q.weight')!;
+    const row = new Uint16Array(f.bytes.slice(t.offset, t.offset + t.dims[0]! * 2).buffer);
+    expect(new Set(Array.from(row, (h) => h & 0x7fff)).size).toBe(1);
+  }, 120_000);
+
+  it('a calibration text too short says how many tokens BiLLM needs', () => {
+    const short = join(dir, 'short.txt');
+    writeFileSync(short, 'Only a few words of calibration text.');
+    const r = quantize('--method', 'billm', '--calib', short, '-o', join(dir, 'never.gguf'));
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/the calibration text gives \d+ tokens; BiLLM needs at least 768 \(the largest projection input, ffn_down's K = 768\)/);
+  });
+
+  it('refuses a model whose projections are not dense', () => {
+    const r = spawnSync(process.execPath, [CLI, 'quantize', join(MODELS, 'tiny-b158-i2_s.gguf'), '--method', 'absmax', '--bits', '1', '-o', join(dir, 'x.gguf')], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/quantize needs dense \(f16\) projections/);
+  });
+});
+
+describe('BiLLM files with bad planes fail with ModelFormatError naming the tensor', () => {
+  const ctx = new KernelContext({ threads: 1 });
+  it('a missing or mis-shaped plane', () => {
+    const src = readGguf(join(dir, 'billm.gguf'));
+    const load = (path: string) => {
+      const f = readGguf(path);
+      return () => loadWeights(ctx, f, configFromGguf(f));
+    };
+    const noGroups = rewrite(src, join(dir, 'billm-no-groups.gguf'), (n) => (n === 'blk.1.attn_v.billm_groups' ? null : undefined));
+    expect(load(noGroups)).toThrow(ModelFormatError);
+    expect(load(noGroups)).toThrow(/blk\.1\.attn_v\.billm_groups' is missing/);
+    const short = rewrite(src, join(dir, 'billm-short.gguf'), (n, type, dims, data) =>
+      n === 'blk.0.ffn_up.billm_scalars' ? { type, dims: [dims[0]!, dims[1]!, dims[2]! - 1], data: data.subarray(0, data.length - 2 * dims[0]! * dims[1]!) } : undefined);
+    expect(load(short)).toThrow(/blk\.0\.ffn_up\.billm_scalars/);
+  });
 });
 
 // ---------------------------------------------------------------- bad family files
