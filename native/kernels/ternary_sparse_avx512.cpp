@@ -150,11 +150,11 @@ void token_runs(const TernarySparseMat& w, const int32_t* cols, const int8_t* va
   for (int64_t g0 = 0; g0 < ng; g0 += kPassGroups) {
     const int64_t g1 = g0 + kPassGroups < ng ? g0 + kPassGroups : ng;
     const int64_t p0 = g0 + kPassAhead * kPassGroups, p1 = p0 + kPassGroups < ng ? p0 + kPassGroups : ng;
-    for (int64_t i = 4 * p0; i < 4 * p1; ++i)
-      for (int j = 0; j < panel; ++j)
-        _mm_prefetch(reinterpret_cast<const char*>(panel0 + int64_t{cols[i]} * cs + j * kTsLineBytes), _MM_HINT_T0);
     for (int j = 0; j < panel; ++j) {
       const uint8_t* line0 = panel0 + int64_t{j} * kTsLineBytes;
+      // Spread over the pass (a burst would stall on the L1 miss buffers and hold up the arithmetic).
+      for (int64_t i = 4 * p0; i < 4 * p1; ++i)
+        _mm_prefetch(reinterpret_cast<const char*>(line0 + int64_t{cols[i]} * cs), _MM_HINT_T0);
       int32_t* dst = raw + j * kTsRows;
       __m512i acc[16];
       for (int i = 0; i < 16; ++i) acc[i] = _mm512_load_si512(dst + 16 * i);
