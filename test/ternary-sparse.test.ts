@@ -86,6 +86,10 @@ describe('TS256 layout and packing', () => {
 describe.each(contexts)('ternary_sparse GEMM on %s', (isa, ctx) => {
   const zeroRates = [0, 0.5, 0.8, 0.99, 1];
 
+  it('reports its variant in info().kernels', () => {
+    expect(ctx.info().kernels['ternary_sparse']).toMatch(new RegExp(`^${isa}`));
+  });
+
   it.each([[1, 16], [7, 48], [255, 64], [256, 160], [300, 272], [513, 96]] as const)(
     'is bit-exact with refTernaryGemm for M=%i K=%i (B=1 and B=3, every zero rate, tensor and row scales)', (M, K) => {
       const r = rng(M * 131 + K);

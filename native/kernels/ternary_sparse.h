@@ -71,7 +71,7 @@ using ternary_sparse_prep_fn = void (*)(const int8_t* q,  // [B, ldq]
 //                                                               since only columns with q == 0 are skipped)
 //   y = ((float)(dot - a.sum[b]) * ws) / a.scale[b],  ws = scales[0] (tensor) or scales[m] (row)
 // Every float op is a separate IEEE op, so all variants are bit-exact with each other and with T2R16.
-// B == 1 accumulates panels of up to 8 blocks in L1, reading each column's lines of the panel in a row;
+// B == 1 accumulates panels of up to 16 blocks in L1, reading each column's lines of the panel in a row;
 // B > 1 runs each token's list over one block at a time while that block's lines are in L2 (no union
 // of the tokens' lists).
 using ternary_sparse_gemm_fn = void (*)(const TernarySparseMat& w, const SparseActs& a,

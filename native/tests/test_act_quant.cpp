@@ -1,5 +1,7 @@
 // Every act_quant_i8 / act_quant_i4 / act_block_sums variant vs the scalar reference, bit-exact:
-// codes, scale bits and sums, on odd K, strided rows, zero rows, huge, tiny and tie values.
+// codes, scale bits and sums, on odd K, strided rows, zero rows, huge, tiny and tie values; and
+// act_quant_topk_i8 against a sort-based evaluation of its contract.
+#include <algorithm>
 #include <limits>
 
 #include "test_util.h"
@@ -126,6 +128,40 @@ void check_scalar_contract(const KernelTable& scalar) {
   CHECK(s == 127.0f / 1e-5f && sum == 0, "i8 zero row: s=%g sum=%d", s, sum);
 }
 
+// act_quant_topk_i8 of every table vs a direct evaluation of its contract: a stable sort of the indices
+// by |x| (descending; equal |x| keep index order), the first `keep` kept, then the scalar act_quant_i8
+// on the masked row. Rows have ties at the threshold (ties fill), zeros, -0 and equal values.
+void check_topk(const std::vector<KernelTable>& tables, int64_t B, int64_t K, Fill fill, Rng& rng) {
+  const int64_t ldx = K + rng.range(0, 5), ldq = K + rng.range(1, 9);
+  std::vector<float> x(static_cast<size_t>(B * ldx), 1e9f);
+  for (int64_t b = 0; b < B; ++b) fill_row(x.data() + b * ldx, K, b == 1 ? Fill::zeros : fill, rng);
+  if (fill == Fill::ties && B > 2)  // one row of equal magnitudes, mixed signs
+    for (int64_t k = 0; k < K; ++k) x[2 * ldx + k] = (k % 3) ? -0.75f : 0.75f;
+  for (int64_t keep : {int64_t{0}, int64_t{1}, K / 2, K / 5, K - 1, K}) {
+    if (keep < 0) continue;
+    std::vector<float> masked(static_cast<size_t>(B * K), 0.0f);
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<int64_t> order(static_cast<size_t>(K));
+      for (int64_t k = 0; k < K; ++k) order[k] = k;
+      const float* xr = x.data() + b * ldx;
+      std::stable_sort(order.begin(), order.end(), [&](int64_t i, int64_t j) { return std::fabs(xr[i]) > std::fabs(xr[j]); });
+      for (int64_t r = 0; r < keep; ++r) masked[b * K + order[r]] = xr[order[r]];
+    }
+    const auto want = run_quant(tables[0].act_quant_i8, masked, K, B, K, ldq);
+    for (const KernelTable& t : tables) {
+      QuantOut got;
+      got.q.assign(static_cast<size_t>(B * ldq), static_cast<int8_t>(0x5a));
+      got.scale.assign(static_cast<size_t>(B), -1.0f);
+      got.sum.assign(static_cast<size_t>(B), -12345);
+      t.act_quant_topk_i8(x.data(), ldx, B, K, keep, got.q.data(), ldq, got.scale.data(), got.sum.data());
+      bool same = got.q == want.q && got.sum == want.sum;
+      for (int64_t b = 0; b < B; ++b) same = same && same_bits(got.scale[b], want.scale[b]);
+      CHECK(same, "%s topk %s B=%lld K=%lld keep=%lld", isa_name(t.isa), fill_name(fill), (long long)B, (long long)K,
+            (long long)keep);
+    }
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -140,6 +176,9 @@ int main() {
   for (int64_t B = 1; B <= 9; ++B) check_quant_matches_scalar(tables, B, 2560 + 16 * B + (B & 1), Fill::normal, rng);
   for (int64_t K : {256, 512, 768, 2560, 6912})
     for (int extreme = 0; extreme < 3; ++extreme) check_block_sums_match_scalar(tables, rng.range(1, 9), K, extreme, rng);
+  for (int64_t K : {1, 2, 3, 7, 16, 33, 100, 257, 2560})
+    for (Fill f : {Fill::normal, Fill::zeros, Fill::ties, Fill::neg_zero, Fill::huge, Fill::one_spike})
+      check_topk(tables, rng.range(3, 5), K, f, rng);
   std::printf("ISAs:");
   for (const auto& t : tables) std::printf(" %s(%s)", isa_name(t.isa), t.v_act_quant);
   std::printf("\n");
