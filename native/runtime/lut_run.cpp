@@ -11,6 +11,10 @@ namespace {
 constexpr int64_t kTableChunkBytes = int64_t{64} << 20;
 // Groups per table-build work item (8 KB of one token's tables): splits one token over threads.
 constexpr int64_t kBuildGroups = 128;
+// From this many tokens per chunk the threads split the tokens instead of the row blocks: each thread
+// then reads only its own tokens' tables (5 MB for 128 tokens at K = 2560 would otherwise stream from L3
+// into every core), and the weights, read by all, are the smaller stream.
+constexpr int64_t kTokenSplitBatch = 16;
 // Below this many groups (all tokens together) the calling thread builds the tables alone: a decode
 // token's 1728 groups (K = 6912) take ~2 us, about what waking the pool and joining it costs.
 constexpr int64_t kParallelBuildGroups = 4096;
@@ -74,12 +78,12 @@ void run_binary_lut_gemm(const KernelTable& t, ThreadPool& pool, const BinaryLut
     build_binary_lut_tables(t, pool, u + c0 * ldu, ldu, nb, K, tables, ldt);
     float* yc = y + c0 * ldy;                              // [nb, ldy]
     const float* tb = tok_bias ? tok_bias + c0 : nullptr;  // [nb]
-    if (blocks >= pool.size() || nb == 1) {
+    if (nb == 1 || (blocks >= pool.size() && nb < kTokenSplitBatch)) {
       pool.parallel_for_dynamic(blocks, pool.chunk_grain(blocks), [&](int64_t t0, int64_t t1) {
         t.binary_lut_gemm(w, tables, ldt, nb, row_scale, tb, yc, ldy, t0, t1);
       });
     } else {
-      // Fewer row blocks than threads (small M, batched tokens): split the tokens instead.
+      // Many tokens, or fewer row blocks than threads (small M): split the tokens.
       pool.parallel_for(nb, [&](int64_t b0, int64_t b1) {
         t.binary_lut_gemm(w, tables + b0 * ldt, ldt, b1 - b0, row_scale, tb ? tb + b0 : nullptr, yc + b0 * ldy, ldy, 0,
                           blocks);
