@@ -11,6 +11,7 @@
 
 #include "kernels/kernels.h"
 #include "runtime/billm_run.h"
+#include "runtime/sparse_run.h"
 #include "runtime/thread_pool.h"
 
 namespace bitllm {
@@ -32,6 +33,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   // The byte scratch itself, for runtime drivers that size it themselves (runtime/lut_run.h).
   std::vector<uint8_t>& scratch_bytes() { return scratch_u8_; }
   BillmScratch& billm_scratch() { return billm_scratch_; }
+  SparseLists& sparse_lists() { return sparse_lists_; }
   uint8_t* scratch_u8(size_t n) {
     if (scratch_u8_.size() < n) scratch_u8_.resize(n);
     return scratch_u8_.data();
@@ -46,6 +48,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   std::vector<int32_t> scratch_i32_;
   std::vector<uint8_t> scratch_u8_;
   BillmScratch billm_scratch_;
+  SparseLists sparse_lists_;
 };
 
 // Per-env data: the Context constructor, to check `instanceof` before unwrapping.

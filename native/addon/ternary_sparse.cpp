@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "common.h"
+#include "runtime/sparse_run.h"
 #include "runtime/repack_ternary.h"
 #include "runtime/repack_ternary_sparse.h"
 
@@ -101,21 +102,9 @@ Napi::Value gemm(const Napi::CallbackInfo& info) {
   no_overlap(a, y, ybytes, "y", q, B * K, "q");
   no_overlap(a, y, ybytes, "y", scale, B * 4, "scale");
   no_overlap(a, y, ybytes, "y", sum, B * 4, "sum");
-  const KernelTable& t = ctx.table();
-  const int64_t ldc = ts_list_ld(K);
-  int32_t* cols = ctx.scratch_i32(static_cast<size_t>(B * ldc + B));  // [B, ldc] then groups [B]
-  int32_t* groups = cols + B * ldc;
-  int8_t* vals = reinterpret_cast<int8_t*>(ctx.scratch_u8(static_cast<size_t>(B * ldc)));  // [B, ldc]
-  ctx.pool().parallel_for_work(B, K, [&](int64_t b0, int64_t b1) { t.ternary_sparse_prep(q, K, K, b0, b1, cols, vals, ldc, groups); });
   const TernarySparseMat w{data, scales, M, K, mode};
-  const SparseActs acts{cols, vals, groups, scale, sum, B, K, ldc};
-  const int64_t blocks = ts_blocks(M);
-  // B == 1: one contiguous range of blocks per thread (the kernel walks it in panels); B > 1: blocks
-  // handed out one at a time (each is a full pass over every token's list).
-  if (B == 1)
-    ctx.pool().parallel_for(blocks, [&](int64_t b0, int64_t b1) { t.ternary_sparse_gemm(w, acts, y, M, b0, b1); });
-  else
-    ctx.pool().parallel_for_dynamic(blocks, 1, [&](int64_t b0, int64_t b1) { t.ternary_sparse_gemm(w, acts, y, M, b0, b1); });
+  const QActs acts{q, scale, sum, nullptr, B, K, K};
+  run_ternary_sparse_gemm(ctx.table(), ctx.pool(), w, acts, y, M, ctx.sparse_lists());
   return info.Env().Undefined();
 }
 
