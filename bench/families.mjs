@@ -6,10 +6,10 @@
 //   BitNet 1-bit decode / b1.58 TQ2_0 decode (same q8 head)
 //   FBI-LLM and OneBit decode on the exact float path / the same model on the int8 path (--act i8)
 //   a4.8 decode / b1.58 decode (same shape and head); a4.8 prefill / b1.58 prefill
-//   BiLLM decode / FP16 teacher decode (when --billm FILE gives a BiLLM model of the 2B-4T shape)
+//   BiLLM decode / FP16 teacher decode (synthetic BiLLM planes: 8 salient columns per 128-column block)
 //
 //   npm run build && node bench/families.mjs [--dir DIR] [--threads 2] [--reps 3] [-p 128] [-n 32] [--head q8]
-//                                          [--only b158,bitnet,fbi,onebit,a48,fp16] [--billm FILE]
+//                                          [--only b158,bitnet,fbi,onebit,a48,fp16,billm]
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -30,8 +30,7 @@ const reps = Number(val('--reps', '3'));
 const p = Number(val('-p', '128'));
 const n = Number(val('-n', '32'));
 const head = val('--head', 'q8');
-const only = new Set(val('--only', 'b158,bitnet,fbi,onebit,a48,fp16').split(','));
-const billm = val('--billm', undefined);
+const only = new Set(val('--only', 'b158,bitnet,fbi,onebit,a48,fp16,billm').split(','));
 
 if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`);
 mkdirSync(dir, { recursive: true });
@@ -45,7 +44,7 @@ function run(args) {
 // [family, synth type, architecture]
 const SYNTH = [
   ['b158', 'tq2_0', 'bitnet'], ['bitnet', 'q1_0', 'bitnet-1bit'], ['fbi', 'q1_0', 'fbi-llm'], ['onebit', 'q1_0', 'onebit'],
-  ['a48', 'tq2_0', 'bitnet-a4.8'], ['fp16', 'f16', 'bitnet-f16'],
+  ['a48', 'tq2_0', 'bitnet-a4.8'], ['fp16', 'f16', 'bitnet-f16'], ['billm', 'billm', 'billm'],
 ].filter(([f]) => only.has(f));
 const files = {};
 for (const [family, type, arch] of SYNTH) {
@@ -56,7 +55,6 @@ for (const [family, type, arch] of SYNTH) {
   }
   files[family] = file;
 }
-if (billm) files.billm = billm;
 
 // What each run measures: [label, family, extra bench options].
 const RUNS = [

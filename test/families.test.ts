@@ -144,6 +144,7 @@ describe('every ISA on every family (synthetic tiny models) within the bound of 
     { arch: 'onebit', type: 'q1_0', opts: {} },
     { arch: 'onebit', type: 'q1_0', opts: { actQuant: 'i8' } },
     { arch: 'bitnet-f16', type: 'f16', opts: {} },
+    { arch: 'billm', type: 'billm', opts: {} },
   ];
   for (const s of synth)
     it(`${s.arch} ${JSON.stringify(s.opts)}`, async () => {

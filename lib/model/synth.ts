@@ -23,7 +23,7 @@ export type SynthArch = string;
 export class SynthError extends BitllmError {}
 
 export type SynthShapeName = 'tiny' | 'small' | 'large' | '3b' | '2b4t';
-export type SynthType = 'i2_s' | 'tq2_0' | 'tq1_0' | 'q1_0' | 'f16';
+export type SynthType = 'i2_s' | 'tq2_0' | 'tq1_0' | 'q1_0' | 'f16' | 'billm';
 
 export interface SynthShape {
   nEmbd: number;
@@ -49,13 +49,17 @@ export const SYNTH_SHAPES: Readonly<Record<SynthShapeName, SynthShape>> = {
   '2b4t': { nEmbd: 2560, nLayer: 30, nHead: 20, nHeadKv: 5, nFf: 6912, ropeTheta: 500000, eps: 1e-5, contextLength: 4096, vocab: 'llama-bpe' },
 };
 
-export const SYNTH_TYPES: readonly SynthType[] = ['i2_s', 'tq2_0', 'tq1_0', 'q1_0', 'f16'];
-const TYPE_ID: Record<SynthType, number> = { i2_s: GGML.I2_S, tq2_0: GGML.TQ2_0, tq1_0: GGML.TQ1_0, q1_0: GGML.Q1_0, f16: GGML.F16 };
+export const SYNTH_TYPES: readonly SynthType[] = ['i2_s', 'tq2_0', 'tq1_0', 'q1_0', 'f16', 'billm'];
+/** GGML's plain int8 type (BiLLM's bit planes). */
+const GGML_I8 = 24;
+const TYPE_ID: Record<SynthType, number> = { i2_s: GGML.I2_S, tq2_0: GGML.TQ2_0, tq1_0: GGML.TQ1_0, q1_0: GGML.Q1_0, f16: GGML.F16, billm: GGML_I8 };
 /** general.file_type: bitnet.cpp's LLAMA_FTYPE_MOSTLY_I2_S = 40; upstream MOSTLY_F16 = 1, TQ1_0 = 36, TQ2_0 = 37. */
 const FILE_TYPE: Partial<Record<SynthType, number>> = { i2_s: 40, tq2_0: 37, tq1_0: 36, f16: 1 };
-const TYPE_NAME: Record<SynthType, string> = { i2_s: 'I2_S', tq2_0: 'TQ2_0', tq1_0: 'TQ1_0', q1_0: 'Q1_0', f16: 'F16' };
+const TYPE_NAME: Record<SynthType, string> = { i2_s: 'I2_S', tq2_0: 'TQ2_0', tq1_0: 'TQ1_0', q1_0: 'Q1_0', f16: 'F16', billm: 'I8' };
 /** The architecture a type is written under unless --arch says otherwise. */
-const DEFAULT_ARCH: Record<SynthType, string> = { i2_s: 'bitnet-b1.58', tq2_0: 'bitnet', tq1_0: 'bitnet', q1_0: 'bitnet-1bit', f16: 'bitnet-f16' };
+const DEFAULT_ARCH: Record<SynthType, string> = { i2_s: 'bitnet-b1.58', tq2_0: 'bitnet', tq1_0: 'bitnet', q1_0: 'bitnet-1bit', f16: 'bitnet-f16', billm: 'billm' };
+/** Salient columns per 128-column block of a synthetic BiLLM projection (the quantizer searches 1..49). */
+const BILLM_SYNTH_SALIENT = 8;
 
 export interface SynthOptions {
   shape: SynthShapeName;
@@ -76,7 +80,8 @@ export interface SynthOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-export type SynthTensorKind = 'embedding' | 'norm' | 'ternary' | 'sign' | 'dense' | 'colScale' | 'colBias' | 'rowScale';
+export type SynthTensorKind = 'embedding' | 'norm' | 'ternary' | 'sign' | 'dense' | 'colScale' | 'colBias' | 'rowScale'
+  | 'billmPlane' | 'billmSalient' | 'billmGroups' | 'billmScalars';
 
 export interface SynthTensor {
   name: string;
@@ -249,6 +254,23 @@ class TensorRng {
   }
 }
 
+/** The salient mask [K/8] of a synthetic BiLLM projection: BILLM_SYNTH_SALIENT distinct columns per 128-block. */
+function billmSalientMask(seed: number, name: string, K: number): Uint8Array {
+  const rng = new TensorRng(seed, name);
+  const mask = new Uint8Array(K / 8);
+  for (let j = 0; j < K / 128; j++) {
+    let n = 0;
+    while (n < BILLM_SYNTH_SALIENT) {
+      const c = 128 * j + (rng.next() & 127);
+      if (!(mask[c >> 3]! & (1 << (c & 7)))) {
+        mask[c >> 3]! |= 1 << (c & 7);
+        n++;
+      }
+    }
+  }
+  return mask;
+}
+
 function rotl(x: number, k: number): number {
   return (x << k) | (x >>> (32 - k));
 }
@@ -344,7 +366,7 @@ export function planModel(opts: Omit<SynthOptions, 'out' | 'onProgress'>): Synth
   const d = spec.nEmbd;
   const ff = spec.nFf;
   const dkv = spec.nHeadKv * (d / spec.nHead);
-  const blockK = opts.type === 'q1_0' ? 128 : opts.type === 'tq2_0' || opts.type === 'tq1_0' ? QK_K : 1;
+  const blockK = opts.type === 'q1_0' || opts.type === 'billm' ? 128 : opts.type === 'tq2_0' || opts.type === 'tq1_0' ? QK_K : 1;
   for (const p of PROJECTIONS) {
     const { K } = projectionShape(p, d, dkv, ff);
     if (K % blockK !== 0)
@@ -407,15 +429,28 @@ export function planModel(opts: Omit<SynthOptions, 'out' | 'onProgress'>): Synth
       case 'tq1_0': return tq1Bytes(M, K);
       case 'q1_0': return M * (K / 128) * 18;
       case 'f16': return M * K * 2;
+      case 'billm': return (M * K) / 8;
     }
   };
-  const weightKind: SynthTensorKind = opts.type === 'q1_0' ? 'sign' : opts.type === 'f16' ? 'dense' : 'ternary';
+  const weightKind: SynthTensorKind = opts.type === 'q1_0' ? 'sign' : opts.type === 'f16' ? 'dense' : opts.type === 'billm' ? 'billmPlane' : 'ternary';
   const norm = (name: string, n: number) => add(name, [n], GGML.F32, 'norm', n * 4);
   add(TENSORS.tokEmbd, [d, nVocab], GGML.F16, 'embedding', d * nVocab * 2);
   norm(TENSORS.outputNorm, d);
   for (let l = 0; l < spec.nLayer; l++) {
     const proj = (p: (typeof PROJECTIONS)[number]) => {
       const { M, K } = projectionShape(p, d, dkv, ff);
+      if (opts.type === 'billm') {
+        // BiLLM planes (lib/quantize/billm-gguf.ts): signs and groups [K/8, M], the salient mask [K/8], the
+        // residual signs of BILLM_SYNTH_SALIENT columns per block [nb, M], fp16 scalars [8, nb, M].
+        const nb = K / 128;
+        const base = `blk.${l}.${p}`;
+        add(`${base}.weight`, [K / 8, M], GGML_I8, 'billmPlane', (M * K) / 8);
+        add(`${base}.billm_groups`, [K / 8, M], GGML_I8, 'billmGroups', (M * K) / 8);
+        add(`${base}.billm_salient`, [K / 8], GGML_I8, 'billmSalient', K / 8);
+        add(`${base}.billm_residual`, [(nb * BILLM_SYNTH_SALIENT) / 8, M], GGML_I8, 'billmPlane', (M * nb * BILLM_SYNTH_SALIENT) / 8);
+        add(`${base}.billm_scalars`, [8, nb, M], GGML.F16, 'billmScalars', M * nb * 8 * 2);
+        return;
+      }
       add(TENSORS.weight(l, p), [K, M], TYPE_ID[opts.type], weightKind, weightBytes(M, K));
       for (const s of LINEAR_KIND_SPECS[row.linears[p].kind].siblings) {
         const n = s.length === 'K' ? K : M;
@@ -516,6 +551,34 @@ export async function synthesizeModel(opts: SynthOptions): Promise<SynthResult> 
             const u = rng.uniform();
             v[i] = t.kind === 'colBias' ? g * 0.2 * (u - 0.5) : g * (0.5 + u);
           }
+        }
+        emit(bytes.subarray(0, t.nbytes));
+      } else if (t.kind === 'billmPlane' || t.kind === 'billmSalient' || t.kind === 'billmGroups') {
+        const out = bytes.subarray(0, t.nbytes);
+        if (t.kind === 'billmSalient') out.set(billmSalientMask(seed, t.name, t.dims[0]! * 8));
+        else {
+          for (let o = 0; o < out.length; o += 4) {
+            const r = rng.next();
+            out[o] = r & 0xff; out[o + 1] = (r >>> 8) & 0xff; out[o + 2] = (r >>> 16) & 0xff; out[o + 3] = r >>> 24;
+          }
+          if (t.kind === 'billmGroups') {
+            // Group bits are 0 at salient columns.
+            const K = t.dims[0]! * 8;
+            const mask = billmSalientMask(seed, t.name.replace(/billm_groups$/, 'billm_salient'), K);
+            for (let m = 0; m < t.dims[1]!; m++)
+              for (let j = 0; j < K / 8; j++) out[m * (K / 8) + j]! &= ~mask[j]!;
+          }
+        }
+        emit(out);
+      } else if (t.kind === 'billmScalars') {
+        // (α1, α2, μ1, μ2, αA, μA, αB, μB) per row and block: magnitudes around 1/sqrt(K), small means.
+        const [, nb, M] = t.dims as [number, number, number];
+        const g = ternaryScale(nb * 128);
+        const h = new Uint16Array(bytes.buffer, 0, 8 * nb * M);
+        const mean = [1, 0.3, 0.05, 0.05, 0.6, 0.05, 1.6, 0.05];
+        for (let i = 0; i < h.length; i++) {
+          const l = i % 8;
+          h[i] = floatToHalf(g * mean[l]! * (l === 2 || l === 3 || l === 5 || l === 7 ? rng.uniform() - 0.5 : 0.75 + 0.5 * rng.uniform()));
         }
         emit(bytes.subarray(0, t.nbytes));
       } else if (t.kind === 'sign') {
