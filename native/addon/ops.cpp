@@ -132,23 +132,25 @@ void check_block_head_dim(const Args& a, int64_t hd, const char* kind) {
                   " for a " + kind + " KV cache");
 }
 
-// kvStoreQ8(ctx, x: Float32Array[B*nKvHeads*headDim], pos: Int32Array[B],
-//           cache: Uint8Array[nKvHeads*capacity*headDim/32*34], B, nKvHeads, headDim, capacity)
-Napi::Value kv_store_q8(const Napi::CallbackInfo& info) {
-  Args a(info, "kvStoreQ8");
+// Stores K or V rows into a block-quantized cache (q8: 34-byte, q3: 14-byte blocks of 32 values):
+// kvStoreQ8 / kvStoreQ3(ctx, x: Float32Array[B*nKvHeads*headDim], pos: Int32Array[B],
+//           cache: Uint8Array[nKvHeads*capacity*row_bytes(headDim)], B, nKvHeads, headDim, capacity)
+Napi::Value kv_store_blocks(const Napi::CallbackInfo& info, const char* name, KvKind kind) {
+  Args a(info, name);
   ContextWrap& ctx = a.context(0);
   const int64_t B = a.integer(4, "B", 1, kMaxBatch), nkv = a.integer(5, "nKvHeads", 1, kMaxHeads);
   const int64_t hd = a.integer(6, "headDim", 1, kMaxHeadDim), cap = a.integer(7, "capacity", 1, kMaxCapacity);
-  check_block_head_dim(a, hd, "q8");
+  const bool q8 = kind == KvKind::q8;
+  check_block_head_dim(a, hd, q8 ? "q8" : "q3");
   check_row(a, nkv, hd, "nKvHeads");
-  const int64_t rb = q8_row_bytes(hd), cn = nkv * cap * rb;
+  const int64_t rb = q8 ? q8_row_bytes(hd) : q3_row_bytes(hd), cn = nkv * cap * rb;
   const float* x = a.f32(1, "x", B * nkv * hd, B * nkv * hd);
   const int32_t* pos = a.i32(2, "pos", B, B);
   uint8_t* cache = a.u8(3, "cache", cn, cn);
   check_positions(a, pos, B, cap, "capacity");
   check_disjoint(a, cache, cn, "cache", x, B * nkv * hd * 4, "x");
   check_disjoint(a, cache, cn, "cache", pos, B * 4, "pos");
-  const kv_store_q8_fn fn = ctx.table().kv_store_q8;
+  const kv_store_q8_fn fn = q8 ? ctx.table().kv_store_q8 : ctx.table().kv_store_q3;
   const int64_t ld = nkv * hd;
   // Split by kv head: each thread owns whole cache planes, so repeated positions cannot race.
   run_split(ctx, nkv, B * hd, [&](int64_t h0, int64_t h1) {
@@ -157,30 +159,8 @@ Napi::Value kv_store_q8(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// kvStoreQ3(ctx, x: Float32Array[B*nKvHeads*headDim], pos: Int32Array[B],
-//           cache: Uint8Array[nKvHeads*capacity*headDim/32*14], B, nKvHeads, headDim, capacity)
-Napi::Value kv_store_q3(const Napi::CallbackInfo& info) {
-  Args a(info, "kvStoreQ3");
-  ContextWrap& ctx = a.context(0);
-  const int64_t B = a.integer(4, "B", 1, kMaxBatch), nkv = a.integer(5, "nKvHeads", 1, kMaxHeads);
-  const int64_t hd = a.integer(6, "headDim", 1, kMaxHeadDim), cap = a.integer(7, "capacity", 1, kMaxCapacity);
-  check_block_head_dim(a, hd, "q3");
-  check_row(a, nkv, hd, "nKvHeads");
-  const int64_t rb = q3_row_bytes(hd), cn = nkv * cap * rb;
-  const float* x = a.f32(1, "x", B * nkv * hd, B * nkv * hd);
-  const int32_t* pos = a.i32(2, "pos", B, B);
-  uint8_t* cache = a.u8(3, "cache", cn, cn);
-  check_positions(a, pos, B, cap, "capacity");
-  check_disjoint(a, cache, cn, "cache", x, B * nkv * hd * 4, "x");
-  check_disjoint(a, cache, cn, "cache", pos, B * 4, "pos");
-  const kv_store_q3_fn fn = ctx.table().kv_store_q3;
-  const int64_t ld = nkv * hd;
-  // Split by kv head: each thread owns whole cache planes, so repeated positions cannot race.
-  run_split(ctx, nkv, B * hd, [&](int64_t h0, int64_t h1) {
-    fn(x + h0 * hd, pos, cache + h0 * cap * rb, B, h1 - h0, hd, ld, cap);
-  });
-  return info.Env().Undefined();
-}
+Napi::Value kv_store_q8(const Napi::CallbackInfo& info) { return kv_store_blocks(info, "kvStoreQ8", KvKind::q8); }
+Napi::Value kv_store_q3(const Napi::CallbackInfo& info) { return kv_store_blocks(info, "kvStoreQ3", KvKind::q3); }
 
 // attentionF16(ctx, q: Float32Array[B*nHeads*headDim], kCache, vCache: Uint16Array[nKvHeads*capacity*headDim],
 //              pos: Int32Array[B], out: Float32Array[B*nHeads*headDim], B, nHeads, nKvHeads, headDim,
