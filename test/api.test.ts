@@ -239,9 +239,42 @@ describe('generation API', () => {
     await expect(bad([1, 2.5], {})).rejects.toThrow(/prompt\[1\]/);
     await expect(bad('', {})).rejects.toThrow(/prompt is empty/);
     await expect(bad([], {})).rejects.toThrow(/prompt is empty/);
-    await expect(loadModel(MODEL, { kvType: 'q4' as never })).rejects.toThrow(/options\.kvType must be 'f16' or 'q8'/);
+    await expect(loadModel(MODEL, { kvType: 'q4' as never })).rejects.toThrow(/options\.kvType must be 'f16', 'q8' or 'q3', got 'q4'/);
     await expect(loadModel(MODEL, { threads: 0 })).rejects.toThrow(/options\.threads/);
+    await expect(loadModel(MODEL, { actQuant: 'i4' as never })).rejects.toThrow(/options\.actQuant must be 'auto' or 'i8', got 'i4'/);
     await expect(loadModel('/nonexistent.gguf')).rejects.toThrow(/nonexistent\.gguf/);
+  });
+
+  it('every family loads through the API: a4.8 gets its 3-bit KV cache, FBI-LLM runs float or --act i8 with the same greedy text', async () => {
+    const bundled = (f: string) => fileURLToPath(new URL(`../models/${f}`, import.meta.url));
+    const greedy = async (m: Awaited<ReturnType<typeof loadModel>>, prompt: string, maxTokens: number) => {
+      const tokens: number[] = [];
+      let text = '';
+      for await (const c of m.generate(prompt, { maxTokens, temperature: 0, ignoreEog: true })) {
+        tokens.push(c.token);
+        text += c.text;
+      }
+      return { tokens, text };
+    };
+    const a48 = await loadModel(bundled('tiny-a48-tq2_0.gguf'), { threads: 1 });
+    try {
+      expect(a48.info.kvType).toBe('q3');
+      expect(a48.info.hparams.row.family).toBe('a48');
+      expect((await greedy(a48, 'The Congress', 6)).tokens.length).toBe(6);
+    } finally {
+      await a48.close();
+    }
+    const texts: string[] = [];
+    for (const actQuant of ['auto', 'i8'] as const) {
+      const fbi = await loadModel(bundled('tiny-fbi-q1_0.gguf'), { threads: 1, actQuant });
+      try {
+        texts.push((await greedy(fbi, 'The Congress of the United States', 8)).text);
+      } finally {
+        await fbi.close();
+      }
+    }
+    expect(texts[0]!.length).toBeGreaterThan(0);
+    expect(texts[1]).toBe(texts[0]);
   });
 
   it('chat turns reuse the cached conversation: the second turn evaluates only its new tokens', async () => {
