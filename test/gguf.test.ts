@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,6 +24,21 @@ function smallFile(): Uint8Array {
 }
 
 describe('GGUF reader', () => {
+  it('refuses a file over 4 GiB with an error naming it, instead of aborting the process', () => {
+    // A sparse file: no disk space is used. V8 cannot view more than 2^32 bytes as one typed array.
+    const dir = mkdtempSync(join(tmpdir(), 'bitllm-big-'));
+    const path = join(dir, 'huge.gguf');
+    const fd = openSync(path, 'w');
+    ftruncateSync(fd, 2 ** 32 + 4096);
+    closeSync(fd);
+    try {
+      expect(() => readGguf(path)).toThrow(ModelFormatError);
+      expect(() => readGguf(path)).toThrow(/huge\.gguf: the file is 4294971392 bytes; bitllm maps model files of up to 4 GiB/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('reads the golden bitnet.cpp I2_S model: metadata, 46 tensors with I2_S sizes', () => {
     const f = readGguf(shared('golden/small-b158-i2s-s11.gguf'));
     const md = new GgufMetadata(f);

@@ -19,6 +19,15 @@ Napi::Value map_file_binding(const Napi::CallbackInfo& info) {
   std::string err;
   if (!map_file(path, &f, &err)) throw Napi::Error::New(info.Env(), err);
   if (f.size == 0) return Napi::ArrayBuffer::New(info.Env(), 0);
+  // The loader views the whole file as one Uint8Array, which V8 caps at 2^32 bytes; handing V8 a larger
+  // external buffer aborts the process. Refuse it with a message instead.
+  constexpr size_t kMaxMappedBytes = size_t{1} << 32;
+  if (f.size > kMaxMappedBytes) {
+    const size_t size = f.size;
+    unmap_file(&f);
+    throw Napi::RangeError::New(info.Env(), path + ": the file is " + std::to_string(size) +
+                                                " bytes; bitllm maps model files of up to 4 GiB (4294967296 bytes)");
+  }
   auto* hint = new MappedFile(f);
   return Napi::ArrayBuffer::New(
       info.Env(), f.addr, f.size,
