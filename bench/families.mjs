@@ -1,15 +1,16 @@
 #!/usr/bin/env node
-// Every family at the BitNet b1.58 2B-4T shape (`bitllm synth --shape 2b4t`, seeded random weights of each
+// Every family at the BitNet b1.58 2B-4T shape (the FP16 teacher and BiLLM at --ptq-shape) (`bitllm synth --shape 2b4t`, seeded random weights of each
 // family's layout), end to end through `bitllm bench` (public API: worker, sampling, ignoreEog), run
 // alternately rep by rep so every model sees the same machine state. Prints each measurement as a JSON
 // line, then the ratios the families issue names, each taken within one run:
 //   BitNet 1-bit decode / b1.58 TQ2_0 decode (same q8 head)
 //   FBI-LLM and OneBit decode on the exact float path / the same model on the int8 path (--act i8)
 //   a4.8 decode / b1.58 decode (same shape and head); a4.8 prefill / b1.58 prefill
-//   BiLLM decode / FP16 teacher decode (synthetic BiLLM planes: 8 salient columns per 128-column block)
+//   BiLLM decode / FP16 teacher decode (synthetic BiLLM planes: 8 salient columns per 128-column block), at
+//   --ptq-shape (default 1b3, FBI-LLM 1.3B's: the 2B-4T FP16 file is 4.8 GB, past the 4 GiB bitllm can map)
 //
 //   npm run build && node bench/families.mjs [--dir DIR] [--threads 2] [--reps 3] [-p 128] [-n 32] [--head q8]
-//                                          [--only b158,bitnet,fbi,onebit,a48,fp16,billm]
+//                                          [--only b158,bitnet,fbi,onebit,a48,fp16,billm] [--ptq-shape 1b3]
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -30,6 +31,7 @@ const reps = Number(val('--reps', '3'));
 const p = Number(val('-p', '128'));
 const n = Number(val('-n', '32'));
 const head = val('--head', 'q8');
+const ptqShape = val('--ptq-shape', '1b3');
 const only = new Set(val('--only', 'b158,bitnet,fbi,onebit,a48,fp16,billm').split(','));
 
 if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`);
@@ -48,10 +50,11 @@ const SYNTH = [
 ].filter(([f]) => only.has(f));
 const files = {};
 for (const [family, type, arch] of SYNTH) {
-  const file = join(dir, `families-2b4t-${arch}-${type}.gguf`);
+  const shape = family === 'fp16' || family === 'billm' ? ptqShape : '2b4t';
+  const file = join(dir, `families-${shape}-${arch}-${type}.gguf`);
   if (!existsSync(file)) {
     process.stderr.write(`synthesizing ${file}…\n`);
-    run(['synth', '--shape', '2b4t', '--type', type, '--arch', arch, '--activation', 'relu2', '--seed', '1', '-o', file]);
+    run(['synth', '--shape', shape, '--type', type, '--arch', arch, '--activation', 'relu2', '--seed', '1', '-o', file]);
   }
   files[family] = file;
 }

@@ -5,7 +5,7 @@ import { UsageError, parseArgs } from './args.js';
 
 export const SYNTH_USAGE = `usage: bitllm synth --shape SHAPE --type TYPE -o FILE [options]
 
-  --shape tiny|small|large|3b|2b4t   model shape (3b: i2_s only; 2b4t: BitNet b1.58 2B-4T, llama-bpe vocabulary)
+  --shape tiny|small|large|1b3|3b|2b4t   model shape (1b3: FBI-LLM 1.3B; 3b: i2_s only; 2b4t: BitNet b1.58 2B-4T, llama-bpe vocabulary)
   --type i2_s|tq2_0|tq1_0|q1_0|f16   projection type: ternary layouts, Q1_0 signs, F16 dense
   -o, --out FILE                     output GGUF
   --arch ARCH                        general.architecture: ${ARCH_NAMES.join(', ')}

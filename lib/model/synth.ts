@@ -22,7 +22,7 @@ export type SynthArch = string;
 /** An impossible request (bad shape/type/arch combination, missing vocabulary). */
 export class SynthError extends BitllmError {}
 
-export type SynthShapeName = 'tiny' | 'small' | 'large' | '3b' | '2b4t';
+export type SynthShapeName = 'tiny' | 'small' | 'large' | '1b3' | '3b' | '2b4t';
 export type SynthType = 'i2_s' | 'tq2_0' | 'tq1_0' | 'q1_0' | 'f16' | 'billm';
 
 export interface SynthShape {
@@ -43,6 +43,9 @@ export const SYNTH_SHAPES: Readonly<Record<SynthShapeName, SynthShape>> = {
   // Same block shape as ../shared/golden.
   small: { nEmbd: 512, nLayer: 4, nHead: 8, nHeadKv: 4, nFf: 1536, ropeTheta: 500000, eps: 1e-5, contextLength: 4096, vocab: 'llama-spm' },
   large: { nEmbd: 1024, nLayer: 8, nHead: 16, nHeadKv: 4, nFf: 2816, ropeTheta: 500000, eps: 1e-5, contextLength: 4096, vocab: 'llama-spm' },
+  // LiqunMa/FBI-LLM_1.3B (families.md §4): MHA, SiLU in the original; its FP16 form (2.6 GB) fits the 4 GiB
+  // a file may have, so the FP16-vs-BiLLM comparison runs at this shape.
+  '1b3': { nEmbd: 2048, nLayer: 24, nHead: 32, nHeadKv: 32, nFf: 5632, ropeTheta: 10000, eps: 1e-5, contextLength: 2048, vocab: 'llama-spm' },
   // 1bitLLM/bitnet_b1_58-3B: ffn_down K = 8640 is not a multiple of 256, so only I2_S can hold it.
   '3b': { nEmbd: 3200, nLayer: 26, nHead: 32, nHeadKv: 32, nFf: 8640, ropeTheta: 10000, eps: 1e-5, contextLength: 2048, vocab: 'llama-spm' },
   // microsoft/bitnet-b1.58-2B-4T (formats.md §2.1).
