@@ -2,7 +2,7 @@
 
 `export_tensors(model)` turns a trained model into the inference tensors the GGUF exporter packs
 (lib/convert/export.ts), named as in the GGUF; `Inference` runs exactly those tensors the way the bitllm
-engine does (lib/model/bitnet.ts): F16 embeddings and tied head, per-token int8 activations quantized as
+engine does (lib/model/transformer.ts): F16 embeddings and tied head, per-token int8 activations quantized as
 lib/reference/act_quant.ts (s = 127/max(max|x|, 1e-5) in f32, round half to even, clamp), integer dots
 scaled as y = (dot · w_scale) / s, K/V rounded to F16 as the engine's cache stores them, and
 `bitllm perplexity` windows (BOS + ctx − 1 tokens, every token after BOS scored).
