@@ -7,7 +7,6 @@
 // LayerNorm and the f16 KV store are bit-exact between backends; float ops (norms, RoPE, attention, GLU, the
 // f16 GEMMs and the float sign GEMM) differ by summation order. Through a 4-layer model a few-ulp change can
 // flip an int8 code; the per-row bound is relative to the row's largest logit.
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,7 +25,7 @@ import { KvCache } from '../lib/model/kv-cache.js';
 import { type SynthType, synthesizeModel } from '../lib/model/synth.js';
 import { TransformerModel } from '../lib/model/transformer.js';
 import { type LoadWeightsOptions, loadWeights } from '../lib/model/weights.js';
-import { contextsPerIsa } from './helpers.js';
+import { contextsPerIsa, runProcess } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MODELS = join(ROOT, 'models');
@@ -165,11 +164,11 @@ describe('BiLLM: bitllm quantize of the FP16 teacher', () => {
   // Calibration text from the repository's own docs (English prose, several thousand tokens).
   const calib = join(dir, 'calib.txt');
   writeFileSync(calib, ['README.md', 'docs/DESIGN.md', 'docs/training.md'].map((f) => readFileSync(join(ROOT, f), 'utf8')).join('\n\n'));
-  const quantize = (...args: string[]) => spawnSync(process.execPath, [CLI, 'quantize', join(MODELS, 'tiny-fp16-f16.gguf'), ...args], { encoding: 'utf8', timeout: 300_000 });
+  const quantize = (...args: string[]) => runProcess(process.execPath, [CLI, 'quantize', join(MODELS, 'tiny-fp16-f16.gguf'), ...args]);
 
-  it('writes a packed billm model that runs natively, bit-identical to the op-by-op path and within the bound of the reference', () => {
+  it('writes a packed billm model that runs natively, bit-identical to the op-by-op path and within the bound of the reference', async () => {
     const out = join(dir, 'billm.gguf');
-    const r = quantize('--method', 'billm', '--calib', calib, '--calib-tokens', '1024', '-o', out, '--json');
+    const r = await quantize('--method', 'billm', '--calib', calib, '--calib-tokens', '1024', '-o', out, '--json');
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     const s = JSON.parse(r.stdout) as { arch: string; bits_per_weight: number; calib_tokens: number };
@@ -192,9 +191,9 @@ describe('BiLLM: bitllm quantize of the FP16 teacher', () => {
     for (const [isa, c] of contextsPerIsa()) expectClose(run(new TransformerModel(c, cfg, loadWeights(c, f, cfg))), fused, cfg.nVocab, `billm ${isa}`);
   }, 300_000);
 
-  it('absmax baselines are dense F16 models of the same architecture', () => {
+  it('absmax baselines are dense F16 models of the same architecture', async () => {
     const out = join(dir, 'absmax-w1.gguf');
-    const r = quantize('--method', 'absmax', '--bits', '1', '-o', out, '--json');
+    const r = await quantize('--method', 'absmax', '--bits', '1', '-o', out, '--json');
     expect(r.status).toBe(0);
     const f = readGguf(out);
     expect(configFromGguf(f).arch).toBe('bitnet-f16');
@@ -204,16 +203,16 @@ describe('BiLLM: bitllm quantize of the FP16 teacher', () => {
     expect(new Set(Array.from(row, (h) => h & 0x7fff)).size).toBe(1);
   }, 120_000);
 
-  it('a calibration text too short says how many tokens BiLLM needs', () => {
+  it('a calibration text too short says how many tokens BiLLM needs', async () => {
     const short = join(dir, 'short.txt');
     writeFileSync(short, 'Only a few words of calibration text.');
-    const r = quantize('--method', 'billm', '--calib', short, '-o', join(dir, 'never.gguf'));
+    const r = await quantize('--method', 'billm', '--calib', short, '-o', join(dir, 'never.gguf'));
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/the calibration text gives \d+ tokens; BiLLM needs at least 768 \(the largest projection input, ffn_down's K = 768\)/);
   });
 
-  it('refuses a model whose projections are not dense', () => {
-    const r = spawnSync(process.execPath, [CLI, 'quantize', join(MODELS, 'tiny-b158-i2_s.gguf'), '--method', 'absmax', '--bits', '1', '-o', join(dir, 'x.gguf')], { encoding: 'utf8' });
+  it('refuses a model whose projections are not dense', async () => {
+    const r = await runProcess(process.execPath, [CLI, 'quantize', join(MODELS, 'tiny-b158-i2_s.gguf'), '--method', 'absmax', '--bits', '1', '-o', join(dir, 'x.gguf')]);
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/quantize needs dense \(f16\) projections/);
   });

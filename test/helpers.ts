@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 // Shared test helpers: deterministic RNG, one kernel context per supported ISA, bit comparison.
 import { expect } from 'vitest';
 
@@ -56,4 +57,27 @@ export function expectSameInts(got: ArrayLike<number>, want: ArrayLike<number>, 
   for (let i = 0; i < got.length; i++) {
     if (got[i] !== want[i]) expect.fail(`${what}: element ${i} is ${got[i]}, reference ${want[i]}`);
   }
+}
+
+/**
+ * Runs a child process without blocking this worker's event loop (a spawnSync of tens of seconds starves
+ * vitest's worker RPC, which then times out). Resolves with the exit status and the whole output.
+ */
+export function runProcess(cmd: string, args: string[], timeoutMs = 300_000): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
+  });
 }

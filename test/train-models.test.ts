@@ -15,6 +15,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { readGguf } from '../lib/format/gguf.js';
 import { Tokenizer } from '../lib/tokenizer/index.js';
+import { runProcess } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MAIN = join(ROOT, 'dist', 'cli', 'main.js');
@@ -115,9 +116,9 @@ describe('perplexity parity: bitllm vs the trainer', () => {
     ...(m.eval[`${split}_a8`] ? [{ m, split, key: `${split}_a8` as const, args: ['--act', 'i8'] }] : []),
   ]));
   for (const { m, split, key, args } of cases)
-    it(`${m.file} on ${split}${args.length ? ` (${args.join(' ')})` : ''}: within 1 % of the trainer's quantized evaluation (${key})`, () => {
-      const r = spawnSync(process.execPath, [MAIN, 'perplexity', join(MODELS, m.file), '-f', join(ROOT, manifest.corpus[split].file),
-        '--ctx', String(manifest.eval.ctx), '--json', ...args], { encoding: 'utf8', timeout: 300_000 });
+    it(`${m.file} on ${split}${args.length ? ` (${args.join(' ')})` : ''}: within 1 % of the trainer's quantized evaluation (${key})`, async () => {
+      const r = await runProcess(process.execPath, [MAIN, 'perplexity', join(MODELS, m.file), '-f', join(ROOT, manifest.corpus[split].file),
+        '--ctx', String(manifest.eval.ctx), '--json', ...args]);
       expect(r.stderr).toBe('');
       expect(r.status).toBe(0);
       const got = JSON.parse(r.stdout) as EvalResult;
