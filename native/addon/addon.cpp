@@ -11,6 +11,14 @@ namespace bitllm {
 void Args::type_error(const std::string& msg) const {
   throw Napi::TypeError::New(info_.Env(), std::string(fn_) + ": " + msg);
 }
+void check_disjoint(const Args& a, const void* out, int64_t out_bytes, const char* out_name, const void* in,
+                    int64_t in_bytes, const char* in_name) {
+  const auto o = reinterpret_cast<uintptr_t>(out), i = reinterpret_cast<uintptr_t>(in);
+  if (out_bytes > 0 && in_bytes > 0 && o < i + static_cast<uintptr_t>(in_bytes) &&
+      i < o + static_cast<uintptr_t>(out_bytes))
+    a.range_error(std::string(out_name) + " overlaps " + in_name);
+}
+
 void Args::range_error(const std::string& msg) const {
   throw Napi::RangeError::New(info_.Env(), std::string(fn_) + ": " + msg);
 }

@@ -18,13 +18,6 @@ int64_t checked_k(const Args& a, size_t i, int64_t step) {
   return K;
 }
 
-void no_overlap(const Args& a, const void* out, int64_t out_bytes, const char* out_name, const void* in,
-                int64_t in_bytes, const char* in_name) {
-  const auto o = reinterpret_cast<uintptr_t>(out), i = reinterpret_cast<uintptr_t>(in);
-  if (o < i + static_cast<uintptr_t>(in_bytes) && i < o + static_cast<uintptr_t>(out_bytes))
-    a.range_error(std::string(out_name) + " overlaps " + in_name);
-}
-
 // binaryLutTables(ctx, u: Float32Array[B*K], B, K, tables: Float32Array[B*4K])  (K % 4 == 0)
 Napi::Value lut_tables(const Napi::CallbackInfo& info) {
   Args a(info, "binaryLutTables");
@@ -33,7 +26,7 @@ Napi::Value lut_tables(const Napi::CallbackInfo& info) {
   const float* u = a.f32(1, "u", B * K, B * K);
   const int64_t ldt = b1l_table_floats(K);
   float* tables = a.f32(4, "tables", B * ldt, B * ldt);
-  no_overlap(a, tables, B * ldt * 4, "tables", u, B * K * 4, "u");
+  check_disjoint(a, tables, B * ldt * 4, "tables", u, B * K * 4, "u");
   build_binary_lut_tables(ctx.table(), ctx.pool(), u, K, B, K, tables, ldt);
   return info.Env().Undefined();
 }
@@ -54,10 +47,10 @@ Napi::Value lut_gemm(const Napi::CallbackInfo& info) {
   const float* tok_bias = a.has(7) ? a.f32(7, "tokBias", B, B) : nullptr;
   float* y = a.f32(8, "y", B * M, B * M);
   const int64_t ybytes = B * M * 4;
-  no_overlap(a, y, ybytes, "y", bits, nbits, "bits");
-  no_overlap(a, y, ybytes, "y", u, B * K * 4, "u");
-  if (row_scale) no_overlap(a, y, ybytes, "y", row_scale, M * 4, "rowScale");
-  if (tok_bias) no_overlap(a, y, ybytes, "y", tok_bias, B * 4, "tokBias");
+  check_disjoint(a, y, ybytes, "y", bits, nbits, "bits");
+  check_disjoint(a, y, ybytes, "y", u, B * K * 4, "u");
+  if (row_scale) check_disjoint(a, y, ybytes, "y", row_scale, M * 4, "rowScale");
+  if (tok_bias) check_disjoint(a, y, ybytes, "y", tok_bias, B * 4, "tokBias");
 
   const BinaryLutMat w{bits, M, K};
   run_binary_lut_gemm(ctx.table(), ctx.pool(), w, u, K, B, row_scale, tok_bias, y, M, ctx.scratch_bytes());
@@ -71,7 +64,7 @@ Napi::Value pack_from_signs(const Napi::CallbackInfo& info) {
   const int64_t M = a.integer(2, "M", 1, kMaxDim), K = checked_k(a, 3, kB1lKStep);
   const int8_t* signs = a.i8(1, "signs", M * K, M * K);
   uint8_t* bits = a.u8(4, "bits", b1l_bytes(M, K), b1l_bytes(M, K));
-  no_overlap(a, bits, b1l_bytes(M, K), "bits", signs, M * K, "signs");
+  check_disjoint(a, bits, b1l_bytes(M, K), "bits", signs, M * K, "signs");
   ctx.pool().parallel_for(b1l_blocks(M), [&](int64_t t0, int64_t t1) { pack_b1l_from_signs(signs, K, M, K, bits, t0, t1); });
   return info.Env().Undefined();
 }
@@ -84,7 +77,7 @@ Napi::Value pack_from_b1r16(const Napi::CallbackInfo& info) {
   const int64_t src_bytes = b1_bits_bytes(M, K), nbits = b1l_bytes(M, K);
   const uint8_t* src = a.u8(1, "b1r16", src_bytes, src_bytes);
   uint8_t* bits = a.u8(4, "bits", nbits, nbits);
-  no_overlap(a, bits, nbits, "bits", src, src_bytes, "b1r16");
+  check_disjoint(a, bits, nbits, "bits", src, src_bytes, "b1r16");
   ctx.pool().parallel_for(b1l_blocks(M), [&](int64_t t0, int64_t t1) { pack_b1l_from_b1r16(src, M, K, bits, t0, t1); });
   return info.Env().Undefined();
 }
@@ -95,7 +88,7 @@ Napi::Value unpack_to_signs(const Napi::CallbackInfo& info) {
   const int64_t M = a.integer(1, "M", 1, kMaxDim), K = checked_k(a, 2, kB1lKStep);
   const uint8_t* bits = a.u8(0, "bits", b1l_bytes(M, K), b1l_bytes(M, K));
   int8_t* signs = a.i8(3, "signs", M * K, M * K);
-  no_overlap(a, signs, M * K, "signs", bits, b1l_bytes(M, K), "bits");
+  check_disjoint(a, signs, M * K, "signs", bits, b1l_bytes(M, K), "bits");
   unpack_b1l_to_signs(bits, M, K, signs, K);
   return info.Env().Undefined();
 }

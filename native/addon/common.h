@@ -87,6 +87,11 @@ class Args {
   const char* fn_;
 };
 
+// Rejects (RangeError "<out> overlaps <in>") an output typed array whose bytes overlap an input's: kernels
+// read their inputs while they write. Empty ranges never overlap.
+void check_disjoint(const Args& a, const void* out, int64_t out_bytes, const char* out_name, const void* in,
+                    int64_t in_bytes, const char* in_name);
+
 // Largest K / M / B the bindings accept: keeps every int32 dot and size computation exact.
 constexpr int64_t kMaxDim = int64_t{1} << 22;
 constexpr int64_t kMaxBatch = 4096;

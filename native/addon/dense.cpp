@@ -15,15 +15,6 @@ namespace {
 
 constexpr int64_t kQ8_0BlockBytes = 34;
 
-// Rejects an output typed array whose bytes overlap an input's: kernels read inputs while writing.
-void check_disjoint(const Args& a, const void* out, int64_t out_bytes, const char* out_name, const void* in,
-                    int64_t in_bytes, const char* in_name) {
-  const auto o = reinterpret_cast<uintptr_t>(out), i = reinterpret_cast<uintptr_t>(in);
-  if (out_bytes > 0 && in_bytes > 0 && o < i + static_cast<uintptr_t>(in_bytes) &&
-      i < o + static_cast<uintptr_t>(out_bytes))
-    a.range_error(std::string(out_name) + " overlaps " + in_name);
-}
-
 // rows: Int32Array of ids in [0, M); an id outside is a RangeError naming its index.
 const int32_t* row_ids(const Args& a, size_t i, int64_t M, int64_t* n) {
   const int32_t* rows = a.i32(i, "rows", 0);

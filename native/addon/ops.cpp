@@ -30,14 +30,6 @@ float float_arg(const Args& a, size_t i, const char* name, bool nonneg, bool pos
   return static_cast<float>(v);
 }
 
-// Byte ranges [p, p + bytes) of two arguments must not overlap.
-void check_disjoint(const Args& a, const void* p, int64_t pbytes, const char* pname, const void* q, int64_t qbytes,
-                    const char* qname) {
-  const auto x = reinterpret_cast<uintptr_t>(p), y = reinterpret_cast<uintptr_t>(q);
-  if (pbytes > 0 && qbytes > 0 && x < y + static_cast<uintptr_t>(qbytes) && y < x + static_cast<uintptr_t>(pbytes))
-    a.range_error(std::string(pname) + " must not overlap " + qname);
-}
-
 // Every pos[b] in [0, limit); returns the largest.
 int32_t check_positions(const Args& a, const int32_t* pos, int64_t B, int64_t limit, const char* limit_name) {
   int32_t mx = 0;

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "common.h"
+#include "ternary_layout.h"
 #include "runtime/sparse_run.h"
 #include "runtime/repack_ternary.h"
 #include "runtime/repack_ternary_sparse.h"
@@ -18,18 +19,6 @@ int64_t check_k(const Args& a, size_t i) {
   return K;
 }
 
-// Rejects an output typed array whose bytes overlap an input's: kernels read inputs while writing.
-void no_overlap(const Args& a, const void* out, int64_t out_bytes, const char* out_name, const void* in,
-                int64_t in_bytes, const char* in_name) {
-  const auto o = reinterpret_cast<uintptr_t>(out), i = reinterpret_cast<uintptr_t>(in);
-  if (o < i + static_cast<uintptr_t>(in_bytes) && i < o + static_cast<uintptr_t>(out_bytes))
-    a.range_error(std::string(out_name) + " overlaps " + in_name);
-}
-
-void pack_from_t2(ContextWrap& ctx, const uint8_t* codes, int64_t M, int64_t K, uint8_t* data) {
-  ctx.pool().parallel_for(ts_blocks(M), [&](int64_t b0, int64_t b1) { pack_sparse_from_t2(codes, M, K, data, b0, b1); });
-}
-
 // sparseLayout(M, K) -> { rows, blocks, weightBytes }
 Napi::Value sparse_layout(const Napi::CallbackInfo& info) {
   Args a(info, "sparseLayout");
@@ -41,43 +30,17 @@ Napi::Value sparse_layout(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// packTernarySparse(ctx, trits: Int8Array[M*K], M, K, data: Uint8Array[sparseLayout(M, K).weightBytes])
-Napi::Value pack_trits(const Napi::CallbackInfo& info) {
-  Args a(info, "packTernarySparse");
-  ContextWrap& ctx = a.context(0);
-  const int64_t M = a.integer(2, "M", 1, kMaxDim), K = check_k(a, 3);
-  const int8_t* trits = a.i8(1, "trits", M * K, M * K);
-  const int64_t bytes = ts_weight_bytes(M, K);
-  uint8_t* data = a.u8(4, "data", bytes, bytes);
-  std::vector<uint8_t> codes(static_cast<size_t>(t2_code_bytes(M, K)));
-  ctx.pool().parallel_for(t2_tiles(M), [&](int64_t t0, int64_t t1) { pack_t2_from_trits(trits, K, M, K, codes.data(), t0, t1); });
-  pack_from_t2(ctx, codes.data(), M, K, data);
-  return info.Env().Undefined();
-}
+// TS256 as a layout derived from T2R16 (ternary_layout.h).
+const TernaryLayoutOps kSparseOps{
+    "packTernarySparse", "packTernarySparseFromT2", "unpackTernarySparse", check_k, ts_weight_bytes,
+    [](ThreadPool& pool, const uint8_t* codes, int64_t M, int64_t K, uint8_t* data) {
+      pool.parallel_for(ts_blocks(M), [&](int64_t b0, int64_t b1) { pack_sparse_from_t2(codes, M, K, data, b0, b1); });
+    },
+    [](const uint8_t* data, int64_t M, int64_t K, int8_t* trits) { unpack_sparse_to_trits(data, M, K, trits, K); }};
 
-// packTernarySparseFromT2(ctx, codes: Uint8Array (T2R16), M, K, data: Uint8Array)
-Napi::Value pack_t2(const Napi::CallbackInfo& info) {
-  Args a(info, "packTernarySparseFromT2");
-  ContextWrap& ctx = a.context(0);
-  const int64_t M = a.integer(2, "M", 1, kMaxDim), K = check_k(a, 3);
-  const uint8_t* codes = a.u8(1, "codes", t2_code_bytes(M, K), t2_code_bytes(M, K));
-  const int64_t bytes = ts_weight_bytes(M, K);
-  uint8_t* data = a.u8(4, "data", bytes, bytes);
-  no_overlap(a, data, bytes, "data", codes, t2_code_bytes(M, K), "codes");
-  pack_from_t2(ctx, codes, M, K, data);
-  return info.Env().Undefined();
-}
-
-// unpackTernarySparse(data: Uint8Array, M, K, trits: Int8Array[M*K])
-Napi::Value unpack(const Napi::CallbackInfo& info) {
-  Args a(info, "unpackTernarySparse");
-  const int64_t M = a.integer(1, "M", 1, kMaxDim), K = check_k(a, 2);
-  const int64_t bytes = ts_weight_bytes(M, K);
-  const uint8_t* data = a.u8(0, "data", bytes, bytes);
-  int8_t* trits = a.i8(3, "trits", M * K, M * K);
-  unpack_sparse_to_trits(data, M, K, trits, K);
-  return info.Env().Undefined();
-}
+Napi::Value pack_trits(const Napi::CallbackInfo& info) { return pack_layout_from_trits(info, kSparseOps); }
+Napi::Value pack_t2(const Napi::CallbackInfo& info) { return pack_layout_from_t2(info, kSparseOps); }
+Napi::Value unpack(const Napi::CallbackInfo& info) { return unpack_layout(info, kSparseOps); }
 
 // ternarySparseGemm(ctx, data: Uint8Array, scales: Float32Array, M, K, scaleMode: 0 (tensor) | 1 (row),
 //                   q: Int8Array[B*K], scale: Float32Array[B], sum: Int32Array[B], B, y: Float32Array[B*M])
@@ -97,11 +60,11 @@ Napi::Value gemm(const Napi::CallbackInfo& info) {
   const int32_t* sum = a.i32(8, "sum", B);
   float* y = a.f32(10, "y", B * M);
   const int64_t ybytes = B * M * 4;
-  no_overlap(a, y, ybytes, "y", data, bytes, "data");
-  no_overlap(a, y, ybytes, "y", scales, nscales * 4, "scales");
-  no_overlap(a, y, ybytes, "y", q, B * K, "q");
-  no_overlap(a, y, ybytes, "y", scale, B * 4, "scale");
-  no_overlap(a, y, ybytes, "y", sum, B * 4, "sum");
+  check_disjoint(a, y, ybytes, "y", data, bytes, "data");
+  check_disjoint(a, y, ybytes, "y", scales, nscales * 4, "scales");
+  check_disjoint(a, y, ybytes, "y", q, B * K, "q");
+  check_disjoint(a, y, ybytes, "y", scale, B * 4, "scale");
+  check_disjoint(a, y, ybytes, "y", sum, B * 4, "sum");
   const TernarySparseMat w{data, scales, M, K, mode};
   const QActs acts{q, scale, sum, nullptr, B, K, K};
   run_ternary_sparse_gemm(ctx.table(), ctx.pool(), w, acts, y, M, ctx.sparse_lists());

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common.h"
+#include "ternary_layout.h"
 #include "runtime/td3_run.h"
 #include "runtime/repack_td3.h"
 #include "runtime/repack_ternary.h"
@@ -32,14 +33,6 @@ int64_t check_k(const Args& a, size_t i) {
   return K;
 }
 
-// Rejects an output typed array whose bytes overlap an input's: kernels read inputs while writing.
-void no_overlap(const Args& a, const void* out, int64_t out_bytes, const char* out_name, const void* in,
-                int64_t in_bytes, const char* in_name) {
-  const auto o = reinterpret_cast<uintptr_t>(out), i = reinterpret_cast<uintptr_t>(in);
-  if (o < i + static_cast<uintptr_t>(in_bytes) && i < o + static_cast<uintptr_t>(out_bytes))
-    a.range_error(std::string(out_name) + " overlaps " + in_name);
-}
-
 // td3Layout(M, K) -> { rows, tiles, blocks, weightBytes, tileBytes }
 Napi::Value td3_layout(const Napi::CallbackInfo& info) {
   Args a(info, "td3Layout");
@@ -53,47 +46,17 @@ Napi::Value td3_layout(const Napi::CallbackInfo& info) {
   return o;
 }
 
-void pack_from_t2(ContextWrap& ctx, const uint8_t* codes, int64_t M, int64_t K, uint8_t* data) {
-  ctx.pool().parallel_for(td3_tiles(M), [&](int64_t t0, int64_t t1) { pack_td3_from_t2(codes, M, K, data, t0, t1); });
-}
+// TD3 as a layout derived from T2R16 (ternary_layout.h).
+const TernaryLayoutOps kTd3Ops{
+    "packTernaryTd3", "packTernaryTd3FromT2", "unpackTernaryTd3", check_k, td3_weight_bytes,
+    [](ThreadPool& pool, const uint8_t* codes, int64_t M, int64_t K, uint8_t* data) {
+      pool.parallel_for(td3_tiles(M), [&](int64_t t0, int64_t t1) { pack_td3_from_t2(codes, M, K, data, t0, t1); });
+    },
+    [](const uint8_t* data, int64_t M, int64_t K, int8_t* trits) { unpack_td3_to_trits(data, M, K, trits, K); }};
 
-// packTernaryTd3(ctx, trits: Int8Array[M*K], M, K, data: Uint8Array[td3Layout(M, K).weightBytes])
-Napi::Value pack_trits(const Napi::CallbackInfo& info) {
-  Args a(info, "packTernaryTd3");
-  ContextWrap& ctx = a.context(0);
-  const int64_t M = a.integer(2, "M", 1, kMaxDim), K = check_k(a, 3);
-  const int8_t* trits = a.i8(1, "trits", M * K, M * K);
-  const int64_t bytes = td3_weight_bytes(M, K);
-  uint8_t* data = a.u8(4, "data", bytes, bytes);
-  std::vector<uint8_t> codes(static_cast<size_t>(t2_code_bytes(M, K)));
-  ctx.pool().parallel_for(t2_tiles(M), [&](int64_t t0, int64_t t1) { pack_t2_from_trits(trits, K, M, K, codes.data(), t0, t1); });
-  pack_from_t2(ctx, codes.data(), M, K, data);
-  return info.Env().Undefined();
-}
-
-// packTernaryTd3FromT2(ctx, codes: Uint8Array (T2R16), M, K, data: Uint8Array)
-Napi::Value pack_t2(const Napi::CallbackInfo& info) {
-  Args a(info, "packTernaryTd3FromT2");
-  ContextWrap& ctx = a.context(0);
-  const int64_t M = a.integer(2, "M", 1, kMaxDim), K = check_k(a, 3);
-  const uint8_t* codes = a.u8(1, "codes", t2_code_bytes(M, K), t2_code_bytes(M, K));
-  const int64_t bytes = td3_weight_bytes(M, K);
-  uint8_t* data = a.u8(4, "data", bytes, bytes);
-  no_overlap(a, data, bytes, "data", codes, t2_code_bytes(M, K), "codes");
-  pack_from_t2(ctx, codes, M, K, data);
-  return info.Env().Undefined();
-}
-
-// unpackTernaryTd3(data: Uint8Array, M, K, trits: Int8Array[M*K])
-Napi::Value unpack(const Napi::CallbackInfo& info) {
-  Args a(info, "unpackTernaryTd3");
-  const int64_t M = a.integer(1, "M", 1, kMaxDim), K = check_k(a, 2);
-  const int64_t bytes = td3_weight_bytes(M, K);
-  const uint8_t* data = a.u8(0, "data", bytes, bytes);
-  int8_t* trits = a.i8(3, "trits", M * K, M * K);
-  unpack_td3_to_trits(data, M, K, trits, K);
-  return info.Env().Undefined();
-}
+Napi::Value pack_trits(const Napi::CallbackInfo& info) { return pack_layout_from_trits(info, kTd3Ops); }
+Napi::Value pack_t2(const Napi::CallbackInfo& info) { return pack_layout_from_t2(info, kTd3Ops); }
+Napi::Value unpack(const Napi::CallbackInfo& info) { return unpack_layout(info, kTd3Ops); }
 
 // repackTernaryTd3(ctx, format: 'i2_s'|'tq2_0'|'tq1_0', src: Uint8Array, M, K, data: Uint8Array,
 //                  blockScales?: Float32Array) -> { invalid: number, scale?: number }
@@ -115,7 +78,7 @@ Napi::Value repack(const Napi::CallbackInfo& info) {
     std::memcpy(&scale, src + M * K / 4, 4);
     codes.resize(static_cast<size_t>(t2_code_bytes(M, K)));
     ctx.pool().parallel_for(tiles, [&](int64_t t0, int64_t t1) { repack_t2_from_i2s(src, M, K, codes.data(), t0, t1); });
-    pack_from_t2(ctx, codes.data(), M, K, data);
+    kTd3Ops.pack_from_t2(ctx.pool(), codes.data(), M, K, data);
     out.Set("invalid", 0);
     out.Set("scale", scale);
     return out;
@@ -127,7 +90,7 @@ Napi::Value repack(const Napi::CallbackInfo& info) {
   const uint8_t* src = a.u8(2, "src", M * (K / 256) * block_bytes);
   const int64_t nscales = tiles * (K / kScaleBlockK) * kT2Rows;
   float* bscales = a.f32(6, "blockScales", nscales, nscales);
-  no_overlap(a, data, bytes, "data", src, M * (K / 256) * block_bytes, "src");
+  check_disjoint(a, data, bytes, "data", src, M * (K / 256) * block_bytes, "src");
   codes.resize(static_cast<size_t>(t2_code_bytes(M, K)));
   std::vector<int64_t> invalid(static_cast<size_t>(tiles), 0);
   ctx.pool().parallel_for(tiles, [&](int64_t t0, int64_t t1) {
@@ -136,7 +99,7 @@ Napi::Value repack(const Napi::CallbackInfo& info) {
   });
   int64_t total = 0;
   for (int64_t v : invalid) total += v;
-  pack_from_t2(ctx, codes.data(), M, K, data);
+  kTd3Ops.pack_from_t2(ctx.pool(), codes.data(), M, K, data);
   out.Set("invalid", static_cast<double>(total));
   float uniform;
   if (t2_uniform_block_scale(codes.data(), bscales, M, K, &uniform)) out.Set("scale", uniform);
@@ -163,11 +126,11 @@ Napi::Value gemm(const Napi::CallbackInfo& info) {
   const int32_t* sum = a.i32(8, "sum", B);
   float* y = a.f32(10, "y", B * M);
   const int64_t ybytes = B * M * 4;
-  no_overlap(a, y, ybytes, "y", data, bytes, "data");
-  no_overlap(a, y, ybytes, "y", scales, nscales * 4, "scales");
-  no_overlap(a, y, ybytes, "y", q, B * K, "q");
-  no_overlap(a, y, ybytes, "y", scale, B * 4, "scale");
-  no_overlap(a, y, ybytes, "y", sum, B * 4, "sum");
+  check_disjoint(a, y, ybytes, "y", data, bytes, "data");
+  check_disjoint(a, y, ybytes, "y", scales, nscales * 4, "scales");
+  check_disjoint(a, y, ybytes, "y", q, B * K, "q");
+  check_disjoint(a, y, ybytes, "y", scale, B * 4, "scale");
+  check_disjoint(a, y, ybytes, "y", sum, B * 4, "sum");
   const KernelTable& t = ctx.table();
   const int32_t* bsum = nullptr;
   if (mode == kScaleBlock) {
