@@ -9,11 +9,15 @@ import { binding } from '../native.js';
 import { allocActivations, refActQuantI8 } from '../reference/act_quant.js';
 import { ScaleMode, refTernaryGemm, t2CodeBytes } from '../reference/ternary.js';
 import { binaryGemm } from '../kernels/binary.js';
+import { binaryLutGemm, binaryToLut } from '../kernels/binary-lut.js';
+import { ternarySparseGemm, ternaryToSparse } from '../kernels/ternary-sparse.js';
 import { f16Gemm, q4Gemm, q8Gemm, repackQ4, repackQ8 } from '../kernels/dense.js';
 import { lutLayout, ternaryLutGemm, ternaryToLut } from '../kernels/lut.js';
 import { td3Layout, ternaryTd3Gemm, ternaryToTd3 } from '../kernels/td3.js';
 import { quantizeActivationsI8, ternaryGemm } from '../kernels/ternary.js';
 import { b1BitsBytes, refBinaryGemm } from '../reference/binary.js';
+import { refBinaryLutGemm } from '../reference/binary-lut.js';
+import { refTernarySparseGemm } from '../reference/ternary-sparse.js';
 import { refF16Gemm, refQ4Gemm, refQ8Gemm } from '../reference/dense.js';
 import { refLutGemm } from '../reference/lut.js';
 import { refTd3Gemm } from '../reference/td3.js';
@@ -44,6 +48,8 @@ export interface BenchOptions {
   reference: boolean;
   /** Total weight bytes cycled through for batch <= 8 so weights come from DRAM, not cache (≥ 8× the L3). */
   coldBytes: number;
+  /** Bytes the read-bandwidth probe streams (default 1 GiB: far past any L3). */
+  probeBytes?: number;
   emit: (line: Record<string, unknown>) => void;
 }
 
@@ -206,6 +212,59 @@ const binary: KernelCase = {
   },
 };
 
+/** B1L64 (sign weights × float activations through 16-entry tables; FBI-LLM / OneBit's exact path). */
+const binaryLut: KernelCase = {
+  name: 'binary_lut',
+  weightBytes: (m, k) => (m * k) / 8,
+  supports: (_m, k) => k % 64 === 0,
+  prepare(ctx, m, k, batch, copies, seed) {
+    const u = randomActivations(batch * k, seed);
+    const y = new Float32Array(batch * m);
+    return rotating(copies, (i) => binaryToLut(ctx, bmat(m, k, seed + i)), (w) => void binaryLutGemm(ctx, w, u, batch, undefined, y));
+  },
+  reference(m, k, seed) {
+    const ctx = new KernelContext({ isa: 'scalar', threads: 1 });
+    const w = binaryToLut(ctx, bmat(m, k, seed));
+    const u = randomActivations(k, seed);
+    return () => void refBinaryLutGemm(w, u, 1);
+  },
+};
+
+/** Share of zero activation codes in the ternary_sparse rows: a4.8's ReLU²-GLU down-projection input. */
+const SPARSE_ZEROS = 0.8;
+
+/** Int8 activations whose codes are zero on a fixed SPARSE_ZEROS share of the columns of every token. */
+function sparseActivations(ctx: KernelContext, batch: number, k: number, seed: number) {
+  const x = randomActivations(batch * k, seed);
+  let s = (seed ^ 0x9e3779b9) >>> 0;
+  for (let i = 0; i < x.length; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    if (s / 4294967296 < SPARSE_ZEROS) x[i] = 0;
+  }
+  return quantizeActivationsI8(ctx, x, batch, k);
+}
+
+/**
+ * TS256 (column-sparse ternary) with SPARSE_ZEROS of the activation codes zero: the GEMV reads only the
+ * columns of non-zero codes, so weightBytes (and gbps) count those columns' bytes, not the whole matrix.
+ */
+const ternarySparse: KernelCase = {
+  name: 'ternary_sparse',
+  weightBytes: (m, k) => (Math.ceil(m / 256) * 256 * k * (1 - SPARSE_ZEROS)) / 4,
+  supports: (_m, k) => k % 16 === 0,
+  prepare(ctx, m, k, batch, copies, seed) {
+    const a = sparseActivations(ctx, batch, k, seed);
+    const y = new Float32Array(batch * m);
+    return rotating(copies, (i) => ternaryToSparse(ctx, tmat(m, k, seed + i)), (w) => void ternarySparseGemm(ctx, w, a, y));
+  },
+  reference(m, k, seed) {
+    const ctx = new KernelContext({ isa: 'scalar', threads: 1 });
+    const w = ternaryToSparse(ctx, tmat(m, k, seed));
+    const a = sparseActivations(ctx, 1, k, seed);
+    return () => void refTernarySparseGemm(w, a);
+  },
+};
+
 const f16: KernelCase = {
   name: 'f16',
   weightBytes: (m, k) => m * k * 2,
@@ -264,7 +323,7 @@ function bmat(m: number, k: number, seed: number) {
   return { bits: randomBytes(b1BitsBytes(m, k), seed), scales: Float32Array.of(0.5), M: m, K: k, scaleMode: ScaleMode.Tensor as const };
 }
 
-export const KERNEL_CASES: KernelCase[] = [ternaryI2, ternaryLut, ternaryTd3, binary, f16, q8, q4];
+export const KERNEL_CASES: KernelCase[] = [ternaryI2, ternaryLut, ternaryTd3, ternarySparse, binary, binaryLut, f16, q8, q4];
 
 /** Median milliseconds per call over at least `seconds` and 5 calls, after warm-up. */
 function timeCalls(call: () => void, seconds: number, warmup = 2): number {
@@ -288,7 +347,7 @@ export function runKernelBench(opts: BenchOptions): BenchRow[] {
   const probe = (phase: 'start' | 'end') => {
     for (const threads of opts.threads) {
       const ctx = new KernelContext({ threads, isa: opts.isas[opts.isas.length - 1] });
-      const read = binding<(c: unknown, bytes: number, reps: number) => { median: number; best: number }>('probeReadBandwidth')(ctx.handle, 1 << 30, 7);
+      const read = binding<(c: unknown, bytes: number, reps: number) => { median: number; best: number }>('probeReadBandwidth')(ctx.handle, opts.probeBytes ?? 1 << 30, 7);
       opts.emit({ probe: 'read_bw', phase, threads, gbps: round(read.median), best_gbps: round(read.best) });
       const peak = binding<(c: unknown, s: number) => { gops: number; instruction: string }>('probeInt8Peak')(ctx.handle, 0.3);
       if (peak.gops > 0) opts.emit({ probe: 'int8_peak', phase, threads, gops: round(peak.gops), instruction: peak.instruction });
