@@ -5,7 +5,7 @@ import { RequestError } from '../engine/generate.js';
 import { ContextOverflowError } from '../model/kv-cache.js';
 import { SamplerError } from '../engine/sampler.js';
 import { BitllmError } from '../errors.js';
-import { kernelInfo } from '../kernels/context.js';
+import { cpuInfo, kernelInfo } from '../kernels/context.js';
 import type { Isa } from '../native.js';
 import { UsageError, intList, parseArgs } from './args.js';
 import { DEFAULT_SHAPES, KERNEL_CASES, defaultIsas, lastLevelCacheBytes, runKernelBench } from './bench-kernels.js';
@@ -33,7 +33,7 @@ commands:
   bench kernels [--json]       kernel GEMV/GEMM throughput vs the machine's read bandwidth
       --kernels a,b            kernels to run (default: all: ${KERNEL_CASES.map((k) => k.name).join(', ')})
       --isa a,b                ISAs (default: every supported one)
-      -t, --threads 1,2        thread counts (default: 1,2)
+      -t, --threads 1,4        thread counts (default: 1 and the physical core count)
       --batch 1,8,128          batch sizes (default: 1,8,128)
       --shapes MxK,...         shapes (default: the BitNet 2B-4T and 3B projections)
       --seconds S              timed seconds per row (default 0.3)
@@ -98,7 +98,7 @@ async function main(argv: string[]): Promise<number> {
     runKernelBench({
       kernels,
       isas,
-      threads: intList(options.get('threads') ?? options.get('t'), 'threads', [1, 2]),
+      threads: intList(options.get('threads') ?? options.get('t'), 'threads', [...new Set([1, cpuInfo().physicalCores])]),
       batches: intList(options.get('batch'), 'batch', [1, 8, 128]),
       shapes,
       seconds,
