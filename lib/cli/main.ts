@@ -109,10 +109,35 @@ async function main(argv: string[]): Promise<number> {
         else rows.push(line);
       },
     });
-    if (!json) console.table(rows);
+    if (!json) printKernelTable(rows);
     return 0;
   }
   throw new UsageError(`unknown command '${positionals.join(' ')}'`);
+}
+
+/**
+ * The human form of `bench kernels`: the machine's probes first (read bandwidth and int8 peak per thread
+ * count, start and end averaged), then one line per kernel row with its share of the read bandwidth — the
+ * figure to compare across boards: a batch-1 'dram' row near 100 % means decode is memory-bound there.
+ */
+function printKernelTable(lines: Array<Record<string, unknown>>): void {
+  const probe = (name: string, threads: unknown, field: string): number | undefined => {
+    const v = lines.filter((l) => l.probe === name && l.threads === threads).map((l) => Number(l[field]));
+    return v.length ? v.reduce((a, b) => a + b, 0) / v.length : undefined;
+  };
+  const threadCounts = [...new Set(lines.filter((l) => l.probe).map((l) => l.threads))];
+  for (const t of threadCounts) {
+    const bw = probe('read_bw', t, 'gbps'), peak = probe('int8_peak', t, 'gops');
+    console.log(`${t} thread(s): read bandwidth ${bw?.toFixed(1) ?? '?'} GB/s` + (peak !== undefined ? `, int8 peak ${peak.toFixed(0)} Gop/s` : ''));
+  }
+  const rows = lines.filter((l) => 'kernel' in l).map((l) => {
+    const bw = probe('read_bw', l.threads, 'gbps');
+    return {
+      kernel: l.kernel, isa: l.isa, shape: `${l.m}x${l.k}`, batch: l.batch, threads: l.threads, weights: l.cache,
+      ms: l.ms, 'GB/s': l.gbps, '% read bw': bw && l.isa !== 'reference' ? Math.round((100 * Number(l.gbps)) / bw) : '', 'Gop/s': l.gops,
+    };
+  });
+  console.table(rows);
 }
 
 /** User errors (exit 2): the request was wrong, not the model. */
