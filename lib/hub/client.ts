@@ -360,10 +360,15 @@ export class HubNetworkError extends HubError {}
 /** A server-side failure (5xx, 429): worth a retry. */
 class HubRetryableError extends HubError {}
 
+/** fetch says 'fetch failed' / 'terminated'; the reason (ECONNREFUSED, ECONNRESET, ...) is in its cause chain. */
 function describeNetworkError(err: unknown): string {
-  const cause = (err as { cause?: { code?: string; message?: string } })?.cause;
-  if (cause?.code) return `${cause.code}${cause.message ? ` (${cause.message})` : ''}`;
-  return err instanceof Error ? err.message : String(err);
+  const parts: string[] = [];
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+    const first = e instanceof AggregateError && e.errors[0] instanceof Error ? e.errors[0] : e;
+    const code = (first as NodeJS.ErrnoException).code;
+    parts.push(code ? `${code} (${first.message})` : first.message);
+  }
+  return parts.join(': ') || String(err);
 }
 
 async function partSize(path: string): Promise<number> {
