@@ -6,8 +6,8 @@
 //        carry X-Repo-Commit. Errors carry X-Error-Code (RepoNotFound 401 for a private repo without its token,
 //        RevisionNotFound / EntryNotFound 404).
 //   GET  (CDN) /blobs/{sha256}   Range: bytes=N- -> 206 + Content-Range, 416 past the end.
-// Faults to inject per blob: cut the connection after N bytes, ignore Range (200), refuse a range (416),
-// serve corrupted bytes.
+// Faults to inject per blob: cut the connection after N bytes, stall after N bytes, ignore Range (200),
+// refuse a range (416), serve corrupted bytes.
 import { createHash } from 'node:crypto';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -28,6 +28,8 @@ export interface BlobFaults {
   ignoreRange?: number;
   /** Answer a Range request with 416, for the next `times` GETs. */
   refuseRange?: number;
+  /** Send this many body bytes, then nothing (the connection stays open), for the next `times` GETs. */
+  stallAfter?: { bytes: number; times: number };
   /** Serve the file with one byte flipped (the etag stays the true sha256). */
   corrupt?: boolean;
 }
@@ -180,6 +182,11 @@ function serveBytes(req: IncomingMessage, res: ServerResponse, bytes: Buffer, he
   res.writeHead(status, h);
   if (req.method === 'HEAD') {
     res.end();
+    return;
+  }
+  if (faults.stallAfter && faults.stallAfter.times > 0 && faults.stallAfter.bytes < part.length) {
+    faults.stallAfter.times--;
+    res.write(part.subarray(0, faults.stallAfter.bytes));
     return;
   }
   if (faults.cutAfter && faults.cutAfter.times > 0 && faults.cutAfter.bytes < part.length) {

@@ -134,6 +134,28 @@ describe('pull', () => {
     expect(readFileSync(r.path).equals(V2)).toBe(true);
   });
 
+  it('drops a response that stalls and resumes where it stopped', async () => {
+    hub.faults.set(sha256Hex(V2), { stallAfter: { bytes: 70_000, times: 1 } });
+    const events: PullEvent[] = [];
+    const r = await pull('hf:test-org/flaky', { stallTimeoutMs: 300, onEvent: (e) => events.push(e) });
+    expect(readFileSync(r.path).equals(V2)).toBe(true);
+    expect(hub.requests('cdn', 'GET').map((g) => [g.range, g.status])).toEqual([[undefined, 200], ['bytes=70000-', 206]]);
+    const retry = events.find((e) => e.type === 'retry');
+    expect(retry?.type === 'retry' && retry.reason).toMatch(/no data for 300 ms/);
+  });
+
+  it('refuses to download a file another live process is downloading; takes over a stale lock', async () => {
+    const final = new HubCache(cache).filePath('test-org/flaky', C3, 'model.gguf');
+    mkdirSync(dirname(final), { recursive: true });
+    writeFileSync(`${final}.part.lock`, String(process.ppid));
+    await expect(pull('hf:test-org/flaky')).rejects.toThrow(`hf:test-org/flaky/model.gguf is being downloaded by another process (pid ${process.ppid}`);
+    const dead = await runProcess(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']);
+    writeFileSync(`${final}.part.lock`, dead.stdout);
+    const r = await pull('hf:test-org/flaky');
+    expect(readFileSync(r.path).equals(V2)).toBe(true);
+    expect(existsSync(`${final}.part.lock`)).toBe(false);
+  });
+
   it('resumes from a .part left by an earlier run', async () => {
     const final = new HubCache(cache).filePath('test-org/flaky', C3, 'model.gguf');
     mkdirSync(dirname(final), { recursive: true });

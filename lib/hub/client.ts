@@ -111,12 +111,17 @@ export class HubClient {
     return h;
   }
 
-  /** One request; network failures become HubErrors naming the URL (with `cause`). */
+  /**
+   * One request; network failures become HubNetworkErrors naming the URL (with `cause`). Without a `signal`
+   * of the caller's, a request that gets no answer within the stall timeout is abandoned.
+   */
   private async request(url: string, init: { method: string; headers?: Record<string, string>; signal?: AbortSignal }): Promise<Response> {
+    const signal = init.signal ?? AbortSignal.timeout(this.stallTimeoutMs);
     try {
-      return await fetch(url, { method: init.method, headers: this.headers(url, init.headers), redirect: 'manual', ...(init.signal && { signal: init.signal }) });
+      return await fetch(url, { method: init.method, headers: this.headers(url, init.headers), redirect: 'manual', signal });
     } catch (err) {
-      throw new HubNetworkError(`${init.method} ${url}: ${describeNetworkError(err)}`, { cause: err });
+      const why = signal.aborted && !init.signal ? `no answer within ${this.stallTimeoutMs} ms` : describeNetworkError(err);
+      throw new HubNetworkError(`${init.method} ${url}: ${why}`, { cause: err });
     }
   }
 
@@ -234,7 +239,7 @@ export class HubClient {
       let received = 0;
       try {
         if (have === info.size && info.size > 0) return await this.verify(partPath, info, expected, what);
-        const outcome = await this.fetchInto(url, what, partPath, have, info.size, (n) => {
+        const outcome = await this.fetchInto(url, what, file, partPath, have, info.size, (n) => {
           received += n;
         });
         if (outcome === 'complete') return await this.verify(partPath, info, expected, what);
@@ -254,7 +259,7 @@ export class HubClient {
    * One GET of the file from byte `have` on, appended to the part. 'complete' when the part now holds
    * `size` bytes (or the server says 416 for a part of exactly that size), 'restart' when the part was reset.
    */
-  private async fetchInto(url: string, what: string, partPath: string, have: number, size: number, onBytes: (n: number) => void): Promise<'complete' | 'restart'> {
+  private async fetchInto(url: string, what: string, file: string, partPath: string, have: number, size: number, onBytes: (n: number) => void): Promise<'complete' | 'restart'> {
     const abort = new AbortController();
     let stalled = false;
     let timer = setTimeout(() => ((stalled = true), abort.abort()), this.stallTimeoutMs);
@@ -283,20 +288,20 @@ export class HubClient {
         // Range not satisfiable: our part is complete (verify it) or stale (start over).
         if (have === size) return 'complete';
         await rm(partPath, { force: true });
-        this.emit({ type: 'restart', file: what, reason: `the server refused bytes=${have}- (416)` });
+        this.emit({ type: 'restart', file, reason: `the server refused bytes=${have}- (416)` });
         return 'restart';
       }
       if (res.status !== 200 && res.status !== 206) throw await this.statusError(res, what, target);
       let offset = have;
       if (res.status === 200 && have > 0) {
-        this.emit({ type: 'restart', file: what, reason: 'the server ignored the Range request (200): downloading from the start' });
+        this.emit({ type: 'restart', file, reason: 'the server ignored the Range request (200): downloading from the start' });
         offset = 0;
       } else if (res.status === 206) {
         const m = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(res.headers.get('content-range') ?? '');
         if (!m || Number(m[1]) !== have) {
           await res.body?.cancel().catch(() => {});
           await rm(partPath, { force: true });
-          this.emit({ type: 'restart', file: what, reason: `the server sent range '${res.headers.get('content-range')}' for bytes=${have}-` });
+          this.emit({ type: 'restart', file, reason: `the server sent range '${res.headers.get('content-range')}' for bytes=${have}-` });
           return 'restart';
         }
       }
@@ -323,12 +328,12 @@ export class HubClient {
         await handle.write(chunk.value);
         done += chunk.value.length;
         onBytes(chunk.value.length);
-        this.emit({ type: 'progress', file: what, done, size });
+        this.emit({ type: 'progress', file, done, size });
       }
       if (done < size) throw new HubNetworkError(`GET ${target}: the response ended after ${done} of ${size} bytes`);
       return 'complete';
     } catch (err) {
-      if (stalled && !(err instanceof HubError)) throw new HubNetworkError(`GET ${url}: no data for ${this.stallTimeoutMs} ms`, { cause: err });
+      if (stalled && (err instanceof HubNetworkError || !(err instanceof HubError))) throw new HubNetworkError(`GET ${url}: no data for ${this.stallTimeoutMs} ms`, { cause: err });
       throw err;
     } finally {
       clearTimeout(timer);
