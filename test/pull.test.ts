@@ -187,6 +187,15 @@ describe('pull', () => {
     expect(hub.requests('cdn', 'GET').map((g) => [g.range, g.status])).toEqual([['bytes=5000-', 416], [undefined, 200]]);
   });
 
+  it('gives up on a server that answers every range from the wrong place', async () => {
+    const final = new HubCache(cache).filePath('test-org/flaky', C3, 'model.gguf');
+    mkdirSync(dirname(final), { recursive: true });
+    writeFileSync(`${final}.part`, Buffer.concat([V2, Buffer.alloc(10)]));
+    hub.faults.set(sha256Hex(V2), { cutAfter: { bytes: 1000, times: 100 }, refuseRange: 100 });
+    // Each attempt: cut after 1000 bytes, then the resumed range is refused (416) and the part deleted.
+    await expect(pull('hf:test-org/flaky')).rejects.toThrow(/the server keeps answering ranges inconsistently \(4 restarts/);
+  });
+
   it('verifies a complete part without downloading it again', async () => {
     const final = new HubCache(cache).filePath('test-org/flaky', C3, 'model.gguf');
     mkdirSync(dirname(final), { recursive: true });
@@ -386,9 +395,12 @@ describe('bitllm pull / run (CLI)', () => {
     expect(r.stderr).toMatch(/hf:test-org\/private@main: HTTP 401 .*set HF_TOKEN/);
   });
 
-  it('pull without a reference is a usage error', async () => {
+  it('pull without a reference, or with a malformed one, is a usage error', async () => {
     const r = await bitllm(['pull']);
     expect(r.status).toBe(2);
     expect(r.stderr).toContain('pull: give the model as hf:OWNER/REPO[/FILE][@REVISION]');
+    const bad = await bitllm(['pull', 'hf:test-org']);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain("pull: 'hf:test-org' is not a hub reference: expected hf:OWNER/REPO[/FILE][@REVISION]");
   });
 });

@@ -4,7 +4,7 @@
 // {"event":"done","path","size","sha256","commit",...}.
 import { basename } from 'node:path';
 
-import { type PullEvent, pullModel } from '../hub/index.js';
+import { type PullEvent, parseHubRef, pullModel } from '../hub/index.js';
 import { hubCacheRoot } from '../hub/cache.js';
 import { UsageError } from './args.js';
 import { type CommandSpec, CommandLine } from './run.js';
@@ -83,7 +83,12 @@ export async function runPullCommand(argv: string[]): Promise<number> {
   const [ref, ...more] = cl.positionals;
   if (ref === undefined) throw new UsageError('pull: give the model as hf:OWNER/REPO[/FILE][@REVISION]');
   if (more.length > 0) throw new UsageError(`pull: unexpected argument '${more[0]}'`);
-  if (!ref.startsWith('hf:') && !/^[^/.][^/]*\/[^/]/.test(ref)) throw new UsageError(`pull: '${ref}' is not a hub reference: expected hf:OWNER/REPO[/FILE][@REVISION]`);
+  const reference = ref.startsWith('hf:') ? ref : `hf:${ref}`;
+  try {
+    parseHubRef(reference);
+  } catch (err) {
+    throw new UsageError(`pull: ${(err as Error).message}`);
+  }
   const json = cl.has('json') || !process.stderr.isTTY;
   const bar = json ? undefined : progressBar();
   const onEvent = json
@@ -93,7 +98,7 @@ export async function runPullCommand(argv: string[]): Promise<number> {
       }
     : bar!.onEvent;
   try {
-    const r = await pullModel(ref.startsWith('hf:') ? ref : `hf:${ref}`, { offline: cl.has('offline') || undefined, onEvent });
+    const r = await pullModel(reference, { offline: cl.has('offline') || undefined, onEvent });
     bar?.finish();
     if (json) process.stdout.write(JSON.stringify({ event: 'done', ...r }) + '\n');
     else {

@@ -224,10 +224,13 @@ export class HubClient {
     const url = this.resolveUrl(repo, revision, file);
     const expected = digestFromEtag(info.etag);
     let failures = 0;
+    let restarts = 0;
     let started = false;
     for (;;) {
+      if (restarts > 3) throw new HubError(`${what}: the server keeps answering ranges inconsistently (${restarts} restarts from byte 0 at ${url})`);
       const have = await partSize(partPath);
       if (have > info.size) {
+        restarts++;
         await rm(partPath, { force: true });
         this.emit({ type: 'restart', file, reason: `the partial file holds ${have} bytes, more than the file's ${info.size}` });
         continue;
@@ -243,7 +246,8 @@ export class HubClient {
           received += n;
         });
         if (outcome === 'complete') return await this.verify(partPath, info, expected, what);
-        // 'restart': the server ignored the range or sent another one; the part was truncated: go again.
+        // 'restart': the server refused the range or sent another one; the part was deleted: go again.
+        restarts++;
       } catch (err) {
         if (!(err instanceof HubNetworkError || err instanceof HubRetryableError)) throw err;
         if (received > 0) failures = 0;
