@@ -61,11 +61,12 @@ export function expectSameInts(got: ArrayLike<number>, want: ArrayLike<number>, 
 
 /**
  * Runs a child process without blocking this worker's event loop (a spawnSync of tens of seconds starves
- * vitest's worker RPC, which then times out). Resolves with the exit status and the whole output.
+ * vitest's worker RPC, which then times out). Resolves with the exit status and the whole output. `env`
+ * replaces the child's environment (default: this process's).
  */
-export function runProcess(cmd: string, args: string[], timeoutMs = 300_000): Promise<{ status: number | null; stdout: string; stderr: string }> {
+export function runProcess(cmd: string, args: string[], timeoutMs = 300_000, env?: NodeJS.ProcessEnv): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(env && { env }) });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));

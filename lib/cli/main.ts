@@ -12,6 +12,7 @@ import { DEFAULT_SHAPES, KERNEL_CASES, defaultIsas, lastLevelCacheBytes, runKern
 import { runChatCommand } from './chat.js';
 import { runInspectCommand } from './inspect.js';
 import { runPerplexityCommand } from './perplexity.js';
+import { runPullCommand } from './pull.js';
 import { runBenchModelCommand } from './bench-model.js';
 import { runRunCommand } from './run.js';
 import { runSynthCommand } from './synth.js';
@@ -28,6 +29,8 @@ commands:
   perplexity MODEL -f TEXT     mean NLL and perplexity over --ctx windows (--json, --dump-logits OUT)
   synth --shape S --type T -o F   write a synthetic model of any architecture (--arch)
   quantize MODEL --method M -o F  post-training binarization of a dense model: billm (--calib TEXT) or absmax (--bits 1|2)
+  pull hf:OWNER/REPO[/FILE][@REV]  download a model from the Hugging Face hub into the cache (--offline, --json);
+                               MODEL may then be hf:OWNER/REPO or OWNER/REPO
   info                         CPU features, supported ISAs and the default kernel variants
   bench MODEL [-p 128] [-n 32]   end-to-end prefill / decode tok/s (-t, --reps, --head, --json, --profile)
   bench kernels [--json]       kernel GEMV/GEMM throughput vs the machine's read bandwidth
@@ -58,6 +61,7 @@ const COMMANDS = new Map<string, (argv: string[]) => Promise<number>>([
   ['perplexity', runPerplexityCommand],
   ['synth', runSynthCommand],
   ['quantize', runQuantizeCommand],
+  ['pull', runPullCommand],
 ]);
 
 async function main(argv: string[]): Promise<number> {

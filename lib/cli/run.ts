@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { type LoadModelOptions, type Model, loadModel } from '../api.js';
 import type { GenerateOptions } from '../engine/generate.js';
 import type { Isa } from '../native.js';
+import { looksLikeRepoName, resolveModelPath } from '../hub/pull.js';
 import { UsageError, parseArgs } from './args.js';
 import { formatProfile } from './profile.js';
 
@@ -94,7 +95,8 @@ export class CommandLine {
   }
 
   /**
-   * The model path (first positional), which must be an existing file; no further positionals unless `rest`.
+   * The model path (first positional), which must be an existing file or a hub reference already pulled into
+   * the cache (`hf:owner/repo[/file][@rev]` or `owner/repo`); no further positionals unless `rest`.
    * With `useDefault`, no positional means the package's built-in model (DEFAULT_MODEL).
    */
   model(rest = false, useDefault = false): string {
@@ -106,6 +108,13 @@ export class CommandLine {
     }
     if (path === undefined) throw new UsageError(`${this.spec.name}: MODEL (a .gguf file) is required`);
     if (!rest && more.length > 0) throw new UsageError(`${this.spec.name}: unexpected argument '${more[0]}'`);
+    // A hub reference (hf:owner/repo[/file][@rev], or a bare owner/repo) names a pulled file in the cache.
+    const resolved = resolveModelPath(path);
+    if (resolved === undefined) {
+      const hint = looksLikeRepoName(path) ? ` (nor is hub repo '${path}' in the cache: 'bitllm pull hf:${path}' downloads it)` : '';
+      throw new UsageError(`${this.spec.name}: model file '${path}' does not exist${hint}`);
+    }
+    path = resolved;
     let isFile = false;
     try {
       isFile = statSync(path).isFile();
@@ -209,7 +218,7 @@ export async function openModel(path: string, opts: LoadModelOptions, quiet: boo
 // ---------------------------------------------------------------- run
 
 export const RUN_USAGE = `usage: bitllm run [MODEL] (-p TEXT | --tokens 1,2,3) [options]
-      MODEL                      a .gguf file (default: the built-in tiny b1.58 model, models/tiny-b158-i2_s.gguf)
+      MODEL                      a .gguf file, or a pulled hub model: hf:OWNER/REPO[/FILE][@REV] or OWNER/REPO (default: the built-in tiny b1.58 model, models/tiny-b158-i2_s.gguf)
       -p, --prompt TEXT          prompt text (tokenized with the model's BOS rule)
       --tokens 1,2,3             prompt as token ids
       --json                     print one line {"tokens","text","prompt_tokens","decode_tps"}, nothing else
