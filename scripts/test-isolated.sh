@@ -41,8 +41,8 @@ echo "test-isolated: cloning $commit into $clone"
 git clone -q --no-checkout "$root" "$clone"
 git -C "$clone" checkout -q --detach "$commit"
 
-keep_env=(HOME="$HOME" PATH="$tools/bin" PYTHONPATH="$tools/python" LANG="${LANG:-C.UTF-8}" TMPDIR="${TMPDIR:-/tmp}" CI="${CI:-}")
-for v in LC_ALL http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY npm_config_registry npm_config_cache \
+keep_env=(HOME="$HOME" PATH="$tools/bin" PYTHONPATH="$tools/python" LANG="${LANG:-C.UTF-8}" TMPDIR="${TMPDIR:-/tmp}")
+for v in CI LC_ALL http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY npm_config_registry npm_config_cache \
   NPM_CONFIG_REGISTRY NPM_CONFIG_CACHE NODE_EXTRA_CA_CERTS SSL_CERT_FILE; do
   if [ -n "${!v:-}" ]; then keep_env+=("$v=${!v}"); fi
 done
