@@ -4,12 +4,22 @@ import { defineConfig } from 'vitest/config';
 // linux-x64; elsewhere there is no peer to compare against, so its test file is not collected.
 const peerPlatform = process.platform === 'linux' && process.arch === 'x64';
 
+// Three suites, each run by its own npm script and all by .ci/run; none is skipped where its tools are missing:
+//   main    test/*.test.ts         `npm test`: Node, a C++ toolchain and what `npm install` + pretest bring
+//   corpus  test/corpus/*.test.ts  `npm run test:corpus`: the training corpus, which needs Debian's bible-kjv
+//   python  test/python/*.test.ts  `npm run test:python`: python3-sentencepiece (and the corpus)
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
-    exclude: ['**/node_modules/**', ...(peerPlatform ? [] : ['test/peer.test.ts'])],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    projects: [
+      {
+        extends: true,
+        test: { name: 'main', include: ['test/*.test.ts'], exclude: ['**/node_modules/**', ...(peerPlatform ? [] : ['test/peer.test.ts'])] },
+      },
+      { extends: true, test: { name: 'corpus', include: ['test/corpus/*.test.ts'] } },
+      { extends: true, test: { name: 'python', include: ['test/python/*.test.ts'] } },
+    ],
   },
 });

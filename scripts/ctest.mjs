@@ -6,7 +6,8 @@ const dir = process.env.BITLLM_CMAKE_DIR ?? 'build-cmake';
 const run = (cmd, args) => {
   const r = spawnSync(cmd, args, { stdio: 'inherit' });
   if (r.error) {
-    console.error(`${cmd}: ${r.error.message}`);
+    const hint = r.error.code === 'ENOENT' ? ' (the C++ kernel tests need CMake >= 3.16: apt-get install -y cmake)' : '';
+    console.error(`${cmd}: ${r.error.message}${hint}`);
     process.exit(1);
   }
   if (r.status !== 0) process.exit(r.status ?? 1);

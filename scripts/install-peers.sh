@@ -2,6 +2,9 @@
 # Installs the peer implementation used by test/peer.test.ts (docs/peer-agreement.md):
 # node-llama-cpp with its prebuilt CPU-only llama.cpp binary for linux-x64, into .peers/ at the
 # repository root -- outside the package's own node_modules and never published.
+# node-llama-cpp also carries llama.cpp's source (llama/gitRelease.bundle), from which
+# scripts/test-data.mjs takes the tokenizer tests' vocabulary files: on every other platform the
+# package is installed without the binary (there is no peer to run there, but the test data is needed).
 #
 #  * --omit=optional keeps npm from pulling the other 13 platform/GPU prebuilt packages;
 #    @node-llama-cpp/linux-x64 (the plain CPU build) is named explicitly instead.
@@ -14,21 +17,25 @@ cd "$(dirname "$0")/.."
 VERSION=3.22.1
 PEERS=.peers
 
-if [ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]; then
-  echo "install-peers: skipped: the pinned prebuilt llama.cpp (@node-llama-cpp/linux-x64) is for Linux x86_64 only, this is $(uname -s)-$(uname -m)"
-  exit 0
+# The pinned prebuilt llama.cpp (@node-llama-cpp/linux-x64) is for Linux x86_64 only.
+packages=("node-llama-cpp")
+if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ]; then
+  packages+=("@node-llama-cpp/linux-x64")
+else
+  echo "install-peers: $(uname -s)-$(uname -m): node-llama-cpp only (llama.cpp's source for the test data); its prebuilt binary is for Linux x86_64"
 fi
+specs=("${packages[@]/%/@$VERSION}")
 
 installed() {
   node -e '
-    const [dir, v] = process.argv.slice(1);
+    const [dir, v, ...names] = process.argv.slice(1);
     const p = (n) => require(require("path").resolve(dir, "node_modules", n, "package.json")).version;
-    process.exit(p("node-llama-cpp") === v && p("@node-llama-cpp/linux-x64") === v ? 0 : 1);
-  ' "$PEERS" "$VERSION" 2>/dev/null
+    process.exit(names.every((n) => p(n) === v) ? 0 : 1);
+  ' "$PEERS" "$VERSION" "${packages[@]}" 2>/dev/null
 }
 
 if installed; then
-  echo "install-peers: node-llama-cpp@$VERSION + @node-llama-cpp/linux-x64@$VERSION already in $PEERS/"
+  echo "install-peers: ${specs[*]} already in $PEERS/"
   exit 0
 fi
 
@@ -38,10 +45,9 @@ cat > "$PEERS/package.json" <<JSON
 { "name": "bitllm-peers", "private": true, "description": "test-only peers, see docs/peer-agreement.md" }
 JSON
 
-echo "install-peers: installing node-llama-cpp@$VERSION + @node-llama-cpp/linux-x64@$VERSION into $PEERS/"
+echo "install-peers: installing ${specs[*]} into $PEERS/"
 NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install --prefix "$PEERS" --no-save --omit=optional --ignore-scripts \
-  --no-audit --no-fund --no-package-lock \
-  "node-llama-cpp@$VERSION" "@node-llama-cpp/linux-x64@$VERSION"
+  --no-audit --no-fund --no-package-lock "${specs[@]}"
 
-installed || { echo "install-peers: install finished but the pinned versions are not in $PEERS/node_modules" >&2; exit 1; }
+installed || { echo "install-peers: install finished but ${specs[*]} are not in $PEERS/node_modules" >&2; exit 1; }
 echo "install-peers: done ($(du -sh "$PEERS" | cut -f1))"

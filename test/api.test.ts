@@ -14,11 +14,10 @@ import { chatFormatFromTemplate, chatTemplate, detectChatFormat, renderChat, tem
 import { PREFILL_CHUNK, TextStream } from '../lib/engine/generate.js';
 import { readGguf } from '../lib/format/gguf.js';
 import { Tokenizer } from '../lib/tokenizer/index.js';
-import { rng } from './helpers.js';
+import { goldenPath, rng, vocabPath } from './helpers.js';
 
-const shared = (p: string) => fileURLToPath(new URL(`../../shared/${p}`, import.meta.url));
-const MODEL = shared('golden/small-b158-i2s-s11.gguf');
-const golden = JSON.parse(readFileSync(shared('golden/small-b158-i2s-s11.json'), 'utf8')) as { tokens: number[]; n_vocab: number };
+const MODEL = goldenPath('small-b158-i2s-s11.gguf');
+const golden = JSON.parse(readFileSync(goldenPath('small-b158-i2s-s11.json'), 'utf8')) as { tokens: number[]; n_vocab: number };
 
 async function collect(gen: AsyncGenerator<GenerateChunk, GenerationResult, undefined>, onChunk?: (c: GenerateChunk, i: number) => void) {
   const chunks: GenerateChunk[] = [];
@@ -108,7 +107,7 @@ describe('generation API', () => {
 
   it('evaluate() reproduces bitnet.cpp golden logits (cosine >= 0.99 per row)', async () => {
     const V = golden.n_vocab;
-    const gold = new Float32Array(readFileSync(shared('golden/small-b158-i2s-s11.logits.f32')).buffer.slice(0));
+    const gold = new Float32Array(readFileSync(goldenPath('small-b158-i2s-s11.logits.f32')).buffer.slice(0));
     let rows = 0;
     let minCos = 1;
     for await (const chunk of model.evaluate(golden.tokens)) {
@@ -357,8 +356,8 @@ describe('streaming text', () => {
 });
 
 describe('chat templates', () => {
-  const bpe = Tokenizer.fromGguf(readGguf(shared('vocab/ggml-vocab-llama-bpe.gguf')));
-  const spm = Tokenizer.fromGguf(readGguf(shared('vocab/ggml-vocab-llama-spm.gguf')));
+  const bpe = Tokenizer.fromGguf(readGguf(vocabPath('ggml-vocab-llama-bpe.gguf')));
+  const spm = Tokenizer.fromGguf(readGguf(vocabPath('ggml-vocab-llama-spm.gguf')));
   const conversation = [
     { role: 'system', content: 'Be brief.' },
     { role: 'user', content: 'Hello' },

@@ -8,10 +8,10 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadModel } from '../lib/api.js';
+import { goldenPath, vocabPath } from './helpers.js';
 
 const MAIN = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
-const shared = (p: string) => fileURLToPath(new URL(`../../shared/${p}`, import.meta.url));
-const MODEL = shared('golden/small-b158-i2s-s11.gguf');
+const MODEL = goldenPath('small-b158-i2s-s11.gguf');
 
 function bitllm(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 30_000 });
@@ -20,8 +20,8 @@ function bitllm(...args: string[]): { status: number | null; stdout: string; std
 
 /** Case `index` of a llama.cpp vocab test: the input text and its expected ids (no BOS). */
 function vocabCase(vocab: string, text: string): number[] {
-  const inputs = readFileSync(shared(`vocab/${vocab}.inp`), 'utf8').split('\n__ggml_vocab_test__\n');
-  const outputs = readFileSync(shared(`vocab/${vocab}.out`), 'utf8').split('\n');
+  const inputs = readFileSync(vocabPath(`${vocab}.inp`), 'utf8').split('\n__ggml_vocab_test__\n');
+  const outputs = readFileSync(vocabPath(`${vocab}.out`), 'utf8').split('\n');
   const i = inputs.indexOf(text);
   if (i < 0) throw new Error(`no case '${text}' in ${vocab}.inp`);
   return outputs[i]!.trim().split(/\s+/).filter(Boolean).map(Number);
@@ -137,7 +137,7 @@ describe('bitllm tokenize', () => {
     ['ggml-vocab-llama-spm.gguf', 'Hello world'],
     ['ggml-vocab-llama-bpe.gguf', ' Hello world'],
   ])('--json on the vocab-only file %s matches llama.cpp for %j', (vocab, text) => {
-    const r = bitllm('tokenize', shared(`vocab/${vocab}`), '--no-bos', '--json', text);
+    const r = bitllm('tokenize', vocabPath(vocab), '--no-bos', '--json', text);
     expect(r.status).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual({ ids: vocabCase(vocab, text) });
   });
@@ -145,7 +145,7 @@ describe('bitllm tokenize', () => {
   it('adds BOS by default and reads --file', () => {
     const file = join(tmp, 'hello.txt');
     writeFileSync(file, 'Hello world');
-    const r = bitllm('tokenize', shared('vocab/ggml-vocab-llama-bpe.gguf'), '--file', file, '--json');
+    const r = bitllm('tokenize', vocabPath('ggml-vocab-llama-bpe.gguf'), '--file', file, '--json');
     expect(JSON.parse(r.stdout)).toEqual({ ids: [128000, 9906, 1917] });
   });
 });
@@ -165,7 +165,7 @@ describe('bitllm inspect', () => {
   });
 
   it('works on a vocab-only file', () => {
-    const out = JSON.parse(bitllm('inspect', shared('vocab/ggml-vocab-llama-bpe.gguf'), '--json').stdout);
+    const out = JSON.parse(bitllm('inspect', vocabPath('ggml-vocab-llama-bpe.gguf'), '--json').stdout);
     expect(out.hparams).toBeNull();
     expect(out.tensors.count).toBe(0);
     expect(out.tokenizer.chatFormat).toBe('llama3');

@@ -1,16 +1,13 @@
 import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { describe, expect, it } from 'vitest';
 
 import { ModelFormatError } from '../lib/errors.js';
 import { GgufMetadata, GgufType, GgufWriter, parseGguf, readGguf } from '../lib/format/gguf.js';
 import { GGML } from '../lib/format/types.js';
-import { rng } from './helpers.js';
-
-const shared = (p: string) => fileURLToPath(new URL(`../../shared/${p}`, import.meta.url));
+import { goldenPath, rng, vocabPath } from './helpers.js';
 
 function smallFile(): Uint8Array {
   const w = new GgufWriter();
@@ -40,7 +37,7 @@ describe('GGUF reader', () => {
   });
 
   it('reads the golden bitnet.cpp I2_S model: metadata, 46 tensors with I2_S sizes', () => {
-    const f = readGguf(shared('golden/small-b158-i2s-s11.gguf'));
+    const f = readGguf(goldenPath('small-b158-i2s-s11.gguf'));
     const md = new GgufMetadata(f);
     expect(f.version).toBe(3);
     expect(md.string('general.architecture')).toBe('bitnet-b1.58');
@@ -53,7 +50,7 @@ describe('GGUF reader', () => {
   });
 
   it('reads vocab-only files (no tensors)', () => {
-    const f = readGguf(shared('vocab/ggml-vocab-llama-bpe.gguf'));
+    const f = readGguf(vocabPath('ggml-vocab-llama-bpe.gguf'));
     expect(f.tensors).toHaveLength(0);
     expect(new GgufMetadata(f).strings('tokenizer.ggml.merges')).toHaveLength(280147);
   });
@@ -86,7 +83,7 @@ describe('GGUF reader', () => {
   });
 
   it('a file truncated at any of 20 random points is a ModelFormatError, never a crash or hang', () => {
-    const full = readGguf(shared('golden/small-b158-i2s-s11.gguf')).bytes;
+    const full = readGguf(goldenPath('small-b158-i2s-s11.gguf')).bytes;
     const r = rng(5);
     const cuts = [0, 3, 4, 8, 23, 24, ...Array.from({ length: 20 }, () => Math.floor(r() * (full.byteLength - 1)))];
     for (const cut of cuts) {

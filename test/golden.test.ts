@@ -1,18 +1,18 @@
-// bitnet.cpp oracle: ../shared/golden holds a bitnet-b1.58 model (I2_S, and the same trits as TQ2_0)
-// with bitnet.cpp's logits for a 48-token sequence, all rows from one batch.
+// bitnet.cpp oracle: test/fixtures/golden holds a bitnet-b1.58 model (I2_S; scripts/test-data.mjs derives the
+// same trits as TQ2_0) with bitnet.cpp's logits for a 48-token sequence, all rows from one batch.
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 
 import { describe, expect, it } from 'vitest';
 
 import { KvCache } from '../lib/model/kv-cache.js';
 import { readGguf } from '../lib/format/gguf.js';
+import { decodeI2S, decodeTQ2 } from '../lib/format/ternary.js';
+import { GGML } from '../lib/format/types.js';
 import { TransformerModel } from '../lib/model/transformer.js';
 import { configFromGguf } from '../lib/model/config.js';
 import { loadWeights } from '../lib/model/weights.js';
-import { contextsPerIsa } from './helpers.js';
+import { contextsPerIsa, goldenPath as golden } from './helpers.js';
 
-const golden = (p: string) => fileURLToPath(new URL(`../../shared/golden/${p}`, import.meta.url));
 const meta = JSON.parse(readFileSync(golden('small-b158-i2s-s11.json'), 'utf8')) as { tokens: number[]; n_vocab: number };
 const gold = new Float32Array(readFileSync(golden('small-b158-i2s-s11.logits.f32')).buffer.slice(0));
 
@@ -42,6 +42,33 @@ function compare(logits: Float32Array) {
   }
   return { minCos, considered, disagreements };
 }
+
+describe('golden models', () => {
+  it('the TQ2_0 model holds the I2_S model\'s trits, every block scale equal to its tensor scale, and the rest unchanged', () => {
+    const i2s = readGguf(golden('small-b158-i2s-s11.gguf'));
+    const tq2 = readGguf(golden('small-b158-tq2-s11.gguf'));
+    expect([...tq2.metadata]).toEqual([...i2s.metadata]);
+    expect(tq2.tensors.map((t) => [t.name, t.dims])).toEqual(i2s.tensors.map((t) => [t.name, t.dims]));
+    const bytes = (f: typeof i2s, t: (typeof i2s.tensors)[number]) => f.bytes.subarray(t.offset, t.offset + t.nbytes);
+    let ternary = 0;
+    i2s.tensors.forEach((a, i) => {
+      const b = tq2.tensors[i]!;
+      if (a.type !== GGML.I2_S) {
+        expect(b.type, a.name).toBe(a.type);
+        expect(Buffer.compare(bytes(tq2, b), bytes(i2s, a)), a.name).toBe(0);
+        return;
+      }
+      ternary++;
+      expect(b.type, a.name).toBe(GGML.TQ2_0);
+      const [K, M] = a.dims as [number, number];
+      const want = decodeI2S(bytes(i2s, a), M, K);
+      const got = decodeTQ2(bytes(tq2, b), M, K);
+      expect(Buffer.compare(Buffer.from(got.trits.buffer), Buffer.from(want.trits.buffer)), `${a.name} trits`).toBe(0);
+      expect(new Set(got.blockScales), `${a.name} block scales`).toEqual(new Set([want.scale]));
+    });
+    expect(ternary).toBe(4 * 7);
+  });
+});
 
 describe.each(contextsPerIsa())('bitnet.cpp golden logits on %s', (isa, ctx) => {
   for (const file of ['small-b158-i2s-s11.gguf', 'small-b158-tq2-s11.gguf']) {

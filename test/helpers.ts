@@ -1,5 +1,8 @@
 import { spawn } from 'node:child_process';
-// Shared test helpers: deterministic RNG, one kernel context per supported ISA, bit comparison.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+// Shared test helpers: deterministic RNG, one kernel context per supported ISA, bit comparison, test data paths.
 import { expect } from 'vitest';
 
 import { KernelContext, cpuInfo } from '../lib/kernels/context.js';
@@ -81,4 +84,33 @@ export function runProcess(cmd: string, args: string[], timeoutMs = 300_000, env
       resolve({ status, stdout, stderr });
     });
   });
+}
+
+// ---------------------------------------------------------------- test data
+
+const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
+const DERIVED_TEST_DATA = join(REPO_ROOT, '.cache', 'test-data');
+
+/** A file scripts/test-data.mjs derives (npm test's pretest runs it); a missing one fails with the command to run. */
+function derivedTestData(folder: 'golden' | 'vocab', file: string): string {
+  const path = join(DERIVED_TEST_DATA, folder, file);
+  if (!existsSync(path)) throw new Error(`${path} is missing: run \`node scripts/test-data.mjs\` (npm test's pretest does)`);
+  return path;
+}
+
+/**
+ * bitnet.cpp's golden data (test/fixtures/golden/README.md): the committed I2_S model, tokens and logits, or the
+ * TQ2_0 twin that scripts/test-data.mjs transcodes from the I2_S model.
+ */
+export function goldenPath(file: string): string {
+  const committed = join(REPO_ROOT, 'test', 'fixtures', 'golden', file);
+  return existsSync(committed) ? committed : derivedTestData('golden', file);
+}
+
+/**
+ * llama.cpp's vocabulary files and test-tokenizer-0 cases (`ggml-vocab-llama-spm.gguf`, `ggml-vocab-llama-bpe.gguf.inp`,
+ * ...), extracted by scripts/test-data.mjs from the llama.cpp source bundle inside node-llama-cpp.
+ */
+export function vocabPath(file: string): string {
+  return derivedTestData('vocab', file);
 }

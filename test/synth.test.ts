@@ -3,7 +3,6 @@
 import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { afterAll, describe, expect, it, vi } from 'vitest';
 
@@ -19,7 +18,7 @@ import { configFromGguf } from '../lib/model/config.js';
 import { SynthError, type SynthOptions, type SynthType, planModel, synthesizeModel, ternaryScale } from '../lib/model/synth.js';
 import { loadWeights } from '../lib/model/weights.js';
 import { Tokenizer } from '../lib/tokenizer/index.js';
-import { expectSameBits, expectSameInts } from './helpers.js';
+import { expectSameBits, expectSameInts, vocabPath } from './helpers.js';
 
 const TYPES: SynthType[] = ['i2_s', 'tq2_0', 'tq1_0'];
 const TOKENS = [1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 11203, 29889, 13, 3492, 263, 31999];
@@ -210,8 +209,7 @@ describe('2B-4T layout (header only: no weights generated)', () => {
 
   it('as tq2_0 defaults to llama.cpp naming and 210 TQ2_0 tensors', () => {
     // The small SentencePiece vocabulary keeps this fast; the tensor table does not depend on it beyond token_embd.
-    const spm = fileURLToPath(new URL('../../shared/vocab/ggml-vocab-llama-spm.gguf', import.meta.url));
-    const p = planModel({ shape: '2b4t', type: 'tq2_0', seed: 1, vocab: spm });
+    const p = planModel({ shape: '2b4t', type: 'tq2_0', seed: 1, vocab: vocabPath('ggml-vocab-llama-spm.gguf') });
     expect(p.arch).toBe('bitnet');
     expect(p.tensors.filter((t) => t.type === GGML.TQ2_0)).toHaveLength(210);
   });

@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 
 import { describe, expect, it } from 'vitest';
 
@@ -8,11 +7,11 @@ import { GgufType, GgufWriter, parseGguf, readGguf } from '../lib/format/gguf.js
 import { spellBytes } from '../lib/tokenizer/bpe.js';
 import { SpmModel } from '../lib/tokenizer/spm.js';
 import { Tokenizer, TokenizerError, TokenType } from '../lib/tokenizer/index.js';
-import { rng } from './helpers.js';
+import { rng, vocabPath } from './helpers.js';
 
 // Oracle: llama.cpp's test-tokenizer-0 vocabularies and cases (inputs split on the separator, one line of ids
 // per case, no BOS). test-tokenizer-0 calls common_tokenize(ctx, text, add_special = false, parse_special = false).
-const VOCAB_DIR = new URL('../../shared/vocab/', import.meta.url);
+// scripts/test-data.mjs takes them from the llama.cpp source inside node-llama-cpp (vocabPath).
 const SEPARATOR = '\n__ggml_vocab_test__\n';
 
 interface Vocab {
@@ -22,7 +21,7 @@ interface Vocab {
 }
 
 function loadVocab(name: string): Vocab {
-  const path = fileURLToPath(new URL(`ggml-vocab-${name}.gguf`, VOCAB_DIR));
+  const path = vocabPath(`ggml-vocab-${name}.gguf`);
   const file = readGguf(path);
   // As test-tokenizer-0 reads them: the .inp ends with a separator, which yields no empty last case.
   const raw = readFileSync(`${path}.inp`, 'utf8');

@@ -13,7 +13,8 @@ export const SYNTH_USAGE = `usage: bitllm synth --shape SHAPE --type TYPE -o FIL
                                      bitnet-f16 for f16); the type must fit the architecture's projections
   --activation relu2|silu            write <arch>.hidden_activation (default: not written)
   --seed N                           32-bit seed (default 1); one seed gives the same weights in every layout
-  --vocab FILE                       GGUF whose tokenizer.ggml.* keys are copied (default: ../shared/vocab)
+  --vocab FILE                       GGUF whose tokenizer.ggml.* keys are copied (default in a checkout: llama.cpp's
+                                     ggml-vocab-llama-spm/-bpe.gguf from .cache/test-data/vocab, see scripts/test-data.mjs)
   --json                             print a one-line JSON summary, no progress
 `;
 

@@ -34,13 +34,13 @@ export interface SynthShape {
   ropeTheta: number;
   eps: number;
   contextLength: number;
-  /** Default vocabulary (../shared/vocab/ggml-vocab-<vocab>.gguf). */
+  /** Default vocabulary: llama.cpp's ggml-vocab-<vocab>.gguf, as scripts/test-data.mjs extracts it into .cache/test-data/vocab. */
   vocab: 'llama-spm' | 'llama-bpe';
 }
 
 export const SYNTH_SHAPES: Readonly<Record<SynthShapeName, SynthShape>> = {
   tiny: { nEmbd: 256, nLayer: 2, nHead: 4, nHeadKv: 2, nFf: 768, ropeTheta: 500000, eps: 1e-5, contextLength: 4096, vocab: 'llama-spm' },
-  // Same block shape as ../shared/golden.
+  // Same block shape as test/fixtures/golden.
   small: { nEmbd: 512, nLayer: 4, nHead: 8, nHeadKv: 4, nFf: 1536, ropeTheta: 500000, eps: 1e-5, contextLength: 4096, vocab: 'llama-spm' },
   large: { nEmbd: 1024, nLayer: 8, nHead: 16, nHeadKv: 4, nFf: 2816, ropeTheta: 500000, eps: 1e-5, contextLength: 4096, vocab: 'llama-spm' },
   // LiqunMa/FBI-LLM_1.3B (families.md §4): MHA, SiLU in the original; its FP16 form (2.6 GB) fits the 4 GiB
@@ -76,7 +76,7 @@ export interface SynthOptions {
   activation?: 'relu2' | 'silu';
   /** 32-bit unsigned seed (default 1). */
   seed?: number;
-  /** GGUF whose tokenizer.ggml.* keys are copied; default: the shape's vocabulary under ../shared/vocab. */
+  /** GGUF whose tokenizer.ggml.* keys are copied; default: the shape's vocabulary under .cache/test-data/vocab. */
   vocab?: string;
   out: string;
   /** Called with bytes of tensor data written so far and the total. */
@@ -338,8 +338,9 @@ export function ternaryScale(K: number): number {
 // ---------------------------------------------------------------- plan
 
 function defaultVocabPath(vocab: SynthShape['vocab']): string {
-  // Two levels below the repo root from both lib/model (vitest) and dist/model: ../../../ is the checkout's parent.
-  return fileURLToPath(new URL(`../../../shared/vocab/ggml-vocab-${vocab}.gguf`, import.meta.url));
+  // Two levels below the repo root from both lib/model (vitest) and dist/model; scripts/test-data.mjs puts
+  // llama.cpp's vocabulary files there (taken from the llama.cpp source inside node-llama-cpp).
+  return fileURLToPath(new URL(`../../.cache/test-data/vocab/ggml-vocab-${vocab}.gguf`, import.meta.url));
 }
 
 function checkSeed(seed: number): number {
@@ -378,7 +379,8 @@ export function planModel(opts: Omit<SynthOptions, 'out' | 'onProgress'>): Synth
 
   const vocabPath = opts.vocab ?? defaultVocabPath(spec.vocab);
   if (!existsSync(vocabPath))
-    throw new SynthError(`${opts.vocab === undefined ? 'default vocabulary' : 'vocabulary file'} ${vocabPath} not found: pass --vocab FILE (a GGUF with tokenizer.ggml.* keys, e.g. llama.cpp's models/ggml-vocab-${spec.vocab}.gguf)`);
+    throw new SynthError(`${opts.vocab === undefined ? 'default vocabulary' : 'vocabulary file'} ${vocabPath} not found: pass --vocab FILE (a GGUF with tokenizer.ggml.* keys, e.g. llama.cpp's models/ggml-vocab-${spec.vocab}.gguf)` +
+      (opts.vocab === undefined ? '; in a bitllm checkout, `node scripts/test-data.mjs` extracts the default one' : ''));
   const vocab = readGguf(vocabPath);
   const tokens = vocab.metadata.get('tokenizer.ggml.tokens');
   if (!tokens || !Array.isArray(tokens.value) || tokens.value.length === 0)
