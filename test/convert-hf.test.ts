@@ -20,7 +20,9 @@ import { UnsafePickleError, indexTorchBin, unpickle } from '../lib/convert/torch
 import { GgufMetadata, readGguf } from '../lib/format/gguf.js';
 import { Tokenizer } from '../lib/tokenizer/index.js';
 import { type FixtureFormat, type FixtureLayout, type HfFixture, PickleBuilder, hfFixture, pickleStateDict, torchBin, writeHfFolder, zipStored } from './hf-fixtures.js';
-import { rng } from './helpers.js';
+import { rng, runProcess } from './helpers.js';
+
+const MAIN = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 
 const TOKENIZER = fileURLToPath(new URL('../train/tokenizer.model', import.meta.url));
 const SHAPE = { vocab: 4096, d: 256, n_layer: 2, n_head: 4, n_head_kv: 2, ff: 512 };
@@ -216,6 +218,32 @@ describe('bitllm convert: tokenizer.json', () => {
     writeHfFolder(dir, fx, 'safetensors');
     writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({ pre_tokenizer: { type: 'Whitespace' }, model: { type: 'BPE', vocab: { a: 0 }, merges: [] } }));
     expect(() => convertCheckpoint({ dir, out: join(tmp, 'x.gguf') })).toThrow(/tokenizer\.json: pre_tokenizer .*Whitespace/);
+  });
+});
+
+// ---------------------------------------------------------------- the command
+
+describe('bitllm convert (the command, dist/cli/main.js)', () => {
+  it('converts a folder (--json) and exits 1 with the message for bad input, 2 for bad usage', async () => {
+    const fx = hfFixture('fbi-llm', 8, SMALL);
+    const dir = folder(fx, 'bin');
+    const out = join(tmp, `cli-${serial++}.gguf`);
+    const ok = await runProcess(process.execPath, [MAIN, 'convert', dir, '-o', out, '--json']);
+    expect(ok.status, ok.stderr).toBe(0);
+    const j = JSON.parse(ok.stdout) as { layout: string; arch: string; type: string; findings: { zeroLatentWeights: number } };
+    expect(j).toMatchObject({ layout: 'fbi-llm', arch: 'fbi-llm', type: 'q1_0' });
+    expect(j.findings.zeroLatentWeights).toBe(fx.zeros);
+    const text = await runProcess(process.execPath, [MAIN, 'convert', dir, '-o', out]);
+    expect(text.stdout).toMatch(new RegExp(`latent weights exactly 0: ${fx.zeros} \\(stored as \\+1`));
+    writeFileSync(join(dir, 'config.json'), '{"hidden_size": 128');
+    const bad = await runProcess(process.execPath, [MAIN, 'convert', dir, '-o', out]);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/config\.json: .*JSON/);
+    const usage = await runProcess(process.execPath, [MAIN, 'convert', dir]);
+    expect(usage.status).toBe(2);
+    expect(usage.stderr).toMatch(/-o OUT\.gguf is required/);
+    const badType = await runProcess(process.execPath, [MAIN, 'convert', dir, '-o', out, '--type', 'q4_0']);
+    expect(badType.status).toBe(2);
   });
 });
 
