@@ -245,12 +245,20 @@ class CheckpointSource {
     return v;
   }
 
+  /** An embedding-sized float tensor as F16, converted in row chunks (the 2B-4T embedding is 328 M values). */
   private f16(name: string, rows: number, cols: number): SafeTensor {
-    const v = tensorFloats(this.hf(name, [rows, cols]));
-    const h = new Uint16Array(v.length);
-    for (let i = 0; i < v.length; i++) {
-      if (!(Math.abs(v[i]!) <= 65504)) throw new ModelFormatError(`${this.hf(name).file}: tensor '${name}' element ${i} = ${v[i]} does not fit F16`);
-      h[i] = floatToHalf(v[i]!);
+    const t = this.hf(name, [rows, cols]);
+    const h = new Uint16Array(rows * cols);
+    const chunkRows = Math.max(1, Math.floor((16 << 20) / (cols * 4)));
+    for (let r0 = 0; r0 < rows; r0 += chunkRows) {
+      const n = Math.min(chunkRows, rows - r0) * cols;
+      const el = t.nbytes / (rows * cols);
+      const part: CheckpointTensor = { ...t, shape: [n], offset: t.offset + r0 * cols * el, nbytes: n * el };
+      const v = tensorFloats(part);
+      for (let i = 0; i < n; i++) {
+        if (!(Math.abs(v[i]!) <= 65504)) throw new ModelFormatError(`${t.file}: tensor '${name}' element ${r0 * cols + i} = ${v[i]} does not fit F16`);
+        h[r0 * cols + i] = floatToHalf(v[i]!);
+      }
     }
     return st(name, 'F16', [rows, cols], h);
   }
