@@ -196,7 +196,8 @@ describe('bitllm convert: tokenizer.json', () => {
       pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: split }, behavior: 'Isolated' }, { type: 'ByteLevel', add_prefix_space: false, use_regex: false }] },
       model: { type: 'BPE', vocab, merges },
     }));
-    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<|begin_of_text|>', eos_token: '<|end_of_text|>' }));
+    const template = "{% for message in messages %}{{ message['role'] | capitalize }}: {{ message['content'] }}<|eot_id|>{% endfor %}Assistant: ";
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<|begin_of_text|>', eos_token: '<|end_of_text|>', chat_template: template }));
     const out = join(tmp, `conv-${serial++}.gguf`);
     convertCheckpoint({ dir, out });
     const f = readGguf(out);
@@ -205,6 +206,7 @@ describe('bitllm convert: tokenizer.json', () => {
     expect(md.string('tokenizer.ggml.pre')).toBe('llama-bpe');
     expect(md.number('tokenizer.ggml.bos_token_id')).toBe(261);
     expect(md.number('tokenizer.ggml.eos_token_id')).toBe(262);
+    expect(md.string('tokenizer.chat_template')).toBe(template);
     const tok = Tokenizer.fromGguf(f);
     // 'hello' → he|ll|o, ' world' → Ġw|or|l|d; BOS from the llama-bpe family
     expect(tok.encode('hello world', { addBos: true })).toEqual([261, 258, chars.indexOf('o'), 259, 260, chars.indexOf('l'), chars.indexOf('d')]);

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { ModelFormatError } from '../errors.js';
 import { type GgufWriter } from '../format/gguf.js';
 import { type TokenizerSection } from './export.js';
-import { type SpmModelFile, readSpmModel } from './spm-model.js';
+import { type SpmModelFile, readSpmModel, writeSpmTokenizer } from './spm-model.js';
 
 interface AddedToken { id: number; content: string; special: boolean }
 
@@ -92,7 +92,9 @@ function preTokenizerName(pre: unknown, path: string): string {
   const byteLevel = parts.find((p) => p['type'] === 'ByteLevel');
   if (split) {
     const regex = (split['pattern'] as { Regex?: unknown } | undefined)?.Regex;
-    if (regex === LLAMA3_SPLIT && byteLevel && byteLevel['use_regex'] === false) return 'llama-bpe';
+    // LLaMA-3's split: the exact pattern, or a copy differing only in escaping (same alternatives, digits in threes).
+    const llama3 = regex === LLAMA3_SPLIT || (typeof regex === 'string' && regex.startsWith("(?i:'s|'t|'re|'ve|'m|'ll|'d)") && regex.includes('\\p{N}{1,3}'));
+    if (llama3 && byteLevel && byteLevel['use_regex'] === false) return 'llama-bpe';
     throw new ModelFormatError(`${path}: pre-tokenizer split ${JSON.stringify(regex)} is not one bitllm implements (LLaMA-3's, or GPT-2's ByteLevel)`);
   }
   if (byteLevel && byteLevel['use_regex'] !== false) return 'gpt2';
@@ -142,9 +144,26 @@ export function bpeTokenizer(dir: string, vocab: number, config: Record<string, 
   };
 }
 
-/** The checkpoint's tokenizer: tokenizer.model if present (SentencePiece), else tokenizer.json (BPE). */
-export function checkpointTokenizer(dir: string, vocab: number, config: Record<string, unknown>): SpmModelFile | TokenizerSection {
-  if (existsSync(join(dir, 'tokenizer.model'))) return spmTokenizer(dir, vocab);
-  if (existsSync(join(dir, 'tokenizer.json'))) return bpeTokenizer(dir, vocab, config);
-  throw new ModelFormatError(`${dir}: no tokenizer.model or tokenizer.json`);
+/** tokenizer_config.json's chat_template (a string), if any. */
+function chatTemplate(dir: string): string | undefined {
+  const tc = join(dir, 'tokenizer_config.json');
+  if (!existsSync(tc)) return undefined;
+  const t = readJson(tc)['chat_template'];
+  return typeof t === 'string' ? t : undefined;
+}
+
+/**
+ * The checkpoint's tokenizer: tokenizer.model if present (SentencePiece), else tokenizer.json (BPE), plus
+ * tokenizer_config.json's chat_template as tokenizer.chat_template (the engine picks the chat format from it).
+ */
+export function checkpointTokenizer(dir: string, vocab: number, config: Record<string, unknown>): TokenizerSection {
+  let section: TokenizerSection;
+  if (existsSync(join(dir, 'tokenizer.model'))) {
+    const m = spmTokenizer(dir, vocab);
+    section = { size: m.pieces.length, write: (w) => writeSpmTokenizer(w, m, join(dir, 'tokenizer.model')) };
+  } else if (existsSync(join(dir, 'tokenizer.json'))) section = bpeTokenizer(dir, vocab, config);
+  else throw new ModelFormatError(`${dir}: no tokenizer.model or tokenizer.json`);
+  const template = chatTemplate(dir);
+  if (template === undefined) return section;
+  return { size: section.size, write: (w) => { section.write(w); w.string('tokenizer.chat_template', template); } };
 }
