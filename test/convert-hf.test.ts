@@ -152,6 +152,42 @@ describe('bitllm convert: upstream layouts → the direct export', () => {
     expectSameTensors(out, directExport(fx, 'i2_s'));
   });
 
+  it('--scale-reference settles the packed weight_scale direction against the float master', () => {
+    const master = hfFixture('bitnet-2b4t-master', 6, SMALL);
+    const masterDir = folder(master, 'safetensors');
+    /** The packed checkpoint of the master's own trits, weight_scale = f(ternary scale) as F32. */
+    const packedOf = (f: (scale: number) => number, linearClass: string) => {
+      const byName = new Map(master.expected.map((t) => [t.name, t]));
+      const hf: SafetensorsInput[] = master.hf.filter((t) => !/_proj\.weight$/.test(t.name));
+      const proj: Record<string, string> = { attn_q: 'self_attn.q_proj', attn_k: 'self_attn.k_proj', attn_v: 'self_attn.v_proj', attn_output: 'self_attn.o_proj', ffn_gate: 'mlp.gate_proj', ffn_up: 'mlp.up_proj', ffn_down: 'mlp.down_proj' };
+      for (let l = 0; l < SMALL.n_layer; l++) {
+        for (const [p, hp] of Object.entries(proj)) {
+          const w = byName.get(`blk.${l}.${p}.weight`)!;
+          const [M, K] = w.shape as [number, number];
+          const trits = w.data as Int8Array;
+          const packed = new Uint8Array((M / 4) * K);
+          for (let m = 0; m < M; m++) for (let k = 0; k < K; k++) packed[(m % (M / 4)) * K + k]! |= (trits[m * K + k]! + 1) << (2 * Math.floor(m / (M / 4)));
+          const scale = (byName.get(`blk.${l}.${p}.scale`)!.data as Float32Array)[0]!;
+          hf.push({ name: `model.layers.${l}.${hp}.weight`, dtype: 'U8', shape: [M / 4, K], data: packed });
+          hf.push({ name: `model.layers.${l}.${hp}.weight_scale`, dtype: 'F32', shape: [1], data: Float32Array.of(f(scale)) });
+        }
+      }
+      const fx: HfFixture = { ...master, hf, config: { ...master.config, quantization_config: { quant_method: 'bitnet', linear_class: linearClass } } };
+      return folder(fx, 'safetensors');
+    };
+    // Stored as 1/γ while the config claims autobitlinear: the master wins, and the result is the master's export.
+    const out = join(tmp, `conv-${serial++}.gguf`);
+    const r = convertCheckpoint({ dir: packedOf((s) => 1 / s, 'autobitlinear'), out, type: 'i2_s', scaleReference: masterDir });
+    expect(r.findings.scaleDirection).toBe('divide');
+    expect(r.findings.scaleCheck!.masterMeanAbs * r.findings.scaleCheck!.weightScale).toBeCloseTo(1, 2);
+    expectSameTensors(out, directExport(master, 'i2_s'));
+    const m = convertCheckpoint({ dir: packedOf((s) => s, 'bitlinear'), out: join(tmp, `conv-${serial++}.gguf`), scaleReference: masterDir });
+    expect(m.findings.scaleDirection).toBe('multiply');
+    expect(() => convertCheckpoint({ dir: packedOf((s) => 3 * s, 'bitlinear'), out: join(tmp, 'x.gguf'), scaleReference: masterDir }))
+      .toThrow(/matches neither 1\/mean\|W\| nor mean\|W\|.*not the same model or revision/);
+    expect(() => convertCheckpoint({ dir: masterDir, out: join(tmp, 'x.gguf'), scaleReference: masterDir })).toThrow(/applies to packed 2B-4T checkpoints/);
+  });
+
   it('grows a SentencePiece vocabulary to the model\'s rows with added_tokens.json, then unused padding', () => {
     const fx = hfFixture('1bitllm', 2, { ...SHAPE, vocab: 4100 });
     const dir = folder(fx, 'safetensors');

@@ -17,12 +17,14 @@ export const CONVERT_USAGE = `usage: bitllm convert HF_DIR -o OUT.gguf [options]
   --type T             i2_s (default), tq2_0, tq1_0 for BitNet b1.58 checkpoints; q1_0 for FBI-LLM / OneBit
   --layout L           skip detection: ${HF_LAYOUTS.join(', ')}
   --name NAME          general.name (default: the config's _name_or_path)
+  --scale-reference D  packed 2B-4T: settle weight_scale's direction against the float master in D (the -bf16
+                       repository of the same revision) instead of the config's linear_class
   --json               one JSON line: layout, architecture, type, bytes, sha256, findings
 `;
 
 const SPEC: CommandSpec = {
   name: 'convert',
-  valued: { o: 'out', out: 'out', type: 'type', layout: 'layout', name: 'name' },
+  valued: { o: 'out', out: 'out', type: 'type', layout: 'layout', name: 'name', 'scale-reference': 'scale-reference' },
   flags: { json: 'json', help: 'help', h: 'help' },
 };
 
@@ -41,7 +43,9 @@ export async function runConvertCommand(argv: string[]): Promise<number> {
   const type = cl.choice('type', ['i2_s', 'tq2_0', 'tq1_0', 'q1_0'] as const) as ExportType | undefined;
   const layout = cl.choice('layout', HF_LAYOUTS);
   const t0 = performance.now();
-  const r = convertCheckpoint({ dir, out, type, layout, name: cl.str('name') });
+  const scaleReference = cl.str('scale-reference');
+  if (scaleReference !== undefined && !(existsSync(scaleReference) && statSync(scaleReference).isDirectory())) throw new UsageError(`convert: --scale-reference ${scaleReference} is not a folder`);
+  const r = convertCheckpoint({ dir, out, type, layout, name: cl.str('name'), scaleReference });
   const seconds = (performance.now() - t0) / 1000;
   if (cl.has('json')) {
     process.stdout.write(JSON.stringify({ path: r.path, layout: r.layout, family: r.family, arch: r.arch, type: r.type, tensors: r.tensors,
@@ -49,6 +53,8 @@ export async function runConvertCommand(argv: string[]): Promise<number> {
   } else {
     process.stdout.write(`${dir}: ${r.layout} → ${r.path} (${r.arch}, ${r.type}, ${r.tensors} tensors, ${r.bytes} bytes, ${seconds.toFixed(1)} s)\n`);
     if (r.findings.scaleDirection) process.stdout.write(`  weight_scale applied as a ${r.findings.scaleDirection === 'divide' ? 'divisor (ternary scale = 1/weight_scale)' : 'multiplier'}\n`);
+    const c = r.findings.scaleCheck;
+    if (c) process.stdout.write(`  settled against the master: ${c.tensor} mean|W| = ${c.masterMeanAbs}, weight_scale = ${c.weightScale}\n`);
     if (r.layout === 'fbi-llm') {
       const per = Object.entries(r.findings.zeroLatentTensors);
       process.stdout.write(`  latent weights exactly 0: ${r.findings.zeroLatentWeights}${per.length ? ` (stored as +1; upstream sign(0) = 0) in ${per.map(([n, c]) => `${n}: ${c}`).join(', ')}` : ''}\n`);

@@ -184,6 +184,34 @@ export interface ConvertFindings {
   zeroLatentTensors: Record<string, number>;
   /** The packed 2B-4T scale direction used. */
   scaleDirection?: 'divide' | 'multiply';
+  /** `scaleReference`: the tensor compared, its absmean in the master checkpoint, and its weight_scale here. */
+  scaleCheck?: { tensor: string; masterMeanAbs: number; weightScale: number };
+}
+
+/** Relative tolerance of the master-vs-packed scale check (bf16 weight_scale: 2⁻⁸; the absmean itself is exact). */
+const SCALE_CHECK_TOLERANCE = 0.01;
+
+/**
+ * Settles the packed checkpoint's weight_scale direction against its float master (the -bf16 repository):
+ * mean|W| of one projection of the master equals 1/weight_scale (divide) or weight_scale (multiply).
+ * Throws when neither matches (different models or revisions).
+ */
+export function scaleDirectionFromMaster(packedDir: string, packed: Map<string, CheckpointTensor>, masterDir: string): { direction: 'divide' | 'multiply'; check: NonNullable<ConvertFindings['scaleCheck']> } {
+  const master = indexCheckpoint(masterDir);
+  const name = 'model.layers.0.self_attn.q_proj';
+  const w = master.get(`${name}.weight`);
+  const ws = packed.get(`${name}.weight_scale`);
+  if (!w) throw new ModelFormatError(`${masterDir}: missing tensor '${name}.weight' (the master checkpoint to check the scale against)`);
+  if (!ws) throw new ModelFormatError(`${packedDir}: missing tensor '${name}.weight_scale'`);
+  const v = tensorFloats(w);
+  let sum = 0;
+  for (let i = 0; i < v.length; i++) sum += Math.abs(v[i]!);
+  const meanAbs = sum / v.length;
+  const scale = tensorFloats(ws)[0]!;
+  const check = { tensor: name, masterMeanAbs: meanAbs, weightScale: scale };
+  if (Math.abs(meanAbs * scale - 1) <= SCALE_CHECK_TOLERANCE) return { direction: 'divide', check };
+  if (Math.abs(meanAbs / scale - 1) <= SCALE_CHECK_TOLERANCE) return { direction: 'multiply', check };
+  throw new ModelFormatError(`${packedDir}: ${name}.weight_scale = ${scale} matches neither 1/mean|W| nor mean|W| of ${masterDir}'s master (mean|W| = ${meanAbs}): not the same model or revision`);
 }
 
 const f16Value = (x: number) => halfToFloat(floatToHalf(x));
@@ -377,6 +405,11 @@ export interface ConvertOptions {
   type?: ExportType;
   /** Force a layout instead of detecting it. */
   layout?: HfLayout;
+  /**
+   * Packed 2B-4T only: the float master checkpoint of the same model (the -bf16 repository), against which the
+   * weight_scale direction is settled instead of taken from the config (scaleDirectionFromMaster).
+   */
+  scaleReference?: string;
   name?: string;
 }
 
@@ -400,8 +433,14 @@ export function convertCheckpoint(opts: ConvertOptions): ConvertResult {
   const embd = tensors.get('model.embed_tokens.weight');
   if (embd && embd.shape[0] !== cfg.vocab) throw new ModelFormatError(`${embd.file}: model.embed_tokens.weight has ${embd.shape[0]} rows, config vocab_size is ${cfg.vocab}`);
   const qc = config['quantization_config'] as Record<string, unknown> | undefined;
-  const direction = qc?.['linear_class'] === 'autobitlinear' ? 'multiply' : PACKED_SCALE_DIRECTION;
+  let direction: 'divide' | 'multiply' = qc?.['linear_class'] === 'autobitlinear' ? 'multiply' : PACKED_SCALE_DIRECTION;
+  let scaleCheck: ConvertFindings['scaleCheck'];
+  if (opts.scaleReference !== undefined) {
+    if (layout !== 'bitnet-2b4t-packed') throw new ModelFormatError(`${opts.dir}: a scale reference applies to packed 2B-4T checkpoints, this is ${layout}`);
+    ({ direction, check: scaleCheck } = scaleDirectionFromMaster(opts.dir, tensors, opts.scaleReference));
+  }
   const src = new CheckpointSource(opts.dir, layout, cfg, tensors, direction);
+  if (scaleCheck) src.findings.scaleCheck = scaleCheck;
   const file: SafetensorsFile = { source: opts.dir, tensors: new LazyTensors(src), metadata: {} };
   const tokenizer = checkpointTokenizer(opts.dir, cfg.vocab, config);
   const nameFromConfig = typeof config['_name_or_path'] === 'string' ? (config['_name_or_path'] as string) : undefined;
