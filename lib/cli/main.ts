@@ -10,6 +10,7 @@ import type { Isa } from '../native.js';
 import { UsageError, intList, parseArgs } from './args.js';
 import { DEFAULT_SHAPES, KERNEL_CASES, defaultIsas, lastLevelCacheBytes, runKernelBench } from './bench-kernels.js';
 import { runChatCommand } from './chat.js';
+import { runConvertCommand } from './convert.js';
 import { runInspectCommand } from './inspect.js';
 import { runPerplexityCommand } from './perplexity.js';
 import { runPullCommand } from './pull.js';
@@ -31,6 +32,7 @@ commands:
   quantize MODEL --method M -o F  post-training binarization of a dense model: billm (--calib TEXT) or absmax (--bits 1|2)
   pull hf:OWNER/REPO[/FILE][@REV]  download a model from the Hugging Face hub into the cache (--offline, --json);
                                MODEL may then be hf:OWNER/REPO or OWNER/REPO
+  convert HF_DIR -o F.gguf     a Hugging Face checkpoint (BitNet 2B-4T, 1bitLLM, FBI-LLM, OneBit) to GGUF (--type)
   info                         CPU features, supported ISAs and the default kernel variants
   bench MODEL [-p 128] [-n 32]   end-to-end prefill / decode tok/s (-t, --reps, --head, --json, --profile)
   bench kernels [--json]       kernel GEMV/GEMM throughput vs the machine's read bandwidth
@@ -62,6 +64,7 @@ const COMMANDS = new Map<string, (argv: string[]) => Promise<number>>([
   ['synth', runSynthCommand],
   ['quantize', runQuantizeCommand],
   ['pull', runPullCommand],
+  ['convert', runConvertCommand],
 ]);
 
 async function main(argv: string[]): Promise<number> {

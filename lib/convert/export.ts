@@ -38,6 +38,13 @@ export interface TrainedConfig {
   eps: number;
   /** 'bitnet' (default): sub-norms, ReLU² GLU, tied head; 'llama': upstream FBI-LLM / OneBit (none, SiLU, untied). */
   block?: 'bitnet' | 'llama';
+  /**
+   * Overrides of the block's defaults, for checkpoints that mix them (`bitllm convert`: 1bitLLM has the
+   * sub-norms with SiLU and an untied head). Absent: what `block` implies.
+   */
+  sub_norms?: boolean;
+  hidden_act?: 'relu2' | 'silu';
+  tied_head?: boolean;
 }
 
 
@@ -60,11 +67,18 @@ export function architectureOf(family: Family, type: ExportType): string {
 /** general.file_type: llama.cpp's LLAMA_FTYPE values where one exists (MOSTLY_F16 1, TQ1_0 36, TQ2_0 37; bitnet.cpp I2_S 40). */
 const FILE_TYPE: Partial<Record<ExportType, number>> = { f16: 1, tq1_0: 36, tq2_0: 37, i2_s: 40 };
 
+/** A tokenizer section other than a SentencePiece model (`bitllm convert`: tokenizer.json's BPE). */
+export interface TokenizerSection {
+  /** Number of tokens it writes (must equal the model's vocabulary). */
+  readonly size: number;
+  write(w: GgufWriter): void;
+}
+
 export interface ExportOptions {
   family: Family;
   config: TrainedConfig;
   tensors: SafetensorsFile;
-  tokenizer: SpmModelFile;
+  tokenizer: SpmModelFile | TokenizerSection;
   /** Default: the family's first type in FAMILY_TYPES. */
   type?: ExportType;
   name?: string;
@@ -125,6 +139,13 @@ function checkConfig(cfg: TrainedConfig): void {
   if (cfg.d % cfg.n_head !== 0 || cfg.n_head % cfg.n_head_kv !== 0) throw new ModelFormatError(`config: d ${cfg.d}, heads ${cfg.n_head}, kv heads ${cfg.n_head_kv} do not divide`);
   if (!(cfg.eps > 0) || !(cfg.rope_theta > 0)) throw new ModelFormatError('config: eps and rope_theta must be positive');
   if (cfg.block !== undefined && cfg.block !== 'bitnet' && cfg.block !== 'llama') throw new ModelFormatError(`config.block = '${String(cfg.block)}' is not bitnet or llama`);
+  if (cfg.hidden_act !== undefined && cfg.hidden_act !== 'relu2' && cfg.hidden_act !== 'silu') throw new ModelFormatError(`config.hidden_act = '${String(cfg.hidden_act)}' is not relu2 or silu`);
+}
+
+/** The block's layout: sub-norms, FFN activation, head (explicit fields override what `block` implies). */
+export function blockLayout(cfg: TrainedConfig): { subNorms: boolean; activation: 'relu2' | 'silu'; tiedHead: boolean } {
+  const llama = cfg.block === 'llama';
+  return { subNorms: cfg.sub_norms ?? !llama, activation: cfg.hidden_act ?? (llama ? 'silu' : 'relu2'), tiedHead: cfg.tied_head ?? !llama };
 }
 
 /** Builds the GGUF (metadata, tokenizer, tensors) of a trained model. */
@@ -135,7 +156,8 @@ export function buildGguf(opts: ExportOptions): { writer: GgufWriter; summary: E
   if (!FAMILY_TYPES[family].includes(type))
     throw new ModelFormatError(`family ${family} cannot be written as ${type} (${FAMILY_TYPES[family].join(', ')})`);
   checkConfig(cfg);
-  if (tokenizer.pieces.length !== cfg.vocab) throw new ModelFormatError(`tokenizer has ${tokenizer.pieces.length} pieces, the model ${cfg.vocab} embeddings`);
+  const tokens = 'pieces' in tokenizer ? tokenizer.pieces.length : tokenizer.size;
+  if (tokens !== cfg.vocab) throw new ModelFormatError(`tokenizer has ${tokens} pieces, the model ${cfg.vocab} embeddings`);
   const src = new Source(opts.tensors);
   const arch = architectureOf(family, type);
   const hd = cfg.d / cfg.n_head;
@@ -155,21 +177,22 @@ export function buildGguf(opts: ExportOptions): { writer: GgufWriter; summary: E
   w.u32(key('attention.head_count_kv'), cfg.n_head_kv);
   w.f32(key('attention.layer_norm_rms_epsilon'), cfg.eps);
   w.f32(key('rope.freq_base'), cfg.rope_theta);
-  const llama = cfg.block === 'llama';
-  w.string(key('hidden_activation'), llama ? 'silu' : 'relu2');
+  const layout = blockLayout(cfg);
+  w.string(key('hidden_activation'), layout.activation);
   // The row's extra keys, with the values train/model.py trains with.
   const row = archRow(arch);
   if (row.extraKeys.includes('linear_norm_epsilon')) w.f32(key('linear_norm_epsilon'), 1e-5);
   if (row.extraKeys.includes('attn_output.topk_ratio')) w.f32(key('attn_output.topk_ratio'), 0.5);
   if (row.extraKeys.includes('kv_bits')) w.u32(key('kv_bits'), 3);
   if (FILE_TYPE[type] !== undefined) w.u32('general.file_type', FILE_TYPE[type]!);
-  writeSpmTokenizer(w, tokenizer);
+  if ('pieces' in tokenizer) writeSpmTokenizer(w, tokenizer);
+  else tokenizer.write(w);
   w.u32('general.quantization_version', 2);
 
   const embd = src.get('token_embd.weight', 'F16', [cfg.vocab, cfg.d]);
   w.addTensor('token_embd.weight', [cfg.d, cfg.vocab], GGML.F16, embd.data.slice());
   const norm = (name: string, n: number) => w.addTensor(name, [n], GGML.F32, bytesOf(src.f32(name, [n])));
-  if (llama) w.addTensor('output.weight', [cfg.d, cfg.vocab], GGML.F16, src.get('output.weight', 'F16', [cfg.vocab, cfg.d]).data.slice());
+  if (!layout.tiedHead) w.addTensor('output.weight', [cfg.d, cfg.vocab], GGML.F16, src.get('output.weight', 'F16', [cfg.vocab, cfg.d]).data.slice());
   norm('output_norm.weight', cfg.d);
   const proj = (p: string, M: number, K: number, kind: Projection) => {
     const name = `${p}${kind}.weight`;
@@ -209,13 +232,13 @@ export function buildGguf(opts: ExportOptions): { writer: GgufWriter; summary: E
     const P = (kind: Projection) => proj(p, ...shapeOf(cfg, kind), kind);
     norm(`${p}attn_norm.weight`, cfg.d);
     P('attn_q'); P('attn_k'); P('attn_v'); P('attn_output');
-    if (!llama) norm(`${p}attn_sub_norm.weight`, cfg.d);
+    if (layout.subNorms) norm(`${p}attn_sub_norm.weight`, cfg.d);
     norm(`${p}ffn_norm.weight`, cfg.d);
     P('ffn_gate'); P('ffn_up'); P('ffn_down');
-    if (!llama) norm(`${p}ffn_sub_norm.weight`, cfg.ff);
+    if (layout.subNorms) norm(`${p}ffn_sub_norm.weight`, cfg.ff);
   }
   const perLayer = PROJECTIONS.reduce((a, p) => a + 1 + LINEAR_KIND_SPECS[row.linears[p].kind].siblings.length, 0);
-  const count = (llama ? 3 : 2) + cfg.n_layer * ((llama ? 2 : 4) + perLayer);
+  const count = (layout.tiedHead ? 2 : 3) + cfg.n_layer * ((layout.subNorms ? 4 : 2) + perLayer);
   return { writer: w, summary: { arch, type, tensors: count } };
 }
 

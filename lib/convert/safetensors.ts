@@ -1,13 +1,13 @@
 // safetensors (huggingface/safetensors): u64 little-endian header length N, N bytes of JSON
 // {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__"?: {string: string}}, then the raw
 // little-endian tensor bytes (offsets relative to the end of the header). Reader and writer.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 
 import { ModelFormatError } from '../errors.js';
 
 export type SafetensorsDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
-const DTYPE_BYTES: Record<SafetensorsDtype, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
+export const DTYPE_BYTES: Record<SafetensorsDtype, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
 
 export interface SafeTensor {
   name: string;
@@ -26,22 +26,30 @@ export interface SafetensorsFile {
 
 const MAX_HEADER = 100 << 20;
 
-/** Parses a safetensors buffer; every offset and size is checked against the buffer. */
-export function parseSafetensors(bytes: Uint8Array, source = '<buffer>'): SafetensorsFile {
+/** A tensor's place in a safetensors file: `dataStart + begin .. dataStart + end` (bytes). */
+export interface SafetensorsEntry {
+  name: string;
+  dtype: SafetensorsDtype;
+  shape: number[];
+  /** Absolute byte offset of the tensor in the file, and its length. */
+  offset: number;
+  nbytes: number;
+}
+
+/**
+ * Validates a safetensors header (the JSON after the u64 length) against the size of the data that follows;
+ * `base` is the absolute offset of that data. Every offset and size is checked.
+ */
+export function parseSafetensorsHeader(json: Uint8Array, base: number, dataBytes: number, source: string): { entries: SafetensorsEntry[]; metadata: Record<string, string> } {
   const fail = (msg: string): never => { throw new ModelFormatError(`${source}: ${msg}`); };
-  if (bytes.byteLength < 8) fail('too short for a safetensors header');
-  const n = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
-  if (n > MAX_HEADER || 8 + n > bytes.byteLength) fail(`header length ${n} exceeds the file (${bytes.byteLength} bytes)`);
   let header: Record<string, unknown>;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n))) as Record<string, unknown>;
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(json)) as Record<string, unknown>;
   } catch (err) {
     return fail(`header is not JSON: ${(err as Error).message}`);
   }
   if (header === null || typeof header !== 'object' || Array.isArray(header)) fail('header is not a JSON object');
-  const base = 8 + n;
-  const dataBytes = bytes.byteLength - base;
-  const tensors = new Map<string, SafeTensor>();
+  const entries: SafetensorsEntry[] = [];
   let metadata: Record<string, string> = {};
   for (const [name, raw] of Object.entries(header)) {
     if (name === '__metadata__') {
@@ -51,7 +59,7 @@ export function parseSafetensors(bytes: Uint8Array, source = '<buffer>'): Safete
     }
     const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     const dtype = e?.dtype as SafetensorsDtype;
-    if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) fail(`tensor '${name}': unsupported dtype ${JSON.stringify(e?.dtype)}`);
+    if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, dtype)) fail(`tensor '${name}': unsupported dtype ${JSON.stringify(e?.dtype)}`);
     const shape = e.shape;
     if (!Array.isArray(shape) || shape.some((d) => !Number.isSafeInteger(d) || (d as number) < 0)) fail(`tensor '${name}': bad shape ${JSON.stringify(shape)}`);
     const off = e.data_offsets;
@@ -60,9 +68,58 @@ export function parseSafetensors(bytes: Uint8Array, source = '<buffer>'): Safete
     const count = (shape as number[]).reduce((a, d) => a * d, 1);
     if (end < b || end > dataBytes) fail(`tensor '${name}': data_offsets [${b}, ${end}] outside the data (${dataBytes} bytes)`);
     if (end - b !== count * DTYPE_BYTES[dtype]) fail(`tensor '${name}': ${end - b} bytes for ${count} × ${dtype}`);
-    tensors.set(name, { name, dtype, shape: shape as number[], data: bytes.subarray(base + b, base + end) });
+    entries.push({ name, dtype, shape: shape as number[], offset: base + b, nbytes: end - b });
   }
+  return { entries, metadata };
+}
+
+/** Parses a safetensors buffer; every offset and size is checked against the buffer. */
+export function parseSafetensors(bytes: Uint8Array, source = '<buffer>'): SafetensorsFile {
+  const fail = (msg: string): never => { throw new ModelFormatError(`${source}: ${msg}`); };
+  if (bytes.byteLength < 8) fail('too short for a safetensors header');
+  const n = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
+  if (n > MAX_HEADER || 8 + n > bytes.byteLength) fail(`header length ${n} exceeds the file (${bytes.byteLength} bytes)`);
+  const base = 8 + n;
+  const { entries, metadata } = parseSafetensorsHeader(bytes.subarray(8, base), base, bytes.byteLength - base, source);
+  const tensors = new Map<string, SafeTensor>();
+  for (const e of entries) tensors.set(e.name, { name: e.name, dtype: e.dtype, shape: e.shape, data: bytes.subarray(e.offset, e.offset + e.nbytes) });
   return { source, tensors, metadata };
+}
+
+/** Reads only the header of a safetensors file (tensors are read later by offset: files may exceed 2 GiB). */
+export function indexSafetensors(path: string): { entries: SafetensorsEntry[]; metadata: Record<string, string> } {
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const fail = (msg: string): never => { throw new ModelFormatError(`${path}: ${msg}`); };
+    if (size < 8) fail('too short for a safetensors header');
+    const head = Buffer.alloc(8);
+    readSync(fd, head, 0, 8, 0);
+    const n = Number(head.readBigUInt64LE(0));
+    if (n > MAX_HEADER || 8 + n > size) fail(`header length ${n} exceeds the file (${size} bytes)`);
+    const json = Buffer.alloc(n);
+    if (readSync(fd, json, 0, n, 8) !== n) fail('short read of the header');
+    return parseSafetensorsHeader(json, 8 + n, size - 8 - n, path);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Bytes of a file at an absolute offset (a short read is a ModelFormatError naming the file). */
+export function readFileRange(path: string, offset: number, nbytes: number): Uint8Array {
+  const fd = openSync(path, 'r');
+  try {
+    const out = new Uint8Array(nbytes);
+    let done = 0;
+    while (done < nbytes) {
+      const got = readSync(fd, out, done, Math.min(nbytes - done, 1 << 30), offset + done);
+      if (got === 0) throw new ModelFormatError(`${path}: file ends before byte ${offset + nbytes}`);
+      done += got;
+    }
+    return out;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export function readSafetensors(path: string): SafetensorsFile {
