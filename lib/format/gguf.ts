@@ -236,9 +236,11 @@ export function parseGguf(bytes: Uint8Array, source = '<buffer>'): GgufFile {
 
 /** Maps and parses a GGUF file; nothing but metadata arrays is copied into the JS heap. */
 export function readGguf(path: string): GgufFile {
+  // Outside the try: an addon that does not load is a NativeError (what to install), not a format error.
+  const mapFile = binding<(p: string) => ArrayBuffer>('mapFile');
   let buf: ArrayBuffer;
   try {
-    buf = binding<(p: string) => ArrayBuffer>('mapFile')(path);
+    buf = mapFile(path);
   } catch (err) {
     throw new ModelFormatError(`${(err as Error).message}`, { cause: err });
   }

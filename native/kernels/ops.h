@@ -53,6 +53,15 @@ using rope_neox_fn = void (*)(float* x,            // [B, n_heads, head_dim] (ro
                               int64_t B, int64_t n_heads, int64_t head_dim, int64_t ld, int64_t n_rot,
                               float theta_base);
 
+// The prebuilt binaries must load on glibc 2.28 (docs/shipping.md): glibc 2.29 added a new default
+// version of pow (the same results; only the SVID error-handling wrapper went away), so bind the
+// version every glibc has. Every translation unit that calls std::pow includes this header.
+#if defined(__GLIBC__) && defined(__x86_64__)
+__asm__(".symver pow,pow@GLIBC_2.2.5");
+#elif defined(__GLIBC__) && defined(__aarch64__)
+__asm__(".symver pow,pow@GLIBC_2.17");
+#endif
+
 // The RoPE angle inputs every variant shares (static: each ISA translation unit keeps its own copy,
 // so no out-of-line copy built with wider ISA flags can be picked by the linker for another).
 // inv_freq[i] for pair indices i0 .. i0+n-1.
