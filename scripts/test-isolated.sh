@@ -7,6 +7,7 @@
 #     the run can use Debian's python3-sentencepiece or python3-torch;
 #   * the environment is cleared except HOME, locale, TMPDIR, proxies and npm's registry/cache settings.
 # Uncommitted changes are not part of the check. Exits with npm's status; prints the time taken.
+# BITLLM_ISOLATED_PREBUILDS=DIR copies a prebuilds/ folder into the clone first (see below).
 # The clone is deleted after a pass and kept for inspection after a failure (BITLLM_ISOLATED_KEEP=1: always).
 #
 # usage: bash scripts/test-isolated.sh   (npm run test:isolated)
@@ -40,6 +41,13 @@ done
 echo "test-isolated: cloning $commit into $clone"
 git clone -q --no-checkout "$root" "$clone"
 git -C "$clone" checkout -q --detach "$commit"
+# BITLLM_ISOLATED_PREBUILDS=DIR: copy DIR (a prebuilds/ folder made by scripts/prebuild.sh) into the clone, so
+# `npm ci` loads the shipped binaries instead of compiling (CI: the suite then tests what ships, and the source
+# build is already proven by prebuild.sh's node-gyp run and ctest's cmake build).
+if [ -n "${BITLLM_ISOLATED_PREBUILDS:-}" ]; then
+  cp -r "$BITLLM_ISOLATED_PREBUILDS" "$clone/prebuilds"
+  echo "test-isolated: using the prebuilds in $BITLLM_ISOLATED_PREBUILDS"
+fi
 
 keep_env=(HOME="$HOME" PATH="$tools/bin" PYTHONPATH="$tools/python" LANG="${LANG:-C.UTF-8}" TMPDIR="${TMPDIR:-/tmp}")
 for v in CI LC_ALL http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY npm_config_registry npm_config_cache \
@@ -53,7 +61,8 @@ set +e
   command -v bible >/dev/null && { echo "test-isolated: bible is still on PATH" >&2; exit 1; }
   python3 -c "import sentencepiece" 2>/dev/null && { echo "test-isolated: sentencepiece is still importable" >&2; exit 1; }
   [ -e ../shared ] && { echo "test-isolated: ../shared exists beside the clone" >&2; exit 1; }
-  npm ci --no-audit --no-fund && npm test')
+  npm ci --no-audit --no-fund && npm test
+  if [ -d prebuilds ] && [ -e build/Release/bitllm.node ]; then echo "test-isolated: npm ci compiled the addon although prebuilds were given" >&2; exit 1; fi')
 status=$?
 set -e
 elapsed=$(( $(date +%s) - start ))

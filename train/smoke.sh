@@ -2,8 +2,9 @@
 # CI smoke test of the trainer: 20 steps of every family (FP teacher first: FBI-LLM and OneBit distil from it;
 # b1.58 before a4.8, its stage 2), plus FBI-LLM and OneBit in the upstream LLaMA block (no sub-norms, SiLU,
 # untied head: the layout of their released checkpoints), export of each to GGUF, and `bitllm perplexity` of
-# every export against the trainer's quantized evaluation (within 1 %); then `bitllm convert` of the smoke models
-# written in each upstream Hugging Face layout (train/check-convert.sh: identical tensors and logits). Outputs in .cache/train/*-s1-smoke*
+# every export against the trainer's quantized evaluation (within 1 %). (`bitllm convert` of the smoke models in
+# each upstream HF layout: `RUN_ROOT=.cache/train bash train/check-convert.sh` after this; npm run test:convert
+# trains its own.) Outputs in .cache/train/*-s1-smoke*
 # and .cache/smoke.
 # Needs: /usr/bin/python3 with python3-torch, python3-numpy, python3-sentencepiece (Debian), bible-kjv, the npm
 # registry (corpus), and the compiled library (npm run build:ts).
@@ -39,6 +40,4 @@ done
 for family in fbi onebit; do
   node train/check-parity.mjs ".cache/train/$family-s1-smoke-llama" ".cache/smoke/$family-llama-q1_0.gguf"
 done
-echo "== smoke: bitllm convert of the smoke models in each upstream HF layout (train/check-convert.sh)"
-RUN_ROOT=.cache/train bash train/check-convert.sh
 echo "== smoke: ok"
