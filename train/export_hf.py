@@ -124,33 +124,11 @@ def hf_tensors(model, layout):
 
 
 def save_safetensors(path, tensors):
-    arrays = {}
-    for k, v in tensors.items():
-        if v.dtype == torch.bfloat16:  # numpy has no bf16: write the raw bits and patch the dtype
-            arrays[k] = v.view(torch.int16).numpy().view(np.uint16).astype(np.int32)
-        else:
-            arrays[k] = v.numpy()
+    # numpy has no bf16: bf16 tensors go as their raw uint16 bits, labelled BF16 by safetensors_io.save
+    arrays = {k: v.contiguous().view(torch.int16).numpy().view(np.uint16) if v.dtype == torch.bfloat16 else v.numpy()
+              for k, v in tensors.items()}
     bf = {k for k, v in tensors.items() if v.dtype == torch.bfloat16}
-    if not bf:
-        safetensors_io.save(path, arrays, {'format': 'pt'})
-        return
-    # bf16: assemble the file by hand (u64 header length, JSON header, little-endian data)
-    import struct
-    header, blobs, off = {}, [], 0
-    for k in sorted(tensors):
-        v = tensors[k]
-        b = v.contiguous().view(torch.int16).numpy().tobytes() if k in bf else np.ascontiguousarray(v.numpy()).astype(v.numpy().dtype.newbyteorder('<')).tobytes()
-        dt = 'BF16' if k in bf else {np.dtype('float32'): 'F32', np.dtype('uint8'): 'U8', np.dtype('int8'): 'I8'}[v.numpy().dtype]
-        header[k] = {'dtype': dt, 'shape': list(v.shape), 'data_offsets': [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(',', ':')).encode()
-    h += b' ' * (-len(h) % 8)
-    with open(path, 'wb') as f:
-        f.write(struct.pack('<Q', len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+    safetensors_io.save(path, arrays, {'format': 'pt'}, bf16=bf)
 
 
 def main():

@@ -8,14 +8,17 @@ _DTYPES = {'F32': np.float32, 'F16': np.float16, 'I8': np.int8, 'U8': np.uint8, 
 _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 
-def save(path, tensors, metadata=None):
-    """tensors: name -> numpy array (written in sorted name order, C order, little-endian)."""
+def save(path, tensors, metadata=None, bf16=()):
+    """tensors: name -> numpy array (written in sorted name order, C order, little-endian). Names in bf16 hold
+    uint16 arrays of raw bfloat16 bits (numpy has no bfloat16) and are written as BF16."""
     header = {}
     blobs = []
     off = 0
     for name in sorted(tensors):
         a = np.ascontiguousarray(tensors[name])
-        dt = _NAMES.get(a.dtype)
+        if name in bf16 and a.dtype != np.uint16:
+            raise ValueError(f'{name}: BF16 tensors must be given as uint16 bit patterns, got {a.dtype}')
+        dt = 'BF16' if name in bf16 else _NAMES.get(a.dtype)
         if dt is None:
             raise ValueError(f'{name}: dtype {a.dtype} is not supported')
         b = a.astype(a.dtype.newbyteorder('<'), copy=False).tobytes()
