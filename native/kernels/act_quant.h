@@ -1,6 +1,7 @@
 // Activation quantizers: float tokens -> int8 codes + per-token scale and code sum.
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 namespace bitllm {
 
@@ -45,6 +46,25 @@ using act_quant_topk_fn = void (*)(const float* x,  // [B, ldx]
                                    int64_t ldq,
                                    float* scale,   // [B]
                                    int32_t* sum);  // [B]
+
+// The bits of |v| (sign cleared): for finite floats their unsigned order is the order of |v|, and -0 == +0.
+// `static`: each ISA's translation unit keeps its own copy (no cross-ISA inline merging at link time).
+static inline uint32_t abs_bits(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  return u & 0x7fffffffu;
+}
+static inline float abs_bits_to_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// The selection step of act_quant_topk_i8 for one token x [K], 1 <= keep <= K (act_quant_scalar.cpp, built
+// for the baseline ISA and shared by every variant): returns T = abs_bits of the keep-th largest |x|, sets
+// *ties to how many elements with abs_bits == T are kept (the lowest indices first) and *umax to the largest
+// abs_bits (so max|x| = abs_bits_to_float(*umax)).
+uint32_t topk_select(const float* x, int64_t K, int64_t keep, int64_t* ties, uint32_t* umax);
 
 // Per-256-block sums of already quantized codes: bsum[b, j] = Σ_{k in block j} q[b, k]. K % 256 == 0.
 using act_block_sums_fn = void (*)(const int8_t* q,  // [B, ldq]

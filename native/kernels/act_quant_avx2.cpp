@@ -101,6 +101,76 @@ void act_quant_i4_avx2(const float* x, int64_t ldx, int64_t B, int64_t K, int8_t
   }
 }
 
+// act_quant_topk_i8: the threshold from topk_select, then one vector pass: lanes with |x| bits above T are
+// kept (the bits are < 2^31, so a signed compare orders them), lanes equal to T are kept lowest index first
+// while ties remain (rare: a scalar walk over the mask), kept lanes are quantized exactly as act_quant_i8.
+void act_quant_topk_i8_avx2(const float* x, int64_t ldx, int64_t B, int64_t K, int64_t keep, int8_t* q,
+                            int64_t ldq, float* scale, int32_t* sum) {
+  const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
+  for (int64_t b = 0; b < B; ++b) {
+    const float* xr = x + b * ldx;  // [K]
+    int8_t* qr = q + b * ldq;       // [K]
+    int64_t ties = 0;
+    uint32_t umax = 0;
+    const uint32_t thr = keep > 0 ? topk_select(xr, K, keep, &ties, &umax) : 0;
+    const float s = 127.0f / std::fmax(keep > 0 ? abs_bits_to_float(umax) : 0.0f, 1e-5f);
+    const __m256 vs = _mm256_set1_ps(s), vlo = _mm256_set1_ps(-128.0f), vhi = _mm256_set1_ps(127.0f);
+    const __m256i vt = _mm256_set1_epi32(static_cast<int32_t>(thr));
+    __m256i acc = _mm256_setzero_si256();
+    int64_t k = 0;
+    alignas(32) int32_t codes[8];
+    for (; k + 8 <= K; k += 8) {
+      const __m256 xv = _mm256_loadu_ps(xr + k);
+      const __m256i u = _mm256_and_si256(_mm256_castps_si256(xv), absmask);
+      __m256i kept = _mm256_setzero_si256();
+      if (keep > 0) {
+        kept = _mm256_cmpgt_epi32(u, vt);
+        uint32_t eq = static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(u, vt))));
+        if (eq != 0 && ties > 0) {
+          uint32_t take = 0;
+          while (eq != 0 && ties > 0) {
+            take |= eq & (0u - eq);
+            eq &= eq - 1;
+            --ties;
+          }
+          const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+          const __m256i sel = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int32_t>(take)), bits), bits);
+          kept = _mm256_or_si256(kept, sel);
+        }
+      }
+      const __m256 v = _mm256_mul_ps(xv, vs);
+      const __m256i c = _mm256_and_si256(kept, _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, vlo), vhi)));
+      acc = _mm256_add_epi32(acc, c);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(codes), c);
+      for (int j = 0; j < 8; ++j) qr[k + j] = static_cast<int8_t>(codes[j]);
+    }
+    alignas(32) int32_t lanes[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc);
+    int32_t total = 0;
+    for (int32_t v : lanes) total += v;
+    for (; k < K; ++k) {  // tail: the scalar rule
+      const uint32_t u = abs_bits(xr[k]);
+      bool kept = false;
+      if (keep > 0 && u > thr) {
+        kept = true;
+      } else if (keep > 0 && u == thr && ties > 0) {
+        kept = true;
+        --ties;
+      }
+      if (!kept) {
+        qr[k] = 0;
+        continue;
+      }
+      const float v = std::nearbyint(xr[k] * s);
+      const int32_t c = v > 127.0f ? 127 : (v < -128.0f ? -128 : static_cast<int32_t>(v));
+      qr[k] = static_cast<int8_t>(c);
+      total += c;
+    }
+    scale[b] = s;
+    sum[b] = total;
+  }
+}
+
 void act_block_sums_avx2(const int8_t* q, int64_t ldq, int64_t B, int64_t K, int32_t* bsum) {
   // Σ q = Σ (q ^ 0x80 as u8) - 128 * 256 per block; vpsadbw sums unsigned bytes exactly.
   const int64_t nb = K / kScaleBlockK;
@@ -126,6 +196,7 @@ void fill_act_quant_avx2(KernelTable& t, const CpuFeatures&) {
   t.act_quant_i8 = act_quant_i8_avx2;
   t.act_quant_i4 = act_quant_i4_avx2;
   t.act_block_sums = act_block_sums_avx2;
+  t.act_quant_topk_i8 = act_quant_topk_i8_avx2;
   t.v_act_quant = "avx2";
 }
 

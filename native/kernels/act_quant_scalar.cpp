@@ -1,10 +1,45 @@
 // Scalar activation quantizers: the C++ reference every SIMD variant is tested against.
 #include <cmath>
+#include <algorithm>
 #include <cstring>
+#include <functional>
+#include <vector>
 
 #include "kernels.h"
 
 namespace bitllm {
+
+// Two passes instead of a radix select's four: a 4096-bin histogram of the top 12 bits of |x| (sign off:
+// for finite floats the integer order of these bits is the order of |x|) finds the bin that holds the
+// keep-th largest; an exact selection among that bin's elements (typically a few percent of K) finds T.
+uint32_t topk_select(const float* x, int64_t K, int64_t keep, int64_t* ties, uint32_t* umax) {
+  constexpr int kShift = 19;  // 31 magnitude bits -> 12-bit bins
+  uint32_t hist[1u << 12];
+  std::memset(hist, 0, sizeof(hist));
+  uint32_t top = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    const uint32_t u = abs_bits(x[k]);
+    top = u > top ? u : top;
+    ++hist[u >> kShift];
+  }
+  *umax = top;
+  int64_t rank = keep;  // 1-based rank of T among the elements of bins <= d
+  uint32_t d = top >> kShift;
+  while (static_cast<int64_t>(hist[d]) < rank) rank -= hist[d--];
+  thread_local std::vector<uint32_t> cand;
+  cand.clear();
+  cand.reserve(hist[d]);
+  for (int64_t k = 0; k < K; ++k) {
+    const uint32_t u = abs_bits(x[k]);
+    if ((u >> kShift) == d) cand.push_back(u);
+  }
+  std::nth_element(cand.begin(), cand.begin() + (rank - 1), cand.end(), std::greater<uint32_t>());
+  const uint32_t thr = cand[static_cast<size_t>(rank - 1)];
+  int64_t above = 0;
+  for (uint32_t u : cand) above += u > thr;
+  *ties = rank - above;
+  return thr;
+}
 
 namespace {
 
@@ -50,45 +85,15 @@ void act_quant_i4_scalar(const float* x, int64_t ldx, int64_t B, int64_t K, int8
   }
 }
 
-// Bit pattern of |v|: for finite floats, the order of these integers is the order of |v|.
-uint32_t abs_bits(float v) {
-  uint32_t u;
-  std::memcpy(&u, &v, 4);
-  return u & 0x7fffffffu;
-}
-
-// Radix select over the 31 magnitude bits, 8 bits per pass from the top: returns T, the keep-th largest
-// |x| (as bits), and sets *ties to how many elements equal to T are kept (keep minus the count above T).
-uint32_t topk_threshold(const float* x,  // [K]
-                        int64_t K, int64_t keep, int64_t* ties) {
-  uint32_t prefix = 0, mask = 0;
-  int64_t rank = keep;  // 1-based rank of T among the elements that match `prefix` so far
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    int64_t hist[256] = {};
-    for (int64_t k = 0; k < K; ++k) {
-      const uint32_t u = abs_bits(x[k]);
-      if ((u & mask) == prefix) ++hist[(u >> shift) & 255u];
-    }
-    int d = 255;
-    while (hist[d] < rank) rank -= hist[d--];
-    prefix |= static_cast<uint32_t>(d) << shift;
-    mask |= 255u << shift;
-  }
-  *ties = rank;
-  return prefix;
-}
-
 void act_quant_topk_i8_scalar(const float* x, int64_t ldx, int64_t B, int64_t K, int64_t keep, int8_t* q,
                               int64_t ldq, float* scale, int32_t* sum) {
   for (int64_t b = 0; b < B; ++b) {
     const float* xr = x + b * ldx;  // [K]
     int8_t* qr = q + b * ldq;       // [K]
     int64_t ties = 0;
-    const uint32_t thr = keep > 0 ? topk_threshold(xr, K, keep, &ties) : 0;
-    float amax = 0.0f;
-    if (keep > 0)
-      for (int64_t k = 0; k < K; ++k) amax = std::fmax(amax, std::fabs(xr[k]));
-    const float s = 127.0f / std::fmax(amax, 1e-5f);
+    uint32_t umax = 0;
+    const uint32_t thr = keep > 0 ? topk_select(xr, K, keep, &ties, &umax) : 0;
+    const float s = 127.0f / std::fmax(keep > 0 ? abs_bits_to_float(umax) : 0.0f, 1e-5f);
     int32_t acc = 0;
     for (int64_t k = 0; k < K; ++k) {
       const uint32_t u = abs_bits(xr[k]);
