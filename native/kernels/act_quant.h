@@ -1,6 +1,7 @@
 // Activation quantizers: float tokens -> int8 codes + per-token scale and code sum.
 #pragma once
 #include <cstdint>
+#include <cmath>
 #include <cstring>
 
 namespace bitllm {
@@ -65,6 +66,47 @@ static inline float abs_bits_to_float(uint32_t u) {
 // *ties to how many elements with abs_bits == T are kept (the lowest indices first) and *umax to the largest
 // abs_bits (so max|x| = abs_bits_to_float(*umax)).
 uint32_t topk_select(const float* x, int64_t K, int64_t keep, int64_t* ties, uint32_t* umax);
+
+// One token's top-k state: the threshold bits, the ties still to keep, the int8 scale (act_quant_i8's, from
+// max|x| when keep >= 1, else 127 / 1e-5 with nothing kept).
+struct TopkRow {
+  uint32_t thr = 0;
+  int64_t ties = 0;
+  bool any = false;  // keep >= 1
+  float s = 0.0f;
+};
+static inline TopkRow topk_row(const float* x, int64_t K, int64_t keep) {
+  TopkRow r;
+  uint32_t umax = 0;
+  r.any = keep > 0;
+  if (r.any) r.thr = topk_select(x, K, keep, &r.ties, &umax);
+  const float amax = r.any ? abs_bits_to_float(umax) : 0.0f;
+  r.s = 127.0f / (amax > 1e-5f ? amax : 1e-5f);
+  return r;
+}
+
+// The contract element by element for x[k0, K): kept elements are quantized as act_quant_i8, the others get
+// code 0; consumes r.ties. Returns the sum of the codes written.
+static inline int32_t topk_quant_tail(const float* x, int64_t k0, int64_t K, TopkRow& r, int8_t* q) {
+  int32_t acc = 0;
+  for (int64_t k = k0; k < K; ++k) {
+    const uint32_t u = abs_bits(x[k]);
+    bool kept = r.any && u > r.thr;
+    if (!kept && r.any && u == r.thr && r.ties > 0) {
+      kept = true;
+      --r.ties;
+    }
+    if (!kept) {
+      q[k] = 0;
+      continue;
+    }
+    const float v = std::nearbyint(x[k] * r.s);
+    const int32_t c = v > 127.0f ? 127 : (v < -128.0f ? -128 : static_cast<int32_t>(v));
+    q[k] = static_cast<int8_t>(c);
+    acc += c;
+  }
+  return acc;
+}
 
 // Per-256-block sums of already quantized codes: bsum[b, j] = Σ_{k in block j} q[b, k]. K % 256 == 0.
 using act_block_sums_fn = void (*)(const int8_t* q,  // [B, ldq]

@@ -110,12 +110,9 @@ void act_quant_topk_i8_avx2(const float* x, int64_t ldx, int64_t B, int64_t K, i
   for (int64_t b = 0; b < B; ++b) {
     const float* xr = x + b * ldx;  // [K]
     int8_t* qr = q + b * ldq;       // [K]
-    int64_t ties = 0;
-    uint32_t umax = 0;
-    const uint32_t thr = keep > 0 ? topk_select(xr, K, keep, &ties, &umax) : 0;
-    const float s = 127.0f / std::fmax(keep > 0 ? abs_bits_to_float(umax) : 0.0f, 1e-5f);
-    const __m256 vs = _mm256_set1_ps(s), vlo = _mm256_set1_ps(-128.0f), vhi = _mm256_set1_ps(127.0f);
-    const __m256i vt = _mm256_set1_epi32(static_cast<int32_t>(thr));
+    TopkRow r = topk_row(xr, K, keep);
+    const __m256 vs = _mm256_set1_ps(r.s), vlo = _mm256_set1_ps(-128.0f), vhi = _mm256_set1_ps(127.0f);
+    const __m256i vt = _mm256_set1_epi32(static_cast<int32_t>(r.thr));
     __m256i acc = _mm256_setzero_si256();
     int64_t k = 0;
     alignas(32) int32_t codes[8];
@@ -123,15 +120,15 @@ void act_quant_topk_i8_avx2(const float* x, int64_t ldx, int64_t B, int64_t K, i
       const __m256 xv = _mm256_loadu_ps(xr + k);
       const __m256i u = _mm256_and_si256(_mm256_castps_si256(xv), absmask);
       __m256i kept = _mm256_setzero_si256();
-      if (keep > 0) {
+      if (r.any) {
         kept = _mm256_cmpgt_epi32(u, vt);
         uint32_t eq = static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(u, vt))));
-        if (eq != 0 && ties > 0) {
+        if (eq != 0 && r.ties > 0) {
           uint32_t take = 0;
-          while (eq != 0 && ties > 0) {
+          while (eq != 0 && r.ties > 0) {
             take |= eq & (0u - eq);
             eq &= eq - 1;
-            --ties;
+            --r.ties;
           }
           const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
           const __m256i sel = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int32_t>(take)), bits), bits);
@@ -148,25 +145,8 @@ void act_quant_topk_i8_avx2(const float* x, int64_t ldx, int64_t B, int64_t K, i
     _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc);
     int32_t total = 0;
     for (int32_t v : lanes) total += v;
-    for (; k < K; ++k) {  // tail: the scalar rule
-      const uint32_t u = abs_bits(xr[k]);
-      bool kept = false;
-      if (keep > 0 && u > thr) {
-        kept = true;
-      } else if (keep > 0 && u == thr && ties > 0) {
-        kept = true;
-        --ties;
-      }
-      if (!kept) {
-        qr[k] = 0;
-        continue;
-      }
-      const float v = std::nearbyint(xr[k] * s);
-      const int32_t c = v > 127.0f ? 127 : (v < -128.0f ? -128 : static_cast<int32_t>(v));
-      qr[k] = static_cast<int8_t>(c);
-      total += c;
-    }
-    scale[b] = s;
+    total += topk_quant_tail(xr, k, K, r, qr);  // tail: the scalar rule
+    scale[b] = r.s;
     sum[b] = total;
   }
 }

@@ -109,25 +109,22 @@ void act_quant_topk_i8_avx512(const float* x, int64_t ldx, int64_t B, int64_t K,
   for (int64_t b = 0; b < B; ++b) {
     const float* xr = x + b * ldx;  // [K]
     int8_t* qr = q + b * ldq;       // [K]
-    int64_t ties = 0;
-    uint32_t umax = 0;
-    const uint32_t thr = keep > 0 ? topk_select(xr, K, keep, &ties, &umax) : 0;
-    const float s = 127.0f / std::fmax(keep > 0 ? abs_bits_to_float(umax) : 0.0f, 1e-5f);
-    const __m512 vs = _mm512_set1_ps(s), vlo = _mm512_set1_ps(-128.0f), vhi = _mm512_set1_ps(127.0f);
-    const __m512i vt = _mm512_set1_epi32(static_cast<int32_t>(thr));
+    TopkRow r = topk_row(xr, K, keep);
+    const __m512 vs = _mm512_set1_ps(r.s), vlo = _mm512_set1_ps(-128.0f), vhi = _mm512_set1_ps(127.0f);
+    const __m512i vt = _mm512_set1_epi32(static_cast<int32_t>(r.thr));
     __m512i acc = _mm512_setzero_si512();
     for (int64_t k = 0; k < K; k += 16) {
       const __mmask16 m = K - k >= 16 ? static_cast<__mmask16>(0xffff) : tail_mask(K - k);
       const __m512 xv = _mm512_maskz_loadu_ps(m, xr + k);
       const __m512i u = _mm512_and_si512(_mm512_castps_si512(xv), absmask);
       __mmask16 kept = 0;
-      if (keep > 0) {
+      if (r.any) {
         kept = _mm512_mask_cmpgt_epu32_mask(m, u, vt);
         uint32_t eq = _mm512_mask_cmpeq_epu32_mask(m, u, vt);
-        while (eq != 0 && ties > 0) {
+        while (eq != 0 && r.ties > 0) {
           kept = static_cast<__mmask16>(kept | (eq & (0u - eq)));  // lowest tied lane
           eq &= eq - 1;
-          --ties;
+          --r.ties;
         }
       }
       const __m512 v = _mm512_mul_ps(xv, vs);
@@ -135,7 +132,7 @@ void act_quant_topk_i8_avx512(const float* x, int64_t ldx, int64_t B, int64_t K,
       acc = _mm512_add_epi32(acc, c);
       _mm512_mask_cvtepi32_storeu_epi8(qr + k, m, c);
     }
-    scale[b] = s;
+    scale[b] = r.s;
     sum[b] = _mm512_reduce_add_epi32(acc);
   }
 }

@@ -88,33 +88,9 @@ void act_quant_i4_scalar(const float* x, int64_t ldx, int64_t B, int64_t K, int8
 void act_quant_topk_i8_scalar(const float* x, int64_t ldx, int64_t B, int64_t K, int64_t keep, int8_t* q,
                               int64_t ldq, float* scale, int32_t* sum) {
   for (int64_t b = 0; b < B; ++b) {
-    const float* xr = x + b * ldx;  // [K]
-    int8_t* qr = q + b * ldq;       // [K]
-    int64_t ties = 0;
-    uint32_t umax = 0;
-    const uint32_t thr = keep > 0 ? topk_select(xr, K, keep, &ties, &umax) : 0;
-    const float s = 127.0f / std::fmax(keep > 0 ? abs_bits_to_float(umax) : 0.0f, 1e-5f);
-    int32_t acc = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      const uint32_t u = abs_bits(xr[k]);
-      bool kept = false;
-      if (keep > 0 && u > thr) {
-        kept = true;
-      } else if (keep > 0 && u == thr && ties > 0) {
-        kept = true;
-        --ties;
-      }
-      if (!kept) {
-        qr[k] = 0;
-        continue;
-      }
-      const float v = std::nearbyint(xr[k] * s);
-      const int32_t c = v > 127.0f ? 127 : (v < -128.0f ? -128 : static_cast<int32_t>(v));
-      qr[k] = static_cast<int8_t>(c);
-      acc += c;
-    }
-    scale[b] = s;
-    sum[b] = acc;
+    TopkRow r = topk_row(x + b * ldx, K, keep);
+    sum[b] = topk_quant_tail(x + b * ldx, 0, K, r, q + b * ldq);
+    scale[b] = r.s;
   }
 }
 
