@@ -1,0 +1,265 @@
+// The step scheduler against a fake batch model whose logits depend only on a sequence's own tokens, so a
+// request's text must be the same alone and under any load; the fake also checks every row it is given.
+import { describe, expect, it } from 'vitest';
+
+import { type BatchModel, type BatchRow, type ScheduledRequest, type ScheduledStats, SchedulerError, StepScheduler } from '../lib/engine/scheduler.js';
+
+const VOCAB = 13;
+const WIDTH = 16; // padded head rows past the vocabulary
+
+class FakeModel implements BatchModel {
+  readonly blockTokens = 8;
+  readonly seqs = new Map<number, number[]>();
+  readonly batches: BatchRow[][] = [];
+  private nextId = 1;
+  failOn: ((rows: readonly BatchRow[]) => boolean) | undefined;
+  constructor(readonly capacityTokens = 1024, readonly contextSize = 256) {}
+
+  createSequence(): number {
+    const id = this.nextId++;
+    this.seqs.set(id, []);
+    return id;
+  }
+
+  disposeSequence(seq: number): void {
+    if (!this.seqs.delete(seq)) throw new Error(`fake: dispose of unknown sequence ${seq}`);
+  }
+
+  forwardBatch(rows: readonly BatchRow[]): Float32Array {
+    if (this.failOn?.(rows)) throw new Error('fake forward failure');
+    this.batches.push(rows.map((r) => ({ ...r })));
+    const out: number[] = [];
+    for (const r of rows) {
+      const toks = this.seqs.get(r.seq);
+      if (!toks) throw new Error(`fake: row for unknown sequence ${r.seq}`);
+      if (r.pos !== toks.length) throw new Error(`fake: sequence ${r.seq} holds ${toks.length} tokens, row at ${r.pos}`);
+      toks.push(r.token);
+      if (r.logits) out.push(...logitsOf(toks));
+    }
+    return Float32Array.from(out);
+  }
+}
+
+/** Logits from a rolling hash of the sequence's tokens; the padding rows would win if they were sampled. */
+function logitsOf(tokens: readonly number[]): number[] {
+  let h = 2166136261;
+  for (const t of tokens) h = Math.imul(h ^ (t + 1), 16777619) >>> 0;
+  const l = Array.from({ length: WIDTH }, (_, v) => ((Math.imul(h ^ v, 2654435761) >>> 0) % 1000) / 100);
+  for (let v = VOCAB; v < WIDTH; v++) l[v] = 1e9;
+  return l;
+}
+
+function request(id: number, prompt: number[], maxTokens: number, extra: Partial<ScheduledRequest> = {}): ScheduledRequest {
+  return { id, tokens: prompt, maxTokens, sampler: { temperature: 0 }, eog: [], vocabSize: VOCAB, ...extra };
+}
+
+function harness(model: FakeModel, opts: ConstructorParameters<typeof StepScheduler>[2] = {}) {
+  const tokens = new Map<number, number[]>();
+  const done = new Map<number, { stats: ScheduledStats; error?: Error }>();
+  const lastSeen = new Map<number, boolean>();
+  const s = new StepScheduler(model, {
+    token(id, token, last) {
+      expect(lastSeen.get(id)).not.toBe(true);
+      (tokens.get(id) ?? tokens.set(id, []).get(id)!).push(token);
+      lastSeen.set(id, last);
+    },
+    done(id, stats, error) {
+      expect(done.has(id)).toBe(false);
+      done.set(id, { stats, error });
+    },
+  }, opts);
+  const run = (maxSteps = 10_000) => {
+    let n = 0;
+    while (!s.idle && n++ < maxSteps) s.step();
+    expect(s.idle).toBe(true);
+  };
+  const forget = (id: number) => {
+    tokens.delete(id);
+    done.delete(id);
+    lastSeen.delete(id);
+  };
+  return { s, tokens, done, run, forget };
+}
+
+const prompt = (seed: number, n: number) => Array.from({ length: n }, (_, i) => (seed * 7 + i * 3) % VOCAB);
+
+describe('StepScheduler', () => {
+  it('gives every request the same tokens alone and under load, never sampling head padding', () => {
+    const reqs = [request(1, prompt(1, 40), 12), request(2, prompt(2, 3), 20), request(3, prompt(3, 300 % 200), 7), request(4, prompt(4, 1), 15),
+      request(5, prompt(5, 17), 9), request(6, prompt(6, 64), 5)];
+    const alone = new Map<number, number[]>();
+    for (const r of reqs) {
+      const h = harness(new FakeModel());
+      h.s.submit(r);
+      h.run();
+      alone.set(r.id, h.tokens.get(r.id)!);
+      expect(h.tokens.get(r.id)!.length).toBe(r.maxTokens);
+    }
+    for (const opts of [{ maxSequences: 2, stepTokens: 8, minPrefill: 1, chunkTokens: 3 }, { maxSequences: 6, stepTokens: 64 }, { maxSequences: 3, stepTokens: 5, chunkTokens: 1 }]) {
+      const h = harness(new FakeModel(), opts);
+      for (const r of reqs) h.s.submit(r);
+      h.run();
+      for (const r of reqs) {
+        expect(h.tokens.get(r.id), `${r.id} ${JSON.stringify(opts)}`).toEqual(alone.get(r.id));
+        expect(h.done.get(r.id)!.stats.finishReason).toBe('length');
+        expect(h.done.get(r.id)!.stats.generatedTokens).toBe(r.maxTokens);
+      }
+      for (const t of [...alone.values()].flat()) expect(t).toBeLessThan(VOCAB);
+    }
+  });
+
+  it('puts every decode row first, keeps steps within stepTokens (plus minPrefill), chunks prompts and runs at most maxSequences', () => {
+    const model = new FakeModel();
+    const h = harness(model, { maxSequences: 3, stepTokens: 10, minPrefill: 2, chunkTokens: 4 });
+    for (let i = 1; i <= 5; i++) h.s.submit(request(i, prompt(i, 9), 6));
+    h.run();
+    for (const rows of model.batches) {
+      const seqs = new Set(rows.map((r) => r.seq));
+      expect(seqs.size).toBeLessThanOrEqual(3);
+      // Decode rows (logits on a sequence's only row that follows its prompt) precede prompt rows.
+      const firstPrefill = rows.findIndex((r) => r.pos < 9);
+      if (firstPrefill >= 0) for (const r of rows.slice(firstPrefill)) expect(r.pos).toBeLessThan(9);
+      const decode = rows.filter((r) => r.pos >= 9).length;
+      expect(rows.length).toBeLessThanOrEqual(Math.max(10, decode + 2));
+      const perSeq = new Map<number, number>();
+      for (const r of rows) if (r.pos < 9) perSeq.set(r.seq, (perSeq.get(r.seq) ?? 0) + 1);
+      for (const n of perSeq.values()) expect(n).toBeLessThanOrEqual(4);
+    }
+    expect(model.seqs.size).toBe(0); // every sequence disposed
+  });
+
+  it('shares the prompt budget round-robin: a long prompt does not hold back a short one behind it', () => {
+    const model = new FakeModel(4096, 1024);
+    const h = harness(model, { maxSequences: 2, stepTokens: 8, minPrefill: 8, chunkTokens: 8 });
+    h.s.submit(request(1, prompt(1, 400), 2));
+    h.s.submit(request(2, prompt(2, 16), 2));
+    let steps = 0;
+    while (!h.done.has(2)) {
+      h.s.step();
+      steps++;
+    }
+    // Alternating 8-token chunks: request 2's 16 prompt tokens take 2 of its turns, then one decode step.
+    expect(steps).toBeLessThanOrEqual(6);
+    expect(h.done.has(1)).toBe(false);
+    h.run();
+  });
+
+  it('keeps decoding running streams while a long prompt prefills (at most one chunk per step)', () => {
+    const model = new FakeModel(4096, 1024);
+    const h = harness(model, { maxSequences: 2, stepTokens: 4, minPrefill: 4, chunkTokens: 4 });
+    h.s.submit(request(1, prompt(1, 2), 50));
+    h.s.step(); // request 1: prompt, first token
+    h.s.submit(request(2, prompt(2, 600), 1));
+    const before = h.tokens.get(1)!.length;
+    for (let i = 0; i < 20; i++) h.s.step();
+    expect(h.tokens.get(1)!.length).toBe(before + 20); // a token every step
+    h.run();
+  });
+
+  it('ends at an EOG token (unless ignoreEog) and at maxTokens', () => {
+    const alone = harness(new FakeModel());
+    alone.s.submit(request(1, prompt(9, 5), 30));
+    alone.run();
+    const seq = alone.tokens.get(1)!;
+    const eogTok = seq[4]!;
+    const h = harness(new FakeModel());
+    h.s.submit(request(1, prompt(9, 5), 30, { eog: [eogTok] }));
+    h.s.submit(request(2, prompt(9, 5), 30, { eog: [eogTok], ignoreEog: true }));
+    h.run();
+    const cut = seq.indexOf(eogTok) + 1;
+    expect(h.tokens.get(1)).toEqual(seq.slice(0, cut));
+    expect(h.done.get(1)!.stats.finishReason).toBe('eog');
+    expect(h.tokens.get(2)).toEqual(seq);
+    expect(h.done.get(2)!.stats.finishReason).toBe('length');
+  });
+
+  it('cancels queued requests at once and running ones (mid-prefill or decoding) within one step, freeing their sequences', () => {
+    const model = new FakeModel(4096, 1024);
+    const h = harness(model, { maxSequences: 2, stepTokens: 4, minPrefill: 4, chunkTokens: 4 });
+    h.s.submit(request(1, prompt(1, 100), 5)); // long prefill
+    h.s.submit(request(2, prompt(2, 2), 100));
+    h.s.submit(request(3, prompt(3, 2), 3)); // queued
+    h.s.step();
+    h.s.step();
+    expect(h.s.active).toBe(2);
+    expect(h.s.cancel(3)).toBe(true);
+    expect(h.done.get(3)!.stats.finishReason).toBe('abort');
+    expect(h.s.cancel(1)).toBe(true); // mid-prefill
+    expect(h.s.cancel(2)).toBe(true); // decoding
+    expect(h.s.cancel(42)).toBe(false);
+    const st = h.s.step();
+    expect(st.finished).toBe(2);
+    expect(st.rows).toBe(0);
+    expect(h.done.get(1)!.stats.finishReason).toBe('abort');
+    expect(h.done.get(2)!.stats.finishReason).toBe('abort');
+    expect(model.seqs.size).toBe(0);
+    expect(h.s.idle).toBe(true);
+    expect(h.s.reserved).toBe(0);
+    // The ids are free again.
+    h.forget(1);
+    h.s.submit(request(1, prompt(1, 3), 2));
+    h.run();
+    expect(h.tokens.get(1)!.length).toBeGreaterThan(0);
+  });
+
+  it('admits by KV footprint (whole blocks), in order, and never overcommits the pool', () => {
+    const model = new FakeModel(64, 64); // 8 blocks of 8
+    const h = harness(model, { maxSequences: 8 });
+    expect(h.s.footprint(10, 7)).toBe(24);
+    h.s.submit(request(1, prompt(1, 10), 7)); // 24
+    h.s.submit(request(2, prompt(2, 20), 12)); // 32
+    h.s.submit(request(3, prompt(3, 5), 5)); // 16: would fit after 1 + 2 = 56? no: 72 > 64, waits (FIFO)
+    h.s.step();
+    expect(h.s.active).toBe(2);
+    expect(h.s.queued).toBe(1);
+    expect(h.s.reserved).toBe(56);
+    h.run();
+    expect(h.done.get(3)!.stats.queueMs).toBeGreaterThanOrEqual(0);
+    expect([...h.done.values()].every((d) => d.stats.finishReason === 'length')).toBe(true);
+  });
+
+  it('rejects requests that could never run, before queueing them', () => {
+    const h = harness(new FakeModel(64, 32));
+    expect(() => h.s.submit(request(1, prompt(1, 30), 5))).toThrow(/exceeds the context size 32/);
+    expect(() => h.s.submit(request(1, [], 5))).toThrow(SchedulerError);
+    expect(() => h.s.submit(request(1, [1], 0))).toThrow(/maxTokens/);
+    const big = harness(new FakeModel(16, 64));
+    expect(() => big.s.submit(request(1, prompt(1, 10), 10))).toThrow(/needs 24 KV tokens, more than the pool's 16/);
+    h.s.submit(request(7, [1], 1));
+    expect(() => h.s.submit(request(7, [2], 1))).toThrow(/already live/);
+    expect(() => new StepScheduler(new FakeModel(), { token() {}, done() {} }, { stepTokens: 0 })).toThrow(/stepTokens/);
+  });
+
+  it('ends every request of a failed forward with its error, frees them, and keeps serving the others', () => {
+    const model = new FakeModel(4096, 1024);
+    const h = harness(model, { maxSequences: 1 });
+    h.s.submit(request(1, prompt(1, 4), 3));
+    h.s.submit(request(2, prompt(2, 4), 3));
+    model.failOn = (rows) => rows.some((r) => r.pos === 5);
+    h.run();
+    expect(h.done.get(1)!.stats.finishReason).toBe('error');
+    expect(h.done.get(1)!.error!.message).toBe('fake forward failure');
+    expect(h.tokens.get(1)!.length).toBe(2); // prefill gives one token, decode at pos 4 another, pos 5 fails
+    expect(h.done.get(2)!.stats.finishReason).toBe('error');
+    model.failOn = undefined;
+    h.s.submit(request(3, prompt(3, 4), 3));
+    h.run();
+    expect(h.done.get(3)!.stats.finishReason).toBe('length');
+    expect(model.seqs.size).toBe(0);
+  });
+
+  it('reports queue, first-token and total times from its clock', () => {
+    let t = 0;
+    const h = harness(new FakeModel(), { maxSequences: 1, now: () => t });
+    h.s.submit(request(1, prompt(1, 4), 2));
+    h.s.submit(request(2, prompt(2, 4), 2));
+    while (!h.s.idle) {
+      t += 10;
+      h.s.step();
+    }
+    const s2 = h.done.get(2)!.stats;
+    expect(s2.queueMs).toBeGreaterThan(0);
+    expect(s2.ttftMs).toBeGreaterThanOrEqual(s2.queueMs);
+    expect(s2.totalMs).toBeGreaterThanOrEqual(s2.ttftMs);
+  });
+});
