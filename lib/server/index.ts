@@ -359,7 +359,7 @@ export function createServer(options: ServerOptions): BitllmServer {
     const ctx = e.info.contextSize;
     const out: Array<{ prompt: number; request: EngineRequest }> = [];
     plan.prompts.forEach((p, pi) => {
-      const ids = 'text' in p ? e.tokenize(p.text, { addSpecial: true, parseSpecial: false }) : 'ids' in p ? p.ids : e.applyChatTemplate(p.messages as ChatMessage[]);
+      const ids = 'text' in p ? e.tokenize(p.text, { addSpecial: true, parseSpecial: true }) : 'ids' in p ? p.ids : e.applyChatTemplate(p.messages as ChatMessage[]);
       const param = plan.kind === 'chat' ? 'messages' : 'prompt';
       if (ids.length === 0) throw badRequest(`the prompt is empty`, param);
       if (ids.length >= ctx)
