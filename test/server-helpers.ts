@@ -60,7 +60,7 @@ export function countingEngine(inner: ServerEngine): { engine: ServerEngine; cal
     info: inner.info,
     tokenize: (t, o) => (calls.tokenize++, inner.tokenize(t, o)),
     detokenize: (ids) => inner.detokenize(ids),
-    tokenPiece: (id) => inner.tokenPiece(id),
+    tokenBytes: (id) => inner.tokenBytes(id),
     applyChatTemplate: (m) => (calls.template++, inner.applyChatTemplate(m)),
     validate: (r) => inner.validate(r),
     submit: (r, s) => (calls.submit++, inner.submit(r, s)),

@@ -5,7 +5,7 @@
 // Model in order. A step scheduler can implement the same interface and run every admitted request together.
 import type { Model } from '../api.js';
 import { type ChatMessage, chatTemplate, renderChat, templateTokens } from '../engine/chat.js';
-import { RequestError, fitContext, validateGenerateOptions } from '../engine/generate.js';
+import { fitContext, validateGenerateOptions } from '../engine/generate.js';
 import type { SamplerOptions } from '../engine/sampler.js';
 
 /** What the server shows about the engine's model. */
@@ -31,6 +31,8 @@ export interface EngineRequest {
   stop: string[];
   /** Keep sampling past end-of-generation tokens. */
   ignoreEos: boolean;
+  /** Report each token's log-probability and this many top alternatives (undefined: no log-probabilities). */
+  logprobs?: number;
 }
 
 /** Why a sequence ended: 'stop' = an end-of-generation token or a stop string; 'length' = maxTokens reached. */
@@ -41,7 +43,11 @@ export type EngineFinishReason = 'stop' | 'length' | 'abort';
  * possible stop string is held back), then exactly one 'end'. `completionTokens` counts the sampled tokens.
  */
 export type EngineEvent =
-  | { type: 'token'; token: number; text: string }
+  | {
+      type: 'token'; token: number; text: string;
+      /** With request.logprobs: log-probability under the model's distribution, and the top alternatives. */
+      logprob?: number; topLogprobs?: Array<{ token: number; logprob: number }>;
+    }
   | { type: 'end'; finishReason: EngineFinishReason; promptTokens: number; completionTokens: number };
 
 /** Engine-side totals for /metrics (counters since the engine started). */
@@ -58,8 +64,8 @@ export interface ServerEngine {
   tokenize(text: string, options?: { addSpecial?: boolean; parseSpecial?: boolean }): number[];
   /** Token ids to text (ids are checked; RequestError for one outside the vocabulary). */
   detokenize(ids: readonly number[]): string;
-  /** The text of one token as the vocabulary has it (for /tokenize with_pieces). */
-  tokenPiece(id: number): string;
+  /** The bytes one token decodes to on its own (for /tokenize with_pieces and logprobs). */
+  tokenBytes(id: number): Uint8Array;
   /** A conversation to prompt tokens, ending with the assistant header. RequestError for a malformed one. */
   applyChatTemplate(messages: readonly ChatMessage[]): number[];
   /** Throws RequestError (or ContextOverflowError) for a request `submit` would refuse; runs no compute. */
@@ -92,9 +98,8 @@ export class ModelEngine implements ServerEngine {
     return this.model.detokenize(ids);
   }
 
-  tokenPiece(id: number): string {
-    if (!(Number.isInteger(id) && id >= 0 && id < this.info.vocabSize)) throw new RequestError(`token id ${String(id)} is outside the vocabulary (0..${this.info.vocabSize - 1})`);
-    return this.model.tokenizer.tokenText(id);
+  tokenBytes(id: number): Uint8Array {
+    return this.model.tokenizer.tokenToBytes(id);
   }
 
   applyChatTemplate(messages: readonly ChatMessage[]): number[] {
@@ -106,16 +111,20 @@ export class ModelEngine implements ServerEngine {
   }
 
   validate(request: EngineRequest): void {
-    validateGenerateOptions({ ...request.sampling, maxTokens: request.maxTokens, stop: request.stop }, this.info.vocabSize, 'request');
+    validateGenerateOptions({ ...request.sampling, maxTokens: request.maxTokens, stop: request.stop, logprobs: request.logprobs }, this.info.vocabSize, 'request');
     fitContext(request.prompt.length, request.maxTokens, this.info.contextSize, 'request');
   }
 
   async *submit(request: EngineRequest, signal: AbortSignal): AsyncGenerator<EngineEvent, void, undefined> {
     const gen = this.model.generate(request.prompt, {
       ...request.sampling, maxTokens: request.maxTokens, stop: request.stop, ignoreEog: request.ignoreEos, signal,
+      ...(request.logprobs !== undefined && { logprobs: request.logprobs }),
     });
     let r = await gen.next();
-    for (; !r.done; r = await gen.next()) yield { type: 'token', token: r.value.token, text: r.value.text };
+    for (; !r.done; r = await gen.next()) {
+      const { token, text, logprob, topLogprobs } = r.value;
+      yield { type: 'token', token, text, ...(logprob !== undefined && { logprob, topLogprobs }) };
+    }
     const res = r.value;
     const finishReason: EngineFinishReason = res.finishReason === 'abort' ? 'abort' : res.finishReason === 'length' ? 'length' : 'stop';
     yield { type: 'end', finishReason, promptTokens: request.prompt.length, completionTokens: res.tokens.length };

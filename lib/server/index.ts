@@ -82,6 +82,13 @@ function digest(key: string): Buffer {
   return createHash('sha256').update(key, 'utf8').digest();
 }
 
+/** One sampled token's log-probabilities, as the engine gave them. */
+interface TokenLogprob {
+  token: number;
+  logprob: number;
+  top: Array<{ token: number; logprob: number }>;
+}
+
 /** One generated choice as it progresses. */
 interface Choice {
   index: number;
@@ -89,6 +96,36 @@ interface Choice {
   finish: EngineFinishReason | undefined;
   promptTokens: number;
   completionTokens: number;
+  logprobs: TokenLogprob[];
+}
+
+const utf8Strict = new TextDecoder('utf-8', { fatal: true });
+const utf8 = new TextDecoder('utf-8');
+
+/** Chat's logprobs entries: { token, logprob, bytes, top_logprobs: [{ token, logprob, bytes }] }. */
+function chatLogprobs(e: ServerEngine, entries: readonly TokenLogprob[]): { content: unknown[]; refusal: null } {
+  const one = (token: number, logprob: number) => {
+    const bytes = e.tokenBytes(token);
+    return { token: utf8.decode(bytes), logprob, bytes: [...bytes] };
+  };
+  return { content: entries.map((t) => ({ ...one(t.token, t.logprob), top_logprobs: t.top.map((a) => one(a.token, a.logprob)) })), refusal: null };
+}
+
+/**
+ * The legacy completions shape: parallel arrays, `top_logprobs` as { tokenText: logprob } per token, and
+ * `text_offset` as the running length of the token texts within the completion (starting at `offset`).
+ */
+function completionLogprobs(e: ServerEngine, entries: readonly TokenLogprob[], offset: number) {
+  const tokens = entries.map((t) => utf8.decode(e.tokenBytes(t.token)));
+  const text_offset: number[] = [];
+  for (const t of tokens) {
+    text_offset.push(offset);
+    offset += t.length;
+  }
+  return {
+    tokens, token_logprobs: entries.map((t) => t.logprob), text_offset,
+    top_logprobs: entries.map((t) => Object.fromEntries(t.top.map((a) => [utf8.decode(e.tokenBytes(a.token)), a.logprob]))),
+  };
 }
 
 export function createServer(options: ServerOptions): BitllmServer {
@@ -337,7 +374,16 @@ export function createServer(options: ServerOptions): BitllmServer {
     for (const key of ['add_special', 'parse_special', 'with_pieces'])
       if (body[key] !== undefined && typeof body[key] !== 'boolean') throw badRequest(`'${key}' must be a boolean`, key, 'invalid_type');
     const ids = e.tokenize(body.content, { addSpecial: (body.add_special as boolean | undefined) ?? false, parseSpecial: (body.parse_special as boolean | undefined) ?? true });
-    const tokens = body.with_pieces === true ? ids.map((id) => ({ id, piece: e.tokenPiece(id) })) : ids;
+    // As llama-server: a piece is its text when the token's bytes are valid UTF-8 on their own, else the bytes.
+    const piece = (id: number): string | number[] => {
+      const bytes = e.tokenBytes(id);
+      try {
+        return utf8Strict.decode(bytes);
+      } catch {
+        return [...bytes];
+      }
+    };
+    const tokens = body.with_pieces === true ? ids.map((id) => ({ id, piece: piece(id) })) : ids;
     sendJson(res, 200, { tokens });
   }
 
@@ -371,7 +417,10 @@ export function createServer(options: ServerOptions): BitllmServer {
       }
       for (let i = 0; i < plan.n; i++) {
         const seed = plan.seed !== undefined ? plan.seed + i : randomBytes(4).readUInt32LE(0);
-        const request: EngineRequest = { prompt: ids, maxTokens, sampling: { ...plan.sampling, seed }, stop: plan.stop, ignoreEos: plan.ignoreEos };
+        const request: EngineRequest = {
+          prompt: ids, maxTokens, sampling: { ...plan.sampling, seed }, stop: plan.stop, ignoreEos: plan.ignoreEos,
+          ...(plan.logprobs !== undefined && { logprobs: plan.logprobs }),
+        };
         e.validate(request);
         out.push({ prompt: pi, request });
       }
@@ -391,7 +440,10 @@ export function createServer(options: ServerOptions): BitllmServer {
     const id = `${plan.kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
     const created = Math.floor(Date.now() / 1000);
     const object = plan.kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
-    const choices: Choice[] = sequences.map((_, index) => ({ index, text: '', finish: undefined, promptTokens: 0, completionTokens: 0 }));
+    const choices: Choice[] = sequences.map((_, index) => ({ index, text: '', finish: undefined, promptTokens: 0, completionTokens: 0, logprobs: [] }));
+    const wantLogprobs = plan.logprobs !== undefined;
+    /** Running length of a completion choice's token texts (text_offset of its next token). */
+    const offsets = new Array<number>(choices.length).fill(0);
 
     // Streaming: headers at once (the client knows it was accepted), comment lines while nothing else is written.
     let ping: NodeJS.Timeout | undefined;
@@ -427,10 +479,24 @@ export function createServer(options: ServerOptions): BitllmServer {
             else metrics.itl.observe((now - last) / 1000);
             last = now;
             choice.text += ev.text;
-            if (plan.stream && ev.text !== '')
+            let lp: TokenLogprob | undefined;
+            if (wantLogprobs) {
+              if (ev.logprob === undefined) throw new Error('the engine sent a token without the log-probabilities asked for');
+              lp = { token: ev.token, logprob: ev.logprob, top: ev.topLogprobs ?? [] };
+              choice.logprobs.push(lp);
+            }
+            // With logprobs every token gets its chunk (its text may be '' while held back); without, text-less tokens none.
+            if (plan.stream && (ev.text !== '' || lp)) {
+              let logprobs: unknown = null;
+              if (lp && plan.kind === 'chat') logprobs = chatLogprobs(e, [lp]);
+              else if (lp) {
+                logprobs = completionLogprobs(e, [lp], offsets[choice.index]!);
+                offsets[choice.index]! += utf8.decode(e.tokenBytes(lp.token)).length;
+              }
               chunk([plan.kind === 'chat'
-                ? { index: choice.index, delta: { content: ev.text }, logprobs: null, finish_reason: null }
-                : { index: choice.index, text: ev.text, logprobs: null, finish_reason: null }]);
+                ? { index: choice.index, delta: { content: ev.text }, logprobs, finish_reason: null }
+                : { index: choice.index, text: ev.text, logprobs, finish_reason: null }]);
+            }
           } else {
             choice.finish = ev.finishReason;
             choice.promptTokens = ev.promptTokens;
@@ -486,8 +552,8 @@ export function createServer(options: ServerOptions): BitllmServer {
         sendJson(res, 200, {
           id, object: plan.kind === 'chat' ? 'chat.completion' : 'text_completion', created, model: modelId, system_fingerprint: null,
           choices: choices.map((c) => (plan.kind === 'chat'
-            ? { index: c.index, message: { role: 'assistant', content: c.text, refusal: null }, logprobs: null, finish_reason: c.finish }
-            : { index: c.index, text: c.text, logprobs: null, finish_reason: c.finish })),
+            ? { index: c.index, message: { role: 'assistant', content: c.text, refusal: null }, logprobs: wantLogprobs ? chatLogprobs(e, c.logprobs) : null, finish_reason: c.finish }
+            : { index: c.index, text: c.text, logprobs: wantLogprobs ? completionLogprobs(e, c.logprobs, 0) : null, finish_reason: c.finish })),
           usage,
         });
       }

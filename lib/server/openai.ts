@@ -6,6 +6,7 @@
 // response_format other than text, echo, suffix, best_of > 1, audio, ...) are refused with 400
 // `unsupported_parameter` rather than silently ignored.
 import type { ChatMessage } from '../engine/chat.js';
+import { MAX_TOP_LOGPROBS } from '../engine/generate.js';
 import type { SamplerOptions } from '../engine/sampler.js';
 import { HttpError, badRequest } from './errors.js';
 
@@ -25,6 +26,8 @@ export interface Plan {
   seed: number | undefined;
   stop: string[];
   ignoreEos: boolean;
+  /** Alternatives per token to report with log-probabilities; undefined = no logprobs. */
+  logprobs: number | undefined;
 }
 
 /** Most choices per request (n × prompts). */
@@ -114,9 +117,11 @@ function common(body: Body, kind: Plan['kind'], vocabSize: number): Omit<Plan, '
   const seed = optNumber(body, 'seed', 0, 2 ** 32 - 1, true);
 
   // Known but not honoured: refused, never silently ignored.
+  let logprobs: number | undefined;
   if (kind === 'chat') {
-    if (optBool(body, 'logprobs') === true || (body.top_logprobs !== undefined && body.top_logprobs !== null))
-      throw unsupported(body.logprobs === true ? 'logprobs' : 'top_logprobs', 'the engine does not compute log-probabilities yet');
+    const top = optNumber(body, 'top_logprobs', 0, MAX_TOP_LOGPROBS, true);
+    if (optBool(body, 'logprobs') === true) logprobs = top ?? 0;
+    else if (top !== undefined) throw badRequest(`'top_logprobs' needs 'logprobs': true`, 'top_logprobs');
     for (const key of ['tools', 'functions', 'audio', 'prediction', 'web_search_options'])
       if (body[key] !== undefined && body[key] !== null && !(Array.isArray(body[key]) && (body[key] as unknown[]).length === 0))
         throw unsupported(key, 'tool calls, audio, predicted outputs and web search are not implemented');
@@ -128,8 +133,7 @@ function common(body: Body, kind: Plan['kind'], vocabSize: number): Omit<Plan, '
     const modalities = body.modalities;
     if (Array.isArray(modalities) && modalities.some((m) => m !== 'text')) throw unsupported('modalities', 'only text output is implemented');
   } else {
-    if (body.logprobs !== undefined && body.logprobs !== null && body.logprobs !== 0 && body.logprobs !== false)
-      throw unsupported('logprobs', 'the engine does not compute log-probabilities yet');
+    logprobs = optNumber(body, 'logprobs', 0, MAX_TOP_LOGPROBS, true);
     if (optBool(body, 'echo') === true) throw unsupported('echo', 'echoing the prompt is not implemented');
     if (body.suffix !== undefined && body.suffix !== null && body.suffix !== '') throw unsupported('suffix', 'fill-in-the-middle is not implemented');
     const bestOf = optNumber(body, 'best_of', 1, MAX_CHOICES, true);
@@ -137,7 +141,7 @@ function common(body: Body, kind: Plan['kind'], vocabSize: number): Omit<Plan, '
   }
   return {
     kind, model: typeof model === 'string' ? model : undefined, stream, includeUsage, n, maxTokens: maxTokens ?? maxCompletion, sampling, seed,
-    stop: parseStop(body.stop), ignoreEos: optBool(body, 'ignore_eos') ?? false,
+    stop: parseStop(body.stop), ignoreEos: optBool(body, 'ignore_eos') ?? false, logprobs,
   };
 }
 
