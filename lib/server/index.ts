@@ -264,8 +264,13 @@ export function createServer(options: ServerOptions): BitllmServer {
   // ------------------------------------------------------------ routing
 
   function handler(req: IncomingMessage, res: ServerResponse, next?: (err?: unknown) => void): void {
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const path = url.pathname.length > 1 ? url.pathname.replace(/\/+$/, '') : url.pathname;
+    let pathname: string;
+    try {
+      pathname = new URL(req.url ?? '/', 'http://localhost').pathname;
+    } catch {
+      return sendError(res, badRequest(`malformed request target ${JSON.stringify(req.url)}`, null, 'invalid_url'));
+    }
+    const path = pathname.length > 1 ? pathname.replace(/\/+$/, '') : pathname;
     const route = path.startsWith('/v1/models/') ? '/v1/models/:id' : path;
     res.on('finish', () => metrics.http.inc({ route: ROUTES[route] || route === '/v1/models/:id' ? route : 'other', code: String(res.statusCode) }));
     setCors(req, res);
