@@ -302,4 +302,30 @@ describe('security', () => {
       await new Promise((r) => host.close(r));
     }
   });
+
+  it('embedded behind a body parser: a body left in req.body is used as is', async () => {
+    const { createServer: createHttp } = await import('node:http');
+    const api = createServer({ engine: new ModelEngine(model) });
+    servers.push(api);
+    // What express.json() does: read the stream, leave the parsed JSON in req.body.
+    const host = createHttp((req, res) => {
+      let text = '';
+      req.setEncoding('utf8').on('data', (d: string) => (text += d)).on('end', () => {
+        Object.assign(req, { body: text ? JSON.parse(text) : undefined });
+        api.handler(req, res);
+      });
+    });
+    await new Promise<void>((r) => host.listen(0, '127.0.0.1', r));
+    const base = `http://127.0.0.1:${(host.address() as { port: number }).port}`;
+    try {
+      await waitFor(async () => (await fetch(`${base}/ready`)).status === 200, 2000, 'ready');
+      const body = await (await post(base, '/v1/completions', SHORT)).json();
+      expect(body.usage.completion_tokens).toBe(4);
+      const tok = await (await post(base, '/tokenize', { content: 'Hello' })).json();
+      expect(tok.tokens).toEqual(model.tokenize('Hello', { addBos: false }));
+    } finally {
+      host.closeAllConnections();
+      await new Promise((r) => host.close(r));
+    }
+  });
 });

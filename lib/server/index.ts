@@ -227,6 +227,8 @@ export function createServer(options: ServerOptions): BitllmServer {
   function readJson(req: IncomingMessage): Promise<unknown> {
     const pre = (req as IncomingMessage & { body?: unknown }).body;
     if (pre !== undefined && req.readableEnded) return Promise.resolve(pre); // parsed by a framework (express.json())
+    if (req.readableEnded)
+      return Promise.reject(new HttpError(500, 'the request body was consumed before this handler and not left in req.body', 'server_error', 'body_consumed'));
     const tooLarge = () => new HttpError(413, `the request body exceeds the limit of ${maxBody} bytes`, 'invalid_request_error', 'request_too_large', null, { Connection: 'close' });
     const declared = Number(req.headers['content-length']);
     if (Number.isFinite(declared) && declared > maxBody) return Promise.reject(tooLarge());
