@@ -230,12 +230,12 @@ describe('lifecycle', () => {
         yield { type: 'end', finishReason: 'abort', promptTokens: request.prompt.length, completionTokens: 0 };
       },
     });
-    const { base } = await start({ engine: wedged, stuckTimeoutMs: 150 });
+    const { base } = await start({ engine: wedged, stuckTimeoutMs: 500 });
     const ac = new AbortController();
     const pending = post(base, '/v1/completions', SHORT, { signal: ac.signal }).catch(() => undefined);
-    await sleep(20);
+    await waitFor(async () => (await fetch(`${base}/metrics`)).text().then((t) => t.includes('bitllm_requests_running 1')), 2000, 'admitted');
     expect((await fetch(`${base}/ready`)).status).toBe(200);
-    await sleep(250);
+    await sleep(700);
     const ready = await fetch(`${base}/ready`);
     expect(ready.status).toBe(503);
     expect((await ready.json()).error.message).toMatch(/no progress/);

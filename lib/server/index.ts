@@ -274,13 +274,11 @@ export function createServer(options: ServerOptions): BitllmServer {
     }
     const path = pathname.length > 1 ? pathname.replace(/\/+$/, '') : pathname;
     const route = path.startsWith('/v1/models/') ? '/v1/models/:id' : path;
-    res.on('finish', () => metrics.http.inc({ route: ROUTES[route] || route === '/v1/models/:id' ? route : 'other', code: String(res.statusCode) }));
-    setCors(req, res);
     const methods = route === '/v1/models/:id' ? ['GET'] : ROUTES[route];
-    if (!methods) {
-      if (next) return next();
-      return sendError(res, new HttpError(404, `no route ${req.method} ${path}`, 'not_found_error', 'unknown_route'));
-    }
+    if (!methods && next) return next(); // the host app's route: no headers or metrics of ours
+    res.on('finish', () => metrics.http.inc({ route: methods ? route : 'other', code: String(res.statusCode) }));
+    setCors(req, res);
+    if (!methods) return sendError(res, new HttpError(404, `no route ${req.method} ${path}`, 'not_found_error', 'unknown_route'));
     if (req.method === 'OPTIONS') {
       // A CORS preflight: the allow headers only go to the configured origin (setCors above).
       const headers: Record<string, string> = { Allow: [...methods, 'OPTIONS'].join(', ') };
@@ -597,10 +595,10 @@ export function createServer(options: ServerOptions): BitllmServer {
     await new Promise<void>((resolve) => {
       server.close(() => resolve());
       server.closeIdleConnections();
-      // Connections still open now carry nothing we answer any more.
+      // Connections still open after a second (a response being flushed, a client that keeps its socket) are cut.
       setTimeout(() => {
         for (const s of sockets) s.destroy();
-      }, 100).unref();
+      }, 1000).unref();
     });
   }
 
