@@ -238,7 +238,7 @@ describe('lifecycle', () => {
     await sleep(700);
     const ready = await fetch(`${base}/ready`);
     expect(ready.status).toBe(503);
-    expect((await ready.json()).error.message).toMatch(/no progress/);
+    expect((await ready.json()).error).toMatchObject({ code: 'stuck', message: expect.stringMatching(/no progress/) });
     ac.abort();
     await pending;
     await waitFor(async () => (await fetch(`${base}/ready`)).status === 200, 2000, 'ready again');

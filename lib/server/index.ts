@@ -177,12 +177,13 @@ export function createServer(options: ServerOptions): BitllmServer {
     },
   );
 
-  /** Why the server is not ready, or undefined when it is. */
-  function readiness(): string | undefined {
-    if (state === 'loading') return 'loading the model';
-    if (state === 'failed') return `the model failed to load: ${loadError instanceof Error ? loadError.message : String(loadError)}`;
-    if (state === 'draining' || state === 'closed') return 'the server is shutting down';
-    if (admission.runningCount > 0 && Date.now() - lastProgress > stuckMs) return `the engine made no progress for ${Math.round((Date.now() - lastProgress) / 1000)} s`;
+  /** Why the server is not ready (an error code and a message), or undefined when it is. */
+  function readiness(): { code: string; message: string } | undefined {
+    if (state === 'loading') return { code: 'loading', message: 'loading the model' };
+    if (state === 'failed') return { code: 'model_failed', message: `the model failed to load: ${loadError instanceof Error ? loadError.message : String(loadError)}` };
+    if (state === 'draining' || state === 'closed') return { code: 'draining', message: 'the server is shutting down' };
+    if (admission.runningCount > 0 && Date.now() - lastProgress > stuckMs)
+      return { code: 'stuck', message: `the engine made no progress for ${Math.round((Date.now() - lastProgress) / 1000)} s with ${admission.runningCount} sequence(s) admitted` };
     return undefined;
   }
 
@@ -192,9 +193,9 @@ export function createServer(options: ServerOptions): BitllmServer {
     if (cors === undefined) return;
     const origin = req.headers.origin;
     if (cors === '*') res.setHeader('Access-Control-Allow-Origin', '*');
-    else if (origin === cors) {
-      res.setHeader('Access-Control-Allow-Origin', cors);
-      res.setHeader('Vary', 'Origin');
+    else {
+      res.setHeader('Vary', 'Origin'); // the answer depends on the origin: caches must not share it
+      if (origin === cors) res.setHeader('Access-Control-Allow-Origin', cors);
     }
   }
 
@@ -324,7 +325,7 @@ export function createServer(options: ServerOptions): BitllmServer {
     if (route === '/health') return sendJson(res, 200, { status: 'ok' });
     if (route === '/ready') {
       const why = readiness();
-      return why === undefined ? sendJson(res, 200, { status: 'ready' }) : sendJson(res, 503, new HttpError(503, why, 'unavailable_error', state).body());
+      return why === undefined ? sendJson(res, 200, { status: 'ready' }) : sendJson(res, 503, new HttpError(503, why.message, 'unavailable_error', why.code).body());
     }
     if (route === '/metrics') {
       const text = metrics.render();
@@ -361,7 +362,7 @@ export function createServer(options: ServerOptions): BitllmServer {
 
   function requireEngine(): ServerEngine {
     if (engine) return engine;
-    if (state === 'failed') throw new HttpError(503, readiness()!, 'unavailable_error', 'model_failed');
+    if (state === 'failed') throw new HttpError(503, readiness()!.message, 'unavailable_error', 'model_failed');
     throw new HttpError(503, 'the model is loading', 'unavailable_error', 'loading', null, { 'Retry-After': String(retryAfter) });
   }
 
