@@ -250,7 +250,7 @@ describe('security', () => {
     const { base } = await start({ apiKeys: ['s3cret', 'other-key'] });
     expect((await fetch(`${base}/health`)).status).toBe(200);
     expect((await fetch(`${base}/ready`)).status).toBe(200);
-    for (const headers of [{}, { authorization: 'Bearer wrong' }, { 'x-api-key': 's3cre' }, { authorization: 's3cret' }]) {
+    for (const headers of [{}, { authorization: 'Bearer wrong' }, { 'x-api-key': 's3cre' }, { authorization: 's3cret' }] as Array<Record<string, string>>) {
       const res = await fetch(`${base}/v1/models`, { headers });
       expect(res.status).toBe(401);
       expect((await res.json()).error).toMatchObject({ type: 'authentication_error', code: 'invalid_api_key' });
