@@ -2,8 +2,10 @@
 // (/health answers, /ready is 503 until the model is loaded); SIGTERM or SIGINT drains it (no new requests,
 // running and queued ones finish, then exit 0); a second signal exits at once.
 import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 
 import type { Model } from '../api.js';
+import { BitllmError } from '../errors.js';
 import { ModelEngine, createServer } from '../server/index.js';
 import { UsageError } from './args.js';
 import { type CommandSpec, CommandLine, MODEL_USAGE, MODEL_VALUED, loadOptions, openModel } from './run.js';
@@ -74,21 +76,18 @@ export async function runServeCommand(argv: string[]): Promise<number> {
     maxBodyBytes: cl.int('max-body', 1, 2 ** 31),
     keepAliveMs: cl.int('sse-ping-ms', 1, 3_600_000),
   });
-  const address = await server.listen(port, host);
-  process.stderr.write(`bitllm serve: listening on http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port} (loading ${path})\n`);
-  let model: Model;
+  let address: AddressInfo;
   try {
-    model = await modelPromise;
+    address = await server.listen(port, host);
   } catch (err) {
-    await server.close();
-    throw err;
+    void modelPromise.then((m) => m.close(), () => undefined);
+    throw new BitllmError(`serve: cannot listen on ${host}:${port}: ${(err as Error).message}`);
   }
-  const i = model.info;
-  process.stderr.write(`bitllm serve: ready: ${i.arch}, ctx ${i.contextSize}, ${i.isa} × ${i.threads} threads, ` +
-    `${apiKeys.length ? 'API key required' : 'no API key'}, ${(i.loadMs / 1000).toFixed(2)} s to load\n`);
+  process.stderr.write(`bitllm serve: listening on http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port} (loading ${path})\n`);
 
-  await new Promise<void>((resolve) => {
-    let signalled = false;
+  // Signals are handled from now on, also while the model loads.
+  let signalled = false;
+  const drained = new Promise<void>((resolve) => {
     const onSignal = (sig: NodeJS.Signals) => {
       if (signalled) {
         process.stderr.write(`bitllm serve: ${sig} again, exiting now\n`);
@@ -100,6 +99,19 @@ export async function runServeCommand(argv: string[]): Promise<number> {
     };
     process.on('SIGTERM', onSignal).on('SIGINT', onSignal);
   });
+  let model: Model;
+  try {
+    model = await modelPromise;
+  } catch (err) {
+    await server.close();
+    throw err;
+  }
+  if (!signalled) {
+    const i = model.info;
+    process.stderr.write(`bitllm serve: ready: ${i.arch}, ctx ${i.contextSize}, ${i.isa} × ${i.threads} threads, ` +
+      `${apiKeys.length ? 'API key required' : 'no API key'}, ${(i.loadMs / 1000).toFixed(2)} s to load\n`);
+  }
+  await drained;
   await model.close();
   process.stderr.write('bitllm serve: drained, exiting\n');
   return 0;
