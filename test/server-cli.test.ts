@@ -85,6 +85,12 @@ describe('bitllm serve', () => {
     expect((await fetch(`${base}/v1/models`)).status).toBe(401);
     expect((await fetch(`${base}/v1/models`, { headers: { authorization: 'Bearer beta' } })).status).toBe(200);
     expect((await fetch(`${base}/health`)).status).toBe(200);
+
+    // The port is taken now: a one-line error, exit 1.
+    const { port } = new URL(base);
+    const clash = spawnSync(process.execPath, [MAIN, 'serve', '--port', port, '-t', '1'], { encoding: 'utf8', timeout: 20_000 });
+    expect(clash.status).toBe(1);
+    expect(clash.stderr).toMatch(/^bitllm: serve: cannot listen on 127\.0\.0\.1:\d+: .*EADDRINUSE/m);
     child.kill('SIGTERM');
     expect(await exit).toBe(0);
 

@@ -245,6 +245,35 @@ describe('lifecycle', () => {
   });
 });
 
+describe('engine failures', () => {
+  it('a failure mid-stream is sent as data: {error} and the stream closes without [DONE]; before the headers it is a 500', async () => {
+    const inner = new ModelEngine(model);
+    const failing: ServerEngine = Object.assign(Object.create(inner) as ServerEngine, {
+      async *submit(request: Parameters<ServerEngine['submit']>[0], signal: AbortSignal): AsyncGenerator<EngineEvent> {
+        let n = 0;
+        for await (const ev of inner.submit(request, signal)) {
+          if (++n === 3) throw new Error('the kernel fell over');
+          yield ev;
+        }
+      },
+    });
+    const { base, metrics } = await start({ engine: failing });
+    const m0 = await metrics();
+    const events = await collectSse(await post(base, '/v1/completions', { ...SHORT, max_tokens: 10, stream: true }));
+    const data = events.filter((e) => e.kind === 'data').map((e) => e.text);
+    expect(data).not.toContain('[DONE]');
+    const last = JSON.parse(data[data.length - 1]!);
+    expect(last.error).toMatchObject({ type: 'server_error', code: 'engine_error', message: expect.stringContaining('the kernel fell over') });
+    const res = await post(base, '/v1/completions', { ...SHORT, max_tokens: 10 });
+    expect(res.status).toBe(500);
+    expect((await res.json()).error.code).toBe('engine_error');
+    const m1 = await metrics();
+    expect(m1.get('bitllm_sequences_finished_total{finish_reason="error"}')! - (m0.get('bitllm_sequences_finished_total{finish_reason="error"}') ?? 0)).toBe(2);
+    expect(m1.get('bitllm_requests_running')).toBe(0);
+    expect((await fetch(`${base}/ready`)).status).toBe(200);
+  });
+});
+
 describe('security', () => {
   it('API keys: Bearer or X-Api-Key; /health and /ready public; 401 otherwise', async () => {
     const { base } = await start({ apiKeys: ['s3cret', 'other-key'] });
