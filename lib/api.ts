@@ -388,6 +388,7 @@ export class Model {
       type: 'generate', id: this.nextId++, tokens, maxTokens, sampler: opts.sampler, eog: opts.ignoreEog ? [] : [...this.tokenizer.eog], reuse,
       profile: opts.profile,
       vocabSize: this.tokenizer.vocabSize,
+      ...(opts.logprobs !== undefined && { logprobs: opts.logprobs }),
     });
     const onAbort = () => this.stop(job);
     opts.signal?.addEventListener('abort', onAbort, { once: true });
@@ -400,6 +401,11 @@ export class Model {
         if (ev.done || opts.signal?.aborted) break;
         if (ev.value.type !== 'token') continue;
         const chunk: GenerateChunk = { text: text.push(ev.value.token, ev.value.last), token: ev.value.token };
+        const lp = ev.value.logprobs;
+        if (lp) {
+          chunk.logprob = lp.logprob;
+          chunk.topLogprobs = lp.top.map(([token, logprob]) => ({ token, logprob }));
+        }
         out.push(chunk.token);
         all += chunk.text;
         if (text.stopped) {

@@ -7,3 +7,7 @@ export {
   HubError, HubChecksumError, HubNetworkError, HubNotCachedError, type HubRef, type PullEvent, type PullOptions, type PullResult,
   hubCacheRoot, parseHubRef, pullModel, resolveModelPath,
 } from './hub/index.js';
+export {
+  type BitllmServer, type EngineEvent, type EngineFinishReason, type EngineInfo, type EngineRequest, type EngineStats, HttpError, ModelEngine,
+  type ServerEngine, type ServerOptions, type ServerState, createServer,
+} from './server/index.js';

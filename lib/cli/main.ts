@@ -16,6 +16,7 @@ import { runPerplexityCommand } from './perplexity.js';
 import { runPullCommand } from './pull.js';
 import { runBenchModelCommand } from './bench-model.js';
 import { runRunCommand } from './run.js';
+import { runServeCommand } from './serve.js';
 import { runSynthCommand } from './synth.js';
 import { runQuantizeCommand } from './quantize.js';
 import { runTokenizeCommand } from './tokenize.js';
@@ -25,6 +26,7 @@ const USAGE = `usage: bitllm <command> [options]
 commands:
   run [MODEL] -p TEXT          generate a completion (-n N, --temp T, --seed S, --json, ...); no MODEL: the built-in one
   chat [MODEL]                 interactive chat (/reset, /exit; Ctrl-C stops a reply)
+  serve [MODEL]                OpenAI-compatible HTTP server (--host, --port, --parallel, --api-key, ...; docs/server.md)
   inspect MODEL [--json]       architecture, hyperparameters, tensor types and sizes, tokenizer
   tokenize MODEL TEXT          token ids (--json, --no-bos, --file F); vocab-only files work
   perplexity MODEL -f TEXT     mean NLL and perplexity over --ctx windows (--json, --dump-logits OUT)
@@ -58,6 +60,7 @@ function list(v: string | true | undefined): string[] | undefined {
 const COMMANDS = new Map<string, (argv: string[]) => Promise<number>>([
   ['run', runRunCommand],
   ['chat', runChatCommand],
+  ['serve', runServeCommand],
   ['inspect', runInspectCommand],
   ['tokenize', runTokenizeCommand],
   ['perplexity', runPerplexityCommand],

@@ -5,7 +5,7 @@ import type { Isa } from '../native.js';
 import type { StreamingDecoder, Tokenizer } from '../tokenizer/index.js';
 import { TokenizerError } from '../tokenizer/index.js';
 import { ContextOverflowError } from '../model/kv-cache.js';
-import { Sampler, SamplerError, type SamplerOptions } from './sampler.js';
+import { Sampler, SamplerError, type SamplerOptions, type TokenLogprobs } from './sampler.js';
 
 /** A request is malformed: a bad option value, an empty prompt, a token id outside the vocabulary. */
 export class RequestError extends BitllmError {}
@@ -34,6 +34,11 @@ export interface GenerateOptions extends SamplerOptions {
   ignoreEog?: boolean;
   /** Time every op class per token; the result's stats.profile holds the breakdown (default false). */
   profile?: boolean;
+  /**
+   * Report each sampled token's log-probability and this many most likely alternatives (0..20), under the
+   * model's distribution (log-softmax of the raw logits, before bias, penalties and temperature). Default: off.
+   */
+  logprobs?: number;
 }
 
 /**
@@ -45,6 +50,10 @@ export interface GenerateOptions extends SamplerOptions {
 export interface GenerateChunk {
   text: string;
   token: number;
+  /** With options.logprobs: the token's log-probability. */
+  logprob?: number;
+  /** With options.logprobs: the most likely tokens at this step, best first. */
+  topLogprobs?: Array<{ token: number; logprob: number }>;
 }
 
 export type FinishReason = 'eog' | 'length' | 'stop' | 'abort';
@@ -103,13 +112,17 @@ export interface ValidatedGenerateOptions {
   signal: AbortSignal | undefined;
   ignoreEog: boolean;
   profile: boolean;
+  logprobs: number | undefined;
 }
+
+/** Most alternatives options.logprobs may ask for. */
+export const MAX_TOP_LOGPROBS = 20;
 
 // ---------------------------------------------------------------- validation
 
 const OPTION_KEYS = new Set([
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty',
-  'penaltyWindow', 'logitBias', 'seed', 'stop', 'signal', 'ignoreEog', 'profile',
+  'penaltyWindow', 'logitBias', 'seed', 'stop', 'signal', 'ignoreEog', 'profile', 'logprobs',
 ]);
 
 /** Checks every option (RequestError naming it); `what` prefixes messages, e.g. 'generate'. */
@@ -134,6 +147,8 @@ export function validateGenerateOptions(opts: GenerateOptions | undefined, vocab
     if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v)))
       throw new RequestError(`${what}: options.${key} must be a finite number, got ${String(v)}`);
   }
+  if (opts.logprobs !== undefined && !(Number.isInteger(opts.logprobs) && opts.logprobs >= 0 && opts.logprobs <= MAX_TOP_LOGPROBS))
+    throw new RequestError(`${what}: options.logprobs must be an integer in [0, ${MAX_TOP_LOGPROBS}], got ${String(opts.logprobs)}`);
   if (opts.seed !== undefined && !Number.isInteger(opts.seed)) throw new RequestError(`${what}: options.seed must be an integer, got ${opts.seed}`);
   if (logitBias !== undefined) {
     if (typeof logitBias !== 'object' || logitBias === null) throw new RequestError(`${what}: options.logitBias must be an object or a Map`);
@@ -156,7 +171,8 @@ export function validateGenerateOptions(opts: GenerateOptions | undefined, vocab
     if (err instanceof SamplerError) throw new RequestError(`${what}: ${err.message.replace(/^sampler: /, 'options.')}`, { cause: err });
     throw err;
   }
-  return { maxTokens, sampler, stop: stop ? [...stop] : [], signal, ignoreEog: opts.ignoreEog ?? false, profile: opts.profile ?? false };
+  return { maxTokens, sampler, stop: stop ? [...stop] : [], signal, ignoreEog: opts.ignoreEog ?? false, profile: opts.profile ?? false,
+    logprobs: opts.logprobs };
 }
 
 /** A prompt given as ids: non-empty, every id in the vocabulary. */
@@ -264,6 +280,8 @@ export type WorkerRequest =
       profile: boolean;
       /** Tokens the tokenizer knows; logits past it (padding rows of the head) are never sampled. */
       vocabSize: number;
+      /** Alternatives per token to report with log-probabilities (undefined: none computed). */
+      logprobs?: number;
     }
   | { type: 'evaluate'; id: number; tokens: number[] };
 
@@ -282,7 +300,7 @@ export type WorkerReply =
   | WorkerReady
   /** Weight loading: `done` of `total` layers repacked. */
   | { type: 'progress'; done: number; total: number }
-  | { type: 'token'; id: number; token: number; last: boolean }
+  | { type: 'token'; id: number; token: number; last: boolean; logprobs?: TokenLogprobs }
   /** logits: [count, nVocab], rows for tokens start .. start+count-1 of the request. */
   | { type: 'logits'; id: number; start: number; count: number; logits: Float32Array }
   | { type: 'done'; id: number; stats: RequestStats }

@@ -229,3 +229,31 @@ function selectTopK(ids: Int32Array, logits: Float32Array, k: number): void {
     else break;
   }
 }
+
+/** A sampled token's log-probability and the most likely alternatives, best first (ties: lower id first). */
+export interface TokenLogprobs {
+  logprob: number;
+  top: Array<[token: number, logprob: number]>;
+}
+
+/**
+ * Log-probabilities under the model's own distribution: log-softmax of the logits as the model produced them
+ * (before logit bias, penalties and temperature), for `token` and the `top` most likely tokens.
+ */
+export function logprobsOf(logits: Float32Array, token: number, top: number): TokenLogprobs {
+  const n = logits.length;
+  const max = logits[argmax(logits)]!;
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += Math.exp(logits[i]! - max);
+  const lse = max + Math.log(sum);
+  const best: Array<[number, number]> = [];
+  if (top > 0) {
+    const k = Math.min(top, n);
+    const ids = new Int32Array(n);
+    for (let i = 0; i < n; i++) ids[i] = i;
+    if (k < n) selectTopK(ids, logits, k);
+    const chosen = Array.from(ids.subarray(0, k)).sort((a, b) => logits[b]! - logits[a]! || a - b);
+    for (const id of chosen) best.push([id, logits[id]! - lse]);
+  }
+  return { logprob: logits[token]! - lse, top: best };
+}

@@ -15,7 +15,7 @@ import {
   type FinishReason, PREFILL_CHUNK, type PhaseProfile, type RequestStats, type WorkerInit, type WorkerReply, type WorkerRequest, serializeError,
 } from './generate.js';
 import { ContextOverflowError, KvCache } from '../model/kv-cache.js';
-import { Sampler } from './sampler.js';
+import { Sampler, logprobsOf } from './sampler.js';
 
 const port = parentPort;
 if (!port) throw new Error('bitllm: engine/worker.js must run as a worker thread');
@@ -188,13 +188,14 @@ function generate(e: Engine, req: Extract<WorkerRequest, { type: 'generate' }>):
   for (let n = 1; ; n++) {
     if (req.vocabSize < logits.length) logits.fill(-Infinity, req.vocabSize);
     const l = logits;
+    const raw = req.logprobs !== undefined ? l.slice() : undefined; // the sampler edits logits in place
     const token: number = timer ? timer.sample(() => sampler.sample(l)) : sampler.sample(l);
     if (n === 1) tFirst = performance.now();
     sampler.accept(token);
     stats.generatedTokens = n;
     const isEog = eog.has(token);
     const last = isEog || n >= req.maxTokens;
-    post({ type: 'token', id: req.id, token, last });
+    post({ type: 'token', id: req.id, token, last, ...(raw && { logprobs: logprobsOf(raw, token, req.logprobs!) }) });
     if (last) {
       reason = isEog ? 'eog' : 'length';
       break;
