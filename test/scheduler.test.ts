@@ -248,6 +248,27 @@ describe('StepScheduler', () => {
     expect(model.seqs.size).toBe(0);
   });
 
+  it('reports log-probabilities of the raw logits when asked, without changing the tokens', () => {
+    const seen: Array<[number, number | undefined]> = [];
+    const s = new StepScheduler(new FakeModel(), {
+      token(id, token, _last, lp) {
+        seen.push([id, lp?.logprob]);
+        if (lp) {
+          expect(lp.top.length).toBe(3);
+          expect(lp.top[0]![0]).toBe(token); // greedy: the sampled token is the most likely one
+        }
+      },
+      done() {},
+    });
+    s.submit(request(1, prompt(4, 6), 5, { logprobs: 3 }));
+    s.submit(request(2, prompt(4, 6), 5));
+    while (!s.idle) s.step();
+    const a = seen.filter(([id]) => id === 1), b = seen.filter(([id]) => id === 2);
+    expect(a.length).toBe(5);
+    expect(a.every(([, lp]) => lp !== undefined && lp <= 0 && Number.isFinite(lp))).toBe(true);
+    expect(b.every(([, lp]) => lp === undefined)).toBe(true);
+  });
+
   it('reports queue, first-token and total times from its clock', () => {
     let t = 0;
     const h = harness(new FakeModel(), { maxSequences: 1, now: () => t });

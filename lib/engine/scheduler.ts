@@ -11,7 +11,7 @@
 // Admission reserves each request's whole footprint (prompt + maxTokens, rounded up to blocks), so a running
 // sequence never runs out of KV in the middle of a stream.
 import { BitllmError } from '../errors.js';
-import { Sampler, type SamplerOptions } from './sampler.js';
+import { Sampler, type SamplerOptions, type TokenLogprobs, logprobsOf } from './sampler.js';
 
 /** One row of a batch-first forward: a token of a sequence at a position; `logits` asks for its logits. */
 export interface BatchRow {
@@ -56,6 +56,8 @@ export interface ScheduledRequest {
   vocabSize: number;
   /** Keep sampling past EOG tokens (benchmarks). */
   ignoreEog?: boolean;
+  /** Report each sampled token's log-probability and this many alternatives (sampler.ts logprobsOf). */
+  logprobs?: number;
 }
 
 export type ScheduledFinish = 'eog' | 'length' | 'abort' | 'error';
@@ -74,8 +76,8 @@ export interface ScheduledStats {
 }
 
 export interface SchedulerEvents {
-  /** A sampled token; `last` when the request ends with it. */
-  token(id: number, token: number, last: boolean): void;
+  /** A sampled token; `last` when the request ends with it; `logprobs` when the request asked for them. */
+  token(id: number, token: number, last: boolean, logprobs?: TokenLogprobs): void;
   /** The request ended (after its last token, or on cancel / error with no further tokens). */
   done(id: number, stats: ScheduledStats, error?: Error): void;
 }
@@ -292,13 +294,14 @@ export class StepScheduler {
     owners.forEach((e, i) => {
       const row = logits.subarray(i * width, (i + 1) * width);
       if (e.req.vocabSize < width) row.fill(-Infinity, e.req.vocabSize);
+      const raw = e.req.logprobs !== undefined ? row.slice() : undefined; // the sampler edits logits in place
       const token = e.sampler.sample(row);
       e.sampler.accept(token);
       e.generated++;
       if (e.generated === 1) e.tFirst = t;
       const isEog = e.eog.has(token);
       const last = isEog || e.generated >= e.req.maxTokens;
-      this.events.token(e.req.id, token, last);
+      this.events.token(e.req.id, token, last, raw && logprobsOf(raw, token, e.req.logprobs!));
       if (last) {
         this.finish(e, isEog ? 'eog' : 'length');
         finished++;
