@@ -21,6 +21,15 @@ class FakeModel implements BatchModel {
     return id;
   }
 
+  forkSequence(src: number, keep: number): number {
+    const toks = this.seqs.get(src);
+    if (!toks) throw new Error(`fake: fork of unknown sequence ${src}`);
+    if (keep > toks.length) throw new Error(`fake: fork keeps ${keep} of ${toks.length}`);
+    const id = this.nextId++;
+    this.seqs.set(id, toks.slice(0, keep));
+    return id;
+  }
+
   disposeSequence(seq: number): void {
     if (!this.seqs.delete(seq)) throw new Error(`fake: dispose of unknown sequence ${seq}`);
   }
@@ -113,6 +122,8 @@ describe('StepScheduler', () => {
     const h = harness(model, { maxSequences: 3, stepTokens: 10, minPrefill: 2, chunkTokens: 4 });
     for (let i = 1; i <= 5; i++) h.s.submit(request(i, prompt(i, 9), 6));
     h.run();
+    expect(h.s.cached.sequences).toBe(3); // prefixCache defaults to maxSequences
+    h.s.dropCache();
     for (const rows of model.batches) {
       const seqs = new Set(rows.map((r) => r.seq));
       expect(seqs.size).toBeLessThanOrEqual(3);
@@ -192,6 +203,8 @@ describe('StepScheduler', () => {
     expect(st.rows).toBe(0);
     expect(h.done.get(1)!.stats.finishReason).toBe('abort');
     expect(h.done.get(2)!.stats.finishReason).toBe('abort');
+    expect(model.seqs.size).toBe(h.s.cached.sequences); // only parked ones are left
+    h.s.dropCache();
     expect(model.seqs.size).toBe(0);
     expect(h.s.idle).toBe(true);
     expect(h.s.reserved).toBe(0);
@@ -204,7 +217,7 @@ describe('StepScheduler', () => {
 
   it('admits by KV footprint (whole blocks), in order, and never overcommits the pool', () => {
     const model = new FakeModel(64, 64); // 8 blocks of 8
-    const h = harness(model, { maxSequences: 8 });
+    const h = harness(model, { maxSequences: 8, prefixCache: 0 });
     expect(h.s.footprint(10, 7)).toBe(24);
     h.s.submit(request(1, prompt(1, 10), 7)); // 24
     h.s.submit(request(2, prompt(2, 20), 12)); // 32
@@ -245,6 +258,89 @@ describe('StepScheduler', () => {
     h.s.submit(request(3, prompt(3, 4), 3));
     h.run();
     expect(h.done.get(3)!.stats.finishReason).toBe('length');
+    h.s.dropCache();
+    expect(model.seqs.size).toBe(0); // the failed ones were disposed, never parked
+  });
+
+  it('reuses the longest cached prefix (fork + truncate), giving the tokens of a fresh run', () => {
+    const fresh = (req: ScheduledRequest) => {
+      const h = harness(new FakeModel());
+      h.s.submit(req);
+      h.run();
+      return h.tokens.get(req.id)!;
+    };
+    const model = new FakeModel();
+    const h = harness(model, { maxSequences: 2, prefixCache: 2 });
+    const p = prompt(3, 40);
+    h.s.submit(request(1, p, 6));
+    h.run();
+    const first = h.tokens.get(1)!;
+    // A follow-up turn: the whole first conversation, then new tokens.
+    const turn2 = [...p, ...first, 1, 2, 3];
+    h.s.submit(request(2, turn2, 5));
+    // A prompt sharing 25 tokens, and one sharing nothing.
+    const other = [...p.slice(0, 25), 9, 9, 9];
+    h.s.submit(request(3, other, 5));
+    h.s.submit(request(4, [12, 11, 10], 5));
+    h.run();
+    expect(h.done.get(2)!.stats.reusedTokens).toBe(p.length + first.length - 1); // the last sampled token was never fed
+    expect(h.done.get(2)!.stats.evaluatedTokens).toBe(turn2.length - h.done.get(2)!.stats.reusedTokens);
+    expect(h.done.get(3)!.stats.reusedTokens).toBe(25);
+    expect(h.done.get(4)!.stats.reusedTokens).toBe(0);
+    expect(h.tokens.get(2)).toEqual(fresh(request(2, turn2, 5)));
+    expect(h.tokens.get(3)).toEqual(fresh(request(3, other, 5)));
+    // reuse: false runs the whole prompt.
+    h.s.submit(request(5, turn2, 5, { reuse: false }));
+    h.run();
+    expect(h.done.get(5)!.stats.reusedTokens).toBe(0);
+    expect(h.tokens.get(5)).toEqual(h.tokens.get(2));
+    expect(h.s.cached.sequences).toBe(2);
+  });
+
+  it('evicts parked sequences when admission needs their room, never overcommitting the pool', () => {
+    const model = new FakeModel(64, 64); // 8 blocks of 8
+    const h = harness(model, { maxSequences: 4, prefixCache: 4 });
+    h.s.submit(request(1, prompt(1, 20), 4)); // parks 24 tokens (3 blocks)
+    h.s.submit(request(2, prompt(2, 20), 4)); // parks 24
+    h.run();
+    expect(h.s.cached.tokens).toBe(48);
+    h.s.submit(request(3, prompt(3, 30), 10)); // needs 40: one parked sequence must go
+    h.s.step();
+    expect(h.s.active).toBe(1);
+    expect(h.s.cached.sequences).toBe(1);
+    expect(h.s.reserved + h.s.cached.tokens).toBeLessThanOrEqual(64);
+    h.run();
+    // A prompt extending request 1's, whose parked sequence was evicted first (least recently used): no reuse.
+    h.s.submit(request(4, [...prompt(1, 20), 5], 2));
+    h.run();
+    expect(h.done.get(4)!.stats.reusedTokens).toBe(0);
+  });
+
+  it('evaluates a prompt: the logits after every token, chunk by chunk, no sampling, nothing parked', () => {
+    const model = new FakeModel();
+    const logits: Array<[number, number, Float32Array]> = [];
+    let stats: ScheduledStats | undefined;
+    const s = new StepScheduler(model, {
+      token() {
+        throw new Error('no tokens from evaluate');
+      },
+      logits(id, start, count, l) {
+        expect(id).toBe(9);
+        logits.push([start, count, l]);
+      },
+      done(_id, st) {
+        stats = st;
+      },
+    }, { chunkTokens: 16, stepTokens: 16 });
+    const p = prompt(5, 50);
+    s.submit({ ...request(9, p, 0), evaluate: true });
+    while (!s.idle) s.step();
+    expect(logits.map(([a, n]) => [a, n])).toEqual([[0, 16], [16, 16], [32, 16], [48, 2]]);
+    for (const [start, count, l] of logits)
+      for (let i = 0; i < count; i++) expect(Array.from(l.subarray(i * WIDTH, (i + 1) * WIDTH))).toEqual(Array.from(Float32Array.from(logitsOf(p.slice(0, start + i + 1)))));
+    expect(stats!.finishReason).toBe('length');
+    expect(stats!.evaluatedTokens).toBe(50);
+    expect(s.cached.sequences).toBe(0);
     expect(model.seqs.size).toBe(0);
   });
 
