@@ -104,6 +104,10 @@ void f16_block_n(int rb, int tb, const uint16_t* w, int64_t ldw, int64_t K, cons
 constexpr int kF16GemvU = 4;
 constexpr int64_t kF16ActBytes = 384 * 1024;  // activation bytes per token super-block (L2)
 
+// Batch invariance (DESIGN.md §4): every block, GEMV included, sums a (row, token) through the same
+// U = kF16GemvU accumulators with the same tail and tree, so a token's outputs are bit-identical for
+// every B, token grouping and row range; the blocks below are therefore R x T x 4 accumulators
+// (R T <= 6: 2 x 3 or 3 x 2 = 24 zmm). The history below measured U = 1 blocks:
 // Register blocks for B > 1: R rows x T <= 4 tokens (R T <= 24 accumulators + R weight vectors + one
 // activation vector <= 32 zmm). A super-block's tokens split into groups of 2-4 as even as possible
 // (B = 5 -> 3 + 2, 7 -> 4 + 3), never a lone token. Measured on Zen 4 in cache (best of many short
@@ -122,7 +126,7 @@ void f16_gemm_blocked(const uint16_t* w, int64_t ldw, int64_t K, const float* x,
       for (int64_t g = 0; g < groups; ++g) {
         const int64_t b = s0 + n * g / groups;
         const int tb = static_cast<int>(s0 + n * (g + 1) / groups - b);
-        f16_block_n<R, T, 1>(rb, tb, w, ldw, K, x, ldx, y, ldy, m, b);
+        f16_block_n<R, T, kF16GemvU>(rb, tb, w, ldw, K, x, ldx, y, ldy, m, b);
       }
     }
   }
@@ -133,9 +137,9 @@ void f16_gemm_avx512(const uint16_t* w, int64_t ldw, int64_t /*M*/, int64_t K, c
   if (B == 1) {
     for (int64_t m = m0; m < m1; ++m) f16_block<1, 1, kF16GemvU>(w, ldw, K, x, ldx, y, ldy, m, 0);
   } else if (B == 2) {
-    f16_gemm_blocked<8, 2>(w, ldw, K, x, ldx, B, y, ldy, m0, m1);
+    f16_gemm_blocked<3, 2>(w, ldw, K, x, ldx, B, y, ldy, m0, m1);
   } else {
-    f16_gemm_blocked<6, 4>(w, ldw, K, x, ldx, B, y, ldy, m0, m1);
+    f16_gemm_blocked<2, 3>(w, ldw, K, x, ldx, B, y, ldy, m0, m1);
   }
 }
 
