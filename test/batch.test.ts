@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 import { readGguf } from '../lib/format/gguf.js';
-import { KernelContext } from '../lib/kernels/context.js';
+import { KernelContext, cpuInfo } from '../lib/kernels/context.js';
 import { referenceBackend } from '../lib/model/backend.js';
 import { type ModelConfig, configFromGguf } from '../lib/model/config.js';
 import { KvCache } from '../lib/model/kv-cache.js';
@@ -206,4 +206,21 @@ describe('batch invariance over the whole forward (bundled family models)', () =
     expect(none.length).toBe(0);
     expect(pool2.length(b2)).toBe(2);
   });
+});
+
+describe.each(cpuInfo().supportedIsas)('batch invariance on %s', (isa) => {
+  const one = new KernelContext({ isa, threads: 1 });
+  const two = new KernelContext({ isa, threads: 2 });
+  // f16 head and f16 dense linears (FP16 teacher), the binary LUT float path (OneBit), the q3 cache (a4.8).
+  for (const file of ['tiny-fp16-f16.gguf', 'tiny-onebit-q1_0.gguf', 'tiny-a48-tq2_0.gguf'])
+    it(`${file}: alone on 1 thread = mixed batches on 2 threads, bit for bit`, () => {
+      const f = readGguf(join(MODELS, file));
+      const cfg = configFromGguf(f);
+      const w = loadWeights(two, f, cfg);
+      const solo = alone(new TransformerModel(one, cfg, w), cfg.row.kv);
+      const mixed = batched(new TransformerModel(two, cfg, w), cfg.row.kv);
+      PROMPTS.forEach((p, s) => {
+        for (let i = 0; i < p.length; i++) expect(bits(mixed[s]![i]!).equals(bits(solo[s]![i]!)), `${isa} ${file} prompt ${s} pos ${i}`).toBe(true);
+      });
+    }, 60_000);
 });
