@@ -41,7 +41,7 @@ function single() {
 }
 
 function batch(n) {
-  const pool = new SequencePool(model, { maxTokens: n * ctxLen + 16, contextSize: ctxLen, kvType });
+  const pool = new SequencePool(model, { maxTokens: n * Math.ceil(ctxLen / 16) * 16, contextSize: ctxLen, kvType });
   const ids = Array.from({ length: n }, () => pool.create());
   for (const [j, id] of ids.entries())
     pool.forwardBatch(Array.from({ length: prompt }, (_, i) => ({ token: tok(i + j), seq: id, pos: i, logits: i === prompt - 1 })));

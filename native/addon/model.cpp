@@ -214,11 +214,11 @@ PlanDense read_dense(const Spec& s, int64_t M, int64_t K) {
 // Marks KvPoolNative objects, so forwardBatch can check its pool argument before unwrapping it.
 const napi_type_tag kKvPoolTag = {0x6b76706f6f6c6269ull, 0x746c6c6d31363130ull};
 
-// A KvPoolError as a JS Error with a code the TS layer maps to its typed errors (lib/model/state.ts).
+// A KvPoolError as a JS RangeError with a code the TS layer maps to its typed errors (lib/model/state.ts).
 [[noreturn]] void throw_pool_error(Napi::Env env, const char* fn, const KvPoolError& e) {
   static const char* const codes[] = {"ERR_UNKNOWN_SEQUENCE", "ERR_BAD_POSITION", "ERR_KV_POOL_FULL", "ERR_CONTEXT_FULL",
                                       "ERR_BAD_ARGUMENT"};
-  Napi::Error err = Napi::Error::New(env, std::string(fn) + ": " + e.message);
+  Napi::Error err = Napi::RangeError::New(env, std::string(fn) + ": " + e.message);
   err.Value().Set("code", Napi::String::New(env, codes[e.code]));
   throw err;
 }
@@ -473,6 +473,8 @@ class ModelNativeWrap : public Napi::ObjectWrap<ModelNativeWrap> {
     if (lay.n_layer != static_cast<int64_t>(p.layers.size()) || lay.n_kv_heads != p.n_head_kv || lay.head_dim != p.head_dim)
       a.range_error("pool shape (layers " + std::to_string(lay.n_layer) + ", kv heads " + std::to_string(lay.n_kv_heads) +
                     ", head dim " + std::to_string(lay.head_dim) + ") does not fit the model");
+    a.i32(2, "tokens", 0);  // type checks before the lengths are read
+    a.i32(5, "outRows", 0);
     const int64_t B = a.length(2);
     if (B < 1) a.range_error("tokens: a batch needs at least one row");
     if (B > kMaxBatch) a.range_error("tokens: " + std::to_string(B) + " rows exceed " + std::to_string(kMaxBatch) + " per call");
