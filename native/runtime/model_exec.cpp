@@ -161,7 +161,8 @@ void ModelExec::forward_batch(const KernelTable& t, ThreadPool& pool, const int3
     });
   };
   // Attention: units (row, part), part c of a row = query heads [nh c / parts, nh (c+1) / parts);
-  // thread i runs the units [U i / n, U (i+1) / n) with its own scratch slice. No split changes a
+  // thread i runs the units i, i + n, i + 2n, ... with its own scratch slice (strided, so the rows of a
+  // causal prefill chunk, whose work grows with the position, spread evenly). No split changes a
   // result: each (row, head) is computed whole by one kernel call, the same way for any split.
   int64_t work = 0;
   for (int64_t b = 0; b < B; ++b) work += (int64_t{pos[b]} + 1) * nh * hd;
@@ -173,8 +174,8 @@ void ModelExec::forward_batch(const KernelTable& t, ThreadPool& pool, const int3
       kind == KvKind::q8 ? t.attention_paged_q8 : kind == KvKind::q3 ? t.attention_paged_q3 : t.attention_paged_f16;
   auto attend = [&](size_t l) {
     const int64_t ko = lay.k_off(static_cast<int64_t>(l)), vo = lay.v_off(static_cast<int64_t>(l));
-    auto run_units = [&](int64_t u0, int64_t u1, float* sp) {
-      for (int64_t u = u0; u < u1; ++u) {
+    auto run_units = [&](int64_t u0, int64_t step, float* sp) {
+      for (int64_t u = u0; u < units; u += step) {
         const int64_t b = u / parts, c = u % parts;
         const int64_t h0 = nh * c / parts, h1 = nh * (c + 1) / parts;
         const KvPages pg{row_table_[b], row_table_[b], ko, vo, kKvBlockTokens};
@@ -182,10 +183,10 @@ void ModelExec::forward_batch(const KernelTable& t, ThreadPool& pool, const int3
       }
     };
     if (!par) {
-      run_units(0, units, attn_scratch_.data());
+      run_units(0, 1, attn_scratch_.data());
     } else {
       pool.parallel_for(nthreads, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) run_units(units * i / nthreads, units * (i + 1) / nthreads, attn_scratch_.data() + i * per);
+        for (int64_t i = i0; i < i1; ++i) run_units(i, nthreads, attn_scratch_.data() + i * per);
       });
     }
   };
