@@ -12,3 +12,17 @@ export class NativeError extends BitllmError {}
 
 /** A model file or tensor is malformed: wrong shape, unknown type id, truncated data. */
 export class ModelFormatError extends BitllmError {}
+
+/**
+ * A batch row or sequence call the sequence-state pool rejects (lib/model/state.ts): an unknown or disposed
+ * sequence, a position that does not continue the sequence, a token id outside the vocabulary. Nothing
+ * changed. `code` says which (ERR_UNKNOWN_SEQUENCE, ERR_BAD_POSITION, ERR_BAD_TOKEN, ERR_BAD_ARGUMENT).
+ */
+export class SequenceError extends BitllmError {
+  constructor(message: string, readonly code: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** The sequence-state pool has no free KV blocks for a batch (its token budget is spent). Nothing changed. */
+export class KvPoolFullError extends BitllmError {}

@@ -12,6 +12,8 @@ import type { HeadMatrix, Linear, LinearGroup, ModelWeights } from './weights.js
 interface NativeModelHandle {
   forward(ctx: unknown, tokens: Int32Array, pos0: number, kvK: ArrayBufferView[], kvV: ArrayBufferView[], kvType: string,
     capacity: number, nOut: number, logits: Float32Array, profile?: Float64Array): void;
+  forwardBatch(ctx: unknown, pool: unknown, tokens: Int32Array, seq: Int32Array, pos: Int32Array, outRows: Int32Array,
+    logits: Float32Array, profile?: Float64Array): void;
 }
 
 /** Op classes the native forward times (index order of the profile array). */
@@ -76,6 +78,16 @@ export class NativeModel {
     const logits = new Float32Array(n * this.cfg.nVocab);
     const ids = tokens instanceof Int32Array ? tokens : Int32Array.from(tokens);
     this.handle.forward(this.ctx.handle, ids, kv.length, kv.k, kv.v, kv.type, kv.capacity, n, logits, this.profile ?? undefined);
+    return logits;
+  }
+
+  /**
+   * The batch-first forward over a native sequence-state pool (lib/model/state.ts checks the rows' shape;
+   * the addon validates them again and admits them into `pool`). Logits [outRows.length, vocab] in row order.
+   */
+  forwardBatch(pool: unknown, tokens: Int32Array, seq: Int32Array, pos: Int32Array, outRows: Int32Array): Float32Array {
+    const logits = new Float32Array(outRows.length * this.cfg.nVocab);
+    this.handle.forwardBatch(this.ctx.handle, pool, tokens, seq, pos, outRows, logits, this.profile ?? undefined);
     return logits;
   }
 }

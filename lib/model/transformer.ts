@@ -176,6 +176,90 @@ export class TransformerModel {
       kv.length += B;
       return logits;
     }
+    const pos = new Int32Array(B);
+    for (let b = 0; b < B; b++) pos[b] = kv.length + b;
+    const n = allLogits ? B : 1;
+    const outRows = Array.from({ length: n }, (_, i) => B - n + i);
+    const logits = this.runOps(tokens, pos, outRows, (l, q, k, v, attn) => this.attendFlat(l, kv, q, k, v, pos, attn));
+    kv.length += B;
+    return logits;
+  }
+
+  /** Stores the rows' K/V into one flat cache and runs their attention (the single-sequence forward). */
+  private attendFlat(l: number, kv: KvCache, q: Float32Array, k: Float32Array, v: Float32Array, pos: Int32Array, attn: Float32Array): void {
+    const be = this.backend;
+    const cfg = this.cfg;
+    const scale = 1 / Math.sqrt(cfg.headDim);
+    if (kv.type === 'q8') {
+      const kc = kv.k[l] as Uint8Array;
+      const vc = kv.v[l] as Uint8Array;
+      be.kvStoreQ8(k, pos, kc, kv.shape);
+      be.kvStoreQ8(v, pos, vc, kv.shape);
+      be.attentionQ8(q, kc, vc, pos, cfg.nHead, kv.shape, scale, attn);
+    } else if (kv.type === 'q3') {
+      const kc = kv.k[l] as Uint8Array;
+      const vc = kv.v[l] as Uint8Array;
+      be.kvStoreQ3(k, pos, kc, kv.shape);
+      be.kvStoreQ3(v, pos, vc, kv.shape);
+      be.attentionQ3(q, kc, vc, pos, cfg.nHead, kv.shape, scale, attn);
+    } else {
+      const kc = kv.k[l] as Uint16Array;
+      const vc = kv.v[l] as Uint16Array;
+      be.kvStoreF16(k, pos, kc, kv.shape);
+      be.kvStoreF16(v, pos, vc, kv.shape);
+      be.attentionF16(q, kc, vc, pos, cfg.nHead, kv.shape, scale, attn);
+    }
+  }
+
+  /**
+   * The batch contract of the op-by-op path (the oracle of the native forwardBatch, lib/model/state.ts):
+   * row b is tokens[b] of the sequence whose flat cache is caches[b] at position pos[b]; GEMMs run over
+   * all rows, the KV store and attention per row through its own cache (every row's K/V is stored before
+   * any row attends, as natively). The caller has validated the rows (positions continue each cache);
+   * the caches' lengths are not changed here. Logits [outRows.length, vocab] in outRows order.
+   */
+  forwardRows(tokens: ArrayLike<number>, caches: readonly KvCache[], pos: Int32Array, outRows: readonly number[]): Float32Array {
+    if (this.native) throw new RangeError('forwardRows runs op by op: use SequencePool.forwardBatch for the native forward');
+    const cfg = this.cfg;
+    const d = cfg.nEmbd;
+    const dkv = cfg.nHeadKv * cfg.headDim;
+    const be = this.backend;
+    const scale = 1 / Math.sqrt(cfg.headDim);
+    return this.runOps(tokens, pos, outRows, (l, q, k, v, attn) => {
+      const B = pos.length;
+      for (let b = 0; b < B; b++) {
+        const kv = caches[b]!;
+        const p = pos.subarray(b, b + 1);
+        const kr = k.subarray(b * dkv, (b + 1) * dkv);
+        const vr = v.subarray(b * dkv, (b + 1) * dkv);
+        if (kv.type === 'q8') {
+          be.kvStoreQ8(kr, p, kv.k[l] as Uint8Array, kv.shape);
+          be.kvStoreQ8(vr, p, kv.v[l] as Uint8Array, kv.shape);
+        } else if (kv.type === 'q3') {
+          be.kvStoreQ3(kr, p, kv.k[l] as Uint8Array, kv.shape);
+          be.kvStoreQ3(vr, p, kv.v[l] as Uint8Array, kv.shape);
+        } else {
+          be.kvStoreF16(kr, p, kv.k[l] as Uint16Array, kv.shape);
+          be.kvStoreF16(vr, p, kv.v[l] as Uint16Array, kv.shape);
+        }
+      }
+      for (let b = 0; b < B; b++) {
+        const kv = caches[b]!;
+        const p = pos.subarray(b, b + 1);
+        const qr = q.subarray(b * d, (b + 1) * d);
+        const o = attn.subarray(b * d, (b + 1) * d);
+        if (kv.type === 'q8') be.attentionQ8(qr, kv.k[l] as Uint8Array, kv.v[l] as Uint8Array, p, cfg.nHead, kv.shape, scale, o);
+        else if (kv.type === 'q3') be.attentionQ3(qr, kv.k[l] as Uint8Array, kv.v[l] as Uint8Array, p, cfg.nHead, kv.shape, scale, o);
+        else be.attentionF16(qr, kv.k[l] as Uint16Array, kv.v[l] as Uint16Array, p, cfg.nHead, kv.shape, scale, o);
+      }
+    });
+  }
+
+  /** The op-by-op forward of rows at positions pos; attend(l, ...) stores K/V and fills attn [B, d]. */
+  private runOps(tokens: ArrayLike<number>, posIn: Int32Array, outRows: readonly number[],
+    attend: (l: number, q: Float32Array, k: Float32Array, v: Float32Array, attn: Float32Array) => void): Float32Array {
+    const cfg = this.cfg;
+    const B = tokens.length;
     const s = this.scratch;
     const be = this.backend;
     s.ensure(B, cfg);
@@ -185,9 +269,8 @@ export class TransformerModel {
     const nqkv = d + 2 * dkv;
     const x = view(s.x, B * d);
     const pos = view(s.pos, B);
-    for (let b = 0; b < B; b++) pos[b] = kv.length + b;
+    pos.set(posIn);
     this.embed(tokens, x);
-    const scale = 1 / Math.sqrt(cfg.headDim);
     const h = view(s.h, B * d);
     const q = view(s.q, B * d);
     const k = view(s.k, B * dkv);
@@ -210,25 +293,7 @@ export class TransformerModel {
       }
       be.ropeNeox(q, pos, cfg.nHead, cfg.headDim, cfg.nRot, cfg.ropeTheta);
       be.ropeNeox(k, pos, cfg.nHeadKv, cfg.headDim, cfg.nRot, cfg.ropeTheta);
-      if (kv.type === 'q8') {
-        const kc = kv.k[l] as Uint8Array;
-        const vc = kv.v[l] as Uint8Array;
-        be.kvStoreQ8(k, pos, kc, kv.shape);
-        be.kvStoreQ8(v, pos, vc, kv.shape);
-        be.attentionQ8(q, kc, vc, pos, cfg.nHead, kv.shape, scale, attn);
-      } else if (kv.type === 'q3') {
-        const kc = kv.k[l] as Uint8Array;
-        const vc = kv.v[l] as Uint8Array;
-        be.kvStoreQ3(k, pos, kc, kv.shape);
-        be.kvStoreQ3(v, pos, vc, kv.shape);
-        be.attentionQ3(q, kc, vc, pos, cfg.nHead, kv.shape, scale, attn);
-      } else {
-        const kc = kv.k[l] as Uint16Array;
-        const vc = kv.v[l] as Uint16Array;
-        be.kvStoreF16(k, pos, kc, kv.shape);
-        be.kvStoreF16(v, pos, vc, kv.shape);
-        be.attentionF16(q, kc, vc, pos, cfg.nHead, kv.shape, scale, attn);
-      }
+      attend(l, q, k, v, attn);
       if (w.attnSubNorm) be.rmsnorm(attn, w.attnSubNorm, B, d, cfg.eps, attn);
       this.group(l, 'wo', w.wo, attn, B, o);
       for (let i = 0; i < B * d; i++) x[i] = x[i]! + o[i]!;
@@ -241,12 +306,14 @@ export class TransformerModel {
       this.group(l, 'wdown', w.wdown, ffh, B, o);
       for (let i = 0; i < B * d; i++) x[i] = x[i]! + o[i]!;
     }
-    kv.length += B;
-    const n = allLogits ? B : 1;
-    const last = x.subarray((B - n) * d, B * d);
-    const normed = view(s.h, n * d);
-    be.rmsnorm(last, this.weights.outputNorm, n, d, cfg.eps, normed);
+    const n = outRows.length;
     const logits = new Float32Array(n * cfg.nVocab);
+    if (n === 0) return logits;
+    // The rows that want logits, gathered (o is free here), then the output norm and head over them.
+    const picked = view(s.o, n * d);
+    for (let i = 0; i < n; i++) picked.set(x.subarray(outRows[i]! * d, (outRows[i]! + 1) * d), i * d);
+    const normed = view(s.h, n * d);
+    be.rmsnorm(picked, this.weights.outputNorm, n, d, cfg.eps, normed);
     this.head(this.weights.output, normed, n, logits);
     return logits;
   }

@@ -2,7 +2,9 @@
 // weight of a spec object built by lib/model/native-model.ts and keeps references to its typed arrays
 // (so the memory the plan borrows stays alive); `forward(ctx, ...)` checks tokens, positions and the
 // KV cache of one sequence, then runs the forward pass in one call.
+#include <algorithm>
 #include <cmath>
+#include <memory>
 #include <string>
 
 #include "common.h"
@@ -209,10 +211,120 @@ PlanDense read_dense(const Spec& s, int64_t M, int64_t K) {
   return w;
 }
 
+// Marks KvPoolNative objects, so forwardBatch can check its pool argument before unwrapping it.
+const napi_type_tag kKvPoolTag = {0x6b76706f6f6c6269ull, 0x746c6c6d31363130ull};
+
+// A KvPoolError as a JS RangeError with a code the TS layer maps to its typed errors (lib/model/state.ts).
+[[noreturn]] void throw_pool_error(Napi::Env env, const char* fn, const KvPoolError& e) {
+  static const char* const codes[] = {"ERR_UNKNOWN_SEQUENCE", "ERR_BAD_POSITION", "ERR_KV_POOL_FULL", "ERR_CONTEXT_FULL",
+                                      "ERR_BAD_ARGUMENT"};
+  Napi::Error err = Napi::RangeError::New(env, std::string(fn) + ": " + e.message);
+  err.Value().Set("code", Napi::String::New(env, codes[e.code]));
+  throw err;
+}
+
+// new KvPoolNative(kvType: 'f16' | 'q8' | 'q3', nLayer, nKvHeads, headDim, maxTokens, contextSize): the
+// sequence-state pool of one model (runtime/kv_pool.h). Sequence ids are int32 numbers, never reused.
+class KvPoolWrap : public Napi::ObjectWrap<KvPoolWrap> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "KvPoolNative",
+                       {InstanceMethod<&KvPoolWrap::create>("create"), InstanceMethod<&KvPoolWrap::fork>("fork"),
+                        InstanceMethod<&KvPoolWrap::dispose>("dispose"), InstanceMethod<&KvPoolWrap::truncate>("truncate"),
+                        InstanceMethod<&KvPoolWrap::length>("length"), InstanceMethod<&KvPoolWrap::stats>("stats"),
+                        InstanceMethod<&KvPoolWrap::trim>("trim")});
+  }
+  explicit KvPoolWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<KvPoolWrap>(info) {
+    Args a(info, "KvPoolNative");
+    if (!info[0].IsString()) a.type_error("kvType must be 'f16', 'q8' or 'q3'");
+    const std::string kt = info[0].As<Napi::String>().Utf8Value();
+    if (kt != "f16" && kt != "q8" && kt != "q3") a.range_error("kvType '" + kt + "' is not f16, q8 or q3");
+    KvLayout lay;
+    lay.kind = kt == "q8" ? KvKind::q8 : kt == "q3" ? KvKind::q3 : KvKind::f16;
+    lay.n_layer = a.integer(1, "nLayer", 1, kMaxLayers);
+    lay.n_kv_heads = a.integer(2, "nKvHeads", 1, kMaxHeads);
+    lay.head_dim = a.integer(3, "headDim", 2, kMaxHeadDim);
+    if (lay.kind != KvKind::f16 && lay.head_dim % 32) a.range_error("a " + kt + " KV cache needs headDim % 32 == 0");
+    const int64_t max_tokens = a.integer(4, "maxTokens", 1, int64_t{1} << 26);
+    const int64_t ctx = a.integer(5, "contextSize", 1, kMaxCapacity);
+    if ((max_tokens + kKvBlockTokens - 1) / kKvBlockTokens * lay.block_bytes() > (int64_t{1} << 46))
+      a.range_error("maxTokens: the pool would exceed 64 TiB");
+    if (napi_type_tag_object(info.Env(), info.This(), &kKvPoolTag) != napi_ok)
+      throw Napi::Error::New(info.Env(), "KvPoolNative: cannot tag the object");
+    try {
+      pool_ = std::make_unique<KvPool>(lay, max_tokens, ctx);
+    } catch (const KvPoolError& e) {
+      throw_pool_error(info.Env(), "KvPoolNative", e);
+    }
+  }
+  KvPool& pool() { return *pool_; }
+
+ private:
+  int32_t id_arg(const Args& a, size_t i) const { return static_cast<int32_t>(a.integer(i, "sequence", 0, INT32_MAX)); }
+  template <typename F>
+  Napi::Value guarded(const Napi::CallbackInfo& info, const char* fn, F&& f) {
+    try {
+      return f();
+    } catch (const KvPoolError& e) {
+      throw_pool_error(info.Env(), fn, e);
+    }
+  }
+  Napi::Value create(const Napi::CallbackInfo& info) {
+    return guarded(info, "KvPoolNative.create", [&] { return Napi::Number::New(info.Env(), pool_->create()); });
+  }
+  Napi::Value fork(const Napi::CallbackInfo& info) {
+    Args a(info, "KvPoolNative.fork");
+    const int32_t id = id_arg(a, 0);
+    return guarded(info, "KvPoolNative.fork", [&] { return Napi::Number::New(info.Env(), pool_->fork(id)); });
+  }
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    Args a(info, "KvPoolNative.dispose");
+    const int32_t id = id_arg(a, 0);
+    return guarded(info, "KvPoolNative.dispose", [&] {
+      pool_->dispose(id);
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value truncate(const Napi::CallbackInfo& info) {
+    Args a(info, "KvPoolNative.truncate");
+    const int32_t id = id_arg(a, 0);
+    const int64_t len = a.integer(1, "length", 0, kMaxCapacity);
+    return guarded(info, "KvPoolNative.truncate", [&] {
+      pool_->truncate(id, len);
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value length(const Napi::CallbackInfo& info) {
+    Args a(info, "KvPoolNative.length");
+    const int32_t id = id_arg(a, 0);
+    return guarded(info, "KvPoolNative.length",
+                   [&] { return Napi::Number::New(info.Env(), static_cast<double>(pool_->length(id))); });
+  }
+  Napi::Value stats(const Napi::CallbackInfo& info) {
+    const KvPool::Stats st = pool_->stats();
+    Napi::Object o = Napi::Object::New(info.Env());
+    auto set = [&](const char* k, int64_t v) { o.Set(k, Napi::Number::New(info.Env(), static_cast<double>(v))); };
+    set("sequences", st.sequences);
+    set("blocksUsed", st.blocks_used);
+    set("blocksCached", st.blocks_cached);
+    set("blocksMax", st.blocks_max);
+    set("blockTokens", st.block_tokens);
+    set("blockBytes", st.block_bytes);
+    set("tokensHeld", st.tokens_held);
+    return o;
+  }
+  Napi::Value trim(const Napi::CallbackInfo& info) {
+    pool_->trim();
+    return info.Env().Undefined();
+  }
+  std::unique_ptr<KvPool> pool_;
+};
+
 class ModelNativeWrap : public Napi::ObjectWrap<ModelNativeWrap> {
  public:
   static Napi::Function define(Napi::Env env) {
-    return DefineClass(env, "ModelNative", {InstanceMethod<&ModelNativeWrap::forward>("forward")});
+    return DefineClass(env, "ModelNative", {InstanceMethod<&ModelNativeWrap::forward>("forward"),
+                                            InstanceMethod<&ModelNativeWrap::forward_batch>("forwardBatch")});
   }
 
   explicit ModelNativeWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelNativeWrap>(info) {
@@ -343,6 +455,75 @@ class ModelNativeWrap : public Napi::ObjectWrap<ModelNativeWrap> {
     return info.Env().Undefined();
   }
 
+  // forwardBatch(ctx, pool: KvPoolNative, tokens: Int32Array[B], seq: Int32Array[B], pos: Int32Array[B],
+  //              outRows: Int32Array[nOut] (ascending rows in [0, B)), logits: Float32Array[nOut * nVocab],
+  //              profile?: Float64Array[14])
+  // Everything is checked before any state changes: the pool fits the model, token ids are in the
+  // vocabulary, the rows are admitted by the pool (live sequences, contiguous positions, blocks within
+  // the budget; typed codes on failure). Then one forward over all rows.
+  Napi::Value forward_batch(const Napi::CallbackInfo& info) {
+    Args a(info, "ModelNative.forwardBatch");
+    ContextWrap& ctx = a.context(0);
+    const ModelPlan& p = exec_->plan();
+    bool is_pool = false;
+    if (info[1].IsObject() && napi_check_object_type_tag(info.Env(), info[1], &kKvPoolTag, &is_pool) != napi_ok) is_pool = false;
+    if (!is_pool) a.type_error("pool must be a KvPoolNative");
+    KvPool& kv = Napi::ObjectWrap<KvPoolWrap>::Unwrap(info[1].As<Napi::Object>())->pool();
+    const KvLayout& lay = kv.layout();
+    if (lay.n_layer != static_cast<int64_t>(p.layers.size()) || lay.n_kv_heads != p.n_head_kv || lay.head_dim != p.head_dim)
+      a.range_error("pool shape (layers " + std::to_string(lay.n_layer) + ", kv heads " + std::to_string(lay.n_kv_heads) +
+                    ", head dim " + std::to_string(lay.head_dim) + ") does not fit the model");
+    a.i32(2, "tokens", 0);  // type checks before the lengths are read
+    a.i32(5, "outRows", 0);
+    const int64_t B = a.length(2);
+    if (B < 1) a.range_error("tokens: a batch needs at least one row");
+    if (B > kMaxBatch) a.range_error("tokens: " + std::to_string(B) + " rows exceed " + std::to_string(kMaxBatch) + " per call");
+    // Copies: the inputs may live anywhere in JS memory, including next to logits.
+    std::vector<int32_t> tokens(a.i32(2, "tokens", B, B), a.i32(2, "tokens", B, B) + B);
+    std::vector<int32_t> seq(a.i32(3, "seq", B, B), a.i32(3, "seq", B, B) + B);
+    std::vector<int32_t> pos(a.i32(4, "pos", B, B), a.i32(4, "pos", B, B) + B);
+    for (int64_t b = 0; b < B; ++b) {
+      if (tokens[b] < 0 || tokens[b] >= p.n_vocab)
+        a.range_error("tokens[" + std::to_string(b) + "] = " + std::to_string(tokens[b]) + " is outside the vocabulary [0, " +
+                      std::to_string(p.n_vocab) + ")");
+      if (pos[b] < 0 || pos[b] >= kMaxCapacity)
+        a.range_error("pos[" + std::to_string(b) + "] = " + std::to_string(pos[b]) + " is outside [0, " + std::to_string(kMaxCapacity) + ")");
+    }
+    const int64_t n_out = a.length(5);
+    std::vector<int32_t> out_rows(static_cast<size_t>(n_out));
+    if (n_out > 0) {
+      const int32_t* o = a.i32(5, "outRows", n_out, n_out);
+      out_rows.assign(o, o + n_out);
+    }
+    for (int64_t i = 0; i < n_out; ++i)
+      if (out_rows[i] < 0 || out_rows[i] >= B || (i > 0 && out_rows[i] <= out_rows[i - 1]))
+        a.range_error("outRows must be ascending row indices in [0, " + std::to_string(B) + ")");
+    float* logits = n_out > 0 ? a.f32(6, "logits", n_out * p.n_vocab, n_out * p.n_vocab) : nullptr;
+    double* prof = nullptr;
+    if (a.has(7)) {
+      if (!info[7].IsTypedArray() || info[7].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+        a.type_error("profile must be a Float64Array");
+      auto ta = info[7].As<Napi::TypedArray>();
+      if (ta.ElementLength() != kProfCount) a.range_error("profile must have " + std::to_string(kProfCount) + " elements");
+      prof = reinterpret_cast<double*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+    }
+    int32_t max_pos = 0;
+    for (int64_t b = 0; b < B; ++b) max_pos = std::max(max_pos, pos[b]);
+    try {
+      exec_->reserve(B, max_pos, ctx.pool().size());
+    } catch (const std::bad_alloc&) {
+      a.range_error("cannot allocate the forward scratch for " + std::to_string(B) + " rows");
+    }
+    try {
+      kv.admit(seq.data(), pos.data(), B);
+    } catch (const KvPoolError& e) {
+      throw_pool_error(info.Env(), "ModelNative.forwardBatch", e);
+    }
+    exec_->forward_batch(ctx.table(), ctx.pool(), tokens.data(), seq.data(), pos.data(), B, kv, out_rows.data(), n_out,
+                         logits, prof);
+    return info.Env().Undefined();
+  }
+
   std::vector<Napi::Reference<Napi::Value>> keep_;
   std::unique_ptr<ModelExec> exec_;
 };
@@ -357,6 +538,7 @@ Napi::Value profile_ops(const Napi::CallbackInfo& info) {
 
 void register_model(Napi::Env env, Napi::Object exports) {
   exports.Set("ModelNative", ModelNativeWrap::define(env));
+  exports.Set("KvPoolNative", KvPoolWrap::define(env));
   exports.Set("profileOps", Napi::Function::New(env, profile_ops, "profileOps"));
 }
 

@@ -1,6 +1,6 @@
 // AVX2 dense kernels (AVX2 + FMA + F16C).
 //   f16 GEMM: vcvtph2ps + FMA, R rows x T tokens x U k-vectors register-blocked: each (row, token)
-//             sums through U 8-lane accumulators (chains <= ceil(K/8)), a zero-padded tail step and
+//             sums through U = 4 8-lane accumulators for every B (batch-invariant) (chains <= ceil(K/8)), a zero-padded tail step and
 //             a tree of depth <= 4: within the dense.h bound.
 //   q8 GEMM:  bit-exact to dense_scalar.cpp through the sign trick, which is exact here:
 //               vpmaddubsw(|w|, sign(q, w)) = |w0| * (q0 * sgn w0) + |w1| * (q1 * sgn w1) = q0 w0 + q1 w1
@@ -103,7 +103,12 @@ void f16_block_n(int rb, int tb, const uint16_t* w, int64_t ldw, int64_t K, cons
 // below 4), out of cache U = 4 reached the plain read bandwidth; several rows side by side were
 // slower (see dense_avx512.cpp).
 constexpr int kF16GemvU = 4;
-constexpr int kF16Rows = 3, kF16Tokens = 4;
+// Batch invariance (DESIGN.md §4): the batched blocks use the GEMV's U = 4 accumulators per (row, token),
+// so every token's outputs have one summation order whatever B or the row range (1 row x 3 tokens x
+// 4 = 12 accumulators + 4 weight vectors = 16 ymm). Measured (6912 x 2560, 1 thread, Zen 4 shared
+// host): B = 8 runs at ~65-75 % of the former 3 x 4 x 1 blocks; U = 2 everywhere (2 x 3 x 2 blocks)
+// got ~75 % at B = 8 but cost the GEMV ~10 %, and decode speed comes first.
+constexpr int kF16Rows = 1, kF16Tokens = 3;
 constexpr int64_t kF16ActBytes = 384 * 1024;  // activation bytes per token super-block (L2)
 
 void f16_gemm_avx2(const uint16_t* w, int64_t ldw, int64_t /*M*/, int64_t K, const float* x, int64_t ldx, int64_t B,
@@ -118,7 +123,7 @@ void f16_gemm_avx2(const uint16_t* w, int64_t ldw, int64_t /*M*/, int64_t K, con
     for (int64_t m = m0; m < m1; m += kF16Rows) {
       const int rb = static_cast<int>(std::min<int64_t>(kF16Rows, m1 - m));
       for (int64_t b = s0; b < s1; b += kF16Tokens)
-        f16_block_n<kF16Rows, kF16Tokens, 1>(rb, static_cast<int>(std::min<int64_t>(kF16Tokens, s1 - b)), w, ldw, K,
+        f16_block_n<kF16Rows, kF16Tokens, kF16GemvU>(rb, static_cast<int>(std::min<int64_t>(kF16Tokens, s1 - b)), w, ldw, K,
                                              x, ldx, y, ldy, m, b);
     }
   }

@@ -64,7 +64,10 @@ void f16_block(const uint16_t* w,  // [M, ldw]
       }
     }
   }
-  for (int u = 0; k < K; ++u, k += 16) {  // u < U: fewer than 16U elements remain
+  // u < U: fewer than 16U elements remain. u is a compile-time index after unrolling (a runtime index
+  // would make the accumulators addressable, i.e. spilled to the stack for the whole block).
+  for (int u = 0; u < U; ++u, k += 16) {
+    if (k >= K) break;
     const __mmask16 mk = K - k >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (K - k)) - 1);
     __m512 wv[R];
     for (int r = 0; r < R; ++r) wv[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, wr[r] + k));
@@ -96,14 +99,22 @@ void f16_block_n(int rb, int tb, const uint16_t* w, int64_t ldw, int64_t K, cons
   f16_block<R, T, U>(w, ldw, K, x, ldx, y, ldy, m, b);
 }
 
-// GEMV: one row at a time with 4 accumulators. Measured on Zen 4 (128256 x 2560, best of 10): one
+// GEMV: one row at a time with 2 accumulators (4 before batch invariance; see below). Measured on Zen 4 (128256 x 2560, best of 10): one
 // sequential weight stream per thread reaches the bandwidth of a plain read loop (U = 2..8 all do;
 // in cache the loop runs at ~12 B/cycle, bound by vcvtph2ps; U = 4 leaves FMA-latency headroom for
 // cores with two 512-bit FMA pipes), software prefetch did not help, and 2-8 rows side by side (2-8
 // streams) ran at 50-70 % of it.
-constexpr int kF16GemvU = 4;
+constexpr int kF16GemvU = 2;
 constexpr int64_t kF16ActBytes = 384 * 1024;  // activation bytes per token super-block (L2)
 
+// Batch invariance (DESIGN.md §4): every block, GEMV included, sums a (row, token) through the same
+// U = kF16GemvU = 2 accumulators with the same tail and tree, so a token's outputs are bit-identical for
+// every B, token grouping and row range; the blocks below are R x T x 2 accumulators (4 x 3 or 6 x 2 =
+// 24 zmm). U = 2 rather than 4: the GEMV streams at the same rate (above: U = 2..8 all reach the read
+// bandwidth; measured again on the 6912 x 2560 bench row, B = 1, within noise of U = 4), while
+// 4 accumulators per output left room for only 6 outputs per block, whose activation loads bound the
+// batched GEMM at ~55 % of the U = 1 blocks (U = 2 with 12 outputs: ~85 %). The history below
+// measured U = 1 blocks:
 // Register blocks for B > 1: R rows x T <= 4 tokens (R T <= 24 accumulators + R weight vectors + one
 // activation vector <= 32 zmm). A super-block's tokens split into groups of 2-4 as even as possible
 // (B = 5 -> 3 + 2, 7 -> 4 + 3), never a lone token. Measured on Zen 4 in cache (best of many short
@@ -122,7 +133,7 @@ void f16_gemm_blocked(const uint16_t* w, int64_t ldw, int64_t K, const float* x,
       for (int64_t g = 0; g < groups; ++g) {
         const int64_t b = s0 + n * g / groups;
         const int tb = static_cast<int>(s0 + n * (g + 1) / groups - b);
-        f16_block_n<R, T, 1>(rb, tb, w, ldw, K, x, ldx, y, ldy, m, b);
+        f16_block_n<R, T, kF16GemvU>(rb, tb, w, ldw, K, x, ldx, y, ldy, m, b);
       }
     }
   }
@@ -133,9 +144,9 @@ void f16_gemm_avx512(const uint16_t* w, int64_t ldw, int64_t /*M*/, int64_t K, c
   if (B == 1) {
     for (int64_t m = m0; m < m1; ++m) f16_block<1, 1, kF16GemvU>(w, ldw, K, x, ldx, y, ldy, m, 0);
   } else if (B == 2) {
-    f16_gemm_blocked<8, 2>(w, ldw, K, x, ldx, B, y, ldy, m0, m1);
+    f16_gemm_blocked<6, 2>(w, ldw, K, x, ldx, B, y, ldy, m0, m1);
   } else {
-    f16_gemm_blocked<6, 4>(w, ldw, K, x, ldx, B, y, ldy, m0, m1);
+    f16_gemm_blocked<4, 3>(w, ldw, K, x, ldx, B, y, ldy, m0, m1);
   }
 }
 

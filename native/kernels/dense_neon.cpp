@@ -96,7 +96,10 @@ void f16_block_n(int rb, int tb, const uint16_t* w, int64_t ldw, int64_t K, cons
 
 // GEMV: one row at a time with 4 accumulators (one sequential weight stream per thread).
 constexpr int kF16GemvU = 4;
-constexpr int kF16Rows = 4, kF16Tokens = 2, kF16U = 2;
+// Batch invariance (DESIGN.md §4): the batched blocks use the GEMV's 4 accumulators per (row, token),
+// so a token's outputs have one summation order whatever B or the row range (2 x 2 x 4 = 16
+// accumulators + 8 weight vectors fit the 32 q registers).
+constexpr int kF16Rows = 2, kF16Tokens = 2, kF16U = kF16GemvU;
 constexpr int64_t kF16ActBytes = 256 * 1024;  // activation bytes per token super-block (L2)
 
 void f16_gemm_neon(const uint16_t* w, int64_t ldw, int64_t /*M*/, int64_t K, const float* x, int64_t ldx, int64_t B,

@@ -61,6 +61,9 @@ struct KernelTable {
   attention_q8_fn attention_q8 = nullptr;
   kv_store_q3_fn kv_store_q3 = nullptr;
   attention_q3_fn attention_q3 = nullptr;
+  attention_paged_fn attention_paged_f16 = nullptr;  // the same kernels over a page table
+  attention_paged_fn attention_paged_q8 = nullptr;
+  attention_paged_fn attention_paged_q3 = nullptr;
   glu_fn glu_relu2 = nullptr;
   glu_fn glu_silu = nullptr;
 

@@ -201,6 +201,45 @@ using attention_q3_fn = void (*)(const float* q,          // [B, n_heads, head_d
                                  int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t capacity,
                                  int64_t ldq, int64_t ldo, float scale, int64_t h0, int64_t h1, float* scratch);
 
+// Paged K/V (the sequence-state pool, runtime/kv_pool.h): the cached rows of one layer live in pages
+// of page_tokens positions. Page j of the K planes is the bytes at k_pages[j] + k_off laid out
+// [n_kv_heads, page_tokens, row] (row = head_dim halves, q8_row_bytes or q3_row_bytes bytes), and
+// likewise for V; position t is row t % page_tokens of page t / page_tokens. A flat cache
+// [n_kv_heads, capacity, row] is the one-page case (page_tokens = capacity). The attention kernels
+// read rows in aligned tiles of at most kAttnBlock positions, so page_tokens must be a multiple of
+// kAttnBlock unless every attended position lies in page 0; then a tile never straddles two pages
+// and the paged call computes exactly what the flat call computes on the same rows (same order, same
+// operations: bit-identical).
+struct KvPages {
+  const void* const* k_pages;  // [pages]
+  const void* const* v_pages;  // [pages]
+  int64_t k_off, v_off;        // bytes added to every page pointer
+  int64_t page_tokens;
+};
+
+// The rows of kv head g seen through a page table; row(t0) is valid for the tile t0 .. t0 + n - 1
+// (rows contiguous) when the tile does not straddle a page.
+template <typename T>
+struct KvPlane {
+  const void* const* pages;
+  int64_t off, page_tokens, g, stride;  // stride: T elements per row
+  const T* row(int64_t t) const {
+    const int64_t j = t / page_tokens;
+    return reinterpret_cast<const T*>(static_cast<const uint8_t*>(pages[j]) + off) +
+           (g * page_tokens + (t - j * page_tokens)) * stride;
+  }
+};
+
+// attention_f16 / _q8 / _q3 over paged caches (kind picks the row format: 0 f16, 1 q8, 2 q3): the
+// same computation, bound and scratch as the flat kernels above (each flat kernel is this one with
+// one page).
+using attention_paged_fn = void (*)(const float* q,        // [B, n_heads, head_dim] (row stride ldq)
+                                    const KvPages& kv,     // pages covering positions 0 .. max_b pos[b]
+                                    const int32_t* pos,    // [B]
+                                    float* out,            // [B, n_heads, head_dim] (row stride ldo)
+                                    int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                                    int64_t ldq, int64_t ldo, float scale, int64_t h0, int64_t h1, float* scratch);
+
 // Gated activations: out[b, i] = act(gate[b, i]) * up[b, i], in float:
 //   relu2: (g > 0 ? g * g : 0) * up       (bit-exact across variants)
 //   silu:  (g / (1 + exp(-g))) * up

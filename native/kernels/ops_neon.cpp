@@ -355,14 +355,16 @@ inline void score_tile(const float* q,                  // [GB, head_dim]
 // sc[j * L + t] = scale * (q_j · K[t]) for heads j < GB, t < L.
 template <typename R, int GB>
 void scores_heads(const float* q,            // [GB, head_dim]
-                  const typename R::T* K,  // [L, row]
+                  const KvPlane<typename R::T>& K,  // L rows
                   int64_t L, int64_t head_dim, float scale, float* sc) {  // sc: [GB, L] (row stride L)
   constexpr int PB = R::kScoreAcc / GB;
   float r[R::kScoreAcc];
   for (int64_t t0 = 0; t0 < L; t0 += PB) {
     const int64_t np = std::min<int64_t>(PB, L - t0);
     const typename R::T* k[PB];
-    for (int p = 0; p < PB; ++p) k[p] = K + (t0 + (p < np ? p : 0)) * R::stride(head_dim);
+    static_assert(kAttnBlock % PB == 0, "score tiles stay inside a page");
+    const typename R::T* kt = K.row(t0);  // a tile of PB | kAttnBlock rows never straddles a page
+    for (int p = 0; p < PB; ++p) k[p] = kt + (p < np ? p : 0) * R::stride(head_dim);
     score_tile<R, GB, PB>(q, k, head_dim, scale, r);
     for (int j = 0; j < GB; ++j)
       for (int64_t p = 0; p < np; ++p) sc[j * L + t0 + p] = r[j * PB + p];
@@ -425,7 +427,7 @@ inline void pv_tail(const float* const* pj, const typename R::T* V, int64_t nt, 
 // until the 4-dim tiles).
 template <typename R, int GB>
 void pv_heads(const float* sc,            // [GB, L] probabilities (row stride L)
-              const typename R::T* V,   // [L, row]
+              const KvPlane<typename R::T>& V,  // L rows
               int64_t L, int64_t head_dim, float* out) {  // out: [GB, head_dim]
   constexpr int DC = 16 / GB;
   const int64_t hd4 = head_dim & ~int64_t{3};
@@ -435,7 +437,7 @@ void pv_heads(const float* sc,            // [GB, L] probabilities (row stride L
     const int64_t nt = std::min(kAttnBlock, L - t0);
     const float* pj[GB];
     for (int j = 0; j < GB; ++j) pj[j] = sc + j * L + t0;
-    const typename R::T* Vt = V + t0 * R::stride(head_dim);
+    const typename R::T* Vt = V.row(t0);
     int64_t d0 = 0;
     for (; d0 + 4 * DC <= hd4; d0 += 4 * DC) pv_tile<R, GB, DC>(pj, Vt, nt, head_dim, d0, o);
     if constexpr (DC > 4) {
@@ -491,7 +493,8 @@ float softmax_neon(float* s, int64_t L) {  // s: [L]
 
 // G query heads q [G, head_dim] sharing one kv head; L attended rows of K/V [L, row].
 template <typename R>
-void attend_group_neon(const float* q, int64_t G, const typename R::T* K, const typename R::T* V, int64_t L,
+void attend_group_neon(const float* q, int64_t G, const KvPlane<typename R::T>& K, const KvPlane<typename R::T>& V,
+                       int64_t L,
                        int64_t head_dim, float scale, float* out,  // out: [G, head_dim]
                        float* sc) {                                // [G, L]
   for_head_blocks(G, [&](auto gb, int64_t j) {
@@ -516,20 +519,33 @@ void attend_group_neon(const float* q, int64_t G, const typename R::T* K, const 
 
 // attention_f16 (R = RowsF16), attention_q8 (R = RowsQ8) and attention_q3 (R = RowsQ3).
 template <typename R>
-void attention_neon(const float* q, const typename R::T* k_cache, const typename R::T* v_cache, const int32_t* pos,
-                    float* out, int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t capacity,
-                    int64_t ldq, int64_t ldo, float scale, int64_t h0, int64_t h1, float* scratch) {
+void attention_paged_neon(const float* q, const KvPages& kv, const int32_t* pos, float* out, int64_t B,
+                          int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t ldq, int64_t ldo, float scale,
+                          int64_t h0, int64_t h1, float* scratch) {
   const int64_t r = n_heads / n_kv_heads;
   float* sc = scratch;  // [G, L] (the rest of the scratch is unused here)
+  const int64_t rs = R::stride(head_dim);
   for (int64_t h = h0; h < h1;) {
     const int64_t g = h / r, he = std::min({h1, (g + 1) * r, h + kAttnMaxGroup});
-    const typename R::T* K = k_cache + g * capacity * R::stride(head_dim);  // [capacity, row]
-    const typename R::T* V = v_cache + g * capacity * R::stride(head_dim);  // [capacity, row]
+    const KvPlane<typename R::T> K{kv.k_pages, kv.k_off, kv.page_tokens, g, rs};
+    const KvPlane<typename R::T> V{kv.v_pages, kv.v_off, kv.page_tokens, g, rs};
     for (int64_t b = 0; b < B; ++b)
       attend_group_neon<R>(q + b * ldq + h * head_dim, he - h, K, V, static_cast<int64_t>(pos[b]) + 1, head_dim,
                            scale, out + b * ldo + h * head_dim, sc);
     h = he;
   }
+}
+
+// attention_f16 (R = RowsF16), attention_q8 (R = RowsQ8) and attention_q3 (R = RowsQ3): one page of
+// `capacity` positions.
+template <typename R>
+void attention_neon(const float* q, const typename R::T* k_cache, const typename R::T* v_cache, const int32_t* pos,
+                    float* out, int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t capacity,
+                    int64_t ldq, int64_t ldo, float scale, int64_t h0, int64_t h1, float* scratch) {
+  const void* kp = k_cache;
+  const void* vp = v_cache;
+  const KvPages kv{&kp, &vp, 0, 0, capacity};
+  attention_paged_neon<R>(q, kv, pos, out, B, n_heads, n_kv_heads, head_dim, ldq, ldo, scale, h0, h1, scratch);
 }
 
 template <bool kSilu>
@@ -571,6 +587,9 @@ void fill_ops_neon(KernelTable& t, const CpuFeatures&) {
   t.attention_q8 = attention_neon<RowsQ8>;
   t.kv_store_q3 = kv_store_q3_neon;
   t.attention_q3 = attention_neon<RowsQ3>;
+  t.attention_paged_f16 = attention_paged_neon<RowsF16>;
+  t.attention_paged_q8 = attention_paged_neon<RowsQ8>;
+  t.attention_paged_q3 = attention_paged_neon<RowsQ3>;
   t.glu_relu2 = glu_neon<false>;
   t.glu_silu = glu_neon<true>;
   t.v_ops = "neon";

@@ -184,14 +184,14 @@ float softmax_scalar(float* s, int64_t L) {  // s: [L]
 
 // G query heads q [G, head_dim] sharing one kv head; L attended rows of K/V [L, head_dim].
 template <typename R>
-void attend_group_scalar(const float* q, int64_t G, const typename R::T* K, const typename R::T* V, int64_t L,
+void attend_group_scalar(const float* q, int64_t G, const KvPlane<typename R::T>& K, const KvPlane<typename R::T>& V, int64_t L,
                          int64_t head_dim, float scale, float* out,  // out: [G, head_dim]
                          float* buf,                                 // [kAttnBlock, head_dim]
                          float* acc,                                 // [head_dim]
                          float* sc) {                                // [G, L]
   for (int64_t t0 = 0; t0 < L; t0 += kAttnBlock) {
     const int64_t nt = std::min(kAttnBlock, L - t0);
-    R::rows(K, t0, nt, head_dim, buf);
+    R::rows(K.row(t0), 0, nt, head_dim, buf);
     for (int64_t j = 0; j < G; ++j)
       for (int64_t p = 0; p < nt; ++p) {
         const float* qj = q + j * head_dim;
@@ -212,7 +212,7 @@ void attend_group_scalar(const float* q, int64_t G, const typename R::T* K, cons
   }
   for (int64_t t0 = 0; t0 < L; t0 += kAttnBlock) {
     const int64_t nt = std::min(kAttnBlock, L - t0);
-    R::rows(V, t0, nt, head_dim, buf);
+    R::rows(V.row(t0), 0, nt, head_dim, buf);
     for (int64_t j = 0; j < G; ++j) {
       const float* pj = sc + j * L + t0;
       float* oj = out + j * head_dim;
@@ -228,23 +228,35 @@ void attend_group_scalar(const float* q, int64_t G, const typename R::T* K, cons
 }
 
 template <typename R>
-void attention_scalar(const float* q, const typename R::T* k_cache, const typename R::T* v_cache, const int32_t* pos,
-                          float* out, int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                          int64_t capacity, int64_t ldq, int64_t ldo, float scale, int64_t h0, int64_t h1,
-                          float* scratch) {
+void attention_paged_scalar(const float* q, const KvPages& kv, const int32_t* pos, float* out, int64_t B,
+                            int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t ldq, int64_t ldo,
+                            float scale, int64_t h0, int64_t h1, float* scratch) {
   const int64_t r = n_heads / n_kv_heads;
   float* buf = scratch;                                // [kAttnBlock, head_dim]
   float* acc = scratch + kAttnBlock * head_dim;        // [head_dim]
   float* sc = scratch + (kAttnBlock + 1) * head_dim;  // [G, L]
+  const int64_t rs = R::stride(head_dim);
   for (int64_t h = h0; h < h1;) {
     const int64_t g = h / r, he = std::min({h1, (g + 1) * r, h + kAttnMaxGroup});
-    const typename R::T* K = k_cache + g * capacity * R::stride(head_dim);  // [capacity, row]
-    const typename R::T* V = v_cache + g * capacity * R::stride(head_dim);  // [capacity, row]
+    const KvPlane<typename R::T> K{kv.k_pages, kv.k_off, kv.page_tokens, g, rs};
+    const KvPlane<typename R::T> V{kv.v_pages, kv.v_off, kv.page_tokens, g, rs};
     for (int64_t b = 0; b < B; ++b)
       attend_group_scalar<R>(q + b * ldq + h * head_dim, he - h, K, V, static_cast<int64_t>(pos[b]) + 1, head_dim,
                           scale, out + b * ldo + h * head_dim, buf, acc, sc);
     h = he;
   }
+}
+
+// The flat kernels: one page of `capacity` positions.
+template <typename R>
+void attention_scalar(const float* q, const typename R::T* k_cache, const typename R::T* v_cache, const int32_t* pos,
+                          float* out, int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                          int64_t capacity, int64_t ldq, int64_t ldo, float scale, int64_t h0, int64_t h1,
+                          float* scratch) {
+  const void* kp = k_cache;
+  const void* vp = v_cache;
+  const KvPages kv{&kp, &vp, 0, 0, capacity};
+  attention_paged_scalar<R>(q, kv, pos, out, B, n_heads, n_kv_heads, head_dim, ldq, ldo, scale, h0, h1, scratch);
 }
 
 template <bool kSilu>
@@ -275,6 +287,9 @@ void fill_ops_scalar(KernelTable& t, const CpuFeatures&) {
   t.attention_q8 = attention_scalar<RowsQ8>;
   t.kv_store_q3 = kv_store_q3_scalar;
   t.attention_q3 = attention_scalar<RowsQ3>;
+  t.attention_paged_f16 = attention_paged_scalar<RowsF16>;
+  t.attention_paged_q8 = attention_paged_scalar<RowsQ8>;
+  t.attention_paged_q3 = attention_paged_scalar<RowsQ3>;
   t.glu_relu2 = glu_scalar<false>;
   t.glu_silu = glu_scalar<true>;
   t.v_ops = "scalar";

@@ -78,11 +78,128 @@ void ModelExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* t
                          const KvView& kv, int64_t n_out, float* logits, double* prof) {
   Timer total(prof, kProfTotal);
   const ModelPlan& p = p_;
-  const int64_t d = p.n_embd, ff = p.n_ff, hd = p.head_dim, nh = p.n_head, nkv = p.n_head_kv;
+  const int64_t d = p.n_embd, hd = p.head_dim, nh = p.n_head, nkv = p.n_head_kv;
   const int64_t dkv = nkv * hd, nqkv = d + 2 * dkv;
   const int64_t max_ctx = pos0 + B;
+  ensure(B, max_ctx, pool.size());
+  int32_t* pos = pos_.data();
+  for (int64_t b = 0; b < B; ++b) pos[b] = static_cast<int32_t>(pos0 + b);
+  out_rows_.resize(static_cast<size_t>(n_out));
+  for (int64_t i = 0; i < n_out; ++i) out_rows_[i] = static_cast<int32_t>(B - n_out + i);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  const int64_t cap = kv.capacity;
+  // Elements (f16) or bytes (q8, q3) of one cached row.
+  const int64_t rb = kv.kind == KvKind::q8 ? q8_row_bytes(hd) : kv.kind == KvKind::q3 ? q3_row_bytes(hd) : hd;
+  const float* qkv = qkv_.data();
+  float* attn = attn_.data();
+  auto store = [&](size_t l) {
+    // Split by kv head: each thread owns whole cache planes.
+    run_split(pool, nkv, B * hd, [&](int64_t h0, int64_t h1) {
+      if (kv.kind != KvKind::f16) {
+        uint8_t* kc = static_cast<uint8_t*>(kv.k[l]);
+        uint8_t* vc = static_cast<uint8_t*>(kv.v[l]);
+        const kv_store_q8_fn st = kv.kind == KvKind::q8 ? t.kv_store_q8 : t.kv_store_q3;
+        st(qkv + d + h0 * hd, pos, kc + h0 * cap * rb, B, h1 - h0, hd, nqkv, cap);
+        st(qkv + d + dkv + h0 * hd, pos, vc + h0 * cap * rb, B, h1 - h0, hd, nqkv, cap);
+      } else {
+        uint16_t* kc = static_cast<uint16_t*>(kv.k[l]);
+        uint16_t* vc = static_cast<uint16_t*>(kv.v[l]);
+        t.kv_store_f16(qkv + d + h0 * hd, pos, kc + h0 * cap * rb, B, h1 - h0, hd, nqkv, cap);
+        t.kv_store_f16(qkv + d + dkv + h0 * hd, pos, vc + h0 * cap * rb, B, h1 - h0, hd, nqkv, cap);
+      }
+    });
+  };
+  const int64_t attn_parts = attention_parts(pool, pos, B, nh, hd);
+  auto attend = [&](size_t l) {
+    const AttentionCall call{qkv, kv.k[l], kv.v[l], kv.kind, pos, attn, B, nh, nkv, hd, cap, nqkv, d, scale};
+    run_attention(t, pool, call, attn_parts, max_ctx - 1, attn_scratch_.data());
+  };
+  run(t, pool, tokens, B, pos, store, attend, out_rows_.data(), n_out, logits, prof);
+}
+
+void ModelExec::forward_batch(const KernelTable& t, ThreadPool& pool, const int32_t* tokens, const int32_t* seq,
+                              const int32_t* pos, int64_t B, const KvPool& kv, const int32_t* out_rows, int64_t n_out,
+                              float* logits, double* prof) {
+  Timer total(prof, kProfTotal);
+  const ModelPlan& p = p_;
+  const int64_t d = p.n_embd, hd = p.head_dim, nh = p.n_head, nkv = p.n_head_kv;
+  const int64_t dkv = nkv * hd, nqkv = d + 2 * dkv;
+  int32_t max_pos = 0;
+  for (int64_t b = 0; b < B; ++b) max_pos = std::max(max_pos, pos[b]);
   const int nthreads = pool.size();
-  ensure(B, max_ctx, nthreads);
+  ensure(B, int64_t{max_pos} + 1, nthreads);
+  // Each row's block table and the block its position is written to (admitted: exclusively owned).
+  row_table_.resize(static_cast<size_t>(B));
+  row_block_.resize(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    row_table_[b] = kv.table(seq[b]);
+    row_block_[b] = kv.block_of(seq[b], pos[b]);
+  }
+  const KvLayout& lay = kv.layout();
+  const KvKind kind = lay.kind;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  const float* qkv = qkv_.data();
+  float* attn = attn_.data();
+  auto store = [&](size_t l) {
+    // Per row: its position's row in its block (rows of one sequence have distinct positions, so no
+    // two rows write the same bytes; a repeated block is fine).
+    run_split(pool, B, 2 * dkv, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int32_t off = pos[b] % static_cast<int32_t>(kKvBlockTokens);
+        uint8_t* kc = row_block_[b] + lay.k_off(static_cast<int64_t>(l));
+        uint8_t* vc = row_block_[b] + lay.v_off(static_cast<int64_t>(l));
+        const float* kx = qkv + b * nqkv + d;
+        if (kind == KvKind::f16) {
+          t.kv_store_f16(kx, &off, reinterpret_cast<uint16_t*>(kc), 1, nkv, hd, nqkv, kKvBlockTokens);
+          t.kv_store_f16(kx + dkv, &off, reinterpret_cast<uint16_t*>(vc), 1, nkv, hd, nqkv, kKvBlockTokens);
+        } else {
+          const kv_store_q8_fn st = kind == KvKind::q8 ? t.kv_store_q8 : t.kv_store_q3;
+          st(kx, &off, kc, 1, nkv, hd, nqkv, kKvBlockTokens);
+          st(kx + dkv, &off, vc, 1, nkv, hd, nqkv, kKvBlockTokens);
+        }
+      }
+    });
+  };
+  // Attention: units (row, part), part c of a row = query heads [nh c / parts, nh (c+1) / parts);
+  // thread i runs the units i, i + n, i + 2n, ... with its own scratch slice (strided, so the rows of a
+  // causal prefill chunk, whose work grows with the position, spread evenly). No split changes a
+  // result: each (row, head) is computed whole by one kernel call, the same way for any split.
+  int64_t work = 0;
+  for (int64_t b = 0; b < B; ++b) work += (int64_t{pos[b]} + 1) * nh * hd;
+  const bool par = nthreads > 1 && work >= ThreadPool::kMinParallelWork;
+  const int64_t parts = par ? std::max<int64_t>(1, std::min<int64_t>(nh, (nthreads + B - 1) / B)) : 1;
+  const int64_t units = B * parts;
+  const int64_t per = attention_scratch_floats(nh / nkv, hd, int64_t{max_pos} + 1);
+  const attention_paged_fn fn =
+      kind == KvKind::q8 ? t.attention_paged_q8 : kind == KvKind::q3 ? t.attention_paged_q3 : t.attention_paged_f16;
+  auto attend = [&](size_t l) {
+    const int64_t ko = lay.k_off(static_cast<int64_t>(l)), vo = lay.v_off(static_cast<int64_t>(l));
+    auto run_units = [&](int64_t u0, int64_t step, float* sp) {
+      for (int64_t u = u0; u < units; u += step) {
+        const int64_t b = u / parts, c = u % parts;
+        const int64_t h0 = nh * c / parts, h1 = nh * (c + 1) / parts;
+        const KvPages pg{row_table_[b], row_table_[b], ko, vo, kKvBlockTokens};
+        fn(qkv + b * nqkv, pg, pos + b, attn + b * d, 1, nh, nkv, hd, nqkv, d, scale, h0, h1, sp);
+      }
+    };
+    if (!par) {
+      run_units(0, 1, attn_scratch_.data());
+    } else {
+      pool.parallel_for(nthreads, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) run_units(i, nthreads, attn_scratch_.data() + i * per);
+      });
+    }
+  };
+  run(t, pool, tokens, B, pos, store, attend, out_rows, n_out, logits, prof);
+}
+
+template <typename Store, typename Attend>
+void ModelExec::run(const KernelTable& t, ThreadPool& pool, const int32_t* tokens, int64_t B, const int32_t* pos,
+                    Store&& kv_store, Attend&& attend, const int32_t* out_rows, int64_t n_out, float* logits,
+                    double* prof) {
+  const ModelPlan& p = p_;
+  const int64_t d = p.n_embd, ff = p.n_ff, hd = p.head_dim, nh = p.n_head, nkv = p.n_head_kv;
+  const int64_t dkv = nkv * hd, nqkv = d + 2 * dkv;
   float* x = x_.data();
   float* h = h_.data();
   float* qkv = qkv_.data();
@@ -90,8 +207,6 @@ void ModelExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* t
   float* o = o_.data();
   float* gu = gu_.data();
   float* ffh = ffh_.data();
-  int32_t* pos = pos_.data();
-  for (int64_t b = 0; b < B; ++b) pos[b] = static_cast<int32_t>(pos0 + b);
   const float eps = p.eps;
 
   {
@@ -123,13 +238,6 @@ void ModelExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* t
     for (int64_t i = 0; i < n; ++i) x[i] = x[i] + add[i];
   };
 
-  // As the JS path computes it: a double 1/sqrt rounded once to float.
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  const int64_t attn_parts = attention_parts(pool, pos, B, nh, hd);
-  const int64_t cap = kv.capacity;
-  // Elements (f16) or bytes (q8, q3) of one cached row.
-  const int64_t rb = kv.kind == KvKind::q8 ? q8_row_bytes(hd) : kv.kind == KvKind::q3 ? q3_row_bytes(hd) : hd;
-
   for (size_t l = 0; l < p.layers.size(); ++l) {
     const PlanLayer& w = p.layers[l];
     norm(x, w.attn_norm, d, h);
@@ -143,26 +251,11 @@ void ModelExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* t
     }
     {
       Timer tm(prof, kProfKvStore);
-      // Split by kv head: each thread owns whole cache planes.
-      run_split(pool, nkv, B * hd, [&](int64_t h0, int64_t h1) {
-        if (kv.kind != KvKind::f16) {
-          uint8_t* kc = static_cast<uint8_t*>(kv.k[l]);
-          uint8_t* vc = static_cast<uint8_t*>(kv.v[l]);
-          const kv_store_q8_fn store = kv.kind == KvKind::q8 ? t.kv_store_q8 : t.kv_store_q3;
-          store(qkv + d + h0 * hd, pos, kc + h0 * cap * rb, B, h1 - h0, hd, nqkv, cap);
-          store(qkv + d + dkv + h0 * hd, pos, vc + h0 * cap * rb, B, h1 - h0, hd, nqkv, cap);
-        } else {
-          uint16_t* kc = static_cast<uint16_t*>(kv.k[l]);
-          uint16_t* vc = static_cast<uint16_t*>(kv.v[l]);
-          t.kv_store_f16(qkv + d + h0 * hd, pos, kc + h0 * cap * rb, B, h1 - h0, hd, nqkv, cap);
-          t.kv_store_f16(qkv + d + dkv + h0 * hd, pos, vc + h0 * cap * rb, B, h1 - h0, hd, nqkv, cap);
-        }
-      });
+      kv_store(l);
     }
     {
       Timer tm(prof, kProfAttention);
-      const AttentionCall call{qkv, kv.k[l], kv.v[l], kv.kind, pos, attn, B, nh, nkv, hd, cap, nqkv, d, scale};
-      run_attention(t, pool, call, attn_parts, max_ctx - 1, attn_scratch_.data());
+      attend(l);
     }
     if (w.attn_sub_norm) norm(attn, w.attn_sub_norm, d, attn);
     project(w.wo, attn, d, o, d, kProfGemmO);
@@ -180,12 +273,12 @@ void ModelExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* t
     residual(o);
   }
 
-  // Output norm and head over the last n_out tokens.
-  const float* last = x + (B - n_out) * d;
+  // Output norm and head over the rows that want logits.
+  if (n_out == 0) return;
   {
     Timer tm(prof, kProfNorm);
     run_split(pool, n_out, d, [&](int64_t b0, int64_t b1) {
-      t.rmsnorm(last + b0 * d, p.output_norm, h + b0 * d, b1 - b0, d, d, eps);
+      for (int64_t i = b0; i < b1; ++i) t.rmsnorm(x + int64_t{out_rows[i]} * d, p.output_norm, h + i * d, 1, d, d, eps);
     });
   }
   {

@@ -13,6 +13,7 @@
 
 #include "../kernels/kernels.h"
 #include "attention_run.h"
+#include "kv_pool.h"
 #include "linear.h"
 #include "thread_pool.h"
 
@@ -91,8 +92,27 @@ class ModelExec {
   void forward(const KernelTable& t, ThreadPool& pool, const int32_t* tokens, int64_t B, int64_t pos0,
                const KvView& kv, int64_t n_out, float* logits, double* prof);
 
+  // The batch-first forward (DESIGN.md §4): row b is token tokens[b] of sequence seq[b] at position
+  // pos[b]; the rows of many sequences run together (every GEMM over all B rows; RoPE, the KV store
+  // and attention per row through that row's block table in kv). The rows must have been admitted
+  // (kv.admit(seq, pos, B): live sequences, contiguous positions, blocks reserved); token ids are
+  // validated by the caller. Writes the logits of rows out_rows[0, n_out) (ascending) to logits
+  // [n_out, n_vocab] in that order. Batch-invariant: a row's logits depend only on its token, its
+  // position and its sequence's cached K/V, never on the other rows, B, the row's index or the
+  // thread count (every kernel computes a row with one fixed operation order).
+  void forward_batch(const KernelTable& t, ThreadPool& pool, const int32_t* tokens, const int32_t* seq,
+                     const int32_t* pos, int64_t B, const KvPool& kv, const int32_t* out_rows, int64_t n_out,
+                     float* logits, double* prof);
+  // Scratch for a batch of B rows whose largest position is max_pos (call before kv.admit, so a failed
+  // allocation leaves the pool as it was).
+  void reserve(int64_t B, int64_t max_pos, int nthreads) { ensure(B, max_pos + 1, nthreads); }
+
  private:
   void ensure(int64_t B, int64_t max_ctx, int nthreads);
+  // The layers and the head; kv_store(l) and attend(l, parts) do the per-layer KV work.
+  template <typename Store, typename Attend>
+  void run(const KernelTable& t, ThreadPool& pool, const int32_t* tokens, int64_t B, const int32_t* pos,
+           Store&& kv_store, Attend&& attend, const int32_t* out_rows, int64_t n_out, float* logits, double* prof);
   void quant(const KernelTable& t, ThreadPool& pool, const float* x, int64_t B, int64_t K);
 
   ModelPlan p_;
@@ -100,7 +120,9 @@ class ModelExec {
   LinearScratch lin_;
   std::vector<float> x_, h_, qkv_, attn_, o_, gu_, ffh_, act_scale_, attn_scratch_;
   std::vector<int8_t> act_q_;
-  std::vector<int32_t> act_sum_, head_bsum_, pos_;
+  std::vector<int32_t> act_sum_, head_bsum_, pos_, out_rows_;
+  std::vector<const void* const*> row_table_;
+  std::vector<uint8_t*> row_block_;
 };
 
 }  // namespace bitllm

@@ -78,6 +78,14 @@ void run_f16_case(const std::vector<KernelTable>& tables, int64_t M, int64_t K, 
       for (int64_t m = M; m < ldy; ++m) CHECK(y[b * ldy + m] == -777.0f, "f16 %s wrote past M", isa_name(t.isa));
     }
     CHECK(bad == 0, "f16 %s: %d outputs out of bound", isa_name(t.isa), bad);
+    // Batch invariance (DESIGN.md §4): every token's outputs are the bits of a B = 1 call over all rows.
+    std::vector<float> y1(ldy, -777.0f);
+    for (int64_t b = 0; b < B; ++b) {
+      t.f16_gemm(w.data(), ldw, M, K, x.data() + b * ldx, ldx, 1, y1.data(), ldy, 0, M);
+      CHECK(std::memcmp(y1.data(), y.data() + b * ldy, static_cast<size_t>(M) * 4) == 0,
+            "f16 %s M=%lld K=%lld B=%lld token %lld: batched bits differ from B = 1", isa_name(t.isa), (long long)M,
+            (long long)K, (long long)B, (long long)b);
+    }
   }
 }
 
