@@ -10,7 +10,7 @@ import {
 } from './engine/chat.js';
 import {
   type FinishReason, type GenerateChunk, type GenerateOptions, type GenerationResult, ModelClosedError, RequestError,
-  type RequestStats, type ReuseMode, TextStream, type ValidatedGenerateOptions, type WorkerInit, type WorkerReady,
+  type RequestStats, TextStream, type ValidatedGenerateOptions, type WorkerInit, type WorkerReady,
   type WorkerReply, type WorkerRequest, deserializeError, fitContext, validateGenerateOptions, validatePromptIds,
 } from './engine/generate.js';
 import { ContextOverflowError } from './model/kv-cache.js';
@@ -30,8 +30,14 @@ export { Tokenizer, TokenizerError } from './tokenizer/index.js';
 export interface LoadModelOptions {
   /** Kernel threads (default: physical cores). */
   threads?: number;
-  /** KV cache capacity in tokens (default: min(4096, the model's training context)). */
+  /** Tokens one sequence may hold, prompt and generated (default: min(4096, the model's training context)). */
   contextSize?: number;
+  /**
+   * Sequences that run at once (default 4): concurrent generate() / evaluate() / chat calls share each forward
+   * (continuous batching); more wait in order. The KV cache is paged: memory grows with the tokens in use, up to
+   * contextSize x sequences.
+   */
+  sequences?: number;
   /**
    * KV cache element type: IEEE half, int8 blocks of 32 with an fp16 scale (0.53x the bytes), or 3-bit blocks
    * (0.22x; BitNet a4.8). Default: the architecture's (q3 for bitnet-a4.8, which was trained with it), else f16.
@@ -65,7 +71,10 @@ export interface ModelInfo {
   tensors: { count: number; byType: Record<string, number> };
   tokenizer: { model: 'gpt2' | 'llama'; vocabSize: number; bos: number | undefined; eos: number | undefined; eog: number[]; addBos: boolean };
   chatFormat: DetectedChatFormat;
+  /** Tokens one sequence may hold. */
   contextSize: number;
+  /** Sequences that run at once (loadModel options.sequences). */
+  sequences: number;
   kvType: 'f16' | 'q8' | 'q3';
   headType: 'f16' | 'q8' | 'q4';
   /** The ternary layout in use ('auto' resolved). */
@@ -76,6 +85,7 @@ export interface ModelInfo {
   kernels: Record<string, string>;
   /** Bytes of weights one decode step reads (ternary layers + head). */
   weightBytes: number;
+  /** KV bytes of one full sequence (contextSize tokens); the pool grows to at most sequences x this. */
   kvBytes: number;
   loadMs: number;
 }
@@ -112,14 +122,14 @@ export interface LogitsChunk {
 
 const KV_TYPES = ['f16', 'q8', 'q3'] as const;
 const HEAD_TYPES = ['f16', 'q8', 'q4'] as const;
-const LOAD_OPTION_KEYS = new Set(['threads', 'contextSize', 'kvType', 'headType', 'layout', 'isa', 'onProgress', 'actQuant']);
+const LOAD_OPTION_KEYS = new Set(['threads', 'contextSize', 'kvType', 'headType', 'layout', 'isa', 'onProgress', 'actQuant', 'sequences']);
 
 /** Maps a model and starts its worker; resolves once the weights are loaded. */
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
   if (typeof path !== 'string' || path === '') throw new RequestError('loadModel: path must be a non-empty string');
   if (typeof options !== 'object' || options === null) throw new RequestError('loadModel: options must be an object');
   for (const key of Object.keys(options)) if (!LOAD_OPTION_KEYS.has(key)) throw new RequestError(`loadModel: unknown option '${key}'`);
-  const { threads, contextSize, headType = 'f16', layout = 'auto', isa, actQuant = 'auto' } = options;
+  const { threads, contextSize, headType = 'f16', layout = 'auto', isa, actQuant = 'auto', sequences = 4 } = options;
   const kvOpt = options.kvType;
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function')
     throw new RequestError('loadModel: options.onProgress must be a function');
@@ -127,6 +137,8 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     throw new RequestError(`loadModel: options.threads must be an integer in [1, 1024], got ${String(threads)}`);
   if (contextSize !== undefined && !(Number.isInteger(contextSize) && contextSize >= 2 && contextSize <= 1 << 20))
     throw new RequestError(`loadModel: options.contextSize must be an integer in [2, 1048576], got ${String(contextSize)}`);
+  if (!(Number.isInteger(sequences) && sequences >= 1 && sequences <= 256))
+    throw new RequestError(`loadModel: options.sequences must be an integer in [1, 256], got ${String(sequences)}`);
   if (kvOpt !== undefined && !(KV_TYPES as readonly string[]).includes(kvOpt))
     throw new RequestError(`loadModel: options.kvType must be 'f16', 'q8' or 'q3', got '${String(kvOpt)}'`);
   if (actQuant !== 'auto' && actQuant !== 'i8') throw new RequestError(`loadModel: options.actQuant must be 'auto' or 'i8', got '${String(actQuant)}'`);
@@ -151,14 +163,13 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   for (const t of file.tensors) byType[t.typeName] = (byType[t.typeName] ?? 0) + 1;
   const template = md.string('tokenizer.chat_template', undefined);
   const init: WorkerInit = {
-    path, threads, isa, contextSize: contextSize ?? Math.min(4096, hparams.nCtxTrain), headType, kvType, layout, actQuant,
-    control: new SharedArrayBuffer(4),
+    path, threads, isa, contextSize: contextSize ?? Math.min(4096, hparams.nCtxTrain), sequences, headType, kvType, layout, actQuant,
   };
   const partial = {
     path, name: md.string('general.name', undefined), arch: hparams.arch, hparams, fileSize: statSync(path).size,
     tensors: { count: file.tensors.length, byType },
     tokenizer: { model: tokenizer.model, vocabSize: tokenizer.vocabSize, bos: tokenizer.bos, eos: tokenizer.eos, eog: [...tokenizer.eog], addBos: tokenizer.addBos },
-    chatFormat: detectChatFormat(tokenizer, template, hparams.arch), contextSize: init.contextSize, kvType, headType,
+    chatFormat: detectChatFormat(tokenizer, template, hparams.arch), contextSize: init.contextSize, sequences, kvType, headType,
   };
 
   const worker = new Worker(workerUrl(), { workerData: init });
@@ -185,7 +196,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     ...partial, layout: ready.layout, isa: ready.isa, threads: ready.threads, kernels: ready.kernels, weightBytes: ready.weightBytes,
     kvBytes: ready.kvBytes, loadMs: ready.loadMs,
   };
-  return new Model(worker, init.control, info, tokenizer);
+  return new Model(worker, info, tokenizer);
 }
 
 /** The compiled worker next to this module, or (running from TypeScript sources, e.g. tests) the one in dist/. */
@@ -234,7 +245,7 @@ type TokenMessage = Extract<WorkerReply, { type: 'token' }>;
 type LogitsMessage = Extract<WorkerReply, { type: 'logits' }>;
 
 class Job {
-  state: 'queued' | 'running' | 'finished' = 'queued';
+  state: 'running' | 'finished' = 'running';
   readonly events = new MessageQueue<TokenMessage | LogitsMessage>();
   readonly done: Promise<RequestStats>;
   resolve!: (s: RequestStats) => void;
@@ -270,18 +281,16 @@ function idleStats(promptTokens: number, finishReason: FinishReason): RequestSta
 export class Model {
   readonly info: ModelInfo;
   readonly tokenizer: Tokenizer;
-  private readonly control: Int32Array; // [1] id of the request the worker must stop
-  private readonly queue: Job[] = [];
-  private active: Job | undefined;
+  /** Requests the worker holds (queued in its scheduler or running), by id. */
+  private readonly jobs = new Map<number, Job>();
   private nextId = 1;
   private closedError: Error | undefined;
   private readonly totals: ModelStats = { requests: 0, evaluatedTokens: 0, reusedTokens: 0, generatedTokens: 0, last: undefined };
 
   /** Use loadModel(). */
-  constructor(private readonly worker: Worker, control: SharedArrayBuffer, info: ModelInfo, tokenizer: Tokenizer) {
+  constructor(private readonly worker: Worker, info: ModelInfo, tokenizer: Tokenizer) {
     this.info = info;
     this.tokenizer = tokenizer;
-    this.control = new Int32Array(control);
     worker.on('message', (msg: WorkerReply) => this.onMessage(msg));
     worker.on('error', (err) => this.shutDown(new ModelClosedError(`${info.path}: the model worker failed: ${err.message}`)));
     worker.on('exit', (code) => this.shutDown(new ModelClosedError(`${info.path}: the model worker exited (code ${code})`)));
@@ -312,7 +321,9 @@ export class Model {
   /**
    * Streams tokens sampled after `prompt` (text, tokenized with the model's BOS rule, or token ids). The
    * iterator's return value (visible to manual next() calls) is the whole result with its stats.
-   * Independent of earlier requests: cached K/V is reused only where recomputing would give the same numbers.
+   * Independent of earlier and concurrent requests: calls made while others run share each forward (up to
+   * options.sequences at once, then in order), and a prompt prefix cached by an earlier request is reused,
+   * which gives the same numbers as recomputing it (the batched forward is batch-invariant).
    */
   async *generate(prompt: string | readonly number[], opts?: GenerateOptions): AsyncGenerator<GenerateChunk, GenerationResult, undefined> {
     this.assertOpen('generate');
@@ -323,7 +334,7 @@ export class Model {
       ids = this.tokenizer.encode(prompt);
     } else if (Array.isArray(prompt)) ids = validatePromptIds(prompt, this.tokenizer.vocabSize, 'generate').slice();
     else throw new RequestError('generate: prompt must be a string or an array of token ids');
-    return yield* this.stream(ids, validated, 'exact', 'generate');
+    return yield* this.stream(ids, validated, 'generate');
   }
 
   /** A chat session; its turns reuse the cached conversation prefix. */
@@ -337,7 +348,7 @@ export class Model {
     const name: ChatFormatName = format ?? this.info.chatFormat.name;
     const backend = {
       tokenizer: this.tokenizer,
-      generate: (tokens: number[], o: ValidatedGenerateOptions) => this.stream(tokens, o, 'prefix', 'chat'),
+      generate: (tokens: number[], o: ValidatedGenerateOptions) => this.stream(tokens, o, 'chat'),
     };
     return new Chat(backend, chatTemplate(name, templateTokens(this.tokenizer, name)), system);
   }
@@ -378,14 +389,14 @@ export class Model {
   // ------------------------------------------------------------ internals
 
   /** The generation loop shared by generate() and chats: queue a request, turn its tokens into text chunks. */
-  private async *stream(tokens: number[], opts: ValidatedGenerateOptions, reuse: ReuseMode, what: string): AsyncGenerator<GenerateChunk, GenerationResult, undefined> {
+  private async *stream(tokens: number[], opts: ValidatedGenerateOptions, what: string): AsyncGenerator<GenerateChunk, GenerationResult, undefined> {
     this.assertOpen(what);
     const maxTokens = fitContext(tokens.length, opts.maxTokens, this.info.contextSize, what);
     if (opts.signal?.aborted) return { tokens: [], text: '', finishReason: 'abort', stats: idleStats(tokens.length, 'abort') };
     // After a special token (BOS, an assistant header) SentencePiece's leading space is not part of the text.
     const text = new TextStream(this.tokenizer, opts.stop, !this.tokenizer.isSpecial(tokens[tokens.length - 1]!));
     const job = this.submit({
-      type: 'generate', id: this.nextId++, tokens, maxTokens, sampler: opts.sampler, eog: opts.ignoreEog ? [] : [...this.tokenizer.eog], reuse,
+      type: 'generate', id: this.nextId++, tokens, maxTokens, sampler: opts.sampler, eog: opts.ignoreEog ? [] : [...this.tokenizer.eog],
       profile: opts.profile,
       vocabSize: this.tokenizer.vocabSize,
       ...(opts.logprobs !== undefined && { logprobs: opts.logprobs }),
@@ -431,39 +442,25 @@ export class Model {
 
   private submit(request: WorkerRequest): Job {
     const job = new Job(request);
-    this.queue.push(job);
-    this.pump();
+    this.jobs.set(request.id, job);
+    this.worker.postMessage(request);
+    this.worker.ref(); // busy: keep the process alive until the worker answers
     return job;
   }
 
-  /** Starts the next queued request when the worker is free; keeps the process alive only while busy. */
-  private pump(): void {
-    while (!this.active && this.queue.length > 0 && !this.closed) {
-      const job = this.queue.shift()!;
-      if (job.state === 'finished') continue; // stopped while queued
-      job.state = 'running';
-      this.active = job;
-      this.worker.postMessage(job.request);
-    }
-    if (this.active) this.worker.ref();
-    else this.worker.unref();
-  }
-
-  /** Ends a request: a queued one at once, a running one at the worker's next token boundary. */
+  /** Ends a request at the worker's next step (a queued one before it runs). */
   private stop(job: Job): void {
-    if (job.state === 'queued') {
-      job.finish(idleStats(job.request.tokens.length, 'abort'));
-      const i = this.queue.indexOf(job);
-      if (i >= 0) this.queue.splice(i, 1);
-    } else if (job.state === 'running') Atomics.store(this.control, 0, job.request.id);
+    if (job.state === 'running') this.worker.postMessage({ type: 'cancel', id: job.request.id } satisfies WorkerRequest);
   }
 
   private onMessage(msg: WorkerReply): void {
-    const job = this.active;
-    if (msg.type === 'ready' || msg.type === 'progress' || !job || msg.id !== job.request.id) return;
+    if (msg.type === 'ready' || msg.type === 'progress') return;
+    const job = this.jobs.get(msg.id);
+    if (!job) return;
     if (msg.type === 'token' || msg.type === 'logits') job.events.push(msg);
     else {
-      this.active = undefined;
+      this.jobs.delete(msg.id);
+      if (this.jobs.size === 0) this.worker.unref();
       if (msg.type === 'done') {
         const t = this.totals;
         t.requests++;
@@ -473,16 +470,14 @@ export class Model {
         t.last = msg.stats;
         job.finish(msg.stats);
       } else job.fail(deserializeError(msg.error));
-      this.pump();
     }
   }
 
   private shutDown(err: Error): void {
     if (this.closedError) return;
     this.closedError = err;
-    for (const job of [...(this.active ? [this.active] : []), ...this.queue]) job.fail(err);
-    this.active = undefined;
-    this.queue.length = 0;
+    for (const job of this.jobs.values()) job.fail(err);
+    this.jobs.clear();
     this.worker.unref();
   }
 }

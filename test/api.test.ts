@@ -11,7 +11,8 @@ import {
   ContextOverflowError, type GenerateChunk, type GenerationResult, type Model, ModelClosedError, RequestError, loadModel,
 } from '../lib/api.js';
 import { chatFormatFromTemplate, chatTemplate, detectChatFormat, renderChat, templateTokens } from '../lib/engine/chat.js';
-import { PREFILL_CHUNK, TextStream } from '../lib/engine/generate.js';
+import { TextStream } from '../lib/engine/generate.js';
+import { argmax } from '../lib/engine/sampler.js';
 import { readGguf } from '../lib/format/gguf.js';
 import { Tokenizer } from '../lib/tokenizer/index.js';
 import { goldenPath, rng, vocabPath } from './helpers.js';
@@ -93,15 +94,72 @@ describe('generation API', () => {
     expect(a.result.finishReason).toBe('length');
   });
 
-  it('prefills long prompts in chunks and reuses only reproducible cache', async () => {
+  it('concurrent generate() calls run together (one forward per step) and each gives its text alone', async () => {
+    const reqs = [
+      { prompt: randomIds(21, 40), opts: { maxTokens: 14, temperature: 0 } },
+      { prompt: randomIds(22, 3), opts: { maxTokens: 20, temperature: 0.8, seed: 5 } },
+      { prompt: randomIds(23, 90), opts: { maxTokens: 9, temperature: 0.7, topK: 20, seed: 9 } },
+      { prompt: randomIds(24, 12), opts: { maxTokens: 17, temperature: 0 } },
+      { prompt: randomIds(25, 7), opts: { maxTokens: 11, temperature: 1, seed: 1 } },
+    ];
+    const alone = [];
+    for (const r of reqs) alone.push((await collect(model.generate(r.prompt, { ...r.opts }))).tokens);
+    // Each stream records how many tokens the others had when it got each of its own.
+    const counts = reqs.map(() => 0);
+    const seenOthers: number[][] = reqs.map(() => []);
+    const together = await Promise.all(reqs.map(async (r, i) => {
+      const out: number[] = [];
+      for await (const c of model.generate(r.prompt, { ...r.opts })) {
+        out.push(c.token);
+        counts[i]!++;
+        seenOthers[i]!.push(counts.reduce((a, b) => a + b, 0) - counts[i]!);
+      }
+      return out;
+    }));
+    expect(together).toEqual(alone);
+    // Interleaved, not one after another: the first stream saw others' tokens before its own last one.
+    expect(seenOthers[0]!.at(-1)!).toBeGreaterThan(0);
+    expect(model.info.sequences).toBe(4);
+  });
+
+  it('sequences: 1 runs concurrent calls one after another, with the same results', async () => {
+    const m = await loadModel(MODEL, { threads: 1, contextSize: 64, sequences: 1 });
+    try {
+      const order: number[] = [];
+      const run = async (i: number) => {
+        const out: number[] = [];
+        for await (const c of m.generate(randomIds(30 + i, 5), { maxTokens: 6, temperature: 0 })) {
+          out.push(c.token);
+          order.push(i);
+        }
+        return out;
+      };
+      const [a, b] = await Promise.all([run(0), run(1)]);
+      expect(order).toEqual([...Array(6).fill(0), ...Array(6).fill(1)]);
+      expect(a).toEqual((await collect(model.generate(randomIds(30, 5), { maxTokens: 6, temperature: 0 }))).tokens);
+      expect(b).toEqual((await collect(model.generate(randomIds(31, 5), { maxTokens: 6, temperature: 0 }))).tokens);
+    } finally {
+      await m.close();
+    }
+    await expect(loadModel(MODEL, { sequences: 0 })).rejects.toThrow(/options\.sequences must be an integer in \[1, 256\], got 0/);
+  });
+
+  it('reuses any cached prompt prefix, with the results of a fresh prefill (the batched forward is batch-invariant)', async () => {
     const prompt = randomIds(7, 200);
     const first = await collect(model.generate(prompt, { maxTokens: 12, temperature: 0 }));
-    expect(first.result.stats.evaluatedTokens).toBe(200);
-    // A prompt sharing 150 tokens, then the first again: only whole aligned chunks are reused.
-    await collect(model.generate([...prompt.slice(0, 150), ...randomIds(8, 30).slice(1)], { maxTokens: 4, temperature: 0 }));
+    expect(first.result.stats.evaluatedTokens).toBe(200 - first.result.stats.reusedTokens);
+    // A prompt sharing 150 tokens with the first: exactly those are reused, and its first token is the argmax of
+    // the last row of an evaluate() of the whole prompt (evaluate never reuses).
+    const other = [...prompt.slice(0, 150), ...randomIds(8, 30).slice(1)];
+    const second = await collect(model.generate(other, { maxTokens: 4, temperature: 0 }));
+    expect(second.result.stats.reusedTokens).toBe(150);
+    expect(second.result.stats.evaluatedTokens).toBe(other.length - 150);
+    let last: Float32Array | undefined;
+    for await (const c of model.evaluate(other)) last = c.logits.subarray((c.count - 1) * (c.logits.length / c.count));
+    expect(second.tokens[0]).toBe(argmax(last!.subarray(0, model.tokenizer.vocabSize)));
+    // The first prompt again: all but its last token come from the cache, and the text is the same.
     const again = await collect(model.generate(prompt, { maxTokens: 12, temperature: 0 }));
-    expect(again.result.stats.reusedTokens).toBe(Math.floor(150 / PREFILL_CHUNK) * PREFILL_CHUNK);
-    expect(again.result.stats.reusedTokens).toBeGreaterThan(0);
+    expect(again.result.stats.reusedTokens).toBe(199);
     expect(again.tokens).toEqual(first.tokens);
   });
 
@@ -210,7 +268,7 @@ describe('generation API', () => {
   it('profile: true returns per-op ms per token for prefill and decode; the parts add up to the wall time', async () => {
     const r = await collect(model.generate(randomIds(9, 20), { maxTokens: 5, temperature: 0, profile: true }));
     const prof = r.result.stats.profile!;
-    expect(prof.prefill!.tokens).toBe(20);
+    expect(prof.prefill!.tokens).toBe(r.result.stats.evaluatedTokens); // a cached prefix is not run
     expect(prof.decode!.tokens).toBe(4);
     for (const p of [prof.prefill!, prof.decode!]) {
       expect(p.ops['gemm_gate_up']).toBeGreaterThan(0);

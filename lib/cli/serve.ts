@@ -13,8 +13,8 @@ import { type CommandSpec, CommandLine, MODEL_USAGE, MODEL_VALUED, loadOptions, 
 export const SERVE_USAGE = `usage: bitllm serve [MODEL] [options]   (default MODEL: the built-in tiny b1.58 model)
       --host H                   address to bind (default 127.0.0.1; 0.0.0.0 exposes it to the network)
       --port P                   port (default 8080; 0 picks a free one)
-      --parallel N               sequences admitted to the engine at once (default 1; today the engine still runs
-                                 them one after another, see docs/server.md)
+      --parallel N               sequences that run at once, decoded together in one batched forward per step
+                                 (default 4, at most 256); the KV cache is paged, so memory grows with tokens in use
       --max-queue Q              sequences that may wait for a slot; beyond it 429 + Retry-After (default 64)
       --api-key K                require this key (Authorization: Bearer K or X-Api-Key: K); /health and /ready stay public
       --api-key-file F           keys from a file, one per line (# comments and blank lines ignored)
@@ -63,12 +63,14 @@ export async function runServeCommand(argv: string[]): Promise<number> {
   if (key === '') throw new UsageError('serve: --api-key needs a non-empty key');
   const apiKeys = key !== undefined ? [key] : keyFile !== undefined ? readKeys(keyFile) : [];
   const drainSeconds = cl.num('drain-timeout', 0, 86_400) ?? 30;
-  const loadOpts = loadOptions(cl);
+  const parallel = cl.int('parallel', 1, 256) ?? 4;
+  // The model runs `parallel` sequences at once (continuous batching); the server admits as many.
+  const loadOpts = { ...loadOptions(cl), sequences: parallel };
 
   const modelPromise = openModel(path, loadOpts, true);
   const server = createServer({
     engine: modelPromise.then((m) => new ModelEngine(m)),
-    parallel: cl.int('parallel', 1, 1024) ?? 1,
+    parallel,
     maxQueue: cl.int('max-queue', 0, 1 << 20) ?? 64,
     apiKeys,
     corsOrigin: cl.str('cors-origin'),

@@ -260,30 +260,26 @@ export interface WorkerInit {
   threads: number | undefined;
   isa: Isa | undefined;
   contextSize: number;
+  /** Sequences the scheduler runs at once; the KV pool holds contextSize x sequences tokens. */
+  sequences: number;
   headType: 'f16' | 'q8' | 'q4';
   layout: 'auto' | 't2r16' | 'td3';
   actQuant: 'auto' | 'i8';
   kvType: 'f16' | 'q8' | 'q3';
-  /** Int32Array(1): the id of the request the worker must stop at its next token boundary (0 = none). */
-  control: SharedArrayBuffer;
 }
-
-/**
- * 'exact' reuses cached K/V only where it was computed by the same aligned prefill chunks a fresh run would use,
- * so results do not depend on what ran before; 'prefix' reuses every cached token that matches (chat turns).
- */
-export type ReuseMode = 'exact' | 'prefix';
 
 export type WorkerRequest =
   | {
-      type: 'generate'; id: number; tokens: number[]; maxTokens: number; sampler: SamplerOptions; eog: number[]; reuse: ReuseMode;
+      type: 'generate'; id: number; tokens: number[]; maxTokens: number; sampler: SamplerOptions; eog: number[];
       profile: boolean;
       /** Tokens the tokenizer knows; logits past it (padding rows of the head) are never sampled. */
       vocabSize: number;
       /** Alternatives per token to report with log-probabilities (undefined: none computed). */
       logprobs?: number;
     }
-  | { type: 'evaluate'; id: number; tokens: number[] };
+  | { type: 'evaluate'; id: number; tokens: number[] }
+  /** Ends request `id` at the next step (a queued one at once); unknown ids are ignored. */
+  | { type: 'cancel'; id: number };
 
 export interface WorkerReady {
   type: 'ready';
