@@ -39,6 +39,27 @@ inline __mmask64 load_mask(const uint8_t* p) {  // p: [8]
   return _cvtu64_mask64(v);
 }
 
+// Software prefetch kPrefetch bytes ahead of each tile's stream: a B = 1 pass reads NT tiles of a few KB
+// to a few tens of KB each, too short for the hardware prefetcher to ramp up (measured: 1.42 -> 1.12 ns
+// per 16 x 4 group, 2560 x 6912 from DRAM, one thread). The g loop prefetches 16 lines spread over the
+// block's record, so that block j + 1 of the stream is ahead by the same distance.
+constexpr int kPrefetch = 2048;
+
+inline void prefetch_step(const uint8_t* rec, int g, int step) {  // every other group g of a block record
+  // asm: GCC 12 -O3 deletes these _mm_prefetch calls (it keeps them at -O1).
+  if ((g & 1) == 0) asm volatile("prefetcht0 %0" : : "m"(*(rec + kPrefetch + (g >> 1) * step)));
+}
+
+inline int prefetch_stride(int ng) { return static_cast<int>((billm_block_bytes(ng) + 15) / 16); }
+
+// acc + a (u8) · b (s8) in each int32 lane, as inline asm: with _mm512_dpbusd_epi32, GCC 12 copies the
+// accumulators of the unrolled chains to fresh registers and back on every iteration, and the prefetches
+// gain nothing (measured: 2560 x 6912 from DRAM, one thread, 0.43 ms either way, 0.33 ms with both).
+inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
+  asm("vpdpbusd %[b], %[a], %[acc]" : [acc] "+v"(acc) : [a] "v"(a), [b] "v"(b));
+  return acc;
+}
+
 inline __m512i bcast4(const int8_t* p) {  // p: [4]
   int32_t v;
   std::memcpy(&v, p, 4);
@@ -82,23 +103,25 @@ inline void block_terms(const uint8_t* rec,  // [NT tiles at stride tile_bytes] 
   const __m512i ones = _mm512_set1_epi8(1);
   __m512i t[NT], gb[NT], pb[NT], ps[NT], pr[NT];
   for (int u = 0; u < NT; ++u) t[u] = gb[u] = pb[u] = ps[u] = pr[u] = _mm512_setzero_si512();
+  const int step = prefetch_stride(ng);
   for (int g = 0; g < kBillmGroups; ++g) {
     const __m512i x = bcast4(q + 4 * g);
     for (int u = 0; u < NT; ++u) {
       const uint8_t* r = rec + u * tile_bytes;
+      prefetch_step(r, g, step);
       const __m512i e = _mm512_maskz_mov_epi8(load_mask(r + 8 * g), ones);
       const __m512i xg = _mm512_maskz_mov_epi8(load_mask(r + 256 + 8 * g), x);  // q at G = 1
-      t[u] = _mm512_dpbusd_epi32(t[u], e, x);
-      pb[u] = _mm512_dpbusd_epi32(pb[u], e, xg);
-      gb[u] = _mm512_dpbusd_epi32(gb[u], ones, xg);
+      t[u] = dpbusd(t[u], e, x);
+      pb[u] = dpbusd(pb[u], e, xg);
+      gb[u] = dpbusd(gb[u], ones, xg);
     }
   }
   for (int g = 0; g < ng; ++g) {
     const __m512i x = bcast4(qs + 4 * g);
     for (int u = 0; u < NT; ++u) {
       const uint8_t* r = rec + u * tile_bytes;
-      ps[u] = _mm512_dpbusd_epi32(ps[u], _mm512_maskz_mov_epi8(load_mask(r + 512 + 8 * g), ones), x);
-      pr[u] = _mm512_dpbusd_epi32(pr[u], _mm512_maskz_mov_epi8(load_mask(r + 512 + 8 * (ng + g)), ones), x);
+      ps[u] = dpbusd(ps[u], _mm512_maskz_mov_epi8(load_mask(r + 512 + 8 * g), ones), x);
+      pr[u] = dpbusd(pr[u], _mm512_maskz_mov_epi8(load_mask(r + 512 + 8 * (ng + g)), ones), x);
     }
   }
   for (int u = 0; u < NT; ++u)
@@ -144,15 +167,17 @@ void tile_tokens(const BillmMat& w, const BillmActs& a, float* y, int64_t ldy, i
     }
     __m512i tt[TB], gb[TB], pb[TB], ps[TB], pr[TB];
     for (int u = 0; u < TB; ++u) tt[u] = gb[u] = pb[u] = ps[u] = pr[u] = _mm512_setzero_si512();
+    const int step = prefetch_stride(ng);
     for (int g = 0; g < kBillmGroups; ++g) {
+      prefetch_step(rec, g, step);
       const __m512i e = _mm512_maskz_mov_epi8(load_mask(rec + 8 * g), ones);
       const __mmask64 kg = load_mask(rec + 256 + 8 * g);
       for (int u = 0; u < TB; ++u) {
         const __m512i x = bcast4(q[u] + 4 * g);
         const __m512i xg = _mm512_maskz_mov_epi8(kg, x);  // q at G = 1
-        tt[u] = _mm512_dpbusd_epi32(tt[u], e, x);
-        pb[u] = _mm512_dpbusd_epi32(pb[u], e, xg);
-        gb[u] = _mm512_dpbusd_epi32(gb[u], ones, xg);
+        tt[u] = dpbusd(tt[u], e, x);
+        pb[u] = dpbusd(pb[u], e, xg);
+        gb[u] = dpbusd(gb[u], ones, xg);
       }
     }
     for (int g = 0; g < ng; ++g) {
@@ -160,8 +185,8 @@ void tile_tokens(const BillmMat& w, const BillmActs& a, float* y, int64_t ldy, i
       const __m512i e2 = _mm512_maskz_mov_epi8(load_mask(rec + 512 + 8 * (ng + g)), ones);
       for (int u = 0; u < TB; ++u) {
         const __m512i x = bcast4(qs[u] + 4 * g);
-        ps[u] = _mm512_dpbusd_epi32(ps[u], e1, x);
-        pr[u] = _mm512_dpbusd_epi32(pr[u], e2, x);
+        ps[u] = dpbusd(ps[u], e1, x);
+        pr[u] = dpbusd(pr[u], e2, x);
       }
     }
     const uint8_t* sc = rec + 512 + 16 * ng;  // [8][16] fp16
