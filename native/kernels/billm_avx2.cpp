@@ -87,8 +87,7 @@ void billm_gemm_avx2(const BillmMat& w, const BillmActs& a, float* y, int64_t ld
         const uint8_t* rec = tile + w.boff[j];  // [768 + 16 ng]
         const int ng = w.ngroups[j];
         const int64_t step = (billm_block_bytes(ng) + 15) / 16;
-        // asm: GCC 12 -O3 deletes _mm_prefetch calls like these (it keeps them at -O1).
-        for (int l = 0; l < 16; ++l) asm volatile("prefetcht0 %0" : : "m"(*(rec + kPrefetch + l * step)));
+        for (int l = 0; l < 16; ++l) _mm_prefetch(reinterpret_cast<const char*>(rec + kPrefetch + l * step), _MM_HINT_T0);
         for (int i = 0; i < nt; ++i) {
           const int64_t b = b0 + i;
           const int8_t* q = a.q + b * a.ldq + j * kBillmBlock;       // [128]
