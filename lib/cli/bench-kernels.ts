@@ -8,6 +8,7 @@ import type { Isa } from '../native.js';
 import { binding } from '../native.js';
 import { allocActivations, refActQuantI8 } from '../reference/act_quant.js';
 import { ScaleMode, refTernaryGemm, t2CodeBytes } from '../reference/ternary.js';
+import { billmGemm, packBillmTiles } from '../kernels/billm.js';
 import { binaryGemm } from '../kernels/binary.js';
 import { binaryLutGemm, binaryToLut } from '../kernels/binary-lut.js';
 import { ternarySparseGemm, ternaryToSparse } from '../kernels/ternary-sparse.js';
@@ -17,6 +18,8 @@ import { td3Layout, ternaryTd3Gemm, ternaryToTd3 } from '../kernels/td3.js';
 import { quantizeActivationsI8, ternaryGemm } from '../kernels/ternary.js';
 import { b1BitsBytes, refBinaryGemm } from '../reference/binary.js';
 import { refBinaryLutGemm } from '../reference/binary-lut.js';
+import { br16Geometry, refBillmGemm } from '../reference/billm.js';
+import { billmResidualLayout, type BillmMatrix } from '../quantize/billm.js';
 import { refTernarySparseGemm } from '../reference/ternary-sparse.js';
 import { refF16Gemm, refQ4Gemm, refQ8Gemm } from '../reference/dense.js';
 import { refLutGemm } from '../reference/lut.js';
@@ -265,6 +268,51 @@ const ternarySparse: KernelCase = {
   },
 };
 
+/** Salient columns of BiLLM block j in the bench matrices: 1..49 (the quantizer's range), mean 25. */
+const billmSalientCount = (j: number): number => 1 + ((j * 37) % 49);
+
+function billmSalient(k: number): Uint8Array {
+  const salient = new Uint8Array(k / 8);
+  for (let j = 0; j < k / 128; j++) {
+    const n = billmSalientCount(j);
+    for (let i = 0; i < n; i++) {
+      const c = j * 128 + ((i * 53 + j * 11) % 128); // n distinct columns (53 is odd, n <= 49 < 128)
+      salient[c >> 3]! |= 1 << (c & 7);
+    }
+  }
+  return salient;
+}
+
+/** Random BiLLM planes (bits, fp16 scalars ~1e-2..4e-2), the salient pattern of billmSalient. */
+function billmPlanes(m: number, k: number, seed: number): BillmMatrix {
+  const salient = billmSalient(k);
+  const { stride } = billmResidualLayout(salient, k);
+  const groups = randomBytes((m * k) / 8, seed + 1).slice();
+  for (let i = 0; i < groups.length; i++) groups[i] = groups[i]! & ~salient[i % (k / 8)]!;
+  const scalars = new Uint16Array(m * (k / 128) * 8);
+  const b = randomBytes(scalars.length, seed + 2);
+  for (let i = 0; i < scalars.length; i++) scalars[i] = 0x2000 + (b[i]! << 4);
+  return { M: m, K: k, salient, signs: randomBytes((m * k) / 8, seed), groups, residual: randomBytes(m * stride, seed + 3), scalars };
+}
+
+/** BiLLM on BR16 (binary planes + salient residual, int8 activations; families.md §6). */
+const billm: KernelCase = {
+  name: 'billm',
+  weightBytes: (m, k) => Math.ceil(m / 16) * br16Geometry(billmSalient(k), k).tileBytes + k / 8,
+  supports: (_m, k) => k % 128 === 0,
+  prepare(ctx, m, k, batch, copies, seed) {
+    const a = quantizeActivationsI8(ctx, randomActivations(batch * k, seed), batch, k);
+    const y = new Float32Array(batch * m);
+    const w0 = packBillmTiles(billmPlanes(m, k, seed));
+    return rotating(copies, (i) => (i === 0 ? w0 : { ...w0, data: w0.data.slice() }), (w) => void billmGemm(ctx, w, a, y));
+  },
+  reference(m, k, seed) {
+    const w = billmPlanes(m, k, seed);
+    const a = refActQuantI8(randomActivations(k, seed), 1, k);
+    return () => void refBillmGemm(w, a);
+  },
+};
+
 const f16: KernelCase = {
   name: 'f16',
   weightBytes: (m, k) => m * k * 2,
@@ -323,7 +371,7 @@ function bmat(m: number, k: number, seed: number) {
   return { bits: randomBytes(b1BitsBytes(m, k), seed), scales: Float32Array.of(0.5), M: m, K: k, scaleMode: ScaleMode.Tensor as const };
 }
 
-export const KERNEL_CASES: KernelCase[] = [ternaryI2, ternaryLut, ternaryTd3, ternarySparse, binary, binaryLut, f16, q8, q4];
+export const KERNEL_CASES: KernelCase[] = [ternaryI2, ternaryLut, ternaryTd3, ternarySparse, binary, binaryLut, billm, f16, q8, q4];
 
 /** Median milliseconds per call over at least `seconds` and 5 calls, after warm-up. */
 function timeCalls(call: () => void, seconds: number, warmup = 2): number {

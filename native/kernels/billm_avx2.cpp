@@ -19,6 +19,10 @@ namespace {
 
 constexpr int kTokens = 4;
 
+// Software prefetch kPrefetch bytes ahead in the tile's stream (tiles are a few KB to a few tens of KB,
+// too short for the hardware prefetcher to ramp up): 16 lines spread over each block record.
+constexpr int kPrefetch = 2048;
+
 // One 64-bit plane word broadcast to every qword; spread(h) puts word byte 4h + i/8 in byte i, so that
 // (spread & bitsel) min 1 is the 0/1 byte of bit 32h + i: rows 8h .. 8h+7 of the tile.
 inline __m256i bcast8(const uint8_t* p) {  // p: [8]
@@ -82,6 +86,8 @@ void billm_gemm_avx2(const BillmMat& w, const BillmActs& a, float* y, int64_t ld
       for (int64_t j = 0; j < nb; ++j) {
         const uint8_t* rec = tile + w.boff[j];  // [768 + 16 ng]
         const int ng = w.ngroups[j];
+        const int64_t step = (billm_block_bytes(ng) + 15) / 16;
+        for (int l = 0; l < 16; ++l) _mm_prefetch(reinterpret_cast<const char*>(rec + kPrefetch + l * step), _MM_HINT_T0);
         for (int i = 0; i < nt; ++i) {
           const int64_t b = b0 + i;
           const int8_t* q = a.q + b * a.ldq + j * kBillmBlock;       // [128]

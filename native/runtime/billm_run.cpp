@@ -27,7 +27,10 @@ void run_billm_gemm(const KernelTable& t, ThreadPool& pool, const BillmMat& w, c
   });
   if (tiles >= pool.size() || B == 1) {
     const BillmActs acts{a.q, a.scale, qs, ssum, bsum, B, a.ldq};
-    pool.parallel_for_dynamic(tiles, pool.chunk_grain(tiles), [&](int64_t t0, int64_t t1) { t.billm_gemm(w, acts, y, ldy, t0, t1); });
+    // Chunks of whole 4-tile passes: the B = 1 kernels share each activation broadcast across 4 tiles, a
+    // 5-tile chunk would run its last tile alone.
+    const int64_t grain = (pool.chunk_grain(tiles) + 3) / 4 * 4;
+    pool.parallel_for_dynamic(tiles, grain, [&](int64_t t0, int64_t t1) { t.billm_gemm(w, acts, y, ldy, t0, t1); });
   } else {
     // Fewer row tiles than threads: split the tokens instead.
     pool.parallel_for(B, [&](int64_t b0, int64_t b1) {
