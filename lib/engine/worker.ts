@@ -2,7 +2,7 @@
 // the sequence-state pool (paged KV) and the step scheduler (scheduler.ts). Requests arrive at any time; the
 // worker runs one scheduler step (one batch-first forward over every running sequence), posts the step's
 // tokens, then yields to its event loop so new requests and cancels are taken between steps.
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 
 import { readGguf } from '../format/gguf.js';
@@ -166,9 +166,8 @@ if (engine) {
   let scheduled = false;
   let tLoop = performance.now();
 
-  const tick = (): void => {
-    scheduled = false;
-    if (scheduler.idle) return;
+  /** One scheduler step, with its profile attribution and the 'done' messages it produced. */
+  const runStep = (): void => {
     const native = model.native;
     if (native && profiling > 0 && !native.profile) native.setProfiling(true);
     const before = native?.profile ? native.profile.slice() : null;
@@ -182,7 +181,7 @@ if (engine) {
     }
     const now = performance.now();
     if (profiling > 0) {
-      // The step's wall time runs from the end of the last one: the event-loop turn in between is the loop overhead.
+      // A step's wall time runs from the end of the one before: the message handling in between is loop overhead.
       const ops = before && native!.profile ? native!.profile.map((v, i) => v - before[i]!) : null;
       for (const [id, prefill, decode] of s.requests) {
         const p = live.get(id)?.profile;
@@ -193,8 +192,17 @@ if (engine) {
     }
     tLoop = now;
     for (const send of pendingDone.splice(0)) send();
-    if (!scheduler.idle) schedule();
-    else if (native?.profile && profiling === 0) native.setProfiling(false);
+    if (native?.profile && profiling === 0) native.setProfiling(false);
+  };
+  // Steps run back to back while there is work (the kernel threads stay warm); between steps, requests and
+  // cancels that arrived are taken synchronously from the port, so none waits more than one step.
+  const tick = (): void => {
+    scheduled = false;
+    for (;;) {
+      for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) onRequest(m.message as WorkerRequest);
+      if (scheduler.idle) return;
+      runStep();
+    }
   };
   const schedule = (): void => {
     if (scheduled) return;
@@ -202,7 +210,8 @@ if (engine) {
     setImmediate(tick);
   };
 
-  port.on('message', (req: WorkerRequest) => {
+  const onRequest = (req: WorkerRequest): void => {
+    const wasIdle = scheduler.idle;
     if (req.type === 'cancel') {
       scheduler.cancel(req.id);
       schedule();
@@ -223,7 +232,8 @@ if (engine) {
     const wantProfile = req.type === 'generate' && req.profile;
     live.set(req.id, wantProfile ? { profile: { prefill: new PhaseAcc(nOps), decode: new PhaseAcc(nOps) } } : {});
     if (wantProfile) profiling++;
-    if (scheduler.idle === false && !scheduled) tLoop = performance.now();
+    if (wasIdle) tLoop = performance.now();
     schedule();
-  });
+  };
+  port.on('message', onRequest);
 }
