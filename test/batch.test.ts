@@ -15,7 +15,8 @@ import { type ModelConfig, configFromGguf } from '../lib/model/config.js';
 import { KvCache } from '../lib/model/kv-cache.js';
 import { type BatchRow, SequencePool } from '../lib/model/state.js';
 import { TransformerModel } from '../lib/model/transformer.js';
-import { type LoadWeightsOptions, type ModelWeights, loadWeights } from '../lib/model/weights.js';
+import { type ModelWeights, loadWeights } from '../lib/model/weights.js';
+import { BUNDLED_FAMILY_MODELS, type FamilyModel } from './helpers.js';
 
 const MODELS = join(fileURLToPath(new URL('..', import.meta.url)), 'models');
 const ctx2 = new KernelContext({ threads: 2 });
@@ -31,21 +32,8 @@ const MAX_REL_DIFF = 2 ** -12;
  */
 const MAX_REL_DIFF_Q8 = 2 ** -6;
 
-interface FamilyModel {
-  file: string;
-  opts: LoadWeightsOptions;
-}
-const BUNDLED: FamilyModel[] = [
-  { file: 'tiny-b158-i2_s.gguf', opts: {} },
-  { file: 'tiny-b158-tq2_0.gguf', opts: {} },
-  { file: 'tiny-a48-tq2_0.gguf', opts: {} },
-  { file: 'tiny-bitnet-q1_0.gguf', opts: {} },
-  { file: 'tiny-fbi-q1_0.gguf', opts: {} },
-  { file: 'tiny-fbi-q1_0.gguf', opts: { actQuant: 'i8' } },
-  { file: 'tiny-onebit-q1_0.gguf', opts: {} },
-  { file: 'tiny-onebit-q1_0.gguf', opts: { actQuant: 'i8' } },
-  { file: 'tiny-fp16-f16.gguf', opts: {} },
-];
+/** Every bundled family, and the b1.58 model in TQ2_0 too. */
+const BUNDLED: FamilyModel[] = [...BUNDLED_FAMILY_MODELS, { file: 'tiny-b158-tq2_0.gguf', opts: {} }];
 
 /** Three prompts; C is longer than a block (16 positions) so its table spans blocks. */
 const PROMPTS: number[][] = [

@@ -25,7 +25,7 @@ import { KvCache } from '../lib/model/kv-cache.js';
 import { type SynthType, synthesizeModel } from '../lib/model/synth.js';
 import { TransformerModel } from '../lib/model/transformer.js';
 import { type LoadWeightsOptions, loadWeights } from '../lib/model/weights.js';
-import { contextsPerIsa, runProcess } from './helpers.js';
+import { BUNDLED_FAMILY_MODELS, type FamilyModel, contextsPerIsa, runProcess } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MODELS = join(ROOT, 'models');
@@ -40,22 +40,8 @@ const MIN_COSINE = 0.99999;
 const TOKENS = [1, 450, 496, 1735, 170, 432, 1720, 975, 278, 1736, 1120, 2988];
 const PREFILL = 8;
 
-interface FamilyModel {
-  file: string;
-  opts: LoadWeightsOptions;
-}
-
 /** The bundled models and the load options that pick each of their paths. */
-const BUNDLED: FamilyModel[] = [
-  { file: 'tiny-b158-i2_s.gguf', opts: {} },
-  { file: 'tiny-a48-tq2_0.gguf', opts: {} },
-  { file: 'tiny-bitnet-q1_0.gguf', opts: {} },
-  { file: 'tiny-fbi-q1_0.gguf', opts: {} },
-  { file: 'tiny-fbi-q1_0.gguf', opts: { actQuant: 'i8' } },
-  { file: 'tiny-onebit-q1_0.gguf', opts: {} },
-  { file: 'tiny-onebit-q1_0.gguf', opts: { actQuant: 'i8' } },
-  { file: 'tiny-fp16-f16.gguf', opts: {} },
-];
+const BUNDLED: FamilyModel[] = BUNDLED_FAMILY_MODELS;
 
 /** Logits [12, vocab]: a prefill of PREFILL tokens (all rows), then one token at a time. */
 function run(model: TransformerModel): Float32Array {

@@ -7,6 +7,7 @@ import { expect } from 'vitest';
 
 import { KernelContext, cpuInfo } from '../lib/kernels/context.js';
 import type { Isa } from '../lib/native.js';
+import type { LoadWeightsOptions } from '../lib/model/weights.js';
 
 /** Every ISA this machine supports, each with a 2-thread context (threads split tiles). */
 export function contextsPerIsa(threads = 2): Array<[Isa, KernelContext]> {
@@ -114,3 +115,21 @@ export function goldenPath(file: string): string {
 export function vocabPath(file: string): string {
   return derivedTestData('vocab', file);
 }
+
+/** A bundled model (models/) and load options that pick one of its paths. */
+export interface FamilyModel {
+  file: string;
+  opts: LoadWeightsOptions;
+}
+
+/** Every bundled family model with the load options that pick each of its kernel paths (float or int8 inputs). */
+export const BUNDLED_FAMILY_MODELS: FamilyModel[] = [
+  { file: 'tiny-b158-i2_s.gguf', opts: {} },
+  { file: 'tiny-a48-tq2_0.gguf', opts: {} },
+  { file: 'tiny-bitnet-q1_0.gguf', opts: {} },
+  { file: 'tiny-fbi-q1_0.gguf', opts: {} },
+  { file: 'tiny-fbi-q1_0.gguf', opts: { actQuant: 'i8' } },
+  { file: 'tiny-onebit-q1_0.gguf', opts: {} },
+  { file: 'tiny-onebit-q1_0.gguf', opts: { actQuant: 'i8' } },
+  { file: 'tiny-fp16-f16.gguf', opts: {} },
+];
