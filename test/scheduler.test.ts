@@ -155,6 +155,24 @@ describe('StepScheduler', () => {
     h.run();
   });
 
+  it('takes at most prefillWhileDecoding prompt tokens in a step that has decode rows, the full budget otherwise', () => {
+    const model = new FakeModel(4096, 1024);
+    const h = harness(model, { maxSequences: 2, stepTokens: 64, minPrefill: 4, chunkTokens: 64, prefillWhileDecoding: 10 });
+    h.s.submit(request(1, prompt(1, 200), 3)); // alone: 64-token chunks
+    h.s.step();
+    expect(model.batches.at(-1)!.length).toBe(64);
+    h.run();
+    h.s.submit(request(2, prompt(2, 2), 40));
+    h.s.step(); // request 2 decodes from now on
+    h.s.submit(request(3, prompt(3, 300), 2));
+    h.s.step();
+    const rows = model.batches.at(-1)!;
+    expect(rows.filter((r) => r.logits && r.pos >= 2).length).toBeGreaterThanOrEqual(1); // the decode row
+    expect(rows.length).toBe(1 + 10);
+    h.run();
+    expect(new StepScheduler(model, { token() {}, done() {} }, { chunkTokens: 128 }).prefillWhileDecoding).toBe(64);
+  });
+
   it('keeps decoding running streams while a long prompt prefills (at most one chunk per step)', () => {
     const model = new FakeModel(4096, 1024);
     const h = harness(model, { maxSequences: 2, stepTokens: 4, minPrefill: 4, chunkTokens: 4 });

@@ -117,6 +117,11 @@ export interface SchedulerOptions {
   minPrefill?: number;
   /** Most prompt tokens one sequence gets in one step (its chunk). Default 128. */
   chunkTokens?: number;
+  /**
+   * Most prompt tokens a step takes while any sequence is decoding (at least minPrefill): bounds how long a
+   * prompt's chunk holds up the running streams' next tokens. Default chunkTokens / 2.
+   */
+  prefillWhileDecoding?: number;
   /** Finished sequences kept for prefix reuse (0 = none). Default maxSequences. */
   prefixCache?: number;
   /** Clock in ms (tests pass a fake). Default performance.now. */
@@ -183,6 +188,7 @@ export class StepScheduler {
   readonly stepTokens: number;
   readonly minPrefill: number;
   readonly chunkTokens: number;
+  readonly prefillWhileDecoding: number;
   readonly prefixCache: number;
   private readonly now: () => number;
   private readonly queue: Entry[] = [];
@@ -203,6 +209,7 @@ export class StepScheduler {
     this.stepTokens = positiveInt(opts.stepTokens, 256, 'stepTokens');
     this.minPrefill = positiveInt(opts.minPrefill, 16, 'minPrefill');
     this.chunkTokens = positiveInt(opts.chunkTokens, 128, 'chunkTokens');
+    this.prefillWhileDecoding = positiveInt(opts.prefillWhileDecoding, Math.max(1, Math.floor(this.chunkTokens / 2)), 'prefillWhileDecoding');
     this.prefixCache = positiveInt(opts.prefixCache, this.maxSequences, 'prefixCache', 0);
     this.now = opts.now ?? (() => performance.now());
     this.lastStepAt = this.now();
@@ -307,9 +314,10 @@ export class StepScheduler {
       perReq.set(e, [0, 1]);
     }
     const decodeRows = rows.length;
-    // Prompt tokens: what decode left of stepTokens, at least minPrefill, in chunks of at most chunkTokens,
-    // round-robin from where the last step stopped.
+    // Prompt tokens: what decode left of stepTokens (no more than prefillWhileDecoding while streams decode), at
+    // least minPrefill, in chunks of at most chunkTokens, round-robin from where the last step stopped.
     let budget = Math.max(this.minPrefill, this.stepTokens - decodeRows);
+    if (decodeRows > 0) budget = Math.max(this.minPrefill, Math.min(budget, this.prefillWhileDecoding));
     const prefilling = this.running.filter((e) => e.state === 'prefill');
     const plan: Array<[Entry, number]> = [];
     if (prefilling.length > 0) {

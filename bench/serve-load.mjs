@@ -1,0 +1,128 @@
+#!/usr/bin/env node
+// Load generator for `bitllm serve`: starts the server on a free loopback port, then drives it over HTTP with
+// streaming /v1/completions requests (token-id prompts, greedy, max_tokens -n, EOG ignored) and prints JSON lines:
+//   - per concurrency C (--concurrency 1,2,4,8,16): C clients, each running --requests requests back to back;
+//     aggregate generated tok/s over the wall time, and TTFT / inter-token-latency percentiles (p50, p90, p99);
+//   - with --long N: the "long prompt" scenario: 4 streams decode steadily, then one N-token prompt arrives;
+//     the running streams' p99 inter-token gap while it is prefilled vs their steady gap.
+//
+//   npm run build && node bench/serve-load.mjs [MODEL] [--parallel 8] [-t 2] [--concurrency 1,2,4,8,16]
+//        [--requests 2] [-p 64] [-n 32] [--long 2048] [--ctx 4096]
+// (default MODEL: the synthetic 2B-4T TQ2_0 file of bench/families.mjs)
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+const argv = process.argv.slice(2);
+const val = (name, def) => {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : def;
+};
+const positional = argv.filter((a, i) => !a.startsWith('-') && (i === 0 || !argv[i - 1].startsWith('-')));
+const file = positional[0] ?? join(tmpdir(), 'bitllm-models', 'families-2b4t-bitnet-tq2_0.gguf');
+const parallel = Number(val('--parallel', '8'));
+const threads = val('-t', '2');
+const levels = val('--concurrency', '1,2,4,8,16').split(',').map(Number);
+const perClient = Number(val('--requests', '2'));
+const p = Number(val('-p', '64'));
+const n = Number(val('-n', '32'));
+const longN = Number(val('--long', '0'));
+const ctx = Number(val('--ctx', String(Math.max(4096, longN + n + 64))));
+if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`);
+if (!existsSync(file)) throw new Error(`${file} is missing (node bench/families.mjs --only b158 makes it)`);
+
+const server = spawn(process.execPath, [CLI, 'serve', file, '--port', '0', '--parallel', String(parallel), '--max-queue', '256', '-t', threads,
+  '--ctx', String(ctx)], { stdio: ['ignore', 'ignore', 'pipe'] });
+const base = await new Promise((resolve, reject) => {
+  let err = '';
+  server.stderr.on('data', (d) => {
+    err += d;
+    const m = /listening on (http:\/\/\S+)/.exec(err);
+    if (m) resolve(m[1]);
+  });
+  server.on('exit', (code) => reject(new Error(`bitllm serve exited (${code}):\n${err}`)));
+});
+for (;;) {
+  const r = await fetch(`${base}/ready`).catch(() => undefined);
+  if (r?.status === 200) break;
+  await new Promise((res) => setTimeout(res, 200));
+}
+
+let seed = 1;
+const prompt = (len) => {
+  let s = (0x9e3779b9 ^ (seed++ * 0x85ebca6b)) >>> 0;
+  return Array.from({ length: len }, () => {
+    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0;
+    return 2000 + (s % 30000);
+  });
+};
+
+/** One streaming request; returns the arrival time of every content chunk (ms, performance.now). */
+async function stream(ids, maxTokens) {
+  const t0 = performance.now();
+  const res = await fetch(`${base}/v1/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt: ids, max_tokens: maxTokens, temperature: 0, stream: true, ignore_eos: true }),
+  });
+  if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
+  const times = [];
+  const dec = new TextDecoder();
+  let buf = '';
+  for await (const chunk of res.body) {
+    buf += dec.decode(chunk, { stream: true });
+    let i;
+    while ((i = buf.indexOf('\n\n')) >= 0) {
+      const ev = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      if (!ev.startsWith('data: ') || ev === 'data: [DONE]') continue;
+      const o = JSON.parse(ev.slice(6));
+      if (o.choices?.[0] && o.choices[0].finish_reason == null) times.push(performance.now());
+    }
+  }
+  return { t0, times };
+}
+
+const pct = (xs, q) => {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  return Math.round(s[Math.min(s.length - 1, Math.floor(q * s.length))] * 10) / 10;
+};
+const gaps = (times) => times.slice(1).map((t, i) => t - times[i]);
+
+try {
+  await stream(prompt(8), 4); // warm-up
+  for (const c of levels) {
+    const t0 = performance.now();
+    const results = (await Promise.all(Array.from({ length: c }, async () => {
+      const out = [];
+      for (let r = 0; r < perClient; r++) out.push(await stream(prompt(p), n));
+      return out;
+    }))).flat();
+    const wall = performance.now() - t0;
+    const tokens = results.reduce((a, r) => a + r.times.length, 0);
+    const ttft = results.map((r) => r.times[0] - r.t0);
+    const itl = results.flatMap((r) => gaps(r.times));
+    console.log(JSON.stringify({ concurrency: c, parallel, threads: Number(threads), p, n, requests: results.length, tokens,
+      tps: Math.round((tokens / (wall / 1000)) * 100) / 100, ttft_ms: { p50: pct(ttft, 0.5), p90: pct(ttft, 0.9), p99: pct(ttft, 0.99) },
+      itl_ms: { p50: pct(itl, 0.5), p90: pct(itl, 0.9), p99: pct(itl, 0.99) } }));
+  }
+  if (longN > 0) {
+    // 4 steady streams; once they run, one long prompt arrives. Compare their gaps before it and while it prefills.
+    const runners = Array.from({ length: 4 }, () => stream(prompt(16), 4 * n));
+    await new Promise((res) => setTimeout(res, 1500));
+    const tLong = performance.now();
+    const long = await stream(prompt(longN), 1);
+    const tFirst = long.times[0];
+    const rs = await Promise.all(runners);
+    const steady = rs.flatMap((r) => gaps(r.times.filter((t) => t < tLong)));
+    const during = rs.flatMap((r) => gaps(r.times.filter((t) => t >= tLong && t <= tFirst)));
+    console.log(JSON.stringify({ scenario: 'long prompt', long_tokens: longN, long_ttft_ms: Math.round(tFirst - long.t0),
+      steady_itl_ms: { p50: pct(steady, 0.5), p99: pct(steady, 0.99) }, during_itl_ms: { p50: pct(during, 0.5), p99: pct(during, 0.99) } }));
+  }
+} finally {
+  server.kill('SIGTERM');
+}
