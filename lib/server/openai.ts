@@ -124,9 +124,9 @@ function common(body: Body, kind: Plan['kind'], vocabSize: number): Omit<Plan, '
     else if (top !== undefined) throw badRequest(`'top_logprobs' needs 'logprobs': true`, 'top_logprobs');
     for (const key of ['tools', 'functions', 'audio', 'prediction', 'web_search_options'])
       if (body[key] !== undefined && body[key] !== null && !(Array.isArray(body[key]) && (body[key] as unknown[]).length === 0))
-        throw unsupported(key, 'tool calls, audio, predicted outputs and web search are not implemented');
+        throw unsupported(key, 'bitllm runs text generation only (no tool calls, audio, predicted outputs or web search)');
     for (const key of ['tool_choice', 'function_call'])
-      if (body[key] !== undefined && body[key] !== null && body[key] !== 'none' && body[key] !== 'auto') throw unsupported(key, 'tool calls are not implemented');
+      if (body[key] !== undefined && body[key] !== null && body[key] !== 'none' && body[key] !== 'auto') throw unsupported(key, 'bitllm runs text generation only (no tool calls)');
     const rf = body.response_format;
     if (rf !== undefined && rf !== null && !(typeof rf === 'object' && (rf as Body).type === 'text'))
       throw unsupported('response_format', "only { type: 'text' } is implemented (no JSON mode or schemas)");
@@ -134,8 +134,8 @@ function common(body: Body, kind: Plan['kind'], vocabSize: number): Omit<Plan, '
     if (Array.isArray(modalities) && modalities.some((m) => m !== 'text')) throw unsupported('modalities', 'only text output is implemented');
   } else {
     logprobs = optNumber(body, 'logprobs', 0, MAX_TOP_LOGPROBS, true);
-    if (optBool(body, 'echo') === true) throw unsupported('echo', 'echoing the prompt is not implemented');
-    if (body.suffix !== undefined && body.suffix !== null && body.suffix !== '') throw unsupported('suffix', 'fill-in-the-middle is not implemented');
+    if (optBool(body, 'echo') === true) throw unsupported('echo', 'the prompt is not echoed; send it back from the request');
+    if (body.suffix !== undefined && body.suffix !== null && body.suffix !== '') throw unsupported('suffix', 'fill-in-the-middle needs a model trained for it; the families bitllm runs are not');
     const bestOf = optNumber(body, 'best_of', 1, MAX_CHOICES, true);
     if (bestOf !== undefined && bestOf !== n) throw unsupported('best_of', 'best_of must equal n (ranking choices needs log-probabilities)');
   }
@@ -198,7 +198,7 @@ export function planChat(raw: unknown, vocabSize: number): Plan {
   const messages: ChatMessage[] = list.map((m, i) => {
     if (typeof m !== 'object' || m === null || Array.isArray(m)) throw badRequest(`'messages[${i}]' must be an object, got ${typeName(m)}`, `messages[${i}]`, 'invalid_type');
     const role = (m as Body).role;
-    if (role === 'tool' || role === 'function') throw unsupported(`messages[${i}].role`, 'tool messages are not implemented');
+    if (role === 'tool' || role === 'function') throw unsupported(`messages[${i}].role`, 'bitllm runs text generation only (no tool messages)');
     if (role !== 'system' && role !== 'developer' && role !== 'user' && role !== 'assistant')
       throw badRequest(`'messages[${i}].role' must be 'system', 'developer', 'user' or 'assistant', got ${JSON.stringify(role)}`, `messages[${i}].role`);
     const content = messageContent((m as Body).content, i);
