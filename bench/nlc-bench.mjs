@@ -8,6 +8,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
 
+import { promptIds } from './common.mjs';
+
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const ENTRY = join(ROOT, '.peers', 'node_modules', 'node-llama-cpp', 'dist', 'index.js');
 
@@ -41,23 +43,12 @@ const model = await llama.loadModel({ modelPath: file, gpuLayers: 0, useMmap: tr
 const loadMs = performance.now() - t0;
 const V = model.tokens.vocabSize ?? 32000;
 
-function promptIds(count, rep) {
-  // The same generator as `bitllm bench`: ids in [V/64, V/2), different per rep.
-  let s = (0x9e3779b9 ^ (rep * 0x85ebca6b)) >>> 0;
-  const lo = Math.floor(V / 64);
-  const span = Math.max(1, Math.floor(V / 2) - lo);
-  return Array.from({ length: count }, () => {
-    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0;
-    return lo + (s % span);
-  });
-}
-
 const pp = [], tg = [];
 for (let r = -warmup; r < reps; r++) {
   const context = await model.createContext({ contextSize: p + n + 16, batchSize: Math.max(p, 1), threads, sequences: 1, flashAttention: false });
   try {
     const seq = context.getSequence();
-    const prompt = promptIds(Math.max(p, 1), r + warmup);
+    const prompt = promptIds(Math.max(p, 1), V, r + warmup);
     let t = performance.now();
     await seq.evaluateWithoutGeneratingNewTokens(prompt.slice(0, -1));
     // The last prompt token is evaluated with the first sampled token, as in bitllm's prefill.

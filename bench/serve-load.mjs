@@ -12,18 +12,15 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
+
+import { DEFAULT_2B4T_TQ2, option, positionals, promptIds } from './common.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 const argv = process.argv.slice(2);
-const val = (name, def) => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : def;
-};
-const positional = argv.filter((a, i) => !a.startsWith('-') && (i === 0 || !argv[i - 1].startsWith('-')));
-const file = positional[0] ?? join(tmpdir(), 'bitllm-models', 'families-2b4t-bitnet-tq2_0.gguf');
+const val = (name, def) => option(argv, name, def);
+const file = positionals(argv)[0] ?? DEFAULT_2B4T_TQ2;
 const parallel = Number(val('--parallel', '8'));
 const threads = val('-t', '2');
 const levels = val('--concurrency', '1,2,4,8,16').split(',').map(Number);
@@ -53,13 +50,9 @@ for (;;) {
 }
 
 let seed = 1;
-const prompt = (len) => {
-  let s = (0x9e3779b9 ^ (seed++ * 0x85ebca6b)) >>> 0;
-  return Array.from({ length: len }, () => {
-    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0;
-    return 2000 + (s % 30000);
-  });
-};
+// Prompts as `bitllm bench` makes them, ids in [V/64, V/2): valid for every vocabulary of at least --vocab ids.
+const VOCAB = Number(val('--vocab', '32000'));
+const prompt = (len) => promptIds(len, VOCAB, seed++);
 
 /** One streaming request; returns the arrival time of every content chunk (ms, performance.now). */
 async function stream(ids, maxTokens) {

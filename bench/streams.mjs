@@ -12,17 +12,14 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { tmpdir } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+
+import { DEFAULT_2B4T_TQ2, option, positionals, promptIds } from './common.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const argv = process.argv.slice(2);
-const val = (name, def) => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : def;
-};
-const positional = argv.filter((a, i) => !a.startsWith('-') && (i === 0 || !argv[i - 1].startsWith('-')));
-const file = positional[0] ?? join(tmpdir(), 'bitllm-models', 'families-2b4t-bitnet-tq2_0.gguf');
+const val = (name, def) => option(argv, name, def);
+const file = positionals(argv)[0] ?? DEFAULT_2B4T_TQ2;
 const streamsList = val('--streams', '1,4,8').split(',').map(Number);
 const p = Number(val('-p', '64'));
 const n = Number(val('-n', '32'));
@@ -32,29 +29,18 @@ const engine = val('--engine', undefined);
 
 if (!existsSync(file)) throw new Error(`${file} is missing (node bench/families.mjs --only b158 makes it)`);
 
-/** Prompt of stream i, rep r: ids in [V/64, V/2), the generator of `bitllm bench`. */
-function promptIds(V, count, seed) {
-  let s = (0x9e3779b9 ^ (seed * 0x85ebca6b)) >>> 0;
-  const lo = Math.floor(V / 64);
-  const span = Math.max(1, Math.floor(V / 2) - lo);
-  return Array.from({ length: count }, () => {
-    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0;
-    return lo + (s % span);
-  });
-}
-
 async function runBitllm(N, seed) {
   const { loadModel } = await import(pathToFileURL(join(ROOT, 'dist', 'index.js')).href);
   const model = await loadModel(file, { threads, sequences: N, contextSize: p + n + 16, headType: 'f16' });
   try {
     const V = model.tokenizer.vocabSize;
-    const warm = model.generate(promptIds(V, 8, 999), { maxTokens: 4, temperature: 0, ignoreEog: true });
+    const warm = model.generate(promptIds(8, V, 999), { maxTokens: 4, temperature: 0, ignoreEog: true });
     for await (const _ of warm);
     const t0 = performance.now();
     const ttft = [];
     const counts = await Promise.all(Array.from({ length: N }, async (_, i) => {
       let c = 0;
-      for await (const _chunk of model.generate(promptIds(V, p, seed * 100 + i), { maxTokens: n, temperature: 0, ignoreEog: true })) {
+      for await (const _chunk of model.generate(promptIds(p, V, seed * 100 + i), { maxTokens: n, temperature: 0, ignoreEog: true })) {
         if (c++ === 0) ttft.push(performance.now() - t0);
       }
       return c;
@@ -76,14 +62,14 @@ async function runNlc(N, seed) {
   try {
     const warmSeq = context.getSequence();
     let w = 0;
-    for await (const _ of warmSeq.evaluate(promptIds(V, 8, 999), { temperature: 0 })) if (++w >= 4) break;
+    for await (const _ of warmSeq.evaluate(promptIds(8, V, 999), { temperature: 0 })) if (++w >= 4) break;
     warmSeq.dispose();
     const seqs = Array.from({ length: N }, () => context.getSequence());
     const t0 = performance.now();
     const ttft = [];
     const counts = await Promise.all(seqs.map(async (seq, i) => {
       let c = 0;
-      for await (const _tok of seq.evaluate(promptIds(V, p, seed * 100 + i), { temperature: 0 })) {
+      for await (const _tok of seq.evaluate(promptIds(p, V, seed * 100 + i), { temperature: 0 })) {
         if (c++ === 0) ttft.push(performance.now() - t0);
         if (c >= n) break;
       }

@@ -51,8 +51,11 @@ function meanProfile(ps: PhaseProfile[]): PhaseProfile | undefined {
   return { tokens: n, wallMsPerToken: wall, ops, overhead, overheadPct: (100 * over) / wall };
 }
 
-/** Deterministic prompt ids in [vocab/64, vocab/2): ordinary tokens, away from specials at the ends. */
-function promptIds(n: number, vocab: number, rep: number): number[] {
+/**
+ * Deterministic prompt ids in [vocab/64, vocab/2): ordinary tokens, away from specials at the ends. The bench/
+ * scripts use it too (bench/common.mjs), so every engine in a comparison gets the same prompts.
+ */
+export function promptIds(n: number, vocab: number, rep: number): number[] {
   let s = (0x9e3779b9 ^ (rep * 0x85ebca6b)) >>> 0;
   const lo = Math.floor(vocab / 64);
   const span = Math.max(1, Math.floor(vocab / 2) - lo);
