@@ -2,6 +2,7 @@
 // a second or more on one thread): the bounded queue (429 + Retry-After before tokenization), aborts mid-stream,
 // mid-prefill and while queued (the slot frees, the next request runs, metrics count it), SSE keep-alive comments
 // while queued, drain, readiness (loading, stuck engine), API keys and CORS.
+import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -189,6 +190,24 @@ describe('lifecycle', () => {
     await drained;
     expect(server.state).toBe('closed');
     await expect(fetch(`${base}/health`)).rejects.toThrow();
+  });
+
+  it('drain: a request whose body was still arriving when the drain began is refused (503), not started and cut', async () => {
+    const { server, base } = await start({ parallel: 1 });
+    const body = JSON.stringify({ ...LONG, stream: true });
+    const socket = connect(Number(new URL(base).port), '127.0.0.1');
+    let response = '';
+    socket.setEncoding('utf8').on('data', (d: string) => (response += d));
+    const closed = new Promise((r) => socket.on('close', r));
+    socket.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 10)}`);
+    await sleep(100);
+    const drained = server.drain(30_000); // nothing in flight: it may close at once
+    await sleep(50);
+    socket.write(body.slice(10));
+    await closed;
+    await drained;
+    expect(response.split('\r\n')[0]).toBe('HTTP/1.1 503 Service Unavailable');
+    expect(response).toContain('"code":"draining"');
   });
 
   it('drain aborts what is still running after its timeout', async () => {

@@ -344,12 +344,17 @@ export function createServer(options: ServerOptions): BitllmServer {
     if (route === '/tokenize') return tokenizeRoute(e, await readJson(req), res);
     if (route === '/detokenize') return detokenizeRoute(e, await readJson(req), res);
     // The generation routes.
-    if (state === 'draining' || state === 'closed') {
+    const refuseWhileDraining = (): void => {
+      if (state !== 'draining' && state !== 'closed') return;
       metrics.rejected.inc({ reason: 'draining' });
       throw new HttpError(503, 'the server is shutting down', 'unavailable_error', 'draining', null, { Connection: 'close', 'Retry-After': String(retryAfter) });
-    }
+    };
+    refuseWhileDraining();
     checkRoom(1); // before reading the body
     const body = await readJson(req);
+    // A drain that began while the body arrived may already have found nothing in flight and be closing: this
+    // request must not start (from here to generate()'s inFlight.add nothing awaits).
+    refuseWhileDraining();
     const plan = route === '/v1/chat/completions' ? planChat(body, e.info.vocabSize) : planCompletion(body, e.info.vocabSize);
     if (plan.model !== undefined && plan.model !== modelId)
       throw new HttpError(404, `model '${plan.model}' does not exist (this server has '${modelId}')`, 'not_found_error', 'model_not_found', 'model');
