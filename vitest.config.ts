@@ -4,10 +4,12 @@ import { defineConfig } from 'vitest/config';
 // linux-x64; elsewhere there is no peer to compare against, so its test file is not collected.
 const peerPlatform = process.platform === 'linux' && process.arch === 'x64';
 
-// Three suites, each run by its own npm script and all by .ci/run; none is skipped where its tools are missing:
-//   main    test/*.test.ts         `npm test`: Node, a C++ toolchain and what `npm install` + pretest bring
-//   corpus  test/corpus/*.test.ts  `npm run test:corpus`: the training corpus, which needs Debian's bible-kjv
-//   python  test/python/*.test.ts  `npm run test:python`: python3-sentencepiece (and the corpus)
+// Four suites, each run by its own npm script and all by .ci/run; none is skipped where its tools are missing:
+//   main      test/*.test.ts           `npm test`: Node, a C++ toolchain and what `npm install` + pretest bring
+//   corpus    test/corpus/*.test.ts    `npm run test:corpus`: the training corpus, which needs Debian's bible-kjv
+//   python    test/python/*.test.ts    `npm run test:python`: python3-sentencepiece (and the corpus)
+//   scaleout  test/scaleout/*.test.ts  `npm run test:scaleout`: Debian's nginx (apt-get install nginx) in front of
+//                                      `bitllm serve` replicas on loopback (deploy/nginx/bitllm.conf, docs/scale-out.md)
 export default defineConfig({
   test: {
     testTimeout: 60_000,
@@ -20,6 +22,7 @@ export default defineConfig({
       },
       { extends: true, test: { name: 'corpus', include: ['test/corpus/*.test.ts'] } },
       { extends: true, test: { name: 'python', include: ['test/python/*.test.ts'] } },
+      { extends: true, test: { name: 'scaleout', include: ['test/scaleout/*.test.ts'] } },
     ],
   },
 });
