@@ -10,7 +10,7 @@ import {
 } from './engine/chat.js';
 import {
   type FinishReason, type GenerateChunk, type GenerateOptions, type GenerationResult, ModelClosedError, RequestError,
-  type RequestStats, TextStream, type ValidatedGenerateOptions, type WorkerInit, type WorkerReady,
+  type KvState, type RequestStats, TextStream, type ValidatedGenerateOptions, type WorkerInit, type WorkerReady,
   type WorkerReply, type WorkerRequest, deserializeError, fitContext, validateGenerateOptions, validatePromptIds,
 } from './engine/generate.js';
 import { ContextOverflowError } from './model/kv-cache.js';
@@ -23,7 +23,7 @@ import { Tokenizer } from './tokenizer/index.js';
 export { Chat, chatTemplate, detectChatFormat, renderChat } from './engine/chat.js';
 export type { ChatFormatName, ChatMessage, ChatOptions, ChatTemplate, DetectedChatFormat } from './engine/chat.js';
 export { ModelClosedError, RequestError } from './engine/generate.js';
-export type { FinishReason, GenerateChunk, GenerateOptions, GenerationResult, RequestStats } from './engine/generate.js';
+export type { FinishReason, GenerateChunk, GenerateOptions, GenerationResult, KvState, RequestStats } from './engine/generate.js';
 export { ContextOverflowError } from './model/kv-cache.js';
 export { Tokenizer, TokenizerError } from './tokenizer/index.js';
 
@@ -99,6 +99,8 @@ export interface ModelStats {
   reusedTokens: number;
   generatedTokens: number;
   last: RequestStats | undefined;
+  /** The KV pool as the last request ended (undefined before one has): sequences it holds and blocks in use. */
+  kv: KvState | undefined;
 }
 
 export interface TokenizeOptions {
@@ -285,7 +287,7 @@ export class Model {
   private readonly jobs = new Map<number, Job>();
   private nextId = 1;
   private closedError: Error | undefined;
-  private readonly totals: ModelStats = { requests: 0, evaluatedTokens: 0, reusedTokens: 0, generatedTokens: 0, last: undefined };
+  private readonly totals: ModelStats = { requests: 0, evaluatedTokens: 0, reusedTokens: 0, generatedTokens: 0, last: undefined, kv: undefined };
 
   /** Use loadModel(). */
   constructor(private readonly worker: Worker, info: ModelInfo, tokenizer: Tokenizer) {
@@ -302,7 +304,7 @@ export class Model {
   }
 
   get stats(): ModelStats {
-    return { ...this.totals, last: this.totals.last && { ...this.totals.last } };
+    return { ...this.totals, last: this.totals.last && { ...this.totals.last }, kv: this.totals.kv && { ...this.totals.kv } };
   }
 
   tokenize(text: string, options: TokenizeOptions = {}): number[] {
@@ -461,6 +463,7 @@ export class Model {
     else {
       this.jobs.delete(msg.id);
       if (this.jobs.size === 0) this.worker.unref();
+      if (msg.kv) this.totals.kv = msg.kv;
       if (msg.type === 'done') {
         const t = this.totals;
         t.requests++;

@@ -299,8 +299,19 @@ export type WorkerReply =
   | { type: 'token'; id: number; token: number; last: boolean; logprobs?: TokenLogprobs }
   /** logits: [count, nVocab], rows for tokens start .. start+count-1 of the request. */
   | { type: 'logits'; id: number; start: number; count: number; logits: Float32Array }
-  | { type: 'done'; id: number; stats: RequestStats }
-  | { type: 'error'; id: number; error: SerializedError };
+  | { type: 'done'; id: number; stats: RequestStats; kv?: KvState }
+  | { type: 'error'; id: number; error: SerializedError; kv?: KvState };
+
+/** The sequence-state pool as a request ends (after its sequence was parked or freed). */
+export interface KvState {
+  /** Sequences the pool holds: running, parked for prefix reuse. */
+  sequences: number;
+  /** Of them, finished ones kept for prefix reuse. */
+  cachedSequences: number;
+  /** KV blocks in use, and the most the pool may hold. */
+  blocksUsed: number;
+  blocksMax: number;
+}
 
 export interface SerializedError {
   name: string;

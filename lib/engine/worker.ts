@@ -127,8 +127,10 @@ function load(): Engine {
         const entry = live.get(id);
         live.delete(id);
         if (entry?.profile) profiling--;
-        if (error) post({ type: 'error', id, error: serializeError(error) });
-        else post({ type: 'done', id, stats: requestStats(s, entry?.profile, model.native !== null) });
+        const ps = pool.stats();
+        const kv = { sequences: ps.sequences, cachedSequences: scheduler.cached.sequences, blocksUsed: ps.blocksUsed, blocksMax: ps.blocksMax };
+        if (error) post({ type: 'error', id, error: serializeError(error), kv });
+        else post({ type: 'done', id, stats: requestStats(s, entry?.profile, model.native !== null), kv });
       };
       if (inStep) pendingDone.push(send);
       else send();

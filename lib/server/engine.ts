@@ -56,6 +56,8 @@ export interface EngineStats {
   evaluatedTokens: number;
   /** Prompt tokens served from the KV cache instead. */
   reusedTokens: number;
+  /** The KV pool as the last request ended: sequences held (running + cached for prefix reuse), blocks in use. */
+  kv?: { sequences: number; cachedSequences: number; blocksUsed: number };
 }
 
 export interface ServerEngine {
@@ -132,7 +134,7 @@ export class ModelEngine implements ServerEngine {
 
   stats(): EngineStats {
     const s = this.model.stats;
-    return { evaluatedTokens: s.evaluatedTokens, reusedTokens: s.reusedTokens };
+    return { evaluatedTokens: s.evaluatedTokens, reusedTokens: s.reusedTokens, ...(s.kv && { kv: s.kv }) };
   }
 
   close(): Promise<void> {

@@ -162,6 +162,9 @@ export function createServer(options: ServerOptions): BitllmServer {
     ['bitllm_requests_waiting', 'Sequences waiting in the server queue.', () => admission.waitingCount],
     ['bitllm_engine_evaluated_prompt_tokens', 'Prompt tokens the engine ran through the model (since load).', () => engine?.stats().evaluatedTokens ?? 0],
     ['bitllm_engine_reused_prompt_tokens', 'Prompt tokens the engine served from its KV cache (since load).', () => engine?.stats().reusedTokens ?? 0],
+    ['bitllm_kv_sequences', 'Sequences the KV pool holds (running + cached for prefix reuse), as of the last request end.', () => engine?.stats().kv?.sequences ?? 0],
+    ['bitllm_kv_cached_sequences', 'Finished sequences kept for prefix reuse, as of the last request end.', () => engine?.stats().kv?.cachedSequences ?? 0],
+    ['bitllm_kv_blocks_used', 'KV blocks in use, as of the last request end.', () => engine?.stats().kv?.blocksUsed ?? 0],
     ['bitllm_ready', '1 when /ready answers 200.', () => (readiness() === undefined ? 1 : 0)],
   ]);
 

@@ -1,0 +1,118 @@
+// The soak of issue 11, bounded and on loopback: `bitllm serve` as a user runs it (its own process, so its RSS
+// is its own), 1,000 mixed requests (chat and completions, streamed and not, n = 1 and 2, 10 % aborted after
+// their first chunk) from 8 concurrent clients. Then: no errors, no sequence left in the KV pool beyond the
+// prefix cache (bitllm_kv_sequences == bitllm_kv_cached_sequences), counters that add up. The server's RSS is
+// printed, not yet checked: it grows ~20-30 KB per request with the pool's sequences and blocks flat (a finding
+// of issue 11 still open: 99.5 MiB after the warm-up, 127.8 MiB after 900 more requests), so the issue's
+// "RSS within 5 % after idle" does not hold yet.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+import { afterAll, describe, expect, it } from 'vitest';
+
+import { collectSse, dataChunks, parseMetrics, post, readSse, sleep, waitFor } from './server-helpers.js';
+
+const MAIN = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+const MODEL = fileURLToPath(new URL('../models/tiny-b158-i2_s.gguf', import.meta.url));
+const LONG = { prompt: 'Once upon a time', max_tokens: 1500, ignore_eos: true, temperature: 0, stream: true };
+
+let child: ChildProcess | undefined;
+afterAll(() => {
+  if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+});
+
+function serve(): Promise<string> {
+  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build with \`npx tsc -p tsconfig.json\` first`);
+  child = spawn(process.execPath, [MAIN, 'serve', MODEL, '--port', '0', '-t', '1', '--parallel', '4', '--max-queue', '64', '--ctx', '2048'],
+    { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  return new Promise((resolve, reject) => {
+    child!.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      err += d;
+      const port = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(err)?.[1];
+      if (port && err.includes('ready:')) resolve(`http://127.0.0.1:${port}`);
+    });
+    child!.on('exit', (code) => reject(new Error(`serve exited (${code}) before it was ready: ${err}`)));
+  });
+}
+
+/** The server process's resident set (kB), from /proc. */
+function rssKb(): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child!.pid}/status`, 'utf8'));
+  if (!m) throw new Error('no VmRSS in /proc/PID/status');
+  return Number(m[1]);
+}
+
+describe('soak (bounded, loopback)', () => {
+  it('1,000 mixed requests at concurrency 8, 10 % aborted: 0 errors, 0 leaked sequences, counters add up', async () => {
+    const base = await serve();
+    const metrics = async () => parseMetrics(await (await fetch(`${base}/metrics`)).text());
+    let completion = 0;
+    let aborted = 0;
+    const errors: string[] = [];
+    const one = async (i: number) => {
+      if (i % 10 === 3) {
+        const ac = new AbortController();
+        const res = await post(base, '/v1/completions', LONG, { signal: ac.signal });
+        if (res.status !== 200) return void errors.push(`request ${i}: ${res.status}`);
+        const first = await readSse(res).next();
+        if (first.done || first.value.kind !== 'data') errors.push(`request ${i}: no first chunk`);
+        ac.abort();
+        aborted++;
+        return;
+      }
+      const chat = i % 2 === 0;
+      const stream = i % 3 === 0;
+      const n = i % 7 === 0 ? 2 : 1;
+      const common = { max_tokens: 4 + (i % 13), seed: i, n, stream, ...(stream && { stream_options: { include_usage: true } }) };
+      const body = chat ? { messages: [{ role: 'user', content: `Story number ${i}` }], ...common } : { prompt: `Once upon a time ${i}`, ...common };
+      const res = await post(base, chat ? '/v1/chat/completions' : '/v1/completions', body);
+      if (res.status !== 200) return void errors.push(`request ${i}: ${res.status} ${await res.text()}`);
+      if (stream) {
+        const chunks = dataChunks(await collectSse(res));
+        const usage = chunks[chunks.length - 1]!.usage;
+        if (!usage) errors.push(`request ${i}: no usage chunk`);
+        else completion += usage.completion_tokens;
+        if (chunks.filter((c) => c.choices[0]?.finish_reason != null).length !== n) errors.push(`request ${i}: wrong finish chunk count`);
+      } else completion += (await res.json()).usage.completion_tokens;
+    };
+    const run = async (from: number, to: number) => {
+      let next = from;
+      await Promise.all(Array.from({ length: 8 }, async () => {
+        while (next < to) await one(next++);
+      }));
+    };
+    const idle = async () => {
+      await waitFor(async () => {
+        const m = await metrics();
+        return m.get('bitllm_requests_running') === 0 && m.get('bitllm_requests_waiting') === 0;
+      }, 10_000, 'the server to be idle');
+      await sleep(1500); // the worker ends aborted sequences at its next step; allocators settle
+    };
+
+    // Warm-up: every kind of request once, the prefix cache full, then the reference RSS.
+    await run(0, 100);
+    await idle();
+    const m0 = await metrics();
+    const warmCompletion = completion;
+    const rss0 = rssKb();
+    await run(100, 1000);
+    await idle();
+    const m1 = await metrics();
+    const rss1 = rssKb();
+
+    expect(errors).toEqual([]);
+    const d = (k: string) => m1.get(k)! - (m0.get(k) ?? 0);
+    // Counters add up over the 900 measured requests (the warm-up's are in m0).
+    const warmAborted = 10;
+    expect(d('bitllm_sequences_finished_total{finish_reason="abort"}')).toBe(aborted - warmAborted);
+    expect(d('bitllm_sequences_finished_total{finish_reason="error"}')).toBe(0);
+    expect(d('bitllm_generation_tokens_total')).toBe(completion - warmCompletion);
+    // No sequence leaked: what the pool holds is exactly the prefix cache (at most --parallel of them).
+    expect(m1.get('bitllm_kv_sequences')).toBe(m1.get('bitllm_kv_cached_sequences'));
+    expect(m1.get('bitllm_kv_cached_sequences')).toBeLessThanOrEqual(4);
+    expect(m1.get('bitllm_kv_blocks_used')).toBeGreaterThan(0);
+    console.log(`soak: 1,000 requests (${aborted} aborted), RSS after warm-up ${(rss0 / 1024).toFixed(1)} MiB, after idle ${(rss1 / 1024).toFixed(1)} MiB`);
+  }, 300_000);
+});
