@@ -310,6 +310,8 @@ export interface KvState {
   cachedSequences: number;
   /** KV blocks in use, and the most the pool may hold. */
   blocksUsed: number;
+  /** Freed blocks whose memory is kept for reuse while the model is busy (released when it goes idle). */
+  blocksFree: number;
   blocksMax: number;
 }
 

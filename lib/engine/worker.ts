@@ -128,7 +128,10 @@ function load(): Engine {
         live.delete(id);
         if (entry?.profile) profiling--;
         const ps = pool.stats();
-        const kv = { sequences: ps.sequences, cachedSequences: scheduler.cached.sequences, blocksUsed: ps.blocksUsed, blocksMax: ps.blocksMax };
+        const kv = {
+          sequences: ps.sequences, cachedSequences: scheduler.cached.sequences, blocksUsed: ps.blocksUsed, blocksFree: ps.blocksCached,
+          blocksMax: ps.blocksMax,
+        };
         if (error) post({ type: 'error', id, error: serializeError(error), kv });
         else post({ type: 'done', id, stats: requestStats(s, entry?.profile, model.native !== null), kv });
       };
@@ -202,7 +205,11 @@ if (engine) {
     scheduled = false;
     for (;;) {
       for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) onRequest(m.message as WorkerRequest);
-      if (scheduler.idle) return;
+      if (scheduler.idle) {
+        // Idle: give the memory of freed KV blocks back (busy, they are kept for reuse).
+        engine!.pool.trim();
+        return;
+      }
       runStep();
     }
   };

@@ -165,6 +165,8 @@ export function createServer(options: ServerOptions): BitllmServer {
     ['bitllm_kv_sequences', 'Sequences the KV pool holds (running + cached for prefix reuse), as of the last request end.', () => engine?.stats().kv?.sequences ?? 0],
     ['bitllm_kv_cached_sequences', 'Finished sequences kept for prefix reuse, as of the last request end.', () => engine?.stats().kv?.cachedSequences ?? 0],
     ['bitllm_kv_blocks_used', 'KV blocks in use, as of the last request end.', () => engine?.stats().kv?.blocksUsed ?? 0],
+    ['process_resident_memory_bytes', 'Resident memory of the server process.', () => process.memoryUsage.rss()],
+    ['nodejs_heap_used_bytes', 'V8 heap in use on the server thread (the model worker has its own heap).', () => process.memoryUsage().heapUsed],
     ['bitllm_ready', '1 when /ready answers 200.', () => (readiness() === undefined ? 1 : 0)],
   ]);
 

@@ -5,6 +5,10 @@
 #include <cstring>
 #include <new>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 namespace bitllm {
 
 namespace {
@@ -164,10 +168,16 @@ uint8_t* KvPool::block_of(int32_t id, int64_t pos) const {
 }
 
 void KvPool::trim() {
+  bool freed = false;
   for (int32_t b : free_) {
+    freed |= mem_[b] != nullptr;
     std::free(mem_[b]);
     mem_[b] = nullptr;
   }
+#if defined(__GLIBC__)
+  // Blocks are below glibc's mmap threshold: free() keeps their pages in the heap. Hand them back to the system.
+  if (freed) malloc_trim(0);
+#endif
 }
 
 KvPool::Stats KvPool::stats() const {
