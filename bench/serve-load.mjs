@@ -4,10 +4,13 @@
 //   - per concurrency C (--concurrency 1,2,4,8,16): C clients, each running --requests requests back to back;
 //     aggregate generated tok/s over the wall time, and TTFT / inter-token-latency percentiles (p50, p90, p99);
 //   - with --long N: the "long prompt" scenario: 4 streams decode steadily, then one N-token prompt arrives;
-//     the running streams' p99 inter-token gap while it is prefilled vs their steady gap.
+//     the running streams' p99 inter-token gap while it is prefilled vs their steady gap, and the issue's bound:
+//     2 x the steady p50 gap + one step budget (a solo prefill of the step's prompt budget, 64 tokens);
+//   - with --behind N: a short (-p) prompt queued behind three N-token prompts: its TTFT vs its solo TTFT, and
+//     the bound solo TTFT + one chunk (a solo 128-token prefill) per waiting prompt.
 //
 //   npm run build && node bench/serve-load.mjs [MODEL] [--parallel 8] [-t 2] [--concurrency 1,2,4,8,16]
-//        [--requests 2] [-p 64] [-n 32] [--long 2048] [--ctx 4096]
+//        [--requests 2] [-p 64] [-n 32] [--long 2048] [--behind 2048] [--ctx 4096]
 // (default MODEL: the synthetic 2B-4T TQ2_0 file of bench/families.mjs)
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -28,7 +31,8 @@ const perClient = Number(val('--requests', '2'));
 const p = Number(val('-p', '64'));
 const n = Number(val('-n', '32'));
 const longN = Number(val('--long', '0'));
-const ctx = Number(val('--ctx', String(Math.max(4096, longN + n + 64))));
+const behindN = Number(val('--behind', '0'));
+const ctx = Number(val('--ctx', String(Math.max(4096, longN + n + 64, behindN + 64))));
 if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`);
 if (!existsSync(file)) throw new Error(`${file} is missing (node bench/families.mjs --only b158 makes it)`);
 
@@ -85,6 +89,16 @@ const pct = (xs, q) => {
   return Math.round(s[Math.min(s.length - 1, Math.floor(q * s.length))] * 10) / 10;
 };
 const gaps = (times) => times.slice(1).map((t, i) => t - times[i]);
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+/** Median solo TTFT (ms) of a `len`-token prompt, one token generated, the server otherwise idle. */
+async function soloTtft(len, reps = 3) {
+  const out = [];
+  for (let r = 0; r < reps; r++) {
+    const s = await stream(prompt(len), 1);
+    out.push(s.times[0] - s.t0);
+  }
+  return median(out);
+}
 
 try {
   await stream(prompt(8), 4); // warm-up
@@ -104,6 +118,7 @@ try {
       itl_ms: { p50: pct(itl, 0.5), p90: pct(itl, 0.9), p99: pct(itl, 0.99) } }));
   }
   if (longN > 0) {
+    const budgetMs = await soloTtft(64);
     // 4 steady streams; once they run, one long prompt arrives. Compare their gaps before it and while it prefills.
     const runners = Array.from({ length: 4 }, () => stream(prompt(16), 4 * n));
     await new Promise((res) => setTimeout(res, 1500));
@@ -114,7 +129,22 @@ try {
     const steady = rs.flatMap((r) => gaps(r.times.filter((t) => t < tLong)));
     const during = rs.flatMap((r) => gaps(r.times.filter((t) => t >= tLong && t <= tFirst)));
     console.log(JSON.stringify({ scenario: 'long prompt', long_tokens: longN, long_ttft_ms: Math.round(tFirst - long.t0),
-      steady_itl_ms: { p50: pct(steady, 0.5), p99: pct(steady, 0.99) }, during_itl_ms: { p50: pct(during, 0.5), p99: pct(during, 0.99) } }));
+      steady_itl_ms: { p50: pct(steady, 0.5), p99: pct(steady, 0.99) }, during_itl_ms: { p50: pct(during, 0.5), p99: pct(during, 0.99) },
+      bound_ms: Math.round(2 * pct(steady, 0.5) + budgetMs), step_budget_ms: Math.round(budgetMs),
+      within: during.length > 0 ? pct(during, 0.99) <= 2 * pct(steady, 0.5) + budgetMs : null }));
+  }
+  if (behindN > 0) {
+    const solo = await soloTtft(p);
+    const chunkMs = await soloTtft(128);
+    const longs = Array.from({ length: 3 }, () => stream(prompt(behindN), 1));
+    await new Promise((res) => setTimeout(res, 50)); // the three arrive first
+    const short = await stream(prompt(p), 1);
+    const ttft = short.times[0] - short.t0;
+    const ls = await Promise.all(longs);
+    const bound = solo + 3 * chunkMs;
+    console.log(JSON.stringify({ scenario: 'short behind three long', long_tokens: behindN, short_tokens: p, short_ttft_ms: Math.round(ttft),
+      solo_ttft_ms: Math.round(solo), chunk_ms: Math.round(chunkMs), bound_ms: Math.round(bound), within: ttft <= bound,
+      long_ttft_ms: ls.map((l) => Math.round(l.times[0] - l.t0)) }));
   }
 } finally {
   server.kill('SIGTERM');
