@@ -1,6 +1,7 @@
 // The public generation API. The main thread owns the tokenizer, the text streams and the promises; one
 // worker thread per loaded model (engine/worker.ts) owns the kernels, the weights and the KV cache, so
-// compute never blocks the event loop. Requests to a model run one at a time, in order.
+// compute never blocks the event loop. Concurrent requests to a model run together (continuous batching in
+// the worker's step scheduler); contexts hand out held sequences whose KV lives between requests.
 import { existsSync, statSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
@@ -246,6 +247,8 @@ class MessageQueue<T> {
 type TokenMessage = Extract<WorkerReply, { type: 'token' }>;
 type LogitsMessage = Extract<WorkerReply, { type: 'logits' }>;
 
+type JobRequest = Extract<WorkerRequest, { type: 'generate' | 'evaluate' }>;
+
 class Job {
   state: 'running' | 'finished' = 'running';
   readonly events = new MessageQueue<TokenMessage | LogitsMessage>();
@@ -253,7 +256,7 @@ class Job {
   resolve!: (s: RequestStats) => void;
   reject!: (e: unknown) => void;
 
-  constructor(readonly request: WorkerRequest) {
+  constructor(readonly request: JobRequest) {
     this.done = new Promise<RequestStats>((resolve, reject) => {
       this.resolve = resolve;
       this.reject = reject;
@@ -288,6 +291,24 @@ export class Model {
   private nextId = 1;
   private closedError: Error | undefined;
   private readonly totals: ModelStats = { requests: 0, evaluatedTokens: 0, reusedTokens: 0, generatedTokens: 0, last: undefined, kv: undefined };
+  /** Sequences reserved by live contexts (chats included): at most info.sequences. */
+  private reservedSequences = 0;
+  private nextSequenceKey = 1;
+  /** What contexts and sequences reach of this model. */
+  private readonly host: SequenceHost = {
+    model: this,
+    hold: (key) => this.worker.postMessage({ type: 'hold', key } satisfies WorkerRequest),
+    release: (key) => {
+      if (!this.closed) this.worker.postMessage({ type: 'release', key } satisfies WorkerRequest);
+    },
+    unreserve: (n) => {
+      this.reservedSequences -= n;
+    },
+    newKey: () => this.nextSequenceKey++,
+    stream: (tokens, opts, what, session) => this.stream(tokens, opts, what, session),
+    evaluate: (tokens, signal, session) => this.evaluateTokens(tokens, signal, session),
+    assertOpen: (what) => this.assertOpen(what),
+  };
 
   /** Use loadModel(). */
   constructor(private readonly worker: Worker, info: ModelInfo, tokenizer: Tokenizer) {
@@ -339,18 +360,54 @@ export class Model {
     return yield* this.stream(ids, validated, 'generate');
   }
 
-  /** A chat session; its turns reuse the cached conversation prefix. */
-  createChat(options: ChatOptions = {}): Chat {
+  /**
+   * Reserves `options.sequences` (default 1) of the model's sequences for the context's held sequences
+   * (getSequence): their KV outlives each request, so every turn computes only its new tokens, and it is never
+   * evicted. Contexts (chats included) may reserve at most loadModel's `sequences` in all; dispose() gives them
+   * back (so does garbage collection of an unreachable context). Plain generate() calls keep running beside them,
+   * in the KV the held sequences leave free.
+   */
+  createContext(options: ContextOptions = {}): Context {
+    this.assertOpen('createContext');
+    if (typeof options !== 'object' || options === null) throw new RequestError('createContext: options must be an object');
+    for (const key of Object.keys(options)) if (key !== 'sequences') throw new RequestError(`createContext: unknown option '${key}'`);
+    const { sequences = 1 } = options;
+    if (!(Number.isInteger(sequences) && sequences >= 1))
+      throw new RequestError(`createContext: options.sequences must be an integer >= 1, got ${String(sequences)}`);
+    const free = this.info.sequences - this.reservedSequences;
+    if (sequences > free)
+      throw new RequestError(`createContext: ${sequences} sequence(s) asked, but ${this.reservedSequences} of the model's ${this.info.sequences} `
+        + `are reserved by other contexts or chats (${free} free): dispose contexts or chats that are done, or load the model with more sequences`);
+    this.reservedSequences += sequences;
+    return new Context(this.host, sequences);
+  }
+
+  /**
+   * A chat session. It owns a held sequence (options.sequence, or one from a new one-sequence context), so each
+   * turn computes only its new tokens; dispose() frees it.
+   */
+  createChat(options: CreateChatOptions = {}): Chat {
     this.assertOpen('createChat');
     if (typeof options !== 'object' || options === null) throw new RequestError('createChat: options must be an object');
-    const { system, format } = options;
+    const { system, format, sequence } = options;
     if (system !== undefined && typeof system !== 'string') throw new RequestError('createChat: options.system must be a string');
     if (format !== undefined && !CHAT_FORMATS.includes(format))
       throw new RequestError(`createChat: options.format must be one of ${CHAT_FORMATS.join(', ')}, got '${String(format)}'`);
+    if (sequence !== undefined && !(sequence instanceof Sequence && sequence.context.model === this))
+      throw new RequestError('createChat: options.sequence must be a Sequence of this model (model.createContext().getSequence())');
+    if (sequence?.disposed) throw new RequestError('createChat: options.sequence is disposed');
     const name: ChatFormatName = format ?? this.info.chatFormat.name;
+    let seq = sequence;
+    let ownContext: Context | undefined;
+    if (!seq) {
+      ownContext = this.createContext({ sequences: 1 });
+      seq = ownContext.getSequence();
+    }
+    const owned = seq;
     const backend = {
       tokenizer: this.tokenizer,
-      generate: (tokens: number[], o: ValidatedGenerateOptions) => this.stream(tokens, o, 'chat'),
+      generate: (tokens: number[], o: ValidatedGenerateOptions) => owned.runTokens(tokens, o, 'chat'),
+      dispose: () => (ownContext ? ownContext.dispose() : owned.dispose()),
     };
     return new Chat(backend, chatTemplate(name, templateTokens(this.tokenizer, name)), system);
   }
@@ -364,21 +421,7 @@ export class Model {
     const ids = validatePromptIds(tokens, this.tokenizer.vocabSize, 'evaluate').slice();
     if (ids.length > this.info.contextSize)
       throw new ContextOverflowError(`evaluate: ${ids.length} tokens exceed contextSize ${this.info.contextSize}`);
-    if (opts.signal?.aborted) return idleStats(ids.length, 'abort');
-    const job = this.submit({ type: 'evaluate', id: this.nextId++, tokens: ids });
-    const onAbort = () => this.stop(job);
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
-    try {
-      for (;;) {
-        const ev = await job.events.next();
-        if (ev.done || opts.signal?.aborted) break;
-        if (ev.value.type === 'logits') yield { start: ev.value.start, count: ev.value.count, logits: ev.value.logits };
-      }
-      return await job.done;
-    } finally {
-      opts.signal?.removeEventListener('abort', onAbort);
-      if (job.state !== 'finished') this.stop(job);
-    }
+    return yield* this.evaluateTokens(ids, opts.signal, undefined);
   }
 
   /** Stops the worker; pending and later requests reject with ModelClosedError. */
@@ -390,8 +433,27 @@ export class Model {
 
   // ------------------------------------------------------------ internals
 
-  /** The generation loop shared by generate() and chats: queue a request, turn its tokens into text chunks. */
-  private async *stream(tokens: number[], opts: ValidatedGenerateOptions, what: string): AsyncGenerator<GenerateChunk, GenerationResult, undefined> {
+  /** evaluate() of checked tokens, on a held sequence or from an empty one. */
+  private async *evaluateTokens(ids: number[], signal: AbortSignal | undefined, session: number | undefined): AsyncGenerator<LogitsChunk, RequestStats, undefined> {
+    if (signal?.aborted) return idleStats(ids.length, 'abort');
+    const job = this.submit({ type: 'evaluate', id: this.nextId++, tokens: ids, ...(session !== undefined && { session }) });
+    const onAbort = () => this.stop(job);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      for (;;) {
+        const ev = await job.events.next();
+        if (ev.done || signal?.aborted) break;
+        if (ev.value.type === 'logits') yield { start: ev.value.start, count: ev.value.count, logits: ev.value.logits };
+      }
+      return await job.done;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      if (job.state !== 'finished') this.stop(job);
+    }
+  }
+
+  /** The generation loop shared by generate(), sequences and chats: queue a request, turn its tokens into text chunks. */
+  private async *stream(tokens: number[], opts: ValidatedGenerateOptions, what: string, session?: number): AsyncGenerator<GenerateChunk, GenerationResult, undefined> {
     this.assertOpen(what);
     const maxTokens = fitContext(tokens.length, opts.maxTokens, this.info.contextSize, what);
     if (opts.signal?.aborted) return { tokens: [], text: '', finishReason: 'abort', stats: idleStats(tokens.length, 'abort') };
@@ -402,6 +464,7 @@ export class Model {
       profile: opts.profile,
       vocabSize: this.tokenizer.vocabSize,
       ...(opts.logprobs !== undefined && { logprobs: opts.logprobs }),
+      ...(session !== undefined && { session }),
     });
     const onAbort = () => this.stop(job);
     opts.signal?.addEventListener('abort', onAbort, { once: true });
@@ -442,7 +505,7 @@ export class Model {
     if (this.closedError) throw new ModelClosedError(`${what}: ${this.closedError.message}`);
   }
 
-  private submit(request: WorkerRequest): Job {
+  private submit(request: JobRequest): Job {
     const job = new Job(request);
     this.jobs.set(request.id, job);
     this.worker.postMessage(request);
@@ -482,5 +545,252 @@ export class Model {
     for (const job of this.jobs.values()) job.fail(err);
     this.jobs.clear();
     this.worker.unref();
+  }
+}
+
+// ---------------------------------------------------------------- contexts and held sequences
+
+export interface ContextOptions {
+  /** Held sequences the context may hand out at once (default 1), reserved out of loadModel's `sequences`. */
+  sequences?: number;
+}
+
+export interface CreateChatOptions extends ChatOptions {
+  /** The held sequence the chat runs on (the chat owns it from now on: chat.dispose() disposes it). */
+  sequence?: Sequence;
+}
+
+/** What contexts and sequences need of their model (Model.host). */
+interface SequenceHost {
+  readonly model: Model;
+  hold(key: number): void;
+  release(key: number): void;
+  unreserve(n: number): void;
+  newKey(): number;
+  stream(tokens: number[], opts: ValidatedGenerateOptions, what: string, session: number): AsyncGenerator<GenerateChunk, GenerationResult, undefined>;
+  evaluate(tokens: number[], signal: AbortSignal | undefined, session: number): AsyncGenerator<LogitsChunk, RequestStats, undefined>;
+  assertOpen(what: string): void;
+}
+
+/** A held sequence's bookkeeping, kept apart from the Sequence object so that a finalizer can free it. */
+interface HeldState {
+  key: number;
+  released: boolean;
+}
+
+/** Context bookkeeping a finalizer can act on: its model, its reservation and its live sequences. */
+interface ContextState {
+  host: SequenceHost;
+  reserved: number;
+  disposed: boolean;
+  live: Set<HeldState>;
+}
+
+function releaseHeld(ctx: ContextState, state: HeldState): void {
+  if (state.released) return;
+  state.released = true;
+  ctx.live.delete(state);
+  ctx.host.release(state.key);
+}
+
+function disposeContext(ctx: ContextState): void {
+  if (ctx.disposed) return;
+  ctx.disposed = true;
+  for (const state of [...ctx.live]) releaseHeld(ctx, state);
+  ctx.host.unreserve(ctx.reserved);
+}
+
+// Sequences and contexts dropped without dispose() give their KV and reservation back when collected.
+const sequenceFinalizer = new FinalizationRegistry<{ ctx: ContextState; state: HeldState }>(({ ctx, state }) => releaseHeld(ctx, state));
+const contextFinalizer = new FinalizationRegistry<ContextState>((ctx) => disposeContext(ctx));
+
+/**
+ * A share of a model's sequences (Model.createContext): getSequence() hands out held sequences, up to
+ * `sequences` at once; a disposed sequence's place can be taken again.
+ */
+export class Context {
+  readonly sequences: number;
+  private readonly state: ContextState;
+
+  /** Use Model.createContext(). */
+  constructor(host: SequenceHost, sequences: number) {
+    this.sequences = sequences;
+    this.state = { host, reserved: sequences, disposed: false, live: new Set() };
+    contextFinalizer.register(this, this.state, this);
+  }
+
+  get model(): Model {
+    return this.state.host.model;
+  }
+
+  get disposed(): boolean {
+    return this.state.disposed;
+  }
+
+  /** Sequences getSequence() can still hand out. */
+  get sequencesLeft(): number {
+    return this.state.disposed ? 0 : this.sequences - this.state.live.size;
+  }
+
+  /** A new, empty held sequence. Throws RequestError when the context's sequences are all in use. */
+  getSequence(): Sequence {
+    this.state.host.assertOpen('getSequence');
+    if (this.state.disposed) throw new RequestError('getSequence: the context is disposed');
+    if (this.state.live.size >= this.sequences)
+      throw new RequestError(`getSequence: all ${this.sequences} sequence(s) of this context are in use; dispose one or create the context with more`);
+    const held: HeldState = { key: this.state.host.newKey(), released: false };
+    this.state.host.hold(held.key);
+    this.state.live.add(held);
+    return new Sequence(this, this.state, held);
+  }
+
+  /** Disposes every sequence of the context and gives its reservation back to the model. */
+  dispose(): void {
+    contextFinalizer.unregister(this);
+    disposeContext(this.state);
+  }
+}
+
+/**
+ * A held sequence: the tokens it has been given and has sampled (`tokens`) stay in the model's KV between
+ * requests, so generate() and evaluate() append to it and compute only what is new. truncate() rewinds it
+ * (the KV past the kept tokens is dropped at its next request). One request at a time.
+ */
+export class Sequence {
+  readonly context: Context;
+  private history: number[] = [];
+  private busy = false;
+
+  /** Use Context.getSequence(). */
+  constructor(context: Context, private readonly ctx: ContextState, private readonly held: HeldState) {
+    this.context = context;
+    sequenceFinalizer.register(this, { ctx, state: held }, this);
+  }
+
+  get disposed(): boolean {
+    return this.held.released;
+  }
+
+  /** Everything the sequence holds: prompts given and tokens sampled, in order. */
+  get tokens(): number[] {
+    return this.history.slice();
+  }
+
+  get length(): number {
+    return this.history.length;
+  }
+
+  /** Tokens the sequence may hold in all (the model's contextSize). */
+  get contextSize(): number {
+    return this.context.model.info.contextSize;
+  }
+
+  /**
+   * Appends `prompt` (text is tokenized with the model's BOS rule when the sequence is empty, without BOS after)
+   * and streams tokens sampled after everything the sequence holds. An empty prompt continues from the tokens
+   * held. The sampled tokens are appended as they are yielded (up to where the consumer stopped).
+   */
+  async *generate(prompt: string | readonly number[], opts?: GenerateOptions): AsyncGenerator<GenerateChunk, GenerationResult, undefined> {
+    const what = 'sequence.generate';
+    this.check(what);
+    const model = this.context.model;
+    const validated = validateGenerateOptions(opts, model.tokenizer.vocabSize, what);
+    let ids: number[];
+    if (typeof prompt === 'string') ids = prompt === '' ? [] : model.tokenizer.encode(prompt, this.history.length > 0 ? { addBos: false } : {});
+    else if (Array.isArray(prompt)) ids = prompt.length === 0 ? [] : validatePromptIds(prompt, model.tokenizer.vocabSize, what).slice();
+    else throw new RequestError(`${what}: prompt must be a string or an array of token ids`);
+    if (ids.length === 0 && this.history.length === 0) throw new RequestError(`${what}: prompt is empty and the sequence holds no tokens`);
+    return yield* this.runTokens([...this.history, ...ids], validated, what);
+  }
+
+  /**
+   * Appends `tokens` and streams the logits after each of them (`start` counts from the beginning of the
+   * sequence, so the first chunk starts at the length it had). The return value is the request's stats.
+   */
+  async *evaluate(tokens: readonly number[], opts: { signal?: AbortSignal } = {}): AsyncGenerator<LogitsChunk, RequestStats, undefined> {
+    const what = 'sequence.evaluate';
+    this.check(what);
+    const model = this.context.model;
+    const ids = validatePromptIds(tokens, model.tokenizer.vocabSize, what);
+    const full = [...this.history, ...ids];
+    if (full.length > this.contextSize)
+      throw new ContextOverflowError(`${what}: the sequence holds ${this.history.length} tokens; + ${ids.length} = ${full.length} exceed contextSize ${this.contextSize}`);
+    const from = this.history.length;
+    this.busy = true;
+    let reached = from;
+    let failed = false;
+    try {
+      const it = this.ctx.host.evaluate(full, opts.signal, this.held.key);
+      for (;;) {
+        const r = await it.next();
+        if (r.done) return r.value;
+        const c = r.value;
+        const end = c.start + c.count;
+        if (end <= from) continue;
+        reached = end;
+        if (c.start >= from) yield c;
+        else {
+          const skip = from - c.start;
+          const width = c.logits.length / c.count;
+          yield { start: from, count: c.count - skip, logits: c.logits.subarray(skip * width) };
+        }
+      }
+    } catch (err) {
+      failed = true;
+      throw err;
+    } finally {
+      this.busy = false;
+      // What the model computed is kept (an abort keeps the rows reported so far).
+      if (!failed) this.history = full.slice(0, reached);
+    }
+  }
+
+  /** Keeps the first `length` tokens (the KV past them is dropped at the next request). */
+  truncate(length: number): void {
+    this.check('sequence.truncate');
+    if (!(Number.isInteger(length) && length >= 0 && length <= this.history.length))
+      throw new RequestError(`sequence.truncate: length must be an integer in [0, ${this.history.length}], got ${String(length)}`);
+    this.history.length = length;
+  }
+
+  /** Forgets every token. */
+  clear(): void {
+    this.truncate(0);
+  }
+
+  /** Frees the sequence's KV (after its running request, if any) and its place in the context. */
+  dispose(): void {
+    sequenceFinalizer.unregister(this);
+    releaseHeld(this.ctx, this.held);
+  }
+
+  /** @internal Runs `tokens` (the whole sequence as it should be) and records it and what was sampled. */
+  async *runTokens(tokens: number[], opts: ValidatedGenerateOptions, what: string): AsyncGenerator<GenerateChunk, GenerationResult, undefined> {
+    this.check(what);
+    this.busy = true;
+    const sampled: number[] = [];
+    let failed = false;
+    try {
+      const it = this.ctx.host.stream(tokens, opts, what, this.held.key);
+      for (;;) {
+        const r = await it.next();
+        if (r.done) return r.value;
+        sampled.push(r.value.token);
+        yield r.value;
+      }
+    } catch (err) {
+      failed = true;
+      throw err;
+    } finally {
+      this.busy = false;
+      // A failed request leaves the sequence as it was; a finished or abandoned one holds what it got to.
+      if (!failed) this.history = [...tokens, ...sampled];
+    }
+  }
+
+  private check(what: string): void {
+    this.ctx.host.assertOpen(what);
+    if (this.held.released) throw new RequestError(`${what}: the sequence is disposed`);
+    if (this.busy) throw new RequestError(`${what}: the sequence is already running a request; wait for it or abort it`);
   }
 }

@@ -1,14 +1,18 @@
 // The public generation API on the bitnet.cpp golden model (4 layers, vocab 4096, random ternary weights):
 // determinism, limits, stop strings, abort, context overflow, chat KV reuse, event-loop health, errors;
 // chat templates against the llama-bpe / llama-spm vocabularies.
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { spawnSync } from 'node:child_process';
+
 import {
-  ContextOverflowError, type GenerateChunk, type GenerationResult, type Model, ModelClosedError, RequestError, loadModel,
+  ContextOverflowError, type GenerateChunk, type GenerationResult, type Model, ModelClosedError, RequestError, Sequence, loadModel,
 } from '../lib/api.js';
 import { chatFormatFromTemplate, chatTemplate, detectChatFormat, renderChat, templateTokens } from '../lib/engine/chat.js';
 import { TextStream } from '../lib/engine/generate.js';
@@ -350,6 +354,7 @@ describe('generation API', () => {
     expect(s2.evaluatedTokens).toBe(1 + closing + newTokens);
     expect(chat.messages.map((m) => m.role)).toEqual(['system', 'user', 'assistant', 'user', 'assistant']);
     expect(chat.messages[2]!.content).toBe(first);
+    chat.dispose();
   });
 
   it('chat.stream streams the reply and reset() starts over', async () => {
@@ -360,6 +365,9 @@ describe('generation API', () => {
     chat.reset();
     expect(chat.messages).toEqual([]);
     await expect(chat.send('  ')).rejects.toThrow(RequestError);
+    chat.dispose();
+    expect(chat.disposed).toBe(true);
+    await expect(chat.send('Hello')).rejects.toThrow(/disposed/);
   });
 
   it('keeps the event loop responsive while generating (p99 delay < 20 ms)', async () => {
@@ -382,6 +390,187 @@ describe('generation API', () => {
     expect(() => m.createChat()).toThrow(ModelClosedError);
     expect(() => m.tokenize('Hi')).toThrow(ModelClosedError);
     await m.close(); // idempotent
+  });
+});
+
+describe('contexts and held sequences', () => {
+  let model: Model;
+  beforeAll(async () => {
+    model = await loadModel(MODEL, { threads: 1, contextSize: 256, sequences: 3 });
+  });
+  afterAll(async () => {
+    await model.close();
+  });
+
+  /** The logits model.evaluate() gives for `ids` (every row), as one array. */
+  async function allLogits(ids: number[]): Promise<Float32Array[]> {
+    const rows: Float32Array[] = [];
+    for await (const c of model.evaluate(ids)) {
+      const w = c.logits.length / c.count;
+      for (let i = 0; i < c.count; i++) rows.push(c.logits.slice(i * w, (i + 1) * w));
+    }
+    return rows;
+  }
+
+  it('contexts reserve sequences out of the model\'s: more than are free is a RequestError; dispose gives them back', () => {
+    const a = model.createContext({ sequences: 2 });
+    expect(() => model.createContext({ sequences: 2 })).toThrow(/2 sequence\(s\) asked, but 2 of the model's 3 are reserved/);
+    const b = model.createContext();
+    expect(() => model.createChat()).toThrow(RequestError);
+    expect(() => model.createContext({ sequences: 0 })).toThrow(/integer >= 1/);
+    expect(() => model.createContext({ seqs: 1 } as never)).toThrow(/unknown option 'seqs'/);
+    const s1 = a.getSequence();
+    a.getSequence();
+    expect(a.sequencesLeft).toBe(0);
+    expect(() => a.getSequence()).toThrow(/all 2 sequence\(s\) of this context are in use/);
+    s1.dispose();
+    expect(s1.disposed).toBe(true);
+    expect(a.sequencesLeft).toBe(1);
+    a.getSequence();
+    a.dispose();
+    b.dispose();
+    expect(a.disposed).toBe(true);
+    expect(() => a.getSequence()).toThrow(/disposed/);
+    model.createContext({ sequences: 3 }).dispose();
+  });
+
+  it('a sequence continues from its KV: each call computes only its new tokens, with the tokens of a fresh run', async () => {
+    const ctx = model.createContext();
+    const seq = ctx.getSequence();
+    const p1 = randomIds(11, 40);
+    const first = await collect(seq.generate(p1, { maxTokens: 8, temperature: 0 }));
+    expect(first.result.stats.reusedTokens).toBe(0);
+    expect(seq.tokens).toEqual([...p1, ...first.tokens]);
+    const p2 = randomIds(12, 9).slice(1);
+    const second = await collect(seq.generate(p2, { maxTokens: 6, temperature: 0 }));
+    expect(second.result.stats.reusedTokens).toBe(p1.length + 8 - 1); // the last sampled token was never fed
+    expect(second.result.stats.evaluatedTokens).toBe(1 + p2.length);
+    const whole = [...p1, ...first.tokens, ...p2];
+    const fresh = await collect(model.generate(whole, { maxTokens: 6, temperature: 0 }));
+    expect(second.tokens).toEqual(fresh.tokens);
+    // An empty prompt continues from what the sequence holds.
+    const third = await collect(seq.generate([], { maxTokens: 3, temperature: 0 }));
+    expect(third.result.stats.evaluatedTokens).toBe(1);
+    expect(third.tokens).toEqual((await collect(model.generate([...whole, ...second.tokens], { maxTokens: 3, temperature: 0 }))).tokens);
+    expect(seq.length).toBe(whole.length + 6 + 3);
+    ctx.dispose();
+    await expect(collect(seq.generate([5], { maxTokens: 1 }))).rejects.toThrow(/disposed/);
+  });
+
+  it('truncate() rewinds: the kept tokens are reused, the rest recomputed', async () => {
+    const ctx = model.createContext();
+    const seq = ctx.getSequence();
+    const p = randomIds(21, 50);
+    await collect(seq.generate(p, { maxTokens: 4, temperature: 0 }));
+    seq.truncate(30);
+    expect(seq.tokens).toEqual(p.slice(0, 30));
+    const next = await collect(seq.generate([7, 8, 9], { maxTokens: 5, temperature: 0 }));
+    expect(next.result.stats.reusedTokens).toBe(30);
+    expect(next.tokens).toEqual((await collect(model.generate([...p.slice(0, 30), 7, 8, 9], { maxTokens: 5, temperature: 0 }))).tokens);
+    expect(() => seq.truncate(1000)).toThrow(/length must be an integer in \[0, 38\]/);
+    seq.clear();
+    expect(seq.length).toBe(0);
+    await expect(collect(seq.generate([], { maxTokens: 1 }))).rejects.toThrow(/prompt is empty and the sequence holds no tokens/);
+    ctx.dispose();
+  });
+
+  it('sequence.evaluate appends tokens and streams the logits after each new one, equal to a whole evaluate', async () => {
+    const ctx = model.createContext();
+    const seq = ctx.getSequence();
+    const a = randomIds(31, 70);
+    const b = randomIds(32, 150).slice(1);
+    const got: Array<[number, Float32Array]> = [];
+    for (const part of [a, b]) {
+      for await (const c of seq.evaluate(part)) {
+        const w = c.logits.length / c.count;
+        for (let i = 0; i < c.count; i++) got.push([c.start + i, c.logits.slice(i * w, (i + 1) * w)]);
+      }
+    }
+    expect(got.map(([p]) => p)).toEqual(Array.from({ length: a.length + b.length }, (_, i) => i));
+    expect(model.stats.last!.reusedTokens).toBe(a.length); // evaluate samples nothing: all of `a` is in the KV
+    const want = await allLogits([...a, ...b]);
+    got.forEach(([p, row]) => expect(row).toEqual(want[p]));
+    await expect(async () => {
+      for await (const _ of seq.evaluate(randomIds(33, 60))) void _;
+    }).rejects.toThrow(ContextOverflowError);
+    ctx.dispose();
+  });
+
+  it('sequences of one context run concurrently, each with its solo tokens; one request at a time per sequence', async () => {
+    const ctx = model.createContext({ sequences: 2 });
+    const [s1, s2] = [ctx.getSequence(), ctx.getSequence()];
+    const p1 = randomIds(41, 20);
+    const p2 = randomIds(42, 33);
+    const solo = [
+      (await collect(model.generate(p1, { maxTokens: 12, temperature: 0 }))).tokens,
+      (await collect(model.generate(p2, { maxTokens: 12, temperature: 0 }))).tokens,
+    ];
+    const busy = s1.generate(p1, { maxTokens: 12, temperature: 0 });
+    const order: number[] = [];
+    const both = Promise.all([collect(busy, () => order.push(1)), collect(s2.generate(p2, { maxTokens: 12, temperature: 0 }), () => order.push(2))]);
+    await new Promise((r) => setTimeout(r, 0));
+    await expect(collect(s1.generate([3], { maxTokens: 1 }))).rejects.toThrow(/already running a request/);
+    const [r1, r2] = await both;
+    expect([r1.tokens, r2.tokens]).toEqual(solo);
+    expect(order.slice(0, 12)).toContain(2); // interleaved, not one after the other
+    expect(model.stats.kv!.heldSequences).toBe(2);
+    ctx.dispose();
+  });
+
+  it('a chat owns its sequence: turns reuse it, dispose() frees it; createChat takes a given sequence', async () => {
+    const chats = [model.createChat(), model.createChat(), model.createChat()];
+    expect(() => model.createChat()).toThrow(/reserved by other contexts or chats/);
+    await chats[0]!.send('Hello', { maxTokens: 6, temperature: 0 });
+    await chats[0]!.send('Again', { maxTokens: 4, temperature: 0 });
+    expect(model.stats.last!.reusedTokens).toBeGreaterThan(0);
+    for (const c of chats) c.dispose();
+    const ctx = model.createContext();
+    const seq = ctx.getSequence();
+    const chat = model.createChat({ sequence: seq, system: 'Be terse.' });
+    await chat.send('Hi', { maxTokens: 3, temperature: 0 });
+    expect(seq.length).toBeGreaterThan(3);
+    chat.dispose();
+    expect(seq.disposed).toBe(true);
+    expect(() => model.createChat({ sequence: {} as Sequence })).toThrow(/must be a Sequence of this model/);
+    ctx.dispose();
+  });
+
+  it('concurrent requests with one prompt (n > 1 choices) compute it once: the others fork it after its prefill', async () => {
+    const p = randomIds(51, 120);
+    const opts = (seed: number) => ({ maxTokens: 5, temperature: 0.8, seed });
+    const before = model.stats;
+    const together = await Promise.all([1, 2, 3].map((seed) => collect(model.generate(p, opts(seed)))));
+    // A prompt never seen before: the first computes it, the other two fork it and compute one row each.
+    // (The first may reuse the BOS token every prompt here starts with from a cached sequence.)
+    expect(model.stats.evaluatedTokens - before.evaluatedTokens).toBeGreaterThanOrEqual(p.length + 1);
+    expect(model.stats.evaluatedTokens - before.evaluatedTokens).toBeLessThanOrEqual(p.length + 2);
+    const reused = together.map((r) => r.result.stats.reusedTokens);
+    expect(reused[0]).toBeLessThanOrEqual(1);
+    expect(reused.slice(1)).toEqual([p.length - 1, p.length - 1]);
+    const alone = [];
+    for (const seed of [1, 2, 3]) alone.push((await collect(model.generate(p, { ...opts(seed), signal: undefined }))).tokens);
+    expect(together.map((r) => r.tokens)).toEqual(alone);
+  });
+
+  it('an unreachable context gives its sequences back when garbage-collected (FinalizationRegistry)', () => {
+    const script = `
+      const { loadModel } = await import(${JSON.stringify(new URL('../dist/api.js', import.meta.url).href)});
+      const m = await loadModel(${JSON.stringify(MODEL)}, { threads: 1, contextSize: 64, sequences: 1 });
+      (() => { const s = m.createContext().getSequence(); void s; })();
+      let ok = false;
+      for (let i = 0; i < 50 && !ok; i++) {
+        globalThis.gc();
+        await new Promise((r) => setTimeout(r, 10));
+        try { m.createContext().dispose(); ok = true; } catch {}
+      }
+      console.log(ok ? 'freed' : 'leaked');
+      await m.close();`;
+    const file = join(mkdtempSync(join(tmpdir(), 'bitllm-gc-')), 'gc.mjs');
+    writeFileSync(file, script);
+    const r = spawnSync(process.execPath, ['--expose-gc', file], { encoding: 'utf8', timeout: 60_000 });
+    rmSync(dirname(file), { recursive: true, force: true });
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('freed');
   });
 });
 

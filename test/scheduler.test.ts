@@ -398,3 +398,188 @@ describe('StepScheduler', () => {
     expect(s2.totalMs).toBeGreaterThanOrEqual(s2.ttftMs);
   });
 });
+
+describe('StepScheduler: prompt order and the time budget', () => {
+  it('serves the prompt with the fewest computed tokens first: a short prompt behind long ones waits one step at most', () => {
+    const model = new FakeModel(8192, 1024);
+    const h = harness(model, { maxSequences: 4, stepTokens: 16, minPrefill: 16, chunkTokens: 16 });
+    for (const id of [1, 2, 3]) h.s.submit(request(id, prompt(id, 600), 1));
+    for (let i = 0; i < 7; i++) h.s.step();
+    h.s.submit(request(4, prompt(4, 12), 1));
+    h.s.step();
+    // The very next step runs the short prompt (and its first token), not another long chunk.
+    expect(h.done.has(4)).toBe(true);
+    expect(h.done.get(4)!.stats.generatedTokens).toBe(1);
+    // The long ones alternate: none is more than one chunk ahead of another.
+    for (let i = 0; i < 5; i++) h.s.step();
+    const bySeq = new Map<number, number>();
+    for (const r of model.batches.flat()) bySeq.set(r.seq, (bySeq.get(r.seq) ?? 0) + 1);
+    const longs = [...bySeq.values()].filter((n) => n > 12);
+    expect(longs.length).toBe(3);
+    expect(Math.max(...longs) - Math.min(...longs)).toBeLessThanOrEqual(16);
+    h.run();
+    for (const id of [1, 2, 3]) expect(h.done.get(id)!.stats.evaluatedTokens).toBe(600);
+  });
+
+  it('with adaptiveBudget, bounds the prompt rows next to decode rows by their fitted cost, not their count', () => {
+    let t = 0;
+    const model = new FakeModel(8192, 1024);
+    // Simulated forward time: 2 ms a step, 1 ms a row, 0.01 ms per position attended, 0.5 ms a logit row.
+    const forward = model.forwardBatch.bind(model);
+    model.forwardBatch = (rows) => {
+      t += 2 + rows.reduce((a, r) => a + 1 + 0.01 * r.pos + (r.logits ? 0.5 : 0), 0);
+      return forward(rows);
+    };
+    const h = harness(model, { maxSequences: 4, stepTokens: 64, minPrefill: 1, chunkTokens: 64, prefillWhileDecoding: 16, adaptiveBudget: true, now: () => t });
+    h.s.submit(request(1, prompt(1, 3), 400));
+    h.s.submit(request(2, prompt(2, 5), 400));
+    h.s.step();
+    h.s.step();
+    h.s.submit(request(3, prompt(3, 900), 1));
+    const promptCost: Array<[pos: number, rows: number, ms: number]> = [];
+    while (!h.done.has(3)) {
+      h.s.step();
+      const rows = model.batches.at(-1)!.filter((r) => r.seq === model.batches.at(-1)!.at(-1)!.seq && !r.logits);
+      const prompts = model.batches.at(-1)!.slice(2);
+      if (prompts.length > 0 && rows.length > 0) promptCost.push([prompts[0]!.pos, prompts.length, prompts.reduce((a, r) => a + 1 + 0.01 * r.pos, 0)]);
+    }
+    // 16 rows at the start of a prompt cost 16 + 0.01 x 120 = 17.2 ms: once fitted (8 steps), no step's prompt rows
+    // cost more (minPrefill aside), so deep chunks take fewer rows.
+    const fitted = promptCost.slice(10);
+    for (const [, rows, ms] of fitted) if (rows > 1) expect(ms).toBeLessThanOrEqual(17.2 + 1e-6);
+    const early = fitted.find(([pos]) => pos < 300)!;
+    const deep = fitted.find(([pos]) => pos > 700)!;
+    expect(early[1]).toBeGreaterThan(deep[1]);
+    expect(deep[1]).toBeLessThanOrEqual(Math.ceil(17.2 / (1 + 0.01 * 700)));
+    // The decoding streams got a token every step.
+    expect(h.tokens.get(1)!.length).toBe(h.tokens.get(2)!.length);
+    h.run();
+  });
+
+  it('without adaptiveBudget keeps the plain count (prefillWhileDecoding tokens)', () => {
+    let t = 0;
+    const model = new FakeModel(8192, 1024);
+    const forward = model.forwardBatch.bind(model);
+    model.forwardBatch = (rows) => {
+      t += rows.reduce((a, r) => a + 1 + 0.01 * r.pos, 0);
+      return forward(rows);
+    };
+    const h = harness(model, { maxSequences: 4, stepTokens: 64, minPrefill: 1, chunkTokens: 64, prefillWhileDecoding: 16, now: () => t });
+    h.s.submit(request(1, prompt(1, 3), 300));
+    h.s.step();
+    h.s.submit(request(3, prompt(3, 900), 1));
+    while (!h.done.has(3)) {
+      h.s.step();
+      expect(model.batches.at(-1)!.length).toBeLessThanOrEqual(1 + 16);
+    }
+    h.run();
+  });
+});
+
+describe('StepScheduler: shared prefixes and held sequences', () => {
+  const fresh = (req: ScheduledRequest) => {
+    const h = harness(new FakeModel());
+    h.s.submit(req);
+    h.run();
+    return h.tokens.get(req.id)!;
+  };
+
+  it('n requests with one prompt compute it once: the others wait for its prefill and fork it', () => {
+    const model = new FakeModel();
+    const h = harness(model, { maxSequences: 4, chunkTokens: 8, stepTokens: 16 });
+    const p = prompt(5, 60);
+    for (const id of [1, 2, 3]) h.s.submit(request(id, p, 6, { sampler: { temperature: 0.9, seed: id } }));
+    // An unrelated prompt behind them is not held up by the wait.
+    h.s.submit(request(4, prompt(6, 10), 3));
+    h.run();
+    expect(h.done.get(1)!.stats.reusedTokens).toBe(0);
+    for (const id of [2, 3]) {
+      expect(h.done.get(id)!.stats.reusedTokens).toBe(59);
+      expect(h.done.get(id)!.stats.evaluatedTokens).toBe(1);
+      expect(h.tokens.get(id)).toEqual(fresh(request(id, p, 6, { sampler: { temperature: 0.9, seed: id } })));
+    }
+    const evaluated = [1, 2, 3, 4].reduce((a, id) => a + h.done.get(id)!.stats.evaluatedTokens, 0);
+    expect(evaluated).toBe(60 + 1 + 1 + 10);
+    expect(h.done.get(4)!.stats.ttftMs).toBeDefined();
+    expect(h.tokens.get(4)).toEqual(fresh(request(4, prompt(6, 10), 3)));
+  });
+
+  it('a request on a held sequence continues from its KV; a rewound one keeps the common prefix; release frees it', () => {
+    const model = new FakeModel();
+    const h = harness(model, { maxSequences: 2, prefixCache: 0 });
+    h.s.hold(7);
+    expect(() => h.s.hold(7)).toThrow(SchedulerError);
+    const p = prompt(2, 30);
+    h.s.submit(request(1, p, 5, { session: 7 }));
+    h.run();
+    const t1 = h.tokens.get(1)!;
+    expect(h.s.held).toEqual({ sequences: 1, tokens: 40 }); // 30 + 4 fed, whole blocks of 8
+    expect(h.s.heldTokensOf(7)).toEqual([...p, ...t1.slice(0, 4)]);
+    expect(model.seqs.size).toBe(1); // prefixCache 0: only the held one stays
+    // Continue: everything held is reused.
+    const turn2 = [...p, ...t1, 3, 4];
+    h.s.submit(request(2, turn2, 4, { session: 7 }));
+    expect(() => h.s.submit(request(3, turn2, 4, { session: 7 }))).toThrow(/already runs/);
+    h.run();
+    expect(h.done.get(2)!.stats.reusedTokens).toBe(34);
+    expect(h.tokens.get(2)).toEqual(fresh(request(2, turn2, 4)));
+    // Rewind: a prompt that leaves the held tokens after 20 keeps those 20.
+    const rewound = [...p.slice(0, 20), 1, 1, 1];
+    h.s.submit(request(4, rewound, 3, { session: 7 }));
+    h.run();
+    expect(h.done.get(4)!.stats.reusedTokens).toBe(20);
+    expect(h.tokens.get(4)).toEqual(fresh(request(4, rewound, 3)));
+    // Another request forks the idle held sequence (copy on write) without touching it.
+    const held = [...h.s.heldTokensOf(7)!];
+    h.s.submit(request(5, [...p.slice(0, 20), 1, 1, 5], 2));
+    h.run();
+    expect(h.done.get(5)!.stats.reusedTokens).toBe(22);
+    expect(h.s.heldTokensOf(7)).toEqual(held);
+    expect(model.seqs.get([...model.seqs.keys()][0]!)).toEqual(held);
+    expect(h.s.release(7)).toBe(true);
+    expect(h.s.release(7)).toBe(false);
+    expect(model.seqs.size).toBe(0);
+    expect(h.s.held).toEqual({ sequences: 0, tokens: 0 });
+    expect(() => h.s.submit(request(6, p, 2, { session: 7 }))).toThrow(/not held/);
+  });
+
+  it('release during a request frees the sequence when it ends; an aborted request keeps what it computed', () => {
+    const model = new FakeModel();
+    const h = harness(model, { maxSequences: 2, prefixCache: 0, chunkTokens: 8, stepTokens: 8 });
+    h.s.hold(1);
+    h.s.submit(request(1, prompt(3, 40), 5, { session: 1 }));
+    h.s.step();
+    h.s.step();
+    h.s.cancel(1);
+    h.s.step();
+    expect(h.done.get(1)!.stats.finishReason).toBe('abort');
+    expect(h.s.heldTokensOf(1)).toEqual(prompt(3, 40).slice(0, 16));
+    h.s.submit(request(2, prompt(3, 40), 5, { session: 1 }));
+    h.s.step();
+    expect(h.s.release(1)).toBe(true);
+    h.run();
+    expect(h.done.get(2)!.stats.reusedTokens).toBe(16);
+    expect(model.seqs.size).toBe(0);
+    expect(h.s.held.sequences).toBe(0);
+  });
+
+  it('held KV is never evicted: a request that cannot fit while nothing runs fails instead of waiting', () => {
+    const model = new FakeModel(64, 64); // 8 blocks of 8
+    const h = harness(model, { maxSequences: 2, prefixCache: 2 });
+    h.s.hold(1);
+    h.s.submit(request(1, prompt(1, 40), 4, { session: 1 })); // holds 48 tokens (6 blocks) afterwards
+    h.run();
+    h.s.submit(request(2, prompt(2, 20), 4)); // needs 24 > 16 free
+    h.run();
+    expect(h.done.get(2)!.error).toBeInstanceOf(SchedulerError);
+    expect(h.done.get(2)!.error!.message).toMatch(/held sequences keep 48/);
+    // The held sequence itself still runs (its own KV does not count twice).
+    h.s.submit(request(3, [...prompt(1, 40), ...h.tokens.get(1)!, 2], 8, { session: 1 }));
+    h.run();
+    expect(h.done.get(3)!.error).toBeUndefined();
+    h.s.release(1);
+    h.s.submit(request(4, prompt(2, 20), 4));
+    h.run();
+    expect(h.done.get(4)!.error).toBeUndefined();
+  });
+});

@@ -142,6 +142,8 @@ export interface ChatBackend {
   readonly tokenizer: Tokenizer;
   /** Streams a reply to `tokens`, reusing every cached token that matches (prefix reuse). */
   generate(tokens: number[], opts: ValidatedGenerateOptions): AsyncGenerator<GenerateChunk, GenerationResult>;
+  /** Frees what the chat holds (its sequence's KV). */
+  dispose?(): void;
 }
 
 export interface ChatOptions {
@@ -152,7 +154,7 @@ export interface ChatOptions {
 
 /**
  * A conversation on one model. It keeps the tokens it has fed (the prompt turns and the sampled replies, not a
- * re-tokenization of them), so each turn sends only new tokens after a prefix the worker still has cached.
+ * re-tokenization of them) and runs on a held sequence, so each turn computes only its new tokens.
  */
 export class Chat {
   readonly template: ChatTemplate;
@@ -161,6 +163,7 @@ export class Chat {
   /** The conversation as fed to the model, through the end of the last assistant turn. */
   private tokens: number[] = [];
   private busy = false;
+  private disposedFlag = false;
 
   constructor(private readonly backend: ChatBackend, template: ChatTemplate, system?: string) {
     this.template = template;
@@ -171,6 +174,17 @@ export class Chat {
   get messages(): ChatMessage[] {
     const sys: ChatMessage[] = this.system !== undefined ? [{ role: 'system', content: this.system }] : [];
     return [...sys, ...this.history.map((m) => ({ ...m }))];
+  }
+
+  get disposed(): boolean {
+    return this.disposedFlag;
+  }
+
+  /** Frees the chat's sequence (its KV and its place among the model's sequences); no more turns after it. */
+  dispose(): void {
+    if (this.disposedFlag) return;
+    this.disposedFlag = true;
+    this.backend.dispose?.();
   }
 
   /** Forgets the conversation (the system prompt stays). */
@@ -193,6 +207,7 @@ export class Chat {
   async *stream(message: string, opts?: GenerateOptions): AsyncGenerator<GenerateChunk, string> {
     if (typeof message !== 'string' || message.trim() === '') throw new RequestError('chat: message must be a non-empty string');
     if (this.busy) throw new RequestError('chat: a reply is already being generated; wait for it or abort it');
+    if (this.disposedFlag) throw new RequestError('chat: the chat is disposed');
     const tokenizer = this.backend.tokenizer;
     const validated = validateGenerateOptions(opts, tokenizer.vocabSize, 'chat');
     const first = this.history.length === 0;

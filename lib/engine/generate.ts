@@ -276,8 +276,14 @@ export type WorkerRequest =
       vocabSize: number;
       /** Alternatives per token to report with log-probabilities (undefined: none computed). */
       logprobs?: number;
+      /** A held sequence (hold): the request continues from its KV and leaves its KV there. */
+      session?: number;
     }
-  | { type: 'evaluate'; id: number; tokens: number[] }
+  | { type: 'evaluate'; id: number; tokens: number[]; session?: number }
+  /** Names a held sequence (Model.createContext / getSequence): its KV outlives its requests. */
+  | { type: 'hold'; key: number }
+  /** Frees a held sequence's KV (after its running request, if any). */
+  | { type: 'release'; key: number }
   /** Ends request `id` at the next step (a queued one at once); unknown ids are ignored. */
   | { type: 'cancel'; id: number };
 
@@ -308,6 +314,8 @@ export interface KvState {
   sequences: number;
   /** Of them, finished ones kept for prefix reuse. */
   cachedSequences: number;
+  /** Of them, held ones (contexts' sequences and chats) between their requests. */
+  heldSequences: number;
   /** KV blocks in use, and the most the pool may hold. */
   blocksUsed: number;
   /** Freed blocks whose memory is kept for reuse while the model is busy (released when it goes idle). */

@@ -17,6 +17,12 @@
 // rest. The batch-first forward is batch-invariant (a row's numbers do not depend on what else ran with it),
 // so a reused prefix gives exactly the logits a fresh prefill would. Parked sequences count against the
 // pool and are evicted whenever admission needs their room.
+//
+// Held sequences (the API's `context.getSequence()`, a chat): `hold(key)` names a sequence whose KV outlives
+// its requests. A request that carries `session: key` starts from the held tokens it shares with its prompt
+// (the rest of the held sequence is cut off), and when it ends its sequence goes back to the session instead
+// of the prefix cache. Held KV is never evicted; `release(key)` frees it. A request that cannot fit while
+// nothing runs and nothing can be evicted fails (KV held by sequences) instead of waiting forever.
 import { BitllmError } from '../errors.js';
 import { Sampler, type SamplerOptions, type TokenLogprobs, logprobsOf } from './sampler.js';
 
@@ -74,6 +80,8 @@ export interface ScheduledRequest {
   evaluate?: boolean;
   /** Take a cached prefix (default true). */
   reuse?: boolean;
+  /** A held sequence (hold()): the request continues from its KV and gives its sequence back to it. */
+  session?: number;
 }
 
 export type ScheduledFinish = 'eog' | 'length' | 'abort' | 'error';
@@ -122,6 +130,13 @@ export interface SchedulerOptions {
    * prompt's chunk holds up the running streams' next tokens. Default chunkTokens / 2.
    */
   prefillWhileDecoding?: number;
+  /**
+   * Bound prompt rows next to decode rows by time, not count: a step's forward time is fitted over the last
+   * steps (StepCostModel) and a step with decode rows takes the prompt rows that cost no more than
+   * prefillWhileDecoding tokens at the start of a prompt. Deep chunks of a long prompt (attention over
+   * thousands of positions) then take fewer rows. Default false (a plain token count).
+   */
+  adaptiveBudget?: boolean;
   /** Finished sequences kept for prefix reuse (0 = none). Default maxSequences. */
   prefixCache?: number;
   /** Clock in ms (tests pass a fake). Default performance.now. */
@@ -169,12 +184,118 @@ interface Entry {
   cancelled: boolean;
 }
 
+/** A held sequence: its KV lives between its requests (seq -1: none yet). */
+interface Session {
+  seq: number;
+  tokens: number[];
+  /** Tokens it counts against the pool (whole blocks); 0 while a request runs on it (that one reserves). */
+  cost: number;
+  /** The live request on it. */
+  busy: Entry | undefined;
+  /** release() came while a request ran: free it when that ends. */
+  released: boolean;
+}
+
 /** A finished sequence kept for its prefix. */
 interface Parked {
   seq: number;
   tokens: number[];
   /** Tokens it counts against the pool (whole blocks). */
   cost: number;
+}
+
+/** Length of the common prefix of two token lists, at most `limit`. */
+function commonPrefix(a: readonly number[], b: readonly number[], limit: number): number {
+  const m = Math.min(a.length, b.length, limit);
+  let n = 0;
+  while (n < m && a[n] === b[n]) n++;
+  return n;
+}
+
+/** commonPrefix over what a running request's sequence holds: its prompt computed so far, then the fed samples. */
+function runningPrefix(e: Entry, tokens: readonly number[], limit: number): number {
+  const n = commonPrefix(e.req.tokens, tokens, Math.min(limit, e.done));
+  if (n < e.done || e.fed.length === 0) return n;
+  let m = 0;
+  const rest = Math.min(e.fed.length, limit - n, tokens.length - n);
+  while (m < rest && e.fed[m] === tokens[n + m]) m++;
+  return n + m;
+}
+
+/** Cost of a prompt chunk by the fitted step-time model (ms). */
+export interface ChunkCost {
+  /** Time `n` prompt rows at positions p .. p + n - 1 add to a step. */
+  chunk(p: number, n: number): number;
+  /** Most of those `n` rows (from p) that fit in `ms`. */
+  fitting(p: number, n: number, ms: number): number;
+}
+
+/**
+ * A step's forward time fitted over the last steps as a + b x rows + c x (sum of the rows' positions) / 1000
+ * + d x logit rows (least squares, lightly regularized), from steps that ran prompt rows. `c` is attention: a row at position p attends to p
+ * earlier ones, so a deep prompt chunk costs more than one at the start. Undefined until the steps seen say
+ * something (enough of them, a positive per-row cost).
+ */
+export class StepCostModel {
+  private static readonly WINDOW = 64;
+  private static readonly MIN_STEPS = 8;
+  private readonly xs: Array<[number, number, number, number]> = [];
+  private readonly ys: number[] = [];
+  private next = 0;
+
+  add(rows: number, posSum: number, logitRows: number, ms: number): void {
+    const x: [number, number, number, number] = [1, rows, posSum / 1000, logitRows];
+    if (this.xs.length < StepCostModel.WINDOW) {
+      this.xs.push(x);
+      this.ys.push(ms);
+    } else {
+      this.xs[this.next] = x;
+      this.ys[this.next] = ms;
+      this.next = (this.next + 1) % StepCostModel.WINDOW;
+    }
+  }
+
+  fit(): ChunkCost | undefined {
+    if (this.xs.length < StepCostModel.MIN_STEPS) return undefined;
+    // Normal equations (X'X + eps I) theta = X'y, 4x4, by Gaussian elimination with partial pivoting.
+    const a = Array.from({ length: 4 }, () => new Array<number>(5).fill(0));
+    this.xs.forEach((x, k) => {
+      for (let i = 0; i < 4; i++) {
+        for (let j = 0; j < 4; j++) a[i]![j]! += x[i]! * x[j]!;
+        a[i]![4]! += x[i]! * this.ys[k]!;
+      }
+    });
+    for (let i = 0; i < 4; i++) a[i]![i]! += 1e-6 * (1 + a[i]![i]!);
+    for (let c = 0; c < 4; c++) {
+      let piv = c;
+      for (let r = c + 1; r < 4; r++) if (Math.abs(a[r]![c]!) > Math.abs(a[piv]![c]!)) piv = r;
+      [a[c], a[piv]] = [a[piv]!, a[c]!];
+      const d = a[c]![c]!;
+      if (Math.abs(d) < 1e-12) return undefined;
+      for (let r = 0; r < 4; r++) {
+        if (r === c) continue;
+        const f = a[r]![c]! / d;
+        for (let j = c; j < 5; j++) a[r]![j]! -= f * a[c]![j]!;
+      }
+    }
+    const perRow = a[1]![4]! / a[1]![1]!;
+    const perKPos = Math.max(0, a[2]![4]! / a[2]![2]!);
+    if (!(perRow > 0) || !Number.isFinite(perKPos)) return undefined;
+    const chunk = (p: number, n: number) => perRow * n + (perKPos * (n * p + (n * (n - 1)) / 2)) / 1000;
+    return {
+      chunk,
+      fitting(p, n, ms) {
+        let lo = 0;
+        let hi = n;
+        while (lo < hi) {
+          const mid = Math.ceil((lo + hi) / 2);
+          if (chunk(p, mid) <= ms) lo = mid;
+          else hi = mid - 1;
+        }
+        return lo;
+      },
+    };
+  }
 }
 
 const positiveInt = (v: number | undefined, def: number, name: string, min = 1): number => {
@@ -189,6 +310,7 @@ export class StepScheduler {
   readonly minPrefill: number;
   readonly chunkTokens: number;
   readonly prefillWhileDecoding: number;
+  readonly adaptiveBudget: boolean;
   readonly prefixCache: number;
   private readonly now: () => number;
   private readonly queue: Entry[] = [];
@@ -199,8 +321,10 @@ export class StepScheduler {
   private readonly parked: Parked[] = [];
   private reservedTokens = 0;
   private parkedTokens = 0;
-  /** Round-robin cursor over the prefilling sequences (an index into their list at the last step). */
-  private rr = 0;
+  private readonly sessions = new Map<number, Session>();
+  private heldTokens = 0;
+  /** Step times against their rows, positions and logit rows: what a prompt chunk costs next to decode rows. */
+  private readonly cost = new StepCostModel();
   /** Time of the last completed step (readiness: a scheduler with work and no recent step is stuck). */
   lastStepAt: number;
 
@@ -210,6 +334,7 @@ export class StepScheduler {
     this.minPrefill = positiveInt(opts.minPrefill, 16, 'minPrefill');
     this.chunkTokens = positiveInt(opts.chunkTokens, 128, 'chunkTokens');
     this.prefillWhileDecoding = positiveInt(opts.prefillWhileDecoding, Math.max(1, Math.floor(this.chunkTokens / 2)), 'prefillWhileDecoding');
+    this.adaptiveBudget = opts.adaptiveBudget ?? false;
     this.prefixCache = positiveInt(opts.prefixCache, this.maxSequences, 'prefixCache', 0);
     this.now = opts.now ?? (() => performance.now());
     this.lastStepAt = this.now();
@@ -240,6 +365,40 @@ export class StepScheduler {
     return { sequences: this.parked.length, tokens: this.parkedTokens };
   }
 
+  /** Held sequences (hold()) and the pool tokens their KV counts while idle. */
+  get held(): { sequences: number; tokens: number } {
+    return { sequences: this.sessions.size, tokens: this.heldTokens };
+  }
+
+  /** Tokens a held sequence's KV holds (what a request on it can reuse); undefined for an unknown key. */
+  heldTokensOf(key: number): readonly number[] | undefined {
+    return this.sessions.get(key)?.tokens;
+  }
+
+  /** Names a held sequence (empty until a request runs on it). */
+  hold(key: number): void {
+    if (this.sessions.has(key)) throw new SchedulerError(`scheduler: sequence ${key} is already held`);
+    this.sessions.set(key, { seq: -1, tokens: [], cost: 0, busy: undefined, released: false });
+  }
+
+  /** Frees a held sequence's KV (after its live request ends, if one runs). Returns false for an unknown key. */
+  release(key: number): boolean {
+    const s = this.sessions.get(key);
+    if (!s) return false;
+    if (s.busy) {
+      s.released = true;
+      return true;
+    }
+    this.dropSession(key, s);
+    return true;
+  }
+
+  private dropSession(key: number, s: Session): void {
+    this.sessions.delete(key);
+    this.heldTokens -= s.cost;
+    if (s.seq >= 0) this.model.disposeSequence(s.seq);
+  }
+
   /** Tokens a request of this size reserves: prompt + maxTokens, rounded up to whole blocks. */
   footprint(promptTokens: number, maxTokens: number): number {
     return this.blocks(promptTokens + maxTokens);
@@ -267,6 +426,11 @@ export class StepScheduler {
     const fp = this.footprint(req.tokens.length, maxTokens);
     if (fp > this.model.capacityTokens)
       throw new SchedulerError(`scheduler: request ${req.id} needs ${fp} KV tokens, more than the pool's ${this.model.capacityTokens}`);
+    if (req.session !== undefined) {
+      const s = this.sessions.get(req.session);
+      if (!s || s.released) throw new SchedulerError(`scheduler: request ${req.id}: sequence ${req.session} is not held (disposed?)`);
+      if (s.busy) throw new SchedulerError(`scheduler: request ${req.id}: sequence ${req.session} already runs request ${s.busy.req.id}`);
+    }
     const sampler = new Sampler(req.sampler);
     for (const t of req.tokens) sampler.accept(t); // penalties look back into the prompt too
     const e: Entry = {
@@ -275,6 +439,7 @@ export class StepScheduler {
     };
     this.queue.push(e);
     this.byId.set(req.id, e);
+    if (req.session !== undefined) this.sessions.get(req.session)!.busy = e;
   }
 
   /**
@@ -314,24 +479,29 @@ export class StepScheduler {
       perReq.set(e, [0, 1]);
     }
     const decodeRows = rows.length;
-    // Prompt tokens: what decode left of stepTokens (no more than prefillWhileDecoding while streams decode), at
-    // least minPrefill, in chunks of at most chunkTokens, round-robin from where the last step stopped.
+    // Prompt tokens: what decode left of stepTokens, at least minPrefill, in chunks of at most chunkTokens, the
+    // prompt that has had the fewest tokens computed first (a short prompt is not held up behind long ones' chunks;
+    // equal ones alternate). While streams decode, the prompt rows may cost no more time than prefillWhileDecoding
+    // tokens at the start of a prompt (the cost model's estimate: attention makes deep positions dearer).
     let budget = Math.max(this.minPrefill, this.stepTokens - decodeRows);
-    if (decodeRows > 0) budget = Math.max(this.minPrefill, Math.min(budget, this.prefillWhileDecoding));
-    const prefilling = this.running.filter((e) => e.state === 'prefill');
+    const prefilling = this.running.filter((e) => e.state === 'prefill').sort((a, b) => (a.done - a.reused) - (b.done - b.reused));
     const plan: Array<[Entry, number]> = [];
-    if (prefilling.length > 0) {
-      const start = this.rr % prefilling.length;
-      let served = 0;
-      for (let i = 0; i < prefilling.length && budget > 0; i++) {
-        const e = prefilling[(start + i) % prefilling.length]!;
-        const n = Math.min(e.req.tokens.length - e.done, this.chunkTokens, budget);
-        plan.push([e, n]);
-        perReq.set(e, [n, 0]);
-        budget -= n;
-        served++;
+    const cost = this.adaptiveBudget && decodeRows > 0 && prefilling.length > 0 ? this.cost.fit() : undefined;
+    let msLeft = cost ? cost.chunk(0, this.prefillWhileDecoding) : 0;
+    if (decodeRows > 0 && !cost) budget = Math.max(this.minPrefill, Math.min(budget, this.prefillWhileDecoding));
+    for (const e of prefilling) {
+      if (budget <= 0) break;
+      let n = Math.min(e.req.tokens.length - e.done, this.chunkTokens, budget);
+      if (cost) {
+        const fits = cost.fitting(e.done, n, msLeft);
+        // minPrefill tokens per step whatever they cost: no prompt starves.
+        n = plan.length === 0 ? Math.max(fits, Math.min(n, this.minPrefill)) : fits;
+        if (n === 0) break;
+        msLeft -= cost.chunk(e.done, n);
       }
-      this.rr = start + served;
+      plan.push([e, n]);
+      perReq.set(e, [n, 0]);
+      budget -= n;
     }
     // Logit rows in row order: [entry, first prompt position of an evaluate chunk or -1 for a sampled row].
     const owners: Array<[Entry, number]> = decoding.map((e) => [e, -1]);
@@ -365,6 +535,10 @@ export class StepScheduler {
       return stats(this.now() - tf, 0);
     }
     const ts = this.now();
+    let posSum = 0;
+    for (const r of rows) posSum += r.pos;
+    // Steps with prompt rows only: decode-only steps cannot tell a row's cost from a logit row's.
+    if (rows.length > decodeRows) this.cost.add(rows.length, posSum, owners.length, ts - tf);
     const width = owners.length > 0 ? logits.length / owners.length : 0;
     if (owners.length > 0 && (!Number.isInteger(width) || width < 1)) {
       const err = new SchedulerError(`scheduler: forwardBatch returned ${logits.length} logits for ${owners.length} rows`);
@@ -421,27 +595,68 @@ export class StepScheduler {
     return stats(ts - tf, this.now() - ts);
   }
 
-  /** Admits queued requests in order while a sequence slot and their KV footprint are free. */
+  /**
+   * Admits queued requests in order while a sequence slot and their KV footprint are free. A request whose
+   * prompt shares at least a block more with a prompt still prefilling than with any KV already computed waits
+   * for that prefill and forks it (n > 1 choices, a common system prompt arriving twice): later requests may
+   * pass it meanwhile. Otherwise FIFO: one that does not fit stops admission (no overtaking, no starvation).
+   */
   private admit(): void {
-    while (this.queue.length > 0 && this.running.length < this.maxSequences) {
-      const e = this.queue[0]!;
+    let i = 0;
+    while (i < this.queue.length && this.running.length < this.maxSequences) {
+      const e = this.queue[i]!;
       const fp = this.footprint(e.req.tokens.length, e.req.maxTokens);
-      const match = e.req.evaluate || e.req.reuse === false ? undefined : this.bestPrefix(e.req.tokens);
+      const session = e.req.session !== undefined ? this.sessions.get(e.req.session) : undefined;
+      // A held sequence's own KV is part of what its request reserves: it does not count twice.
+      const held = this.heldTokens - (session?.cost ?? 0);
+      const own = session ? this.sessionPrefix(session, e.req.tokens) : 0;
+      const shares = own === 0 && e.req.reuse !== false && !e.req.evaluate;
+      const match = shares ? this.bestPrefix(e.req.tokens, session) : undefined;
+      if (shares && this.awaitsSibling(e, match?.length ?? 0)) {
+        i++;
+        continue;
+      }
+      const used = () => this.reservedTokens + this.parkedTokens + held;
       // Room: evict parked sequences (least recently used first; never the one about to be forked) while needed.
-      while (this.reservedTokens + this.parkedTokens + fp > this.model.capacityTokens && this.parked.some((p) => p !== match?.parked)) {
+      while (used() + fp > this.model.capacityTokens && this.parked.some((p) => p !== match?.parked)) {
         const victim = this.parked.findIndex((p) => p !== match?.parked);
         this.evict(victim);
       }
-      if (this.reservedTokens + this.parkedTokens + fp > this.model.capacityTokens) {
-        if (match && this.reservedTokens + fp <= this.model.capacityTokens) this.evict(this.parked.indexOf(match.parked)); // the match itself must go
-        else break; // FIFO: no overtaking, no starvation
-        continue;
+      if (used() + fp > this.model.capacityTokens) {
+        if (match?.parked && this.reservedTokens + held + fp <= this.model.capacityTokens) {
+          this.evict(this.parked.indexOf(match.parked)); // the match itself must go
+          continue;
+        }
+        if (this.running.length === 0) {
+          // Nothing runs and nothing can be evicted: only disposing held sequences makes room. Fail, do not wait.
+          this.queue.splice(i, 1);
+          this.finish(e, 'error', new SchedulerError(`scheduler: request ${e.req.id} needs ${fp} KV tokens; held sequences keep `
+            + `${held} of the pool's ${this.model.capacityTokens} (dispose sequences or chats that are done)`));
+          continue;
+        }
+        break; // FIFO: no overtaking, no starvation
       }
-      this.queue.shift();
-      if (match) {
-        e.seq = this.model.forkSequence(match.parked.seq, match.length);
-        this.parked.splice(this.parked.indexOf(match.parked), 1);
-        this.parked.push(match.parked); // most recently used
+      this.queue.splice(i, 1);
+      if (session) {
+        // Keep the shared prefix of the held sequence, drop the rest (and the sequence when nothing is shared).
+        this.heldTokens -= session.cost;
+        session.cost = 0;
+        if (own > 0) {
+          e.seq = own < session.tokens.length ? this.model.forkSequence(session.seq, own) : session.seq;
+          if (e.seq !== session.seq) this.model.disposeSequence(session.seq);
+          e.done = e.pos = e.reused = own;
+        } else if (session.seq >= 0) this.model.disposeSequence(session.seq);
+        session.seq = -1;
+        session.tokens = [];
+      }
+      if (e.seq >= 0) {
+        // continues its held sequence
+      } else if (match) {
+        e.seq = this.model.forkSequence(match.seq, match.length);
+        if (match.parked) {
+          this.parked.splice(this.parked.indexOf(match.parked), 1);
+          this.parked.push(match.parked); // most recently used
+        }
         e.done = e.pos = e.reused = match.length;
       } else e.seq = this.model.createSequence();
       e.reserved = fp;
@@ -452,16 +667,43 @@ export class StepScheduler {
     }
   }
 
-  /** The parked sequence sharing the longest prefix with `tokens` (at most tokens.length - 1: one row must run). */
-  private bestPrefix(tokens: readonly number[]): { parked: Parked; length: number } | undefined {
-    let best: { parked: Parked; length: number } | undefined;
-    for (const p of this.parked) {
-      const limit = Math.min(p.tokens.length, tokens.length - 1);
-      let n = 0;
-      while (n < limit && p.tokens[n] === tokens[n]) n++;
-      if (n > 0 && (!best || n >= best.length)) best = { parked: p, length: n };
-    }
+  /** Tokens a held sequence shares with a prompt (at most tokens.length - 1: one row must run). */
+  private sessionPrefix(s: Session, tokens: readonly number[]): number {
+    if (s.seq < 0) return 0;
+    return commonPrefix(s.tokens, tokens, tokens.length - 1);
+  }
+
+  /**
+   * The computed KV sharing the longest prefix with `tokens` (at most tokens.length - 1: one row must run):
+   * a parked sequence, a running one (what it has computed so far), or an idle held one (forks copy on write,
+   * so the source is never changed). `self`: the request's own session, already handled.
+   */
+  private bestPrefix(tokens: readonly number[], self?: Session): { seq: number; length: number; parked?: Parked } | undefined {
+    const limit = tokens.length - 1;
+    let best: { seq: number; length: number; parked?: Parked } | undefined;
+    const consider = (seq: number, n: number, parked?: Parked) => {
+      // Ties go to the later candidate: the most recently parked, then running and held sequences (never evicted).
+      if (n > 0 && (!best || n >= best.length)) best = parked ? { seq, length: n, parked } : { seq, length: n };
+    };
+    for (const p of this.parked) consider(p.seq, commonPrefix(p.tokens, tokens, limit), p);
+    for (const r of this.running) consider(r.seq, runningPrefix(r, tokens, limit));
+    for (const s of this.sessions.values()) if (s !== self && s.seq >= 0 && !s.busy) consider(s.seq, commonPrefix(s.tokens, tokens, limit));
     return best;
+  }
+
+  /**
+   * True when a prompt still prefilling will compute more of `e`'s prompt than the `have` tokens `e` could
+   * reuse now (a block more, or all but `e`'s last token): `e` is better off waiting for that prefill than
+   * computing the same rows.
+   */
+  private awaitsSibling(e: Entry, have: number): boolean {
+    const limit = e.req.tokens.length - 1;
+    for (const r of this.running) {
+      if (r.state !== 'prefill' || r.req.evaluate) continue;
+      const n = commonPrefix(r.req.tokens, e.req.tokens, limit);
+      if (n > r.done && n > have && (n - have >= this.model.blockTokens || n === limit)) return true;
+    }
+    return false;
   }
 
   private evict(i = 0): void {
@@ -476,6 +718,19 @@ export class StepScheduler {
     if (i >= 0) {
       this.running.splice(i, 1);
       this.reservedTokens -= e.reserved;
+    }
+    const session = e.req.session !== undefined ? this.sessions.get(e.req.session) : undefined;
+    if (session) {
+      session.busy = undefined;
+      if (i >= 0 && reason !== 'error' && e.pos > 0) {
+        // The sequence goes back to its session with what its KV holds.
+        session.seq = e.seq;
+        session.tokens = [...e.req.tokens.slice(0, e.done), ...e.fed];
+        session.cost = this.blocks(session.tokens.length);
+        this.heldTokens += session.cost;
+      } else if (i >= 0) this.model.disposeSequence(e.seq);
+      if (session.released) this.dropSession(e.req.session!, session);
+    } else if (i >= 0) {
       const keep = reason !== 'error' && !e.req.evaluate && this.prefixCache > 0 && e.pos > 0;
       if (keep) {
         const tokens = [...e.req.tokens.slice(0, e.done), ...e.fed];

@@ -129,7 +129,7 @@ function load(): Engine {
         if (entry?.profile) profiling--;
         const ps = pool.stats();
         const kv = {
-          sequences: ps.sequences, cachedSequences: scheduler.cached.sequences, blocksUsed: ps.blocksUsed, blocksFree: ps.blocksCached,
+          sequences: ps.sequences, cachedSequences: scheduler.cached.sequences, heldSequences: scheduler.held.sequences, blocksUsed: ps.blocksUsed, blocksFree: ps.blocksCached,
           blocksMax: ps.blocksMax,
         };
         if (error) post({ type: 'error', id, error: serializeError(error), kv });
@@ -138,7 +138,9 @@ function load(): Engine {
       if (inStep) pendingDone.push(send);
       else send();
     },
-  }, { maxSequences: init.sequences, chunkTokens: PREFILL_CHUNK, stepTokens: Math.max(PREFILL_CHUNK, init.sequences) });
+  }, {
+    maxSequences: init.sequences, chunkTokens: PREFILL_CHUNK, stepTokens: Math.max(PREFILL_CHUNK, init.sequences), adaptiveBudget: true,
+  });
   const blockBytes = pool.stats().blockBytes;
   const info = ctx.info();
   post({
@@ -226,13 +228,25 @@ if (engine) {
       schedule();
       return;
     }
+    if (req.type === 'hold' || req.type === 'release') {
+      // The main thread hands out unique keys and releases each once: a failure here is a protocol bug.
+      if (req.type === 'hold') scheduler.hold(req.key);
+      else scheduler.release(req.key);
+      return;
+    }
     try {
       if (req.type === 'generate') {
         scheduler.submit({
           id: req.id, tokens: req.tokens, maxTokens: req.maxTokens, sampler: req.sampler, eog: req.eog, vocabSize: req.vocabSize,
           ...(req.logprobs !== undefined && { logprobs: req.logprobs }),
+          ...(req.session !== undefined && { session: req.session }),
         });
-      } else scheduler.submit({ id: req.id, tokens: req.tokens, maxTokens: 0, sampler: {}, eog: [], vocabSize: 0, evaluate: true });
+      } else {
+        scheduler.submit({
+          id: req.id, tokens: req.tokens, maxTokens: 0, sampler: {}, eog: [], vocabSize: 0, evaluate: true,
+          ...(req.session !== undefined && { session: req.session }),
+        });
+      }
     } catch (err) {
       post({ type: 'error', id: req.id, error: serializeError(err) });
       return;
