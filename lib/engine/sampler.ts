@@ -24,6 +24,13 @@ export interface SamplerOptions {
   seed?: number;
 }
 
+/**
+ * Candidate ids and probabilities of a sample() call, shared by every sampler of the thread (sample() runs to
+ * completion, never interleaved): no allocation proportional to the vocabulary per token or per request (a
+ * per-request pair was 1.5 MB of allocator churn per request at a 128k vocabulary).
+ */
+let scratch = { idx: new Int32Array(0), probs: new Float64Array(0) };
+
 export class SamplerError extends RangeError {
   override name = 'SamplerError';
 }
@@ -75,9 +82,6 @@ export class Sampler {
   private readonly bias: Array<[number, number]>;
   private readonly rng: Rng;
   private readonly history: number[] = [];
-  // Reused per call: no allocation proportional to the vocabulary per token.
-  private idx = new Int32Array(0);
-  private probs = new Float64Array(0);
 
   constructor(opts: SamplerOptions = {}) {
     checkNumber('temperature', opts.temperature, 0, 100);
@@ -123,12 +127,9 @@ export class Sampler {
     if (this.temperature === 0) return argmax(logits);
 
     // Candidates: top-k by partial selection, then sorted descending.
-    if (this.idx.length < n) {
-      this.idx = new Int32Array(n);
-      this.probs = new Float64Array(n);
-    }
+    if (scratch.idx.length < n) scratch = { idx: new Int32Array(n), probs: new Float64Array(n) };
     const k = this.topK > 0 ? Math.min(this.topK, n) : n;
-    const idx = this.idx;
+    const { idx, probs } = scratch;
     let count = 0;
     for (let i = 0; i < n; i++) if (logits[i]! > -Infinity) idx[count++] = i;
     if (count === 0) return argmax(logits);
@@ -139,7 +140,6 @@ export class Sampler {
     }
     const sorted = Array.from(cand).sort((a, b) => logits[b]! - logits[a]! || a - b);
     // Softmax with temperature.
-    const probs = this.probs;
     const max = logits[sorted[0]!]!;
     let sum = 0;
     for (let i = 0; i < sorted.length; i++) {

@@ -480,11 +480,11 @@ export class StepScheduler {
     }
     const decodeRows = rows.length;
     // Prompt tokens: what decode left of stepTokens, at least minPrefill, in chunks of at most chunkTokens, the
-    // prompt that has had the fewest tokens computed first (a short prompt is not held up behind long ones' chunks;
-    // equal ones alternate). While streams decode, the prompt rows may cost no more time than prefillWhileDecoding
+    // prompt that has had the fewest tokens computed first, then the one with the fewest left (a short prompt is not
+    // held up behind long ones' chunks; equal ones alternate). While streams decode, the prompt rows may cost no more time than prefillWhileDecoding
     // tokens at the start of a prompt (the cost model's estimate: attention makes deep positions dearer).
     let budget = Math.max(this.minPrefill, this.stepTokens - decodeRows);
-    const prefilling = this.running.filter((e) => e.state === 'prefill').sort((a, b) => (a.done - a.reused) - (b.done - b.reused));
+    const prefilling = this.running.filter((e) => e.state === 'prefill').sort((a, b) => (a.done - a.reused) - (b.done - b.reused) || (a.req.tokens.length - a.done) - (b.req.tokens.length - b.done));
     const plan: Array<[Entry, number]> = [];
     const cost = this.adaptiveBudget && decodeRows > 0 && prefilling.length > 0 ? this.cost.fit() : undefined;
     let msLeft = cost ? cost.chunk(0, this.prefillWhileDecoding) : 0;

@@ -15,6 +15,7 @@ import { KV_BLOCK_TOKENS, SequencePool } from '../model/state.js';
 import {
   PREFILL_CHUNK, type PhaseProfile, type RequestStats, type WorkerInit, type WorkerReply, type WorkerRequest, serializeError,
 } from './generate.js';
+import { IdleCollector } from './idle-gc.js';
 import { type BatchModel, type ScheduledStats, type StepStats, StepScheduler } from './scheduler.js';
 
 const port = parentPort;
@@ -101,6 +102,7 @@ function load(): Engine {
   });
   const model = new TransformerModel(ctx, cfg, weights);
   // Every sequence may fill the whole context; the pool's memory grows with the blocks in use.
+  let logitsBuf = new Float32Array(0);
   const pool = new SequencePool(model, { maxTokens: init.contextSize * init.sequences, contextSize: init.contextSize, kvType: init.kvType });
   const batchModel: BatchModel = {
     capacityTokens: Math.ceil((init.contextSize * init.sequences) / KV_BLOCK_TOKENS) * KV_BLOCK_TOKENS,
@@ -113,7 +115,16 @@ function load(): Engine {
       return id;
     },
     disposeSequence: (seq) => pool.dispose(seq),
-    forwardBatch: (rows) => pool.forwardBatch(rows),
+    // One logits buffer for every step (grown as needed): the scheduler is done with a step's logits before
+    // the next (it copies what it keeps), and a fresh [rows, vocab] array per step is megabytes of garbage
+    // that the allocator and V8 hold on to (the soak's RSS).
+    forwardBatch: (rows) => {
+      let want = 0;
+      for (const r of rows) if (r.logits) want++;
+      want *= cfg.nVocab;
+      if (logitsBuf.length < want) logitsBuf = new Float32Array(Math.max(want, logitsBuf.length * 2));
+      return pool.forwardBatch(rows, logitsBuf);
+    },
   };
   const scheduler = new StepScheduler(batchModel, {
     token(id, token, last, logprobs) {
@@ -171,6 +182,7 @@ try {
 if (engine) {
   const { scheduler, model } = engine;
   let scheduled = false;
+  const collector = new IdleCollector();
   let tLoop = performance.now();
 
   /** One scheduler step, with its profile attribution and the 'done' messages it produced. */
@@ -208,10 +220,13 @@ if (engine) {
     for (;;) {
       for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) onRequest(m.message as WorkerRequest);
       if (scheduler.idle) {
-        // Idle: give the memory of freed KV blocks back (busy, they are kept for reuse).
+        // Idle: give the memory of freed KV blocks back (busy, they are kept for reuse), and, a second later,
+        // the garbage of the requests that ran.
         engine!.pool.trim();
+        collector.idle();
         return;
       }
+      collector.busy();
       runStep();
     }
   };

@@ -83,10 +83,12 @@ export class NativeModel {
 
   /**
    * The batch-first forward over a native sequence-state pool (lib/model/state.ts checks the rows' shape;
-   * the addon validates them again and admits them into `pool`). Logits [outRows.length, vocab] in row order.
+   * the addon validates them again and admits them into `pool`). Logits [outRows.length, vocab] in row order;
+   * with `into` large enough, written there and returned as a view of its start (no allocation per step).
    */
-  forwardBatch(pool: unknown, tokens: Int32Array, seq: Int32Array, pos: Int32Array, outRows: Int32Array): Float32Array {
-    const logits = new Float32Array(outRows.length * this.cfg.nVocab);
+  forwardBatch(pool: unknown, tokens: Int32Array, seq: Int32Array, pos: Int32Array, outRows: Int32Array, into?: Float32Array): Float32Array {
+    const n = outRows.length * this.cfg.nVocab;
+    const logits = into && into.length >= n ? into.subarray(0, n) : new Float32Array(n);
     this.handle.forwardBatch(this.ctx.handle, pool, tokens, seq, pos, outRows, logits, this.profile ?? undefined);
     return logits;
   }

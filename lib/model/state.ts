@@ -189,7 +189,12 @@ export class SequencePool {
    * token outside the vocabulary), ContextOverflowError (a sequence past contextSize) or KvPoolFullError
    * (no free blocks) before anything changes.
    */
-  forwardBatch(rows: readonly BatchRow[]): Float32Array {
+  /**
+   * `into`: a buffer the logits may be written to (returned as a view of its start when it is large enough):
+   * a caller that runs step after step reuses one buffer instead of allocating [n, vocab] floats per step.
+   * The view is overwritten by the next call that is given the same buffer.
+   */
+  forwardBatch(rows: readonly BatchRow[], into?: Float32Array): Float32Array {
     const B = rows.length;
     if (B === 0) throw new SequenceError('forwardBatch: no rows', 'ERR_BAD_ARGUMENT');
     const V = this.model.cfg.nVocab;
@@ -210,7 +215,7 @@ export class SequencePool {
       if (r.logits) out.push(b);
     }
     const model = this.model;
-    if (this.handle) return call(() => model.native!.forwardBatch(this.handle, tokens, seq, pos, Int32Array.from(out)));
+    if (this.handle) return call(() => model.native!.forwardBatch(this.handle, tokens, seq, pos, Int32Array.from(out), into));
     // Op by op: the native pool's admission rules over the flat caches.
     const next = new Map<number, number>();
     const caches: KvCache[] = [];

@@ -14,6 +14,7 @@ import { ContextOverflowError } from '../model/kv-cache.js';
 import { TokenizerError } from '../tokenizer/index.js';
 import type { EngineFinishReason, EngineRequest, ServerEngine } from './engine.js';
 import { HttpError, badRequest } from './errors.js';
+import { IdleCollector } from '../engine/idle-gc.js';
 import { type SequenceOutcome, ServerMetrics } from './metrics.js';
 import { type Plan, planChat, planCompletion } from './openai.js';
 import { AbortedWhileQueued, Admission } from './queue.js';
@@ -152,6 +153,8 @@ export function createServer(options: ServerOptions): BitllmServer {
   const admission = new Admission(parallel, maxQueue);
   /** Abort controllers of generation requests in progress (queued or admitted). */
   const inFlight = new Set<AbortController>();
+  /** A full GC of this thread a second after the last request ends (lib/engine/idle-gc.ts: the soak's RSS). */
+  const collector = new IdleCollector();
   let inFlightChanged: () => void = () => {};
   let lastProgress = Date.now();
   let http: Server | undefined;
@@ -453,6 +456,7 @@ export function createServer(options: ServerOptions): BitllmServer {
     };
     res.on('close', onClose);
     inFlight.add(abort);
+    collector.busy();
     const id = `${plan.kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
     const created = Math.floor(Date.now() / 1000);
     const object = plan.kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
@@ -577,6 +581,7 @@ export function createServer(options: ServerOptions): BitllmServer {
       if (ping) clearInterval(ping);
       res.off('close', onClose);
       inFlight.delete(abort);
+      if (inFlight.size === 0) collector.idle();
       inFlightChanged();
     }
   }
