@@ -46,6 +46,26 @@ function fresh(m: TransformerModel, tokens: number[]): Float32Array {
 describe.each([['tiny-b158-i2_s (f16 KV)', b158], ['tiny-a48-tq2_0 (q3 KV)', a48]] as const)('KV pool on %s', (_name, m) => {
   const kvType = m.cfg.row.kv;
 
+  it('forwardBatch into a caller\'s buffer: the same logits, written at its start, no allocation when it is large enough', () => {
+    const pool = new SequencePool(m, { maxTokens: 1024, contextSize: 64, kvType });
+    const V = m.cfg.nVocab;
+    const buf = new Float32Array(3 * V).fill(Number.NaN);
+    const a = pool.create();
+    const rows: BatchRow[] = PROMPT.map((token, i) => ({ token, seq: a, pos: i, logits: i >= PROMPT.length - 2 }));
+    const out = pool.forwardBatch(rows, buf);
+    expect(out.buffer).toBe(buf.buffer);
+    expect(out.byteOffset).toBe(0);
+    expect(out.length).toBe(2 * V);
+    expect(bits(out.subarray(V)).equals(bits(fresh(m, PROMPT)))).toBe(true);
+    expect(Number.isNaN(buf[2 * V])).toBe(true); // nothing past the rows asked for
+    // Too small a buffer: a fresh array, the buffer untouched.
+    const small = new Float32Array(V - 1);
+    const b = pool.create();
+    const got = pool.forwardBatch(PROMPT.map((token, i) => ({ token, seq: b, pos: i, logits: i === PROMPT.length - 1 })), small);
+    expect(got.buffer).not.toBe(small.buffer);
+    expect(bits(got).equals(bits(fresh(m, PROMPT)))).toBe(true);
+  });
+
   it('fork shares the prefix blocks; each branch continues as a fresh run and writing one never changes the other', () => {
     const pool = new SequencePool(m, { maxTokens: 1024, contextSize: 64, kvType });
     const a = pool.create();

@@ -1,0 +1,39 @@
+// The idle collector: one full collection after the delay with nothing to do, none while busy.
+import { describe, expect, it } from 'vitest';
+
+import { IdleCollector } from '../lib/engine/idle-gc.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('IdleCollector', () => {
+  it('collects once after the idle delay; busy() before it cancels; idle() twice schedules one', async () => {
+    const c = new IdleCollector(30);
+    c.idle();
+    c.idle();
+    await sleep(80);
+    expect(c.runs).toBe(1);
+    c.idle();
+    await sleep(5);
+    c.busy();
+    await sleep(60);
+    expect(c.runs).toBe(1);
+    c.idle();
+    await sleep(80);
+    expect(c.runs).toBe(2);
+  });
+
+  it('frees garbage: a dropped object\\'s finalizer runs after the collection', async () => {
+    let finalized = false;
+    const registry = new FinalizationRegistry(() => {
+      finalized = true;
+    });
+    (() => {
+      registry.register({ big: new Array(1000).fill(0) }, 0);
+    })();
+    const c = new IdleCollector(10);
+    c.idle();
+    for (let i = 0; i < 50 && !finalized; i++) await sleep(20);
+    expect(c.runs).toBe(1);
+    expect(finalized).toBe(true);
+  });
+});
