@@ -210,19 +210,23 @@ describe('lifecycle', () => {
     expect(response).toContain('"code":"draining"');
   });
 
-  it('drain aborts what is still running after its timeout', async () => {
-    const { server, base } = await start({ parallel: 1 });
+  it('drain aborts what is still running after its timeout, telling each client why (an error event, a 503)', async () => {
+    const { server, base } = await start({ parallel: 2 });
     const s = await openStream(base, LONG);
+    const plain = post(base, '/v1/completions', { ...LONG, stream: false });
+    await sleep(50);
     const t0 = performance.now();
     await server.drain(100);
     expect(performance.now() - t0).toBeLessThan(2000);
     const rest = [];
-    try {
-      for (let r = await s.it.next(); !r.done; r = await s.it.next()) rest.push(r.value);
-    } catch {
-      // the connection was closed under the stream
-    }
+    for (let r = await s.it.next(); !r.done; r = await s.it.next()) rest.push(r.value);
     expect(rest.some((e) => e.text === '[DONE]')).toBe(false);
+    const last = JSON.parse(rest.filter((e) => e.kind === 'data').at(-1)!.text);
+    expect(last.error.code).toBe('draining');
+    expect(last.error.message).toMatch(/drain timeout \(100 ms\)/);
+    const res = await plain;
+    expect(res.status).toBe(503);
+    expect((await res.json()).error.code).toBe('draining');
   });
 
   it('/ready is 503 while the model loads, then 200; generation answers 503 meanwhile', async () => {

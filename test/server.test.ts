@@ -140,6 +140,16 @@ describe('OpenAI endpoints', () => {
     expect(body.usage.prompt_tokens).toBe(model.tokenize('Once upon a time').length); // the prompt once, as OpenAI counts it
     expect(body.usage.completion_tokens).toBe(36);
 
+    // The choices share the prompt's KV: a new prompt is computed once, the other choices fork it (one row each).
+    const metric = async (k: string) => parseMetrics(await (await fetch(`${base}/metrics`)).text()).get(k)!;
+    const prompt = 'A prompt that no request before this one has sent, long enough to span a few KV blocks of sixteen positions';
+    const n = model.tokenize(prompt).length;
+    const [e0, r0] = [await metric('bitllm_engine_evaluated_prompt_tokens'), await metric('bitllm_engine_reused_prompt_tokens')];
+    const shared = await (await post(base, '/v1/completions', { prompt, max_tokens: 3, temperature: 1, seed: 3, n: 3 })).json();
+    expect(shared.choices).toHaveLength(3);
+    expect(await metric('bitllm_engine_reused_prompt_tokens') - r0).toBeGreaterThanOrEqual(2 * (n - 1));
+    expect(await metric('bitllm_engine_evaluated_prompt_tokens') - e0).toBeLessThanOrEqual(n + 2);
+
     const stream = await post(base, '/v1/chat/completions', { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 4, seed: 5, n: 2, stream: true });
     const chunks = dataChunks(await collectSse(stream));
     for (const index of [0, 1]) {

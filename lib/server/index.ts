@@ -551,7 +551,17 @@ export function createServer(options: ServerOptions): BitllmServer {
       // Every sequence enters the queue in this same tick (see Admission.hasRoom).
       const results = await Promise.allSettled(sequences.map((s, i) => runOne(choices[i]!, s.request)));
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (abort.signal.aborted && !failed) return; // the client is gone
+      if (abort.signal.aborted && !failed) {
+        // The server ended it (drain timeout, close): tell the client why, the way a failed request is told.
+        const reason: unknown = abort.signal.reason;
+        if (reason instanceof HttpError && !res.destroyed && !res.writableEnded) {
+          if (plan.stream) {
+            write(`data: ${JSON.stringify(reason.body())}\n\n`);
+            res.end();
+          } else if (!res.headersSent) sendError(res, reason);
+        }
+        return; // otherwise the client is gone
+      }
       if (failed) {
         const err = failed.reason instanceof Error ? failed.reason : new Error(String(failed.reason));
         const e500 = new HttpError(500, `generation failed: ${err.message}`, 'server_error', 'engine_error');
@@ -624,8 +634,10 @@ export function createServer(options: ServerOptions): BitllmServer {
     if (inFlight.size > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
-          for (const a of inFlight) a.abort();
-          resolve();
+          const cut = new HttpError(503, `the server is shutting down: the request did not finish within the drain timeout (${timeoutMs} ms)`, 'server_error', 'draining');
+          for (const a of inFlight) a.abort(cut);
+          // Each request then ends at the worker's next step and writes its error; wait for that (briefly).
+          setTimeout(resolve, 1000).unref();
         }, timeoutMs);
         inFlightChanged = () => {
           if (inFlight.size === 0) {
