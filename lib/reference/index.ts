@@ -10,3 +10,4 @@ export * from './billm.js';
 export * from './dense.js';
 export * from './ternary-sparse.js';
 export * from './binary-lut.js';
+export * from './mamba2.js';
