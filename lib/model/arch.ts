@@ -152,9 +152,19 @@ export const ARCHITECTURES: readonly ArchRow[] = [
 
 const BY_ARCH = new Map(ARCHITECTURES.map((r) => [r.arch, r]));
 
+/**
+ * Architectures whose files bitllm reads and checks but whose blocks the engine does not run yet: what a user
+ * loading one is told instead of "not supported".
+ */
+export const RECOGNIZED_NOT_RUNNABLE: Readonly<Record<string, string>> = {
+  'bi-mamba': 'Bi-Mamba (Mamba-2 blocks, FBI-linear in/out projections): bitllm reads and checks this layout and has its '
+    + 'reference forward (lib/model/mamba2.ts), but the engine does not run Mamba-2 blocks yet',
+};
+
 /** The row of `arch`, or a ModelFormatError naming the file and listing what is supported. */
 export function archRow(arch: string, source = 'model'): ArchRow {
   const row = BY_ARCH.get(arch);
+  if (!row && RECOGNIZED_NOT_RUNNABLE[arch]) throw new ModelFormatError(`${source}: ${RECOGNIZED_NOT_RUNNABLE[arch]}`);
   if (!row) throw new ModelFormatError(`${source}: architecture '${arch}' is not supported (supported: ${ARCHITECTURES.map((r) => r.arch).join(', ')})`);
   return row;
 }

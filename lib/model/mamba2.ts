@@ -1,0 +1,324 @@
+// Bi-Mamba in GGUF (issue 13): the file layout, its validation, a synthetic writer and the float64 reference
+// forward of the whole model. The engine does not run Mamba-2 blocks yet (the architecture table, the native
+// mixer and the SSM state kind of the sequence pool come next); this module is the contract they are built
+// against, and `bitllm convert` / the trainer write exactly this layout.
+//
+// Layout (llama.cpp's mamba2 key and tensor names where they exist; ../shared/families.md §8 for the block):
+//   general.architecture = 'bi-mamba'
+//   bi-mamba.{context_length, embedding_length (d_model), block_count, vocab_size,
+//             ssm.conv_kernel, ssm.state_size, ssm.group_count, ssm.inner_size, ssm.time_step_rank (= heads),
+//             attention.layer_norm_rms_epsilon (the block and final RMSNorms, 1e-5), ssm.norm_epsilon (1e-5)}
+//   token_embd.weight   F16/F32 [d_model, vocab]   tied head (Bi-Mamba ties it)
+//   output_norm.weight  F32 [d_model]
+//   blk.N.attn_norm.weight      F32 [d_model]              the block's RMSNorm (llama.cpp's name for mamba)
+//   blk.N.ssm_in.weight         Q1_0 [d_model, F]          FBI-linear signs, F = 2 dInner + 2 nGroups dState + heads
+//   blk.N.ssm_in.{alpha,beta}   F32 [d_model]              per-input-column α, β (y = (α ⊙ x)·Sᵀ + Σ βx)
+//   blk.N.ssm_conv1d.weight     F32 [conv_kernel, convDim] convDim = dInner + 2 nGroups dState
+//   blk.N.ssm_conv1d.bias       F32 [convDim]
+//   blk.N.ssm_dt.bias           F32 [heads]
+//   blk.N.ssm_a                 F32 [1, heads]             A = −exp(A_log) (as llama.cpp stores it): finite, < 0
+//   blk.N.ssm_d                 F32 [1, heads]
+//   blk.N.ssm_norm.weight       F32 [dInner / nGroups, nGroups]
+//   blk.N.ssm_out.weight        Q1_0 [dInner, d_model] + ssm_out.{alpha,beta} F32 [dInner]
+import { ModelFormatError } from '../errors.js';
+import { type GgufFile, GgufMetadata, GgufType, GgufWriter } from '../format/gguf.js';
+import { GGML } from '../format/types.js';
+import { decodeQ1_0, encodeQ1_0, QK1_0 } from '../convert/q1_0.js';
+import { floatToHalf, halfToFloat } from '../reference/numeric.js';
+import {
+  type Mamba2Dims, type Mamba2MixerWeights, type Mamba2State, checkMamba2Dims, mamba2ConvDim, mamba2EmptyState, mamba2InProjDim, refMamba2Mixer,
+} from '../reference/mamba2.js';
+
+export const BI_MAMBA_ARCH = 'bi-mamba';
+
+export interface Mamba2Config extends Mamba2Dims {
+  arch: string;
+  nLayer: number;
+  nVocab: number;
+  nCtxTrain: number;
+  /** The block and final RMSNorms. */
+  eps: number;
+  /** The gated RMSNorm inside the mixer. */
+  normEps: number;
+}
+
+export const MAMBA2_TENSORS = {
+  tokEmbd: 'token_embd.weight',
+  outputNorm: 'output_norm.weight',
+  norm: (l: number) => `blk.${l}.attn_norm.weight`,
+  inProj: (l: number) => `blk.${l}.ssm_in`,
+  conv: (l: number) => `blk.${l}.ssm_conv1d.weight`,
+  convBias: (l: number) => `blk.${l}.ssm_conv1d.bias`,
+  dtBias: (l: number) => `blk.${l}.ssm_dt.bias`,
+  A: (l: number) => `blk.${l}.ssm_a`,
+  D: (l: number) => `blk.${l}.ssm_d`,
+  gnorm: (l: number) => `blk.${l}.ssm_norm.weight`,
+  outProj: (l: number) => `blk.${l}.ssm_out`,
+} as const;
+
+/** Reads and checks the hyperparameters of a Bi-Mamba file (ModelFormatError naming the key). */
+export function mamba2ConfigFromGguf(file: GgufFile): Mamba2Config {
+  const md = new GgufMetadata(file);
+  const arch = md.string('general.architecture');
+  if (arch !== BI_MAMBA_ARCH) throw new ModelFormatError(`${file.source}: architecture '${arch}' is not ${BI_MAMBA_ARCH}`);
+  const key = (k: string) => `${arch}.${k}`;
+  const positive = (k: string, fallback?: number): number => {
+    const v = fallback === undefined ? md.number(key(k)) : md.number(key(k), fallback)!;
+    if (!Number.isInteger(v) || v < 1 || v > 1 << 24) throw new ModelFormatError(`${file.source}: metadata '${key(k)}' = ${v} is not a positive integer`);
+    return v;
+  };
+  const dims: Mamba2Dims = {
+    dModel: positive('embedding_length'), dInner: positive('ssm.inner_size'), dState: positive('ssm.state_size'),
+    nHeads: positive('ssm.time_step_rank'), nGroups: positive('ssm.group_count', 1), dConv: positive('ssm.conv_kernel', 4),
+  };
+  try {
+    checkMamba2Dims(dims);
+  } catch (err) {
+    throw new ModelFormatError(`${file.source}: ${(err as Error).message.replace(/^mamba2: /, '')} (metadata ${key('ssm.*')})`);
+  }
+  const eps = md.number(key('attention.layer_norm_rms_epsilon'), 1e-5)!;
+  const normEps = md.number(key('ssm.norm_epsilon'), 1e-5)!;
+  for (const [k, v] of [['attention.layer_norm_rms_epsilon', eps], ['ssm.norm_epsilon', normEps]] as const)
+    if (!(v > 0 && v < 1)) throw new ModelFormatError(`${file.source}: metadata '${key(k)}' = ${v} is out of range`);
+  const embd = file.tensors.find((t) => t.name === MAMBA2_TENSORS.tokEmbd);
+  const nVocab = md.number(key('vocab_size'), undefined) ?? embd?.dims[1];
+  if (nVocab === undefined || !Number.isInteger(nVocab) || nVocab < 1) throw new ModelFormatError(`${file.source}: cannot determine the vocabulary size`);
+  return { arch, ...dims, nLayer: positive('block_count'), nVocab, nCtxTrain: positive('context_length', 4096), eps, normEps };
+}
+
+/** An FBI-linear: signs [M, K] (row-major), per-input-column α and β [K]. */
+export interface FbiLinear {
+  M: number;
+  K: number;
+  signs: Int8Array;
+  alpha: Float32Array;
+  beta: Float32Array;
+}
+
+/** y [T, M] = (α ⊙ x)·Sᵀ + Σ_k β_k x_k, in float64. */
+export function fbiLinear(w: FbiLinear, x: Float64Array, T: number): Float64Array {
+  const y = new Float64Array(T * w.M);
+  const ax = new Float64Array(w.K);
+  for (let t = 0; t < T; t++) {
+    let bx = 0;
+    for (let k = 0; k < w.K; k++) {
+      const v = x[t * w.K + k]!;
+      ax[k] = w.alpha[k]! * v;
+      bx += w.beta[k]! * v;
+    }
+    for (let m = 0; m < w.M; m++) {
+      let s = bx;
+      const row = m * w.K;
+      for (let k = 0; k < w.K; k++) s += w.signs[row + k]! * ax[k]!;
+      y[t * w.M + m] = s;
+    }
+  }
+  return y;
+}
+
+export interface Mamba2Layer {
+  norm: Float32Array;
+  inProj: FbiLinear;
+  outProj: FbiLinear;
+  convWeight: Float32Array; // [convDim, dConv] (the reference's order: channel-major)
+  convBias: Float32Array;
+  dtBias: Float32Array;
+  ALog: Float64Array; // log(−A), what the reference takes
+  D: Float32Array;
+  normWeight: Float32Array; // [dInner]
+}
+
+export interface Mamba2Weights {
+  embd: Float32Array; // [vocab, d_model]
+  outputNorm: Float32Array;
+  layers: Mamba2Layer[];
+}
+
+function f32Values(file: GgufFile, name: string, bytes: Uint8Array, type: number, n: number): Float32Array {
+  const out = new Float32Array(n);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (type === GGML.F32) for (let i = 0; i < n; i++) out[i] = dv.getFloat32(4 * i, true);
+  else if (type === GGML.F16) for (let i = 0; i < n; i++) out[i] = halfToFloat(dv.getUint16(2 * i, true));
+  else throw new ModelFormatError(`${file.source}: tensor '${name}' must be F32${type === GGML.F16 ? '' : ' or F16'}`);
+  return out;
+}
+
+/**
+ * Reads every tensor of a Bi-Mamba file, checking presence, type and exact shape (ModelFormatError naming the
+ * tensor: a state size or head count that does not match the metadata, a conv kernel of the wrong shape, NaN
+ * or a non-negative A, non-finite values in the float tensors).
+ */
+export function loadMamba2Weights(file: GgufFile, cfg: Mamba2Config): Mamba2Weights {
+  const byName = new Map(file.tensors.map((t) => [t.name, t]));
+  const tensor = (name: string, dims: number[], types: number[]): { bytes: Uint8Array; type: number } => {
+    const t = byName.get(name);
+    if (!t) throw new ModelFormatError(`${file.source}: tensor '${name}' is missing`);
+    if (!types.includes(t.type)) throw new ModelFormatError(`${file.source}: tensor '${name}' has type ${t.typeName}, expected ${types.map((x) => typeNameOf(x)).join(' or ')}`);
+    const same = t.dims.length === dims.length && t.dims.every((d, i) => d === dims[i]);
+    if (!same) throw new ModelFormatError(`${file.source}: tensor '${name}' has shape [${t.dims.join(', ')}], expected [${dims.join(', ')}] (from the metadata: d_model ${cfg.dModel}, inner ${cfg.dInner}, state ${cfg.dState}, groups ${cfg.nGroups}, heads ${cfg.nHeads}, conv kernel ${cfg.dConv})`);
+    return { bytes: file.bytes.subarray(t.offset, t.offset + t.nbytes), type: t.type };
+  };
+  const floats = (name: string, dims: number[], allowF16 = false): Float32Array => {
+    const { bytes, type } = tensor(name, dims, allowF16 ? [GGML.F32, GGML.F16] : [GGML.F32]);
+    const v = f32Values(file, name, bytes, type, dims.reduce((a, b) => a * b, 1));
+    const bad = v.findIndex((x) => !Number.isFinite(x));
+    if (bad >= 0) throw new ModelFormatError(`${file.source}: tensor '${name}' has a non-finite value (${v[bad]}) at element ${bad}`);
+    return v;
+  };
+  const fbi = (base: string, K: number, M: number): FbiLinear => {
+    if (K % QK1_0 !== 0) throw new ModelFormatError(`${file.source}: tensor '${base}.weight': its input size ${K} is not a multiple of ${QK1_0} (Q1_0 blocks)`);
+    const { bytes } = tensor(`${base}.weight`, [K, M], [GGML.Q1_0]);
+    const { signs, blockScales } = decodeQ1_0(bytes, M, K);
+    const badScale = blockScales.findIndex((d) => d !== 1);
+    if (badScale >= 0) throw new ModelFormatError(`${file.source}: tensor '${base}.weight': Q1_0 block scale ${blockScales[badScale]} where an FBI-linear stores 1 (the scale is the column α)`);
+    return { M, K, signs, alpha: floats(`${base}.alpha`, [K]), beta: floats(`${base}.beta`, [K]) };
+  };
+  const T = MAMBA2_TENSORS;
+  const convDim = mamba2ConvDim(cfg);
+  const embd = floats(T.tokEmbd, [cfg.dModel, cfg.nVocab], true);
+  const layers: Mamba2Layer[] = [];
+  for (let l = 0; l < cfg.nLayer; l++) {
+    const conv = floats(T.conv(l), [cfg.dConv, convDim]);
+    // File [dConv, convDim] (ne0 = taps: each channel's taps contiguous) is the reference's [convDim, dConv].
+    const A = floats(T.A(l), [1, cfg.nHeads]);
+    const badA = A.findIndex((a) => !(a < 0));
+    if (badA >= 0) throw new ModelFormatError(`${file.source}: tensor '${T.A(l)}' (A = -exp(A_log)) has ${A[badA]} at head ${badA}: it must be negative and finite`);
+    layers.push({
+      norm: floats(T.norm(l), [cfg.dModel]),
+      inProj: fbi(T.inProj(l), cfg.dModel, mamba2InProjDim(cfg)),
+      outProj: fbi(T.outProj(l), cfg.dInner, cfg.dModel),
+      convWeight: conv, convBias: floats(T.convBias(l), [convDim]), dtBias: floats(T.dtBias(l), [cfg.nHeads]),
+      ALog: Float64Array.from(A, (a) => Math.log(-a)), D: floats(T.D(l), [1, cfg.nHeads]),
+      normWeight: floats(T.gnorm(l), [cfg.dInner / cfg.nGroups, cfg.nGroups]),
+    });
+  }
+  return { embd, outputNorm: floats(T.outputNorm, [cfg.dModel]), layers };
+}
+
+function typeNameOf(type: number): string {
+  return Object.entries(GGML).find(([, v]) => v === type)?.[0] ?? String(type);
+}
+
+/** The model's per-sequence state: one mixer state per layer (constant in the sequence length). */
+export function mamba2ModelState(cfg: Mamba2Config): Mamba2State[] {
+  return Array.from({ length: cfg.nLayer }, () => mamba2EmptyState(cfg));
+}
+
+function rmsnorm(x: Float64Array, w: ArrayLike<number>, T: number, n: number, eps: number): Float64Array {
+  const y = new Float64Array(T * n);
+  for (let t = 0; t < T; t++) {
+    let ss = 0;
+    for (let i = 0; i < n; i++) ss += x[t * n + i]! ** 2;
+    const s = 1 / Math.sqrt(ss / n + eps);
+    for (let i = 0; i < n; i++) y[t * n + i] = x[t * n + i]! * s * w[i]!;
+  }
+  return y;
+}
+
+/**
+ * The whole Bi-Mamba forward in float64 over `tokens` of one sequence, continuing from `state` (advanced):
+ * embedding, per layer residual += mixer(RMSNorm(residual)) (the residual stream in full precision), the
+ * final RMSNorm and the tied head. Returns logits [tokens.length, vocab]. `chunk`: run the SSM in the chunked
+ * form (prefill) instead of the recurrence.
+ */
+export function mamba2ReferenceForward(cfg: Mamba2Config, w: Mamba2Weights, tokens: readonly number[], state: Mamba2State[], chunk?: number): Float64Array {
+  const T = tokens.length;
+  const d = cfg.dModel;
+  const res = new Float64Array(T * d);
+  tokens.forEach((tok, t) => {
+    if (!(Number.isInteger(tok) && tok >= 0 && tok < cfg.nVocab)) throw new RangeError(`mamba2: token ${tok} is outside the vocabulary (${cfg.nVocab})`);
+    for (let i = 0; i < d; i++) res[t * d + i] = w.embd[tok * d + i]!;
+  });
+  w.layers.forEach((L, l) => {
+    const mixer: Mamba2MixerWeights = {
+      inProj: (h, n) => fbiLinear(L.inProj, h, n), outProj: (y, n) => fbiLinear(L.outProj, y, n),
+      convWeight: L.convWeight, convBias: L.convBias, normWeight: L.normWeight, normEps: cfg.normEps, dtBias: L.dtBias, ALog: L.ALog, D: L.D,
+    };
+    const out = refMamba2Mixer(cfg, mixer, rmsnorm(res, L.norm, T, d, cfg.eps), T, state[l]!, chunk);
+    for (let i = 0; i < T * d; i++) res[i] = res[i]! + out[i]!;
+  });
+  const h = rmsnorm(res, w.outputNorm, T, d, cfg.eps);
+  const logits = new Float64Array(T * cfg.nVocab);
+  for (let t = 0; t < T; t++)
+    for (let v = 0; v < cfg.nVocab; v++) {
+      let s = 0;
+      for (let i = 0; i < d; i++) s += w.embd[v * d + i]! * h[t * d + i]!;
+      logits[t * cfg.nVocab + v] = s;
+    }
+  return logits;
+}
+
+export interface SynthMamba2Options {
+  dModel: number;
+  nLayer: number;
+  dInner?: number;
+  dState?: number;
+  nHeads?: number;
+  nGroups?: number;
+  dConv?: number;
+  nVocab: number;
+  seed?: number;
+  /** Tokenizer metadata to carry over (e.g. a bundled model's), else none. */
+  metadata?: (w: GgufWriter) => void;
+}
+
+/**
+ * A Bi-Mamba GGUF with seeded random weights in the layout above: FBI signs with α ~ 1/sqrt(K), small β, a
+ * conv of taps ~ 1/2, dt biases giving dt in [0.001, 0.1] (Mamba-2's init), A_log in log [1, 16], D ~ 1.
+ */
+export function synthMamba2Gguf(o: SynthMamba2Options): Uint8Array {
+  const dims: Mamba2Dims = {
+    dModel: o.dModel, dInner: o.dInner ?? 2 * o.dModel, dState: o.dState ?? 16, nHeads: o.nHeads ?? Math.max(1, (o.dInner ?? 2 * o.dModel) / 64),
+    nGroups: o.nGroups ?? 1, dConv: o.dConv ?? 4,
+  };
+  checkMamba2Dims(dims);
+  let s = (o.seed ?? 1) >>> 0;
+  const rnd = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const uni = (n: number, lo: number, hi: number) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rnd());
+  const f32 = (v: Float32Array) => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  const w = new GgufWriter();
+  const a = BI_MAMBA_ARCH;
+  w.string('general.architecture', a).string('general.name', 'synthetic Bi-Mamba');
+  w.u32(`${a}.context_length`, 4096).u32(`${a}.embedding_length`, dims.dModel).u32(`${a}.block_count`, o.nLayer).u32(`${a}.vocab_size`, o.nVocab);
+  w.u32(`${a}.ssm.conv_kernel`, dims.dConv).u32(`${a}.ssm.state_size`, dims.dState).u32(`${a}.ssm.group_count`, dims.nGroups);
+  w.u32(`${a}.ssm.inner_size`, dims.dInner).u32(`${a}.ssm.time_step_rank`, dims.nHeads);
+  w.f32(`${a}.attention.layer_norm_rms_epsilon`, 1e-5).f32(`${a}.ssm.norm_epsilon`, 1e-5);
+  w.set(`${a}.ssm.binary`, GgufType.STRING, 'fbi-linear in_proj/out_proj');
+  o.metadata?.(w);
+  const T = MAMBA2_TENSORS;
+  const embd = uni(o.nVocab * dims.dModel, -1, 1);
+  const half = new Uint16Array(embd.length);
+  for (let i = 0; i < embd.length; i++) half[i] = floatToHalf(embd[i]!);
+  w.addTensor(T.tokEmbd, [dims.dModel, o.nVocab], GGML.F16, new Uint8Array(half.buffer));
+  w.addTensor(T.outputNorm, [dims.dModel], GGML.F32, f32(uni(dims.dModel, 0.8, 1.2)));
+  const fbi = (base: string, K: number, M: number) => {
+    const signs = Int8Array.from({ length: M * K }, () => (rnd() < 0.5 ? -1 : 1));
+    w.addTensor(`${base}.weight`, [K, M], GGML.Q1_0, encodeQ1_0(signs, M, K, 1));
+    w.addTensor(`${base}.alpha`, [K], GGML.F32, f32(uni(K, 0.5 / Math.sqrt(K), 1.5 / Math.sqrt(K))));
+    w.addTensor(`${base}.beta`, [K], GGML.F32, f32(uni(K, -0.1 / Math.sqrt(K), 0.1 / Math.sqrt(K))));
+  };
+  const convDim = mamba2ConvDim(dims);
+  for (let l = 0; l < o.nLayer; l++) {
+    w.addTensor(T.norm(l), [dims.dModel], GGML.F32, f32(uni(dims.dModel, 0.8, 1.2)));
+    fbi(T.inProj(l), dims.dModel, mamba2InProjDim(dims));
+    w.addTensor(T.conv(l), [dims.dConv, convDim], GGML.F32, f32(uni(convDim * dims.dConv, -0.5, 0.5)));
+    w.addTensor(T.convBias(l), [convDim], GGML.F32, f32(uni(convDim, -0.1, 0.1)));
+    // dt = softplus(dt_raw + bias) lands in [0.001, 0.1]: bias = inverse softplus of a log-uniform draw.
+    const dtBias = Float32Array.from({ length: dims.nHeads }, () => {
+      const dt = Math.exp(Math.log(0.001) + rnd() * (Math.log(0.1) - Math.log(0.001)));
+      return dt + Math.log(-Math.expm1(-dt));
+    });
+    w.addTensor(T.dtBias(l), [dims.nHeads], GGML.F32, f32(dtBias));
+    w.addTensor(T.A(l), [1, dims.nHeads], GGML.F32, f32(Float32Array.from({ length: dims.nHeads }, () => -(1 + 15 * rnd()))));
+    w.addTensor(T.D(l), [1, dims.nHeads], GGML.F32, f32(uni(dims.nHeads, 0.5, 1.5)));
+    w.addTensor(T.gnorm(l), [dims.dInner / dims.nGroups, dims.nGroups], GGML.F32, f32(uni(dims.dInner, 0.8, 1.2)));
+    fbi(T.outProj(l), dims.dInner, dims.dModel);
+  }
+  return w.toBytes();
+}
