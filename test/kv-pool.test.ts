@@ -66,6 +66,22 @@ describe.each([['tiny-b158-i2_s (f16 KV)', b158], ['tiny-a48-tq2_0 (q3 KV)', a48
     expect(bits(got).equals(bits(fresh(m, PROMPT)))).toBe(true);
   });
 
+  it('a sequence and its fork extending their shared last block in one batch take one copy, not two (an exact count: a full pool still admits it)', () => {
+    // 3 blocks of 16: a holds 20 positions (2 blocks), b forks it (shared); both write position 20 in one batch.
+    const pool = new SequencePool(m, { maxTokens: 48, contextSize: 48, kvType });
+    const a = pool.create();
+    feed(pool, a, PROMPT);
+    const b = pool.fork(a);
+    const out = pool.forwardBatch([{ token: 7, seq: a, pos: 20, logits: true }, { token: 9, seq: b, pos: 20, logits: true }]);
+    expect(pool.stats().blocksUsed).toBe(3);
+    const V = m.cfg.nVocab;
+    expect(bits(out.subarray(0, V)).equals(bits(fresh(m, [...PROMPT, 7])))).toBe(true);
+    expect(bits(out.subarray(V)).equals(bits(fresh(m, [...PROMPT, 9])))).toBe(true);
+    pool.dispose(a);
+    pool.dispose(b);
+    expect(pool.stats()).toMatchObject({ sequences: 0, blocksUsed: 0, blocksCached: 3 });
+  });
+
   it('fork shares the prefix blocks; each branch continues as a fresh run and writing one never changes the other', () => {
     const pool = new SequencePool(m, { maxTokens: 1024, contextSize: 64, kvType });
     const a = pool.create();

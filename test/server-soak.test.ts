@@ -2,12 +2,11 @@
 // is its own), 1,000 mixed requests (chat and completions, streamed and not, n = 1 and 2, 10 % aborted after
 // their first chunk) from 8 concurrent clients. Then: no errors, no sequence left in the KV pool beyond the
 // prefix cache (bitllm_kv_sequences == bitllm_kv_cached_sequences), counters that add up. The server's RSS is
-// printed, not yet checked: it grows with requests while the pool's sequences and blocks stay flat (a finding
-// of issue 11 still open). The worker's per-step logits buffer and the samplers' candidate arrays are now
-// reused and both threads collect garbage when idle: 90.5 -> 107.4 MiB over 900 requests (it was 99.5 -> 127.8),
-// so the issue's "RSS within 5 % after idle" does not hold yet. Not the cause (measured in isolation, flat over
-// 3,000 iterations): the KV pool with forwardBatch, fork, truncate and trim; worker messages; the V8 heaps
-// after a collection (main 9 MiB, worker 6.5 MiB).
+// printed, not checked: with the V8 option of the deployment docs it grew 2-6 % over the 1,000 requests after a
+// 300-request warm-up in repeated runs on this shared machine, too close to the issue's 5 % for a check that
+// must not fail on noise. Found and fixed on the way (docs/server.md "Memory"): a KV block leaked whenever a
+// sequence and its fork extended their shared last block in one step; a logits array and a vocabulary-sized
+// sampler scratch allocated per step / per request; no garbage collection when idle.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +17,7 @@ import { collectSse, dataChunks, parseMetrics, post, readSse, sleep, waitFor } f
 
 const MAIN = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 const MODEL = fileURLToPath(new URL('../models/tiny-b158-i2_s.gguf', import.meta.url));
+const WARM = 300;
 const LONG = { prompt: 'Once upon a time', max_tokens: 1500, ignore_eos: true, temperature: 0, stream: true };
 
 let child: ChildProcess | undefined;
@@ -27,7 +27,9 @@ afterAll(() => {
 
 function serve(): Promise<string> {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build with \`npx tsc -p tsconfig.json\` first`);
-  child = spawn(process.execPath, [MAIN, 'serve', MODEL, '--port', '0', '-t', '1', '--parallel', '4', '--max-queue', '64', '--ctx', '2048'],
+  // The V8 option the deployment docs give a server (README "Serve", deploy/kubernetes): young-generation
+  // semi-spaces of at most 4 MiB instead of 16 (per thread), so RSS settles within the warm-up.
+  child = spawn(process.execPath, ['--max-semi-space-size=4', MAIN, 'serve', MODEL, '--port', '0', '-t', '1', '--parallel', '4', '--max-queue', '64', '--ctx', '2048'],
     { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   return new Promise((resolve, reject) => {
@@ -95,12 +97,12 @@ describe('soak (bounded, loopback)', () => {
     };
 
     // Warm-up: every kind of request once, the prefix cache full, then the reference RSS.
-    await run(0, 100);
+    await run(0, WARM);
     await idle();
     const m0 = await metrics();
     const warmCompletion = completion;
     const rss0 = rssKb();
-    await run(100, 1000);
+    await run(WARM, WARM + 1000);
     await idle();
     const m1 = await metrics();
     const rss1 = rssKb();
@@ -108,7 +110,7 @@ describe('soak (bounded, loopback)', () => {
     expect(errors).toEqual([]);
     const d = (k: string) => m1.get(k)! - (m0.get(k) ?? 0);
     // Counters add up over the 900 measured requests (the warm-up's are in m0).
-    const warmAborted = 10;
+    const warmAborted = WARM / 10;
     expect(d('bitllm_sequences_finished_total{finish_reason="abort"}')).toBe(aborted - warmAborted);
     expect(d('bitllm_sequences_finished_total{finish_reason="error"}')).toBe(0);
     expect(d('bitllm_generation_tokens_total')).toBe(completion - warmCompletion);
@@ -116,6 +118,6 @@ describe('soak (bounded, loopback)', () => {
     expect(m1.get('bitllm_kv_sequences')).toBe(m1.get('bitllm_kv_cached_sequences'));
     expect(m1.get('bitllm_kv_cached_sequences')).toBeLessThanOrEqual(4);
     expect(m1.get('bitllm_kv_blocks_used')).toBeGreaterThan(0);
-    console.log(`soak: 1,000 requests (${aborted} aborted), RSS after warm-up ${(rss0 / 1024).toFixed(1)} MiB, after idle ${(rss1 / 1024).toFixed(1)} MiB`);
+    console.log(`soak: ${WARM} warm-up + 1,000 requests (${aborted} aborted), RSS after warm-up ${(rss0 / 1024).toFixed(1)} MiB, after idle ${(rss1 / 1024).toFixed(1)} MiB (${((100 * (rss1 - rss0)) / rss0).toFixed(1)} %)`);
   }, 300_000);
 });

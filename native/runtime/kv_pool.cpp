@@ -1,7 +1,9 @@
 // The sequence-state pool; see kv_pool.h.
 #include "kv_pool.h"
 
+#include <algorithm>
 #include <cstdlib>
+#include <unordered_map>
 #include <cstring>
 #include <new>
 
@@ -95,15 +97,22 @@ void KvPool::admit(const int32_t* seq, const int32_t* pos, int64_t B) {
       fail(KvPoolError::kTooLong, "rows[" + std::to_string(b) + "]: sequence " + std::to_string(seq[b]) + " position " +
                                       std::to_string(pos[b]) + " is past the context size " + std::to_string(max_len_));
   }
-  // 2. Blocks needed: new ones past the table, and copies of shared ones that will be written.
+  // 2. Blocks needed: new ones past the table, and copies of shared ones that will be written. A shared block
+  //    with r holders written by w sequences of this batch takes min(w, r - 1) copies: the commit below copies
+  //    for each writer while others still hold the block, and the last holder writes it in place (a sequence
+  //    and its fork both extending their shared last block in one step: one copy, not two).
   int64_t need = 0;
+  std::unordered_map<int32_t, int32_t> writers;  // shared block -> sequences of this batch writing it
   for (const auto& [id, end] : next) {
     const Seq& s = get(id);
     if (end == s.len) continue;
     const int64_t j0 = s.len / kKvBlockTokens, j1 = blocks_for(end);
-    for (int64_t j = j0; j < j1; ++j)
-      if (j >= static_cast<int64_t>(s.blocks.size()) || refs_[s.blocks[j]] > 1) ++need;
+    for (int64_t j = j0; j < j1; ++j) {
+      if (j >= static_cast<int64_t>(s.blocks.size())) ++need;
+      else if (refs_[s.blocks[j]] > 1) ++writers[s.blocks[j]];
+    }
   }
+  for (const auto& [b, w] : writers) need += std::min<int64_t>(w, refs_[b] - 1);
   if (used_ + need > max_blocks_)
     fail(KvPoolError::kFull, "the KV pool is full: the batch needs " + std::to_string(need) + " more blocks of " +
                                  std::to_string(kKvBlockTokens) + " positions, " + std::to_string(max_blocks_ - used_) +
@@ -158,6 +167,8 @@ void KvPool::admit(const int32_t* seq, const int32_t* pos, int64_t B) {
     }
     s.len = end;
   }
+  // Every block taken was used (the count above is exact); should that ever not hold, none may leak.
+  for (; gi < got.size(); ++gi) free_.push_back(got[gi]);
 }
 
 const void* const* KvPool::table(int32_t id) const { return get(id).ptrs.data(); }
