@@ -77,6 +77,7 @@ export async function runServeCommand(argv: string[]): Promise<number> {
     modelId: cl.str('alias'),
     maxBodyBytes: cl.int('max-body', 1, 2 ** 31),
     keepAliveMs: cl.int('sse-ping-ms', 1, 3_600_000),
+    idleGc: true,
   });
   let address: AddressInfo;
   try {

@@ -45,6 +45,11 @@ export interface ServerOptions {
   stuckTimeoutMs?: number;
   /** Retry-After seconds sent with 429 (default 1). */
   retryAfterSeconds?: number;
+  /**
+   * Run a full garbage collection of this thread a second after the last request ends (lib/engine/idle-gc.ts).
+   * Default false: an embedding app owns its main thread's heap; `bitllm serve` turns it on.
+   */
+  idleGc?: boolean;
 }
 
 export type ServerState = 'loading' | 'ready' | 'draining' | 'closed' | 'failed';
@@ -154,7 +159,7 @@ export function createServer(options: ServerOptions): BitllmServer {
   /** Abort controllers of generation requests in progress (queued or admitted). */
   const inFlight = new Set<AbortController>();
   /** A full GC of this thread a second after the last request ends (lib/engine/idle-gc.ts: the soak's RSS). */
-  const collector = new IdleCollector();
+  const collector = options.idleGc ? new IdleCollector() : undefined;
   let inFlightChanged: () => void = () => {};
   let lastProgress = Date.now();
   let http: Server | undefined;
@@ -458,7 +463,7 @@ export function createServer(options: ServerOptions): BitllmServer {
     };
     res.on('close', onClose);
     inFlight.add(abort);
-    collector.busy();
+    collector?.busy();
     const id = `${plan.kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
     const created = Math.floor(Date.now() / 1000);
     const object = plan.kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
@@ -593,7 +598,7 @@ export function createServer(options: ServerOptions): BitllmServer {
       if (ping) clearInterval(ping);
       res.off('close', onClose);
       inFlight.delete(abort);
-      if (inFlight.size === 0) collector.idle();
+      if (inFlight.size === 0) collector?.idle();
       inFlightChanged();
     }
   }
