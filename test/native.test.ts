@@ -41,9 +41,9 @@ describe('CPU features and dispatch', () => {
       const k = ctx.info().kernels;
       expect(ctx.isa).toBe(isa);
       expect(Object.keys(k).sort(), 'every family the addon reports is checked here').toEqual(
-        ['act_quant', 'billm', 'binary', 'binary_lut', 'f16', 'ops', 'q4', 'q8', 'ternary_i2', 'ternary_lut', 'ternary_sparse', 'ternary_td3'],
+        ['act_quant', 'billm', 'binary', 'binary_lut', 'f16', 'mamba2', 'ops', 'q4', 'q8', 'ternary_i2', 'ternary_lut', 'ternary_sparse', 'ternary_td3'],
       );
-      for (const family of ['act_quant', 'ternary_i2', 'ternary_lut', 'ternary_td3', 'ternary_sparse', 'binary', 'binary_lut', 'billm', 'f16', 'q8', 'q4', 'ops']) {
+      for (const family of ['act_quant', 'ternary_i2', 'ternary_lut', 'ternary_td3', 'ternary_sparse', 'binary', 'binary_lut', 'billm', 'f16', 'q8', 'q4', 'ops', 'mamba2']) {
         expect(k[family], `${isa} ${family}`).toMatch(/^(scalar|avx2|avx512|avx512-vbmi|neon|neon-dotprod)$/);
       }
       if (isa !== 'scalar') expect(k['ternary_i2']).toMatch(new RegExp(`^${isa}`));

@@ -13,3 +13,4 @@ export * from './dense.js';
 export { kernelInfo as info } from './context.js';
 export * from './ternary-sparse.js';
 export * from './binary-lut.js';
+export * from './mamba2.js';

@@ -244,3 +244,184 @@ export function refMamba2Mixer(d: Mamba2Dims, w: Mamba2MixerWeights, h: Float64A
   const y = chunk === undefined ? refSsdRecurrent(d, x, B, C, dt, T, w, state.ssm) : refSsdChunked(d, x, B, C, dt, T, w, state.ssm, chunk);
   return w.outProj(refGatedRmsNorm(d, y, z, w.normWeight, T, w.normEps), T);
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Error bounds of the float32 native kernels (native/kernels/mamba2.h states and derives them): per element, what
+// |native - reference| may be. u = 2^-24. The functions below read their inputs (and states) without advancing them,
+// except the SSD bound state, which carries the magnitude M and error E of every state element across calls.
+
+const U = 2 ** -24;
+const SUB = 2 ** -149;
+const TINY = 2 ** -120;
+
+/** Bound of the native conv (mamba2_conv) against refMamba2Conv for the same inputs; `conv` is read, not advanced. */
+export function mamba2ConvBound(d: Mamba2Dims, xBC: ArrayLike<number>, T: number, weight: ArrayLike<number>, bias: ArrayLike<number>,
+  conv: ArrayLike<number>): Float64Array {
+  const C = mamba2ConvDim(d);
+  const K = d.dConv;
+  const bound = new Float64Array(T * C);
+  const h = (r: number, c: number) => (r < K - 1 ? conv[r * C + c]! : xBC[(r - (K - 1)) * C + c]!);
+  for (let t = 0; t < T; t++)
+    for (let c = 0; c < C; c++) {
+      let s = bias[c]!;
+      let S = Math.abs(bias[c]!);
+      for (let k = 0; k < K; k++) {
+        const v = weight[c * K + k]! * h(t + k, c);
+        s += v;
+        S += Math.abs(v);
+      }
+      bound[t * C + c] = 1.1 * (K + 2) * U * S + 8 * U * Math.abs(silu(s)) + 1e-36 * S + SUB;
+    }
+  return bound;
+}
+
+/** What the SSD bounds carry per state element [nHeads, headDim, dState]: a magnitude M and an error bound E. */
+export interface SsdBoundState {
+  M: Float64Array;
+  E: Float64Array;
+}
+
+/** The bound state for native and reference runs that start from the same state values (E = 0). */
+export function ssdBoundState(ssm: ArrayLike<number>): SsdBoundState {
+  return { M: Float64Array.from(ssm, Math.abs), E: new Float64Array(ssm.length) };
+}
+
+function ssdStep(dt: number, dtBias: number, ALog: number): [number, number] {
+  const dth = softplus(dt + dtBias);
+  return [dth, Math.exp(-Math.exp(ALog) * dth)];
+}
+
+/**
+ * Bound of the native recurrence (ssd_recurrent) against refSsdRecurrent over T rows: y [T, dInner] per element, and
+ * the state's bound after the call ([nHeads, headDim, dState], = bs.E). Advances bs.
+ */
+export function ssdRecurrentBound(d: Mamba2Dims, x: ArrayLike<number>, B: ArrayLike<number>, C: ArrayLike<number>, dt: ArrayLike<number>,
+  T: number, p: Mamba2SsmParams, bs: SsdBoundState): { y: Float64Array; state: Float64Array } {
+  const P = checkMamba2Dims(d);
+  const N = d.dState;
+  const G = d.nGroups * N;
+  const perGroup = d.nHeads / d.nGroups;
+  const y = new Float64Array(T * d.dInner);
+  for (let t = 0; t < T; t++)
+    for (let h = 0; h < d.nHeads; h++) {
+      const g = Math.floor(h / perGroup);
+      const [dth, dA] = ssdStep(dt[t * d.nHeads + h]!, p.dtBias[h]!, p.ALog[h]!);
+      for (let i = 0; i < P; i++) {
+        const xi = x[t * d.dInner + h * P + i]!;
+        const st = (h * P + i) * N;
+        let acc = 0;
+        for (let n = 0; n < N; n++) {
+          const M = dA * bs.M[st + n]! + Math.abs(dth * xi * B[t * G + g * N + n]!);
+          const E = dA * (1 + 3 * U) * bs.E[st + n]! + 5 * U * M + 2 ** -140;
+          bs.M[st + n] = M;
+          bs.E[st + n] = E;
+          acc += Math.abs(C[t * G + g * N + n]!) * (E + (N + 2) * U * (M + E));
+        }
+        y[t * d.dInner + h * P + i] = acc + 3 * U * Math.abs(p.D[h]! * xi) + 2 ** -140;
+      }
+    }
+  return { y, state: bs.E.slice() };
+}
+
+/**
+ * Bound of the native chunked scan (ssd_chunked, chunks of `chunk` rows from the first row of the call) against
+ * refSsdChunked / refSsdRecurrent: y [T, dInner] per element and the state's bound after the call. Advances bs.
+ */
+export function ssdChunkedBound(d: Mamba2Dims, x: ArrayLike<number>, B: ArrayLike<number>, C: ArrayLike<number>, dt: ArrayLike<number>,
+  T: number, p: Mamba2SsmParams, bs: SsdBoundState, chunk: number): { y: Float64Array; state: Float64Array } {
+  const P = checkMamba2Dims(d);
+  const N = d.dState;
+  const G = d.nGroups * N;
+  const perGroup = d.nHeads / d.nGroups;
+  const y = new Float64Array(T * d.dInner);
+  for (let h = 0; h < d.nHeads; h++) {
+    const g = Math.floor(h / perGroup);
+    for (let t0 = 0; t0 < T; t0 += chunk) {
+      const L = Math.min(chunk, T - t0);
+      const c = (N + 3 * L + 8) * U;
+      const dth = new Float64Array(L);
+      const dA = new Float64Array(L);
+      for (let l = 0; l < L; l++) [dth[l], dA[l]] = ssdStep(dt[(t0 + l) * d.nHeads + h]!, p.dtBias[h]!, p.ALog[h]!);
+      const pf = new Float64Array(L);
+      const dk = new Float64Array(L * L); // dk[t L + s] = dA[s+1] .. dA[t]
+      for (let s = 0; s < L; s++) {
+        let v = 1;
+        for (let t = s; t < L; t++) {
+          if (t > s) v *= dA[t]!;
+          dk[t * L + s] = v;
+        }
+        pf[s] = (s > 0 ? pf[s - 1]! : 1) * dA[s]!;
+      }
+      const absCB = new Float64Array(L * L);
+      for (let t = 0; t < L; t++)
+        for (let s = 0; s <= t; s++) {
+          let v = 0;
+          for (let n = 0; n < N; n++) v += Math.abs(C[(t0 + t) * G + g * N + n]! * B[(t0 + s) * G + g * N + n]!);
+          absCB[t * L + s] = v;
+        }
+      for (let i = 0; i < P; i++) {
+        const st = (h * P + i) * N;
+        const xa = (l: number) => Math.abs(x[(t0 + l) * d.dInner + h * P + i]!);
+        for (let t = 0; t < L; t++) {
+          let diag = 0;
+          let diagZ = 0;
+          let dx = 0;
+          for (let s = 0; s <= t; s++) {
+            const v = dth[s]! * xa(s) * absCB[t * L + s]!;
+            diag += dk[t * L + s]! * v;
+            diagZ += v;
+            dx += dth[s]! * xa(s);
+          }
+          let offME = 0;
+          let offE = 0;
+          for (let n = 0; n < N; n++) {
+            const ca = Math.abs(C[(t0 + t) * G + g * N + n]!);
+            offME += ca * (bs.M[st + n]! + bs.E[st + n]!);
+            offE += ca * bs.E[st + n]!;
+          }
+          y[(t0 + t) * d.dInner + h * P + i] = c * (diag + pf[t]! * offME) + pf[t]! * offE + 3 * U * Math.abs(p.D[h]!) * xa(t) +
+            TINY * L * (diagZ + offME) + 2 ** -130 * L * (1 + dx) + SUB;
+        }
+        const pL = pf[L - 1]!;
+        let dx = 0;
+        for (let s = 0; s < L; s++) dx += dth[s]! * xa(s);
+        for (let n = 0; n < N; n++) {
+          let inMag = 0;
+          let inZ = 0;
+          for (let s = 0; s < L; s++) {
+            const v = dth[s]! * xa(s) * Math.abs(B[(t0 + s) * G + g * N + n]!);
+            inMag += dk[(L - 1) * L + s]! * v;
+            inZ += v;
+          }
+          const M0 = bs.M[st + n]!;
+          const E0 = bs.E[st + n]!;
+          const M = pL * M0 + inMag;
+          bs.M[st + n] = M;
+          bs.E[st + n] = pL * E0 + (3 * L + 8) * U * (M + pL * E0) + TINY * L * (M0 + E0 + inZ) + 2 ** -130 * L * (1 + dx);
+        }
+      }
+    }
+  }
+  return { y, state: bs.E.slice() };
+}
+
+/** Bound of the native gated RMSNorm (gated_rmsnorm) against refGatedRmsNorm. */
+export function gatedRmsNormBound(d: Mamba2Dims, y: ArrayLike<number>, z: ArrayLike<number>, w: ArrayLike<number>, T: number, eps: number): Float64Array {
+  const n = d.dInner / d.nGroups;
+  const bound = new Float64Array(T * d.dInner);
+  for (let t = 0; t < T; t++)
+    for (let g = 0; g < d.nGroups; g++) {
+      const o = t * d.dInner + g * n;
+      let ss = 0;
+      for (let i = 0; i < n; i++) {
+        const v = y[o + i]! * silu(z[o + i]!);
+        ss += v * v;
+      }
+      const s = 1 / Math.sqrt(ss / n + eps);
+      for (let i = 0; i < n; i++) {
+        const out = y[o + i]! * silu(z[o + i]!) * s * w[g * n + i]!;
+        bound[o + i] = 24 * U * Math.abs(out) + (1e-36 * Math.abs(y[o + i]! * z[o + i]!) + SUB) * s * Math.abs(w[g * n + i]!) + SUB;
+      }
+    }
+  return bound;
+}

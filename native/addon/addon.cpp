@@ -136,6 +136,7 @@ Napi::Value ContextWrap::info(const Napi::CallbackInfo& info) {
   k.Set("q8", table_.v_q8);
   k.Set("q4", table_.v_q4);
   k.Set("ops", table_.v_ops);
+  k.Set("mamba2", table_.v_mamba2);
   o.Set("kernels", k);
   return o;
 }
@@ -203,6 +204,8 @@ void register_linear(Napi::Env env, Napi::Object exports);
 void register_ternary_sparse(Napi::Env env, Napi::Object exports);
 // Bindings of the B1L64 binary lookup-table family (addon/binary_lut.cpp).
 void register_binary_lut(Napi::Env env, Napi::Object exports);
+// Bindings of the Mamba-2 mixer kernels (addon/mamba2.cpp).
+void register_mamba2(Napi::Env env, Napi::Object exports);
 
 Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
@@ -224,6 +227,7 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   register_file(env, exports);
   register_model(env, exports);
   register_linear(env, exports);
+  register_mamba2(env, exports);
   return exports;
 }
 

@@ -7,6 +7,7 @@
 #include "binary.h"
 #include "binary_lut.h"
 #include "dense.h"
+#include "mamba2.h"
 #include "ops.h"
 #include "ternary_i2.h"
 #include "ternary_lut.h"
@@ -66,6 +67,11 @@ struct KernelTable {
   attention_paged_fn attention_paged_q3 = nullptr;
   glu_fn glu_relu2 = nullptr;
   glu_fn glu_silu = nullptr;
+  mamba2_conv_fn mamba2_conv = nullptr;  // the Mamba-2 mixer (mamba2.h)
+  ssd_recurrent_fn ssd_recurrent = nullptr;
+  ssd_chunk_cb_fn ssd_chunk_cb = nullptr;
+  ssd_chunked_fn ssd_chunked = nullptr;
+  gated_rmsnorm_fn gated_rmsnorm = nullptr;
 
   // Variant that filled each entry ("scalar", "avx2", "avx512", "neon", "neon-dotprod"), for info().
   const char* v_act_quant = "none";
@@ -80,6 +86,7 @@ struct KernelTable {
   const char* v_q8 = "none";
   const char* v_q4 = "none";
   const char* v_ops = "none";
+  const char* v_mamba2 = "none";
 };
 
 // Each kernel family file provides one fill function per ISA variant. A fill overwrites only the
@@ -103,6 +110,7 @@ BITLLM_DECLARE_FILLS(binary_lut)
 BITLLM_DECLARE_FILLS(billm)
 BITLLM_DECLARE_FILLS(dense)
 BITLLM_DECLARE_FILLS(ops)
+BITLLM_DECLARE_FILLS(mamba2)
 
 #undef BITLLM_DECLARE_FILLS
 

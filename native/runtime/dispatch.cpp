@@ -61,6 +61,7 @@ void fill_scalar(KernelTable& t, const CpuFeatures& f) {
   fill_billm_scalar(t, f);
   fill_dense_scalar(t, f);
   fill_ops_scalar(t, f);
+  fill_mamba2_scalar(t, f);
 }
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -75,6 +76,7 @@ void fill_avx2(KernelTable& t, const CpuFeatures& f) {
   fill_billm_avx2(t, f);
   fill_dense_avx2(t, f);
   fill_ops_avx2(t, f);
+  fill_mamba2_avx2(t, f);
 }
 void fill_avx512(KernelTable& t, const CpuFeatures& f) {
   fill_act_quant_avx512(t, f);
@@ -87,6 +89,7 @@ void fill_avx512(KernelTable& t, const CpuFeatures& f) {
   fill_billm_avx512(t, f);
   fill_dense_avx512(t, f);
   fill_ops_avx512(t, f);
+  fill_mamba2_avx512(t, f);
 }
 #endif
 
@@ -102,6 +105,7 @@ void fill_neon(KernelTable& t, const CpuFeatures& f) {
   fill_billm_neon(t, f);
   fill_dense_neon(t, f);
   fill_ops_neon(t, f);
+  fill_mamba2_neon(t, f);
 }
 #endif
 
