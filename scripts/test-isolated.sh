@@ -61,7 +61,7 @@ set +e
   command -v bible >/dev/null && { echo "test-isolated: bible is still on PATH" >&2; exit 1; }
   python3 -c "import sentencepiece" 2>/dev/null && { echo "test-isolated: sentencepiece is still importable" >&2; exit 1; }
   [ -e ../shared ] && { echo "test-isolated: ../shared exists beside the clone" >&2; exit 1; }
-  npm ci --no-audit --no-fund && npm test
+  npm ci --no-audit --no-fund && npm test || exit $?
   if [ -d prebuilds ] && [ -e build/Release/bitllm.node ]; then echo "test-isolated: npm ci compiled the addon although prebuilds were given" >&2; exit 1; fi')
 status=$?
 set -e

@@ -22,7 +22,7 @@ describe('IdleCollector', () => {
     expect(c.runs).toBe(2);
   });
 
-  it('frees garbage: a dropped object\\'s finalizer runs after the collection', async () => {
+  it('frees garbage: the finalizer of a dropped object runs after the collection', async () => {
     let finalized = false;
     const registry = new FinalizationRegistry(() => {
       finalized = true;
