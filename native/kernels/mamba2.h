@@ -45,6 +45,15 @@
 #include <cmath>
 #include <cstdint>
 
+// The prebuilt binaries must load on glibc 2.28 (docs/shipping.md): glibc 2.29 added a new default version of
+// exp (the same results; only the SVID error-handling wrapper went away), so bind the version every glibc has,
+// as ops.h does for pow. Every translation unit that calls std::exp(double) includes this header.
+#if defined(__GLIBC__) && defined(__x86_64__)
+__asm__(".symver exp,exp@GLIBC_2.2.5");
+#elif defined(__GLIBC__) && defined(__aarch64__)
+__asm__(".symver exp,exp@GLIBC_2.17");
+#endif
+
 namespace bitllm {
 
 // Largest conv kernel (dConv; Mamba-2 uses 4) and chunk length the kernels accept.
