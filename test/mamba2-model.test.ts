@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { loadModel } from '../lib/api.js';
+import { KernelContext } from '../lib/kernels/context.js';
+import { Mamba2Exec } from '../lib/model/mamba2-exec.js';
 import { ModelFormatError } from '../lib/errors.js';
 import { GgufWriter, parseGguf } from '../lib/format/gguf.js';
 import {
@@ -109,6 +111,39 @@ describe('Bi-Mamba GGUF and reference forward', () => {
       await expect(loadModel(path)).rejects.toBeInstanceOf(ModelFormatError);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the native op-by-op forward (every ISA) matches the float64 reference; chunked prefill + decode = one prefill', () => {
+    const bytes = synthMamba2Gguf(OPTS);
+    const { file, cfg, w } = load(bytes);
+    const tokens = Array.from({ length: 40 }, (_, i) => (i * 11 + 5) % cfg.nVocab);
+    const want = mamba2ReferenceForward(cfg, w, tokens, mamba2ModelState(cfg));
+    let scale = 0;
+    for (const v of want) scale = Math.max(scale, Math.abs(v));
+    for (const isa of ['scalar', 'avx2', 'avx512'] as const) {
+      let ctx: KernelContext;
+      try {
+        ctx = new KernelContext({ threads: 2, isa });
+      } catch {
+        continue; // this CPU lacks the ISA
+      }
+      const exec = new Mamba2Exec(ctx, cfg, file);
+      const all = exec.forward(tokens, exec.newState(), { allLogits: true });
+      let err = 0;
+      all.forEach((v, i) => (err = Math.max(err, Math.abs(v - want[i]!))));
+      expect(err / scale, isa).toBeLessThan(1e-4);
+      // Chunked prefill of 33 rows, then 7 decode steps: the same last logits as the recurrence over all 40.
+      const st = exec.newState();
+      exec.forward(tokens.slice(0, 33), st, { chunk: 16 });
+      let last = new Float32Array(0);
+      for (const t of tokens.slice(33)) last = exec.forward([t], st);
+      expect(st.length).toBe(40);
+      const rec = exec.forward(tokens, exec.newState(), { chunk: 0 });
+      let e2 = 0;
+      last.forEach((v, i) => (e2 = Math.max(e2, Math.abs(v - rec[i]!))));
+      expect(e2 / scale, isa).toBeLessThan(1e-4);
+      expect(exec.stateBytes()).toBe(cfg.nLayer * 4 * (3 * (256 + 2 * 2 * 16) + 256 * 16));
     }
   });
 });
