@@ -17,6 +17,7 @@ import { archRow } from '../lib/model/arch.js';
 import { configFromGguf } from '../lib/model/config.js';
 import { SynthError, type SynthOptions, type SynthType, planModel, synthesizeModel, ternaryScale } from '../lib/model/synth.js';
 import { loadWeights } from '../lib/model/weights.js';
+import { loadMamba2Weights, mamba2ConfigFromGguf } from '../lib/model/mamba2.js';
 import { Tokenizer } from '../lib/tokenizer/index.js';
 import { expectSameBits, expectSameInts, vocabPath } from './helpers.js';
 
@@ -253,6 +254,21 @@ describe('errors', () => {
       expect(await runSynthCommand(['synth', '--shape', 'tiny', '--type', 'tq2_0', '--seed', '3', '-o', out, '--json'])).toBe(0);
       const line = outSpy.mock.calls.map((c) => String(c[0])).join('');
       expect(JSON.parse(line)).toMatchObject({ path: out, shape: 'tiny', type: 'tq2_0', arch: 'bitnet', seed: 3, nVocab: 32000, tensors: 24 });
+      // Bi-Mamba: its own shapes, Q1_0 only, LLaMA-2's vocabulary by default; the file passes every check of its layout.
+      for (const argv of [
+        ['--arch', 'bi-mamba', '--shape', '2b4t', '--type', 'q1_0', '-o', out],
+        ['--arch', 'bi-mamba', '--shape', 'tiny', '--type', 'tq2_0', '-o', out],
+        ['--arch', 'bi-mamba', '--shape', 'tiny', '--type', 'q1_0', '--activation', 'silu', '-o', out],
+      ]) expect(await runSynthCommand(argv), argv.join(' ')).toBe(2);
+      outSpy.mockClear();
+      const mb = join(dir, 'bimamba.gguf');
+      expect(await runSynthCommand(['--arch', 'bi-mamba', '--shape', 'tiny', '--type', 'q1_0', '--seed', '2', '-o', mb, '--json'])).toBe(0);
+      expect(JSON.parse(outSpy.mock.calls.map((c) => String(c[0])).join(''))).toMatchObject({ arch: 'bi-mamba', shape: 'tiny', seed: 2, nVocab: 32000 });
+      const file = readGguf(mb);
+      const cfg = mamba2ConfigFromGguf(file);
+      expect(cfg).toMatchObject({ dModel: 128, nLayer: 2, dInner: 256, dState: 16, nHeads: 4, nVocab: 32000 });
+      expect(loadMamba2Weights(file, cfg).layers).toHaveLength(2);
+      expect(Tokenizer.fromGguf(file).encode('Hello world').length).toBeGreaterThan(1);
     } finally {
       err.mockRestore();
       outSpy.mockRestore();

@@ -1,5 +1,10 @@
 // `bitllm synth`: writes a synthetic model of any architecture row (lib/model/synth.ts) for tests and benchmarks.
+import { writeFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+
+import { GgufType, readGguf } from '../format/gguf.js';
 import { ARCH_NAMES } from '../model/arch.js';
+import { BI_MAMBA_ARCH, MAMBA2_SHAPES, type Mamba2ShapeName, synthMamba2Gguf } from '../model/mamba2.js';
 import { SYNTH_SHAPES, SYNTH_TYPES, type SynthShapeName, type SynthType, SynthError, synthesizeModel } from '../model/synth.js';
 import { UsageError, parseArgs } from './args.js';
 
@@ -8,7 +13,9 @@ export const SYNTH_USAGE = `usage: bitllm synth --shape SHAPE --type TYPE -o FIL
   --shape tiny|small|large|1b3|3b|2b4t   model shape (1b3: FBI-LLM 1.3B; 3b: i2_s only; 2b4t: BitNet b1.58 2B-4T, llama-bpe vocabulary)
   --type i2_s|tq2_0|tq1_0|q1_0|f16   projection type: ternary layouts, Q1_0 signs, F16 dense
   -o, --out FILE                     output GGUF
-  --arch ARCH                        general.architecture: ${ARCH_NAMES.join(', ')}
+  --arch ARCH                        general.architecture: ${ARCH_NAMES.join(', ')}, ${BI_MAMBA_ARCH}
+                                     (${BI_MAMBA_ARCH}: --shape ${Object.keys(MAMBA2_SHAPES).join('|')} --type q1_0, the paper's models;
+                                     the engine does not run it yet: kernels, reference and bench/bimamba.mjs do)
                                      (default: bitnet-b1.58 for i2_s, bitnet for tq2_0/tq1_0, bitnet-1bit for q1_0,
                                      bitnet-f16 for f16); the type must fit the architecture's projections
   --activation relu2|silu            write <arch>.hidden_activation (default: not written)
@@ -20,7 +27,7 @@ export const SYNTH_USAGE = `usage: bitllm synth --shape SHAPE --type TYPE -o FIL
 
 const VALUED = new Set(['shape', 'type', 'arch', 'activation', 'seed', 'vocab', 'o', 'out']);
 const FLAGS = new Set(['json', 'help', 'h']);
-const ARCHS: readonly string[] = ARCH_NAMES;
+const ARCHS: readonly string[] = [...ARCH_NAMES, BI_MAMBA_ARCH];
 
 function choice<T extends string>(v: string | true | undefined, name: string, allowed: readonly T[], required: boolean): T | undefined {
   if (v === undefined) {
@@ -64,6 +71,7 @@ export async function runSynthCommand(argv: string[]): Promise<number> {
     for (const k of FLAGS) if (options.has(k) && options.get(k) !== true) throw new UsageError(`--${k} takes no value`);
     if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
     json = options.has('json');
+    if (options.get('arch') === BI_MAMBA_ARCH) return synthBiMamba(options, json);
     const shape = choice(options.get('shape'), 'shape', Object.keys(SYNTH_SHAPES) as SynthShapeName[], true)!;
     const type = choice(options.get('type'), 'type', SYNTH_TYPES, true)!;
     const arch = choice(options.get('arch'), 'arch', ARCHS, false);
@@ -104,4 +112,44 @@ export async function runSynthCommand(argv: string[]): Promise<number> {
     }
     throw err;
   }
+}
+
+/** `bitllm synth --arch bi-mamba`: a Bi-Mamba GGUF (lib/model/mamba2.ts) with LLaMA-2's vocabulary by default. */
+function synthBiMamba(options: Map<string, string | true>, json: boolean): number {
+  const shape = choice(options.get('shape'), 'shape', Object.keys(MAMBA2_SHAPES) as Mamba2ShapeName[], true)!;
+  const type = choice(options.get('type'), 'type', ['q1_0'] as const, true)!;
+  if (options.has('activation')) throw new UsageError(`--activation does not apply to ${BI_MAMBA_ARCH}`);
+  const seedOpt = options.get('seed');
+  const seed = seedOpt === undefined ? 1 : seedOpt === true || !/^\d+$/.test(seedOpt) ? NaN : Number(seedOpt);
+  if (!(Number.isInteger(seed) && seed <= 0xffffffff)) throw new UsageError(`--seed must be an integer in [0, 4294967295], got '${String(seedOpt)}'`);
+  const out = options.get('o') ?? options.get('out');
+  if (out === undefined || out === true) throw new UsageError('-o FILE is required');
+  const vocabOpt = options.get('vocab');
+  if (vocabOpt === true) throw new UsageError('--vocab needs a file');
+  const vocabPath = vocabOpt ?? new URL('../../.cache/test-data/vocab/ggml-vocab-llama-spm.gguf', import.meta.url).pathname;
+  let vocab;
+  try {
+    vocab = readGguf(vocabPath);
+  } catch (err) {
+    process.stderr.write(`bitllm synth: vocabulary ${vocabPath}: ${(err as Error).message}; pass --vocab FILE (a GGUF with tokenizer.ggml.* keys)\n`);
+    return 2;
+  }
+  const tokens = vocab.metadata.get('tokenizer.ggml.tokens');
+  if (!tokens || !Array.isArray(tokens.value) || tokens.value.length === 0) {
+    process.stderr.write(`bitllm synth: ${vocabPath} has no tokenizer.ggml.tokens: pass --vocab with a GGUF that has a tokenizer\n`);
+    return 2;
+  }
+  const t0 = performance.now();
+  const bytes = synthMamba2Gguf({
+    ...MAMBA2_SHAPES[shape], nVocab: tokens.value.length, seed,
+    metadata: (w) => {
+      for (const [k, e] of vocab.metadata) if (k.startsWith('tokenizer.ggml.')) w.set(k, e.type, e.value, e.itemType);
+      w.set('general.name', GgufType.STRING, `synthetic-bi-mamba-${shape}-s${seed}`);
+    },
+  });
+  writeFileSync(out, bytes);
+  const r = { path: out, shape, type, arch: BI_MAMBA_ARCH, seed, nVocab: tokens.value.length, bytes: bytes.length, seconds: (performance.now() - t0) / 1000 };
+  if (json) process.stdout.write(JSON.stringify(r) + '\n');
+  else process.stdout.write(`wrote ${r.path}: ${shape} ${type} (${r.arch}, seed ${seed}, vocab ${r.nVocab}), ${(r.bytes / 1e6).toFixed(1)} MB in ${r.seconds.toFixed(1)} s\n`);
+  return 0;
 }

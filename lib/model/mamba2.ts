@@ -322,3 +322,12 @@ export function synthMamba2Gguf(o: SynthMamba2Options): Uint8Array {
   }
   return w.toBytes();
 }
+
+/** Shapes of the paper's models (../shared/families.md §8) and a tiny one for tests; LLaMA-2's vocabulary. */
+export const MAMBA2_SHAPES = {
+  tiny: { dModel: 128, nLayer: 2, dInner: 256, dState: 16, nHeads: 4, nGroups: 1, dConv: 4 },
+  '780m': { dModel: 1536, nLayer: 48, dInner: 3072, dState: 128, nHeads: 48, nGroups: 1, dConv: 4 },
+  '1b3': { dModel: 2048, nLayer: 48, dInner: 4096, dState: 128, nHeads: 64, nGroups: 1, dConv: 4 },
+  '2b7': { dModel: 2560, nLayer: 64, dInner: 5120, dState: 128, nHeads: 80, nGroups: 1, dConv: 4 },
+} as const;
+export type Mamba2ShapeName = keyof typeof MAMBA2_SHAPES;
