@@ -19,7 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { type Model, loadModel } from '../lib/api.js';
 import { type BitllmServer, ModelEngine, createServer } from '../lib/server/index.js';
-import { parseMetrics, waitFor } from './server-helpers.js';
+import { pacedEngine, parseMetrics, waitFor } from './server-helpers.js';
 
 const MODEL = fileURLToPath(new URL('../models/tiny-b158-i2_s.gguf', import.meta.url));
 
@@ -66,7 +66,7 @@ const choicesExtractor: MetadataExtractor = {
 
 beforeAll(async () => {
   model = await loadModel(MODEL, { threads: 1, sequences: 2 });
-  server = createServer({ engine: new ModelEngine(model), parallel: 2, apiKeys: ['sk-test'] });
+  server = createServer({ engine: pacedEngine(new ModelEngine(model), 2), parallel: 2, apiKeys: ['sk-test'] }); // paced: see pacedEngine
   base = `http://127.0.0.1:${(await server.listen(0)).port}`;
   provider = createOpenAICompatible({ name: 'bitllm', baseURL: `${base}/v1`, apiKey: 'sk-test', includeUsage: true, metadataExtractor: choicesExtractor });
   id = (await (await fetch(`${base}/v1/models`, { headers: { authorization: 'Bearer sk-test' } })).json()).data[0].id;

@@ -92,3 +92,20 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, ms = 5000,
     await sleep(5);
   }
 }
+
+/**
+ * The engine with a pause before every token: the tiny test model makes 200 tokens in ~30 ms, faster than a
+ * client's `break` or abort reaches the server, so abort tests would race the end of the stream. The signal
+ * still reaches the inner engine (an abort ends its sequence at the next step).
+ */
+export function pacedEngine(inner: ServerEngine, msPerToken: number): ServerEngine {
+  return {
+    ...countingEngine(inner).engine,
+    submit: async function* (r, s) {
+      for await (const ev of inner.submit(r, s)) {
+        if (ev.type === 'token') await sleep(msPerToken);
+        yield ev;
+      }
+    },
+  };
+}

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { type Model, loadModel } from '../lib/api.js';
 import { type BitllmServer, ModelEngine, createServer } from '../lib/server/index.js';
-import { parseMetrics, waitFor } from './server-helpers.js';
+import { pacedEngine, parseMetrics, waitFor } from './server-helpers.js';
 
 const MODEL = fileURLToPath(new URL('../models/tiny-b158-i2_s.gguf', import.meta.url));
 
@@ -23,7 +23,7 @@ const sent: Array<Record<string, any>> = [];
 
 beforeAll(async () => {
   model = await loadModel(MODEL, { threads: 1, sequences: 2 });
-  server = createServer({ engine: new ModelEngine(model), parallel: 2, apiKeys: ['sk-test'] });
+  server = createServer({ engine: pacedEngine(new ModelEngine(model), 2), parallel: 2, apiKeys: ['sk-test'] }); // paced: see pacedEngine
   base = `http://127.0.0.1:${(await server.listen(0)).port}`;
   id = (await (await fetch(`${base}/v1/models`, { headers: { authorization: 'Bearer sk-test' } })).json()).data[0].id;
 });

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { type Model, loadModel } from '../lib/api.js';
 import { type BitllmServer, ModelEngine, createServer } from '../lib/server/index.js';
-import { parseMetrics, waitFor } from './server-helpers.js';
+import { pacedEngine, parseMetrics, waitFor } from './server-helpers.js';
 
 const MODEL = fileURLToPath(new URL('../models/tiny-b158-i2_s.gguf', import.meta.url));
 
@@ -19,7 +19,7 @@ let client: OpenAI;
 
 beforeAll(async () => {
   model = await loadModel(MODEL, { threads: 1, sequences: 2 });
-  server = createServer({ engine: new ModelEngine(model), parallel: 2, apiKeys: ['sk-test'] });
+  server = createServer({ engine: pacedEngine(new ModelEngine(model), 2), parallel: 2, apiKeys: ['sk-test'] }); // paced: see pacedEngine
   base = `http://127.0.0.1:${(await server.listen(0)).port}`;
   client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'sk-test', maxRetries: 0 });
 });
