@@ -99,6 +99,7 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, ms = 5000,
  * still reaches the inner engine (an abort ends its sequence at the next step).
  */
 export function pacedEngine(inner: ServerEngine, msPerToken: number): ServerEngine {
+  // countingEngine's wrapper forwards every method (a ModelEngine's are on its prototype, out of reach of a spread).
   return {
     ...countingEngine(inner).engine,
     submit: async function* (r, s) {

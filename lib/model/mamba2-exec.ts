@@ -64,6 +64,22 @@ export class Mamba2Exec {
     this.outputNorm = w.outputNorm;
   }
 
+  private scratch: Record<'u' | 'bias' | 'z' | 'xBC' | 'dt' | 'x' | 'B' | 'C', Float32Array> | undefined;
+  private scratchRows = 0;
+
+  private scratchFor(T: number): NonNullable<Mamba2Exec['scratch']> {
+    if (!this.scratch || this.scratchRows < T) {
+      const c = this.cfg;
+      const G = c.nGroups * c.dState;
+      const f = (n: number) => new Float32Array(T * n);
+      this.scratch = {
+        u: f(Math.max(c.dModel, c.dInner)), bias: f(1), z: f(c.dInner), xBC: f(mamba2ConvDim(c)), dt: f(c.nHeads), x: f(c.dInner), B: f(G), C: f(G),
+      };
+      this.scratchRows = T;
+    }
+    return this.scratch;
+  }
+
   newState(): Mamba2SequenceState {
     const c = this.cfg;
     const P = c.dInner / c.nHeads;
@@ -95,14 +111,16 @@ export class Mamba2Exec {
     const Cd = mamba2ConvDim(c);
     const G = c.nGroups * c.dState;
     const res = f16GetRows(ctx, this.embd, Int32Array.from(tokens));
-    const u = new Float32Array(T * Math.max(d, c.dInner));
-    const bias = new Float32Array(T);
-    const z = new Float32Array(T * c.dInner);
-    const xBC = new Float32Array(T * Cd);
-    const dt = new Float32Array(T * c.nHeads);
-    const x = new Float32Array(T * c.dInner);
-    const B = new Float32Array(T * G);
-    const Cm = new Float32Array(T * G);
+    // Scratch for T rows, kept across calls (decode runs one row per call: no allocation per token beyond the
+    // kernels' outputs).
+    const sc = this.scratchFor(T);
+    const { u, bias } = sc;
+    const z = sc.z.subarray(0, T * c.dInner);
+    const xBC = sc.xBC.subarray(0, T * Cd);
+    const dt = sc.dt.subarray(0, T * c.nHeads);
+    const x = sc.x.subarray(0, T * c.dInner);
+    const B = sc.B.subarray(0, T * G);
+    const Cm = sc.C.subarray(0, T * G);
     // u = α ⊙ h, bias = Σ β h per row: the FBI-linear's pre-step.
     const prep = (p: FbiLut, h: Float32Array, K: number) => {
       for (let t = 0; t < T; t++) {

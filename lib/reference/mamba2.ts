@@ -177,25 +177,36 @@ export function refSsdChunked(d: Mamba2Dims, x: ArrayLike<number>, B: ArrayLike<
   return y;
 }
 
+/** The gated rows t = y ⊙ SiLU(z) [T, dInner] and each group's scale 1 / sqrt(mean(t²) + eps) [T, nGroups]. */
+function gatedScaled(d: Mamba2Dims, y: ArrayLike<number>, z: ArrayLike<number>, T: number, eps: number): { t: Float64Array; scale: Float64Array } {
+  const n = d.dInner / d.nGroups;
+  const t = new Float64Array(T * d.dInner);
+  const scale = new Float64Array(T * d.nGroups);
+  for (let r = 0; r < T; r++)
+    for (let g = 0; g < d.nGroups; g++) {
+      const o = r * d.dInner + g * n;
+      let ss = 0;
+      for (let i = 0; i < n; i++) {
+        const v = y[o + i]! * silu(z[o + i]!);
+        t[o + i] = v;
+        ss += v * v;
+      }
+      scale[r * d.nGroups + g] = 1 / Math.sqrt(ss / n + eps);
+    }
+  return { t, scale };
+}
+
 /**
  * Gated RMSNorm with norm_before_gate = False over T rows: t = y ⊙ SiLU(z), then every group of
  * dInner / nGroups channels t / sqrt(mean(t²) + eps) ⊙ w.
  */
 export function refGatedRmsNorm(d: Mamba2Dims, y: ArrayLike<number>, z: ArrayLike<number>, w: ArrayLike<number>, T: number, eps: number): Float64Array {
   const n = d.dInner / d.nGroups;
-  const out = new Float64Array(T * d.dInner);
-  for (let t = 0; t < T; t++)
-    for (let g = 0; g < d.nGroups; g++) {
-      const o = t * d.dInner + g * n;
-      let ss = 0;
-      for (let i = 0; i < n; i++) {
-        const v = y[o + i]! * silu(z[o + i]!);
-        out[o + i] = v;
-        ss += v * v;
-      }
-      const s = 1 / Math.sqrt(ss / n + eps);
-      for (let i = 0; i < n; i++) out[o + i] = out[o + i]! * s * w[g * n + i]!;
-    }
+  const { t: out, scale } = gatedScaled(d, y, z, T, eps);
+  for (let i = 0; i < out.length; i++) {
+    const c = i % d.dInner;
+    out[i] = out[i]! * scale[Math.floor(i / d.dInner) * d.nGroups + Math.floor(c / n)]! * w[c]!;
+  }
   return out;
 }
 
@@ -408,20 +419,13 @@ export function ssdChunkedBound(d: Mamba2Dims, x: ArrayLike<number>, B: ArrayLik
 /** Bound of the native gated RMSNorm (gated_rmsnorm) against refGatedRmsNorm. */
 export function gatedRmsNormBound(d: Mamba2Dims, y: ArrayLike<number>, z: ArrayLike<number>, w: ArrayLike<number>, T: number, eps: number): Float64Array {
   const n = d.dInner / d.nGroups;
+  const { t, scale } = gatedScaled(d, y, z, T, eps);
   const bound = new Float64Array(T * d.dInner);
-  for (let t = 0; t < T; t++)
-    for (let g = 0; g < d.nGroups; g++) {
-      const o = t * d.dInner + g * n;
-      let ss = 0;
-      for (let i = 0; i < n; i++) {
-        const v = y[o + i]! * silu(z[o + i]!);
-        ss += v * v;
-      }
-      const s = 1 / Math.sqrt(ss / n + eps);
-      for (let i = 0; i < n; i++) {
-        const out = y[o + i]! * silu(z[o + i]!) * s * w[g * n + i]!;
-        bound[o + i] = 24 * U * Math.abs(out) + (1e-36 * Math.abs(y[o + i]! * z[o + i]!) + SUB) * s * Math.abs(w[g * n + i]!) + SUB;
-      }
-    }
+  for (let i = 0; i < bound.length; i++) {
+    const c = i % d.dInner;
+    const s = scale[Math.floor(i / d.dInner) * d.nGroups + Math.floor(c / n)]!;
+    const out = t[i]! * s * w[c]!;
+    bound[i] = 24 * U * Math.abs(out) + (1e-36 * Math.abs(y[i]! * z[i]!) + SUB) * s * Math.abs(w[c]!) + SUB;
+  }
   return bound;
 }
