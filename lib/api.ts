@@ -18,6 +18,8 @@ import { ContextOverflowError } from './model/kv-cache.js';
 import { GgufMetadata, readGguf } from './format/gguf.js';
 import { cpuInfo } from './kernels/context.js';
 import { type ModelConfig, configFromGguf } from './model/config.js';
+import { blockKindOf } from './model/arch.js';
+import { type Mamba2Config, mamba2ConfigFromGguf } from './model/mamba2.js';
 import type { Isa } from './native.js';
 import { Tokenizer } from './tokenizer/index.js';
 
@@ -67,7 +69,10 @@ export interface ModelInfo {
   /** general.name, when the file has one. */
   name: string | undefined;
   arch: string;
-  hparams: ModelConfig;
+  /** The attention block kind's config, or the Mamba-2 block kind's (`'headDim' in` tells: both carry arch, nLayer, nVocab, nCtxTrain). */
+  hparams: ModelConfig | Mamba2Config;
+  /** The block kind: attention (a KV cache per sequence) or mamba2 (a fixed-size recurrent state per sequence). */
+  block: 'attention' | 'mamba2';
   fileSize: number;
   tensors: { count: number; byType: Record<string, number> };
   tokenizer: { model: 'gpt2' | 'llama'; vocabSize: number; bos: number | undefined; eos: number | undefined; eog: number[]; addBos: boolean };
@@ -86,7 +91,10 @@ export interface ModelInfo {
   kernels: Record<string, string>;
   /** Bytes of weights one decode step reads (ternary layers + head). */
   weightBytes: number;
-  /** KV bytes of one full sequence (contextSize tokens); the pool grows to at most sequences x this. */
+  /**
+   * KV bytes of one full sequence (contextSize tokens); the pool grows to at most sequences x this. For the
+   * mamba2 block kind: the bytes of one sequence's recurrent state, whatever its length.
+   */
   kvBytes: number;
   loadMs: number;
 }
@@ -154,10 +162,14 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
 
   // Metadata and tokenizer are read here (the main thread owns text); the worker maps the file again for weights.
   const file = readGguf(path);
-  const hparams = configFromGguf(file);
-  const kvType = kvOpt ?? (hparams.row.kv === 'q3' ? 'q3' : 'f16');
-  if (kvType !== 'f16' && hparams.headDim % 32 !== 0)
-    throw new RequestError(`loadModel: a ${kvType} KV cache needs a head size that is a multiple of 32; ${path} has ${hparams.headDim}`);
+  const block = blockKindOf(new GgufMetadata(file).string('general.architecture')) ?? 'attention';
+  const hparams = block === 'mamba2' ? mamba2ConfigFromGguf(file) : configFromGguf(file);
+  if (block === 'mamba2' && kvOpt !== undefined && kvOpt !== 'f16')
+    throw new RequestError(`loadModel: ${path} is ${hparams.arch} (Mamba-2 blocks): it has no KV cache, so options.kvType '${kvOpt}' does not apply`);
+  const attn = 'headDim' in hparams ? hparams : undefined;
+  const kvType = kvOpt ?? (attn?.row.kv === 'q3' ? 'q3' : 'f16');
+  if (kvType !== 'f16' && attn && attn.headDim % 32 !== 0)
+    throw new RequestError(`loadModel: a ${kvType} KV cache needs a head size that is a multiple of 32; ${path} has ${attn.headDim}`);
   const tokenizer = Tokenizer.fromGguf(file);
   if (tokenizer.vocabSize > hparams.nVocab)
     throw new RequestError(`${path}: the tokenizer has ${tokenizer.vocabSize} tokens but the model only ${hparams.nVocab} logits`);
@@ -169,7 +181,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     path, threads, isa, contextSize: contextSize ?? Math.min(4096, hparams.nCtxTrain), sequences, headType, kvType, layout, actQuant,
   };
   const partial = {
-    path, name: md.string('general.name', undefined), arch: hparams.arch, hparams, fileSize: statSync(path).size,
+    path, name: md.string('general.name', undefined), arch: hparams.arch, hparams, block, fileSize: statSync(path).size,
     tensors: { count: file.tensors.length, byType },
     tokenizer: { model: tokenizer.model, vocabSize: tokenizer.vocabSize, bos: tokenizer.bos, eos: tokenizer.eos, eog: [...tokenizer.eog], addBos: tokenizer.addBos },
     chatFormat: detectChatFormat(tokenizer, template, hparams.arch), contextSize: init.contextSize, sequences, kvType, headType,

@@ -269,6 +269,15 @@ describe('errors', () => {
       expect(cfg).toMatchObject({ dModel: 128, nLayer: 2, dInner: 256, dState: 16, nHeads: 4, nVocab: 32000 });
       expect(loadMamba2Weights(file, cfg).layers).toHaveLength(2);
       expect(Tokenizer.fromGguf(file).encode('Hello world').length).toBeGreaterThan(1);
+      // The FP Mamba-2 layout: F16 only; dense in/out projections, no α/β.
+      expect(await runSynthCommand(['--arch', 'mamba2', '--shape', 'tiny', '--type', 'q1_0', '-o', mb])).toBe(2);
+      expect(await runSynthCommand(['--arch', 'mamba2', '--shape', 'tiny', '--type', 'f16', '-o', mb])).toBe(0);
+      const dense = readGguf(mb);
+      const dcfg = mamba2ConfigFromGguf(dense);
+      expect(dcfg).toMatchObject({ arch: 'mamba2', dModel: 128, nLayer: 2 });
+      expect(dense.tensors.find((t) => t.name === 'blk.0.ssm_in.weight')!.typeName).toBe('F16');
+      expect(dense.tensors.some((t) => t.name.endsWith('.alpha'))).toBe(false);
+      expect(loadMamba2Weights(dense, dcfg).layers[1]!.outProj).toMatchObject({ M: 128, K: 256 });
     } finally {
       err.mockRestore();
       outSpy.mockRestore();

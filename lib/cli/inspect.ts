@@ -7,6 +7,8 @@ import { BitllmError } from '../errors.js';
 import { type GgufFile, type GgufValue, GgufMetadata, readGguf } from '../format/gguf.js';
 import { PROJECTIONS } from '../model/arch.js';
 import { type ModelConfig, configFromGguf } from '../model/config.js';
+import { blockKindOf } from '../model/arch.js';
+import { type Mamba2Config, mamba2ConfigFromGguf } from '../model/mamba2.js';
 import { Tokenizer } from '../tokenizer/index.js';
 import { type CommandSpec, CommandLine } from './run.js';
 
@@ -28,7 +30,7 @@ export interface InspectReport {
   architecture: string | undefined;
   name: string | undefined;
   /** null when the architecture is not one bitllm runs (hparamsError says why). */
-  hparams: ModelConfig | null;
+  hparams: ModelConfig | Mamba2Config | null;
   hparamsError?: string;
   tensors: {
     count: number;
@@ -61,7 +63,7 @@ export function inspectGguf(file: GgufFile, withTensors: boolean): InspectReport
     tensors: { count: file.tensors.length, bytes: 0, types: {} }, tokenizer: null, metadata: {},
   };
   try {
-    report.hparams = configFromGguf(file);
+    report.hparams = architecture !== undefined && blockKindOf(architecture) === 'mamba2' ? mamba2ConfigFromGguf(file) : configFromGguf(file);
   } catch (err) {
     if (!(err instanceof BitllmError)) throw err;
     report.hparamsError = err.message;
@@ -96,7 +98,15 @@ function printReport(r: InspectReport): void {
   const out: string[] = [];
   out.push(`${r.file}: GGUF v${r.ggufVersion}, ${mb(r.size)}`);
   out.push(`architecture: ${r.architecture ?? '(none)'}${r.name ? `   name: ${r.name}` : ''}`);
-  if (r.hparams) {
+  if (r.hparams && !('headDim' in r.hparams)) {
+    const h = r.hparams;
+    out.push(`  layers ${h.nLayer}, d_model ${h.dModel}, Mamba-2 mixer: inner ${h.dInner}, ${h.nHeads} heads of ${h.dInner / h.nHeads}, state ${h.dState}, `
+      + `groups ${h.nGroups}, conv kernel ${h.dConv},`);
+    out.push(`  vocab ${h.nVocab}, context ${h.nCtxTrain}, rms eps ${h.eps}, gated-norm eps ${h.normEps}`);
+    const row = h.row;
+    out.push(`  family ${row.title} (${row.family}): ${row.block} blocks (recurrent state, no KV cache); linear kind/input quantizer: `
+      + `ssm_in ${row.linears.ssm_in.kind}/${row.linears.ssm_in.act}, ssm_out ${row.linears.ssm_out.kind}/${row.linears.ssm_out.act}`);
+  } else if (r.hparams) {
     const h = r.hparams;
     out.push(`  layers ${h.nLayer}, d_model ${h.nEmbd}, heads ${h.nHead} (kv ${h.nHeadKv}, head dim ${h.headDim}), ffn ${h.nFf} (${h.activation}),`);
     out.push(`  vocab ${h.nVocab}, context ${h.nCtxTrain}, rope θ ${h.ropeTheta} (${h.nRot} dims), rms eps ${h.eps}`);

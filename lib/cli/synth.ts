@@ -13,9 +13,9 @@ export const SYNTH_USAGE = `usage: bitllm synth --shape SHAPE --type TYPE -o FIL
   --shape tiny|small|large|1b3|3b|2b4t   model shape (1b3: FBI-LLM 1.3B; 3b: i2_s only; 2b4t: BitNet b1.58 2B-4T, llama-bpe vocabulary)
   --type i2_s|tq2_0|tq1_0|q1_0|f16   projection type: ternary layouts, Q1_0 signs, F16 dense
   -o, --out FILE                     output GGUF
-  --arch ARCH                        general.architecture: ${ARCH_NAMES.join(', ')}, ${BI_MAMBA_ARCH}
+  --arch ARCH                        general.architecture: ${ARCH_NAMES.join(', ')}, ${BI_MAMBA_ARCH}, mamba2
                                      (${BI_MAMBA_ARCH}: --shape ${Object.keys(MAMBA2_SHAPES).join('|')} --type q1_0, the paper's models;
-                                     the engine does not run it yet: kernels, reference and bench/bimamba.mjs do)
+                                     mamba2: the same shapes --type f16, the full-precision Mamba-2 layout)
                                      (default: bitnet-b1.58 for i2_s, bitnet for tq2_0/tq1_0, bitnet-1bit for q1_0,
                                      bitnet-f16 for f16); the type must fit the architecture's projections
   --activation relu2|silu            write <arch>.hidden_activation (default: not written)
@@ -27,7 +27,7 @@ export const SYNTH_USAGE = `usage: bitllm synth --shape SHAPE --type TYPE -o FIL
 
 const VALUED = new Set(['shape', 'type', 'arch', 'activation', 'seed', 'vocab', 'o', 'out']);
 const FLAGS = new Set(['json', 'help', 'h']);
-const ARCHS: readonly string[] = [...ARCH_NAMES, BI_MAMBA_ARCH];
+const ARCHS: readonly string[] = [...ARCH_NAMES, BI_MAMBA_ARCH, 'mamba2'];
 
 function choice<T extends string>(v: string | true | undefined, name: string, allowed: readonly T[], required: boolean): T | undefined {
   if (v === undefined) {
@@ -71,7 +71,7 @@ export async function runSynthCommand(argv: string[]): Promise<number> {
     for (const k of FLAGS) if (options.has(k) && options.get(k) !== true) throw new UsageError(`--${k} takes no value`);
     if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
     json = options.has('json');
-    if (options.get('arch') === BI_MAMBA_ARCH) return synthBiMamba(options, json);
+    if (options.get('arch') === BI_MAMBA_ARCH || options.get('arch') === 'mamba2') return synthBiMamba(options, json);
     const shape = choice(options.get('shape'), 'shape', Object.keys(SYNTH_SHAPES) as SynthShapeName[], true)!;
     const type = choice(options.get('type'), 'type', SYNTH_TYPES, true)!;
     const arch = choice(options.get('arch'), 'arch', ARCHS, false);
@@ -114,11 +114,16 @@ export async function runSynthCommand(argv: string[]): Promise<number> {
   }
 }
 
-/** `bitllm synth --arch bi-mamba`: a Bi-Mamba GGUF (lib/model/mamba2.ts) with LLaMA-2's vocabulary by default. */
+/**
+ * `bitllm synth --arch bi-mamba` (`--type q1_0`) or `--arch mamba2` (`--type f16`, the FP teacher's layout): a
+ * Mamba-2 block kind GGUF (lib/model/mamba2.ts) with LLaMA-2's vocabulary by default.
+ */
 function synthBiMamba(options: Map<string, string | true>, json: boolean): number {
+  const arch = options.get('arch') as string;
+  const dense = arch === 'mamba2';
   const shape = choice(options.get('shape'), 'shape', Object.keys(MAMBA2_SHAPES) as Mamba2ShapeName[], true)!;
-  const type = choice(options.get('type'), 'type', ['q1_0'] as const, true)!;
-  if (options.has('activation')) throw new UsageError(`--activation does not apply to ${BI_MAMBA_ARCH}`);
+  const type = choice(options.get('type'), 'type', dense ? ['f16'] as const : ['q1_0'] as const, true)!;
+  if (options.has('activation')) throw new UsageError(`--activation does not apply to ${arch}`);
   const seedOpt = options.get('seed');
   const seed = seedOpt === undefined ? 1 : seedOpt === true || !/^\d+$/.test(seedOpt) ? NaN : Number(seedOpt);
   if (!(Number.isInteger(seed) && seed <= 0xffffffff)) throw new UsageError(`--seed must be an integer in [0, 4294967295], got '${String(seedOpt)}'`);
@@ -141,14 +146,14 @@ function synthBiMamba(options: Map<string, string | true>, json: boolean): numbe
   }
   const t0 = performance.now();
   const bytes = synthMamba2Gguf({
-    ...MAMBA2_SHAPES[shape], nVocab: tokens.value.length, seed,
+    ...MAMBA2_SHAPES[shape], nVocab: tokens.value.length, seed, dense,
     metadata: (w) => {
       for (const [k, e] of vocab.metadata) if (k.startsWith('tokenizer.ggml.')) w.set(k, e.type, e.value, e.itemType);
-      w.set('general.name', GgufType.STRING, `synthetic-bi-mamba-${shape}-s${seed}`);
+      w.set('general.name', GgufType.STRING, `synthetic-${arch}-${shape}-s${seed}`);
     },
   });
   writeFileSync(out, bytes);
-  const r = { path: out, shape, type, arch: BI_MAMBA_ARCH, seed, nVocab: tokens.value.length, bytes: bytes.length, seconds: (performance.now() - t0) / 1000 };
+  const r = { path: out, shape, type, arch, seed, nVocab: tokens.value.length, bytes: bytes.length, seconds: (performance.now() - t0) / 1000 };
   if (json) process.stdout.write(JSON.stringify(r) + '\n');
   else process.stdout.write(`wrote ${r.path}: ${shape} ${type} (${r.arch}, seed ${seed}, vocab ${r.nVocab}), ${(r.bytes / 1e6).toFixed(1)} MB in ${r.seconds.toFixed(1)} s\n`);
   return 0;

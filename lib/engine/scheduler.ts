@@ -49,6 +49,13 @@ export interface BatchModel {
   /** Gives the sequence's blocks back to the pool. */
   disposeSequence(seq: number): void;
   /**
+   * A recurrent state (the Mamba-2 block kind): a sequence's state cannot be cut back, so a prefix is reused only
+   * when it is everything a sequence holds (forkSequence(src, keep) is called with keep = all of src), and prompt
+   * chunks end at multiples of `align` positions (or the prompt's end): the model's scan takes its chunked form
+   * over whole aligned chunks, so a sequence's logits never depend on how the steps cut its prompt.
+   */
+  readonly recurrent?: { readonly align: number };
+  /**
    * Runs the rows (positions of a sequence contiguous with what it holds), stores their K/V, and returns the
    * logits of the rows with `logits: true`, in row order: [count, rowWidth] with rowWidth >= vocabSize.
    */
@@ -210,6 +217,18 @@ function commonPrefix(a: readonly number[], b: readonly number[], limit: number)
   let n = 0;
   while (n < m && a[n] === b[n]) n++;
   return n;
+}
+
+/**
+ * A recurrent model's prompt chunk from `done` of about `n` rows: it ends at a multiple of `align` or at the
+ * prompt's end (`total`); when `n` does not reach the next multiple, the chunk runs to it (at most `align` rows).
+ */
+export function alignedChunk(done: number, n: number, total: number, align: number): number {
+  const end = done + n;
+  if (end >= total) return total - done;
+  const down = Math.floor(end / align) * align;
+  if (down > done) return down - done;
+  return Math.min(total, (Math.floor(done / align) + 1) * align) - done;
 }
 
 /** commonPrefix over what a running request's sequence holds: its prompt computed so far, then the fed samples. */
@@ -499,6 +518,7 @@ export class StepScheduler {
         if (n === 0) break;
         msLeft -= cost.chunk(e.done, n);
       }
+      if (this.model.recurrent) n = alignedChunk(e.done, n, e.req.tokens.length, this.model.recurrent.align);
       plan.push([e, n]);
       perReq.set(e, [n, 0]);
       budget -= n;
@@ -670,7 +690,8 @@ export class StepScheduler {
   /** Tokens a held sequence shares with a prompt (at most tokens.length - 1: one row must run). */
   private sessionPrefix(s: Session, tokens: readonly number[]): number {
     if (s.seq < 0) return 0;
-    return commonPrefix(s.tokens, tokens, tokens.length - 1);
+    const n = commonPrefix(s.tokens, tokens, tokens.length - 1);
+    return this.model.recurrent && n !== s.tokens.length ? 0 : n;
   }
 
   /**
@@ -681,13 +702,16 @@ export class StepScheduler {
   private bestPrefix(tokens: readonly number[], self?: Session): { seq: number; length: number; parked?: Parked } | undefined {
     const limit = tokens.length - 1;
     let best: { seq: number; length: number; parked?: Parked } | undefined;
-    const consider = (seq: number, n: number, parked?: Parked) => {
+    const recurrent = this.model.recurrent !== undefined;
+    // `holds`: the positions the candidate holds; a recurrent state is reusable only whole.
+    const consider = (seq: number, n: number, holds: number, parked?: Parked) => {
+      if (recurrent && n !== holds) return;
       // Ties go to the later candidate: the most recently parked, then running and held sequences (never evicted).
       if (n > 0 && (!best || n >= best.length)) best = parked ? { seq, length: n, parked } : { seq, length: n };
     };
-    for (const p of this.parked) consider(p.seq, commonPrefix(p.tokens, tokens, limit), p);
-    for (const r of this.running) consider(r.seq, runningPrefix(r, tokens, limit));
-    for (const s of this.sessions.values()) if (s !== self && s.seq >= 0 && !s.busy) consider(s.seq, commonPrefix(s.tokens, tokens, limit));
+    for (const p of this.parked) consider(p.seq, commonPrefix(p.tokens, tokens, limit), p.tokens.length, p);
+    for (const r of this.running) consider(r.seq, runningPrefix(r, tokens, limit), r.done + r.fed.length);
+    for (const s of this.sessions.values()) if (s !== self && s.seq >= 0 && !s.busy) consider(s.seq, commonPrefix(s.tokens, tokens, limit), s.tokens.length);
     return best;
   }
 
@@ -697,6 +721,8 @@ export class StepScheduler {
    * computing the same rows.
    */
   private awaitsSibling(e: Entry, have: number): boolean {
+    // A recurrent state is forked only whole, and a sibling's prefill runs past the shared prefix: nothing to wait for.
+    if (this.model.recurrent) return false;
     const limit = e.req.tokens.length - 1;
     for (const r of this.running) {
       if (r.state !== 'prefill' || r.req.evaluate) continue;

@@ -9,11 +9,16 @@ import { readGguf } from '../format/gguf.js';
 import { KernelContext } from '../kernels/context.js';
 import { TransformerModel } from '../model/transformer.js';
 import { configFromGguf } from '../model/config.js';
-import { profileOpNames } from '../model/native-model.js';
+import { blockKindOf } from '../model/arch.js';
+import { mamba2ConfigFromGguf } from '../model/mamba2.js';
+import { MAMBA2_CHUNK, Mamba2Exec } from '../model/mamba2-exec.js';
+import { Mamba2StatePool } from '../model/mamba2-pool.js';
+import { type NativeModel, profileOpNames } from '../model/native-model.js';
 import { loadWeights } from '../model/weights.js';
 import { KV_BLOCK_TOKENS, SequencePool } from '../model/state.js';
+import type { BatchRow } from '../model/state.js';
 import {
-  PREFILL_CHUNK, type PhaseProfile, type RequestStats, type WorkerInit, type WorkerReply, type WorkerRequest, serializeError,
+  PREFILL_CHUNK, type PhaseProfile, type RequestStats, type WorkerInit, type WorkerReady, type WorkerReply, type WorkerRequest, serializeError,
 } from './generate.js';
 import { IdleCollector } from './idle-gc.js';
 import { type BatchModel, type ScheduledStats, type StepStats, StepScheduler } from './scheduler.js';
@@ -76,8 +81,9 @@ class PhaseAcc {
 }
 
 interface Engine {
-  model: TransformerModel;
-  pool: SequencePool;
+  /** The one-call native forward (its op clocks), or null (the Mamba-2 block kind runs op by op). */
+  native: NativeModel | null;
+  pool: SequencePool | Mamba2StatePool;
   scheduler: StepScheduler;
 }
 
@@ -92,40 +98,74 @@ const pendingDone: Array<() => void> = [];
 function load(): Engine {
   const t0 = performance.now();
   const file = readGguf(init.path);
-  const cfg = configFromGguf(file);
   const ctx = new KernelContext({ threads: init.threads, isa: init.isa });
-  const weights = loadWeights(ctx, file, cfg, {
-    headType: init.headType,
-    layout: init.layout,
-    actQuant: init.actQuant,
-    onProgress: (done, total) => post({ type: 'progress', done, total }),
-  });
-  const model = new TransformerModel(ctx, cfg, weights);
-  // Every sequence may fill the whole context; the pool's memory grows with the blocks in use.
+  // One logits buffer for every step (grown as needed): the scheduler is done with a step's logits before
+  // the next (it copies what it keeps), and a fresh [rows, vocab] array per step is megabytes of garbage
+  // that the allocator and V8 hold on to (the soak's RSS).
   let logitsBuf = new Float32Array(0);
-  const pool = new SequencePool(model, { maxTokens: init.contextSize * init.sequences, contextSize: init.contextSize, kvType: init.kvType });
-  const batchModel: BatchModel = {
-    capacityTokens: Math.ceil((init.contextSize * init.sequences) / KV_BLOCK_TOKENS) * KV_BLOCK_TOKENS,
-    blockTokens: KV_BLOCK_TOKENS,
-    contextSize: init.contextSize,
-    createSequence: () => pool.create(),
-    forkSequence: (src, keep) => {
-      const id = pool.fork(src);
-      if (keep < pool.length(id)) pool.truncate(id, keep);
-      return id;
-    },
-    disposeSequence: (seq) => pool.dispose(seq),
-    // One logits buffer for every step (grown as needed): the scheduler is done with a step's logits before
-    // the next (it copies what it keeps), and a fresh [rows, vocab] array per step is megabytes of garbage
-    // that the allocator and V8 hold on to (the soak's RSS).
-    forwardBatch: (rows) => {
-      let want = 0;
-      for (const r of rows) if (r.logits) want++;
-      want *= cfg.nVocab;
-      if (logitsBuf.length < want) logitsBuf = new Float32Array(Math.max(want, logitsBuf.length * 2));
-      return pool.forwardBatch(rows, logitsBuf);
-    },
+  const logitsFor = (rows: readonly BatchRow[], nVocab: number): Float32Array => {
+    let want = 0;
+    for (const r of rows) if (r.logits) want++;
+    want *= nVocab;
+    if (logitsBuf.length < want) logitsBuf = new Float32Array(Math.max(want, logitsBuf.length * 2));
+    return logitsBuf;
   };
+  let pool: SequencePool | Mamba2StatePool;
+  let native: NativeModel | null;
+  let batchModel: BatchModel;
+  let ready: Pick<WorkerReady, 'layout' | 'weightBytes' | 'kvBytes'>;
+  const arch = file.metadata.get('general.architecture')?.value;
+  if (typeof arch === 'string' && blockKindOf(arch) === 'mamba2') {
+    // The Mamba-2 block kind: a fixed-size recurrent state per sequence. The scheduler's token budget counts
+    // one context of tokens per sequence (blockTokens = contextSize), so it holds `sequences` states at most.
+    const cfg = mamba2ConfigFromGguf(file);
+    const exec = new Mamba2Exec(ctx, cfg, file);
+    const mpool = new Mamba2StatePool(exec, { maxSequences: init.sequences, contextSize: init.contextSize });
+    pool = mpool;
+    native = null;
+    batchModel = {
+      capacityTokens: init.contextSize * init.sequences,
+      blockTokens: init.contextSize,
+      contextSize: init.contextSize,
+      recurrent: { align: MAMBA2_CHUNK },
+      createSequence: () => mpool.create(),
+      forkSequence: (src, keep) => {
+        const id = mpool.fork(src);
+        if (keep < mpool.length(id)) mpool.truncate(id, keep); // the scheduler forks recurrent states whole: a refusal here is a bug
+        return id;
+      },
+      disposeSequence: (seq) => mpool.dispose(seq),
+      forwardBatch: (rows) => mpool.forwardBatch(rows, logitsFor(rows, cfg.nVocab)),
+    };
+    ready = { layout: init.layout === 'td3' ? 'td3' : 't2r16', weightBytes: exec.weightBytes, kvBytes: exec.stateBytes() };
+  } else {
+    const cfg = configFromGguf(file);
+    const weights = loadWeights(ctx, file, cfg, {
+      headType: init.headType,
+      layout: init.layout,
+      actQuant: init.actQuant,
+      onProgress: (done, total) => post({ type: 'progress', done, total }),
+    });
+    const model = new TransformerModel(ctx, cfg, weights);
+    // Every sequence may fill the whole context; the pool's memory grows with the blocks in use.
+    const kpool = new SequencePool(model, { maxTokens: init.contextSize * init.sequences, contextSize: init.contextSize, kvType: init.kvType });
+    pool = kpool;
+    native = model.native;
+    batchModel = {
+      capacityTokens: Math.ceil((init.contextSize * init.sequences) / KV_BLOCK_TOKENS) * KV_BLOCK_TOKENS,
+      blockTokens: KV_BLOCK_TOKENS,
+      contextSize: init.contextSize,
+      createSequence: () => kpool.create(),
+      forkSequence: (src, keep) => {
+        const id = kpool.fork(src);
+        if (keep < kpool.length(id)) kpool.truncate(id, keep);
+        return id;
+      },
+      disposeSequence: (seq) => kpool.dispose(seq),
+      forwardBatch: (rows) => kpool.forwardBatch(rows, logitsFor(rows, cfg.nVocab)),
+    };
+    ready = { layout: weights.layout, weightBytes: weights.bytesPerToken, kvBytes: Math.ceil(init.contextSize / KV_BLOCK_TOKENS) * kpool.stats().blockBytes };
+  }
   const scheduler = new StepScheduler(batchModel, {
     token(id, token, last, logprobs) {
       post({ type: 'token', id, token, last, ...(logprobs && { logprobs }) });
@@ -144,7 +184,7 @@ function load(): Engine {
           blocksMax: ps.blocksMax,
         };
         if (error) post({ type: 'error', id, error: serializeError(error), kv });
-        else post({ type: 'done', id, stats: requestStats(s, entry?.profile, model.native !== null), kv });
+        else post({ type: 'done', id, stats: requestStats(s, entry?.profile, native !== null), kv });
       };
       if (inStep) pendingDone.push(send);
       else send();
@@ -152,13 +192,9 @@ function load(): Engine {
   }, {
     maxSequences: init.sequences, chunkTokens: PREFILL_CHUNK, stepTokens: Math.max(PREFILL_CHUNK, init.sequences), adaptiveBudget: true,
   });
-  const blockBytes = pool.stats().blockBytes;
   const info = ctx.info();
-  post({
-    type: 'ready', layout: weights.layout, isa: info.isa, threads: info.threads, kernels: info.kernels, weightBytes: weights.bytesPerToken,
-    kvBytes: Math.ceil(init.contextSize / KV_BLOCK_TOKENS) * blockBytes, loadMs: performance.now() - t0,
-  });
-  return { model, pool, scheduler };
+  post({ type: 'ready', ...ready, isa: info.isa, threads: info.threads, kernels: info.kernels, loadMs: performance.now() - t0 });
+  return { native, pool, scheduler };
 }
 
 function requestStats(s: ScheduledStats, profile: { prefill: PhaseAcc; decode: PhaseAcc } | undefined, native: boolean): RequestStats {
@@ -180,14 +216,14 @@ try {
 }
 
 if (engine) {
-  const { scheduler, model } = engine;
+  const { scheduler } = engine;
   let scheduled = false;
   const collector = new IdleCollector();
   let tLoop = performance.now();
 
   /** One scheduler step, with its profile attribution and the 'done' messages it produced. */
   const runStep = (): void => {
-    const native = model.native;
+    const native = engine!.native;
     if (native && profiling > 0 && !native.profile) native.setProfiling(true);
     const before = native?.profile ? native.profile.slice() : null;
     const t0 = tLoop;

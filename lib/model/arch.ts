@@ -88,7 +88,7 @@ export interface LinearSpec {
   readonly sparseInput?: boolean;
 }
 
-export type BlockKind = 'attention';
+export type BlockKind = 'attention' | 'mamba2';
 export type FfnActivation = 'relu2' | 'silu';
 /** KV cache element types: IEEE half, Q8_0-like int8 blocks, a4.8's 3-bit blocks. */
 export type KvType = 'f16' | 'q8' | 'q3';
@@ -100,7 +100,7 @@ export interface ArchRow {
   readonly arch: string;
   readonly family: Family;
   readonly title: string;
-  readonly block: BlockKind;
+  readonly block: 'attention';
   readonly linears: Readonly<Record<Projection, LinearSpec>>;
   /** FFN activation when the file has no `<arch>.hidden_activation`. */
   readonly activation: FfnActivation;
@@ -152,20 +152,57 @@ export const ARCHITECTURES: readonly ArchRow[] = [
 
 const BY_ARCH = new Map(ARCHITECTURES.map((r) => [r.arch, r]));
 
+/** The projections of a Mamba-2 block (`blk.N.<name>.weight`): in_proj → z | xBC | dt, out_proj. */
+export const SSM_PROJECTIONS = ['ssm_in', 'ssm_out'] as const;
+export type SsmProjection = (typeof SSM_PROJECTIONS)[number];
+
+/**
+ * A row of the Mamba-2 block kind (DESIGN.md §8.4): RMSNorm → mixer (in_proj, causal depthwise conv + SiLU,
+ * the SSD scan, gated RMSNorm over `ngroups` groups, out_proj) → residual, no attention and no KV cache: a
+ * sequence's state is its conv rows and SSM state per layer, constant in its length. Its linears are
+ * `sign-col` (Bi-Mamba's FBI-linear: ±1 with per-input α, β) or `f16` (the full-precision Mamba-2 teacher,
+ * llama.cpp's `mamba2`); metadata under `<arch>.ssm.*` with llama.cpp's key names.
+ */
+export interface SsmArchRow {
+  readonly arch: string;
+  readonly family: 'bimamba' | 'mamba2';
+  readonly title: string;
+  readonly block: 'mamba2';
+  readonly linears: Readonly<Record<SsmProjection, LinearSpec>>;
+}
+
+export const SSM_ARCHITECTURES: readonly SsmArchRow[] = [
+  { arch: 'bi-mamba', family: 'bimamba', title: 'Bi-Mamba', block: 'mamba2',
+    linears: { ssm_in: { kind: 'sign-col', act: 'none' }, ssm_out: { kind: 'sign-col', act: 'none' } } },
+  { arch: 'mamba2', family: 'mamba2', title: 'Mamba-2 (FP teacher)', block: 'mamba2',
+    linears: { ssm_in: { kind: 'f16', act: 'none' }, ssm_out: { kind: 'f16', act: 'none' } } },
+];
+
+const SSM_BY_ARCH = new Map(SSM_ARCHITECTURES.map((r) => [r.arch, r]));
+
+/** The Mamba-2 row of `arch`, or undefined when `arch` is not of the Mamba-2 block kind. */
+export function ssmArchRow(arch: string): SsmArchRow | undefined {
+  return SSM_BY_ARCH.get(arch);
+}
+
+/** The block kind of an architecture (undefined: not in the table). */
+export function blockKindOf(arch: string): 'attention' | 'mamba2' | undefined {
+  return BY_ARCH.has(arch) ? 'attention' : SSM_BY_ARCH.has(arch) ? 'mamba2' : undefined;
+}
+
 /**
  * Architectures whose files bitllm reads and checks but whose blocks the engine does not run yet: what a user
- * loading one is told instead of "not supported".
+ * loading one is told instead of "not supported". (Empty today; Bi-Mamba left it when its block kind landed.)
  */
-export const RECOGNIZED_NOT_RUNNABLE: Readonly<Record<string, string>> = {
-  'bi-mamba': 'Bi-Mamba (Mamba-2 blocks, FBI-linear in/out projections): bitllm reads and checks this layout and has its '
-    + 'reference forward (lib/model/mamba2.ts), but the engine does not run Mamba-2 blocks yet',
-};
+export const RECOGNIZED_NOT_RUNNABLE: Readonly<Record<string, string>> = {};
 
 /** The row of `arch`, or a ModelFormatError naming the file and listing what is supported. */
 export function archRow(arch: string, source = 'model'): ArchRow {
   const row = BY_ARCH.get(arch);
   if (!row && RECOGNIZED_NOT_RUNNABLE[arch]) throw new ModelFormatError(`${source}: ${RECOGNIZED_NOT_RUNNABLE[arch]}`);
-  if (!row) throw new ModelFormatError(`${source}: architecture '${arch}' is not supported (supported: ${ARCHITECTURES.map((r) => r.arch).join(', ')})`);
+  if (!row && SSM_BY_ARCH.has(arch))
+    throw new ModelFormatError(`${source}: architecture '${arch}' is of the Mamba-2 block kind, not an attention block (read it with mamba2ConfigFromGguf)`);
+  if (!row) throw new ModelFormatError(`${source}: architecture '${arch}' is not supported (supported: ${[...ARCHITECTURES, ...SSM_ARCHITECTURES].map((r) => r.arch).join(', ')})`);
   return row;
 }
 

@@ -1,9 +1,13 @@
-// Bi-Mamba on the native kernels, op by op (issue 13): the FBI-linear in/out projections on the exact float
-// lookup-table GEMM (binary_lut.h, the FBI-LLM path), the Mamba-2 mixer kernels (mamba2.h: conv, SSD recurrence
-// for decode, SSD chunked scan for prefill, gated RMSNorm), RMSNorm and the tied F16 head. One sequence per call;
-// its state (conv rows and SSM state per layer) is constant in the sequence length. This is the forward the
-// sequence pool and the scheduler will drive once the SSM state is a state kind of the pool; today it serves the
-// parity tests against the float64 reference (lib/model/mamba2.ts) and bench/bimamba.mjs.
+// The Mamba-2 block kind on the native kernels (issue 13, DESIGN.md §8.4), op by op over a batch of rows of many
+// sequences: the in/out projections run once over every row of the step (Bi-Mamba's FBI-linear on the exact float
+// lookup-table GEMM, binary_lut.h; the FP teacher's dense F16 GEMM), the mixer's sequence-order ops (causal conv,
+// the SSD scan) run per sequence on its own state, and the norms and the head run over all rows. A sequence's
+// state (conv rows and SSM state per layer) is constant in its length: no KV cache.
+//
+// Batch invariance: every op is row-independent except the conv and the scan, which read only the sequence's own
+// rows. The scan takes the chunked form (prefill) only over whole chunks aligned to absolute positions
+// (multiples of `chunk`) and the recurrence elsewhere, so a sequence's logits depend on where its rows start and
+// end (the scheduler splits prompts at those multiples) and never on what else is in the batch.
 import type { GgufFile } from '../format/gguf.js';
 import { type BinaryLutMatrix, binaryLutGemm, packBinaryLut } from '../kernels/binary-lut.js';
 import type { KernelContext } from '../kernels/context.js';
@@ -12,18 +16,15 @@ import { gatedRmsNorm, mamba2Conv, ssdChunked, ssdRecurrent } from '../kernels/m
 import { rmsnorm } from '../kernels/ops.js';
 import { floatToHalf } from '../reference/numeric.js';
 import { mamba2ConvDim, mamba2InProjDim } from '../reference/mamba2.js';
-import { type Mamba2Config, loadMamba2Weights } from './mamba2.js';
+import { type Mamba2Config, type Mamba2Linear, isFbi, loadMamba2Weights } from './mamba2.js';
 
-interface FbiLut {
-  w: BinaryLutMatrix;
-  alpha: Float32Array;
-  beta: Float32Array;
-}
+/** A projection as the kernels read it: FBI (signs + α, β) or dense F16. */
+type LinearExec = { kind: 'fbi'; w: BinaryLutMatrix; alpha: Float32Array; beta: Float32Array } | { kind: 'f16'; w: F16Matrix };
 
 interface LayerExec {
   norm: Float32Array;
-  inProj: FbiLut;
-  outProj: FbiLut;
+  inProj: LinearExec;
+  outProj: LinearExec;
   convWeight: Float32Array;
   convBias: Float32Array;
   ssm: { dtBias: Float32Array; ALog: Float32Array; D: Float32Array };
@@ -37,43 +38,70 @@ export interface Mamba2SequenceState {
   length: number;
 }
 
+/** Rows [start, start + rows) of a batch belong to one sequence and continue its state. */
+export interface Mamba2Segment {
+  state: Mamba2SequenceState;
+  start: number;
+  rows: number;
+}
+
 export interface Mamba2ForwardOptions {
-  /** Run the SSM by the chunked scan with chunks of this many rows when T > 1 (default 64); 0: the recurrence. */
+  /** Run the SSM by the chunked scan over whole aligned chunks of this many rows (default 64); 0: the recurrence only. */
   chunk?: number;
   /** Logits of every row (default: the last row only). */
   allLogits?: boolean;
 }
 
+/** The default scan chunk (rows): the alignment the scheduler splits recurrent prompts at. */
+export const MAMBA2_CHUNK = 64;
+
+type Scratch = Record<'u' | 'bias' | 'h' | 'proj' | 'z' | 'xBC' | 'dt' | 'conv' | 'x' | 'B' | 'C' | 'y' | 'yn' | 'out', Float32Array>;
+
 export class Mamba2Exec {
   private readonly layers: LayerExec[];
   private readonly embd: F16Matrix;
+  private readonly head: F16Matrix;
   private readonly outputNorm: Float32Array;
+  /** Bytes of weights read per token (projections, head; what decode streams). */
+  readonly weightBytes: number;
 
   constructor(private readonly ctx: KernelContext, readonly cfg: Mamba2Config, file: GgufFile) {
     const w = loadMamba2Weights(file, cfg);
-    const lut = (l: { M: number; K: number; signs: Int8Array; alpha: Float32Array; beta: Float32Array }): FbiLut => ({
-      w: packBinaryLut(ctx, l.signs, l.M, l.K), alpha: l.alpha, beta: l.beta,
-    });
+    let bytes = 0;
+    const linear = (l: Mamba2Linear): LinearExec => {
+      if (isFbi(l)) {
+        bytes += (l.M * l.K) / 8;
+        return { kind: 'fbi', w: packBinaryLut(ctx, l.signs, l.M, l.K), alpha: l.alpha, beta: l.beta };
+      }
+      bytes += 2 * l.M * l.K;
+      return { kind: 'f16', w: { data: l.half, M: l.M, K: l.K } };
+    };
     this.layers = w.layers.map((L) => ({
-      norm: L.norm, inProj: lut(L.inProj), outProj: lut(L.outProj), convWeight: L.convWeight, convBias: L.convBias,
+      norm: L.norm, inProj: linear(L.inProj), outProj: linear(L.outProj), convWeight: L.convWeight, convBias: L.convBias,
       ssm: { dtBias: L.dtBias, ALog: Float32Array.from(L.ALog), D: L.D }, normWeight: L.normWeight,
     }));
-    const data = new Uint16Array(w.embd.length);
-    for (let i = 0; i < data.length; i++) data[i] = floatToHalf(w.embd[i]!);
-    this.embd = { data, M: cfg.nVocab, K: cfg.dModel };
+    const half = (v: Float32Array) => {
+      const data = new Uint16Array(v.length);
+      for (let i = 0; i < data.length; i++) data[i] = floatToHalf(v[i]!);
+      return { data, M: cfg.nVocab, K: cfg.dModel };
+    };
+    this.embd = half(w.embd);
+    this.head = w.output ? half(w.output) : this.embd;
     this.outputNorm = w.outputNorm;
+    this.weightBytes = bytes + 2 * cfg.nVocab * cfg.dModel;
   }
 
-  private scratch: Record<'u' | 'bias' | 'z' | 'xBC' | 'dt' | 'x' | 'B' | 'C', Float32Array> | undefined;
+  private scratch: Scratch | undefined;
   private scratchRows = 0;
 
-  private scratchFor(T: number): NonNullable<Mamba2Exec['scratch']> {
+  private scratchFor(T: number): Scratch {
     if (!this.scratch || this.scratchRows < T) {
       const c = this.cfg;
       const G = c.nGroups * c.dState;
       const f = (n: number) => new Float32Array(T * n);
       this.scratch = {
-        u: f(Math.max(c.dModel, c.dInner)), bias: f(1), z: f(c.dInner), xBC: f(mamba2ConvDim(c)), dt: f(c.nHeads), x: f(c.dInner), B: f(G), C: f(G),
+        u: f(Math.max(c.dModel, c.dInner)), bias: f(1), h: f(c.dModel), proj: f(mamba2InProjDim(c)), z: f(c.dInner), xBC: f(mamba2ConvDim(c)),
+        dt: f(c.nHeads), conv: f(mamba2ConvDim(c)), x: f(c.dInner), B: f(G), C: f(G), y: f(c.dInner), yn: f(c.dInner), out: f(c.dModel),
       };
       this.scratchRows = T;
     }
@@ -90,6 +118,11 @@ export class Mamba2Exec {
     };
   }
 
+  /** A copy of a state (a fork at its end: a recurrent state cannot be cut back). */
+  copyState(s: Mamba2SequenceState): Mamba2SequenceState {
+    return { conv: s.conv.map((a) => a.slice()), ssm: s.ssm.map((a) => a.slice()), length: s.length };
+  }
+
   /** Bytes of one sequence's state (every layer): what a sequence costs, whatever its length. */
   stateBytes(): number {
     const c = this.cfg;
@@ -98,66 +131,106 @@ export class Mamba2Exec {
 
   /** Runs `tokens` after what `state` has seen (advancing it); logits [rows, vocab] of the last row or all. */
   forward(tokens: readonly number[], state: Mamba2SequenceState, opts: Mamba2ForwardOptions = {}): Float32Array {
-    const c = this.cfg;
-    const ctx = this.ctx;
     const T = tokens.length;
     if (T === 0) throw new RangeError('mamba2: no tokens');
-    tokens.forEach((t, i) => {
-      if (!(Number.isInteger(t) && t >= 0 && t < c.nVocab)) throw new RangeError(`mamba2: tokens[${i}] = ${t} is outside the vocabulary (${c.nVocab})`);
-    });
-    const chunk = opts.chunk ?? 64;
+    const out = opts.allLogits ? Int32Array.from({ length: T }, (_, i) => i) : Int32Array.of(T - 1);
+    return this.forwardRows(Int32Array.from(tokens, (t, i) => this.token(t, i)), [{ state, start: 0, rows: T }], out, undefined, opts.chunk);
+  }
+
+  private token(t: number, i: number): number {
+    if (!(Number.isInteger(t) && t >= 0 && t < this.cfg.nVocab)) throw new RangeError(`mamba2: tokens[${i}] = ${t} is outside the vocabulary (${this.cfg.nVocab})`);
+    return t;
+  }
+
+  /**
+   * The batch forward: `tokens` [N] where each segment's rows are contiguous and continue its state (advanced,
+   * its length too). Returns the logits [outRows.length, vocab] of the rows `outRows` in that order (into `into`
+   * when it is large enough). Nothing is checked twice: the caller (Mamba2StatePool) validated ids and rows.
+   */
+  forwardRows(tokens: Int32Array, segments: readonly Mamba2Segment[], outRows: Int32Array, into?: Float32Array, chunk = MAMBA2_CHUNK): Float32Array {
+    const c = this.cfg;
+    const ctx = this.ctx;
+    const N = tokens.length;
     const d = c.dModel;
     const F = mamba2InProjDim(c);
     const Cd = mamba2ConvDim(c);
     const G = c.nGroups * c.dState;
-    const res = f16GetRows(ctx, this.embd, Int32Array.from(tokens));
-    // Scratch for T rows, kept across calls (decode runs one row per call: no allocation per token beyond the
-    // kernels' outputs).
-    const sc = this.scratchFor(T);
-    const { u, bias } = sc;
-    const z = sc.z.subarray(0, T * c.dInner);
-    const xBC = sc.xBC.subarray(0, T * Cd);
-    const dt = sc.dt.subarray(0, T * c.nHeads);
-    const x = sc.x.subarray(0, T * c.dInner);
-    const B = sc.B.subarray(0, T * G);
-    const Cm = sc.C.subarray(0, T * G);
-    // u = α ⊙ h, bias = Σ β h per row: the FBI-linear's pre-step.
-    const prep = (p: FbiLut, h: Float32Array, K: number) => {
-      for (let t = 0; t < T; t++) {
+    const H = c.nHeads;
+    const res = f16GetRows(ctx, this.embd, tokens);
+    const sc = this.scratchFor(N);
+    const view = (a: Float32Array, w: number) => a.subarray(0, N * w);
+    const h = view(sc.h, d);
+    const proj = view(sc.proj, F);
+    const z = view(sc.z, c.dInner);
+    const xBC = view(sc.xBC, Cd);
+    const dt = view(sc.dt, H);
+    const conv = view(sc.conv, Cd);
+    const x = view(sc.x, c.dInner);
+    const B = view(sc.B, G);
+    const Cm = view(sc.C, G);
+    const y = view(sc.y, c.dInner);
+    const yn = view(sc.yn, c.dInner);
+    const out = view(sc.out, d);
+    const bias = sc.bias.subarray(0, N);
+    const apply = (p: LinearExec, v: Float32Array, K: number, dst: Float32Array): void => {
+      if (p.kind === 'f16') {
+        f16Gemm(ctx, p.w, v, N, dst);
+        return;
+      }
+      // u = α ⊙ v, bias = Σ β v per row: the FBI-linear's pre-step.
+      const u = sc.u.subarray(0, N * K);
+      for (let t = 0; t < N; t++) {
         let s = 0;
         for (let k = 0; k < K; k++) {
-          const v = h[t * K + k]!;
-          u[t * K + k] = p.alpha[k]! * v;
-          s += p.beta[k]! * v;
+          const e = v[t * K + k]!;
+          u[t * K + k] = p.alpha[k]! * e;
+          s += p.beta[k]! * e;
         }
         bias[t] = s;
       }
-      return u.subarray(0, T * K);
+      binaryLutGemm(ctx, p.w, u, N, bias, dst);
     };
+    const rows = (a: Float32Array, w: number, s: Mamba2Segment, off: number, n: number) => a.subarray((s.start + off) * w, (s.start + off + n) * w);
     this.layers.forEach((L, l) => {
-      const h = rmsnorm(ctx, res, L.norm, T, d, c.eps);
-      const zxbcdt = binaryLutGemm(ctx, L.inProj.w, prep(L.inProj, h, d), T, bias);
-      for (let t = 0; t < T; t++) {
-        z.set(zxbcdt.subarray(t * F, t * F + c.dInner), t * c.dInner);
-        xBC.set(zxbcdt.subarray(t * F + c.dInner, t * F + c.dInner + Cd), t * Cd);
-        dt.set(zxbcdt.subarray(t * F + c.dInner + Cd, (t + 1) * F), t * c.nHeads);
+      rmsnorm(ctx, res, L.norm, N, d, c.eps, h);
+      apply(L.inProj, h, d, proj);
+      for (let t = 0; t < N; t++) {
+        z.set(proj.subarray(t * F, t * F + c.dInner), t * c.dInner);
+        xBC.set(proj.subarray(t * F + c.dInner, t * F + c.dInner + Cd), t * Cd);
+        dt.set(proj.subarray(t * F + c.dInner + Cd, (t + 1) * F), t * H);
       }
-      const conv = mamba2Conv(ctx, c, xBC, T, L.convWeight, L.convBias, state.conv[l]!);
-      for (let t = 0; t < T; t++) {
+      for (const s of segments) mamba2Conv(ctx, c, rows(xBC, Cd, s, 0, s.rows), s.rows, L.convWeight, L.convBias, s.state.conv[l]!, rows(conv, Cd, s, 0, s.rows));
+      for (let t = 0; t < N; t++) {
         x.set(conv.subarray(t * Cd, t * Cd + c.dInner), t * c.dInner);
         B.set(conv.subarray(t * Cd + c.dInner, t * Cd + c.dInner + G), t * G);
         Cm.set(conv.subarray(t * Cd + c.dInner + G, (t + 1) * Cd), t * G);
       }
-      const y = T > 1 && chunk > 0
-        ? ssdChunked(ctx, c, x, B, Cm, dt, T, L.ssm, state.ssm[l]!, chunk)
-        : ssdRecurrent(ctx, c, x, B, Cm, dt, T, L.ssm, state.ssm[l]!);
-      const yn = gatedRmsNorm(ctx, c, y, z, L.normWeight, T, c.normEps);
-      const out = binaryLutGemm(ctx, L.outProj.w, prep(L.outProj, yn, c.dInner), T, bias);
-      for (let i = 0; i < T * d; i++) res[i] = res[i]! + out[i]!;
+      for (const s of segments) {
+        // Recurrence up to the next multiple of `chunk`, the chunked scan over whole aligned chunks, the recurrence
+        // for the rest: the split depends only on the sequence's own positions.
+        const p0 = s.state.length;
+        const lead = chunk > 0 ? Math.min(s.rows, (chunk - (p0 % chunk)) % chunk) : s.rows;
+        const body = chunk > 0 ? Math.floor((s.rows - lead) / chunk) * chunk : 0;
+        const run = (off: number, n: number, chunked: boolean) => {
+          if (n === 0) return;
+          const args = [rows(x, c.dInner, s, off, n), rows(B, G, s, off, n), rows(Cm, G, s, off, n), rows(dt, H, s, off, n)] as const;
+          if (chunked) ssdChunked(ctx, c, ...args, n, L.ssm, s.state.ssm[l]!, chunk, rows(y, c.dInner, s, off, n));
+          else ssdRecurrent(ctx, c, ...args, n, L.ssm, s.state.ssm[l]!, rows(y, c.dInner, s, off, n));
+        };
+        run(0, lead, false);
+        run(lead, body, true);
+        run(lead + body, s.rows - lead - body, false);
+      }
+      gatedRmsNorm(ctx, c, y, z, L.normWeight, N, c.normEps, yn);
+      apply(L.outProj, yn, c.dInner, out);
+      for (let i = 0; i < N * d; i++) res[i] = res[i]! + out[i]!;
     });
-    state.length += T;
-    const rows = opts.allLogits ? T : 1;
-    const last = res.subarray((T - rows) * d, T * d);
-    return f16Gemm(ctx, this.embd, rmsnorm(ctx, last, this.outputNorm, rows, d, c.eps), rows);
+    for (const s of segments) s.state.length += s.rows;
+    const n = outRows.length;
+    if (n === 0) return into ? into.subarray(0, 0) : new Float32Array(0);
+    const last = new Float32Array(n * d);
+    for (let i = 0; i < n; i++) last.set(res.subarray(outRows[i]! * d, (outRows[i]! + 1) * d), i * d);
+    const logits = into && into.length >= n * c.nVocab ? into.subarray(0, n * c.nVocab) : undefined;
+    return f16Gemm(ctx, this.head, rmsnorm(ctx, last, this.outputNorm, n, d, c.eps), n, logits);
   }
 }

@@ -25,6 +25,7 @@ import { type GgufFile, GgufMetadata, GgufType, GgufWriter } from '../format/ggu
 import { GGML } from '../format/types.js';
 import { decodeQ1_0, encodeQ1_0, QK1_0 } from '../convert/q1_0.js';
 import { floatToHalf, halfToFloat } from '../reference/numeric.js';
+import { type SsmArchRow, ssmArchRow } from './arch.js';
 import {
   type Mamba2Dims, type Mamba2MixerWeights, type Mamba2State, checkMamba2Dims, mamba2ConvDim, mamba2EmptyState, mamba2InProjDim, refMamba2Mixer,
 } from '../reference/mamba2.js';
@@ -33,6 +34,8 @@ export const BI_MAMBA_ARCH = 'bi-mamba';
 
 export interface Mamba2Config extends Mamba2Dims {
   arch: string;
+  /** The architecture table row (block kind 'mamba2'): its linears are FBI (`sign-col`) or dense (`f16`). */
+  row: SsmArchRow;
   nLayer: number;
   nVocab: number;
   nCtxTrain: number;
@@ -44,6 +47,7 @@ export interface Mamba2Config extends Mamba2Dims {
 
 export const MAMBA2_TENSORS = {
   tokEmbd: 'token_embd.weight',
+  output: 'output.weight',
   outputNorm: 'output_norm.weight',
   norm: (l: number) => `blk.${l}.attn_norm.weight`,
   inProj: (l: number) => `blk.${l}.ssm_in`,
@@ -60,7 +64,8 @@ export const MAMBA2_TENSORS = {
 export function mamba2ConfigFromGguf(file: GgufFile): Mamba2Config {
   const md = new GgufMetadata(file);
   const arch = md.string('general.architecture');
-  if (arch !== BI_MAMBA_ARCH) throw new ModelFormatError(`${file.source}: architecture '${arch}' is not ${BI_MAMBA_ARCH}`);
+  const row = ssmArchRow(arch);
+  if (!row) throw new ModelFormatError(`${file.source}: architecture '${arch}' is not of the Mamba-2 block kind (bi-mamba, mamba2)`);
   const key = (k: string) => `${arch}.${k}`;
   const positive = (k: string, fallback?: number): number => {
     const v = fallback === undefined ? md.number(key(k)) : md.number(key(k), fallback)!;
@@ -83,7 +88,7 @@ export function mamba2ConfigFromGguf(file: GgufFile): Mamba2Config {
   const embd = file.tensors.find((t) => t.name === MAMBA2_TENSORS.tokEmbd);
   const nVocab = md.number(key('vocab_size'), undefined) ?? embd?.dims[1];
   if (nVocab === undefined || !Number.isInteger(nVocab) || nVocab < 1) throw new ModelFormatError(`${file.source}: cannot determine the vocabulary size`);
-  return { arch, ...dims, nLayer: positive('block_count'), nVocab, nCtxTrain: positive('context_length', 4096), eps, normEps };
+  return { arch, row, ...dims, nLayer: positive('block_count'), nVocab, nCtxTrain: positive('context_length', 4096), eps, normEps };
 }
 
 /** An FBI-linear: signs [M, K] (row-major), per-input-column α and β [K]. */
@@ -93,6 +98,32 @@ export interface FbiLinear {
   signs: Int8Array;
   alpha: Float32Array;
   beta: Float32Array;
+}
+
+/** A dense linear (the FP Mamba-2 teacher): F16 weights [M, K] row-major, and their values. */
+export interface DenseLinear {
+  M: number;
+  K: number;
+  half: Uint16Array;
+  values: Float32Array;
+}
+
+export type Mamba2Linear = FbiLinear | DenseLinear;
+
+export const isFbi = (l: Mamba2Linear): l is FbiLinear => 'signs' in l;
+
+/** y [T, M] = x · Wᵀ in float64 for either linear. */
+export function mamba2Linear(w: Mamba2Linear, x: Float64Array, T: number): Float64Array {
+  if (isFbi(w)) return fbiLinear(w, x, T);
+  const y = new Float64Array(T * w.M);
+  for (let t = 0; t < T; t++)
+    for (let m = 0; m < w.M; m++) {
+      let s = 0;
+      const row = m * w.K;
+      for (let k = 0; k < w.K; k++) s += w.values[row + k]! * x[t * w.K + k]!;
+      y[t * w.M + m] = s;
+    }
+  return y;
 }
 
 /** y [T, M] = (α ⊙ x)·Sᵀ + Σ_k β_k x_k, in float64. */
@@ -118,8 +149,8 @@ export function fbiLinear(w: FbiLinear, x: Float64Array, T: number): Float64Arra
 
 export interface Mamba2Layer {
   norm: Float32Array;
-  inProj: FbiLinear;
-  outProj: FbiLinear;
+  inProj: Mamba2Linear;
+  outProj: Mamba2Linear;
   convWeight: Float32Array; // [convDim, dConv] (the reference's order: channel-major)
   convBias: Float32Array;
   dtBias: Float32Array;
@@ -130,6 +161,8 @@ export interface Mamba2Layer {
 
 export interface Mamba2Weights {
   embd: Float32Array; // [vocab, d_model]
+  /** An untied head `output.weight` [vocab, d_model] (llama.cpp's mamba2 files may carry one), else the embedding. */
+  output: Float32Array | null;
   outputNorm: Float32Array;
   layers: Mamba2Layer[];
 }
@@ -173,9 +206,21 @@ export function loadMamba2Weights(file: GgufFile, cfg: Mamba2Config): Mamba2Weig
     if (badScale >= 0) throw new ModelFormatError(`${file.source}: tensor '${base}.weight': Q1_0 block scale ${blockScales[badScale]} where an FBI-linear stores 1 (the scale is the column α)`);
     return { M, K, signs, alpha: floats(`${base}.alpha`, [K]), beta: floats(`${base}.beta`, [K]) };
   };
+  const dense = (base: string, K: number, M: number): DenseLinear => {
+    const { bytes } = tensor(`${base}.weight`, [K, M], [GGML.F16]);
+    const half = new Uint16Array(M * K);
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    for (let i = 0; i < half.length; i++) half[i] = dv.getUint16(2 * i, true);
+    const values = Float32Array.from(half, halfToFloat);
+    const bad = values.findIndex((x) => !Number.isFinite(x));
+    if (bad >= 0) throw new ModelFormatError(`${file.source}: tensor '${base}.weight' has a non-finite value (${values[bad]}) at element ${bad}`);
+    return { M, K, half, values };
+  };
+  const linear = (base: string, K: number, M: number): Mamba2Linear => (cfg.row.linears.ssm_in.kind === 'f16' ? dense(base, K, M) : fbi(base, K, M));
   const T = MAMBA2_TENSORS;
   const convDim = mamba2ConvDim(cfg);
   const embd = floats(T.tokEmbd, [cfg.dModel, cfg.nVocab], true);
+  const output = byName.has(T.output) ? floats(T.output, [cfg.dModel, cfg.nVocab], true) : null;
   const layers: Mamba2Layer[] = [];
   for (let l = 0; l < cfg.nLayer; l++) {
     const conv = floats(T.conv(l), [cfg.dConv, convDim]);
@@ -185,14 +230,14 @@ export function loadMamba2Weights(file: GgufFile, cfg: Mamba2Config): Mamba2Weig
     if (badA >= 0) throw new ModelFormatError(`${file.source}: tensor '${T.A(l)}' (A = -exp(A_log)) has ${A[badA]} at head ${badA}: it must be negative and finite`);
     layers.push({
       norm: floats(T.norm(l), [cfg.dModel]),
-      inProj: fbi(T.inProj(l), cfg.dModel, mamba2InProjDim(cfg)),
-      outProj: fbi(T.outProj(l), cfg.dInner, cfg.dModel),
+      inProj: linear(T.inProj(l), cfg.dModel, mamba2InProjDim(cfg)),
+      outProj: linear(T.outProj(l), cfg.dInner, cfg.dModel),
       convWeight: conv, convBias: floats(T.convBias(l), [convDim]), dtBias: floats(T.dtBias(l), [cfg.nHeads]),
       ALog: Float64Array.from(A, (a) => Math.log(-a)), D: floats(T.D(l), [1, cfg.nHeads]),
       normWeight: floats(T.gnorm(l), [cfg.dInner / cfg.nGroups, cfg.nGroups]),
     });
   }
-  return { embd, outputNorm: floats(T.outputNorm, [cfg.dModel]), layers };
+  return { embd, output, outputNorm: floats(T.outputNorm, [cfg.dModel]), layers };
 }
 
 function typeNameOf(type: number): string {
@@ -231,7 +276,7 @@ export function mamba2ReferenceForward(cfg: Mamba2Config, w: Mamba2Weights, toke
   });
   w.layers.forEach((L, l) => {
     const mixer: Mamba2MixerWeights = {
-      inProj: (h, n) => fbiLinear(L.inProj, h, n), outProj: (y, n) => fbiLinear(L.outProj, y, n),
+      inProj: (h, n) => mamba2Linear(L.inProj, h, n), outProj: (y, n) => mamba2Linear(L.outProj, y, n),
       convWeight: L.convWeight, convBias: L.convBias, normWeight: L.normWeight, normEps: cfg.normEps, dtBias: L.dtBias, ALog: L.ALog, D: L.D,
     };
     const out = refMamba2Mixer(cfg, mixer, rmsnorm(res, L.norm, T, d, cfg.eps), T, state[l]!, chunk);
@@ -239,10 +284,11 @@ export function mamba2ReferenceForward(cfg: Mamba2Config, w: Mamba2Weights, toke
   });
   const h = rmsnorm(res, w.outputNorm, T, d, cfg.eps);
   const logits = new Float64Array(T * cfg.nVocab);
+  const head = w.output ?? w.embd;
   for (let t = 0; t < T; t++)
     for (let v = 0; v < cfg.nVocab; v++) {
       let s = 0;
-      for (let i = 0; i < d; i++) s += w.embd[v * d + i]! * h[t * d + i]!;
+      for (let i = 0; i < d; i++) s += head[v * d + i]! * h[t * d + i]!;
       logits[t * cfg.nVocab + v] = s;
     }
   return logits;
@@ -258,6 +304,8 @@ export interface SynthMamba2Options {
   dConv?: number;
   nVocab: number;
   seed?: number;
+  /** The FP Mamba-2 teacher's layout (architecture 'mamba2', F16 in/out projections) instead of Bi-Mamba's. */
+  dense?: boolean;
   /** Tokenizer metadata to carry over (e.g. a bundled model's), else none. */
   metadata?: (w: GgufWriter) => void;
 }
@@ -283,13 +331,13 @@ export function synthMamba2Gguf(o: SynthMamba2Options): Uint8Array {
   const uni = (n: number, lo: number, hi: number) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rnd());
   const f32 = (v: Float32Array) => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
   const w = new GgufWriter();
-  const a = BI_MAMBA_ARCH;
-  w.string('general.architecture', a).string('general.name', 'synthetic Bi-Mamba');
+  const a = o.dense ? 'mamba2' : BI_MAMBA_ARCH;
+  w.string('general.architecture', a).string('general.name', o.dense ? 'synthetic Mamba-2' : 'synthetic Bi-Mamba');
   w.u32(`${a}.context_length`, 4096).u32(`${a}.embedding_length`, dims.dModel).u32(`${a}.block_count`, o.nLayer).u32(`${a}.vocab_size`, o.nVocab);
   w.u32(`${a}.ssm.conv_kernel`, dims.dConv).u32(`${a}.ssm.state_size`, dims.dState).u32(`${a}.ssm.group_count`, dims.nGroups);
   w.u32(`${a}.ssm.inner_size`, dims.dInner).u32(`${a}.ssm.time_step_rank`, dims.nHeads);
   w.f32(`${a}.attention.layer_norm_rms_epsilon`, 1e-5).f32(`${a}.ssm.norm_epsilon`, 1e-5);
-  w.set(`${a}.ssm.binary`, GgufType.STRING, 'fbi-linear in_proj/out_proj');
+  if (!o.dense) w.set(`${a}.ssm.binary`, GgufType.STRING, 'fbi-linear in_proj/out_proj');
   o.metadata?.(w);
   const T = MAMBA2_TENSORS;
   const embd = uni(o.nVocab * dims.dModel, -1, 1);
@@ -298,6 +346,11 @@ export function synthMamba2Gguf(o: SynthMamba2Options): Uint8Array {
   w.addTensor(T.tokEmbd, [dims.dModel, o.nVocab], GGML.F16, new Uint8Array(half.buffer));
   w.addTensor(T.outputNorm, [dims.dModel], GGML.F32, f32(uni(dims.dModel, 0.8, 1.2)));
   const fbi = (base: string, K: number, M: number) => {
+    if (o.dense) {
+      const half = Uint16Array.from({ length: M * K }, () => floatToHalf((2 * rnd() - 1) / Math.sqrt(K)));
+      w.addTensor(`${base}.weight`, [K, M], GGML.F16, new Uint8Array(half.buffer));
+      return;
+    }
     const signs = Int8Array.from({ length: M * K }, () => (rnd() < 0.5 ? -1 : 1));
     w.addTensor(`${base}.weight`, [K, M], GGML.Q1_0, encodeQ1_0(signs, M, K, 1));
     w.addTensor(`${base}.alpha`, [K], GGML.F32, f32(uni(K, 0.5 / Math.sqrt(K), 1.5 / Math.sqrt(K))));

@@ -1,0 +1,228 @@
+// The Mamba-2 block kind in the engine (issue 13): loadModel → worker → step scheduler → Mamba2StatePool →
+// Mamba2Exec, for Bi-Mamba (FBI in/out projections) and the FP Mamba-2 teacher (dense F16), checked against
+// the float64 whole-model reference (lib/model/mamba2.ts); batch invariance under load; the recurrent state's
+// reuse rules (a prefix is reused only whole; a held sequence cut back recomputes); the pool's contract.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { type Model, loadModel } from '../lib/api.js';
+import { alignedChunk } from '../lib/engine/scheduler.js';
+import type { GenerateChunk, GenerationResult } from '../lib/engine/generate.js';
+import { KernelContext } from '../lib/kernels/context.js';
+import { KvPoolFullError, ModelFormatError, SequenceError } from '../lib/errors.js';
+import { GgufWriter, parseGguf, readGguf } from '../lib/format/gguf.js';
+import { loadMamba2Weights, mamba2ConfigFromGguf, mamba2ModelState, mamba2ReferenceForward, synthMamba2Gguf } from '../lib/model/mamba2.js';
+import { Mamba2Exec } from '../lib/model/mamba2-exec.js';
+import { Mamba2StatePool } from '../lib/model/mamba2-pool.js';
+import { ContextOverflowError } from '../lib/model/kv-cache.js';
+import { rng } from './helpers.js';
+
+const VOCAB = readGguf(new URL('../models/tiny-b158-i2_s.gguf', import.meta.url).pathname);
+const SHAPE = { dModel: 128, nLayer: 2, dInner: 256, dState: 16, nHeads: 4, nGroups: 2, nVocab: 4096 };
+
+function synth(dense: boolean, seed: number): Uint8Array {
+  return synthMamba2Gguf({
+    ...SHAPE, seed, dense,
+    metadata: (w) => {
+      for (const [k, e] of VOCAB.metadata) if (k.startsWith('tokenizer.ggml.')) w.set(k, e.type, e.value, e.itemType);
+    },
+  });
+}
+
+async function collect(gen: AsyncGenerator<GenerateChunk, GenerationResult, undefined>) {
+  const chunks: GenerateChunk[] = [];
+  let r = await gen.next();
+  for (; !r.done; r = await gen.next()) chunks.push(r.value);
+  return { tokens: chunks.map((c) => c.token), result: r.value };
+}
+
+function ids(seed: number, n: number): number[] {
+  const r = rng(seed);
+  return [1, ...Array.from({ length: n - 1 }, () => 3 + Math.floor(r() * 4000))];
+}
+
+async function logitsOf(model: Model, tokens: number[]): Promise<Float32Array> {
+  const V = model.info.hparams.nVocab;
+  const all = new Float32Array(tokens.length * V);
+  for await (const c of model.evaluate(tokens)) all.set(c.logits, c.start * V);
+  return all;
+}
+
+/** max |a - b| over max |b|: the engine (float32) against the float64 reference. */
+function relErr(a: Float32Array, b: Float64Array): number {
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < b.length; i++) {
+    d = Math.max(d, Math.abs(a[i]! - b[i]!));
+    m = Math.max(m, Math.abs(b[i]!));
+  }
+  return d / m;
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'bitllm-mamba2-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe.each([['bi-mamba', false], ['mamba2', true]] as const)('the %s block kind in the engine', (arch, dense) => {
+  const bytes = synth(dense, dense ? 5 : 3);
+  const path = join(dir, `${arch}.gguf`);
+  let model: Model;
+  beforeAll(async () => {
+    writeFileSync(path, bytes);
+    model = await loadModel(path, { threads: 2, contextSize: 512, sequences: 4 });
+  });
+  afterAll(() => model?.close());
+
+  it('loads as its block kind, and evaluate() gives the float64 reference logits (prefill chunks of 128 and a tail)', async () => {
+    expect(model.info.arch).toBe(arch);
+    expect(model.info.block).toBe('mamba2');
+    const file = parseGguf(bytes, arch);
+    const cfg = mamba2ConfigFromGguf(file);
+    // A sequence's state: conv rows + SSM state per layer.
+    expect(model.info.kvBytes).toBe(cfg.nLayer * 4 * (3 * (cfg.dInner + 2 * cfg.nGroups * cfg.dState) + cfg.dInner * cfg.dState));
+    const tokens = ids(11, 150); // chunks 0..127 (scan), 128..149 (recurrence)
+    const ref = mamba2ReferenceForward(cfg, loadMamba2Weights(file, cfg), tokens, mamba2ModelState(cfg));
+    expect(relErr(await logitsOf(model, tokens), ref)).toBeLessThan(2e-5);
+  });
+
+  it('a sequence gets the same tokens and logits alone and among other sequences (batch invariance)', async () => {
+    const prompts = [ids(21, 90), ids(22, 7), ids(23, 140), ids(24, 33)];
+    const solo = [];
+    for (const p of prompts) solo.push((await collect(model.generate(p, { maxTokens: 10, temperature: 0.9, seed: 4 }))).tokens);
+    const together = await Promise.all(prompts.map((p) => collect(model.generate(p, { maxTokens: 10, temperature: 0.9, seed: 4 }))));
+    expect(together.map((r) => r.tokens)).toEqual(solo);
+    // Evaluate while generations run: bit-identical logits.
+    const probe = ids(25, 100);
+    const alone = await logitsOf(model, probe);
+    const busy = prompts.map((p) => collect(model.generate(p, { maxTokens: 24, temperature: 0 })));
+    const loaded = await logitsOf(model, probe);
+    await Promise.all(busy);
+    expect(Buffer.from(loaded.buffer).equals(Buffer.from(alone.buffer))).toBe(true);
+  });
+
+  it('a prefix is reused only when it is all a sequence holds; a held sequence cut back recomputes', async () => {
+    const p = ids(31, 40);
+    const first = await collect(model.generate(p, { maxTokens: 6, temperature: 0 }));
+    // The parked state holds p + 5 fed tokens: a prompt that extends all of it reuses it ...
+    const cont = [...p, ...first.tokens, ...ids(32, 9).slice(1)];
+    const second = await collect(model.generate(cont, { maxTokens: 3, temperature: 0 }));
+    expect(second.result.stats.reusedTokens).toBe(p.length + 5);
+    // ... and gives the logits of a fresh run within the float bound (the scan's chunks start elsewhere).
+    const file = parseGguf(bytes, arch);
+    const cfg = mamba2ConfigFromGguf(file);
+    const ref = mamba2ReferenceForward(cfg, loadMamba2Weights(file, cfg), cont, mamba2ModelState(cfg));
+    const refLast = ref.subarray((cont.length - 1) * cfg.nVocab);
+    let best = 0;
+    for (let v = 1; v < cfg.nVocab; v++) if (refLast[v]! > refLast[best]!) best = v;
+    expect(second.tokens[0]).toBe(best);
+    // A prompt sharing only part of a held state cannot cut it back: nothing is reused.
+    const partial = [...p.slice(0, 20), ...ids(33, 10).slice(1)];
+    const third = await collect(model.generate(partial, { maxTokens: 2, temperature: 0 }));
+    expect(third.result.stats.reusedTokens).toBe(0);
+    // A held sequence: continuing reuses all of it; truncate() to a shorter length recomputes from the start and
+    // gives exactly what a fresh sequence of the same tokens gives.
+    const ctx = model.createContext({ sequences: 2 });
+    const [s, fresh] = [ctx.getSequence(), ctx.getSequence()];
+    await collect(s.generate(ids(34, 70), { maxTokens: 4, temperature: 0 }));
+    const more = await collect(s.generate(ids(35, 6).slice(1), { maxTokens: 4, temperature: 0 }));
+    expect(more.result.stats.reusedTokens).toBe(73);
+    s.truncate(50);
+    const cut = await collect(s.generate(ids(36, 5).slice(1), { maxTokens: 5, temperature: 0 }));
+    expect(cut.result.stats.reusedTokens).toBe(0);
+    const again = await collect(fresh.generate([...ids(34, 70).slice(0, 50), ...ids(36, 5).slice(1)], { maxTokens: 5, temperature: 0 }));
+    expect(cut.tokens).toEqual(again.tokens);
+    ctx.dispose();
+  });
+});
+
+describe('loadModel of a malformed Mamba-2 file', () => {
+  it('rejects with the ModelFormatError naming the tensor (read in the worker)', async () => {
+    const src = parseGguf(synth(false, 3), 'src.gguf');
+    const w = new GgufWriter();
+    for (const [k, e] of src.metadata) w.set(k, e.type, e.value, e.itemType);
+    for (const t of src.tensors) {
+      const data = src.bytes.slice(t.offset, t.offset + t.nbytes);
+      if (t.name === 'blk.1.ssm_a') new DataView(data.buffer).setFloat32(4, Number.NaN, true);
+      w.addTensor(t.name, t.dims, t.type, data);
+    }
+    const path = join(dir, 'nan-a.gguf');
+    writeFileSync(path, w.toBytes());
+    const err = await loadModel(path).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ModelFormatError);
+    expect((err as Error).message).toMatch(/tensor 'blk\.1\.ssm_a'.*non-finite value \(NaN\) at element 1/);
+    await expect(loadModel(join(dir, 'bi-mamba.gguf'), { kvType: 'q8' })).rejects.toThrow(/no KV cache, so options.kvType 'q8' does not apply/);
+  });
+});
+
+describe('Mamba2StatePool and the recurrent scheduler rules', () => {
+  const file = parseGguf(synth(false, 3), 'pool.gguf');
+  const cfg = mamba2ConfigFromGguf(file);
+  const exec = new Mamba2Exec(new KernelContext({ threads: 1 }), cfg, file);
+
+  it('holds a fixed number of states, forks copy the whole state, truncate keeps all or nothing, rows are checked first', () => {
+    const pool = new Mamba2StatePool(exec, { maxSequences: 2, contextSize: 64 });
+    const a = pool.create();
+    const la = pool.forwardBatch(Array.from({ length: 10 }, (_, i) => ({ token: 5 + i, seq: a, pos: i, logits: i === 9 })));
+    const b = pool.fork(a);
+    expect(pool.length(b)).toBe(10);
+    expect(() => pool.create()).toThrow(KvPoolFullError);
+    expect(() => pool.truncate(a, 4)).toThrow(/recurrent \(Mamba-2\) state of 10 positions.*not cut back/);
+    pool.truncate(a, 10);
+    // The fork continues exactly like its source.
+    const next = (s: number) => Array.from(pool.forwardBatch([{ token: 77, seq: s, pos: 10, logits: true }]));
+    expect(next(b)).toEqual(next(a));
+    // Rows out of order, past the context or with a bad token change nothing.
+    expect(() => pool.forwardBatch([{ token: 1, seq: a, pos: 12 }])).toThrow(SequenceError);
+    expect(() => pool.forwardBatch([{ token: 4096, seq: a, pos: 11 }])).toThrow(/outside the vocabulary/);
+    expect(() => pool.forwardBatch(Array.from({ length: 60 }, (_, i) => ({ token: 3, seq: a, pos: 11 + i })))).toThrow(ContextOverflowError);
+    expect(pool.length(a)).toBe(11);
+    pool.truncate(a, 0);
+    expect(pool.length(a)).toBe(0);
+    const again = pool.forwardBatch(Array.from({ length: 10 }, (_, i) => ({ token: 5 + i, seq: a, pos: i, logits: i === 9 })));
+    expect(Array.from(again)).toEqual(Array.from(la));
+    pool.dispose(b);
+    expect(pool.stats()).toMatchObject({ sequences: 1, blocksUsed: 1, blocksCached: 1, blocksMax: 2, tokensHeld: 10 });
+    expect(() => pool.length(b)).toThrow(/does not exist/);
+  });
+
+  it('interleaved rows of two sequences give each its solo logits', () => {
+    const pool = new Mamba2StatePool(exec, { maxSequences: 4, contextSize: 256 });
+    const t1 = ids(41, 70);
+    const t2 = ids(42, 9);
+    const solo = (t: number[]) => {
+      const s = pool.create();
+      const l = pool.forwardBatch(t.map((token, pos) => ({ token, seq: s, pos, logits: true }))).slice();
+      pool.dispose(s);
+      return l;
+    };
+    const [l1, l2] = [solo(t1), solo(t2)];
+    const [s1, s2] = [pool.create(), pool.create()];
+    const rows = [];
+    for (let i = 0; i < 70; i++) {
+      rows.push({ token: t1[i]!, seq: s1, pos: i, logits: true });
+      if (i < 9) rows.push({ token: t2[i]!, seq: s2, pos: i, logits: true });
+    }
+    const mixed = pool.forwardBatch(rows);
+    const V = cfg.nVocab;
+    const pick = (seq: number) => {
+      const out: number[] = [];
+      rows.forEach((r, i) => {
+        if (r.seq === seq) out.push(...mixed.subarray(i * V, (i + 1) * V));
+      });
+      return out;
+    };
+    expect(pick(s1)).toEqual(Array.from(l1));
+    expect(pick(s2)).toEqual(Array.from(l2));
+  });
+
+  it('prompt chunks of a recurrent model end at multiples of the scan chunk or at the prompt end', () => {
+    expect(alignedChunk(0, 128, 150, 64)).toBe(128);
+    expect(alignedChunk(128, 128, 150, 64)).toBe(22);
+    expect(alignedChunk(0, 100, 300, 64)).toBe(64);
+    expect(alignedChunk(10, 16, 300, 64)).toBe(54); // short of the next multiple: run to it
+    expect(alignedChunk(10, 200, 300, 64)).toBe(182);
+    expect(alignedChunk(64, 16, 70, 64)).toBe(6);
+  });
+});
