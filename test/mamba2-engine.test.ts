@@ -13,7 +13,7 @@ import { alignedChunk } from '../lib/engine/scheduler.js';
 import type { GenerateChunk, GenerationResult } from '../lib/engine/generate.js';
 import { KernelContext } from '../lib/kernels/context.js';
 import { KvPoolFullError, ModelFormatError, SequenceError } from '../lib/errors.js';
-import { GgufWriter, parseGguf, readGguf } from '../lib/format/gguf.js';
+import { GgufType, GgufWriter, parseGguf, readGguf } from '../lib/format/gguf.js';
 import { loadMamba2Weights, mamba2ConfigFromGguf, mamba2ModelState, mamba2ReferenceForward, synthMamba2Gguf } from '../lib/model/mamba2.js';
 import { Mamba2Exec } from '../lib/model/mamba2-exec.js';
 import { Mamba2StatePool } from '../lib/model/mamba2-pool.js';
@@ -23,9 +23,14 @@ import { rng } from './helpers.js';
 const VOCAB = readGguf(new URL('../models/tiny-b158-i2_s.gguf', import.meta.url).pathname);
 const SHAPE = { dModel: 128, nLayer: 2, dInner: 256, dState: 16, nHeads: 4, nGroups: 2, nVocab: 4096 };
 
-function synth(dense: boolean, seed: number): Uint8Array {
+type Variant = 'bi-mamba' | 'mamba2' | 'bi-mamba-hybrid';
+
+function synth(variant: Variant | boolean, seed: number): Uint8Array {
+  const v = variant === true ? 'mamba2' : variant === false ? 'bi-mamba' : variant;
   return synthMamba2Gguf({
-    ...SHAPE, seed, dense,
+    ...SHAPE, seed, dense: v === 'mamba2',
+    // The hybrid: attention (2 heads sharing 1 KV head) in layers 1 and 3 of 4.
+    ...(v === 'bi-mamba-hybrid' && { nLayer: 4, hybrid: { attnLayers: [1, 3], nHead: 2, nHeadKv: 1 } }),
     metadata: (w) => {
       for (const [k, e] of VOCAB.metadata) if (k.startsWith('tokenizer.ggml.')) w.set(k, e.type, e.value, e.itemType);
     },
@@ -65,8 +70,8 @@ function relErr(a: Float32Array, b: Float64Array): number {
 const dir = mkdtempSync(join(tmpdir(), 'bitllm-mamba2-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-describe.each([['bi-mamba', false], ['mamba2', true]] as const)('the %s block kind in the engine', (arch, dense) => {
-  const bytes = synth(dense, dense ? 5 : 3);
+describe.each([['bi-mamba', 3], ['mamba2', 5], ['bi-mamba-hybrid', 9]] as const)('the %s model in the engine', (arch, seed) => {
+  const bytes = synth(arch, seed);
   const path = join(dir, `${arch}.gguf`);
   let model: Model;
   beforeAll(async () => {
@@ -80,8 +85,11 @@ describe.each([['bi-mamba', false], ['mamba2', true]] as const)('the %s block ki
     expect(model.info.block).toBe('mamba2');
     const file = parseGguf(bytes, arch);
     const cfg = mamba2ConfigFromGguf(file);
-    // A sequence's state: conv rows + SSM state per layer.
-    expect(model.info.kvBytes).toBe(cfg.nLayer * 4 * (3 * (cfg.dInner + 2 * cfg.nGroups * cfg.dState) + cfg.dInner * cfg.dState));
+    // A sequence's state: conv rows + SSM state per Mamba-2 layer, a hybrid's f16 K and V for the context per attention layer.
+    const nAttn = cfg.layerKinds.filter((k) => k === 'attention').length;
+    expect(nAttn).toBe(arch === 'bi-mamba-hybrid' ? 2 : 0);
+    expect(model.info.kvBytes).toBe((cfg.nLayer - nAttn) * 4 * (3 * (cfg.dInner + 2 * cfg.nGroups * cfg.dState) + cfg.dInner * cfg.dState)
+      + nAttn * 2 * 2 * 512 * (cfg.attn?.nHeadKv ?? 0) * (cfg.attn?.headDim ?? 0));
     const tokens = ids(11, 150); // chunks 0..127 (scan), 128..149 (recurrence)
     const ref = mamba2ReferenceForward(cfg, loadMamba2Weights(file, cfg), tokens, mamba2ModelState(cfg));
     expect(relErr(await logitsOf(model, tokens), ref)).toBeLessThan(2e-5);
@@ -153,6 +161,28 @@ describe('loadModel of a malformed Mamba-2 file', () => {
     expect(err).toBeInstanceOf(ModelFormatError);
     expect((err as Error).message).toMatch(/tensor 'blk\.1\.ssm_a'.*non-finite value \(NaN\) at element 1/);
     await expect(loadModel(join(dir, 'bi-mamba.gguf'), { kvType: 'q8' })).rejects.toThrow(/no KV cache, so options.kvType 'q8' does not apply/);
+  });
+
+  it("a hybrid's layer pattern and attention tensors are checked against the metadata", () => {
+    const src = parseGguf(synth('bi-mamba-hybrid', 9), 'hybrid.gguf');
+    const rewrite = (kv: Uint32Array | null, heads?: number, drop?: string) => {
+      const w = new GgufWriter();
+      for (const [k, e] of src.metadata) {
+        if (k === 'bi-mamba-hybrid.attention.head_count_kv' && kv) w.set(k, GgufType.ARRAY, kv, GgufType.UINT32);
+        else if (k === 'bi-mamba-hybrid.attention.head_count' && heads !== undefined) w.u32(k, heads);
+        else w.set(k, e.type, e.value, e.itemType);
+      }
+      for (const t of src.tensors) if (t.name !== drop) w.addTensor(t.name, t.dims, t.type, src.bytes.slice(t.offset, t.offset + t.nbytes));
+      const f = parseGguf(w.toBytes(), 'hybrid.gguf');
+      return () => loadMamba2Weights(f, mamba2ConfigFromGguf(f));
+    };
+    expect(rewrite(Uint32Array.of(0, 1, 0))).toThrow(/'bi-mamba-hybrid.attention.head_count_kv' must be an array of 4 integers/);
+    expect(rewrite(Uint32Array.of(0, 1, 0, 2))).toThrow(/different KV head counts \(1, 2\)/);
+    expect(rewrite(null, 3)).toThrow(/embedding_length 128 is not a multiple of 'bi-mamba-hybrid.attention.head_count' 3/);
+    expect(rewrite(null, undefined, 'blk.3.attn_k.alpha')).toThrow(/tensor 'blk.3.attn_k.alpha' is missing/);
+    // Layer 0 turned into attention: its ssm tensors do not make it one.
+    expect(rewrite(Uint32Array.of(1, 1, 0, 1))).toThrow(/tensor 'blk.0.attn_q.weight' is missing/);
+    expect(rewrite(null)).not.toThrow();
   });
 });
 

@@ -104,7 +104,10 @@ function printReport(r: InspectReport): void {
       + `groups ${h.nGroups}, conv kernel ${h.dConv},`);
     out.push(`  vocab ${h.nVocab}, context ${h.nCtxTrain}, rms eps ${h.eps}, gated-norm eps ${h.normEps}`);
     const row = h.row;
-    out.push(`  family ${row.title} (${row.family}): ${row.block} blocks (recurrent state, no KV cache); linear kind/input quantizer: `
+    const attn = h.layerKinds.map((k, l) => (k === 'attention' ? l : -1)).filter((l) => l >= 0);
+    const pattern = attn.length === 0 ? 'recurrent state, no KV cache'
+      : `attention in layers ${attn.join(', ')} (${h.attn!.nHead} heads of ${h.attn!.headDim}, ${h.attn!.nHeadKv} KV, f16 KV cache), Mamba-2 in the rest`;
+    out.push(`  family ${row.title} (${row.family}): ${row.block} blocks (${pattern}); linear kind/input quantizer: `
       + `ssm_in ${row.linears.ssm_in.kind}/${row.linears.ssm_in.act}, ssm_out ${row.linears.ssm_out.kind}/${row.linears.ssm_out.act}`);
   } else if (r.hparams) {
     const h = r.hparams;

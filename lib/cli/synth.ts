@@ -15,7 +15,8 @@ export const SYNTH_USAGE = `usage: bitllm synth --shape SHAPE --type TYPE -o FIL
   -o, --out FILE                     output GGUF
   --arch ARCH                        general.architecture: ${ARCH_NAMES.join(', ')}, ${BI_MAMBA_ARCH}, mamba2
                                      (${BI_MAMBA_ARCH}: --shape ${Object.keys(MAMBA2_SHAPES).join('|')} --type q1_0, the paper's models;
-                                     mamba2: the same shapes --type f16, the full-precision Mamba-2 layout)
+                                     mamba2: the same shapes --type f16, the full-precision Mamba-2 layout;
+                                     bi-mamba-hybrid: --type q1_0, attention in one layer of four)
                                      (default: bitnet-b1.58 for i2_s, bitnet for tq2_0/tq1_0, bitnet-1bit for q1_0,
                                      bitnet-f16 for f16); the type must fit the architecture's projections
   --activation relu2|silu            write <arch>.hidden_activation (default: not written)
@@ -27,7 +28,7 @@ export const SYNTH_USAGE = `usage: bitllm synth --shape SHAPE --type TYPE -o FIL
 
 const VALUED = new Set(['shape', 'type', 'arch', 'activation', 'seed', 'vocab', 'o', 'out']);
 const FLAGS = new Set(['json', 'help', 'h']);
-const ARCHS: readonly string[] = [...ARCH_NAMES, BI_MAMBA_ARCH, 'mamba2'];
+const ARCHS: readonly string[] = [...ARCH_NAMES, BI_MAMBA_ARCH, 'mamba2', 'bi-mamba-hybrid'];
 
 function choice<T extends string>(v: string | true | undefined, name: string, allowed: readonly T[], required: boolean): T | undefined {
   if (v === undefined) {
@@ -71,7 +72,7 @@ export async function runSynthCommand(argv: string[]): Promise<number> {
     for (const k of FLAGS) if (options.has(k) && options.get(k) !== true) throw new UsageError(`--${k} takes no value`);
     if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
     json = options.has('json');
-    if (options.get('arch') === BI_MAMBA_ARCH || options.get('arch') === 'mamba2') return synthBiMamba(options, json);
+    if ([BI_MAMBA_ARCH, 'mamba2', 'bi-mamba-hybrid'].includes(options.get('arch') as string)) return synthBiMamba(options, json);
     const shape = choice(options.get('shape'), 'shape', Object.keys(SYNTH_SHAPES) as SynthShapeName[], true)!;
     const type = choice(options.get('type'), 'type', SYNTH_TYPES, true)!;
     const arch = choice(options.get('arch'), 'arch', ARCHS, false);
@@ -147,6 +148,13 @@ function synthBiMamba(options: Map<string, string | true>, json: boolean): numbe
   const t0 = performance.now();
   const bytes = synthMamba2Gguf({
     ...MAMBA2_SHAPES[shape], nVocab: tokens.value.length, seed, dense,
+    // The hybrid: one attention layer in four (layers 1, 5, 9, ...), heads of 64, four query heads per KV head.
+    ...(arch === 'bi-mamba-hybrid' && {
+      hybrid: {
+        attnLayers: Array.from({ length: MAMBA2_SHAPES[shape].nLayer }, (_, l) => l).filter((l) => l % 4 === 1),
+        nHead: MAMBA2_SHAPES[shape].dModel / 64, nHeadKv: Math.max(1, MAMBA2_SHAPES[shape].dModel / 256),
+      },
+    }),
     metadata: (w) => {
       for (const [k, e] of vocab.metadata) if (k.startsWith('tokenizer.ggml.')) w.set(k, e.type, e.value, e.itemType);
       w.set('general.name', GgufType.STRING, `synthetic-${arch}-${shape}-s${seed}`);

@@ -137,7 +137,7 @@ function load(): Engine {
       disposeSequence: (seq) => mpool.dispose(seq),
       forwardBatch: (rows) => mpool.forwardBatch(rows, logitsFor(rows, cfg.nVocab)),
     };
-    ready = { layout: init.layout === 'td3' ? 'td3' : 't2r16', weightBytes: exec.weightBytes, kvBytes: exec.stateBytes() };
+    ready = { layout: init.layout === 'td3' ? 'td3' : 't2r16', weightBytes: exec.weightBytes, kvBytes: exec.stateBytes(init.contextSize) };
   } else {
     const cfg = configFromGguf(file);
     const weights = loadWeights(ctx, file, cfg, {

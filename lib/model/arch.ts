@@ -169,6 +169,12 @@ export interface SsmArchRow {
   readonly title: string;
   readonly block: 'mamba2';
   readonly linears: Readonly<Record<SsmProjection, LinearSpec>>;
+  /**
+   * A hybrid: `<arch>.attention.head_count_kv` is a per-layer array (llama.cpp's Jamba convention), 0 for a
+   * Mamba-2 layer and the KV head count for an attention layer (GQA, NEOX RoPE, f16 KV cache, no MLP), whose
+   * projections `attn_q/k/v/output` are of the same linear kind as the Mamba-2 ones.
+   */
+  readonly hybrid?: boolean;
 }
 
 export const SSM_ARCHITECTURES: readonly SsmArchRow[] = [
@@ -176,6 +182,9 @@ export const SSM_ARCHITECTURES: readonly SsmArchRow[] = [
     linears: { ssm_in: { kind: 'sign-col', act: 'none' }, ssm_out: { kind: 'sign-col', act: 'none' } } },
   { arch: 'mamba2', family: 'mamba2', title: 'Mamba-2 (FP teacher)', block: 'mamba2',
     linears: { ssm_in: { kind: 'f16', act: 'none' }, ssm_out: { kind: 'f16', act: 'none' } } },
+  // Beyond the survey: binarized attention layers between Bi-Mamba layers, set per layer by the file.
+  { arch: 'bi-mamba-hybrid', family: 'bimamba', title: 'Bi-Mamba hybrid (attention + Mamba-2)', block: 'mamba2', hybrid: true,
+    linears: { ssm_in: { kind: 'sign-col', act: 'none' }, ssm_out: { kind: 'sign-col', act: 'none' } } },
 ];
 
 const SSM_BY_ARCH = new Map(SSM_ARCHITECTURES.map((r) => [r.arch, r]));

@@ -13,15 +13,25 @@ import { type BinaryLutMatrix, binaryLutGemm, packBinaryLut } from '../kernels/b
 import type { KernelContext } from '../kernels/context.js';
 import { type F16Matrix, f16Gemm, f16GetRows } from '../kernels/dense.js';
 import { gatedRmsNorm, mamba2Conv, ssdChunked, ssdRecurrent } from '../kernels/mamba2.js';
-import { rmsnorm } from '../kernels/ops.js';
+import { type KvCacheShape, attentionF16, kvStoreF16, rmsnorm, ropeNeox } from '../kernels/ops.js';
 import { floatToHalf } from '../reference/numeric.js';
 import { mamba2ConvDim, mamba2InProjDim } from '../reference/mamba2.js';
-import { type Mamba2Config, type Mamba2Linear, isFbi, loadMamba2Weights } from './mamba2.js';
+import { type Mamba2Config, type Mamba2Linear, isAttnLayer, isFbi, loadMamba2Weights } from './mamba2.js';
 
 /** A projection as the kernels read it: FBI (signs + α, β) or dense F16. */
 type LinearExec = { kind: 'fbi'; w: BinaryLutMatrix; alpha: Float32Array; beta: Float32Array } | { kind: 'f16'; w: F16Matrix };
 
+interface AttnExec {
+  kind: 'attention';
+  norm: Float32Array;
+  wq: LinearExec;
+  wk: LinearExec;
+  wv: LinearExec;
+  wo: LinearExec;
+}
+
 interface LayerExec {
+  kind: 'mamba2';
   norm: Float32Array;
   inProj: LinearExec;
   outProj: LinearExec;
@@ -31,10 +41,16 @@ interface LayerExec {
   normWeight: Float32Array;
 }
 
-/** One sequence's state: per layer the conv's last raw rows and the SSM state, and the tokens it has seen. */
+/**
+ * One sequence's state: per layer the conv's last raw rows and the SSM state (a hybrid's attention layers: empty
+ * arrays there, and their f16 K/V caches [nHeadKv, capacity, headDim] in `kv`), and the tokens it has seen.
+ */
 export interface Mamba2SequenceState {
   conv: Float32Array[];
   ssm: Float32Array[];
+  kv: Array<{ k: Uint16Array; v: Uint16Array } | null>;
+  /** Positions the KV caches hold at most (Infinity without attention layers). */
+  capacity: number;
   length: number;
 }
 
@@ -55,10 +71,11 @@ export interface Mamba2ForwardOptions {
 /** The default scan chunk (rows): the alignment the scheduler splits recurrent prompts at. */
 export const MAMBA2_CHUNK = 64;
 
-type Scratch = Record<'u' | 'bias' | 'h' | 'proj' | 'z' | 'xBC' | 'dt' | 'conv' | 'x' | 'B' | 'C' | 'y' | 'yn' | 'out', Float32Array>;
+type Scratch = Record<'u' | 'bias' | 'h' | 'proj' | 'z' | 'xBC' | 'dt' | 'conv' | 'x' | 'B' | 'C' | 'y' | 'yn' | 'out' | 'q' | 'k' | 'v' | 'att', Float32Array>
+  & { pos: Int32Array };
 
 export class Mamba2Exec {
-  private readonly layers: LayerExec[];
+  private readonly layers: Array<LayerExec | AttnExec>;
   private readonly embd: F16Matrix;
   private readonly head: F16Matrix;
   private readonly outputNorm: Float32Array;
@@ -76,10 +93,12 @@ export class Mamba2Exec {
       bytes += 2 * l.M * l.K;
       return { kind: 'f16', w: { data: l.half, M: l.M, K: l.K } };
     };
-    this.layers = w.layers.map((L) => ({
-      norm: L.norm, inProj: linear(L.inProj), outProj: linear(L.outProj), convWeight: L.convWeight, convBias: L.convBias,
-      ssm: { dtBias: L.dtBias, ALog: Float32Array.from(L.ALog), D: L.D }, normWeight: L.normWeight,
-    }));
+    this.layers = w.layers.map((L): LayerExec | AttnExec => (isAttnLayer(L)
+      ? { kind: 'attention', norm: L.norm, wq: linear(L.wq), wk: linear(L.wk), wv: linear(L.wv), wo: linear(L.wo) }
+      : {
+        kind: 'mamba2', norm: L.norm, inProj: linear(L.inProj), outProj: linear(L.outProj), convWeight: L.convWeight, convBias: L.convBias,
+        ssm: { dtBias: L.dtBias, ALog: Float32Array.from(L.ALog), D: L.D }, normWeight: L.normWeight,
+      }));
     const half = (v: Float32Array) => {
       const data = new Uint16Array(v.length);
       for (let i = 0; i < data.length; i++) data[i] = floatToHalf(v[i]!);
@@ -102,31 +121,38 @@ export class Mamba2Exec {
       this.scratch = {
         u: f(Math.max(c.dModel, c.dInner)), bias: f(1), h: f(c.dModel), proj: f(mamba2InProjDim(c)), z: f(c.dInner), xBC: f(mamba2ConvDim(c)),
         dt: f(c.nHeads), conv: f(mamba2ConvDim(c)), x: f(c.dInner), B: f(G), C: f(G), y: f(c.dInner), yn: f(c.dInner), out: f(c.dModel),
+        q: f(c.attn ? c.dModel : 0), k: f(c.attn ? c.attn.nHeadKv * c.attn.headDim : 0), v: f(c.attn ? c.attn.nHeadKv * c.attn.headDim : 0),
+        att: f(c.attn ? c.dModel : 0), pos: new Int32Array(T),
       };
       this.scratchRows = T;
     }
     return this.scratch;
   }
 
-  newState(): Mamba2SequenceState {
+  /** A fresh state; `capacity`: the positions a hybrid's KV caches hold (required with attention layers). */
+  newState(capacity?: number): Mamba2SequenceState {
     const c = this.cfg;
     const P = c.dInner / c.nHeads;
+    const a = c.attn;
+    if (a && !(capacity !== undefined && Number.isInteger(capacity) && capacity >= 1))
+      throw new RangeError(`mamba2: a hybrid's state needs a KV capacity (an integer >= 1), got ${capacity}`);
+    const mamba = (L: LayerExec | AttnExec) => L.kind === 'mamba2';
     return {
-      conv: this.layers.map(() => new Float32Array((c.dConv - 1) * mamba2ConvDim(c))),
-      ssm: this.layers.map(() => new Float32Array(c.nHeads * P * c.dState)),
+      conv: this.layers.map((L) => new Float32Array(mamba(L) ? (c.dConv - 1) * mamba2ConvDim(c) : 0)),
+      ssm: this.layers.map((L) => new Float32Array(mamba(L) ? c.nHeads * P * c.dState : 0)),
+      kv: this.layers.map((L) => (mamba(L) ? null : { k: new Uint16Array(a!.nHeadKv * capacity! * a!.headDim), v: new Uint16Array(a!.nHeadKv * capacity! * a!.headDim) })),
+      capacity: a ? capacity! : Infinity,
       length: 0,
     };
   }
 
-  /** A copy of a state (a fork at its end: a recurrent state cannot be cut back). */
-  copyState(s: Mamba2SequenceState): Mamba2SequenceState {
-    return { conv: s.conv.map((a) => a.slice()), ssm: s.ssm.map((a) => a.slice()), length: s.length };
-  }
-
-  /** Bytes of one sequence's state (every layer): what a sequence costs, whatever its length. */
-  stateBytes(): number {
+  /** Bytes of one sequence's state (every layer): constant in its length, plus a hybrid's KV caches for `capacity` positions. */
+  stateBytes(capacity = 0): number {
     const c = this.cfg;
-    return c.nLayer * 4 * ((c.dConv - 1) * mamba2ConvDim(c) + c.dInner * c.dState);
+    let n = 0;
+    for (const L of this.layers)
+      n += L.kind === 'mamba2' ? 4 * ((c.dConv - 1) * mamba2ConvDim(c) + c.dInner * c.dState) : 2 * 2 * c.attn!.nHeadKv * capacity * c.attn!.headDim;
+    return n;
   }
 
   /** Runs `tokens` after what `state` has seen (advancing it); logits [rows, vocab] of the last row or all. */
@@ -191,8 +217,41 @@ export class Mamba2Exec {
       binaryLutGemm(ctx, p.w, u, N, bias, dst);
     };
     const rows = (a: Float32Array, w: number, s: Mamba2Segment, off: number, n: number) => a.subarray((s.start + off) * w, (s.start + off + n) * w);
+    const pos = sc.pos.subarray(0, N);
+    for (const s of segments) {
+      if (s.state.length + s.rows > s.state.capacity)
+        throw new RangeError(`mamba2: ${s.rows} rows after ${s.state.length} positions exceed the sequence's KV capacity ${s.state.capacity}`);
+      for (let i = 0; i < s.rows; i++) pos[s.start + i] = s.state.length + i;
+    }
     this.layers.forEach((L, l) => {
       rmsnorm(ctx, res, L.norm, N, d, c.eps, h);
+      if (L.kind === 'attention') {
+        // The hybrid's attention mixer: q, k, v (row-independent), RoPE at each row's position, K/V into the
+        // sequence's f16 cache, causal GQA over the sequence's own rows, wo.
+        const a = c.attn!;
+        const dq = a.nHead * a.headDim;
+        const dkv = a.nHeadKv * a.headDim;
+        const q = view(sc.q, dq);
+        const k = view(sc.k, dkv);
+        const v = view(sc.v, dkv);
+        const att = view(sc.att, dq);
+        apply(L.wq, h, d, q);
+        apply(L.wk, h, d, k);
+        apply(L.wv, h, d, v);
+        ropeNeox(ctx, q, pos, a.nHead, a.headDim, a.headDim, a.ropeTheta);
+        ropeNeox(ctx, k, pos, a.nHeadKv, a.headDim, a.headDim, a.ropeTheta);
+        for (const s of segments) {
+          const cache = s.state.kv[l]!;
+          const shape: KvCacheShape = { nKvHeads: a.nHeadKv, headDim: a.headDim, capacity: s.state.capacity };
+          const p = pos.subarray(s.start, s.start + s.rows);
+          kvStoreF16(ctx, rows(k, dkv, s, 0, s.rows), p, cache.k, shape);
+          kvStoreF16(ctx, rows(v, dkv, s, 0, s.rows), p, cache.v, shape);
+          attentionF16(ctx, rows(q, dq, s, 0, s.rows), cache.k, cache.v, p, a.nHead, shape, 1 / Math.sqrt(a.headDim), rows(att, dq, s, 0, s.rows));
+        }
+        apply(L.wo, att, dq, out);
+        for (let i = 0; i < N * d; i++) res[i] = res[i]! + out[i]!;
+        return;
+      }
       apply(L.inProj, h, d, proj);
       for (let t = 0; t < N; t++) {
         z.set(proj.subarray(t * F, t * F + c.dInner), t * c.dInner);

@@ -4,7 +4,8 @@
 // dispose / truncate / length / stats / trim / forwardBatch with every check before any state changes — with
 // the one difference a recurrent state imposes: it cannot be cut back. truncate() accepts only the sequence's
 // length (a no-op) or 0 (a fresh state), and a fork copies the whole state (forks at the end only); the
-// scheduler knows (BatchModel.recurrent) and reuses a prefix only when it is all a sequence holds.
+// scheduler knows (BatchModel.recurrent) and reuses a prefix only when it is all a sequence holds. A hybrid's
+// sequence also carries f16 KV caches of its attention layers, sized for contextSize positions.
 import { KvPoolFullError, SequenceError } from '../errors.js';
 import { ContextOverflowError } from './kv-cache.js';
 import { type Mamba2Exec, type Mamba2Segment, type Mamba2SequenceState } from './mamba2-exec.js';
@@ -44,7 +45,7 @@ export class Mamba2StatePool {
     if (this.seqs.size >= this.maxSequences)
       throw new KvPoolFullError(`the state pool is full: it holds ${this.maxSequences} sequence(s) (each a fixed-size recurrent state)`);
     const s = this.free.pop();
-    if (!s) return this.exec.newState();
+    if (!s) return this.exec.newState(this.contextSize);
     for (const a of s.conv) a.fill(0);
     for (const a of s.ssm) a.fill(0);
     s.length = 0;
@@ -65,6 +66,11 @@ export class Mamba2StatePool {
     const s = this.take();
     from.conv.forEach((a, l) => s.conv[l]!.set(a));
     from.ssm.forEach((a, l) => s.ssm[l]!.set(a));
+    from.kv.forEach((c, l) => {
+      if (!c) return;
+      s.kv[l]!.k.set(c.k);
+      s.kv[l]!.v.set(c.v);
+    });
     s.length = from.length;
     const id = this.nextId++;
     this.seqs.set(id, s);
@@ -100,7 +106,7 @@ export class Mamba2StatePool {
     for (const s of this.seqs.values()) held += s.length;
     return {
       sequences: this.seqs.size, blocksUsed: this.seqs.size, blocksCached: this.free.length, blocksMax: this.maxSequences,
-      blockTokens: this.contextSize, blockBytes: this.exec.stateBytes(), tokensHeld: held,
+      blockTokens: this.contextSize, blockBytes: this.exec.stateBytes(this.contextSize), tokensHeld: held,
     };
   }
 

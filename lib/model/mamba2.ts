@@ -43,6 +43,20 @@ export interface Mamba2Config extends Mamba2Dims {
   eps: number;
   /** The gated RMSNorm inside the mixer. */
   normEps: number;
+  /** Per layer: a Mamba-2 mixer, or (hybrid rows) an attention mixer. */
+  layerKinds: Mamba2LayerKind[];
+  /** The attention layers' shape (hybrid rows with at least one attention layer), else null. */
+  attn: HybridAttention | null;
+}
+
+export type Mamba2LayerKind = 'mamba2' | 'attention';
+
+/** The attention mixer of a hybrid: GQA with NEOX RoPE over the whole head, f16 KV cache, no MLP. */
+export interface HybridAttention {
+  nHead: number;
+  nHeadKv: number;
+  headDim: number;
+  ropeTheta: number;
 }
 
 export const MAMBA2_TENSORS = {
@@ -58,6 +72,8 @@ export const MAMBA2_TENSORS = {
   D: (l: number) => `blk.${l}.ssm_d`,
   gnorm: (l: number) => `blk.${l}.ssm_norm.weight`,
   outProj: (l: number) => `blk.${l}.ssm_out`,
+  /** A hybrid's attention layer (the attention rows' names; sign-col siblings .alpha / .beta). */
+  attn: (l: number, p: 'attn_q' | 'attn_k' | 'attn_v' | 'attn_output') => `blk.${l}.${p}`,
 } as const;
 
 /** Reads and checks the hyperparameters of a Bi-Mamba file (ModelFormatError naming the key). */
@@ -88,7 +104,32 @@ export function mamba2ConfigFromGguf(file: GgufFile): Mamba2Config {
   const embd = file.tensors.find((t) => t.name === MAMBA2_TENSORS.tokEmbd);
   const nVocab = md.number(key('vocab_size'), undefined) ?? embd?.dims[1];
   if (nVocab === undefined || !Number.isInteger(nVocab) || nVocab < 1) throw new ModelFormatError(`${file.source}: cannot determine the vocabulary size`);
-  return { arch, row, ...dims, nLayer: positive('block_count'), nVocab, nCtxTrain: positive('context_length', 4096), eps, normEps };
+  const nLayer = positive('block_count');
+  let layerKinds: Mamba2LayerKind[] = Array.from({ length: nLayer }, () => 'mamba2');
+  let attn: HybridAttention | null = null;
+  if (row.hybrid) {
+    // llama.cpp's hybrid convention (Jamba): attention.head_count_kv per layer, 0 for a recurrent layer.
+    const kvKey = key('attention.head_count_kv');
+    const kv = md.array(kvKey);
+    if (!kv || kv.length !== nLayer || !Array.from(kv as ArrayLike<unknown>).every((v) => typeof v === 'number' && Number.isInteger(v) && v >= 0))
+      throw new ModelFormatError(`${file.source}: metadata '${kvKey}' must be an array of ${nLayer} integers >= 0 (0: a Mamba-2 layer)`);
+    const counts = Array.from(kv as ArrayLike<number>);
+    layerKinds = counts.map((c) => (c > 0 ? 'attention' : 'mamba2'));
+    const used = [...new Set(counts.filter((c) => c > 0))];
+    if (used.length > 0) {
+      const nHead = positive('attention.head_count');
+      if (used.length > 1) throw new ModelFormatError(`${file.source}: metadata '${kvKey}' gives different KV head counts (${used.join(', ')}); one count for every attention layer is supported`);
+      const nHeadKv = used[0]!;
+      if (dims.dModel % nHead !== 0) throw new ModelFormatError(`${file.source}: embedding_length ${dims.dModel} is not a multiple of '${key('attention.head_count')}' ${nHead}`);
+      if (nHead % nHeadKv !== 0) throw new ModelFormatError(`${file.source}: '${key('attention.head_count')}' ${nHead} is not a multiple of the KV head count ${nHeadKv}`);
+      const headDim = dims.dModel / nHead;
+      if (headDim % 2 !== 0) throw new ModelFormatError(`${file.source}: head size ${headDim} must be even (RoPE)`);
+      const ropeTheta = md.number(key('rope.freq_base'), 10000)!;
+      if (!(ropeTheta > 0)) throw new ModelFormatError(`${file.source}: metadata '${key('rope.freq_base')}' = ${ropeTheta} must be positive`);
+      attn = { nHead, nHeadKv, headDim, ropeTheta };
+    }
+  }
+  return { arch, row, ...dims, nLayer, nVocab, nCtxTrain: positive('context_length', 4096), eps, normEps, layerKinds, attn };
 }
 
 /** An FBI-linear: signs [M, K] (row-major), per-input-column α and β [K]. */
@@ -159,12 +200,23 @@ export interface Mamba2Layer {
   normWeight: Float32Array; // [dInner]
 }
 
+/** A hybrid's attention layer: residual += wo(attention(RoPE(wq h), RoPE(wk h), wv h)), h = RMSNorm(residual). */
+export interface AttnLayer {
+  norm: Float32Array;
+  wq: Mamba2Linear;
+  wk: Mamba2Linear;
+  wv: Mamba2Linear;
+  wo: Mamba2Linear;
+}
+
+export const isAttnLayer = (l: Mamba2Layer | AttnLayer): l is AttnLayer => 'wq' in l;
+
 export interface Mamba2Weights {
   embd: Float32Array; // [vocab, d_model]
   /** An untied head `output.weight` [vocab, d_model] (llama.cpp's mamba2 files may carry one), else the embedding. */
   output: Float32Array | null;
   outputNorm: Float32Array;
-  layers: Mamba2Layer[];
+  layers: Array<Mamba2Layer | AttnLayer>;
 }
 
 function f32Values(file: GgufFile, name: string, bytes: Uint8Array, type: number, n: number): Float32Array {
@@ -221,8 +273,19 @@ export function loadMamba2Weights(file: GgufFile, cfg: Mamba2Config): Mamba2Weig
   const convDim = mamba2ConvDim(cfg);
   const embd = floats(T.tokEmbd, [cfg.dModel, cfg.nVocab], true);
   const output = byName.has(T.output) ? floats(T.output, [cfg.dModel, cfg.nVocab], true) : null;
-  const layers: Mamba2Layer[] = [];
+  const layers: Array<Mamba2Layer | AttnLayer> = [];
   for (let l = 0; l < cfg.nLayer; l++) {
+    if (cfg.layerKinds[l] === 'attention') {
+      const a = cfg.attn!;
+      const dq = a.nHead * a.headDim;
+      const dkv = a.nHeadKv * a.headDim;
+      layers.push({
+        norm: floats(T.norm(l), [cfg.dModel]),
+        wq: linear(T.attn(l, 'attn_q'), cfg.dModel, dq), wk: linear(T.attn(l, 'attn_k'), cfg.dModel, dkv),
+        wv: linear(T.attn(l, 'attn_v'), cfg.dModel, dkv), wo: linear(T.attn(l, 'attn_output'), dq, cfg.dModel),
+      });
+      continue;
+    }
     const conv = floats(T.conv(l), [cfg.dConv, convDim]);
     // File [dConv, convDim] (ne0 = taps: each channel's taps contiguous) is the reference's [convDim, dConv].
     const A = floats(T.A(l), [1, cfg.nHeads]);
@@ -244,9 +307,70 @@ function typeNameOf(type: number): string {
   return Object.entries(GGML).find(([, v]) => v === type)?.[0] ?? String(type);
 }
 
-/** The model's per-sequence state: one mixer state per layer (constant in the sequence length). */
-export function mamba2ModelState(cfg: Mamba2Config): Mamba2State[] {
-  return Array.from({ length: cfg.nLayer }, () => mamba2EmptyState(cfg));
+/** A hybrid attention layer's reference cache: K and V rows [pos][nHeadKv · headDim], as the f16 KV cache stores them. */
+export interface AttnRefState {
+  k: Float64Array[];
+  v: Float64Array[];
+}
+
+/** The model's per-sequence state: one mixer state per layer (constant in the sequence length; a hybrid's attention layers grow). */
+export function mamba2ModelState(cfg: Mamba2Config): Array<Mamba2State | AttnRefState> {
+  return Array.from({ length: cfg.nLayer }, (_, l) => (cfg.layerKinds?.[l] === 'attention' ? { k: [], v: [] } : mamba2EmptyState(cfg)));
+}
+
+const roundHalf = (x: number) => halfToFloat(floatToHalf(x));
+
+/**
+ * A hybrid's attention mixer in float64 over h [T, d] continuing `st`: q, k, v, NEOX RoPE at positions
+ * st.k.length.., K and V rounded to half (the engine's f16 cache), causal GQA softmax(q·k / sqrt(hd))·v, wo.
+ */
+function refAttention(a: HybridAttention, L: AttnLayer, h: Float64Array, T: number, st: AttnRefState): Float64Array {
+  const { nHead, nHeadKv, headDim: hd, ropeTheta } = a;
+  const q = mamba2Linear(L.wq, h, T);
+  const k = mamba2Linear(L.wk, h, T);
+  const v = mamba2Linear(L.wv, h, T);
+  const half = hd / 2;
+  const rope = (x: Float64Array, off: number, pos: number) => {
+    for (let i = 0; i < half; i++) {
+      const ang = pos * ropeTheta ** (-(2 * i) / hd);
+      const c = Math.cos(ang);
+      const s = Math.sin(ang);
+      const x0 = x[off + i]!;
+      const x1 = x[off + i + half]!;
+      x[off + i] = x0 * c - x1 * s;
+      x[off + i + half] = x0 * s + x1 * c;
+    }
+  };
+  const dq = nHead * hd;
+  const dkv = nHeadKv * hd;
+  const out = new Float64Array(T * dq);
+  for (let t = 0; t < T; t++) {
+    const pos = st.k.length;
+    for (let hh = 0; hh < nHead; hh++) rope(q, t * dq + hh * hd, pos);
+    for (let hh = 0; hh < nHeadKv; hh++) rope(k, t * dkv + hh * hd, pos);
+    st.k.push(Float64Array.from(k.subarray(t * dkv, (t + 1) * dkv), roundHalf));
+    st.v.push(Float64Array.from(v.subarray(t * dkv, (t + 1) * dkv), roundHalf));
+    const n = st.k.length;
+    const scores = new Float64Array(n);
+    for (let hh = 0; hh < nHead; hh++) {
+      const g = Math.floor(hh / (nHead / nHeadKv));
+      let mx = -Infinity;
+      for (let j = 0; j < n; j++) {
+        let sc = 0;
+        for (let i = 0; i < hd; i++) sc += q[t * dq + hh * hd + i]! * st.k[j]![g * hd + i]!;
+        scores[j] = sc / Math.sqrt(hd);
+        mx = Math.max(mx, scores[j]!);
+      }
+      let z = 0;
+      for (let j = 0; j < n; j++) z += (scores[j] = Math.exp(scores[j]! - mx));
+      for (let i = 0; i < hd; i++) {
+        let acc = 0;
+        for (let j = 0; j < n; j++) acc += scores[j]! * st.v[j]![g * hd + i]!;
+        out[t * dq + hh * hd + i] = acc / z;
+      }
+    }
+  }
+  return mamba2Linear(L.wo, out, T);
 }
 
 function rmsnorm(x: Float64Array, w: ArrayLike<number>, T: number, n: number, eps: number): Float64Array {
@@ -266,7 +390,8 @@ function rmsnorm(x: Float64Array, w: ArrayLike<number>, T: number, n: number, ep
  * final RMSNorm and the tied head. Returns logits [tokens.length, vocab]. `chunk`: run the SSM in the chunked
  * form (prefill) instead of the recurrence.
  */
-export function mamba2ReferenceForward(cfg: Mamba2Config, w: Mamba2Weights, tokens: readonly number[], state: Mamba2State[], chunk?: number): Float64Array {
+export function mamba2ReferenceForward(cfg: Mamba2Config, w: Mamba2Weights, tokens: readonly number[], state: Array<Mamba2State | AttnRefState>,
+  chunk?: number): Float64Array {
   const T = tokens.length;
   const d = cfg.dModel;
   const res = new Float64Array(T * d);
@@ -275,11 +400,16 @@ export function mamba2ReferenceForward(cfg: Mamba2Config, w: Mamba2Weights, toke
     for (let i = 0; i < d; i++) res[t * d + i] = w.embd[tok * d + i]!;
   });
   w.layers.forEach((L, l) => {
+    if (isAttnLayer(L)) {
+      const out = refAttention(cfg.attn!, L, rmsnorm(res, L.norm, T, d, cfg.eps), T, state[l] as AttnRefState);
+      for (let i = 0; i < T * d; i++) res[i] = res[i]! + out[i]!;
+      return;
+    }
     const mixer: Mamba2MixerWeights = {
       inProj: (h, n) => mamba2Linear(L.inProj, h, n), outProj: (y, n) => mamba2Linear(L.outProj, y, n),
       convWeight: L.convWeight, convBias: L.convBias, normWeight: L.normWeight, normEps: cfg.normEps, dtBias: L.dtBias, ALog: L.ALog, D: L.D,
     };
-    const out = refMamba2Mixer(cfg, mixer, rmsnorm(res, L.norm, T, d, cfg.eps), T, state[l]!, chunk);
+    const out = refMamba2Mixer(cfg, mixer, rmsnorm(res, L.norm, T, d, cfg.eps), T, state[l] as Mamba2State, chunk);
     for (let i = 0; i < T * d; i++) res[i] = res[i]! + out[i]!;
   });
   const h = rmsnorm(res, w.outputNorm, T, d, cfg.eps);
@@ -306,6 +436,8 @@ export interface SynthMamba2Options {
   seed?: number;
   /** The FP Mamba-2 teacher's layout (architecture 'mamba2', F16 in/out projections) instead of Bi-Mamba's. */
   dense?: boolean;
+  /** A Bi-Mamba hybrid ('bi-mamba-hybrid'): these layers are attention (GQA, nHead / nHeadKv heads), the rest Mamba-2. */
+  hybrid?: { attnLayers: number[]; nHead: number; nHeadKv: number; ropeTheta?: number };
   /** Tokenizer metadata to carry over (e.g. a bundled model's), else none. */
   metadata?: (w: GgufWriter) => void;
 }
@@ -331,8 +463,14 @@ export function synthMamba2Gguf(o: SynthMamba2Options): Uint8Array {
   const uni = (n: number, lo: number, hi: number) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rnd());
   const f32 = (v: Float32Array) => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
   const w = new GgufWriter();
-  const a = o.dense ? 'mamba2' : BI_MAMBA_ARCH;
-  w.string('general.architecture', a).string('general.name', o.dense ? 'synthetic Mamba-2' : 'synthetic Bi-Mamba');
+  if (o.dense && o.hybrid) throw new RangeError('synthMamba2Gguf: a hybrid is binary (dense and hybrid exclude each other)');
+  const a = o.dense ? 'mamba2' : o.hybrid ? 'bi-mamba-hybrid' : BI_MAMBA_ARCH;
+  w.string('general.architecture', a).string('general.name', o.dense ? 'synthetic Mamba-2' : o.hybrid ? 'synthetic Bi-Mamba hybrid' : 'synthetic Bi-Mamba');
+  const isAttn = (l: number) => o.hybrid?.attnLayers.includes(l) ?? false;
+  if (o.hybrid) {
+    w.u32(`${a}.attention.head_count`, o.hybrid.nHead).f32(`${a}.rope.freq_base`, o.hybrid.ropeTheta ?? 10000);
+    w.set(`${a}.attention.head_count_kv`, GgufType.ARRAY, Uint32Array.from({ length: o.nLayer }, (_, l) => (isAttn(l) ? o.hybrid!.nHeadKv : 0)), GgufType.UINT32);
+  }
   w.u32(`${a}.context_length`, 4096).u32(`${a}.embedding_length`, dims.dModel).u32(`${a}.block_count`, o.nLayer).u32(`${a}.vocab_size`, o.nVocab);
   w.u32(`${a}.ssm.conv_kernel`, dims.dConv).u32(`${a}.ssm.state_size`, dims.dState).u32(`${a}.ssm.group_count`, dims.nGroups);
   w.u32(`${a}.ssm.inner_size`, dims.dInner).u32(`${a}.ssm.time_step_rank`, dims.nHeads);
@@ -359,6 +497,16 @@ export function synthMamba2Gguf(o: SynthMamba2Options): Uint8Array {
   const convDim = mamba2ConvDim(dims);
   for (let l = 0; l < o.nLayer; l++) {
     w.addTensor(T.norm(l), [dims.dModel], GGML.F32, f32(uni(dims.dModel, 0.8, 1.2)));
+    if (isAttn(l)) {
+      const hd = dims.dModel / o.hybrid!.nHead;
+      const dq = o.hybrid!.nHead * hd;
+      const dkv = o.hybrid!.nHeadKv * hd;
+      fbi(T.attn(l, 'attn_q'), dims.dModel, dq);
+      fbi(T.attn(l, 'attn_k'), dims.dModel, dkv);
+      fbi(T.attn(l, 'attn_v'), dims.dModel, dkv);
+      fbi(T.attn(l, 'attn_output'), dq, dims.dModel);
+      continue;
+    }
     fbi(T.inProj(l), dims.dModel, mamba2InProjDim(dims));
     w.addTensor(T.conv(l), [dims.dConv, convDim], GGML.F32, f32(uni(convDim * dims.dConv, -0.5, 0.5)));
     w.addTensor(T.convBias(l), [convDim], GGML.F32, f32(uni(convDim, -0.1, 0.1)));
