@@ -2,9 +2,13 @@
 // (48 layers, d_model 1536, inner 3072, state 128, 48 heads, 1 group, conv 4, vocab 32000), synthetic weights:
 //   - decode tok/s after a context of 64 and of 4,096 tokens (the issue: within 10 %; the state is constant in
 //     the sequence length, so is the cost);
-//   - a 512-token prompt by the chunked scan vs token by token (the decode path over the prompt).
-// One JSON line per figure. The synthetic file is written once to .cache/bench (about 200 MB, ~1 min).
+//   - a 512-token prompt by the chunked scan vs token by token (the decode path over the prompt);
+//   - through the product path (loadModel: worker, step scheduler, recurrent state pool): decode tok/s after 64
+//     and 4,096 tokens, and the aggregate tok/s of 1, 4 and 8 concurrent streams (prompt 64, --decode tokens).
+// One JSON line per figure. The synthetic file (LLaMA-2's vocabulary from .cache/test-data, as `bitllm synth`)
+// is written once to .cache/bench (about 200 MB, ~1 min).
 //   npm run build && node bench/bimamba.mjs [--threads 2] [--isa avx512] [--decode 32] [--ctx 64,4096] [--reps 2]
+//                                           [--streams 1,4,8] [--no-engine]
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
@@ -12,6 +16,7 @@ import { readGguf } from '../dist/format/gguf.js';
 import { KernelContext, cpuInfo } from '../dist/kernels/context.js';
 import { Mamba2Exec } from '../dist/model/mamba2-exec.js';
 import { mamba2ConfigFromGguf, synthMamba2Gguf } from '../dist/model/mamba2.js';
+import { loadModel } from '../dist/index.js';
 import { option } from './common.mjs';
 
 const argv = process.argv.slice(2);
@@ -22,11 +27,17 @@ const contexts = option(argv, '--ctx', '64,4096').split(',').map(Number);
 const reps = Number(option(argv, '--reps', '2'));
 
 const dir = new URL('../.cache/bench/', import.meta.url);
-const file = new URL('bimamba-780m.gguf', dir);
+const file = new URL('bimamba-780m-llama.gguf', dir);
 if (!existsSync(file)) {
   mkdirSync(dir, { recursive: true });
   const t0 = performance.now();
-  writeFileSync(file, synthMamba2Gguf({ dModel: 1536, nLayer: 48, dInner: 3072, dState: 128, nHeads: 48, nGroups: 1, dConv: 4, nVocab: 32000, seed: 1 }));
+  const vocab = readGguf(new URL('../.cache/test-data/vocab/ggml-vocab-llama-spm.gguf', import.meta.url).pathname);
+  writeFileSync(file, synthMamba2Gguf({
+    dModel: 1536, nLayer: 48, dInner: 3072, dState: 128, nHeads: 48, nGroups: 1, dConv: 4, nVocab: 32000, seed: 1,
+    metadata: (w) => {
+      for (const [k, e] of vocab.metadata) if (k.startsWith('tokenizer.ggml.')) w.set(k, e.type, e.value, e.itemType);
+    },
+  }));
   console.error(`wrote ${file.pathname} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }
 const gguf = readGguf(file.pathname);
@@ -80,3 +91,44 @@ for (let r = 0; r < reps; r++) {
 const cm = Math.min(...chunked);
 const bm = Math.min(...byToken);
 console.log(JSON.stringify({ figure: 'prefill 512', chunkedMs: Math.round(cm), tokenByTokenMs: Math.round(bm), speedup: +(bm / cm).toFixed(2) }));
+
+// The product path: loadModel (worker + scheduler + Mamba2StatePool), greedy past EOG.
+if (!argv.includes('--no-engine')) {
+  const streams = option(argv, '--streams', '1,4,8').split(',').map(Number);
+  const maxN = Math.max(...streams);
+  const model = await loadModel(file.pathname, { threads, ...(isa && { isa }), sequences: maxN, contextSize: Math.max(...contexts) + decodeN + 16 });
+  const gen = async (ids, n) => {
+    let c = 0;
+    let tFirst = 0;
+    for await (const _ of model.generate(ids, { maxTokens: n, temperature: 0, ignoreEog: true })) if (c++ === 0) tFirst = performance.now();
+    return { c, tFirst, stats: model.stats.last };
+  };
+  await gen(prompt(8, 99), 4); // warm
+  const apiDecode = new Map(contexts.map((c) => [c, []]));
+  for (let r = 0; r < reps; r++)
+    for (const c of r % 2 ? [...contexts].reverse() : contexts) {
+      const tp = performance.now();
+      let first = 0;
+      let n = 0;
+      for await (const _ of model.generate(prompt(c, r + 7), { maxTokens: decodeN + 1, temperature: 0, ignoreEog: true })) if (n++ === 0) first = performance.now();
+      const ms = performance.now() - first;
+      apiDecode.get(c).push(decodeN / (ms / 1000));
+      console.error(`engine ctx ${c}: prefill ${(c / ((first - tp) / 1000)).toFixed(1)} tok/s, decode ${(decodeN / (ms / 1000)).toFixed(2)} tok/s`);
+    }
+  const b0 = best(apiDecode.get(contexts[0]));
+  for (const c of contexts)
+    console.log(JSON.stringify({ figure: 'engine decode', context: c, tokPerS: +best(apiDecode.get(c)).toFixed(2), runs: apiDecode.get(c).map((v) => +v.toFixed(2)), vsFirst: +(best(apiDecode.get(c)) / b0).toFixed(3) }));
+  let one = 0;
+  for (const N of streams) {
+    const runs = [];
+    for (let r = 0; r < reps; r++) {
+      const t0s = performance.now();
+      const counts = await Promise.all(Array.from({ length: N }, (_, i) => gen(prompt(64, 1000 + 10 * r + i), decodeN).then((x) => x.c)));
+      runs.push(counts.reduce((a, b) => a + b, 0) / ((performance.now() - t0s) / 1000));
+    }
+    const tps = best(runs);
+    if (N === streams[0]) one = tps;
+    console.log(JSON.stringify({ figure: 'engine streams', streams: N, prompt: 64, tokens: decodeN, tokPerS: +tps.toFixed(2), runs: runs.map((v) => +v.toFixed(2)), vsOne: +(tps / one).toFixed(2) }));
+  }
+  await model.close();
+}

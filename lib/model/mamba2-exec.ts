@@ -14,9 +14,13 @@ import type { KernelContext } from '../kernels/context.js';
 import { type F16Matrix, f16Gemm, f16GetRows } from '../kernels/dense.js';
 import { gatedRmsNorm, mamba2Conv, ssdChunked, ssdRecurrent } from '../kernels/mamba2.js';
 import { type KvCacheShape, attentionF16, kvStoreF16, rmsnorm, ropeNeox } from '../kernels/ops.js';
+import { binding } from '../native.js';
 import { floatToHalf } from '../reference/numeric.js';
 import { mamba2ConvDim, mamba2InProjDim } from '../reference/mamba2.js';
 import { type Mamba2Config, type Mamba2Linear, isAttnLayer, isFbi, loadMamba2Weights } from './mamba2.js';
+
+type PrepFn = (ctx: unknown, x: Float32Array, B: number, K: number, colScale: Float32Array | null, colBias: Float32Array | null,
+  xs: Float32Array, tokBias: Float32Array | null) => void;
 
 /** A projection as the kernels read it: FBI (signs + α, β) or dense F16. */
 type LinearExec = { kind: 'fbi'; w: BinaryLutMatrix; alpha: Float32Array; beta: Float32Array } | { kind: 'f16'; w: F16Matrix };
@@ -198,22 +202,15 @@ export class Mamba2Exec {
     const yn = view(sc.yn, c.dInner);
     const out = view(sc.out, d);
     const bias = sc.bias.subarray(0, N);
+    const prep = binding<PrepFn>('binaryPrep');
     const apply = (p: LinearExec, v: Float32Array, K: number, dst: Float32Array): void => {
       if (p.kind === 'f16') {
         f16Gemm(ctx, p.w, v, N, dst);
         return;
       }
-      // u = α ⊙ v, bias = Σ β v per row: the FBI-linear's pre-step.
+      // u = α ⊙ v, bias = Σ β v per row: the FBI-linear's pre-step (binary.h binary_prep, as FBI-LLM runs it).
       const u = sc.u.subarray(0, N * K);
-      for (let t = 0; t < N; t++) {
-        let s = 0;
-        for (let k = 0; k < K; k++) {
-          const e = v[t * K + k]!;
-          u[t * K + k] = p.alpha[k]! * e;
-          s += p.beta[k]! * e;
-        }
-        bias[t] = s;
-      }
+      prep(ctx.handle, v.subarray(0, N * K), N, K, p.alpha, p.beta, u, bias);
       binaryLutGemm(ctx, p.w, u, N, bias, dst);
     };
     const rows = (a: Float32Array, w: number, s: Mamba2Segment, off: number, n: number) => a.subarray((s.start + off) * w, (s.start + off + n) * w);
