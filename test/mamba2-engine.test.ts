@@ -19,6 +19,8 @@ import { Mamba2Exec } from '../lib/model/mamba2-exec.js';
 import { Mamba2StatePool } from '../lib/model/mamba2-pool.js';
 import { ContextOverflowError } from '../lib/model/kv-cache.js';
 import { rng } from './helpers.js';
+import { ModelEngine, createServer } from '../lib/server/index.js';
+import { post } from './server-helpers.js';
 
 const VOCAB = readGguf(new URL('../models/tiny-b158-i2_s.gguf', import.meta.url).pathname);
 const SHAPE = { dModel: 128, nLayer: 2, dInner: 256, dState: 16, nHeads: 4, nGroups: 2, nVocab: 4096 };
@@ -142,6 +144,31 @@ describe.each([['bi-mamba', 3], ['mamba2', 5], ['bi-mamba-hybrid', 9]] as const)
     const again = await collect(fresh.generate([...ids(34, 70).slice(0, 50), ...ids(36, 5).slice(1)], { maxTokens: 5, temperature: 0 }));
     expect(cut.tokens).toEqual(again.tokens);
     ctx.dispose();
+  });
+});
+
+describe('bitllm serve on a Mamba-2 model', () => {
+  it('serves concurrent completions and n > 1 choices with the tokens a lone request gets', async () => {
+    const path = join(dir, 'serve-bi-mamba.gguf');
+    writeFileSync(path, synth('bi-mamba', 3));
+    const model = await loadModel(path, { threads: 2, contextSize: 256, sequences: 4 });
+    const server = createServer({ engine: new ModelEngine(model) });
+    try {
+      const base = `http://127.0.0.1:${(await server.listen(0)).port}`;
+      const ask = async (prompt: string, n = 1) => {
+        const res = await post(base, '/v1/completions', { prompt, max_tokens: 8, temperature: 0, n });
+        expect(res.status).toBe(200);
+        return ((await res.json()) as { choices: Array<{ text: string }> }).choices.map((c) => c.text);
+      };
+      const prompts = ['In the beginning God created', 'Call me Ishmael.', 'The State of the Union is'];
+      const solo = [];
+      for (const p of prompts) solo.push((await ask(p))[0]);
+      expect(await Promise.all(prompts.map((p) => ask(p).then((c) => c[0])))).toEqual(solo);
+      expect(await ask(prompts[0]!, 3)).toEqual([solo[0], solo[0], solo[0]]);
+    } finally {
+      await server.close();
+      await model.close();
+    }
   });
 });
 
