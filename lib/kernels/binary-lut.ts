@@ -13,10 +13,13 @@ function checkRowScale(fn: string, M: number, rowScale: Float32Array | undefined
   if (rowScale && rowScale.length !== M) throw new RangeError(`${fn}: rowScale has ${rowScale.length} values, M = ${M}`);
 }
 
-/** signs [M, K] (≥ 0 → +1, < 0 → −1) → B1L64 matrix (K % 32 == 0), with an optional row scale [M]. */
-export function packBinaryLut(ctx: KernelContext, signs: Int8Array, M: number, K: number, rowScale?: Float32Array): BinaryLutMatrix {
+/**
+ * signs [M, K] (≥ 0 → +1, < 0 → −1) → B1L64 matrix (K % 32 == 0), with an optional row scale [M]; `alloc` places
+ * the bits (a WeightArena's; default a JS-heap buffer).
+ */
+export function packBinaryLut(ctx: KernelContext, signs: Int8Array, M: number, K: number, rowScale?: Float32Array, alloc: WeightAlloc = heapBytes): BinaryLutMatrix {
   checkRowScale('packBinaryLut', M, rowScale);
-  const bits = new Uint8Array(b1lBytes(M, K));
+  const bits = alloc(b1lBytes(M, K));
   binding<(c: unknown, s: Int8Array, M: number, K: number, bits: Uint8Array) => void>('packBinaryLutFromSigns')(ctx.handle, signs, M, K, bits);
   return rowScale ? { bits, M, K, rowScale } : { bits, M, K };
 }

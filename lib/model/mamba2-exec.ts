@@ -10,7 +10,8 @@
 // end (the scheduler splits prompts at those multiples) and never on what else is in the batch.
 import type { GgufFile } from '../format/gguf.js';
 import { type BinaryLutMatrix, binaryLutGemm, packBinaryLut } from '../kernels/binary-lut.js';
-import type { KernelContext } from '../kernels/context.js';
+import { type KernelContext, WeightArena } from '../kernels/context.js';
+import { b1lBytes } from '../reference/binary-lut.js';
 import { type F16Matrix, f16Gemm, f16GetRows } from '../kernels/dense.js';
 import { gatedRmsNorm, mamba2Conv, ssdChunked, ssdRecurrent } from '../kernels/mamba2.js';
 import { type KvCacheShape, attentionF16, kvStoreF16, rmsnorm, ropeNeox } from '../kernels/ops.js';
@@ -88,14 +89,26 @@ export class Mamba2Exec {
 
   constructor(private readonly ctx: KernelContext, readonly cfg: Mamba2Config, file: GgufFile) {
     const w = loadMamba2Weights(file, cfg);
+    // Every projection and the head in one weight arena (2 MiB-aligned, huge pages, as the attention loader
+    // places weights): decode streams them with far fewer TLB misses.
+    const all = w.layers.flatMap((L) => (isAttnLayer(L) ? [L.wq, L.wk, L.wv, L.wo] : [L.inProj, L.outProj]));
+    let need = all.reduce((n, l) => n + WeightArena.slot(isFbi(l) ? b1lBytes(l.M, l.K) : 2 * l.M * l.K), 0);
+    need += WeightArena.slot(2 * cfg.nVocab * cfg.dModel) * (w.output ? 2 : 1);
+    const arena = new WeightArena(need);
+    const halfIn = (n: number) => {
+      const b = arena.alloc(2 * n);
+      return new Uint16Array(b.buffer, b.byteOffset, n);
+    };
     let bytes = 0;
     const linear = (l: Mamba2Linear): LinearExec => {
       if (isFbi(l)) {
-        bytes += (l.M * l.K) / 8;
-        return { kind: 'fbi', w: packBinaryLut(ctx, l.signs, l.M, l.K), alpha: l.alpha, beta: l.beta };
+        bytes += b1lBytes(l.M, l.K);
+        return { kind: 'fbi', w: packBinaryLut(ctx, l.signs, l.M, l.K, undefined, arena.alloc), alpha: l.alpha, beta: l.beta };
       }
       bytes += 2 * l.M * l.K;
-      return { kind: 'f16', w: { data: l.half, M: l.M, K: l.K } };
+      const data = halfIn(l.M * l.K);
+      data.set(l.half);
+      return { kind: 'f16', w: { data, M: l.M, K: l.K } };
     };
     this.layers = w.layers.map((L): LayerExec | AttnExec => (isAttnLayer(L)
       ? { kind: 'attention', norm: L.norm, wq: linear(L.wq), wk: linear(L.wk), wv: linear(L.wv), wo: linear(L.wo) }
@@ -104,7 +117,7 @@ export class Mamba2Exec {
         ssm: { dtBias: L.dtBias, ALog: Float32Array.from(L.ALog), D: L.D }, normWeight: L.normWeight,
       }));
     const half = (v: Float32Array) => {
-      const data = new Uint16Array(v.length);
+      const data = halfIn(v.length);
       for (let i = 0; i < data.length; i++) data[i] = floatToHalf(v[i]!);
       return { data, M: cfg.nVocab, K: cfg.dModel };
     };
