@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadModel } from '../lib/api.js';
 import { ModelFormatError } from '../lib/errors.js';
-import { type ExportType, type Family, type TrainedConfig, FAMILY_TYPES, architectureOf, exportGguf } from '../lib/convert/export.js';
+import { type ExportType, type Family, type TrainedConfig, FAMILY_TYPES, MAMBA2_FAMILIES, architectureOf, exportGguf } from '../lib/convert/export.js';
 import { decodeQ1_0, encodeQ1_0, q1_0Bytes } from '../lib/convert/q1_0.js';
 import { type SafetensorsInput, encodeSafetensors, parseSafetensors, readSafetensors, writeSafetensors } from '../lib/convert/safetensors.js';
 import { parseSpmModel, readSpmModel } from '../lib/convert/spm-model.js';
@@ -154,7 +154,9 @@ describe('SentencePiece model reader', () => {
 });
 
 describe('GGUF export of trained models', () => {
+  // The attention families (the Mamba-2 ones: test/convert-bimamba.test.ts and train/check-mamba.mjs).
   const cases: Array<[Family, ExportType]> = (Object.entries(FAMILY_TYPES) as Array<[Family, readonly ExportType[]]>)
+    .filter(([f]) => !MAMBA2_FAMILIES.includes(f))
     .flatMap(([f, types]) => types.map((t): [Family, ExportType] => [f, t]));
 
   it.each(cases)('%s as %s: names, shapes, types and values survive safetensors → GGUF', (family, type) => {

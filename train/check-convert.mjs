@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // `bitllm convert` of a folder written by train/export_hf.py vs the direct export of the same weights:
 // every GGUF tensor byte-identical, and `bitllm perplexity --dump-logits` of both models byte-identical.
-// usage: node train/check-convert.mjs HF_DIR [--type T] [--text FILE]
+// With --against FILE.gguf the converted model's tensors are also compared with that file's (the shipped model the
+// folder's run was exported to).
+// usage: node train/check-convert.mjs HF_DIR [--type T] [--text FILE] [--against FILE.gguf]
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -12,9 +14,10 @@ const args = process.argv.slice(2);
 const opt = (name, def) => { const i = args.indexOf(name); return i >= 0 ? args.splice(i, 2)[1] : def; };
 const type = opt('--type', undefined);
 const text = opt('--text', join(ROOT, 'docs', 'DESIGN.md'));
+const against = opt('--against', undefined);
 const [dir] = args;
 if (!dir) {
-  process.stderr.write('usage: node train/check-convert.mjs HF_DIR [--type T] [--text FILE]\n');
+  process.stderr.write('usage: node train/check-convert.mjs HF_DIR [--type T] [--text FILE] [--against FILE.gguf]\n');
   process.exit(2);
 }
 const ex = await import(join(ROOT, 'dist', 'convert', 'export.js'));
@@ -35,12 +38,16 @@ const info = JSON.parse(c.stdout);
 const a = gguf.readGguf(converted);
 const b = gguf.readGguf(direct);
 const bad = [];
-if (a.tensors.length !== b.tensors.length) bad.push(`${a.tensors.length} tensors vs ${b.tensors.length}`);
-for (const y of b.tensors) {
-  const x = a.tensors.find((t) => t.name === y.name);
-  if (!x) { bad.push(`missing ${y.name}`); continue; }
-  if (x.type !== y.type || !Buffer.from(a.bytes.subarray(x.offset, x.offset + x.nbytes)).equals(Buffer.from(b.bytes.subarray(y.offset, y.offset + y.nbytes)))) bad.push(`differs: ${y.name}`);
-}
+const compare = (b, what) => {
+  if (a.tensors.length !== b.tensors.length) bad.push(`${a.tensors.length} tensors vs ${b.tensors.length}${what}`);
+  for (const y of b.tensors) {
+    const x = a.tensors.find((t) => t.name === y.name);
+    if (!x) { bad.push(`missing ${y.name}${what}`); continue; }
+    if (x.type !== y.type || !Buffer.from(a.bytes.subarray(x.offset, x.offset + x.nbytes)).equals(Buffer.from(b.bytes.subarray(y.offset, y.offset + y.nbytes)))) bad.push(`differs: ${y.name}${what}`);
+  }
+};
+compare(b, '');
+if (against) compare(gguf.readGguf(resolve(against)), ` (vs ${against})`);
 const sample = join(dir, 'text.txt'); // the first 3000 characters (~1000 tokens)
 writeFileSync(sample, readFileSync(text, 'utf8').slice(0, 3000));
 const ppl = (model, dump) => {
@@ -53,7 +60,7 @@ const pb = ppl(direct, join(dir, 'direct.logits'));
 const same = readFileSync(join(dir, 'converted.logits')).equals(readFileSync(join(dir, 'direct.logits')));
 if (!same) bad.push('logits differ');
 const ok = bad.length === 0;
-process.stdout.write(`${ok ? 'ok  ' : 'FAIL'} ${info.layout} → ${info.arch} ${info.type}: ${a.tensors.length} tensors${bad.length ? ` (${bad.slice(0, 5).join('; ')})` : ' identical'}, `
+process.stdout.write(`${ok ? 'ok  ' : 'FAIL'} ${info.layout} → ${info.arch} ${info.type}: ${a.tensors.length} tensors${bad.length ? ` (${bad.slice(0, 5).join('; ')})` : ` identical${against ? ` (also to ${against})` : ''}`}, `
   + `logits ${same ? 'identical' : 'DIFFER'} over ${pa.n_tokens} tokens (ppl ${pa.ppl.toFixed(4)} vs ${pb.ppl.toFixed(4)})`
   + `${info.findings.zeroLatentWeights ? `, ${info.findings.zeroLatentWeights} zero latent weights` : ''}\n`);
 process.exit(ok ? 0 : 1);

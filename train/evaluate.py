@@ -15,6 +15,17 @@ Tensors per family (M = out, K = in; I8 values are trits or signs):
   onebit          <p>.weight I8 [M, K] in {−1, 1},    <p>.in_scale F32 [K] (g), <p>.out_scale F32 [M] (h)
 plus token_embd.weight F16 [V, d], output_norm.weight and blk.N.{attn,attn_sub,ffn,ffn_sub}_norm.weight F32; the
 LLaMA block (Config.block = 'llama') has no sub-norms and an untied output.weight F16 [V, d].
+
+The Mamba-2 families (train/mamba2.py; lib/model/mamba2.ts's layout), per layer N (F = 2 d_inner + 2 G N + H,
+convDim = d_inner + 2 G N):
+  blk.N.attn_norm.weight F32 [d]; blk.N.ssm_in.weight [F, d] and blk.N.ssm_out.weight [d, d_inner]: F16
+  (mamba2) or I8 signs with <p>.alpha, <p>.beta F32 [K] (bimamba); blk.N.ssm_conv1d.weight F32 [convDim, d_conv];
+  blk.N.ssm_conv1d.bias F32 [convDim]; blk.N.ssm_dt.bias, blk.N.ssm_a (= −exp(A_log), exp in float64, rounded
+  to f32 once), blk.N.ssm_d F32 [H]; blk.N.ssm_norm.weight F32 [d_inner]
+plus token_embd.weight F16 [V, d] (tied head) and output_norm.weight F32. The hybrid (`hybrid`) has bimamba's
+tensors in its Mamba-2 layers and, in each attention layer N: blk.N.attn_norm.weight F32 [d];
+blk.N.{attn_q [dq, d], attn_k [dkv, d], attn_v [dkv, d], attn_output [d, dq]}.weight I8 signs with .alpha, .beta
+F32 [K] (dq = attn_head · hd, dkv = attn_head_kv · hd).
 """
 import math
 
@@ -23,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from data import windows
+from mamba2 import AttnBlock, Mamba2LM, attention, mixer_core
 from model import PROJECTIONS, SQRT7, rmsnorm, rope_neox, rope_tables, sign_pos
 
 
@@ -32,7 +44,41 @@ def f16_value(x):
 
 
 @torch.no_grad()
+def export_mamba_tensors(model):
+    cfg, fam = model.cfg, model.family
+    f32 = lambda p: p.detach().numpy().astype(np.float32)  # noqa: E731
+    t = {'token_embd.weight': model.embed.detach().numpy().astype(np.float16), 'output_norm.weight': f32(model.output_norm)}
+    for l, blk in enumerate(model.blocks):
+        p = f'blk.{l}.'
+        t[p + 'attn_norm.weight'] = f32(blk.norm)
+        if isinstance(blk, AttnBlock):  # a hybrid's attention layer: four FBI-linears
+            for name, lin in (('attn_q', blk.wq), ('attn_k', blk.wk), ('attn_v', blk.wv), ('attn_output', blk.wo)):
+                t[f'{p}{name}.weight'] = sign_pos(lin.weight.detach()).numpy().astype(np.int8)
+                t[f'{p}{name}.alpha'] = f32(lin.alpha)
+                t[f'{p}{name}.beta'] = f32(lin.beta)
+            continue
+        for name, lin in (('ssm_in', blk.in_proj), ('ssm_out', blk.out_proj)):
+            w = lin.weight.detach()
+            if fam == 'mamba2':
+                t[f'{p}{name}.weight'] = w.numpy().astype(np.float16)
+            else:
+                t[f'{p}{name}.weight'] = sign_pos(w).numpy().astype(np.int8)
+                t[f'{p}{name}.alpha'] = f32(lin.alpha)
+                t[f'{p}{name}.beta'] = f32(lin.beta)
+        t[p + 'ssm_conv1d.weight'] = f32(blk.conv_w)
+        t[p + 'ssm_conv1d.bias'] = f32(blk.conv_b)
+        t[p + 'ssm_dt.bias'] = f32(blk.dt_bias)
+        # A = −exp(A_log): exp in float64, one rounding to f32 (what bitllm convert computes from A_log too)
+        t[p + 'ssm_a'] = (-np.exp(blk.A_log.detach().numpy().astype(np.float64))).astype(np.float32)
+        t[p + 'ssm_d'] = f32(blk.D)
+        t[p + 'ssm_norm.weight'] = f32(blk.gnorm)
+    return t
+
+
+@torch.no_grad()
 def export_tensors(model):
+    if isinstance(model, Mamba2LM):
+        return export_mamba_tensors(model)
     cfg, fam = model.cfg, model.family
     t = {'token_embd.weight': model.embed.detach().numpy().astype(np.float16),
          'output_norm.weight': model.output_norm.detach().numpy().astype(np.float32)}
@@ -184,10 +230,47 @@ class Inference:
         return rmsnorm(x, t['output_norm.weight'], cfg.eps) @ self.H.t()
 
 
+class MambaInference:
+    """Forward pass over the export tensors of a Mamba-2 family (float32): F16 embedding and tied head, the
+    FBI-linears from their ±1 signs and α, β (bimamba, hybrid) or the F16 matrices (mamba2), A as the exported f32
+    value; a hybrid's attention layers with K (after RoPE) and V rounded to IEEE half, as the engine's f16 KV cache
+    (and lib/model/mamba2.ts's refAttention) store them."""
+
+    def __init__(self, tensors, cfg, family):
+        self.cfg, self.family = cfg, family
+        self.t = {k: torch.from_numpy(np.array(v)).float() for k, v in tensors.items()}
+        self.E = self.t['token_embd.weight']
+
+    def lin(self, base, x):
+        W = self.t[base + '.weight']
+        if self.family == 'mamba2':
+            return x @ W.t()
+        a, b = self.t[base + '.alpha'], self.t[base + '.beta']
+        return (x * a) @ W.t() + (x * b).sum(-1, keepdim=True)
+
+    @torch.no_grad()
+    def logits(self, tokens):
+        cfg, t = self.cfg, self.t
+        x = self.E[tokens]
+        for l in range(cfg.n_layer):
+            p = f'blk.{l}.'
+            if self.family == 'hybrid' and cfg.is_attn(l):
+                h = rmsnorm(x, t[p + 'attn_norm.weight'], cfg.eps)
+                a = attention(cfg, self.lin(p + 'attn_q', h), self.lin(p + 'attn_k', h), self.lin(p + 'attn_v', h), kv_half=True)
+                x = x + self.lin(p + 'attn_output', a)
+                continue
+            h = self.lin(p + 'ssm_in', rmsnorm(x, t[p + 'attn_norm.weight'], cfg.eps))
+            y = mixer_core(cfg, h, t[p + 'ssm_conv1d.weight'], t[p + 'ssm_conv1d.bias'], t[p + 'ssm_dt.bias'], t[p + 'ssm_a'],
+                           t[p + 'ssm_d'], t[p + 'ssm_norm.weight'])
+            x = x + self.lin(p + 'ssm_out', y)
+        return rmsnorm(x, t['output_norm.weight'], cfg.eps) @ self.E.t()
+
+
 @torch.no_grad()
-def perplexity(logits_fn, ids, ctx, batch=16):
-    """Mean NLL and perplexity over `bitllm perplexity --ctx ctx` windows of ids. logits_fn: [B, T] -> [B, T, V]."""
-    ws = windows(ids, ctx)
+def perplexity(logits_fn, ids, ctx, batch=16, max_windows=None):
+    """Mean NLL and perplexity over `bitllm perplexity --ctx ctx` windows of ids (the first `max_windows` of
+    them if given). logits_fn: [B, T] -> [B, T, V]."""
+    ws = windows(ids, ctx)[:max_windows]
     total, scored = 0.0, 0
     groups = {}
     for w in ws:  # equal lengths batch together (only the last window is shorter)

@@ -3,6 +3,7 @@ the trainer's own export of the very same weights, so that `bitllm convert` can 
 export (train/check-convert.sh).
 
 usage: /usr/bin/python3 train/export_hf.py --layout L (--run RUN_DIR | --random --seed N [--block B]) --out DIR
+                                          [--container bin|safetensors]
 
 Layouts (tensor names, dtypes and containers as upstream; hyperparameters are the tiny model's own):
   1bitllm             1bitLLM/bitnet_b1_58-*: f32 masters, `self_attn.inner_attn_ln` / `mlp.ffn_layernorm`,
@@ -16,6 +17,11 @@ Layouts (tensor names, dtypes and containers as upstream; hyperparameters are th
                       written by torch.save (the format save_pretrained(safe_serialization=False) writes)
   onebit              OneBit: int8 [M, K/8] signs (bit k of byte j = column 8j+k, bit 1 = −1) + `input_factor`
                       [K] + `weight_scale` [M]; pytorch_model.bin
+  bi-mamba            tangshengku/bi-mamba (families.md §8): mamba_ssm's MambaConfig as config.json, `backbone.*`
+                      tensors, latent f32 `mixer.{in,out}_proj.weight` + `wscale` / `wbias` [1, K], conv1d.weight
+                      [convDim, 1, K], A_log; pytorch_model.bin (torch.save, lm_head.weight sharing the embedding's
+                      storage, as save_pretrained writes a tied model) or, with --container safetensors,
+                      model.safetensors (without the tied duplicate)
 The folder gets config.json and train/'s tokenizer.model; DIR/direct/export.safetensors + run.json hold the
 direct export (scripts/export-model.mjs reads that folder).
 """
@@ -32,10 +38,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_io  # noqa: E402
 import tokenizer as tok  # noqa: E402
 from evaluate import export_tensors  # noqa: E402
+from mamba2 import Mamba2Config, Mamba2LM, is_mamba_config  # noqa: E402
 from model import PROJECTIONS, Config, TinyLM, sign_pos  # noqa: E402
 
-LAYOUTS = ('1bitllm', 'bitnet-2b4t-master', 'bitnet-2b4t-packed', 'fbi-llm', 'onebit')
-FAMILY = {'1bitllm': 'b158', 'bitnet-2b4t-master': 'b158', 'bitnet-2b4t-packed': 'b158', 'fbi-llm': 'fbi', 'onebit': 'onebit'}
+LAYOUTS = ('1bitllm', 'bitnet-2b4t-master', 'bitnet-2b4t-packed', 'fbi-llm', 'onebit', 'bi-mamba')
+FAMILY = {'1bitllm': 'b158', 'bitnet-2b4t-master': 'b158', 'bitnet-2b4t-packed': 'b158', 'fbi-llm': 'fbi', 'onebit': 'onebit',
+          'bi-mamba': 'bimamba'}
 HF_PROJ = {'attn_q': 'self_attn.q_proj', 'attn_k': 'self_attn.k_proj', 'attn_v': 'self_attn.v_proj',
            'attn_output': 'self_attn.o_proj', 'ffn_gate': 'mlp.gate_proj', 'ffn_up': 'mlp.up_proj', 'ffn_down': 'mlp.down_proj'}
 
@@ -43,24 +51,36 @@ HF_PROJ = {'attn_q': 'self_attn.q_proj', 'attn_k': 'self_attn.k_proj', 'attn_v':
 def load_model(a):
     if a.run:
         ck = torch.load(os.path.join(a.run, 'checkpoint.pt'), map_location='cpu')
-        m = TinyLM(Config(**ck['config']), ck['family'])
+        if is_mamba_config(ck['config']):
+            m = Mamba2LM(Mamba2Config(**ck['config']), ck['family'])
+        else:
+            m = TinyLM(Config(**ck['config']), ck['family'])
         m.load_state_dict(ck['state'])
         return m.eval()
     torch.manual_seed(a.seed)
     sp = tok.load(tok.DEFAULT_MODEL)
-    m = TinyLM(Config(vocab=sp.get_piece_size(), n_layer=2, block=a.block), FAMILY[a.layout])
+    if a.layout == 'bi-mamba':
+        m = Mamba2LM(Mamba2Config(vocab=sp.get_piece_size(), n_layer=2), 'bimamba')
+    else:
+        m = TinyLM(Config(vocab=sp.get_piece_size(), n_layer=2, block=a.block), FAMILY[a.layout])
     with torch.no_grad():  # untrained norms and scales are all ones: make them differ
         for n, p in m.named_parameters():
             if p.dim() == 1:
                 p.mul_(1 + 0.1 * torch.randn_like(p)) if not n.endswith('beta') else p.add_(0.01 * torch.randn_like(p))
         for blk in m.blocks:
-            for lin in blk.proj.values():
+            for lin in getattr(blk, 'proj', {}).values():
                 if lin.family == 'onebit':
                     lin.init_onebit(lin.weight.clone())
     return m.eval()
 
 
 def config_json(cfg, layout):
+    if layout == 'bi-mamba':  # mamba_ssm's MambaConfig as BiMambaLMHeadModel.save_pretrained writes it
+        return {'d_model': cfg.d_model, 'd_intermediate': 0, 'n_layer': cfg.n_layer, 'vocab_size': cfg.vocab,
+                'ssm_cfg': {'layer': 'Mamba2', 'd_state': cfg.d_state, 'd_conv': cfg.d_conv, 'expand': cfg.d_inner // cfg.d_model,
+                            'headdim': cfg.head_dim, 'ngroups': cfg.n_group},
+                'attn_layer_idx': [], 'attn_cfg': {}, 'rms_norm': True, 'residual_in_fp32': True, 'fused_add_norm': True,
+                'pad_vocab_size_multiple': 16, 'tie_embeddings': True}
     c = {'hidden_size': cfg.d, 'intermediate_size': cfg.ff, 'num_hidden_layers': cfg.n_layer, 'num_attention_heads': cfg.n_head,
          'num_key_value_heads': cfg.n_head_kv, 'vocab_size': cfg.vocab, 'max_position_embeddings': cfg.ctx,
          'rms_norm_eps': cfg.eps, 'rope_theta': cfg.rope_theta, 'hidden_act': 'relu2' if cfg.block == 'bitnet' else 'silu',
@@ -79,7 +99,35 @@ def config_json(cfg, layout):
 
 
 @torch.no_grad()
+def bimamba_tensors(model):
+    """BiMambaLMHeadModel's state dict (families.md §8), lm_head.weight being the embedding tensor itself."""
+    fl = lambda p: p.detach().float()  # noqa: E731
+    emb = fl(model.embed)
+    t = {'backbone.embedding.weight': emb}
+    for l, blk in enumerate(model.blocks):
+        L = f'backbone.layers.{l}.'
+        X = L + 'mixer.'
+        t[X + 'dt_bias'] = fl(blk.dt_bias)
+        t[X + 'A_log'] = fl(blk.A_log)
+        t[X + 'D'] = fl(blk.D)
+        for name, lin in (('in_proj', blk.in_proj), ('out_proj', blk.out_proj)):
+            K = lin.K
+            t[f'{X}{name}.weight'] = fl(lin.weight)
+            t[f'{X}{name}.wscale'] = fl(lin.alpha).reshape(1, K)
+            t[f'{X}{name}.wbias'] = fl(lin.beta).reshape(1, K)
+        t[X + 'conv1d.weight'] = fl(blk.conv_w)[:, None, :]
+        t[X + 'conv1d.bias'] = fl(blk.conv_b)
+        t[X + 'norm.weight'] = fl(blk.gnorm)
+        t[L + 'norm.weight'] = fl(blk.norm)
+    t['backbone.norm_f.weight'] = fl(model.output_norm)
+    t['lm_head.weight'] = emb
+    return t
+
+
+@torch.no_grad()
 def hf_tensors(model, layout):
+    if layout == 'bi-mamba':
+        return bimamba_tensors(model)
     cfg = model.cfg
     bf16 = layout == 'bitnet-2b4t-master'
     fl = (lambda t: t.detach().to(torch.bfloat16)) if bf16 else (lambda t: t.detach().float())
@@ -139,6 +187,8 @@ def main():
     ap.add_argument('--seed', type=int, default=1)
     ap.add_argument('--block', choices=('bitnet', 'llama'), help='--random: the block (default: bitnet for b1.58, llama otherwise)')
     ap.add_argument('--out', required=True)
+    ap.add_argument('--container', choices=('bin', 'safetensors'),
+                    help='bi-mamba: pytorch_model.bin (default, what save_pretrained writes) or model.safetensors')
     a = ap.parse_args()
     if bool(a.run) == bool(a.random):
         sys.exit('give --run RUN_DIR or --random')
@@ -156,10 +206,15 @@ def main():
         json.dump(config_json(model.cfg, a.layout), f, indent=1)
     shutil.copyfile(tok.DEFAULT_MODEL, os.path.join(a.out, 'tokenizer.model'))
     tensors = hf_tensors(model, a.layout)
-    if a.layout in ('fbi-llm', 'onebit'):
+    container = a.container or ('bin' if a.layout in ('fbi-llm', 'onebit', 'bi-mamba') else 'safetensors')
+    for stale in ('pytorch_model.bin', 'model.safetensors'):
+        if os.path.exists(os.path.join(a.out, stale)):
+            os.remove(os.path.join(a.out, stale))
+    if container == 'bin':
         torch.save(dict(tensors), os.path.join(a.out, 'pytorch_model.bin'))
-    else:
-        save_safetensors(os.path.join(a.out, 'model.safetensors'), tensors)
+    else:  # safetensors cannot share storage: a tied duplicate is left out (as transformers' save_pretrained does)
+        save_safetensors(os.path.join(a.out, 'model.safetensors'),
+                         {k: v.contiguous() for k, v in tensors.items() if not (a.layout == 'bi-mamba' and k == 'lm_head.weight')})
     direct = os.path.join(a.out, 'direct')
     os.makedirs(direct, exist_ok=True)
     safetensors_io.save(os.path.join(direct, 'export.safetensors'), export_tensors(model),

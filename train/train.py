@@ -5,7 +5,9 @@ usage: /usr/bin/python3 train/train.py --family b158 [--seed 1] [--steps N] [--o
 Writes DIR (default .cache/train/<family>-s<seed>): checkpoint.pt (fp32 master weights), export.safetensors
 (the inference tensors, evaluate.py), run.json (config, data, wall time, perplexities).
 FBI-LLM and OneBit distil from the FP teacher of the same seed (train `--family fp16` first); BitNet a4.8 is
-stage 2 of the b1.58 model of the same seed (train `--family b158` first).
+stage 2 of the b1.58 model of the same seed (train `--family b158` first). The Mamba-2 families (mamba2.py):
+`mamba2` is the FP Mamba-2 teacher, `bimamba` (Bi-Mamba) distils from it from scratch (train `--family mamba2`
+first); `hybrid` (Bi-Mamba with attention in layers 1 and 5 of 8) distils from the same teacher.
 """
 import os
 
@@ -28,7 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_io  # noqa: E402
 import tokenizer as tok  # noqa: E402
 from data import CACHE, Batches, token_ids  # noqa: E402
-from evaluate import Inference, export_tensors, perplexity  # noqa: E402
+from evaluate import Inference, MambaInference, export_tensors, perplexity  # noqa: E402
+from mamba2 import MAMBA_FAMILIES, HybridConfig, Mamba2Config, Mamba2LM, is_mamba_config, mamba_config  # noqa: E402
 from model import FAMILIES, Config, TinyLM  # noqa: E402
 
 # Full-training recipe per family: steps of BATCH x 256 tokens, peak learning rate.
@@ -39,7 +42,15 @@ RECIPES = {
     'fbi': {'steps': 200, 'lr': 4e-3},
     'onebit': {'steps': 150, 'lr': 1e-3},
     'a48': {'steps': 60, 'lr': 1e-3},
+    'mamba2': {'steps': 300, 'lr': 3e-3},
+    'bimamba': {'steps': 200, 'lr': 4e-3},
+    'hybrid': {'steps': 200, 'lr': 4e-3},
 }
+# Families that distil from a teacher, and the teacher's family.
+TEACHER = {'fbi': 'fp16', 'onebit': 'fp16', 'bimamba': 'mamba2', 'hybrid': 'mamba2'}
+ALL_FAMILIES = FAMILIES + MAMBA_FAMILIES
+# The windows train/check-mamba.mjs re-scores with the float64 reference (lib/model/mamba2.ts).
+CHECK_WINDOWS = 4
 BATCH = 16
 WARMUP = 0.05
 EVAL_CTX = 256
@@ -51,11 +62,19 @@ def run_dir(family, seed, tag=''):
 
 def load_checkpoint(path, family):
     if not os.path.exists(path):
-        hint = {'fp16': 'the FP teacher', 'b158': 'the b1.58 model'}[family]
+        hint = {'fp16': 'the FP teacher', 'b158': 'the b1.58 model', 'mamba2': 'the FP Mamba-2 teacher'}[family]
         sys.exit(f'{path} is missing: train {hint} of this seed first (npm run train -- --family {family} --seed N)')
     ck = torch.load(path, map_location='cpu')
-    m = TinyLM(Config(**ck['config']), ck['family'])
-    m.load_state_dict(ck['state'])
+    if ck['family'] != family:
+        sys.exit(f'{path} is a {ck["family"]} model, expected {family}')
+    return build_model(ck['family'], ck['config'], ck['state'])
+
+
+def build_model(family, config, state=None):
+    """A model of `family` from its config dict (checkpoint.pt / run.json), with `state` loaded if given."""
+    m = Mamba2LM(mamba_config(config), family) if is_mamba_config(config) else TinyLM(Config(**config), family)
+    if state is not None:
+        m.load_state_dict(state)
     return m
 
 
@@ -70,14 +89,15 @@ def lr_at(step, steps, peak):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--family', required=True, choices=FAMILIES)
+    ap.add_argument('--family', required=True, choices=ALL_FAMILIES)
     ap.add_argument('--seed', type=int, default=1)
     ap.add_argument('--steps', type=int, help='training steps (default: the family recipe)')
     ap.add_argument('--lr', type=float, help='peak learning rate (default: the family recipe)')
     ap.add_argument('--batch', type=int, default=BATCH)
     ap.add_argument('--tag', default='', help='run directory suffix: .cache/train/<family>-s<seed>-<tag> (e.g. smoke)')
     ap.add_argument('--out', help='run directory (default .cache/train/<family>-s<seed>[-<tag>])')
-    ap.add_argument('--teacher', help='FP teacher checkpoint for fbi/onebit (default: the fp16 run of this seed and tag)')
+    ap.add_argument('--teacher', help='FP teacher checkpoint for fbi/onebit (default: the fp16 run of this seed and tag) '
+                    'or bimamba/hybrid (default: the mamba2 run)')
     ap.add_argument('--init', help='b1.58 checkpoint a48 starts from (default: the b158 run of this seed and tag)')
     ap.add_argument('--block', choices=('bitnet', 'llama'), default='bitnet',
                     help="bitnet: the b1.58 block (sub-norms, ReLU² GLU, tied head); llama: upstream FBI-LLM/OneBit's (none, SiLU, untied)")
@@ -97,17 +117,26 @@ def main():
     os.makedirs(out, exist_ok=True)
 
     sp = tok.load(a.tokenizer)
-    cfg = Config(vocab=sp.get_piece_size(), block=a.block)
+    mamba = a.family in MAMBA_FAMILIES
+    if mamba:
+        cfg = (HybridConfig if a.family == 'hybrid' else Mamba2Config)(vocab=sp.get_piece_size())
+    else:
+        cfg = Config(vocab=sp.get_piece_size(), block=a.block)
     train_ids = token_ids(sp, a.tokenizer, 'train')
     val_ids = token_ids(sp, a.tokenizer, 'val')
     ood_ids = token_ids(sp, a.tokenizer, 'ood')
 
-    model = TinyLM(cfg, a.family)
+    model = Mamba2LM(cfg, a.family) if mamba else TinyLM(cfg, a.family)
     teacher = None
     init_from = None
-    if a.family in ('fbi', 'onebit'):
-        tpath = a.teacher or os.path.join(run_dir('fp16', a.seed, a.tag), 'checkpoint.pt')
-        teacher = load_checkpoint(tpath, 'fp16').eval()
+    if a.family in TEACHER:
+        tfam = TEACHER[a.family]
+        tpath = a.teacher or os.path.join(run_dir(tfam, a.seed, a.tag), 'checkpoint.pt')
+        teacher = load_checkpoint(tpath, tfam).eval()
+        if a.family == 'bimamba' and teacher.cfg.to_dict() != cfg.to_dict():
+            sys.exit(f'{tpath}: the teacher\'s config {teacher.cfg.to_dict()} differs from the student\'s {cfg.to_dict()}')
+        if a.family == 'hybrid' and (teacher.cfg.vocab, teacher.cfg.ctx) != (cfg.vocab, cfg.ctx):  # only the outputs must match
+            sys.exit(f'{tpath}: the teacher\'s vocabulary / context {teacher.cfg.vocab} / {teacher.cfg.ctx} differ from the student\'s')
         for p in teacher.parameters():
             p.requires_grad_(False)
         if a.family == 'onebit':  # OneBit starts from the FP model (SVID); FBI-LLM trains from scratch
@@ -160,8 +189,11 @@ def main():
                         {'family': a.family, 'config': json.dumps(cfg.to_dict())})
 
     t1 = time.time()
-    inf = Inference(tensors, cfg, a.family)
+    inf = MambaInference(tensors, cfg, a.family) if mamba else Inference(tensors, cfg, a.family)
     ev = {'val': perplexity(inf.logits, val_ids, EVAL_CTX)}
+    if mamba:  # the first windows of each split, for train/check-mamba.mjs (float64 reference of the GGUF)
+        ev['val_check'] = perplexity(inf.logits, val_ids, EVAL_CTX, max_windows=CHECK_WINDOWS)
+        ev['ood_check'] = perplexity(inf.logits, ood_ids, EVAL_CTX, max_windows=CHECK_WINDOWS)
     if a.eval == 'full':
         ev['ood'] = perplexity(inf.logits, ood_ids, EVAL_CTX)
         with torch.no_grad():

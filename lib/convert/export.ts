@@ -8,11 +8,16 @@
 //   onebit  onebit + Q1_0 (d = 1), <p>.in_scale F32 [K] (g), <p>.out_scale F32 [M] (h)
 //   fp16    bitnet-f16 + F16 projections (the full-precision teacher)
 // Everything shares token_embd (F16, tied head), output_norm and the four norms per layer (F32).
+// The Mamba-2 families (train/mamba2.py) are written in lib/model/mamba2.ts's layout (buildMamba2Gguf):
+//   bimamba  bi-mamba + Q1_0 (d = 1) ssm_in / ssm_out, <p>.alpha and <p>.beta F32 [K]
+//   mamba2   mamba2 (llama.cpp's name) + F16 ssm_in / ssm_out (the full-precision Mamba-2 teacher)
+//   hybrid   bi-mamba-hybrid: bimamba's layers, with attention layers (attn_q/k/v/output Q1_0 d = 1 + alpha/beta F32 [K])
+//            where the per-layer bi-mamba-hybrid.attention.head_count_kv array is non-zero
 import { createHash } from 'node:crypto';
 import { readFileSync, renameSync } from 'node:fs';
 
 import { ModelFormatError } from '../errors.js';
-import { GgufWriter } from '../format/gguf.js';
+import { GgufType, GgufWriter } from '../format/gguf.js';
 import { encodeI2S, encodeTQ1, encodeTQ2, QK_K } from '../format/ternary.js';
 import { GGML } from '../format/types.js';
 import { floatToHalf, halfToFloat } from '../reference/numeric.js';
@@ -21,8 +26,10 @@ import { LINEAR_KIND_SPECS, PROJECTIONS, type Projection, archRow } from '../mod
 import { type SafeTensor, type SafetensorsFile, tensorValues } from './safetensors.js';
 import { type SpmModelFile, writeSpmTokenizer } from './spm-model.js';
 
-export type Family = 'fp16' | 'b158' | 'bitnet' | 'fbi' | 'onebit' | 'a48';
-export const FAMILIES: readonly Family[] = ['fp16', 'b158', 'bitnet', 'fbi', 'onebit', 'a48'];
+export type Family = 'fp16' | 'b158' | 'bitnet' | 'fbi' | 'onebit' | 'a48' | 'mamba2' | 'bimamba' | 'hybrid';
+export const FAMILIES: readonly Family[] = ['fp16', 'b158', 'bitnet', 'fbi', 'onebit', 'a48', 'mamba2', 'bimamba', 'hybrid'];
+/** The families of the Mamba-2 block (train/mamba2.py): their config is a Mamba2TrainedConfig. */
+export const MAMBA2_FAMILIES: readonly Family[] = ['mamba2', 'bimamba', 'hybrid'];
 export type ExportType = 'i2_s' | 'tq2_0' | 'tq1_0' | 'q1_0' | 'f16';
 
 /** Hyperparameters as train/model.py's Config writes them. */
@@ -47,10 +54,42 @@ export interface TrainedConfig {
   tied_head?: boolean;
 }
 
+/** Hyperparameters of the Mamba-2 families as train/mamba2.py's Mamba2Config writes them. */
+export interface Mamba2TrainedConfig {
+  block: 'mamba2';
+  vocab: number;
+  d_model: number;
+  n_layer: number;
+  d_inner: number;
+  d_state: number;
+  /** SSM heads (time_step_rank); head_dim = d_inner / n_head. */
+  n_head: number;
+  n_group: number;
+  d_conv: number;
+  ctx: number;
+  /** The block and final RMSNorms. */
+  eps: number;
+  /** The gated RMSNorm. */
+  norm_eps: number;
+  /** The hybrid (train/mamba2.py HybridConfig): the attention layers (0-based), the rest Mamba-2. */
+  attn_layers?: number[];
+  /** The hybrid's query heads (head size d_model / attn_head). */
+  attn_head?: number;
+  /** The hybrid's KV heads (GQA). */
+  attn_head_kv?: number;
+  /** The hybrid's NEOX RoPE base. */
+  rope_theta?: number;
+}
+
+export type AnyTrainedConfig = TrainedConfig | Mamba2TrainedConfig;
+
+export const isMamba2Config = (c: AnyTrainedConfig): c is Mamba2TrainedConfig => (c as { block?: string }).block === 'mamba2';
+
 
 /** Types each family can be written as; the first is the default. */
 export const FAMILY_TYPES: Readonly<Record<Family, readonly ExportType[]>> = {
   b158: ['i2_s', 'tq2_0', 'tq1_0'], a48: ['tq2_0', 'tq1_0'], bitnet: ['q1_0'], fbi: ['q1_0'], onebit: ['q1_0'], fp16: ['f16'],
+  bimamba: ['q1_0'], mamba2: ['f16'], hybrid: ['q1_0'],
 };
 
 export function architectureOf(family: Family, type: ExportType): string {
@@ -61,6 +100,9 @@ export function architectureOf(family: Family, type: ExportType): string {
     case 'fbi': return 'fbi-llm';
     case 'onebit': return 'onebit';
     case 'fp16': return 'bitnet-f16';
+    case 'mamba2': return 'mamba2';
+    case 'bimamba': return 'bi-mamba';
+    case 'hybrid': return 'bi-mamba-hybrid';
   }
 }
 
@@ -76,7 +118,7 @@ export interface TokenizerSection {
 
 export interface ExportOptions {
   family: Family;
-  config: TrainedConfig;
+  config: AnyTrainedConfig;
   tensors: SafetensorsFile;
   tokenizer: SpmModelFile | TokenizerSection;
   /** Default: the family's first type in FAMILY_TYPES. */
@@ -150,11 +192,15 @@ export function blockLayout(cfg: TrainedConfig): { subNorms: boolean; activation
 
 /** Builds the GGUF (metadata, tokenizer, tensors) of a trained model. */
 export function buildGguf(opts: ExportOptions): { writer: GgufWriter; summary: ExportSummary } {
-  const { family, config: cfg, tokenizer } = opts;
+  const { family, config: anyCfg, tokenizer } = opts;
   if (!FAMILIES.includes(family)) throw new ModelFormatError(`unknown family '${String(family)}' (one of ${FAMILIES.join(', ')})`);
   const type = opts.type ?? FAMILY_TYPES[family][0]!;
   if (!FAMILY_TYPES[family].includes(type))
     throw new ModelFormatError(`family ${family} cannot be written as ${type} (${FAMILY_TYPES[family].join(', ')})`);
+  if (MAMBA2_FAMILIES.includes(family) !== isMamba2Config(anyCfg))
+    throw new ModelFormatError(`family ${family} needs a ${MAMBA2_FAMILIES.includes(family) ? 'Mamba-2' : 'transformer'} config (config.block = '${String((anyCfg as { block?: string }).block)}')`);
+  if (isMamba2Config(anyCfg)) return buildMamba2Gguf(opts, anyCfg, type);
+  const cfg = anyCfg;
   checkConfig(cfg);
   const tokens = 'pieces' in tokenizer ? tokenizer.pieces.length : tokenizer.size;
   if (tokens !== cfg.vocab) throw new ModelFormatError(`tokenizer has ${tokens} pieces, the model ${cfg.vocab} embeddings`);
@@ -259,8 +305,130 @@ export function exportGguf(opts: ExportOptions & { out: string }): WrittenModel 
 }
 
 /** Reads train/'s config JSON (the `config` of run.json or of the safetensors metadata). */
-export function parseTrainedConfig(json: string | object): TrainedConfig {
-  const c = (typeof json === 'string' ? JSON.parse(json) : json) as TrainedConfig;
-  checkConfig(c);
+export function parseTrainedConfig(json: string | object): AnyTrainedConfig {
+  const c = (typeof json === 'string' ? JSON.parse(json) : json) as AnyTrainedConfig;
+  if (isMamba2Config(c)) checkMamba2Config(c);
+  else checkConfig(c);
   return c;
+}
+
+// ---------------------------------------------------------------- the Mamba-2 families
+
+function checkMamba2Config(cfg: Mamba2TrainedConfig): void {
+  const ints = ['vocab', 'd_model', 'n_layer', 'd_inner', 'd_state', 'n_head', 'n_group', 'd_conv', 'ctx'] as const;
+  for (const k of ints) if (!Number.isInteger(cfg[k]) || cfg[k] < 1) throw new ModelFormatError(`config.${k} = ${cfg[k]} is not a positive integer`);
+  if (cfg.d_inner % cfg.n_head !== 0) throw new ModelFormatError(`config: d_inner ${cfg.d_inner} is not a multiple of n_head ${cfg.n_head}`);
+  if (cfg.n_head % cfg.n_group !== 0) throw new ModelFormatError(`config: n_head ${cfg.n_head} is not a multiple of n_group ${cfg.n_group}`);
+  for (const k of ['eps', 'norm_eps'] as const) if (!(cfg[k] > 0 && cfg[k] < 1)) throw new ModelFormatError(`config.${k} = ${cfg[k]} is out of range`);
+  if (cfg.attn_layers === undefined) return;
+  const layers = cfg.attn_layers;
+  if (!Array.isArray(layers) || layers.some((l) => !Number.isInteger(l) || l < 0 || l >= cfg.n_layer) || new Set(layers).size !== layers.length)
+    throw new ModelFormatError(`config.attn_layers = ${JSON.stringify(layers)} is not a list of distinct layers below n_layer ${cfg.n_layer}`);
+  for (const k of ['attn_head', 'attn_head_kv'] as const)
+    if (!Number.isInteger(cfg[k]) || cfg[k]! < 1) throw new ModelFormatError(`config.${k} = ${cfg[k]} is not a positive integer`);
+  if (cfg.d_model % cfg.attn_head! !== 0 || cfg.attn_head! % cfg.attn_head_kv! !== 0 || (cfg.d_model / cfg.attn_head!) % 2 !== 0)
+    throw new ModelFormatError(`config: d_model ${cfg.d_model}, attn_head ${cfg.attn_head}, attn_head_kv ${cfg.attn_head_kv} do not divide (or the head size is odd)`);
+  if (!(cfg.rope_theta! > 0)) throw new ModelFormatError(`config.rope_theta = ${cfg.rope_theta} must be positive`);
+}
+
+/**
+ * The GGUF of a Mamba-2 family in lib/model/mamba2.ts's layout: `bi-mamba` (FBI-linear in/out projections: Q1_0
+ * signs with d = 1, α and β F32 [K]), `mamba2` (F16 in/out projections, no α/β) or `bi-mamba-hybrid` (bi-mamba's
+ * layers, and attention layers with FBI-linear attn_q/k/v/output, as synthMamba2Gguf's `hybrid` writes them).
+ * Source tensors as train/evaluate.py's export_mamba_tensors names them ([M, K] matrices, conv [convDim, d_conv],
+ * vectors).
+ */
+function buildMamba2Gguf(opts: ExportOptions, cfg: Mamba2TrainedConfig, type: ExportType): { writer: GgufWriter; summary: ExportSummary } {
+  checkMamba2Config(cfg);
+  const { family, tokenizer } = opts;
+  const tokens = 'pieces' in tokenizer ? tokenizer.pieces.length : tokenizer.size;
+  if (tokens !== cfg.vocab) throw new ModelFormatError(`tokenizer has ${tokens} pieces, the model ${cfg.vocab} embeddings`);
+  const src = new Source(opts.tensors);
+  const arch = architectureOf(family, type);
+  const dense = family === 'mamba2';
+  const hybrid = family === 'hybrid';
+  if (hybrid !== (cfg.attn_layers !== undefined))
+    throw new ModelFormatError(`family ${family} ${hybrid ? 'needs' : 'cannot have'} config.attn_layers (the hybrid's attention layers)`);
+  const isAttn = (l: number) => cfg.attn_layers?.includes(l) ?? false;
+  const convDim = cfg.d_inner + 2 * cfg.n_group * cfg.d_state;
+  const inDim = 2 * cfg.d_inner + 2 * cfg.n_group * cfg.d_state + cfg.n_head;
+
+  const w = new GgufWriter();
+  const key = (k: string) => `${arch}.${k}`;
+  w.string('general.architecture', arch);
+  w.string('general.name', opts.name ?? `bitllm-tiny-${family}`);
+  if (opts.description) w.string('general.description', opts.description);
+  w.u32(key('context_length'), cfg.ctx);
+  w.u32(key('embedding_length'), cfg.d_model);
+  w.u32(key('block_count'), cfg.n_layer);
+  w.u32(key('vocab_size'), cfg.vocab);
+  w.u32(key('ssm.conv_kernel'), cfg.d_conv);
+  w.u32(key('ssm.state_size'), cfg.d_state);
+  w.u32(key('ssm.group_count'), cfg.n_group);
+  w.u32(key('ssm.inner_size'), cfg.d_inner);
+  w.u32(key('ssm.time_step_rank'), cfg.n_head);
+  w.f32(key('attention.layer_norm_rms_epsilon'), cfg.eps);
+  w.f32(key('ssm.norm_epsilon'), cfg.norm_eps);
+  if (hybrid) {
+    // llama.cpp's hybrid convention (Jamba): the KV head count per layer, 0 for a Mamba-2 layer.
+    w.u32(key('attention.head_count'), cfg.attn_head!);
+    w.set(key('attention.head_count_kv'), GgufType.ARRAY, Uint32Array.from({ length: cfg.n_layer }, (_, l) => (isAttn(l) ? cfg.attn_head_kv! : 0)), GgufType.UINT32);
+    w.f32(key('rope.freq_base'), cfg.rope_theta!);
+  }
+  if (FILE_TYPE[type] !== undefined) w.u32('general.file_type', FILE_TYPE[type]!);
+  if ('pieces' in tokenizer) writeSpmTokenizer(w, tokenizer);
+  else tokenizer.write(w);
+  w.u32('general.quantization_version', 2);
+
+  /** An F32 tensor of `n` finite values, written with GGUF dims `dims`. */
+  const floats = (name: string, shape: number[], dims: number[], check?: (v: number) => boolean, what?: string) => {
+    const v = src.f32(name, shape);
+    for (let i = 0; i < v.length; i++) {
+      if (!Number.isFinite(v[i]!)) throw new ModelFormatError(`${opts.tensors.source}: tensor '${name}' element ${i} is ${v[i]}`);
+      if (check && !check(v[i]!)) throw new ModelFormatError(`${opts.tensors.source}: tensor '${name}' element ${i} = ${v[i]} ${what}`);
+    }
+    w.addTensor(name, dims, GGML.F32, bytesOf(v));
+  };
+  const linear = (base: string, M: number, K: number) => {
+    const name = `${base}.weight`;
+    if (dense) {
+      w.addTensor(name, [K, M], GGML.F16, src.get(name, 'F16', [M, K]).data.slice());
+      return;
+    }
+    if (K % QK1_0 !== 0) throw new ModelFormatError(`${name}: K = ${K} is not a multiple of ${QK1_0}; Q1_0 cannot hold it`);
+    w.addTensor(name, [K, M], GGML.Q1_0, encodeQ1_0(src.codes(name, M, K, false), M, K, 1));
+    floats(`${base}.alpha`, [K], [K]);
+    floats(`${base}.beta`, [K], [K]);
+  };
+
+  const embd = src.get('token_embd.weight', 'F16', [cfg.vocab, cfg.d_model]);
+  w.addTensor('token_embd.weight', [cfg.d_model, cfg.vocab], GGML.F16, embd.data.slice());
+  floats('output_norm.weight', [cfg.d_model], [cfg.d_model]);
+  let attnLayers = 0;
+  for (let l = 0; l < cfg.n_layer; l++) {
+    const p = `blk.${l}.`;
+    floats(`${p}attn_norm.weight`, [cfg.d_model], [cfg.d_model]);
+    if (isAttn(l)) {
+      const hd = cfg.d_model / cfg.attn_head!;
+      const dq = cfg.attn_head! * hd;
+      const dkv = cfg.attn_head_kv! * hd;
+      linear(`${p}attn_q`, dq, cfg.d_model);
+      linear(`${p}attn_k`, dkv, cfg.d_model);
+      linear(`${p}attn_v`, dkv, cfg.d_model);
+      linear(`${p}attn_output`, cfg.d_model, dq);
+      attnLayers++;
+      continue;
+    }
+    linear(`${p}ssm_in`, inDim, cfg.d_model);
+    // [convDim, d_conv] row-major = GGUF [d_conv, convDim]: each channel's taps contiguous.
+    floats(`${p}ssm_conv1d.weight`, [convDim, cfg.d_conv], [cfg.d_conv, convDim]);
+    floats(`${p}ssm_conv1d.bias`, [convDim], [convDim]);
+    floats(`${p}ssm_dt.bias`, [cfg.n_head], [cfg.n_head]);
+    floats(`${p}ssm_a`, [cfg.n_head], [1, cfg.n_head], (a) => a < 0, 'is not negative (A = -exp(A_log))');
+    floats(`${p}ssm_d`, [cfg.n_head], [1, cfg.n_head]);
+    floats(`${p}ssm_norm.weight`, [cfg.d_inner], [cfg.d_inner / cfg.n_group, cfg.n_group]);
+    linear(`${p}ssm_out`, cfg.d_model, cfg.d_inner);
+  }
+  const count = 2 + (cfg.n_layer - attnLayers) * (dense ? 9 : 13) + attnLayers * 13;
+  return { writer: w, summary: { arch, type, tensors: count } };
 }

@@ -10,6 +10,8 @@
 //                       [1, K] (α, β per input column); LLaMA block
 //   onebit              OneBit: int8 [M, K/8] signs (bit k of byte j = column 8j+k, bit 1 → −1) +
 //                       `input_factor` [K] (g) + `weight_scale` [M] (h); LLaMA block
+//   bi-mamba            tangshengku/bi-mamba: mamba_ssm MambaConfig, `backbone.*` tensors, FBI in/out projections
+//                       (latent float `weight` + `wscale` / `wbias`); → the `bi-mamba` GGUF (hf-mamba.ts)
 // Each maps onto the tensors train/evaluate.py exports (GGUF names; I8 trits or signs + scales or siblings)
 // and goes through the one GGUF writer (export.ts buildGguf), tensor by tensor (nothing big is kept).
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
@@ -18,12 +20,13 @@ import { join } from 'node:path';
 import { ModelFormatError } from '../errors.js';
 import { floatToHalf, halfToFloat, roundHalfEven } from '../reference/numeric.js';
 import { type ExportType, type Family, type TrainedConfig, type WrittenModel, FAMILY_TYPES, exportGguf } from './export.js';
+import { convertBiMamba, isBiMambaCheckpoint } from './hf-mamba.js';
 import { checkpointTokenizer } from './hf-tokenizer.js';
 import { type SafeTensor, type SafetensorsEntry, type SafetensorsFile, indexSafetensors, readFileRange } from './safetensors.js';
 import { indexTorchBin } from './torch-bin.js';
 
-export type HfLayout = 'bitnet-2b4t-packed' | 'bitnet-2b4t-master' | '1bitllm' | 'fbi-llm' | 'onebit';
-export const HF_LAYOUTS: readonly HfLayout[] = ['bitnet-2b4t-packed', 'bitnet-2b4t-master', '1bitllm', 'fbi-llm', 'onebit'];
+export type HfLayout = 'bitnet-2b4t-packed' | 'bitnet-2b4t-master' | '1bitllm' | 'fbi-llm' | 'onebit' | 'bi-mamba';
+export const HF_LAYOUTS: readonly HfLayout[] = ['bitnet-2b4t-packed', 'bitnet-2b4t-master', '1bitllm', 'fbi-llm', 'onebit', 'bi-mamba'];
 
 /**
  * How the packed 2B-4T checkpoint's `weight_scale` applies (docs/convert.md §scale direction): transformers'
@@ -121,6 +124,7 @@ export function tensorFloats(t: CheckpointTensor, bytes = tensorBytes(t)): Float
 
 function detectLayout(config: Record<string, unknown>, tensors: Map<string, CheckpointTensor>, dir: string): HfLayout {
   const names = [...tensors.keys()];
+  if (isBiMambaCheckpoint(config, names)) return 'bi-mamba'; // before fbi-llm: its projections carry wscale too
   if (names.some((n) => n.endsWith('.wscale'))) return 'fbi-llm';
   if (names.some((n) => n.endsWith('.input_factor'))) return 'onebit';
   const q = tensors.get('model.layers.0.self_attn.q_proj.weight');
@@ -131,7 +135,7 @@ function detectLayout(config: Record<string, unknown>, tensors: Map<string, Chec
 }
 
 const LAYOUT_FAMILY: Readonly<Record<HfLayout, Family>> = {
-  'bitnet-2b4t-packed': 'b158', 'bitnet-2b4t-master': 'b158', '1bitllm': 'b158', 'fbi-llm': 'fbi', onebit: 'onebit',
+  'bitnet-2b4t-packed': 'b158', 'bitnet-2b4t-master': 'b158', '1bitllm': 'b158', 'fbi-llm': 'fbi', onebit: 'onebit', 'bi-mamba': 'bimamba',
 };
 
 function modelConfig(config: Record<string, unknown>, layout: HfLayout, path: string, tensors: Map<string, CheckpointTensor>): TrainedConfig {
@@ -429,6 +433,10 @@ export function convertCheckpoint(opts: ConvertOptions): ConvertResult {
   const family = LAYOUT_FAMILY[layout];
   if (opts.type !== undefined && !FAMILY_TYPES[family].includes(opts.type))
     throw new ModelFormatError(`${layout} converts to ${FAMILY_TYPES[family].join(', ')}, not ${opts.type}`);
+  if (layout === 'bi-mamba') {
+    if (opts.scaleReference !== undefined) throw new ModelFormatError(`${opts.dir}: a scale reference applies to packed 2B-4T checkpoints, this is ${layout}`);
+    return { ...convertBiMamba({ dir: opts.dir, out: opts.out, type: opts.type, name: opts.name }, config, tensors), layout, family };
+  }
   const cfg = modelConfig(config, layout, configPath, tensors);
   const embd = tensors.get('model.embed_tokens.weight');
   if (embd && embd.shape[0] !== cfg.vocab) throw new ModelFormatError(`${embd.file}: model.embed_tokens.weight has ${embd.shape[0]} rows, config vocab_size is ${cfg.vocab}`);
