@@ -4,7 +4,7 @@
 // usage: node scripts/export-model.mjs RUN_DIR [--type TYPE] [-o OUT.gguf] [--manifest FILE] [--no-manifest]
 //        node scripts/export-model.mjs --all [--seed N] [--dir models]
 //   RUN_DIR     a train/train.py output directory (export.safetensors + run.json), e.g. .cache/train/b158-s1
-//   --type      i2_s | tq2_0 | tq1_0 (b158), tq2_0 | tq1_0 (a48), q1_0 (bitnet, fbi, onebit, bimamba), f16 (fp16, mamba2)
+//   --type      i2_s | tq2_0 | tq1_0 (b158), tq2_0 | tq1_0 (a48), q1_0 (bitnet, fbi, onebit, bimamba, hybrid), f16 (fp16, mamba2)
 //   --all       every family of seed N (default 1) in its shipped types, into --dir (default models/)
 // Needs the compiled library (npm run build:ts) and, for the manifest's token count, /usr/bin/python3 with
 // sentencepiece (train/spm_ids.py).
@@ -22,11 +22,11 @@ const PYTHON = process.env.BITLLM_PYTHON ?? '/usr/bin/python3';
 /** What --all ships: [family, type] in manifest order; the first file is the CLI's default model. */
 export const SHIPPED = [
   ['b158', 'i2_s'], ['b158', 'tq2_0'], ['a48', 'tq2_0'], ['bitnet', 'q1_0'], ['fbi', 'q1_0'], ['onebit', 'q1_0'], ['fp16', 'f16'],
-  ['bimamba', 'q1_0'], ['mamba2', 'f16'],
+  ['bimamba', 'q1_0'], ['mamba2', 'f16'], ['hybrid', 'q1_0'],
 ];
 const FAMILY_TITLE = {
   fp16: 'FP16 teacher', b158: 'BitNet b1.58', bitnet: 'BitNet (1-bit)', fbi: 'FBI-LLM', onebit: 'OneBit', a48: 'BitNet a4.8',
-  mamba2: 'Mamba-2 (FP teacher)', bimamba: 'Bi-Mamba',
+  mamba2: 'Mamba-2 (FP teacher)', bimamba: 'Bi-Mamba', hybrid: 'Bi-Mamba hybrid (attention + Mamba-2)',
 };
 
 /** Whether the engine runs the architecture: a row of the architecture table, attention or Mamba-2 block. */

@@ -23,7 +23,7 @@ describe('shipped models', () => {
     const def = manifest.models.find((m) => m.file === manifest.default)!;
     expect(def).toMatchObject({ family: 'b158', type: 'i2_s', runnable: true });
     expect(createHash('sha256').update(readFileSync(join(ROOT, manifest.tokenizer.file))).digest('hex')).toBe(manifest.tokenizer.sha256);
-    expect(new Set(manifest.models.map((m) => m.family))).toEqual(new Set(['fp16', 'b158', 'bitnet', 'fbi', 'onebit', 'a48', 'mamba2', 'bimamba']));
+    expect(new Set(manifest.models.map((m) => m.family))).toEqual(new Set(['fp16', 'b158', 'bitnet', 'fbi', 'onebit', 'a48', 'mamba2', 'bimamba', 'hybrid']));
   });
 
   it('are all runnable: every family of the survey runs', () => {

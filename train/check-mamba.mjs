@@ -1,9 +1,11 @@
 #!/usr/bin/env node
-// A Mamba-2 family export (bi-mamba or mamba2 GGUF) against the trainer: lib/model/mamba2.ts reads the GGUF
+// A Mamba-2 family export (bi-mamba, mamba2 or bi-mamba-hybrid GGUF) against the trainer: lib/model/mamba2.ts reads the GGUF
 // (mamba2ConfigFromGguf, loadMamba2Weights) and its float64 reference forward (mamba2ReferenceForward, the
 // token-by-token recurrence) scores the first windows of val and ood — the `bitllm perplexity --ctx 256` windows
 // train.py scored as eval.{val,ood}_check with its own quantized evaluation of the same tensors (float32, chunked
-// SSD). Fails when the mean NLLs differ by more than --tolerance (relative, default 0.1 %).
+// SSD; a hybrid's attention layers with K/V rounded to half, as refAttention does). Fails when the mean NLLs
+// differ by more than --tolerance (relative, default 0.1 %), or when a hybrid's layer pattern or attention shape
+// read from the GGUF is not the trained one (run.json config.attn_layers, attn_head, attn_head_kv, rope_theta).
 // usage: node train/check-mamba.mjs RUN_DIR MODEL.gguf [--tolerance 0.001]
 // Needs the compiled library (npm run build:ts) and the corpus (node scripts/corpus.mjs).
 import { readFileSync } from 'node:fs';
@@ -29,6 +31,21 @@ const cfg = m2.mamba2ConfigFromGguf(file);
 const weights = m2.loadMamba2Weights(file, cfg);
 const tok = Tokenizer.fromGguf(file);
 
+let ok = true;
+const rc = run.config;
+if (rc.attn_layers !== undefined || cfg.attn) {
+  // The hybrid: the GGUF's per-layer kinds and attention shape are the trained ones.
+  const want = Array.from({ length: rc.n_layer }, (_, l) => ((rc.attn_layers ?? []).includes(l) ? 'attention' : 'mamba2'));
+  const a = cfg.attn ?? {};
+  const hd = rc.d_model / rc.attn_head;
+  const good = cfg.layerKinds.join() === want.join() && a.nHead === rc.attn_head && a.nHeadKv === rc.attn_head_kv
+    && a.headDim === hd && a.ropeTheta === rc.rope_theta;
+  ok &&= good;
+  process.stdout.write(`${good ? 'ok  ' : 'FAIL'} ${model} layers ${cfg.layerKinds.map((k) => (k === 'attention' ? 'A' : 'M')).join('')} (trained `
+    + `${want.map((k) => (k === 'attention' ? 'A' : 'M')).join('')}), attention ${a.nHead} heads / ${a.nHeadKv} KV heads of ${a.headDim}, `
+    + `RoPE base ${a.ropeTheta} (trained ${rc.attn_head} / ${rc.attn_head_kv} of ${hd}, ${rc.rope_theta})\n`);
+}
+
 /** Mean NLL of the first `n` windows of a split (BOS + ctx − 1 tokens each, every token after BOS scored). */
 function score(split, n, ctx) {
   const ids = tok.encode(readFileSync(join(ROOT, '.cache', 'corpus', `${split}.txt`), 'utf8'), { addBos: false });
@@ -50,7 +67,6 @@ function score(split, n, ctx) {
   return { nll: total / scored, n_scored: scored };
 }
 
-let ok = true;
 for (const split of ['val', 'ood']) {
   const want = run.eval[`${split}_check`];
   if (!want) throw new Error(`${runDir}/run.json has no eval.${split}_check (train it with this train.py)`);

@@ -4,7 +4,8 @@
 # if missing), training (train/train.py), GGUF export. With seed 1 and the family's recipe (no --steps, --lr or
 # --batch) the GGUFs replace the shipped ones in models/ and models/manifest.json; otherwise they are written
 # next to the run (.cache/train/<family>-s<seed>[-tag]/<family>-<type>.gguf). FAMILY: fp16 b158 bitnet fbi
-# onebit a48 mamba2 bimamba (fbi/onebit need the fp16 run of the seed, a48 the b158 run, bimamba the mamba2 run);
+# onebit a48 mamba2 bimamba hybrid (fbi/onebit need the fp16 run of the seed, a48 the b158 run, bimamba and hybrid
+# the mamba2 run);
 # all = every family in that order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,8 +25,8 @@ while [ $# -gt 0 ]; do
     *) pass+=("$1"); shift ;;
   esac
 done
-[ -n "$family" ] || { echo "train: --family is required (fp16 b158 bitnet fbi onebit a48 mamba2 bimamba, or all)" >&2; exit 2; }
-[ "$family" = all ] && families=(fp16 b158 bitnet fbi onebit a48 mamba2 bimamba) || families=("$family")
+[ -n "$family" ] || { echo "train: --family is required (fp16 b158 bitnet fbi onebit a48 mamba2 bimamba hybrid, or all)" >&2; exit 2; }
+[ "$family" = all ] && families=(fp16 b158 bitnet fbi onebit a48 mamba2 bimamba hybrid) || families=("$family")
 
 node scripts/corpus.mjs
 [ -f train/tokenizer.model ] || "$PY" train/tokenizer.py
@@ -42,7 +43,7 @@ for f in "${families[@]}"; do
     case "$f" in
       b158) node train/check-parity.mjs "$run" "$out" ;;
       # the GGUF through lib/model/mamba2.ts's float64 reference vs the trainer, then bitllm perplexity vs the trainer
-      mamba2|bimamba) node train/check-mamba.mjs "$run" "$out"; node train/check-parity.mjs "$run" "$out" ;;
+      mamba2|bimamba|hybrid) node train/check-mamba.mjs "$run" "$out"; node train/check-parity.mjs "$run" "$out" ;;
     esac
   done
 done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI smoke test of the trainer: 20 steps of every family (FP teacher first: FBI-LLM and OneBit distil from it;
-# b1.58 before a4.8, its stage 2; the Mamba-2 teacher before Bi-Mamba), plus FBI-LLM and OneBit in the upstream
+# b1.58 before a4.8, its stage 2; the Mamba-2 teacher before Bi-Mamba and the hybrid), plus FBI-LLM and OneBit in the upstream
 # LLaMA block (no sub-norms, SiLU, untied head: the layout of their released checkpoints), export of each to GGUF,
 # and `bitllm perplexity` of every export against the trainer's quantized evaluation (within 1 %; the Mamba-2
 # families also against lib/model/mamba2.ts's float64 reference, train/check-mamba.mjs). (`bitllm convert` of the smoke models in
@@ -22,7 +22,7 @@ node scripts/corpus.mjs >/dev/null
 mkdir -p .cache/smoke
 echo "== smoke: Mamba-2 SSD forms vs the recurrence"
 "$PY" train/mamba2.py --check
-for family in fp16 b158 bitnet fbi onebit a48 mamba2 bimamba; do
+for family in fp16 b158 bitnet fbi onebit a48 mamba2 bimamba hybrid; do
   echo "== smoke: $family ($STEPS steps)"
   "$PY" train/train.py --family "$family" --seed 1 --steps "$STEPS" --batch 4 --tag smoke --eval val --log-every 10
   for type in $(node -e "import('./dist/convert/export.js').then(m => console.log(m.FAMILY_TYPES['$family'].join(' ')))"); do
@@ -35,12 +35,12 @@ for family in fbi onebit; do
     --teacher .cache/train/fp16-s1-smoke/checkpoint.pt
   node scripts/export-model.mjs ".cache/train/$family-s1-smoke-llama" --type q1_0 -o ".cache/smoke/$family-llama-q1_0.gguf" --no-manifest
 done
-for family in fp16 b158 bitnet fbi onebit a48 mamba2 bimamba; do
+for family in fp16 b158 bitnet fbi onebit a48 mamba2 bimamba hybrid; do
   for type in $(node -e "import('./dist/convert/export.js').then(m => console.log(m.FAMILY_TYPES['$family'].join(' ')))"); do
     node train/check-parity.mjs ".cache/train/$family-s1-smoke" ".cache/smoke/$family-$type.gguf"
   done
 done
-for family in mamba2 bimamba; do  # the float64 reference of lib/model/mamba2.ts on the GGUF vs the trainer
+for family in mamba2 bimamba hybrid; do  # the float64 reference of lib/model/mamba2.ts on the GGUF vs the trainer
   node train/check-mamba.mjs ".cache/train/$family-s1-smoke" ".cache/smoke/$family-$(node -e "import('./dist/convert/export.js').then(m => console.log(m.FAMILY_TYPES['$family'][0]))").gguf"
 done
 for family in fbi onebit; do

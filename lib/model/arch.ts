@@ -165,7 +165,7 @@ export type SsmProjection = (typeof SSM_PROJECTIONS)[number];
  */
 export interface SsmArchRow {
   readonly arch: string;
-  readonly family: 'bimamba' | 'mamba2';
+  readonly family: 'bimamba' | 'mamba2' | 'hybrid';
   readonly title: string;
   readonly block: 'mamba2';
   readonly linears: Readonly<Record<SsmProjection, LinearSpec>>;
@@ -183,7 +183,7 @@ export const SSM_ARCHITECTURES: readonly SsmArchRow[] = [
   { arch: 'mamba2', family: 'mamba2', title: 'Mamba-2 (FP teacher)', block: 'mamba2',
     linears: { ssm_in: { kind: 'f16', act: 'none' }, ssm_out: { kind: 'f16', act: 'none' } } },
   // Beyond the survey: binarized attention layers between Bi-Mamba layers, set per layer by the file.
-  { arch: 'bi-mamba-hybrid', family: 'bimamba', title: 'Bi-Mamba hybrid (attention + Mamba-2)', block: 'mamba2', hybrid: true,
+  { arch: 'bi-mamba-hybrid', family: 'hybrid', title: 'Bi-Mamba hybrid (attention + Mamba-2)', block: 'mamba2', hybrid: true,
     linears: { ssm_in: { kind: 'sign-col', act: 'none' }, ssm_out: { kind: 'sign-col', act: 'none' } } },
 ];
 
