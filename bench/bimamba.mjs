@@ -8,7 +8,10 @@
 // One JSON line per figure. The synthetic file (LLaMA-2's vocabulary from .cache/test-data, as `bitllm synth`)
 // is written once to .cache/bench (about 200 MB, ~1 min).
 //   npm run build && node bench/bimamba.mjs [--threads 2] [--isa avx512] [--decode 32] [--ctx 64,4096] [--reps 2]
-//                                           [--streams 1,4,8] [--no-engine]
+//                                           [--streams 1,4,8] [--no-engine] [--compare FILE,FILE,...] [--head f16|q8|q4]
+// --head: the embedding/head type (default f16, exact; the families table of README uses q8).
+// --compare: only the product path's decode tok/s after a 64-token prompt for each file (e.g. the Bi-Mamba, hybrid
+// and FP Mamba-2 files `bitllm synth --shape 780m` writes), files alternated rep by rep in one process.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
@@ -40,15 +43,35 @@ if (!existsSync(file)) {
   }));
   console.error(`wrote ${file.pathname} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }
+const prompt = (n, seed) => Array.from({ length: n }, (_, i) => 100 + ((i * 7919 + seed * 104729) % 31000));
+const headType = option(argv, '--head', 'f16');
+const compare = option(argv, '--compare', undefined);
+if (compare) {
+  const files = compare.split(',');
+  const runs = new Map(files.map((f) => [f, []]));
+  for (let r = 0; r < reps; r++)
+    for (const f of r % 2 ? [...files].reverse() : files) {
+      const model = await loadModel(f, { threads, ...(isa && { isa }), headType, sequences: 1, contextSize: 64 + decodeN + 16 });
+      for await (const _ of model.generate(prompt(8, 99), { maxTokens: 4, temperature: 0, ignoreEog: true }));
+      let first = 0;
+      let n = 0;
+      for await (const _ of model.generate(prompt(64, r + 3), { maxTokens: decodeN + 1, temperature: 0, ignoreEog: true })) if (n++ === 0) first = performance.now();
+      runs.get(f).push(decodeN / ((performance.now() - first) / 1000));
+      await model.close();
+    }
+  const base = Math.max(...runs.get(files[0]));
+  for (const f of files)
+    console.log(JSON.stringify({ figure: 'engine decode after 64', file: f, tokPerS: +Math.max(...runs.get(f)).toFixed(2), runs: runs.get(f).map((v) => +v.toFixed(2)), vsFirst: +(Math.max(...runs.get(f)) / base).toFixed(3) }));
+  process.exit(0);
+}
 const gguf = readGguf(file.pathname);
 const cfg = mamba2ConfigFromGguf(gguf);
 const ctx = new KernelContext({ threads, ...(isa && { isa }) });
 const t0 = performance.now();
-const exec = new Mamba2Exec(ctx, cfg, gguf);
+const exec = new Mamba2Exec(ctx, cfg, gguf, { headType });
 const info = ctx.info();
-console.log(JSON.stringify({ model: 'bi-mamba 780M shape (synthetic)', isa: info.isa, threads: info.threads, loadMs: Math.round(performance.now() - t0), stateMiB: +(exec.stateBytes() / 2 ** 20).toFixed(1) }));
+console.log(JSON.stringify({ model: 'bi-mamba 780M shape (synthetic)', isa: info.isa, threads: info.threads, headType, loadMs: Math.round(performance.now() - t0), stateMiB: +(exec.stateBytes() / 2 ** 20).toFixed(1) }));
 
-const prompt = (n, seed) => Array.from({ length: n }, (_, i) => 100 + ((i * 7919 + seed * 104729) % 31000));
 const argmax = (l) => {
   let b = 0;
   for (let i = 1; i < l.length; i++) if (l[i] > l[b]) b = i;
@@ -96,7 +119,7 @@ console.log(JSON.stringify({ figure: 'prefill 512', chunkedMs: Math.round(cm), t
 if (!argv.includes('--no-engine')) {
   const streams = option(argv, '--streams', '1,4,8').split(',').map(Number);
   const maxN = Math.max(...streams);
-  const model = await loadModel(file.pathname, { threads, ...(isa && { isa }), sequences: maxN, contextSize: Math.max(...contexts) + decodeN + 16 });
+  const model = await loadModel(file.pathname, { threads, ...(isa && { isa }), headType, sequences: maxN, contextSize: Math.max(...contexts) + decodeN + 16 });
   const gen = async (ids, n) => {
     let c = 0;
     let tFirst = 0;

@@ -97,6 +97,26 @@ describe.each([['bi-mamba', 3], ['mamba2', 5], ['bi-mamba-hybrid', 9]] as const)
     expect(relErr(await logitsOf(model, tokens), ref)).toBeLessThan(2e-5);
   });
 
+  it('headType q8 / q4: the embedding and head quantized (int8 activations into the head), logits near the F16 ones', async () => {
+    const tokens = ids(12, 40);
+    const exact = await logitsOf(model, tokens);
+    let maxAbs = 0;
+    for (const v of exact) maxAbs = Math.max(maxAbs, Math.abs(v));
+    for (const [headType, tol] of [['q8', 0.02], ['q4', 0.15]] as const) {
+      const q = await loadModel(path, { threads: 2, contextSize: 512, headType });
+      try {
+        expect(q.info.weightBytes).toBeLessThan(model.info.weightBytes);
+        const got = await logitsOf(q, tokens);
+        let d = 0;
+        for (let i = 0; i < got.length; i++) d = Math.max(d, Math.abs(got[i]! - exact[i]!));
+        expect(d / maxAbs, headType).toBeLessThan(tol);
+        expect(d, headType).toBeGreaterThan(0); // it is another head, not the F16 one
+      } finally {
+        await q.close();
+      }
+    }
+  });
+
   it('a sequence gets the same tokens and logits alone and among other sequences (batch invariance)', async () => {
     const prompts = [ids(21, 90), ids(22, 7), ids(23, 140), ids(24, 33)];
     const solo = [];

@@ -119,7 +119,7 @@ function load(): Engine {
     // The Mamba-2 block kind: a fixed-size recurrent state per sequence. The scheduler's token budget counts
     // one context of tokens per sequence (blockTokens = contextSize), so it holds `sequences` states at most.
     const cfg = mamba2ConfigFromGguf(file);
-    const exec = new Mamba2Exec(ctx, cfg, file);
+    const exec = new Mamba2Exec(ctx, cfg, file, { headType: init.headType });
     const mpool = new Mamba2StatePool(exec, { maxSequences: init.sequences, contextSize: init.contextSize });
     pool = mpool;
     native = null;

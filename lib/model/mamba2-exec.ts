@@ -10,9 +10,11 @@
 // end (the scheduler splits prompts at those multiples) and never on what else is in the batch.
 import type { GgufFile } from '../format/gguf.js';
 import { type BinaryLutMatrix, binaryLutGemm, packBinaryLut } from '../kernels/binary-lut.js';
-import { type KernelContext, WeightArena } from '../kernels/context.js';
+import { type KernelContext, WeightArena, weightBytes } from '../kernels/context.js';
 import { b1lBytes } from '../reference/binary-lut.js';
-import { type F16Matrix, f16Gemm, f16GetRows } from '../kernels/dense.js';
+import { type F16Matrix, f16Gemm, f16GetRows, q4Gemm, q4GetRows, q8Gemm, q8GetRows, repackQ4, repackQ8 } from '../kernels/dense.js';
+import { quantizeActivationsI8 } from '../kernels/ternary.js';
+import type { HeadMatrix } from './weights.js';
 import { gatedRmsNorm, mamba2Conv, ssdChunked, ssdRecurrent } from '../kernels/mamba2.js';
 import { type KvCacheShape, attentionF16, kvStoreF16, rmsnorm, ropeNeox } from '../kernels/ops.js';
 import { binding } from '../native.js';
@@ -81,19 +83,23 @@ type Scratch = Record<'u' | 'bias' | 'h' | 'proj' | 'z' | 'xBC' | 'dt' | 'conv' 
 
 export class Mamba2Exec {
   private readonly layers: Array<LayerExec | AttnExec>;
-  private readonly embd: F16Matrix;
-  private readonly head: F16Matrix;
+  private readonly embd: HeadMatrix;
+  private readonly head: HeadMatrix;
   private readonly outputNorm: Float32Array;
   /** Bytes of weights read per token (projections, head; what decode streams). */
   readonly weightBytes: number;
 
-  constructor(private readonly ctx: KernelContext, readonly cfg: Mamba2Config, file: GgufFile) {
+  /**
+   * `headType`: the embedding and head as F16 (default, exact), or Q8R16 / Q4R16 with int8 activations (loadModel's
+   * headType, as the attention rows take it): the head is the largest weight decode reads at a 32k vocabulary.
+   */
+  constructor(private readonly ctx: KernelContext, readonly cfg: Mamba2Config, file: GgufFile, opts: { headType?: 'f16' | 'q8' | 'q4' } = {}) {
     const w = loadMamba2Weights(file, cfg);
     // Every projection and the head in one weight arena (2 MiB-aligned, huge pages, as the attention loader
     // places weights): decode streams them with far fewer TLB misses.
     const all = w.layers.flatMap((L) => (isAttnLayer(L) ? [L.wq, L.wk, L.wv, L.wo] : [L.inProj, L.outProj]));
     let need = all.reduce((n, l) => n + WeightArena.slot(isFbi(l) ? b1lBytes(l.M, l.K) : 2 * l.M * l.K), 0);
-    need += WeightArena.slot(2 * cfg.nVocab * cfg.dModel) * (w.output ? 2 : 1);
+    if ((opts.headType ?? 'f16') === 'f16') need += WeightArena.slot(2 * cfg.nVocab * cfg.dModel) * (w.output ? 2 : 1);
     const arena = new WeightArena(need);
     const halfIn = (n: number) => {
       const b = arena.alloc(2 * n);
@@ -116,15 +122,18 @@ export class Mamba2Exec {
         kind: 'mamba2', norm: L.norm, inProj: linear(L.inProj), outProj: linear(L.outProj), convWeight: L.convWeight, convBias: L.convBias,
         ssm: { dtBias: L.dtBias, ALog: Float32Array.from(L.ALog), D: L.D }, normWeight: L.normWeight,
       }));
-    const half = (v: Float32Array) => {
-      const data = halfIn(v.length);
+    const headType = opts.headType ?? 'f16';
+    const half = (v: Float32Array, name: string): HeadMatrix => {
+      const data = headType === 'f16' ? halfIn(v.length) : new Uint16Array(v.length);
       for (let i = 0; i < data.length; i++) data[i] = floatToHalf(v[i]!);
-      return { data, M: cfg.nVocab, K: cfg.dModel };
+      if (headType === 'q8') return { kind: 'q8', m: repackQ8(ctx, 'f16', data, cfg.nVocab, cfg.dModel, name, weightBytes) };
+      if (headType === 'q4') return { kind: 'q4', m: repackQ4(ctx, 'f16', data, cfg.nVocab, cfg.dModel, name, weightBytes) };
+      return { kind: 'f16', m: { data, M: cfg.nVocab, K: cfg.dModel } };
     };
-    this.embd = half(w.embd);
-    this.head = w.output ? half(w.output) : this.embd;
+    this.embd = half(w.embd, 'token_embd.weight');
+    this.head = w.output ? half(w.output, 'output.weight') : this.embd;
     this.outputNorm = w.outputNorm;
-    this.weightBytes = bytes + 2 * cfg.nVocab * cfg.dModel;
+    this.weightBytes = bytes + this.head.m.data.byteLength;
   }
 
   private scratch: Scratch | undefined;
@@ -199,7 +208,8 @@ export class Mamba2Exec {
     const Cd = mamba2ConvDim(c);
     const G = c.nGroups * c.dState;
     const H = c.nHeads;
-    const res = f16GetRows(ctx, this.embd, tokens);
+    const e = this.embd;
+    const res = e.kind === 'f16' ? f16GetRows(ctx, e.m, tokens) : e.kind === 'q8' ? q8GetRows(ctx, e.m, tokens) : q4GetRows(ctx, e.m, tokens);
     const sc = this.scratchFor(N);
     const view = (a: Float32Array, w: number) => a.subarray(0, N * w);
     const h = view(sc.h, d);
@@ -300,6 +310,10 @@ export class Mamba2Exec {
     const last = new Float32Array(n * d);
     for (let i = 0; i < n; i++) last.set(res.subarray(outRows[i]! * d, (outRows[i]! + 1) * d), i * d);
     const logits = into && into.length >= n * c.nVocab ? into.subarray(0, n * c.nVocab) : undefined;
-    return f16Gemm(ctx, this.head, rmsnorm(ctx, last, this.outputNorm, n, d, c.eps), n, logits);
+    const xn = rmsnorm(ctx, last, this.outputNorm, n, d, c.eps);
+    const hm = this.head;
+    if (hm.kind === 'f16') return f16Gemm(ctx, hm.m, xn, n, logits);
+    const a = quantizeActivationsI8(ctx, xn, n, d);
+    return hm.kind === 'q8' ? q8Gemm(ctx, hm.m, a, logits) : q4Gemm(ctx, hm.m, a, logits);
   }
 }
