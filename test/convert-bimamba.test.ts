@@ -281,6 +281,9 @@ describe('bitllm convert: Bi-Mamba checkpoints', () => {
       /'backbone\.layers\.1\.mixer\.conv1d\.weight' has shape \[4, 1, 320\]/);
     const nanALog = Float32Array.of(0.5, NaN, 1, 2);
     rejects(conv(writeFolder(fx.config, replaced('backbone.layers.0.mixer.A_log', { data: nanALog }), 'safetensors')), /'backbone\.layers\.0\.mixer\.A_log' element 1 is NaN/);
+    const outW = fx.hf.find((t) => t.name === 'backbone.layers.1.mixer.out_proj.weight')!;
+    rejects(conv(writeFolder(fx.config, replaced('backbone.layers.1.mixer.out_proj.weight', { data: new Float32Array(outW.shape.reduce((a, b) => a * b, 1)) }), 'safetensors')),
+      /linear tensor 'backbone\.layers\.1\.mixer\.out_proj\.weight' is entirely zero/);
     rejects(conv(writeFolder(upstreamConfig({ d_intermediate: 512 }), fx.hf, 'safetensors')), /'d_intermediate' = 512/);
     rejects(conv(writeFolder(upstreamConfig({}, { norm_before_gate: true }), fx.hf, 'safetensors')), /'ssm_cfg\.norm_before_gate' = true/);
     rejects(conv(writeFolder(upstreamConfig({ n_layer: 1 }), fx.hf, 'safetensors')), /'backbone\.layers\.1\..*beyond config\.json's n_layer 1/);

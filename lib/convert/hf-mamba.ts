@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { ModelFormatError } from '../errors.js';
 import { floatToHalf } from '../reference/numeric.js';
 import { type ExportType, type Mamba2TrainedConfig, type WrittenModel, exportGguf } from './export.js';
-import { type CheckpointTensor, type ConvertFindings, tensorFloats } from './hf.js';
+import { type CheckpointTensor, type ConvertFindings, latentSigns, tensorFloats } from './hf.js';
 import { checkpointTokenizer } from './hf-tokenizer.js';
 import { type SafeTensor, type SafetensorsFile } from './safetensors.js';
 
@@ -140,15 +140,8 @@ class BiMambaSource {
 
   private signs(name: string, M: number, K: number, what: string): Int8Array {
     const t = this.hf(name, [M, K], what);
-    const w = tensorFloats(t);
-    const signs = new Int8Array(w.length);
-    let zeros = 0;
-    for (let i = 0; i < w.length; i++) {
-      if (Number.isNaN(w[i]!)) throw new ModelFormatError(`${t.file}: tensor '${name}' element ${i} is NaN`);
-      if (w[i] === 0) zeros++;
-      signs[i] = w[i]! >= 0 ? 1 : -1;
-    }
-    if (zeros) { this.findings.zeroLatentWeights += zeros; this.findings.zeroLatentTensors[name] = zeros; }
+    const { signs, zeros } = latentSigns(t, name, this.findings);
+    if (zeros === signs.length) throw new ModelFormatError(`${t.file}: linear tensor '${name}' is entirely zero: not a trained checkpoint (a failed save or upload?)`);
     return signs;
   }
 

@@ -182,6 +182,26 @@ const HF_PROJ: Readonly<Record<string, string>> = {
 };
 
 /** What the conversion found that a user should know. */
+/**
+ * Latent float weights → signs (≥ 0 → +1: upstream torch.sign(0) = 0, which a sign bit cannot hold), NaN refused
+ * naming the element, exact zeros counted into `findings` under `name`. Returns the signs and the zero count.
+ */
+export function latentSigns(t: CheckpointTensor, name: string, findings: ConvertFindings): { signs: Int8Array; zeros: number } {
+  const w = tensorFloats(t);
+  const signs = new Int8Array(w.length);
+  let zeros = 0;
+  for (let i = 0; i < w.length; i++) {
+    if (Number.isNaN(w[i]!)) throw new ModelFormatError(`${t.file}: tensor '${name}' element ${i} is NaN`);
+    if (w[i] === 0) zeros++;
+    signs[i] = w[i]! >= 0 ? 1 : -1;
+  }
+  if (zeros) {
+    findings.zeroLatentWeights += zeros;
+    findings.zeroLatentTensors[name] = zeros;
+  }
+  return { signs, zeros };
+}
+
 export interface ConvertFindings {
   /** FBI-LLM: latent weights exactly 0 (torch.sign(0) = 0 upstream; stored here as +1), total and per tensor. */
   zeroLatentWeights: number;
@@ -339,16 +359,8 @@ class CheckpointSource {
       }
       case 'fbi-llm': {
         const t = this.hf(wname, [M, K]);
-        const w = tensorFloats(t);
-        if (w.every((x) => x === 0)) this.zeroError(wname, t.file);
-        const signs = new Int8Array(w.length);
-        let zeros = 0;
-        for (let i = 0; i < w.length; i++) {
-          if (Number.isNaN(w[i]!)) throw new ModelFormatError(`${t.file}: tensor '${wname}' element ${i} is NaN`);
-          if (w[i] === 0) zeros++;
-          signs[i] = w[i]! >= 0 ? 1 : -1;
-        }
-        if (zeros) { this.findings.zeroLatentWeights += zeros; this.findings.zeroLatentTensors[wname] = zeros; }
+        const { signs, zeros } = latentSigns(t, wname, this.findings);
+        if (zeros === signs.length) this.zeroError(wname, t.file);
         out.set(`${base}weight`, st(`${base}weight`, 'I8', [M, K], signs));
         out.set(`${base}alpha`, st(`${base}alpha`, 'F32', [K], this.vector(`${hfBase}wscale`, K)));
         out.set(`${base}beta`, st(`${base}beta`, 'F32', [K], this.vector(`${hfBase}wbias`, K)));
