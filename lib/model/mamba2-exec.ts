@@ -78,7 +78,7 @@ export interface Mamba2ForwardOptions {
 /** The default scan chunk (rows): the alignment the scheduler splits recurrent prompts at. */
 export const MAMBA2_CHUNK = 64;
 
-type Scratch = Record<'u' | 'bias' | 'h' | 'proj' | 'z' | 'xBC' | 'dt' | 'conv' | 'x' | 'B' | 'C' | 'y' | 'yn' | 'out' | 'q' | 'k' | 'v' | 'att', Float32Array>
+type Scratch = Record<'res' | 'last' | 'u' | 'bias' | 'h' | 'proj' | 'z' | 'xBC' | 'dt' | 'conv' | 'x' | 'B' | 'C' | 'y' | 'yn' | 'out' | 'q' | 'k' | 'v' | 'att', Float32Array>
   & { pos: Int32Array };
 
 export class Mamba2Exec {
@@ -145,7 +145,7 @@ export class Mamba2Exec {
       const G = c.nGroups * c.dState;
       const f = (n: number) => new Float32Array(T * n);
       this.scratch = {
-        u: f(Math.max(c.dModel, c.dInner)), bias: f(1), h: f(c.dModel), proj: f(mamba2InProjDim(c)), z: f(c.dInner), xBC: f(mamba2ConvDim(c)),
+        res: f(c.dModel), last: f(c.dModel), u: f(Math.max(c.dModel, c.dInner)), bias: f(1), h: f(c.dModel), proj: f(mamba2InProjDim(c)), z: f(c.dInner), xBC: f(mamba2ConvDim(c)),
         dt: f(c.nHeads), conv: f(mamba2ConvDim(c)), x: f(c.dInner), B: f(G), C: f(G), y: f(c.dInner), yn: f(c.dInner), out: f(c.dModel),
         q: f(c.attn ? c.dModel : 0), k: f(c.attn ? c.attn.nHeadKv * c.attn.headDim : 0), v: f(c.attn ? c.attn.nHeadKv * c.attn.headDim : 0),
         att: f(c.attn ? c.dModel : 0), pos: new Int32Array(T),
@@ -209,9 +209,13 @@ export class Mamba2Exec {
     const G = c.nGroups * c.dState;
     const H = c.nHeads;
     const e = this.embd;
-    const res = e.kind === 'f16' ? f16GetRows(ctx, e.m, tokens) : e.kind === 'q8' ? q8GetRows(ctx, e.m, tokens) : q4GetRows(ctx, e.m, tokens);
     const sc = this.scratchFor(N);
     const view = (a: Float32Array, w: number) => a.subarray(0, N * w);
+    // The residual stream, fp32, in the kept scratch (no allocation per step).
+    const res = view(sc.res, d);
+    if (e.kind === 'f16') f16GetRows(ctx, e.m, tokens, res);
+    else if (e.kind === 'q8') q8GetRows(ctx, e.m, tokens, res);
+    else q4GetRows(ctx, e.m, tokens, res);
     const h = view(sc.h, d);
     const proj = view(sc.proj, F);
     const z = view(sc.z, c.dInner);
@@ -307,7 +311,7 @@ export class Mamba2Exec {
     for (const s of segments) s.state.length += s.rows;
     const n = outRows.length;
     if (n === 0) return into ? into.subarray(0, 0) : new Float32Array(0);
-    const last = new Float32Array(n * d);
+    const last = sc.last.subarray(0, n * d);
     for (let i = 0; i < n; i++) last.set(res.subarray(outRows[i]! * d, (outRows[i]! + 1) * d), i * d);
     const logits = into && into.length >= n * c.nVocab ? into.subarray(0, n * c.nVocab) : undefined;
     const xn = rmsnorm(ctx, last, this.outputNorm, n, d, c.eps);
