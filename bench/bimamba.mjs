@@ -3,6 +3,8 @@
 //   - decode tok/s after a context of 64 and of 4,096 tokens (the issue: within 10 %; the state is constant in
 //     the sequence length, so is the cost);
 //   - a 512-token prompt by the chunked scan vs token by token (the decode path over the prompt);
+//   - the one-call native forward over the native state pool vs its op-by-op twin over JS states (decode, and a
+//     512-token prompt in one step);
 //   - through the product path (loadModel: worker, step scheduler, recurrent state pool): decode tok/s after 64
 //     and 4,096 tokens, and the aggregate tok/s of 1, 4 and 8 concurrent streams (prompt 64, --decode tokens).
 // One JSON line per figure. The synthetic file (LLaMA-2's vocabulary from .cache/test-data, as `bitllm synth`)
@@ -18,6 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { readGguf } from '../dist/format/gguf.js';
 import { KernelContext, cpuInfo } from '../dist/kernels/context.js';
 import { Mamba2Exec } from '../dist/model/mamba2-exec.js';
+import { Mamba2StatePool } from '../dist/model/mamba2-pool.js';
 import { mamba2ConfigFromGguf, synthMamba2Gguf } from '../dist/model/mamba2.js';
 import { loadModel } from '../dist/index.js';
 import { option } from './common.mjs';
@@ -114,6 +117,42 @@ for (let r = 0; r < reps; r++) {
 const cm = Math.min(...chunked);
 const bm = Math.min(...byToken);
 console.log(JSON.stringify({ figure: 'prefill 512', chunkedMs: Math.round(cm), tokenByTokenMs: Math.round(bm), speedup: +(bm / cm).toFixed(2) }));
+
+// The one-call native forward over the native state pool (what loadModel runs) vs its op-by-op twin over JS
+// states (~12 N-API calls per layer): a 512-token prompt in one step, then decode; modes alternated rep by rep.
+{
+  const modes = ['native', 'ops'];
+  const res = new Map(modes.map((k) => [k, { prefill: [], decode: [] }]));
+  for (let r = 0; r < reps; r++)
+    for (const mode of r % 2 ? [...modes].reverse() : modes) {
+      const pool = new Mamba2StatePool(exec, { maxSequences: 1, contextSize: 512 + decodeN + 1, native: mode === 'native' });
+      const s = pool.create();
+      let t = performance.now();
+      let l = pool.forwardBatch(p512.map((token, pos) => ({ token, seq: s, pos, logits: pos === 511 })));
+      res.get(mode).prefill.push(performance.now() - t);
+      t = performance.now();
+      for (let i = 0; i < decodeN; i++) l = pool.forwardBatch([{ token: argmax(l), seq: s, pos: 512 + i, logits: true }]);
+      res.get(mode).decode.push(decodeN / ((performance.now() - t) / 1000));
+    }
+  const nat = res.get('native');
+  const ops = res.get('ops');
+  // The same 512-token prompt token by token (the recurrence, one step per token) through the native path.
+  const byTok = [];
+  for (let r = 0; r < reps; r++) {
+    const pool = new Mamba2StatePool(exec, { maxSequences: 1, contextSize: 513, native: true });
+    const s = pool.create();
+    const t = performance.now();
+    p512.forEach((token, pos) => pool.forwardBatch([{ token, seq: s, pos, logits: pos === 511 }]));
+    byTok.push(performance.now() - t);
+  }
+  console.log(JSON.stringify({ figure: 'prefill 512 (native)', chunkedMs: Math.round(Math.min(...nat.prefill)), tokenByTokenMs: Math.round(Math.min(...byTok)), speedup: +(Math.min(...byTok) / Math.min(...nat.prefill)).toFixed(2) }));
+  console.log(JSON.stringify({
+    figure: 'native one-call vs op by op', decodeTokPerS: { native: +best(nat.decode).toFixed(2), ops: +best(ops.decode).toFixed(2) },
+    decodeRatio: +(best(nat.decode) / best(ops.decode)).toFixed(3),
+    prefill512Ms: { native: Math.round(Math.min(...nat.prefill)), ops: Math.round(Math.min(...ops.prefill)) },
+    prefillRatio: +(Math.min(...ops.prefill) / Math.min(...nat.prefill)).toFixed(3),
+  }));
+}
 
 // The product path: loadModel (worker + scheduler + Mamba2StatePool), greedy past EOG.
 if (!argv.includes('--no-engine')) {

@@ -238,8 +238,11 @@ describe('Mamba2StatePool and the recurrent scheduler rules', () => {
   const cfg = mamba2ConfigFromGguf(file);
   const exec = new Mamba2Exec(new KernelContext({ threads: 1 }), cfg, file);
 
-  it('holds a fixed number of states, forks copy the whole state, truncate keeps all or nothing, rows are checked first', () => {
-    const pool = new Mamba2StatePool(exec, { maxSequences: 2, contextSize: 64 });
+  for (const native of [true, false]) {
+  const kind = native ? 'native pool' : 'JS twin';
+  it(`holds a fixed number of states, forks copy the whole state, truncate keeps all or nothing, rows are checked first (${kind})`, () => {
+    const pool = new Mamba2StatePool(exec, { maxSequences: 2, contextSize: 64, native });
+    expect(pool.isNative).toBe(native);
     const a = pool.create();
     const la = pool.forwardBatch(Array.from({ length: 10 }, (_, i) => ({ token: 5 + i, seq: a, pos: i, logits: i === 9 })));
     const b = pool.fork(a);
@@ -264,8 +267,8 @@ describe('Mamba2StatePool and the recurrent scheduler rules', () => {
     expect(() => pool.length(b)).toThrow(/does not exist/);
   });
 
-  it('interleaved rows of two sequences give each its solo logits', () => {
-    const pool = new Mamba2StatePool(exec, { maxSequences: 4, contextSize: 256 });
+  it(`interleaved rows of two sequences give each its solo logits (${kind})`, () => {
+    const pool = new Mamba2StatePool(exec, { maxSequences: 4, contextSize: 256, native });
     const t1 = ids(41, 70);
     const t2 = ids(42, 9);
     const solo = (t: number[]) => {
@@ -293,6 +296,25 @@ describe('Mamba2StatePool and the recurrent scheduler rules', () => {
     expect(pick(s1)).toEqual(Array.from(l1));
     expect(pick(s2)).toEqual(Array.from(l2));
   });
+  }
+
+  it('the native pool rejects a pool of another model and bad arguments with typed errors', () => {
+    const other = new Mamba2Exec(new KernelContext({ threads: 1 }), cfg, file);
+    const pool = new Mamba2StatePool(other, { maxSequences: 1, contextSize: 8 });
+    const s = pool.create();
+    const handle = (pool as unknown as { handle: object }).handle;
+    const row = (n: number) => [Int32Array.of(1), Int32Array.of(s), Int32Array.of(0), Int32Array.of(0), new Float32Array(n)] as const;
+    expect(() => pool.forwardBatch([{ token: 1, seq: s, pos: 3 }])).toThrow(SequenceError);
+    expect(() => pool.forwardBatch([{ token: 1, seq: s + 1, pos: 0 }])).toThrow(/does not exist/);
+    expect(() => pool.forwardBatch([{ token: 1, seq: s, pos: 0 }, { token: 1, seq: s, pos: 1 }, { token: 1, seq: s, pos: 2 }, ...Array.from({ length: 6 }, (_, i) => ({ token: 1, seq: s, pos: 3 + i }))])).toThrow(ContextOverflowError);
+    expect(() => exec.forwardNative(handle as never, ...row(cfg.nVocab))).toThrow(/pool was made for another model/);
+    expect(() => exec.forwardNative({} as never, ...row(cfg.nVocab))).toThrow(/pool must be a Mamba2PoolNative/);
+    expect(() => other.forwardNative(handle as never, Int32Array.of(1), Int32Array.of(s), Int32Array.of(0), Int32Array.of(1), new Float32Array(cfg.nVocab))).toThrow(/outRows/);
+    expect(() => other.forwardNative(handle as never, Int32Array.of(1), Int32Array.of(s), Int32Array.of(0), Int32Array.of(0), new Float32Array(cfg.nVocab), 999)).toThrow(/chunk/);
+    expect(pool.length(s)).toBe(0);
+    expect(() => pool.fork(s)).toThrow(KvPoolFullError);
+    expect(() => pool.truncate(s, 3)).toThrow(SequenceError);
+  });
 
   it('prompt chunks of a recurrent model end at multiples of the scan chunk or at the prompt end', () => {
     expect(alignedChunk(0, 128, 150, 64)).toBe(128);
@@ -302,4 +324,56 @@ describe('Mamba2StatePool and the recurrent scheduler rules', () => {
     expect(alignedChunk(10, 200, 300, 64)).toBe(182);
     expect(alignedChunk(64, 16, 70, 64)).toBe(6);
   });
+});
+
+describe('the one-call native Mamba-2 forward and native state pool equal the op-by-op twin bit for bit', () => {
+  for (const variant of ['bi-mamba', 'mamba2', 'bi-mamba-hybrid'] as const) {
+    for (const headType of ['f16', 'q8'] as const) {
+      it(`${variant}, ${headType} head: prefill across chunk boundaries, interleaved decode, forks, a cleared state`, () => {
+        const file = parseGguf(synth(variant, 11), 'twin.gguf');
+        const cfg = mamba2ConfigFromGguf(file);
+        const exec = new Mamba2Exec(new KernelContext({ threads: 2 }), cfg, file, { headType });
+        const pools = [true, false].map((native) => new Mamba2StatePool(exec, { maxSequences: 4, contextSize: 300, native }));
+        const steps: Array<(p: Mamba2StatePool, ids: number[]) => Float32Array> = [];
+        const a = ids(71, 150);
+        const b = ids(72, 70);
+        // a: 70 then 80 prompt rows (the second crosses 64 and 128); b: 70 rows with logits at every row.
+        steps.push((p, [sa]) => p.forwardBatch(a.slice(0, 70).map((token, pos) => ({ token, seq: sa!, pos, logits: pos === 69 }))));
+        steps.push((p, [sa, sb]) => p.forwardBatch([
+          ...b.map((token, pos) => ({ token, seq: sb!, pos, logits: true })),
+          ...a.slice(70).map((token, i) => ({ token, seq: sa!, pos: 70 + i, logits: i % 7 === 0 })),
+        ]));
+        // Interleaved decode of both, b first, then a fork of a continuing beside its source.
+        for (let k = 0; k < 3; k++)
+          steps.push((p, [sa, sb]) => p.forwardBatch([
+            { token: 100 + k, seq: sb!, pos: 70 + k, logits: true }, { token: 200 + k, seq: sa!, pos: 150 + k, logits: true },
+          ]));
+        steps.push((p, [sa, , sc]) => p.forwardBatch([
+          { token: 9, seq: sc!, pos: 153, logits: true }, { token: 9, seq: sa!, pos: 153, logits: true },
+        ]));
+        // b cleared (truncate to 0) and run again from the start beside a.
+        steps.push((p, [sa, sb]) => p.forwardBatch([
+          ...a.slice(0, 40).map((token, pos) => ({ token, seq: sb!, pos, logits: pos === 39 })),
+          { token: 10, seq: sa!, pos: 154, logits: true },
+        ]));
+        const run = (p: Mamba2StatePool) => {
+          const seqs = [p.create(), p.create()];
+          const out: number[][] = [];
+          steps.forEach((step, i) => {
+            if (i === 5) seqs[2] = p.fork(seqs[0]!);
+            if (i === 6) p.truncate(seqs[1]!, 0);
+            out.push(Array.from(step(p, seqs)));
+          });
+          return { out, stats: p.stats() };
+        };
+        const [nat, js] = pools.map(run);
+        expect(nat!.out.length).toBe(js!.out.length);
+        nat!.out.forEach((l, i) => {
+          expect(l.every(Number.isFinite)).toBe(true);
+          expect(l, `step ${i}`).toEqual(js!.out[i]);
+        });
+        expect(nat!.stats).toMatchObject({ sequences: 3, blocksUsed: 3, tokensHeld: js!.stats.tokensHeld, blockBytes: js!.stats.blockBytes });
+      });
+    }
+  }
 });

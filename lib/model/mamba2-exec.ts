@@ -17,10 +17,17 @@ import { quantizeActivationsI8 } from '../kernels/ternary.js';
 import type { HeadMatrix } from './weights.js';
 import { gatedRmsNorm, mamba2Conv, ssdChunked, ssdRecurrent } from '../kernels/mamba2.js';
 import { type KvCacheShape, attentionF16, kvStoreF16, rmsnorm, ropeNeox } from '../kernels/ops.js';
-import { binding } from '../native.js';
+import { NativeError } from '../errors.js';
+import { binding, loadNative } from '../native.js';
 import { floatToHalf } from '../reference/numeric.js';
 import { mamba2ConvDim, mamba2InProjDim } from '../reference/mamba2.js';
 import { type Mamba2Config, type Mamba2Linear, isAttnLayer, isFbi, loadMamba2Weights } from './mamba2.js';
+import type { StatePoolHandle } from './state.js';
+
+interface Mamba2NativeHandle {
+  forwardBatch(ctx: unknown, pool: unknown, tokens: Int32Array, seq: Int32Array, pos: Int32Array, outRows: Int32Array,
+    logits: Float32Array, chunk: number): void;
+}
 
 type PrepFn = (ctx: unknown, x: Float32Array, B: number, K: number, colScale: Float32Array | null, colBias: Float32Array | null,
   xs: Float32Array, tokBias: Float32Array | null) => void;
@@ -93,7 +100,10 @@ export class Mamba2Exec {
    * `headType`: the embedding and head as F16 (default, exact), or Q8R16 / Q4R16 with int8 activations (loadModel's
    * headType, as the attention rows take it): the head is the largest weight decode reads at a 32k vocabulary.
    */
-  constructor(private readonly ctx: KernelContext, readonly cfg: Mamba2Config, file: GgufFile, opts: { headType?: 'f16' | 'q8' | 'q4' } = {}) {
+  /** The one-call native forward over the same weights (native/runtime/mamba2_exec.h), or null (`native: false`). */
+  readonly native: Mamba2NativeHandle | null;
+
+  constructor(private readonly ctx: KernelContext, readonly cfg: Mamba2Config, file: GgufFile, opts: { headType?: 'f16' | 'q8' | 'q4'; native?: boolean } = {}) {
     const w = loadMamba2Weights(file, cfg);
     // Every projection and the head in one weight arena (2 MiB-aligned, huge pages, as the attention loader
     // places weights): decode streams them with far fewer TLB misses.
@@ -134,6 +144,48 @@ export class Mamba2Exec {
     this.head = w.output ? half(w.output, 'output.weight') : this.embd;
     this.outputNorm = w.outputNorm;
     this.weightBytes = bytes + this.head.m.data.byteLength;
+    this.native = opts.native === false ? null : this.nativeHandle();
+  }
+
+  /** The native mirror of this model: the spec native/addon/mamba2_model.cpp reads (one linear spec per projection). */
+  private nativeHandle(): Mamba2NativeHandle {
+    const Ctor = loadNative().Mamba2ModelNative as (new (spec: object) => Mamba2NativeHandle) | undefined;
+    if (typeof Ctor !== 'function') throw new NativeError('bitllm: the native addon has no Mamba2ModelNative class');
+    const c = this.cfg;
+    const lin = (p: LinearExec) => (p.kind === 'fbi'
+      ? { weights: 'b1l64', quant: 'none', M: p.w.M, K: p.w.K, bits: p.w.bits, colScale: p.alpha, colBias: p.beta, topkRatio: 1, lnEps: 0 }
+      : { weights: 'f16', quant: 'none', M: p.w.M, K: p.w.K, data: p.w.data, topkRatio: 1, lnEps: 0 });
+    const dense = (h: HeadMatrix) => ({ kind: h.kind, data: h.m.data, M: h.m.M, K: h.m.K });
+    return new Ctor({
+      dModel: c.dModel, dInner: c.dInner, nHeads: c.nHeads, dState: c.dState, nGroups: c.nGroups, dConv: c.dConv, nVocab: c.nVocab,
+      eps: c.eps, normEps: c.normEps, attn: c.attn ?? undefined,
+      layers: this.layers.map((L) => (L.kind === 'attention'
+        ? { kind: 'attention', norm: L.norm, wqkv: [lin(L.wq), lin(L.wk), lin(L.wv)], wo: lin(L.wo) }
+        : {
+          kind: 'mamba2', norm: L.norm, inProj: lin(L.inProj), outProj: lin(L.outProj), convWeight: L.convWeight, convBias: L.convBias,
+          dtBias: L.ssm.dtBias, ALog: L.ssm.ALog, D: L.ssm.D, normWeight: L.normWeight,
+        })),
+      outputNorm: this.outputNorm, embd: dense(this.embd), head: dense(this.head),
+    });
+  }
+
+  /** A native pool of `maxSequences` states for contexts of `contextSize` positions (runtime/recurrent_pool.h). */
+  nativePool(maxSequences: number, contextSize: number): StatePoolHandle {
+    if (!this.native) throw new NativeError('mamba2: this model was built without its native forward (native: false)');
+    const Ctor = loadNative().Mamba2PoolNative as new (model: unknown, maxSequences: number, contextSize: number) => StatePoolHandle;
+    return new Ctor(this.native, maxSequences, contextSize);
+  }
+
+  /**
+   * The batch forward in one native call over a native pool's states: rows (tokens, seq, pos) in any order, the
+   * logits of rows `outRows` (ascending) [n, vocab], written to `into` when it is large enough. The addon checks
+   * every row and admits them into the pool before anything runs.
+   */
+  forwardNative(pool: StatePoolHandle, tokens: Int32Array, seq: Int32Array, pos: Int32Array, outRows: Int32Array, into?: Float32Array, chunk = MAMBA2_CHUNK): Float32Array {
+    const n = outRows.length * this.cfg.nVocab;
+    const logits = into && into.length >= n ? into.subarray(0, n) : new Float32Array(n);
+    this.native!.forwardBatch(this.ctx.handle, pool, tokens, seq, pos, outRows, logits, chunk);
+    return logits;
   }
 
   private scratch: Scratch | undefined;

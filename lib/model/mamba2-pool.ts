@@ -6,16 +6,24 @@
 // length (a no-op) or 0 (a fresh state), and a fork copies the whole state (forks at the end only); the
 // scheduler knows (BatchModel.recurrent) and reuses a prefix only when it is all a sequence holds. A hybrid's
 // sequence also carries f16 KV caches of its attention layers, sized for contextSize positions.
+//
+// By default the pool is native (a RecurrentPool, native/runtime/recurrent_pool.h: the recurrent kind of the
+// native state pool, as KvPool is the attention kind) and a step is one native call (Mamba2Exec.forwardNative,
+// native/runtime/mamba2_exec.h). With `native: false`, or a Mamba2Exec built without its native forward, the
+// same contract runs over JS typed-array states op by op (Mamba2Exec.forwardRows): the twin the tests compare
+// the native path against bit for bit.
 import { KvPoolFullError, SequenceError } from '../errors.js';
 import { ContextOverflowError } from './kv-cache.js';
 import { type Mamba2Exec, type Mamba2Segment, type Mamba2SequenceState } from './mamba2-exec.js';
-import type { BatchRow, SequencePoolStats } from './state.js';
+import { type BatchRow, type SequencePoolStats, type StatePoolHandle, packRows, poolCall } from './state.js';
 
 export interface Mamba2PoolOptions {
   /** Sequences the pool holds at once (each a fixed-size state). */
   maxSequences: number;
   /** The most positions one sequence may hold (the model's context limit for callers; the state does not grow). */
   contextSize: number;
+  /** The native pool and one-call forward (default: when the exec has them); false: JS states, op by op. */
+  native?: boolean;
 }
 
 const isId = (x: unknown): x is number => typeof x === 'number' && Number.isInteger(x) && x >= 0 && x <= 0x7fffffff;
@@ -27,12 +35,21 @@ export class Mamba2StatePool {
   /** States of disposed sequences kept for reuse (trim() drops them). */
   private readonly free: Mamba2SequenceState[] = [];
   private nextId = 1;
+  /** The native pool, or null (JS states). */
+  private readonly handle: StatePoolHandle | null;
 
   constructor(readonly exec: Mamba2Exec, opts: Mamba2PoolOptions) {
     if (!(Number.isInteger(opts.maxSequences) && opts.maxSequences >= 1)) throw new RangeError(`Mamba2StatePool: maxSequences must be an integer >= 1, got ${opts.maxSequences}`);
     if (!(Number.isInteger(opts.contextSize) && opts.contextSize >= 1)) throw new RangeError(`Mamba2StatePool: contextSize must be an integer >= 1, got ${opts.contextSize}`);
     this.maxSequences = opts.maxSequences;
     this.contextSize = opts.contextSize;
+    if (opts.native === true && !exec.native) throw new RangeError('Mamba2StatePool: native: true needs a Mamba2Exec with its native forward');
+    this.handle = opts.native !== false && exec.native ? poolCall(() => exec.nativePool(opts.maxSequences, opts.contextSize)) : null;
+  }
+
+  /** Whether the states are native (one native call per step). */
+  get isNative(): boolean {
+    return this.handle !== null;
   }
 
   private of(id: number): Mamba2SequenceState {
@@ -54,6 +71,7 @@ export class Mamba2StatePool {
 
   /** A new, empty sequence; its id is never reused. */
   create(): number {
+    if (this.handle) return poolCall(() => this.handle!.create());
     const s = this.take();
     const id = this.nextId++;
     this.seqs.set(id, s);
@@ -62,6 +80,7 @@ export class Mamba2StatePool {
 
   /** A new sequence holding all of `src`'s positions (its state copied: a recurrent state forks at its end only). */
   fork(src: number): number {
+    if (this.handle) return poolCall(() => this.handle!.fork(src));
     const from = this.of(src);
     const s = this.take();
     from.conv.forEach((a, l) => s.conv[l]!.set(a));
@@ -78,6 +97,7 @@ export class Mamba2StatePool {
   }
 
   dispose(id: number): void {
+    if (this.handle) return poolCall(() => this.handle!.dispose(id));
     const s = this.of(id);
     this.seqs.delete(id);
     this.free.push(s);
@@ -85,6 +105,7 @@ export class Mamba2StatePool {
 
   /** Keeps positions [0, len): only len = length (nothing to do) or 0 (a fresh state); a recurrent state cannot be cut back. */
   truncate(id: number, len: number): void {
+    if (this.handle) return poolCall(() => this.handle!.truncate(id, len));
     const s = this.of(id);
     if (!(Number.isInteger(len) && len >= 0 && len <= s.length))
       throw new SequenceError(`truncate(${len}): sequence ${id} holds ${s.length} positions`, 'ERR_BAD_POSITION');
@@ -97,11 +118,13 @@ export class Mamba2StatePool {
   }
 
   length(id: number): number {
+    if (this.handle) return poolCall(() => this.handle!.length(id));
     return this.of(id).length;
   }
 
   /** In blocks of one sequence state each (blockTokens: the context size, what one state stands for). */
   stats(): SequencePoolStats {
+    if (this.handle) return this.handle.stats();
     let held = 0;
     for (const s of this.seqs.values()) held += s.length;
     return {
@@ -111,6 +134,7 @@ export class Mamba2StatePool {
   }
 
   trim(): void {
+    this.handle?.trim();
     this.free.length = 0;
   }
 
@@ -121,15 +145,13 @@ export class Mamba2StatePool {
    */
   forwardBatch(rows: readonly BatchRow[], into?: Float32Array): Float32Array {
     const N = rows.length;
-    if (N === 0) throw new SequenceError('forwardBatch: no rows', 'ERR_BAD_ARGUMENT');
     const V = this.exec.cfg.nVocab;
+    const packed = packRows(rows, V);
+    if (this.handle) return poolCall(() => this.exec.forwardNative(this.handle!, packed.tokens, packed.seq, packed.pos, packed.out, into));
     const next = new Map<number, number>();
     const order = new Map<number, number[]>();
     for (let b = 0; b < N; b++) {
       const r = rows[b]!;
-      if (!(Number.isInteger(r.token) && r.token >= 0 && r.token < V))
-        throw new SequenceError(`rows[${b}]: token id ${r.token} is outside the vocabulary [0, ${V})`, 'ERR_BAD_TOKEN');
-      if (!isId(r.seq)) throw new SequenceError(`rows[${b}]: sequence ${r.seq} does not exist`, 'ERR_UNKNOWN_SEQUENCE');
       const s = this.of(r.seq);
       const want = next.get(r.seq) ?? s.length;
       if (r.pos !== want)
@@ -153,8 +175,6 @@ export class Mamba2StatePool {
         at[b] = k++;
       }
     }
-    const out: number[] = [];
-    for (let b = 0; b < N; b++) if (rows[b]!.logits) out.push(at[b]!);
-    return this.exec.forwardRows(tokens, segments, Int32Array.from(out), into);
+    return this.exec.forwardRows(tokens, segments, packed.out.map((b) => at[b]!), into);
   }
 }

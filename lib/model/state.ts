@@ -50,7 +50,8 @@ export interface SequencePoolStats {
 /** Positions per KV block (native/runtime/kv_pool.h kKvBlockTokens). */
 export const KV_BLOCK_TOKENS = 16;
 
-interface KvPoolHandle {
+/** A native sequence-state pool (KvPoolNative, Mamba2PoolNative): the addon's side of the pool contract. */
+export interface StatePoolHandle {
   create(): number;
   fork(id: number): number;
   dispose(id: number): void;
@@ -71,12 +72,40 @@ function typed(e: unknown): unknown {
   return e;
 }
 
-function call<T>(f: () => T): T {
+/** Runs a native pool call, turning the addon's error codes into the typed errors. */
+export function poolCall<T>(f: () => T): T {
   try {
     return f();
   } catch (e) {
     throw typed(e);
   }
+}
+
+/**
+ * A batch's rows as the native forwards take them (tokens, seq, pos; the rows that want logits, ascending),
+ * after the checks every pool kind shares: a row at all, token ids in the vocabulary, ids and positions
+ * that are non-negative integers. (Which positions a sequence may take is the pool's check.)
+ */
+export function packRows(rows: readonly BatchRow[], nVocab: number): { tokens: Int32Array; seq: Int32Array; pos: Int32Array; out: Int32Array } {
+  const B = rows.length;
+  if (B === 0) throw new SequenceError('forwardBatch: no rows', 'ERR_BAD_ARGUMENT');
+  const tokens = new Int32Array(B);
+  const seq = new Int32Array(B);
+  const pos = new Int32Array(B);
+  const out: number[] = [];
+  for (let b = 0; b < B; b++) {
+    const r = rows[b]!;
+    if (!(Number.isInteger(r.token) && r.token >= 0 && r.token < nVocab))
+      throw new SequenceError(`rows[${b}]: token id ${r.token} is outside the vocabulary [0, ${nVocab})`, 'ERR_BAD_TOKEN');
+    if (!isId(r.seq)) throw new SequenceError(`rows[${b}]: sequence ${r.seq} does not exist`, 'ERR_UNKNOWN_SEQUENCE');
+    if (!(Number.isInteger(r.pos) && r.pos >= 0 && r.pos <= 0x7fffffff))
+      throw new SequenceError(`rows[${b}]: position ${r.pos} must be an integer >= 0`, 'ERR_BAD_POSITION');
+    tokens[b] = r.token;
+    seq[b] = r.seq;
+    pos[b] = r.pos;
+    if (r.logits) out.push(b);
+  }
+  return { tokens, seq, pos, out: Int32Array.from(out) };
 }
 
 const isId = (x: unknown): x is number => typeof x === 'number' && Number.isInteger(x) && x >= 0 && x <= 0x7fffffff;
@@ -85,7 +114,7 @@ export class SequencePool {
   readonly kvType: KvType;
   readonly contextSize: number;
   readonly maxTokens: number;
-  private readonly handle: KvPoolHandle | null;
+  private readonly handle: StatePoolHandle | null;
   /** The op-by-op path: one flat cache per sequence. */
   private readonly flat = new Map<number, KvCache>();
   private nextId = 1;
@@ -98,9 +127,9 @@ export class SequencePool {
     this.contextSize = opts.contextSize;
     this.maxTokens = opts.maxTokens;
     if (model.native) {
-      const Ctor = loadNative().KvPoolNative as (new (...a: unknown[]) => KvPoolHandle) | undefined;
+      const Ctor = loadNative().KvPoolNative as (new (...a: unknown[]) => StatePoolHandle) | undefined;
       if (typeof Ctor !== 'function') throw new NativeError('bitllm: the native addon has no KvPoolNative class');
-      this.handle = call(() => new Ctor(this.kvType, cfg.nLayer, cfg.nHeadKv, cfg.headDim, opts.maxTokens, opts.contextSize));
+      this.handle = poolCall(() => new Ctor(this.kvType, cfg.nLayer, cfg.nHeadKv, cfg.headDim, opts.maxTokens, opts.contextSize));
     } else {
       this.handle = null;
       if (this.kvType !== 'f16' && cfg.headDim % 32 !== 0) throw new RangeError(`SequencePool: a ${this.kvType} KV cache needs headDim % 32 == 0`);
@@ -121,7 +150,7 @@ export class SequencePool {
 
   /** A new, empty sequence; its id is never reused. */
   create(): number {
-    if (this.handle) return call(() => this.handle!.create());
+    if (this.handle) return poolCall(() => this.handle!.create());
     const id = this.nextId++;
     const cfg = this.model.cfg;
     this.flat.set(id, new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, this.contextSize, this.kvType));
@@ -130,7 +159,7 @@ export class SequencePool {
 
   /** A new sequence holding the same positions as `src` (natively it shares src's blocks, copy-on-write). */
   fork(src: number): number {
-    if (this.handle) return call(() => this.handle!.fork(src));
+    if (this.handle) return poolCall(() => this.handle!.fork(src));
     const from = this.flatOf(src);
     if (this.flatBlocks(Math.ceil(from.length / KV_BLOCK_TOKENS)) > Math.ceil(this.maxTokens / KV_BLOCK_TOKENS))
       throw new KvPoolFullError('the KV pool is full: a copied fork needs more blocks than are free');
@@ -146,14 +175,14 @@ export class SequencePool {
 
   /** Frees a sequence; its blocks return to the pool. */
   dispose(id: number): void {
-    if (this.handle) return call(() => this.handle!.dispose(id));
+    if (this.handle) return poolCall(() => this.handle!.dispose(id));
     this.flatOf(id);
     this.flat.delete(id);
   }
 
   /** Keeps positions [0, len) of a sequence (len <= its length). */
   truncate(id: number, len: number): void {
-    if (this.handle) return call(() => this.handle!.truncate(id, len));
+    if (this.handle) return poolCall(() => this.handle!.truncate(id, len));
     const kv = this.flatOf(id);
     if (!(Number.isInteger(len) && len >= 0 && len <= kv.length))
       throw new SequenceError(`truncate(${len}): sequence ${id} holds ${kv.length} positions`, 'ERR_BAD_POSITION');
@@ -162,7 +191,7 @@ export class SequencePool {
 
   /** Positions a sequence holds (the next row's position). */
   length(id: number): number {
-    if (this.handle) return call(() => this.handle!.length(id));
+    if (this.handle) return poolCall(() => this.handle!.length(id));
     return this.flatOf(id).length;
   }
 
@@ -196,26 +225,9 @@ export class SequencePool {
    */
   forwardBatch(rows: readonly BatchRow[], into?: Float32Array): Float32Array {
     const B = rows.length;
-    if (B === 0) throw new SequenceError('forwardBatch: no rows', 'ERR_BAD_ARGUMENT');
-    const V = this.model.cfg.nVocab;
-    const tokens = new Int32Array(B);
-    const seq = new Int32Array(B);
-    const pos = new Int32Array(B);
-    const out: number[] = [];
-    for (let b = 0; b < B; b++) {
-      const r = rows[b]!;
-      if (!(Number.isInteger(r.token) && r.token >= 0 && r.token < V))
-        throw new SequenceError(`rows[${b}]: token id ${r.token} is outside the vocabulary [0, ${V})`, 'ERR_BAD_TOKEN');
-      if (!isId(r.seq)) throw new SequenceError(`rows[${b}]: sequence ${r.seq} does not exist`, 'ERR_UNKNOWN_SEQUENCE');
-      if (!(Number.isInteger(r.pos) && r.pos >= 0 && r.pos <= 0x7fffffff))
-        throw new SequenceError(`rows[${b}]: position ${r.pos} must be an integer >= 0`, 'ERR_BAD_POSITION');
-      tokens[b] = r.token;
-      seq[b] = r.seq;
-      pos[b] = r.pos;
-      if (r.logits) out.push(b);
-    }
+    const { tokens, seq, pos, out } = packRows(rows, this.model.cfg.nVocab);
     const model = this.model;
-    if (this.handle) return call(() => model.native!.forwardBatch(this.handle, tokens, seq, pos, Int32Array.from(out), into));
+    if (this.handle) return poolCall(() => model.native!.forwardBatch(this.handle, tokens, seq, pos, out, into));
     // Op by op: the native pool's admission rules over the flat caches.
     const next = new Map<number, number>();
     const caches: KvCache[] = [];
@@ -232,7 +244,7 @@ export class SequencePool {
     let blocks = 0;
     for (const [id, kv] of this.flat) blocks += Math.ceil((next.get(id) ?? kv.length) / KV_BLOCK_TOKENS);
     if (blocks > Math.ceil(this.maxTokens / KV_BLOCK_TOKENS)) throw new KvPoolFullError('the KV pool is full: the batch needs more blocks than are free');
-    const logits = model.forwardRows(tokens, caches, pos, out);
+    const logits = model.forwardRows(tokens, caches, pos, Array.from(out));
     for (const [id, end] of next) this.flat.get(id)!.length = end;
     return logits;
   }

@@ -206,6 +206,7 @@ void register_ternary_sparse(Napi::Env env, Napi::Object exports);
 void register_binary_lut(Napi::Env env, Napi::Object exports);
 // Bindings of the Mamba-2 mixer kernels (addon/mamba2.cpp).
 void register_mamba2(Napi::Env env, Napi::Object exports);
+void register_mamba2_model(Napi::Env env, Napi::Object exports);
 
 Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
@@ -228,6 +229,7 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
   register_model(env, exports);
   register_linear(env, exports);
   register_mamba2(env, exports);
+  register_mamba2_model(env, exports);
   return exports;
 }
 

@@ -54,9 +54,6 @@ void ModelExec::ensure(int64_t B, int64_t max_ctx, int nthreads) {
     o_.resize(B * d);
     gu_.resize(B * 2 * ff);
     ffh_.resize(B * ff);
-    act_q_.resize(B * d);
-    act_scale_.resize(B);
-    act_sum_.resize(B);
     pos_.resize(B);
     cap_b_ = B;
   }
@@ -64,14 +61,51 @@ void ModelExec::ensure(int64_t B, int64_t max_ctx, int nthreads) {
   if (attn_scratch_.size() < need) attn_scratch_.resize(need);
 }
 
-// Per-token int8 quantization of x [B, K] into the head's activation buffers.
-void ModelExec::quant(const KernelTable& t, ThreadPool& pool, const float* x, int64_t B, int64_t K) {
-  int8_t* q = act_q_.data();
-  float* s = act_scale_.data();
-  int32_t* sum = act_sum_.data();
+void embed_rows(const KernelTable& t, ThreadPool& pool, const PlanDense& e, const int32_t* tokens, int64_t B, float* x) {
+  const int64_t d = e.K;
+  if (e.kind == PlanDense::kF16)
+    pool.parallel_for(B, [&](int64_t i0, int64_t i1) { t.f16_get_rows(e.f16, d, d, tokens + i0, i1 - i0, x + i0 * d, d); });
+  else if (e.kind == PlanDense::kQ8)
+    pool.parallel_for(B, [&](int64_t i0, int64_t i1) { t.q8_get_rows(e.q8, tokens + i0, i1 - i0, x + i0 * d, d); });
+  else
+    pool.parallel_for(B, [&](int64_t i0, int64_t i1) { t.q4_get_rows(e.q4, tokens + i0, i1 - i0, x + i0 * d, d); });
+}
+
+void head_logits(const KernelTable& t, ThreadPool& pool, const PlanDense& hw, const float* h, int64_t n, float* logits,
+                 HeadScratch& s) {
+  const int64_t V = hw.M, d = hw.K;
+  if (hw.kind == PlanDense::kF16) {
+    // Chunks of whole 16-row groups, so each thread's rows stay register-blockable.
+    const int64_t groups = (V + 15) / 16;
+    pool.parallel_for_dynamic(groups, pool.chunk_grain(groups), [&](int64_t g0, int64_t g1) {
+      t.f16_gemm(hw.f16, d, V, d, h, d, n, logits, V, g0 * 16, std::min(V, g1 * 16));
+    });
+    return;
+  }
+  // Per-token int8 quantization of h (the act-quant binding's split: over rows on the pool; rows are
+  // independent either way).
+  s.q.resize(static_cast<size_t>(n * d));
+  s.scale.resize(static_cast<size_t>(n));
+  s.sum.resize(static_cast<size_t>(n));
+  int8_t* q = s.q.data();
+  float* sc = s.scale.data();
+  int32_t* sum = s.sum.data();
   const act_quant_fn fn = t.act_quant_i8;
-  // The act-quant binding always splits over B on the pool; rows are independent either way.
-  run_split(pool, B, K, [&](int64_t b0, int64_t b1) { fn(x + b0 * K, K, b1 - b0, K, q + b0 * K, K, s + b0, sum + b0); });
+  run_split(pool, n, d, [&](int64_t b0, int64_t b1) { fn(h + b0 * d, d, b1 - b0, d, q + b0 * d, d, sc + b0, sum + b0); });
+  const QActs acts{q, sc, sum, nullptr, n, d, d};
+  if (hw.kind == PlanDense::kQ4) {
+    const int64_t nb = d / kQ4Block;
+    s.bsum.resize(static_cast<size_t>(n * nb));
+    q4_act_block_sums(q, d, n, d, s.bsum.data());
+    const int64_t tiles = q4_tiles(V);
+    pool.parallel_for_dynamic(tiles, pool.chunk_grain(tiles), [&](int64_t t0, int64_t t1) {
+      t.q4_gemm(hw.q4, acts, s.bsum.data(), logits, V, t0, t1);
+    });
+  } else {
+    const int64_t tiles = q8_tiles(V);
+    pool.parallel_for_dynamic(tiles, pool.chunk_grain(tiles),
+                              [&](int64_t t0, int64_t t1) { t.q8_gemm(hw.q8, acts, logits, V, t0, t1); });
+  }
 }
 
 void ModelExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* tokens, int64_t B, int64_t pos0,
@@ -211,13 +245,7 @@ void ModelExec::run(const KernelTable& t, ThreadPool& pool, const int32_t* token
 
   {
     Timer tm(prof, kProfEmbed);
-    const PlanDense& e = p.embd;
-    if (e.kind == PlanDense::kF16)
-      pool.parallel_for(B, [&](int64_t i0, int64_t i1) { t.f16_get_rows(e.f16, d, d, tokens + i0, i1 - i0, x + i0 * d, d); });
-    else if (e.kind == PlanDense::kQ8)
-      pool.parallel_for(B, [&](int64_t i0, int64_t i1) { t.q8_get_rows(e.q8, tokens + i0, i1 - i0, x + i0 * d, d); });
-    else
-      pool.parallel_for(B, [&](int64_t i0, int64_t i1) { t.q4_get_rows(e.q4, tokens + i0, i1 - i0, x + i0 * d, d); });
+    embed_rows(t, pool, p.embd, tokens, B, x);
   }
 
   auto norm = [&](const float* in, const float* w, int64_t n, float* out) {
@@ -283,31 +311,7 @@ void ModelExec::run(const KernelTable& t, ThreadPool& pool, const int32_t* token
   }
   {
     Timer tm(prof, kProfHead);
-    const PlanDense& hw = p.head;
-    const int64_t V = hw.M;
-    if (hw.kind == PlanDense::kF16) {
-      // Chunks of whole 16-row groups, so each thread's rows stay register-blockable.
-      const int64_t groups = (V + 15) / 16;
-      pool.parallel_for_dynamic(groups, pool.chunk_grain(groups), [&](int64_t g0, int64_t g1) {
-        t.f16_gemm(hw.f16, d, V, d, h, d, n_out, logits, V, g0 * 16, std::min(V, g1 * 16));
-      });
-    } else if (hw.kind == PlanDense::kQ4) {
-      quant(t, pool, h, n_out, d);
-      const QActs acts{act_q_.data(), act_scale_.data(), act_sum_.data(), nullptr, n_out, d, d};
-      const int64_t nb = d / kQ4Block;
-      head_bsum_.resize(static_cast<size_t>(n_out * nb));
-      q4_act_block_sums(act_q_.data(), d, n_out, d, head_bsum_.data());
-      const int64_t tiles = q4_tiles(V);
-      pool.parallel_for_dynamic(tiles, pool.chunk_grain(tiles), [&](int64_t t0, int64_t t1) {
-        t.q4_gemm(hw.q4, acts, head_bsum_.data(), logits, V, t0, t1);
-      });
-    } else {
-      quant(t, pool, h, n_out, d);
-      const QActs acts{act_q_.data(), act_scale_.data(), act_sum_.data(), nullptr, n_out, d, d};
-      const int64_t tiles = q8_tiles(V);
-      pool.parallel_for_dynamic(tiles, pool.chunk_grain(tiles),
-                                [&](int64_t t0, int64_t t1) { t.q8_gemm(hw.q8, acts, logits, V, t0, t1); });
-    }
+    head_logits(t, pool, p.head, h, n_out, logits, head_);
   }
 }
 

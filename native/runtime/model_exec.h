@@ -29,6 +29,18 @@ struct PlanDense {
   int64_t M = 0, K = 0;
 };
 
+// Scratch of a q8 / q4 head's int8 activations, grown on demand.
+struct HeadScratch {
+  std::vector<int8_t> q;
+  std::vector<float> scale;
+  std::vector<int32_t> sum, bsum;
+};
+// x [B, e.K] = the embedding rows of tokens (ids checked by the caller).
+void embed_rows(const KernelTable& t, ThreadPool& pool, const PlanDense& e, const int32_t* tokens, int64_t B, float* x);
+// logits [n, hw.M] = hw · h [n, hw.K] (an F16 head on the float rows; Q8R16 / Q4R16 on their int8 quantization).
+void head_logits(const KernelTable& t, ThreadPool& pool, const PlanDense& hw, const float* h, int64_t n, float* logits,
+                 HeadScratch& s);
+
 // Linears that share an input; their outputs sit side by side (q|k|v, gate|up). A fused projection is
 // one LinearPlan; families with per-projection pre-steps (FBI-LLM, OneBit) have one per projection.
 using LinearGroup = std::vector<LinearPlan>;
@@ -113,14 +125,13 @@ class ModelExec {
   template <typename Store, typename Attend>
   void run(const KernelTable& t, ThreadPool& pool, const int32_t* tokens, int64_t B, const int32_t* pos,
            Store&& kv_store, Attend&& attend, const int32_t* out_rows, int64_t n_out, float* logits, double* prof);
-  void quant(const KernelTable& t, ThreadPool& pool, const float* x, int64_t B, int64_t K);
 
   ModelPlan p_;
   int64_t cap_b_ = 0;
   LinearScratch lin_;
-  std::vector<float> x_, h_, qkv_, attn_, o_, gu_, ffh_, act_scale_, attn_scratch_;
-  std::vector<int8_t> act_q_;
-  std::vector<int32_t> act_sum_, head_bsum_, pos_, out_rows_;
+  std::vector<float> x_, h_, qkv_, attn_, o_, gu_, ffh_, attn_scratch_;
+  HeadScratch head_;
+  std::vector<int32_t> pos_, out_rows_;
   std::vector<const void* const*> row_table_;
   std::vector<uint8_t*> row_block_;
 };

@@ -4,10 +4,13 @@
 //   - KvPool: admission rules (live sequences, contiguous positions, context, budget) fail without
 //     changing anything; fork shares blocks, the first write copies a shared block (copy-on-write)
 //     and leaves the other sequence's bytes alone; dispose / truncate return blocks.
+//   - RecurrentPool (the recurrent kind): the same admission rules and all-or-nothing failures, a budget of
+//     sequences, forks that copy the whole state, truncate to the length or to 0 only, zeroed fresh states.
 #include <algorithm>
 #include <numeric>
 
 #include "runtime/kv_pool.h"
+#include "runtime/recurrent_pool.h"
 #include "test_util.h"
 
 using namespace bitllm_test;
@@ -142,6 +145,44 @@ void test_pool() {
   CHECK(throws(KvPoolError::kUnknownSequence, [&] { pool.fork(a); }), "fork of a disposed sequence");
 }
 
+void test_recurrent_pool() {
+  RecurrentPool pool(100, 2, 30);
+  const int32_t a = pool.create();
+  CHECK(pool.length(a) == 0 && pool.state(a)[99] == 0 && reinterpret_cast<uintptr_t>(pool.state(a)) % 64 == 0, "fresh state");
+  std::vector<int32_t> s(20, a), p(20);
+  std::iota(p.begin(), p.end(), 0);
+  pool.admit(s.data(), p.data(), 20);
+  CHECK(pool.length(a) == 20, "admit 20 positions");
+  pool.state(a)[7] = 0x5a;
+  const int32_t b = pool.fork(a);
+  CHECK(pool.length(b) == 20 && pool.state(b)[7] == 0x5a && pool.state(b) != pool.state(a), "fork copies the state");
+  CHECK(throws(KvPoolError::kFull, [&] { pool.create(); }), "a budget of sequences");
+  CHECK(throws(KvPoolError::kFull, [&] { pool.fork(a); }), "a fork needs a free state");
+  const int32_t gap_s[2] = {a, b}, gap_p[2] = {20, 21};
+  CHECK(throws(KvPoolError::kBadPosition, [&] { pool.admit(gap_s, gap_p, 2); }), "gap");
+  const int32_t bad = 99, p0 = 0;
+  CHECK(throws(KvPoolError::kUnknownSequence, [&] { pool.admit(&bad, &p0, 1); }), "unknown sequence");
+  std::vector<int32_t> ls(11, b), lp(11);
+  std::iota(lp.begin(), lp.end(), 20);
+  CHECK(throws(KvPoolError::kTooLong, [&] { pool.admit(ls.data(), lp.data(), 11); }), "context");
+  CHECK(pool.length(a) == 20 && pool.length(b) == 20, "failed admissions change nothing");
+  CHECK(throws(KvPoolError::kBadPosition, [&] { pool.truncate(a, 5); }), "a state cannot be cut back");
+  CHECK(throws(KvPoolError::kBadPosition, [&] { pool.truncate(a, 21); }), "truncate past the end");
+  pool.truncate(a, 20);
+  CHECK(pool.length(a) == 20 && pool.state(a)[7] == 0x5a, "truncate to the length keeps the state");
+  pool.truncate(a, 0);
+  CHECK(pool.length(a) == 0 && pool.state(a)[7] == 0 && pool.state(b)[7] == 0x5a, "truncate to 0 clears only that state");
+  pool.dispose(b);
+  CHECK(pool.stats().sequences == 1 && pool.stats().states_cached == 1 && pool.stats().tokens_held == 0, "dispose keeps the memory");
+  const int32_t c = pool.create();
+  CHECK(pool.state(c)[7] == 0 && pool.stats().states_cached == 0, "a reused state is zeroed");
+  CHECK(throws(KvPoolError::kUnknownSequence, [&] { pool.length(b); }), "a disposed sequence is gone");
+  pool.dispose(c);
+  pool.trim();
+  CHECK(pool.stats().states_cached == 0 && pool.stats().state_bytes == 100 && pool.stats().states_max == 2, "trim");
+  CHECK(throws(KvPoolError::kBadArgument, [] { RecurrentPool(0, 1, 1); }), "a state of 0 bytes");
+}
+
 }  // namespace
 
 int main() {
@@ -159,5 +200,6 @@ int main() {
     if (t.isa != Isa::scalar)
       CHECK(t.attention_paged_f16 != g_tables[0].attention_paged_f16, "%s paged attention falls back to scalar", isa_name(t.isa));
   test_pool();
+  test_recurrent_pool();
   return finish("test_kv_pool");
 }
