@@ -18,6 +18,7 @@ import { loadMamba2Weights, mamba2ConfigFromGguf, mamba2ModelState, mamba2Refere
 import { Mamba2Exec } from '../lib/model/mamba2-exec.js';
 import { Mamba2StatePool } from '../lib/model/mamba2-pool.js';
 import { ContextOverflowError } from '../lib/model/kv-cache.js';
+import { loadNative } from '../lib/native.js';
 import { rng } from './helpers.js';
 import { ModelEngine, createServer } from '../lib/server/index.js';
 import { post } from './server-helpers.js';
@@ -376,4 +377,71 @@ describe('the one-call native Mamba-2 forward and native state pool equal the op
       });
     }
   }
+});
+
+describe('Mamba2ModelNative / Mamba2PoolNative check everything that comes from JS', () => {
+  const file = parseGguf(synth('bi-mamba-hybrid', 5), 'spec.gguf');
+  const cfg = mamba2ConfigFromGguf(file);
+  const ctx = new KernelContext({ threads: 1 });
+  const exec = new Mamba2Exec(ctx, cfg, file, { native: false });
+  const addon = loadNative() as Record<string, new (...a: unknown[]) => { forwardBatch(...a: unknown[]): void; create(): number; length(id: number): number }>;
+  const Model = addon.Mamba2ModelNative!;
+  const Pool = addon.Mamba2PoolNative!;
+  type Spec = Record<string, unknown> & { layers: Array<Record<string, unknown>> };
+  // A deep-enough copy: the spec and its layers' objects are new, the typed arrays shared.
+  const spec = (): Spec => {
+    const s = exec.nativeSpec() as Spec;
+    return { ...s, layers: s.layers.map((L) => ({ ...L })) };
+  };
+  const rejects = (edit: (s: Spec) => void, message: RegExp) => {
+    const s = spec();
+    edit(s);
+    expect(() => new Model(s)).toThrow(message);
+  };
+
+  it('a malformed spec is refused with an error naming the field, never a crash', () => {
+    expect(() => new Model()).toThrow(/spec must be an object/);
+    rejects((s) => (s.dModel = 1.5), /dModel/);
+    rejects((s) => (s.nHeads = 3), /nHeads must divide dInner/);
+    rejects((s) => (s.nGroups = 3), /nGroups/);
+    rejects((s) => (s.dConv = 99), /dConv/);
+    rejects((s) => (s.eps = Number.NaN), /eps/);
+    rejects((s) => (s.layers = []), /layers must hold 1 to 4096/);
+    rejects((s) => (s.layers[0]!.kind = 'rwkv'), /layers\[0\]\.kind 'rwkv' is not/);
+    rejects((s) => (s.layers[0]!.convWeight = new Float32Array(3)), /layers\[0\]\.convWeight has 3 elements/);
+    rejects((s) => (s.layers[0]!.ALog = new Float64Array(cfg.nHeads)), /layers\[0\]\.ALog must be a Float32Array/);
+    rejects((s) => (s.layers[0]!.inProj = { ...(s.layers[0]!.inProj as object), M: 7 }), /layers\[0\]\.inProj/);
+    rejects((s) => (s.layers[0]!.outProj = { ...(s.layers[0]!.outProj as object), bits: new Uint8Array(10) }), /layers\[0\]\.outProj\.bits has 10 elements/);
+    rejects((s) => (s.layers[1]!.wqkv = (s.layers[1]!.wqkv as unknown[]).slice(0, 2)), /layers\[1\]\.wqkv linears give/);
+    rejects((s) => delete s.attn, /layers\[1\]\.kind is 'attention' but the spec has no attn shape/);
+    rejects((s) => (s.embd = { ...(s.embd as object), kind: 'q5' }), /embd\.kind 'q5'/);
+  });
+
+  it('pools and forward arguments are checked before any state changes', () => {
+    const model = new Model(exec.nativeSpec());
+    expect(() => new Pool({}, 2, 16)).toThrow(/model must be a Mamba2ModelNative/);
+    expect(() => new Pool(model, 0, 16)).toThrow(/maxSequences/);
+    expect(() => new Pool(model, 2, 0)).toThrow(/contextSize/);
+    const pool = new Pool(model, 2, 16);
+    const s = pool.create();
+    const V = cfg.nVocab;
+    const fwd = (...a: unknown[]) => () => model.forwardBatch(ctx.handle, ...a);
+    const I = (...v: number[]) => Int32Array.from(v);
+    const kv = new (addon.KvPoolNative!)('f16', 1, 1, 2, 16, 16);
+    expect(fwd(kv, I(1), I(s), I(0), I(0), new Float32Array(V), 64)).toThrow(/pool must be a Mamba2PoolNative/);
+    expect(fwd(pool, I(V), I(s), I(0), I(0), new Float32Array(V), 64)).toThrow(/tokens\[0\] = 4096 is outside the vocabulary/);
+    expect(fwd(pool, I(1), I(s), I(-1), I(0), new Float32Array(V), 64)).toThrow(/pos\[0\]/);
+    expect(fwd(pool, I(1), I(s), I(0), I(0), new Float32Array(V - 1), 64)).toThrow(/logits/);
+    expect(fwd(pool, I(1, 2), I(s, s), I(0, 1), I(1, 0), new Float32Array(2 * V), 64)).toThrow(/outRows must be ascending/);
+    expect(fwd(pool, I(1), I(s), I(0), I(0), new Float32Array(V), 257)).toThrow(/chunk/);
+    expect(fwd(pool, I(1), I(s), I(0), I(0), new Float32Array(V), 1.5)).toThrow(/chunk/);
+    expect(fwd(pool, I(1, 2), I(s, s), I(0, 2), I(1), new Float32Array(V), 64)).toThrow(/expected 1/);
+    expect(fwd(pool, I(...Array(17).fill(1)), I(...Array(17).fill(s)), I(...Array.from({ length: 17 }, (_, i) => i)), I(16), new Float32Array(V), 64)).toThrow(/context size 16/);
+    expect(pool.length(s)).toBe(0);
+    // And a valid call runs.
+    const logits = new Float32Array(V);
+    model.forwardBatch(ctx.handle, pool, I(1, 5), I(s, s), I(0, 1), I(1), logits, 64);
+    expect(pool.length(s)).toBe(2);
+    expect(logits.every(Number.isFinite)).toBe(true);
+  });
 });

@@ -147,16 +147,23 @@ export class Mamba2Exec {
     this.native = opts.native === false ? null : this.nativeHandle();
   }
 
-  /** The native mirror of this model: the spec native/addon/mamba2_model.cpp reads (one linear spec per projection). */
   private nativeHandle(): Mamba2NativeHandle {
     const Ctor = loadNative().Mamba2ModelNative as (new (spec: object) => Mamba2NativeHandle) | undefined;
     if (typeof Ctor !== 'function') throw new NativeError('bitllm: the native addon has no Mamba2ModelNative class');
+    return new Ctor(this.nativeSpec());
+  }
+
+  /**
+   * The native mirror of this model: the spec native/addon/mamba2_model.cpp reads (one linear spec per projection),
+   * borrowing the packed weights.
+   */
+  nativeSpec(): Record<string, unknown> {
     const c = this.cfg;
     const lin = (p: LinearExec) => (p.kind === 'fbi'
       ? { weights: 'b1l64', quant: 'none', M: p.w.M, K: p.w.K, bits: p.w.bits, colScale: p.alpha, colBias: p.beta, topkRatio: 1, lnEps: 0 }
       : { weights: 'f16', quant: 'none', M: p.w.M, K: p.w.K, data: p.w.data, topkRatio: 1, lnEps: 0 });
     const dense = (h: HeadMatrix) => ({ kind: h.kind, data: h.m.data, M: h.m.M, K: h.m.K });
-    return new Ctor({
+    return {
       dModel: c.dModel, dInner: c.dInner, nHeads: c.nHeads, dState: c.dState, nGroups: c.nGroups, dConv: c.dConv, nVocab: c.nVocab,
       eps: c.eps, normEps: c.normEps, attn: c.attn ?? undefined,
       layers: this.layers.map((L) => (L.kind === 'attention'
@@ -166,7 +173,7 @@ export class Mamba2Exec {
           dtBias: L.ssm.dtBias, ALog: L.ssm.ALog, D: L.ssm.D, normWeight: L.normWeight,
         })),
       outputNorm: this.outputNorm, embd: dense(this.embd), head: dense(this.head),
-    });
+    };
   }
 
   /** A native pool of `maxSequences` states for contexts of `contextSize` positions (runtime/recurrent_pool.h). */
