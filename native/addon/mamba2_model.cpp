@@ -155,7 +155,8 @@ class Mamba2PoolWrap : public PoolWrap<Mamba2PoolWrap, RecurrentPool> {
 };
 
 // forwardBatch(ctx, pool: Mamba2PoolNative, tokens: Int32Array[B], seq: Int32Array[B], pos: Int32Array[B],
-//              outRows: Int32Array[nOut] (ascending rows in [0, B)), logits: Float32Array[nOut * nVocab], chunk)
+//              outRows: Int32Array[nOut] (ascending rows in [0, B)), logits: Float32Array[nOut * nVocab], chunk,
+//              profile?: Float64Array[14] (ns per op class, mamba2ProfileOps() names them))
 Napi::Value Mamba2ModelWrap::forward_batch(const Napi::CallbackInfo& info) {
   Args a(info, "Mamba2ModelNative.forwardBatch");
   ContextWrap& ctx = a.context(0);
@@ -193,6 +194,14 @@ Napi::Value Mamba2ModelWrap::forward_batch(const Napi::CallbackInfo& info) {
       a.range_error("outRows must be ascending row indices in [0, " + std::to_string(B) + ")");
   float* logits = n_out > 0 ? a.f32(6, "logits", n_out * p.n_vocab, n_out * p.n_vocab) : nullptr;
   const int64_t chunk = a.integer(7, "chunk", 0, kSsdMaxChunk);
+  double* prof = nullptr;
+  if (a.has(8)) {
+    if (!info[8].IsTypedArray() || info[8].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+      a.type_error("profile must be a Float64Array");
+    auto ta = info[8].As<Napi::TypedArray>();
+    if (ta.ElementLength() != kM2ProfCount) a.range_error("profile must have " + std::to_string(kM2ProfCount) + " elements");
+    prof = reinterpret_cast<double*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+  }
   if (mamba2_state_layout(p, states.max_seq_len()).bytes != states.state_bytes())
     a.range_error("pool's state size does not fit the model");
   int32_t max_pos = 0;
@@ -208,8 +217,14 @@ Napi::Value Mamba2ModelWrap::forward_batch(const Napi::CallbackInfo& info) {
     throw_pool_error(info.Env(), "Mamba2ModelNative.forwardBatch", e);
   }
   exec_->forward_batch(ctx.table(), ctx.pool(), tokens.data(), seq.data(), pos.data(), B, states, out_rows.data(), n_out,
-                       logits, chunk);
+                       logits, chunk, prof);
   return info.Env().Undefined();
+}
+
+Napi::Value profile_ops(const Napi::CallbackInfo& info) {
+  auto arr = Napi::Array::New(info.Env(), kM2ProfCount);
+  for (int i = 0; i < kM2ProfCount; ++i) arr.Set(i, mamba2_profile_op_name(i));
+  return arr;
 }
 
 }  // namespace
@@ -217,6 +232,7 @@ Napi::Value Mamba2ModelWrap::forward_batch(const Napi::CallbackInfo& info) {
 void register_mamba2_model(Napi::Env env, Napi::Object exports) {
   exports.Set("Mamba2ModelNative", Mamba2ModelWrap::define(env));
   exports.Set("Mamba2PoolNative", Mamba2PoolWrap::define(env));
+  exports.Set("mamba2ProfileOps", Napi::Function::New(env, profile_ops, "mamba2ProfileOps"));
 }
 
 }  // namespace bitllm

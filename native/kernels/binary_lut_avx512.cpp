@@ -156,12 +156,13 @@ void binary_lut_gemm_avx512(const BinaryLutMat& w, const float* tables, int64_t 
       int64_t b = c0;
       for (; b + 2 <= c1; b += 2) {
         const float* tab[2] = {tables + b * ldt, tables + (b + 1) * ldt};
-        for (int q0 = 0; q0 < kQuarters && t * kB1lRows + 16 * q0 < w.M; q0 += 2) {
-          __m512 acc[2][2];  // two quarters x two tokens keep the 16 chains in registers
-          block_sums<2, 2>(blk, kchunks, q0, tab, acc);
-          store_quarters(w, t, q0, b, acc[0], row_scale, tok_bias, y, ldy);
-          store_quarters(w, t, q0, b + 1, acc[1], row_scale, tok_bias, y, ldy);
-        }
+        // Four quarters x two tokens: the 16 chains stay in registers (with the 4 weight vectors, 2 table
+        // vectors and the constant: 23 of 32), each table vector feeds 4 lookups and each weight chunk is
+        // read once per token pair.
+        __m512 acc[2][kQuarters];
+        block_sums<2, kQuarters>(blk, kchunks, 0, tab, acc);
+        store_quarters(w, t, 0, b, acc[0], row_scale, tok_bias, y, ldy);
+        store_quarters(w, t, 0, b + 1, acc[1], row_scale, tok_bias, y, ldy);
       }
       if (b < c1) {
         const float* tab[1] = {tables + b * ldt};

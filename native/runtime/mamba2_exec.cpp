@@ -14,6 +14,13 @@ namespace {
 int64_t align64(int64_t n) { return (n + 63) / 64 * 64; }
 }  // namespace
 
+const char* mamba2_profile_op_name(int op) {
+  static const char* const names[kM2ProfCount] = {"embed",      "norm",      "in_proj",  "conv",     "scan",
+                                                  "gated_norm", "out_proj",  "attn_qkv", "rope",     "kv_store",
+                                                  "attention",  "attn_out",  "head",     "total"};
+  return op >= 0 && op < kM2ProfCount ? names[op] : "?";
+}
+
 Mamba2StateLayout mamba2_state_layout(const Mamba2Plan& p, int64_t capacity) {
   Mamba2StateLayout s;
   int64_t at = 0;
@@ -62,7 +69,8 @@ void Mamba2Exec::reserve(int64_t B, int64_t max_pos, int64_t chunk, int nthreads
 
 void Mamba2Exec::forward_batch(const KernelTable& t, ThreadPool& pool, const int32_t* tokens, const int32_t* seq,
                                const int32_t* pos, int64_t B, const RecurrentPool& states, const int32_t* out_rows,
-                               int64_t n_out, float* logits, int64_t chunk) {
+                               int64_t n_out, float* logits, int64_t chunk, double* prof) {
+  ProfileTimer total(prof, kM2Total);
   const Mamba2Plan& p = p_;
   const int64_t d = p.d_model, dI = p.d_inner, H = p.n_heads, P = p.p(), N = p.d_state, G = p.g();
   const int64_t F = p.in_dim(), Cd = p.conv_dim(), Kc = p.d_conv;
@@ -111,21 +119,27 @@ void Mamba2Exec::forward_batch(const KernelTable& t, ThreadPool& pool, const int
   float* y = y_.data();
   float* yn = yn_.data();
   const float eps = p.eps;
-  embed_rows(t, pool, p.embd, tok_.data(), B, res);
+  {
+    ProfileTimer tm(prof, kM2Embed);
+    embed_rows(t, pool, p.embd, tok_.data(), B, res);
+  }
 
   for (size_t l = 0; l < p.layers.size(); ++l) {
     const Mamba2PlanLayer& L = p.layers[l];
     // The residual add of the previous layer fused with this layer's pre-norm, row by row (fp32).
-    pool.parallel_for_work(B, d, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        float* x = res + b * d;
-        if (l > 0) {
-          const float* o = out + b * d;
-          for (int64_t i = 0; i < d; ++i) x[i] = x[i] + o[i];
+    {
+      ProfileTimer tm(prof, kM2Norm);
+      pool.parallel_for_work(B, d, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          float* x = res + b * d;
+          if (l > 0) {
+            const float* o = out + b * d;
+            for (int64_t i = 0; i < d; ++i) x[i] = x[i] + o[i];
+          }
+          t.rmsnorm(x, L.norm, h + b * d, 1, d, d, eps);
         }
-        t.rmsnorm(x, L.norm, h + b * d, 1, d, d, eps);
-      }
-    });
+      });
+    }
     if (L.attention) {
       const int64_t nh = p.n_head, nkv = p.n_head_kv, hd = p.head_dim, dq = nh * hd, dkv = nkv * hd, nq = p.qkv_dim();
       const int64_t cap = states.max_seq_len();
@@ -133,32 +147,40 @@ void Mamba2Exec::forward_batch(const KernelTable& t, ThreadPool& pool, const int
       float* attn = attn_.data();
       int64_t col = 0;
       for (const LinearPlan& w : L.wqkv) {
-        run_linear(t, pool, w, h, d, B, qkv + col, nq, lin_, nullptr, nullptr);
+        run_linear(t, pool, w, h, d, B, qkv + col, nq, lin_, prof ? prof + kM2AttnQkv : nullptr, prof ? prof + kM2AttnQkv : nullptr);
         col += w.M;
       }
-      pool.parallel_for_work(B, nq, [&](int64_t b0, int64_t b1) {
-        t.rope_neox(qkv + b0 * nq, rpos + b0, b1 - b0, nh, hd, nq, hd, p.rope_theta);
-        t.rope_neox(qkv + b0 * nq + dq, rpos + b0, b1 - b0, nkv, hd, nq, hd, p.rope_theta);
-      });
+      {
+        ProfileTimer tm(prof, kM2Rope);
+        pool.parallel_for_work(B, nq, [&](int64_t b0, int64_t b1) {
+          t.rope_neox(qkv + b0 * nq, rpos + b0, b1 - b0, nh, hd, nq, hd, p.rope_theta);
+          t.rope_neox(qkv + b0 * nq + dq, rpos + b0, b1 - b0, nkv, hd, nq, hd, p.rope_theta);
+        });
+      }
       const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
       for (const Seg& s : segs) {
         uint16_t* kc = reinterpret_cast<uint16_t*>(s.mem + lay.off[l]);
         uint16_t* vc = reinterpret_cast<uint16_t*>(s.mem + lay.off2[l]);
         const float* q = qkv + s.start * nq;
         const int32_t* sp = rpos + s.start;
-        pool.parallel_for_work(nkv, s.rows * hd, [&](int64_t h0, int64_t h1) {
-          t.kv_store_f16(q + dq + h0 * hd, sp, kc + h0 * cap * hd, s.rows, h1 - h0, hd, nq, cap);
-          t.kv_store_f16(q + dq + dkv + h0 * hd, sp, vc + h0 * cap * hd, s.rows, h1 - h0, hd, nq, cap);
-        });
+        {
+          ProfileTimer tm(prof, kM2KvStore);
+          pool.parallel_for_work(nkv, s.rows * hd, [&](int64_t h0, int64_t h1) {
+            t.kv_store_f16(q + dq + h0 * hd, sp, kc + h0 * cap * hd, s.rows, h1 - h0, hd, nq, cap);
+            t.kv_store_f16(q + dq + dkv + h0 * hd, sp, vc + h0 * cap * hd, s.rows, h1 - h0, hd, nq, cap);
+          });
+        }
+        ProfileTimer tm(prof, kM2Attention);
         const AttentionCall call{q, kc, vc, KvKind::f16, sp, attn + s.start * dq, s.rows, nh, nkv, hd, cap, nq, dq, scale};
         run_attention(t, pool, call, attention_parts(pool, sp, s.rows, nh, hd), sp[s.rows - 1], attn_scratch_.data());
       }
-      run_linear(t, pool, L.wo, attn, dq, B, out, d, lin_, nullptr, nullptr);
+      run_linear(t, pool, L.wo, attn, dq, B, out, d, lin_, prof ? prof + kM2AttnOut : nullptr, prof ? prof + kM2AttnOut : nullptr);
       continue;
     }
-    run_linear(t, pool, L.in_proj, h, d, B, proj, F, lin_, nullptr, nullptr);
+    run_linear(t, pool, L.in_proj, h, d, B, proj, F, lin_, prof ? prof + kM2InProj : nullptr, prof ? prof + kM2InProj : nullptr);
     // Per sequence: the conv over xBC (read in place from the projection, row stride F) on its conv state.
     for (const Seg& s : segs) {
+      ProfileTimer tm(prof, kM2Conv);
       float* cstate = reinterpret_cast<float*>(s.mem + lay.off[l]);
       const float* xbc = proj + s.start * F + dI;
       float* co = conv + s.start * Cd;
@@ -169,6 +191,7 @@ void Mamba2Exec::forward_batch(const KernelTable& t, ThreadPool& pool, const int
     // Per sequence: the SSM. The recurrence up to the next multiple of `chunk`, the chunked scan over whole
     // aligned chunks, the recurrence for the rest: the split depends only on the sequence's own positions.
     for (const Seg& s : segs) {
+      ProfileTimer tm(prof, kM2Scan);
       float* sstate = reinterpret_cast<float*>(s.mem + lay.off2[l]);
       const int64_t p0 = rpos[s.start];
       const int64_t lead = chunk > 0 ? std::min(s.rows, (chunk - p0 % chunk) % chunk) : s.rows;
@@ -229,14 +252,18 @@ void Mamba2Exec::forward_batch(const KernelTable& t, ThreadPool& pool, const int
       run(lead + body, s.rows - lead - body, false);
     }
     // Gated RMSNorm with z read in place from the projection (row by row: z's row stride is F).
-    pool.parallel_for_work(B, dI, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b)
-        t.gated_rmsnorm(y + b * dI, proj + b * F, L.gnorm, yn + b * dI, p.n_groups, dI / p.n_groups, p.norm_eps, 0, 1);
-    });
-    run_linear(t, pool, L.out_proj, yn, dI, B, out, d, lin_, nullptr, nullptr);
+    {
+      ProfileTimer tm(prof, kM2GatedNorm);
+      pool.parallel_for_work(B, dI, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b)
+          t.gated_rmsnorm(y + b * dI, proj + b * F, L.gnorm, yn + b * dI, p.n_groups, dI / p.n_groups, p.norm_eps, 0, 1);
+      });
+    }
+    run_linear(t, pool, L.out_proj, yn, dI, B, out, d, lin_, prof ? prof + kM2OutProj : nullptr, prof ? prof + kM2OutProj : nullptr);
   }
 
   if (n_out == 0) return;
+  ProfileTimer tm(prof, kM2Head);
   // The last residual add and the output norm, for the rows that want logits only.
   pool.parallel_for_work(n_out, d, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {

@@ -67,6 +67,26 @@ struct Mamba2StateLayout {
 };
 Mamba2StateLayout mamba2_state_layout(const Mamba2Plan& p, int64_t capacity);
 
+// Time per op class of the Mamba-2 forward, accumulated over forwards when profiling is on (nanoseconds).
+enum Mamba2ProfileOp : int {
+  kM2Embed = 0,
+  kM2Norm,       // the residual add fused with the pre-norm
+  kM2InProj,
+  kM2Conv,
+  kM2Scan,
+  kM2GatedNorm,
+  kM2OutProj,
+  kM2AttnQkv,    // the hybrid's attention layers
+  kM2Rope,
+  kM2KvStore,
+  kM2Attention,
+  kM2AttnOut,
+  kM2Head,       // the last residual add, the output norm and the head
+  kM2Total,
+  kM2ProfCount
+};
+const char* mamba2_profile_op_name(int op);
+
 class Mamba2Exec {
  public:
   explicit Mamba2Exec(Mamba2Plan plan) : p_(std::move(plan)) {}
@@ -81,7 +101,7 @@ class Mamba2Exec {
   // (any rows, in that order) to logits [n_out, n_vocab].
   void forward_batch(const KernelTable& t, ThreadPool& pool, const int32_t* tokens, const int32_t* seq, const int32_t* pos,
                      int64_t B, const RecurrentPool& states, const int32_t* out_rows, int64_t n_out, float* logits,
-                     int64_t chunk);
+                     int64_t chunk, double* prof = nullptr);
 
  private:
   Mamba2Plan p_;

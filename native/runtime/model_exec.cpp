@@ -2,7 +2,6 @@
 #include "model_exec.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 
 #include "attention_run.h"
@@ -16,24 +15,6 @@ template <typename Body>
 void run_split(ThreadPool& pool, int64_t n, int64_t unit_work, Body&& body) {
   pool.parallel_for_work(n, unit_work, body);
 }
-
-// Scoped timer into prof[op] (no-op when prof is null).
-class Timer {
- public:
-  Timer(double* prof, int op) : prof_(prof), op_(op) {
-    if (prof_) t0_ = std::chrono::steady_clock::now();
-  }
-  ~Timer() {
-    if (prof_)
-      prof_[op_] += static_cast<double>(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0_).count());
-  }
-
- private:
-  double* prof_;
-  int op_;
-  std::chrono::steady_clock::time_point t0_;
-};
 
 }  // namespace
 
@@ -110,7 +91,7 @@ void head_logits(const KernelTable& t, ThreadPool& pool, const PlanDense& hw, co
 
 void ModelExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* tokens, int64_t B, int64_t pos0,
                          const KvView& kv, int64_t n_out, float* logits, double* prof) {
-  Timer total(prof, kProfTotal);
+  ProfileTimer total(prof, kProfTotal);
   const ModelPlan& p = p_;
   const int64_t d = p.n_embd, hd = p.head_dim, nh = p.n_head, nkv = p.n_head_kv;
   const int64_t dkv = nkv * hd, nqkv = d + 2 * dkv;
@@ -154,7 +135,7 @@ void ModelExec::forward(const KernelTable& t, ThreadPool& pool, const int32_t* t
 void ModelExec::forward_batch(const KernelTable& t, ThreadPool& pool, const int32_t* tokens, const int32_t* seq,
                               const int32_t* pos, int64_t B, const KvPool& kv, const int32_t* out_rows, int64_t n_out,
                               float* logits, double* prof) {
-  Timer total(prof, kProfTotal);
+  ProfileTimer total(prof, kProfTotal);
   const ModelPlan& p = p_;
   const int64_t d = p.n_embd, hd = p.head_dim, nh = p.n_head, nkv = p.n_head_kv;
   const int64_t dkv = nkv * hd, nqkv = d + 2 * dkv;
@@ -244,12 +225,12 @@ void ModelExec::run(const KernelTable& t, ThreadPool& pool, const int32_t* token
   const float eps = p.eps;
 
   {
-    Timer tm(prof, kProfEmbed);
+    ProfileTimer tm(prof, kProfEmbed);
     embed_rows(t, pool, p.embd, tokens, B, x);
   }
 
   auto norm = [&](const float* in, const float* w, int64_t n, float* out) {
-    Timer tm(prof, kProfNorm);
+    ProfileTimer tm(prof, kProfNorm);
     run_split(pool, B, n, [&](int64_t b0, int64_t b1) { t.rmsnorm(in + b0 * n, w, out + b0 * n, b1 - b0, n, n, eps); });
   };
   // A group's linears write their output columns side by side into out [B, ldo].
@@ -261,7 +242,7 @@ void ModelExec::run(const KernelTable& t, ThreadPool& pool, const int32_t* token
     }
   };
   auto residual = [&](const float* add) {
-    Timer tm(prof, kProfResidual);
+    ProfileTimer tm(prof, kProfResidual);
     const int64_t n = B * d;
     for (int64_t i = 0; i < n; ++i) x[i] = x[i] + add[i];
   };
@@ -271,18 +252,18 @@ void ModelExec::run(const KernelTable& t, ThreadPool& pool, const int32_t* token
     norm(x, w.attn_norm, d, h);
     project(w.wqkv, h, d, qkv, nqkv, kProfGemmQkv);
     {
-      Timer tm(prof, kProfRope);
+      ProfileTimer tm(prof, kProfRope);
       run_split(pool, B, nqkv, [&](int64_t b0, int64_t b1) {
         t.rope_neox(qkv + b0 * nqkv, pos + b0, b1 - b0, nh, hd, nqkv, p.n_rot, p.rope_theta);
         t.rope_neox(qkv + b0 * nqkv + d, pos + b0, b1 - b0, nkv, hd, nqkv, p.n_rot, p.rope_theta);
       });
     }
     {
-      Timer tm(prof, kProfKvStore);
+      ProfileTimer tm(prof, kProfKvStore);
       kv_store(l);
     }
     {
-      Timer tm(prof, kProfAttention);
+      ProfileTimer tm(prof, kProfAttention);
       attend(l);
     }
     if (w.attn_sub_norm) norm(attn, w.attn_sub_norm, d, attn);
@@ -292,7 +273,7 @@ void ModelExec::run(const KernelTable& t, ThreadPool& pool, const int32_t* token
     norm(x, w.ffn_norm, d, h);
     project(w.wgu, h, d, gu, 2 * ff, kProfGemmGateUp);
     {
-      Timer tm(prof, kProfGlu);
+      ProfileTimer tm(prof, kProfGlu);
       const glu_fn fn = p.silu ? t.glu_silu : t.glu_relu2;
       run_split(pool, B, ff, [&](int64_t b0, int64_t b1) { fn(gu + b0 * 2 * ff, ffh + b0 * ff, b1 - b0, ff, 2 * ff, ff); });
     }
@@ -304,13 +285,13 @@ void ModelExec::run(const KernelTable& t, ThreadPool& pool, const int32_t* token
   // Output norm and head over the rows that want logits.
   if (n_out == 0) return;
   {
-    Timer tm(prof, kProfNorm);
+    ProfileTimer tm(prof, kProfNorm);
     run_split(pool, n_out, d, [&](int64_t b0, int64_t b1) {
       for (int64_t i = b0; i < b1; ++i) t.rmsnorm(x + int64_t{out_rows[i]} * d, p.output_norm, h + i * d, 1, d, d, eps);
     });
   }
   {
-    Timer tm(prof, kProfHead);
+    ProfileTimer tm(prof, kProfHead);
     head_logits(t, pool, p.head, h, n_out, logits, head_);
   }
 }

@@ -8,6 +8,7 @@
 // Nothing here is global: a ModelPlan borrows weight memory owned by JS (the binding keeps it
 // alive), a ModelExec owns the scratch of one model, and a forward gets the KV cache of one sequence.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <vector>
 
@@ -92,6 +93,26 @@ enum ProfileOp : int {
   kProfCount
 };
 const char* profile_op_name(int op);
+
+// Scoped timer adding its nanoseconds to prof[op] (no-op when prof is null).
+class ProfileTimer {
+ public:
+  ProfileTimer(double* prof, int op) : prof_(prof), op_(op) {
+    if (prof_) t0_ = std::chrono::steady_clock::now();
+  }
+  ~ProfileTimer() {
+    if (prof_)
+      prof_[op_] += static_cast<double>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0_).count());
+  }
+  ProfileTimer(const ProfileTimer&) = delete;
+  ProfileTimer& operator=(const ProfileTimer&) = delete;
+
+ private:
+  double* prof_;
+  int op_;
+  std::chrono::steady_clock::time_point t0_;
+};
 
 class ModelExec {
  public:
