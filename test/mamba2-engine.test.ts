@@ -98,6 +98,22 @@ describe.each([['bi-mamba', 3], ['mamba2', 5], ['bi-mamba-hybrid', 9]] as const)
     expect(relErr(await logitsOf(model, tokens), ref)).toBeLessThan(2e-5);
   });
 
+  it('profile: true gives the native forward\'s per-op ms per token; the parts add up to the wall time', async () => {
+    const r = await collect(model.generate(ids(19, 40), { maxTokens: 5, temperature: 0, profile: true }));
+    const prof = r.result.stats.profile!;
+    expect(prof.decode!.tokens).toBe(4);
+    for (const p of [prof.prefill!, prof.decode!]) {
+      for (const op of ['in_proj', 'conv', 'scan', 'gated_norm', 'out_proj', 'head']) expect(p.ops[op], op).toBeGreaterThan(0);
+      if (arch === 'bi-mamba-hybrid') expect(p.ops['attention']).toBeGreaterThan(0);
+      else expect(p.ops['attention']).toBe(0);
+      const parts = Object.values(p.ops).reduce((a, b) => a + b, 0) + Object.values(p.overhead).reduce((a, b) => a + b, 0);
+      expect(Math.abs(parts - p.wallMsPerToken) / p.wallMsPerToken).toBeLessThan(0.02);
+    }
+    const plain = await collect(model.generate(ids(19, 40), { maxTokens: 5, temperature: 0 }));
+    expect(plain.result.stats.profile).toBeUndefined();
+    expect(plain.tokens).toEqual(r.tokens);
+  });
+
   it('headType q8 / q4: the embedding and head quantized (int8 activations into the head), logits near the F16 ones', async () => {
     const tokens = ids(12, 40);
     const exact = await logitsOf(model, tokens);

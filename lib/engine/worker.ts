@@ -13,7 +13,7 @@ import { blockKindOf } from '../model/arch.js';
 import { mamba2ConfigFromGguf } from '../model/mamba2.js';
 import { MAMBA2_CHUNK, Mamba2Exec } from '../model/mamba2-exec.js';
 import { Mamba2StatePool } from '../model/mamba2-pool.js';
-import { type NativeModel, profileOpNames } from '../model/native-model.js';
+import type { OpProfiler } from '../model/native-model.js';
 import { loadWeights } from '../model/weights.js';
 import { KV_BLOCK_TOKENS, SequencePool } from '../model/state.js';
 import type { BatchRow } from '../model/state.js';
@@ -54,14 +54,16 @@ class PhaseAcc {
     if (ops) for (let i = 0; i < ops.length; i++) this.ops[i]! += ops[i]!;
   }
 
-  finish(native: boolean): PhaseProfile | undefined {
+  /** `names`: the native forward's op classes (index order of its clocks), or null when it has none. */
+  finish(names: readonly string[] | null): PhaseProfile | undefined {
+    const native = names !== null;
     const n = this.tokens;
     if (n === 0) return undefined;
     const out: Record<string, number> = {};
     let opsMs = 0;
     let nativeMs = this.forwardMs;
     if (native) {
-      profileOpNames().forEach((name, i) => {
+      names.forEach((name, i) => {
         if (name === 'total') nativeMs = this.ops[i]! / 1e6;
         else {
           out[name] = this.ops[i]! / 1e6 / n;
@@ -81,8 +83,8 @@ class PhaseAcc {
 }
 
 interface Engine {
-  /** The one-call native forward (its op clocks), or null (the Mamba-2 block kind runs op by op). */
-  native: NativeModel | null;
+  /** The one-call native forward's op clocks (attention and Mamba-2 blocks alike), or null (none). */
+  native: OpProfiler | null;
   pool: SequencePool | Mamba2StatePool;
   scheduler: StepScheduler;
 }
@@ -111,7 +113,7 @@ function load(): Engine {
     return logitsBuf;
   };
   let pool: SequencePool | Mamba2StatePool;
-  let native: NativeModel | null;
+  let native: OpProfiler | null;
   let batchModel: BatchModel;
   let ready: Pick<WorkerReady, 'layout' | 'weightBytes' | 'kvBytes'>;
   const arch = file.metadata.get('general.architecture')?.value;
@@ -122,7 +124,7 @@ function load(): Engine {
     const exec = new Mamba2Exec(ctx, cfg, file, { headType: init.headType });
     const mpool = new Mamba2StatePool(exec, { maxSequences: init.sequences, contextSize: init.contextSize });
     pool = mpool;
-    native = null;
+    native = mpool.isNative ? exec : null;
     batchModel = {
       capacityTokens: init.contextSize * init.sequences,
       blockTokens: init.contextSize,
@@ -184,7 +186,7 @@ function load(): Engine {
           blocksMax: ps.blocksMax,
         };
         if (error) post({ type: 'error', id, error: serializeError(error), kv });
-        else post({ type: 'done', id, stats: requestStats(s, entry?.profile, native !== null), kv });
+        else post({ type: 'done', id, stats: requestStats(s, entry?.profile, native?.opNames ?? null), kv });
       };
       if (inStep) pendingDone.push(send);
       else send();
@@ -197,14 +199,14 @@ function load(): Engine {
   return { native, pool, scheduler };
 }
 
-function requestStats(s: ScheduledStats, profile: { prefill: PhaseAcc; decode: PhaseAcc } | undefined, native: boolean): RequestStats {
+function requestStats(s: ScheduledStats, profile: { prefill: PhaseAcc; decode: PhaseAcc } | undefined, names: readonly string[] | null): RequestStats {
   const stats: RequestStats = {
     promptTokens: s.promptTokens, reusedTokens: s.reusedTokens, evaluatedTokens: s.evaluatedTokens, generatedTokens: s.generatedTokens,
     prefillMs: s.queueMs + s.prefillMs, decodeMs: s.decodeMs,
     decodeTps: s.generatedTokens > 1 && s.decodeMs > 0 ? (s.generatedTokens - 1) / (s.decodeMs / 1000) : 0,
     finishReason: s.finishReason === 'error' ? 'abort' : s.finishReason,
   };
-  if (profile) stats.profile = { prefill: profile.prefill.finish(native), decode: profile.decode.finish(native) };
+  if (profile) stats.profile = { prefill: profile.prefill.finish(names), decode: profile.decode.finish(names) };
   return stats;
 }
 
@@ -302,7 +304,7 @@ if (engine) {
       post({ type: 'error', id: req.id, error: serializeError(err) });
       return;
     }
-    const nOps = profileOpNames().length;
+    const nOps = engine!.native?.opNames.length ?? 0;
     const wantProfile = req.type === 'generate' && req.profile;
     live.set(req.id, wantProfile ? { profile: { prefill: new PhaseAcc(nOps), decode: new PhaseAcc(nOps) } } : {});
     if (wantProfile) profiling++;

@@ -22,11 +22,12 @@ import { binding, loadNative } from '../native.js';
 import { floatToHalf } from '../reference/numeric.js';
 import { mamba2ConvDim, mamba2InProjDim } from '../reference/mamba2.js';
 import { type Mamba2Config, type Mamba2Linear, isAttnLayer, isFbi, loadMamba2Weights } from './mamba2.js';
+import type { OpProfiler } from './native-model.js';
 import type { StatePoolHandle } from './state.js';
 
 interface Mamba2NativeHandle {
   forwardBatch(ctx: unknown, pool: unknown, tokens: Int32Array, seq: Int32Array, pos: Int32Array, outRows: Int32Array,
-    logits: Float32Array, chunk: number): void;
+    logits: Float32Array, chunk: number, profile?: Float64Array): void;
 }
 
 type PrepFn = (ctx: unknown, x: Float32Array, B: number, K: number, colScale: Float32Array | null, colBias: Float32Array | null,
@@ -88,7 +89,7 @@ export const MAMBA2_CHUNK = 64;
 type Scratch = Record<'res' | 'last' | 'u' | 'bias' | 'h' | 'proj' | 'z' | 'xBC' | 'dt' | 'conv' | 'x' | 'B' | 'C' | 'y' | 'yn' | 'out' | 'q' | 'k' | 'v' | 'att', Float32Array>
   & { pos: Int32Array };
 
-export class Mamba2Exec {
+export class Mamba2Exec implements OpProfiler {
   private readonly layers: Array<LayerExec | AttnExec>;
   private readonly embd: HeadMatrix;
   private readonly head: HeadMatrix;
@@ -102,6 +103,17 @@ export class Mamba2Exec {
    */
   /** The one-call native forward over the same weights (native/runtime/mamba2_exec.h), or null (`native: false`). */
   readonly native: Mamba2NativeHandle | null;
+  /** Accumulated ns per op class of the native forward (see opNames) while profiling is on, else null. */
+  profile: Float64Array | null = null;
+  /** The native forward's op classes (native/runtime/mamba2_exec.h Mamba2ProfileOp). */
+  get opNames(): readonly string[] {
+    return (loadNative().mamba2ProfileOps as () => string[])();
+  }
+
+  /** Turns per-op timing of the native forward on (zeroed) or off. */
+  setProfiling(on: boolean): void {
+    this.profile = on ? new Float64Array(this.opNames.length) : null;
+  }
 
   constructor(private readonly ctx: KernelContext, readonly cfg: Mamba2Config, file: GgufFile, opts: { headType?: 'f16' | 'q8' | 'q4'; native?: boolean } = {}) {
     const w = loadMamba2Weights(file, cfg);
@@ -191,7 +203,7 @@ export class Mamba2Exec {
   forwardNative(pool: StatePoolHandle, tokens: Int32Array, seq: Int32Array, pos: Int32Array, outRows: Int32Array, into?: Float32Array, chunk = MAMBA2_CHUNK): Float32Array {
     const n = outRows.length * this.cfg.nVocab;
     const logits = into && into.length >= n ? into.subarray(0, n) : new Float32Array(n);
-    this.native!.forwardBatch(this.ctx.handle, pool, tokens, seq, pos, outRows, logits, chunk);
+    this.native!.forwardBatch(this.ctx.handle, pool, tokens, seq, pos, outRows, logits, chunk, this.profile ?? undefined);
     return logits;
   }
 

@@ -16,6 +16,15 @@ interface NativeModelHandle {
     logits: Float32Array, profile?: Float64Array): void;
 }
 
+/** A one-call native forward's op clocks: what the worker reads for a request's profile. */
+export interface OpProfiler {
+  /** Accumulated ns per op class (see opNames) while profiling is on, else null. */
+  profile: Float64Array | null;
+  setProfiling(on: boolean): void;
+  /** The op classes, in the index order of `profile` ('total' is the whole forward). */
+  readonly opNames: readonly string[];
+}
+
 /** Op classes the native forward times (index order of the profile array). */
 export function profileOpNames(): string[] {
   return (loadNative().profileOps as () => string[])();
@@ -45,7 +54,7 @@ function dense(h: HeadMatrix) {
   return { kind: h.kind, data: h.m.data, M: h.m.M, K: h.m.K };
 }
 
-export class NativeModel {
+export class NativeModel implements OpProfiler {
   private readonly handle: NativeModelHandle;
   /** Accumulated ns per op class (see profileOpNames) while profiling is on, else null. */
   profile: Float64Array | null = null;
@@ -66,9 +75,11 @@ export class NativeModel {
     });
   }
 
+  readonly opNames = profileOpNames();
+
   /** Turns per-op timing on (zeroed) or off. */
   setProfiling(on: boolean): void {
-    this.profile = on ? new Float64Array(profileOpNames().length) : null;
+    this.profile = on ? new Float64Array(this.opNames.length) : null;
   }
 
   /** Same contract as TransformerModel.forward: logits [n, vocab] of the last n tokens. */
