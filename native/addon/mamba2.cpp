@@ -11,6 +11,7 @@
 #include <string>
 
 #include "common.h"
+#include "runtime/mamba2_run.h"
 
 namespace bitllm {
 
@@ -117,11 +118,8 @@ Napi::Value ssd_chunked(const Napi::CallbackInfo& info) {
   ContextWrap& ctx = a.context(0);
   const SsdArgs s = ssd_args(a);
   const int64_t chunk = a.integer(15, "chunk", 1, kSsdMaxChunk);
-  const int64_t n_chunks = (s.T + chunk - 1) / chunk, units = s.n_groups * n_chunks;
   ThreadPool& pool = ctx.pool();
-  const int64_t nth = pool.size();
-  const int64_t per = ssd_chunked_scratch_floats(chunk, s.d_state, s.head_dim);
-  const int64_t cb_floats = ssd_cb_floats(s.T, chunk, s.n_groups, s.d_state), total = cb_floats + nth * per;
+  const int64_t total = ssd_chunked_run_floats(s, chunk, pool.size());
   if (total * 4 > kMaxScratchBytes)
     a.range_error("ssdChunked needs " + str(total * 4) + " bytes of scratch (more than " + str(kMaxScratchBytes) +
                   "): use a smaller chunk or fewer rows per call");
@@ -131,26 +129,7 @@ Napi::Value ssd_chunked(const Napi::CallbackInfo& info) {
   } catch (const std::bad_alloc&) {
     a.range_error("cannot allocate " + str(total * 4) + " bytes of ssdChunked scratch");
   }
-  const KernelTable& t = ctx.table();
-  float* cb = scratch;
-  pool.parallel_for_work(units, std::min(chunk, s.T) * std::min(chunk, s.T) * s.d_state / 2,
-                         [&](int64_t u0, int64_t u1) { t.ssd_chunk_cb(s, chunk, cb, u0, u1); });
-  struct Job {
-    const SsdArgs* s;
-    const KernelTable* t;
-    int64_t chunk, per;
-    const float* cb;
-    float* thread_scratch;
-  } job{&s, &t, chunk, per, cb, scratch + cb_floats};
-  auto body = [](void* p, int ith, int nth_) {
-    const Job* j = static_cast<const Job*>(p);
-    const int64_t H = j->s->n_heads, h0 = H * ith / nth_, h1 = H * (ith + 1) / nth_;
-    if (h0 < h1) j->t->ssd_chunked(*j->s, j->chunk, j->cb, j->thread_scratch + ith * j->per, h0, h1);
-  };
-  if (nth == 1 || s.n_heads == 1 || s.n_heads * s.T * s.head_dim * s.d_state < ThreadPool::kMinParallelWork)
-    body(&job, 0, 1);
-  else
-    pool.run(body, &job);
+  run_ssd_chunked(ctx.table(), pool, s, chunk, scratch);
   return info.Env().Undefined();
 }
 

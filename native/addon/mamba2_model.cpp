@@ -167,65 +167,29 @@ Napi::Value Mamba2ModelWrap::forward_batch(const Napi::CallbackInfo& info) {
   Mamba2PoolWrap* pw = Napi::ObjectWrap<Mamba2PoolWrap>::Unwrap(info[1].As<Napi::Object>());
   if (pw->owner() != exec_.get()) a.range_error("pool was made for another model");
   RecurrentPool& states = pw->pool();
-  a.i32(2, "tokens", 0);  // type checks before the lengths are read
-  a.i32(5, "outRows", 0);
-  const int64_t B = a.length(2);
-  if (B < 1) a.range_error("tokens: a batch needs at least one row");
-  if (B > kMaxBatch) a.range_error("tokens: " + std::to_string(B) + " rows exceed " + std::to_string(kMaxBatch) + " per call");
-  // Copies: the inputs may live anywhere in JS memory, including next to logits.
-  std::vector<int32_t> tokens(a.i32(2, "tokens", B, B), a.i32(2, "tokens", B, B) + B);
-  std::vector<int32_t> seq(a.i32(3, "seq", B, B), a.i32(3, "seq", B, B) + B);
-  std::vector<int32_t> pos(a.i32(4, "pos", B, B), a.i32(4, "pos", B, B) + B);
-  for (int64_t b = 0; b < B; ++b) {
-    if (tokens[b] < 0 || tokens[b] >= p.n_vocab)
-      a.range_error("tokens[" + std::to_string(b) + "] = " + std::to_string(tokens[b]) + " is outside the vocabulary [0, " +
-                    std::to_string(p.n_vocab) + ")");
-    if (pos[b] < 0 || pos[b] >= kMaxCapacity)
-      a.range_error("pos[" + std::to_string(b) + "] = " + std::to_string(pos[b]) + " is outside [0, " + std::to_string(kMaxCapacity) + ")");
-  }
-  const int64_t n_out = a.length(5);
-  std::vector<int32_t> out_rows(static_cast<size_t>(n_out));
-  if (n_out > 0) {
-    const int32_t* o = a.i32(5, "outRows", n_out, n_out);
-    out_rows.assign(o, o + n_out);
-  }
-  for (int64_t i = 0; i < n_out; ++i)
-    if (out_rows[i] < 0 || out_rows[i] >= B || (i > 0 && out_rows[i] <= out_rows[i - 1]))
-      a.range_error("outRows must be ascending row indices in [0, " + std::to_string(B) + ")");
+  BatchRows rows = read_batch_rows(a, 2, p.n_vocab, kMaxCapacity);
+  const int64_t B = rows.size(), n_out = static_cast<int64_t>(rows.out_rows.size());
   float* logits = n_out > 0 ? a.f32(6, "logits", n_out * p.n_vocab, n_out * p.n_vocab) : nullptr;
   const int64_t chunk = a.integer(7, "chunk", 0, kSsdMaxChunk);
-  double* prof = nullptr;
-  if (a.has(8)) {
-    if (!info[8].IsTypedArray() || info[8].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
-      a.type_error("profile must be a Float64Array");
-    auto ta = info[8].As<Napi::TypedArray>();
-    if (ta.ElementLength() != kM2ProfCount) a.range_error("profile must have " + std::to_string(kM2ProfCount) + " elements");
-    prof = reinterpret_cast<double*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
-  }
+  double* prof = read_profile(a, info, 8, kM2ProfCount);
   if (mamba2_state_layout(p, states.max_seq_len()).bytes != states.state_bytes())
     a.range_error("pool's state size does not fit the model");
-  int32_t max_pos = 0;
-  for (int64_t b = 0; b < B; ++b) max_pos = std::max(max_pos, pos[b]);
   try {
-    exec_->reserve(B, max_pos, chunk, ctx.pool().size());
+    exec_->reserve(B, rows.max_pos, chunk, ctx.pool().size());
   } catch (const std::bad_alloc&) {
     a.range_error("cannot allocate the forward scratch for " + std::to_string(B) + " rows");
   }
   try {
-    states.admit(seq.data(), pos.data(), B);
+    states.admit(rows.seq.data(), rows.pos.data(), B);
   } catch (const KvPoolError& e) {
     throw_pool_error(info.Env(), "Mamba2ModelNative.forwardBatch", e);
   }
-  exec_->forward_batch(ctx.table(), ctx.pool(), tokens.data(), seq.data(), pos.data(), B, states, out_rows.data(), n_out,
-                       logits, chunk, prof);
+  exec_->forward_batch(ctx.table(), ctx.pool(), rows.tokens.data(), rows.seq.data(), rows.pos.data(), B, states,
+                       rows.out_rows.data(), n_out, logits, chunk, prof);
   return info.Env().Undefined();
 }
 
-Napi::Value profile_ops(const Napi::CallbackInfo& info) {
-  auto arr = Napi::Array::New(info.Env(), kM2ProfCount);
-  for (int i = 0; i < kM2ProfCount; ++i) arr.Set(i, mamba2_profile_op_name(i));
-  return arr;
-}
+Napi::Value profile_ops(const Napi::CallbackInfo& info) { return profile_names(info.Env(), mamba2_profile_op_name, kM2ProfCount); }
 
 }  // namespace
 

@@ -170,15 +170,7 @@ class ModelNativeWrap : public Napi::ObjectWrap<ModelNativeWrap> {
     }
     const int64_t n_out = a.integer(7, "nOut", 1, B);
     float* logits = a.f32(8, "logits", n_out * p.n_vocab, n_out * p.n_vocab);
-    double* prof = nullptr;
-    if (a.has(9)) {
-      if (!info[9].IsTypedArray() || info[9].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
-        a.type_error("profile must be a Float64Array");
-      auto ta = info[9].As<Napi::TypedArray>();
-      if (ta.ElementLength() != kProfCount)
-        a.range_error("profile must have " + std::to_string(kProfCount) + " elements");
-      prof = reinterpret_cast<double*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
-    }
+    double* prof = read_profile(a, info, 9, kProfCount);
     // The outputs must not alias the weights or the caches the pass reads (the scratch is native).
     auto lo = reinterpret_cast<uintptr_t>(logits), hi = lo + static_cast<uintptr_t>(n_out * p.n_vocab * 4);
     for (size_t l = 0; l < nl; ++l)
@@ -211,54 +203,23 @@ class ModelNativeWrap : public Napi::ObjectWrap<ModelNativeWrap> {
     if (lay.n_layer != static_cast<int64_t>(p.layers.size()) || lay.n_kv_heads != p.n_head_kv || lay.head_dim != p.head_dim)
       a.range_error("pool shape (layers " + std::to_string(lay.n_layer) + ", kv heads " + std::to_string(lay.n_kv_heads) +
                     ", head dim " + std::to_string(lay.head_dim) + ") does not fit the model");
-    a.i32(2, "tokens", 0);  // type checks before the lengths are read
-    a.i32(5, "outRows", 0);
-    const int64_t B = a.length(2);
-    if (B < 1) a.range_error("tokens: a batch needs at least one row");
-    if (B > kMaxBatch) a.range_error("tokens: " + std::to_string(B) + " rows exceed " + std::to_string(kMaxBatch) + " per call");
-    // Copies: the inputs may live anywhere in JS memory, including next to logits.
-    std::vector<int32_t> tokens(a.i32(2, "tokens", B, B), a.i32(2, "tokens", B, B) + B);
-    std::vector<int32_t> seq(a.i32(3, "seq", B, B), a.i32(3, "seq", B, B) + B);
-    std::vector<int32_t> pos(a.i32(4, "pos", B, B), a.i32(4, "pos", B, B) + B);
-    for (int64_t b = 0; b < B; ++b) {
-      if (tokens[b] < 0 || tokens[b] >= p.n_vocab)
-        a.range_error("tokens[" + std::to_string(b) + "] = " + std::to_string(tokens[b]) + " is outside the vocabulary [0, " +
-                      std::to_string(p.n_vocab) + ")");
-      if (pos[b] < 0 || pos[b] >= kMaxCapacity)
-        a.range_error("pos[" + std::to_string(b) + "] = " + std::to_string(pos[b]) + " is outside [0, " + std::to_string(kMaxCapacity) + ")");
-    }
-    const int64_t n_out = a.length(5);
-    std::vector<int32_t> out_rows(static_cast<size_t>(n_out));
-    if (n_out > 0) {
-      const int32_t* o = a.i32(5, "outRows", n_out, n_out);
-      out_rows.assign(o, o + n_out);
-    }
-    for (int64_t i = 0; i < n_out; ++i)
-      if (out_rows[i] < 0 || out_rows[i] >= B || (i > 0 && out_rows[i] <= out_rows[i - 1]))
-        a.range_error("outRows must be ascending row indices in [0, " + std::to_string(B) + ")");
+    BatchRows rows = read_batch_rows(a, 2, p.n_vocab, kMaxCapacity);
+    const int64_t B = rows.size(), n_out = static_cast<int64_t>(rows.out_rows.size());
     float* logits = n_out > 0 ? a.f32(6, "logits", n_out * p.n_vocab, n_out * p.n_vocab) : nullptr;
-    double* prof = nullptr;
-    if (a.has(7)) {
-      if (!info[7].IsTypedArray() || info[7].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
-        a.type_error("profile must be a Float64Array");
-      auto ta = info[7].As<Napi::TypedArray>();
-      if (ta.ElementLength() != kProfCount) a.range_error("profile must have " + std::to_string(kProfCount) + " elements");
-      prof = reinterpret_cast<double*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
-    }
-    int32_t max_pos = 0;
-    for (int64_t b = 0; b < B; ++b) max_pos = std::max(max_pos, pos[b]);
+    double* prof = read_profile(a, info, 7, kProfCount);
+    const int32_t max_pos = rows.max_pos;
     try {
       exec_->reserve(B, max_pos, ctx.pool().size());
     } catch (const std::bad_alloc&) {
       a.range_error("cannot allocate the forward scratch for " + std::to_string(B) + " rows");
     }
     try {
-      kv.admit(seq.data(), pos.data(), B);
+      kv.admit(rows.seq.data(), rows.pos.data(), B);
     } catch (const KvPoolError& e) {
       throw_pool_error(info.Env(), "ModelNative.forwardBatch", e);
     }
-    exec_->forward_batch(ctx.table(), ctx.pool(), tokens.data(), seq.data(), pos.data(), B, kv, out_rows.data(), n_out,
-                         logits, prof);
+    exec_->forward_batch(ctx.table(), ctx.pool(), rows.tokens.data(), rows.seq.data(), rows.pos.data(), B, kv,
+                         rows.out_rows.data(), n_out, logits, prof);
     return info.Env().Undefined();
   }
 
@@ -266,11 +227,7 @@ class ModelNativeWrap : public Napi::ObjectWrap<ModelNativeWrap> {
   std::unique_ptr<ModelExec> exec_;
 };
 
-Napi::Value profile_ops(const Napi::CallbackInfo& info) {
-  auto arr = Napi::Array::New(info.Env(), kProfCount);
-  for (int i = 0; i < kProfCount; ++i) arr.Set(i, profile_op_name(i));
-  return arr;
-}
+Napi::Value profile_ops(const Napi::CallbackInfo& info) { return profile_names(info.Env(), profile_op_name, kProfCount); }
 
 }  // namespace
 

@@ -1,6 +1,8 @@
 // Reading the native forwards' spec objects; see spec.h.
 #include "spec.h"
 
+#include <algorithm>
+
 #include "runtime/repack_ternary.h"
 
 namespace bitllm {
@@ -121,6 +123,47 @@ PlanDense read_dense(const Spec& s, int64_t M, int64_t K) {
     s.fail("kind", "'" + kind + "' is not a supported dense layout (f16, q8, q4)");
   }
   return w;
+}
+
+BatchRows read_batch_rows(const Args& a, size_t i, int64_t n_vocab, int64_t max_pos_limit) {
+  a.i32(i, "tokens", 0);  // type checks before the lengths are read
+  a.i32(i + 3, "outRows", 0);
+  const int64_t B = a.length(i);
+  if (B < 1) a.range_error("tokens: a batch needs at least one row");
+  if (B > kMaxBatch) a.range_error("tokens: " + std::to_string(B) + " rows exceed " + std::to_string(kMaxBatch) + " per call");
+  BatchRows r;
+  const int32_t* t = a.i32(i, "tokens", B, B);
+  const int32_t* s = a.i32(i + 1, "seq", B, B);
+  const int32_t* p = a.i32(i + 2, "pos", B, B);
+  r.tokens.assign(t, t + B);
+  r.seq.assign(s, s + B);
+  r.pos.assign(p, p + B);
+  for (int64_t b = 0; b < B; ++b) {
+    if (r.tokens[b] < 0 || r.tokens[b] >= n_vocab)
+      a.range_error("tokens[" + std::to_string(b) + "] = " + std::to_string(r.tokens[b]) + " is outside the vocabulary [0, " +
+                    std::to_string(n_vocab) + ")");
+    if (r.pos[b] < 0 || r.pos[b] >= max_pos_limit)
+      a.range_error("pos[" + std::to_string(b) + "] = " + std::to_string(r.pos[b]) + " is outside [0, " + std::to_string(max_pos_limit) + ")");
+    r.max_pos = std::max(r.max_pos, r.pos[b]);
+  }
+  const int64_t n_out = a.length(i + 3);
+  if (n_out > 0) {
+    const int32_t* o = a.i32(i + 3, "outRows", n_out, n_out);
+    r.out_rows.assign(o, o + n_out);
+  }
+  for (int64_t k = 0; k < n_out; ++k)
+    if (r.out_rows[k] < 0 || r.out_rows[k] >= B || (k > 0 && r.out_rows[k] <= r.out_rows[k - 1]))
+      a.range_error("outRows must be ascending row indices in [0, " + std::to_string(B) + ")");
+  return r;
+}
+
+double* read_profile(const Args& a, const Napi::CallbackInfo& info, size_t i, int64_t n) {
+  if (!a.has(i)) return nullptr;
+  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+    a.type_error("profile must be a Float64Array");
+  auto ta = info[i].As<Napi::TypedArray>();
+  if (static_cast<int64_t>(ta.ElementLength()) != n) a.range_error("profile must have " + std::to_string(n) + " elements");
+  return reinterpret_cast<double*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
 }
 
 // A KvPoolError as a JS RangeError with a code the TS layer maps to its typed errors (lib/model/state.ts).

@@ -97,6 +97,25 @@ LinearGroup read_group(Napi::Env env, const Spec& parent, const char* field, int
 // An embedding / head matrix {kind: 'f16' | 'q8' | 'q4', data, M, K}.
 PlanDense read_dense(const Spec& s, int64_t M, int64_t K);
 
+// The rows of a forwardBatch call (args i .. i + 3: tokens, seq, pos Int32Array[B], outRows Int32Array[nOut]),
+// copied (the inputs may live anywhere in JS memory, including next to logits) and checked: 1 <= B <= kMaxBatch,
+// token ids in [0, n_vocab), positions in [0, max_pos_limit), outRows ascending rows in [0, B).
+struct BatchRows {
+  std::vector<int32_t> tokens, seq, pos, out_rows;
+  int32_t max_pos = 0;
+  int64_t size() const { return static_cast<int64_t>(tokens.size()); }
+};
+BatchRows read_batch_rows(const Args& a, size_t i, int64_t n_vocab, int64_t max_pos_limit);
+// An optional profile argument: a Float64Array of exactly n elements, or nullptr when absent.
+double* read_profile(const Args& a, const Napi::CallbackInfo& info, size_t i, int64_t n);
+
+// The op-class names of a forward's profile clocks, as a JS array (index order).
+inline Napi::Array profile_names(Napi::Env env, const char* (*name)(int), int n) {
+  auto arr = Napi::Array::New(env, n);
+  for (int i = 0; i < n; ++i) arr.Set(i, name(i));
+  return arr;
+}
+
 // A KvPoolError as a JS RangeError with a code the TS layer maps to its typed errors (lib/model/state.ts).
 [[noreturn]] void throw_pool_error(Napi::Env env, const char* fn, const KvPoolError& e);
 

@@ -7,6 +7,7 @@
 
 #include "attention_run.h"
 #include "../kernels/mamba2.h"
+#include "mamba2_run.h"
 
 namespace bitllm {
 
@@ -222,30 +223,7 @@ void Mamba2Exec::forward_batch(const KernelTable& t, ThreadPool& pool, const int
           pool.parallel_for_work(H, n * P * N, [&](int64_t h0, int64_t h1) { t.ssd_recurrent(a, h0, h1); });
           return;
         }
-        // As the ssdChunked binding runs it: the group products over (group, chunk) units, then the heads
-        // split evenly over the threads, each with its own scratch.
-        const int64_t units = p.n_groups * ((n + chunk - 1) / chunk);
-        float* cb = ssd_scratch_.data();
-        float* thread_scratch = cb + ssd_cb_floats(n, chunk, p.n_groups, N);
-        const int64_t per = ssd_chunked_scratch_floats(chunk, N, P);
-        pool.parallel_for_work(units, std::min(chunk, n) * std::min(chunk, n) * N / 2,
-                               [&](int64_t u0, int64_t u1) { t.ssd_chunk_cb(a, chunk, cb, u0, u1); });
-        struct Job {
-          const SsdArgs* a;
-          const KernelTable* t;
-          int64_t chunk, per;
-          const float* cb;
-          float* scratch;
-        } job{&a, &t, chunk, per, cb, thread_scratch};
-        auto body_fn = [](void* jp, int ith, int nth) {
-          const Job* j = static_cast<const Job*>(jp);
-          const int64_t HH = j->a->n_heads, h0 = HH * ith / nth, h1 = HH * (ith + 1) / nth;
-          if (h0 < h1) j->t->ssd_chunked(*j->a, j->chunk, j->cb, j->scratch + ith * j->per, h0, h1);
-        };
-        if (nthreads == 1 || H == 1 || H * n * P * N < ThreadPool::kMinParallelWork)
-          body_fn(&job, 0, 1);
-        else
-          pool.run(body_fn, &job);
+        run_ssd_chunked(t, pool, a, chunk, ssd_scratch_.data());
       };
       run(0, lead, false);
       run(lead, body, true);
