@@ -83,8 +83,14 @@ export interface ModelInfo {
   sequences: number;
   kvType: 'f16' | 'q8' | 'q3';
   headType: 'f16' | 'q8' | 'q4';
-  /** The ternary layout in use ('auto' resolved). */
+  /** The ternary layout in use ('auto' resolved; it applies only to ternary layers). */
   layout: 't2r16' | 'td3';
+  /**
+   * The kernel layouts the model's projections are held in, distinct, in order of first appearance: e.g.
+   * ['td3'] (b1.58), ['td3', 'ts256'] (a4.8's column-sparse down projection), ['b1l64'] (FBI-LLM, OneBit and
+   * Bi-Mamba on the exact float path), ['b1r16'] (int8 activations), ['billm'], ['f16'].
+   */
+  linears: string[];
   isa: Isa;
   threads: number;
   /** Kernel variant per family, e.g. { ternary_i2: 'avx512' }. */
@@ -208,7 +214,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     worker.off('message', onMessage).off('error', onError).off('exit', onExit);
   });
   const info: ModelInfo = {
-    ...partial, layout: ready.layout, isa: ready.isa, threads: ready.threads, kernels: ready.kernels, weightBytes: ready.weightBytes,
+    ...partial, layout: ready.layout, linears: ready.linears, isa: ready.isa, threads: ready.threads, kernels: ready.kernels, weightBytes: ready.weightBytes,
     kvBytes: ready.kvBytes, loadMs: ready.loadMs,
   };
   return new Model(worker, info, tokenizer);

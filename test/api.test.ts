@@ -321,6 +321,8 @@ describe('generation API', () => {
     try {
       expect(a48.info.kvType).toBe('q3');
       expect(a48.info.hparams.row.family).toBe('a48');
+      // Its ReLU² down projection is column-sparse (TS256); the other projections in the ternary layout.
+      expect(a48.info.linears).toEqual([a48.info.layout, 'ts256']);
       expect((await greedy(a48, 'The Congress', 6)).tokens.length).toBe(6);
     } finally {
       await a48.close();
@@ -329,6 +331,7 @@ describe('generation API', () => {
     for (const actQuant of ['auto', 'i8'] as const) {
       const fbi = await loadModel(bundled('tiny-fbi-q1_0.gguf'), { threads: 1, actQuant });
       try {
+        expect(fbi.info.linears).toEqual([actQuant === 'i8' ? 'b1r16' : 'b1l64']);
         texts.push((await greedy(fbi, 'The Congress of the United States', 8)).text);
       } finally {
         await fbi.close();

@@ -86,6 +86,7 @@ describe.each([['bi-mamba', 3], ['mamba2', 5], ['bi-mamba-hybrid', 9]] as const)
   it('loads as its block kind, and evaluate() gives the float64 reference logits (prefill chunks of 128 and a tail)', async () => {
     expect(model.info.arch).toBe(arch);
     expect(model.info.block).toBe('mamba2');
+    expect(model.info.linears).toEqual([arch === 'mamba2' ? 'f16' : 'b1l64']);
     const file = parseGguf(bytes, arch);
     const cfg = mamba2ConfigFromGguf(file);
     // A sequence's state: conv rows + SSM state per Mamba-2 layer, a hybrid's f16 K and V for the context per attention layer.

@@ -117,12 +117,13 @@ export async function runBenchModelCommand(argv: string[]): Promise<number> {
       rss_mb: Math.round(process.memoryUsage().rss / 1e6), file_mb: Math.round(info.fileSize / 1e6),
       weight_mb_per_token: Math.round(info.weightBytes / 1e6), isa: info.isa, threads: info.threads, head: info.headType,
       layout: info.layout,
+      linears: info.linears,
       kv: info.kvType,
       ...(profile && { profile: { prefill: meanProfile(prefillProfiles), decode: meanProfile(decodeProfiles) } }),
     };
     if (json) process.stdout.write(JSON.stringify(out) + '\n');
     else {
-      process.stdout.write(`${path}: ${info.isa} × ${info.threads} threads, ${info.layout} layers, head ${info.headType}, kv ${info.kvType}\n` +
+      process.stdout.write(`${path}: ${info.isa} × ${info.threads} threads, ${info.linears.join(' + ')} layers, head ${info.headType}, kv ${info.kvType}\n` +
         `  prefill ${p} tokens: ${ppS ? `${ppS.mean} tok/s (min ${ppS.min}, max ${ppS.max})` : '-'}\n` +
         `  decode  ${n} tokens: ${tgS ? `${tgS.mean} tok/s (min ${tgS.min}, max ${tgS.max})` : '-'}\n` +
         `  load ${out.load_ms} ms, rss ${out.rss_mb} MB (file ${out.file_mb} MB), ${out.weight_mb_per_token} MB of weights per token\n`);

@@ -290,6 +290,8 @@ export type WorkerRequest =
 export interface WorkerReady {
   type: 'ready';
   layout: 't2r16' | 'td3';
+  /** The kernel layouts of the projections, distinct, in order of first appearance. */
+  linears: string[];
   isa: Isa;
   threads: number;
   kernels: Record<string, string>;

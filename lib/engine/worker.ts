@@ -115,7 +115,7 @@ function load(): Engine {
   let pool: SequencePool | Mamba2StatePool;
   let native: OpProfiler | null;
   let batchModel: BatchModel;
-  let ready: Pick<WorkerReady, 'layout' | 'weightBytes' | 'kvBytes'>;
+  let ready: Pick<WorkerReady, 'layout' | 'linears' | 'weightBytes' | 'kvBytes'>;
   const arch = file.metadata.get('general.architecture')?.value;
   if (typeof arch === 'string' && blockKindOf(arch) === 'mamba2') {
     // The Mamba-2 block kind: a fixed-size recurrent state per sequence. The scheduler's token budget counts
@@ -139,7 +139,7 @@ function load(): Engine {
       disposeSequence: (seq) => mpool.dispose(seq),
       forwardBatch: (rows) => mpool.forwardBatch(rows, logitsFor(rows, cfg.nVocab)),
     };
-    ready = { layout: init.layout === 'td3' ? 'td3' : 't2r16', weightBytes: exec.weightBytes, kvBytes: exec.stateBytes(init.contextSize) };
+    ready = { layout: init.layout === 'td3' ? 'td3' : 't2r16', linears: exec.linearLayouts(), weightBytes: exec.weightBytes, kvBytes: exec.stateBytes(init.contextSize) };
   } else {
     const cfg = configFromGguf(file);
     const weights = loadWeights(ctx, file, cfg, {
@@ -166,7 +166,8 @@ function load(): Engine {
       disposeSequence: (seq) => kpool.dispose(seq),
       forwardBatch: (rows) => kpool.forwardBatch(rows, logitsFor(rows, cfg.nVocab)),
     };
-    ready = { layout: weights.layout, weightBytes: weights.bytesPerToken, kvBytes: Math.ceil(init.contextSize / KV_BLOCK_TOKENS) * kpool.stats().blockBytes };
+    const linears = [...new Set(weights.layers.flatMap((l) => [l.wqkv, l.wo, l.wgu, l.wdown].flat().map((x) => x.w.kind)))];
+    ready = { layout: weights.layout, linears, weightBytes: weights.bytesPerToken, kvBytes: Math.ceil(init.contextSize / KV_BLOCK_TOKENS) * kpool.stats().blockBytes };
   }
   const scheduler = new StepScheduler(batchModel, {
     token(id, token, last, logprobs) {

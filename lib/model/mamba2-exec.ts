@@ -188,6 +188,12 @@ export class Mamba2Exec implements OpProfiler {
     };
   }
 
+  /** The kernel layouts of the projections, distinct: 'b1l64' (FBI: signs on the exact float LUT GEMM), 'f16'. */
+  linearLayouts(): string[] {
+    const all = this.layers.flatMap((L) => (L.kind === 'attention' ? [L.wq, L.wk, L.wv, L.wo] : [L.inProj, L.outProj]));
+    return [...new Set(all.map((p) => (p.kind === 'fbi' ? 'b1l64' : 'f16')))];
+  }
+
   /** A native pool of `maxSequences` states for contexts of `contextSize` positions (runtime/recurrent_pool.h). */
   nativePool(maxSequences: number, contextSize: number): StatePoolHandle {
     if (!this.native) throw new NativeError('mamba2: this model was built without its native forward (native: false)');
