@@ -105,9 +105,10 @@ export class Mamba2Exec implements OpProfiler {
   readonly native: Mamba2NativeHandle | null;
   /** Accumulated ns per op class of the native forward (see opNames) while profiling is on, else null. */
   profile: Float64Array | null = null;
+  private ops: readonly string[] | undefined;
   /** The native forward's op classes (native/runtime/mamba2_exec.h Mamba2ProfileOp). */
   get opNames(): readonly string[] {
-    return (loadNative().mamba2ProfileOps as () => string[])();
+    return (this.ops ??= (loadNative().mamba2ProfileOps as () => string[])());
   }
 
   /** Turns per-op timing of the native forward on (zeroed) or off. */

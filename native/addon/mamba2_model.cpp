@@ -172,7 +172,7 @@ Napi::Value Mamba2ModelWrap::forward_batch(const Napi::CallbackInfo& info) {
   float* logits = n_out > 0 ? a.f32(6, "logits", n_out * p.n_vocab, n_out * p.n_vocab) : nullptr;
   const int64_t chunk = a.integer(7, "chunk", 0, kSsdMaxChunk);
   double* prof = read_profile(a, info, 8, kM2ProfCount);
-  if (mamba2_state_layout(p, states.max_seq_len()).bytes != states.state_bytes())
+  if (exec_->layout(states.max_seq_len()).bytes != states.state_bytes())
     a.range_error("pool's state size does not fit the model");
   try {
     exec_->reserve(B, rows.max_pos, chunk, ctx.pool().size());

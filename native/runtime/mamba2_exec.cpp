@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <unordered_map>
 
 #include "attention_run.h"
 #include "../kernels/mamba2.h"
@@ -37,6 +36,14 @@ Mamba2StateLayout mamba2_state_layout(const Mamba2Plan& p, int64_t capacity) {
   return s;
 }
 
+const Mamba2StateLayout& Mamba2Exec::layout(int64_t capacity) {
+  if (capacity != layout_cap_) {
+    layout_ = mamba2_state_layout(p_, capacity);
+    layout_cap_ = capacity;
+  }
+  return layout_;
+}
+
 void Mamba2Exec::reserve(int64_t B, int64_t max_pos, int64_t chunk, int nthreads) {
   const Mamba2Plan& p = p_;
   const int64_t d = p.d_model;
@@ -54,7 +61,7 @@ void Mamba2Exec::reserve(int64_t B, int64_t max_pos, int64_t chunk, int nthreads
     }
     tok_.resize(B);
     pos_.resize(B);
-    perm_.resize(B);
+    at_.resize(B);
     cap_b_ = B;
   }
   if (chunk > 0) {
@@ -79,20 +86,17 @@ void Mamba2Exec::forward_batch(const KernelTable& t, ThreadPool& pool, const int
   int32_t max_pos = 0;
   for (int64_t b = 0; b < B; ++b) max_pos = std::max(max_pos, pos[b]);
   reserve(B, max_pos, chunk, nthreads);
-  const Mamba2StateLayout lay = mamba2_state_layout(p, states.max_seq_len());
+  const Mamba2StateLayout& lay = layout(states.max_seq_len());
 
-  // Gather each sequence's rows contiguously (sequences in first-appearance order, rows in row order).
-  struct Seg {
-    uint8_t* mem;
-    int64_t start, rows;
-  };
-  std::vector<Seg> segs;
-  std::unordered_map<int32_t, size_t> seg_of;
-  std::vector<int64_t> at(static_cast<size_t>(B));
+  // Gather each sequence's rows contiguously (sequences in first-appearance order, rows in row order), in the
+  // kept scratch: no allocation per step once warm.
+  std::vector<Seg>& segs = segs_;
+  segs.clear();
+  seg_of_.clear();
   for (int64_t b = 0; b < B; ++b) {
-    auto it = seg_of.find(seq[b]);
-    if (it == seg_of.end()) {
-      it = seg_of.emplace(seq[b], segs.size()).first;
+    auto it = seg_of_.find(seq[b]);
+    if (it == seg_of_.end()) {
+      it = seg_of_.emplace(seq[b], segs.size()).first;
       segs.push_back(Seg{states.state(seq[b]), 0, 0});
     }
     segs[it->second].rows++;
@@ -103,8 +107,9 @@ void Mamba2Exec::forward_batch(const KernelTable& t, ThreadPool& pool, const int
     k += s.rows;
     s.rows = 0;
   }
+  int64_t* at = at_.data();
   for (int64_t b = 0; b < B; ++b) {
-    Seg& s = segs[seg_of[seq[b]]];
+    Seg& s = segs[seg_of_[seq[b]]];
     const int64_t r = s.start + s.rows++;
     at[b] = r;
     tok_[r] = tokens[b];

@@ -14,6 +14,7 @@
 // never on the rest of the batch (every kernel computes a row, a channel or a head with one fixed order).
 #pragma once
 #include <cstdint>
+#include <unordered_map>
 #include <vector>
 
 #include "../kernels/kernels.h"
@@ -91,6 +92,8 @@ class Mamba2Exec {
  public:
   explicit Mamba2Exec(Mamba2Plan plan) : p_(std::move(plan)) {}
   const Mamba2Plan& plan() const { return p_; }
+  // mamba2_state_layout(plan, capacity), computed once per capacity (a model serves one pool's context).
+  const Mamba2StateLayout& layout(int64_t capacity);
 
   // Scratch for B rows whose largest position is max_pos, scanning in chunks of `chunk` rows (call before
   // pool.admit, so a failed allocation leaves the pool as it was).
@@ -109,7 +112,17 @@ class Mamba2Exec {
   LinearScratch lin_;
   HeadScratch head_;
   std::vector<float> res_, h_, proj_, conv_, y_, yn_, out_, qkv_, attn_, ssd_scratch_, attn_scratch_;
-  std::vector<int32_t> tok_, pos_, perm_;
+  std::vector<int32_t> tok_, pos_;
+  // The step's rows gathered per sequence: segments, the sequence -> segment map, each row's gathered index.
+  struct Seg {
+    uint8_t* mem;
+    int64_t start, rows;
+  };
+  std::vector<Seg> segs_;
+  std::unordered_map<int32_t, size_t> seg_of_;
+  std::vector<int64_t> at_;
+  Mamba2StateLayout layout_;
+  int64_t layout_cap_ = -1;
 };
 
 }  // namespace bitllm
