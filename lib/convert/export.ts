@@ -26,6 +26,15 @@ import { LINEAR_KIND_SPECS, PROJECTIONS, type Projection, archRow } from '../mod
 import { type SafeTensor, type SafetensorsFile, tensorValues } from './safetensors.js';
 import { type SpmModelFile, writeSpmTokenizer } from './spm-model.js';
 
+/** A GGUF writer with the general keys written (architecture, name, description) and the `<arch>.` key prefixer. */
+function ggufHeader(arch: string, name: string, description?: string): { w: GgufWriter; key: (k: string) => string } {
+  const w = new GgufWriter();
+  w.string('general.architecture', arch);
+  w.string('general.name', name);
+  if (description) w.string('general.description', description);
+  return { w, key: (k: string) => `${arch}.${k}` };
+}
+
 export type Family = 'fp16' | 'b158' | 'bitnet' | 'fbi' | 'onebit' | 'a48' | 'mamba2' | 'bimamba' | 'hybrid';
 export const FAMILIES: readonly Family[] = ['fp16', 'b158', 'bitnet', 'fbi', 'onebit', 'a48', 'mamba2', 'bimamba', 'hybrid'];
 /** The families of the Mamba-2 block (train/mamba2.py): their config is a Mamba2TrainedConfig. */
@@ -208,11 +217,7 @@ export function buildGguf(opts: ExportOptions): { writer: GgufWriter; summary: E
   const arch = architectureOf(family, type);
   const hd = cfg.d / cfg.n_head;
 
-  const w = new GgufWriter();
-  const key = (k: string) => `${arch}.${k}`;
-  w.string('general.architecture', arch);
-  w.string('general.name', opts.name ?? `bitllm-tiny-${family}`);
-  if (opts.description) w.string('general.description', opts.description);
+  const { w, key } = ggufHeader(arch, opts.name ?? `bitllm-tiny-${family}`, opts.description);
   w.u32(key('vocab_size'), cfg.vocab);
   w.u32(key('context_length'), cfg.ctx);
   w.u32(key('embedding_length'), cfg.d);
@@ -353,11 +358,7 @@ function buildMamba2Gguf(opts: ExportOptions, cfg: Mamba2TrainedConfig, type: Ex
   const convDim = cfg.d_inner + 2 * cfg.n_group * cfg.d_state;
   const inDim = 2 * cfg.d_inner + 2 * cfg.n_group * cfg.d_state + cfg.n_head;
 
-  const w = new GgufWriter();
-  const key = (k: string) => `${arch}.${k}`;
-  w.string('general.architecture', arch);
-  w.string('general.name', opts.name ?? `bitllm-tiny-${family}`);
-  if (opts.description) w.string('general.description', opts.description);
+  const { w, key } = ggufHeader(arch, opts.name ?? `bitllm-tiny-${family}`, opts.description);
   w.u32(key('context_length'), cfg.ctx);
   w.u32(key('embedding_length'), cfg.d_model);
   w.u32(key('block_count'), cfg.n_layer);
