@@ -5,7 +5,7 @@
 // process, so the ratios compare the same machine state. Then B = 128 (prefill chunk) against the dense
 // T2R16 GEMM, in cache. Prints JSON lines.
 // On 1 thread `ms` is CPU time per call (clock: 'cpu'; the machine may be shared), on 2 threads wall time.
-//   npm run build && node bench/ternary-sparse.mjs [--reps 15] [--threads 1,2] [--shapes down,o] [--no-gemm]
+//   npm run build && node bench/ternary-sparse.mjs [--reps 15] [--threads 1,2] [--shapes down,o] [--zeros 0,0.5,0.8,0.9] [--no-gemm]
 import {
   KernelContext, packTernary, packTernaryTd3, ternaryGemm, ternarySparseGemm, ternaryTd3Gemm, ternaryToSparse, weightBytes,
 } from '../dist/kernels/index.js';
@@ -15,7 +15,9 @@ const arg = (name, def) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] :
 const reps = Number(arg('--reps', 15));
 const threadCounts = arg('--threads', '1,2').split(',').map(Number);
 const PASS_BYTES = 256 * 2 ** 20;
-const ZERO_RATES = [0, 0.5, 0.8, 0.9];
+// Zero rates of the decode rows; the first must be 0 (the dense kernels' activations).
+const ZERO_RATES = arg('--zeros', '0,0.5,0.8,0.9').split(',').map(Number);
+if (ZERO_RATES[0] !== 0) throw new Error('--zeros must start with 0');
 const only = arg('--shapes', 'down,o').split(',');
 const gemmToo = !argv.includes('--no-gemm');
 

@@ -65,6 +65,8 @@ struct KernelTable {
   attention_paged_fn attention_paged_f16 = nullptr;  // the same kernels over a page table
   attention_paged_fn attention_paged_q8 = nullptr;
   attention_paged_fn attention_paged_q3 = nullptr;
+  attention_paged_fn attention_paged_f32 = nullptr;  // over rows kv_rows_f32 converted
+  kv_rows_f32_fn kv_rows_f32 = nullptr;
   glu_fn glu_relu2 = nullptr;
   glu_fn glu_silu = nullptr;
   mamba2_conv_fn mamba2_conv = nullptr;  // the Mamba-2 mixer (mamba2.h)

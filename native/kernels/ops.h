@@ -240,6 +240,16 @@ using attention_paged_fn = void (*)(const float* q,        // [B, n_heads, head_
                                     int64_t B, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                                     int64_t ldq, int64_t ldo, float scale, int64_t h0, int64_t h1, float* scratch);
 
+// The same kernels over rows already converted to float (row = head_dim floats): given the float rows
+// that kv_rows_f32 makes of f16, q8 or q3 rows, attention_paged_f32 gives the bits of
+// attention_paged_f16 / _q8 / _q3 on the cache rows (each variant's row formats convert exactly,
+// and the loop order does not depend on the format). A prefill chunk converts its sequence's rows
+// once per layer instead of once per query row.
+// kv_rows_f32: out[i, :] = the values of the n contiguous cache rows at `rows` (kind: 0 f16, 1 q8,
+// 2 q3), exact (half -> float; q8 and q3 values are exact products in float).
+using kv_rows_f32_fn = void (*)(int kind, const void* rows, int64_t n, int64_t head_dim,
+                                float* out);  // [n, head_dim]
+
 // Gated activations: out[b, i] = act(gate[b, i]) * up[b, i], in float:
 //   relu2: (g > 0 ? g * g : 0) * up       (bit-exact across variants)
 //   silu:  (g / (1 + exp(-g))) * up

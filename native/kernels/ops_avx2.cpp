@@ -294,6 +294,35 @@ struct RowsQ3 {
   }
 };
 
+// Rows already converted to floats (kv_rows_f32): the values the other formats' load8 gives.
+struct RowsF32 {
+  using T = float;
+  static int64_t stride(int64_t head_dim) { return head_dim; }
+  static __m256 load8(const T* row, int64_t d) { return _mm256_loadu_ps(row + d); }
+  static __m256 tail(const T* row, int64_t d, int64_t n) { return _mm256_maskload_ps(row + d, lane_mask(n)); }
+};
+
+template <typename R>
+void rows_f32(const void* rows, int64_t n, int64_t head_dim, float* out) {  // out: [n, head_dim]
+  const typename R::T* r = static_cast<const typename R::T*>(rows);
+  const int64_t rs = R::stride(head_dim), hd8 = head_dim & ~int64_t{7};
+  for (int64_t i = 0; i < n; ++i) {
+    const typename R::T* row = r + i * rs;
+    float* o = out + i * head_dim;
+    for (int64_t d = 0; d < hd8; d += 8) _mm256_storeu_ps(o + d, R::load8(row, d));
+    if (hd8 < head_dim) _mm256_maskstore_ps(o + hd8, lane_mask(head_dim - hd8), R::tail(row, hd8, head_dim - hd8));
+  }
+}
+
+void kv_rows_f32_avx2(int kind, const void* rows, int64_t n, int64_t head_dim, float* out) {
+  if (kind == 1)
+    rows_f32<RowsQ8>(rows, n, head_dim, out);
+  else if (kind == 2)
+    rows_f32<RowsQ3>(rows, n, head_dim, out);
+  else
+    rows_f32<RowsF16>(rows, n, head_dim, out);
+}
+
 // Scores of GB heads x PB positions (GB * PB == 8 accumulators, FMA chains of head_dim / 8):
 // lane j * PB + p of the result = q_j · k_p. K rows are converted in registers, once per tile.
 template <typename R, int GB, int PB>
@@ -538,6 +567,8 @@ void fill_ops_avx2(KernelTable& t, const CpuFeatures&) {
   t.attention_paged_f16 = attention_paged_avx2<RowsF16>;
   t.attention_paged_q8 = attention_paged_avx2<RowsQ8>;
   t.attention_paged_q3 = attention_paged_avx2<RowsQ3>;
+  t.attention_paged_f32 = attention_paged_avx2<RowsF32>;
+  t.kv_rows_f32 = kv_rows_f32_avx2;
   t.glu_relu2 = glu_avx2<false>;
   t.glu_silu = glu_avx2<true>;
   t.v_ops = "avx2";

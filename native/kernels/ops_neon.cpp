@@ -283,6 +283,43 @@ struct RowsQ3 {
   }
 };
 
+// Rows already converted to floats (kv_rows_f32): the values the other formats' loads give.
+struct RowsF32 {
+  using T = float;
+  static constexpr int kScoreStep = 4, kScoreAcc = 16;
+  static int64_t stride(int64_t head_dim) { return head_dim; }
+  static void load16(const T* row, int64_t d, float32x4_t* o) {
+    for (int c = 0; c < 4; ++c) o[c] = vld1q_f32(row + d + 4 * c);
+  }
+  static float32x4_t load4(const T* row, int64_t d) { return vld1q_f32(row + d); }
+  static float32x4_t tail(const T* row, int64_t d, int64_t n) { return load_tail(row + d, n); }
+};
+
+template <typename R>
+void rows_f32(const void* rows, int64_t n, int64_t head_dim, float* out) {  // out: [n, head_dim]
+  const typename R::T* r = static_cast<const typename R::T*>(rows);
+  const int64_t rs = R::stride(head_dim), hd4 = head_dim & ~int64_t{3};
+  for (int64_t i = 0; i < n; ++i) {
+    const typename R::T* row = r + i * rs;
+    float* o = out + i * head_dim;
+    for (int64_t d = 0; d < hd4; d += 4) vst1q_f32(o + d, R::load4(row, d));
+    if (hd4 < head_dim) {
+      float t[4];
+      vst1q_f32(t, R::tail(row, hd4, head_dim - hd4));
+      for (int64_t k = 0; k < head_dim - hd4; ++k) o[hd4 + k] = t[k];
+    }
+  }
+}
+
+void kv_rows_f32_neon(int kind, const void* rows, int64_t n, int64_t head_dim, float* out) {
+  if (kind == 1)
+    rows_f32<RowsQ8>(rows, n, head_dim, out);
+  else if (kind == 2)
+    rows_f32<RowsQ3>(rows, n, head_dim, out);
+  else
+    rows_f32<RowsF16>(rows, n, head_dim, out);
+}
+
 // Scores of GB heads x PB positions (GB * PB == R::kScoreAcc accumulators, FMA chains of head_dim / 4;
 // lane l of accumulator (j, p) sums the dims d % 4 == l in increasing d, whatever the step):
 // r[j * PB + p] = scale * (q_j · k_p). K rows are converted in registers, once per tile.
@@ -569,6 +606,8 @@ void fill_ops_neon(KernelTable& t, const CpuFeatures&) {
   t.attention_paged_f16 = attention_paged_neon<RowsF16>;
   t.attention_paged_q8 = attention_paged_neon<RowsQ8>;
   t.attention_paged_q3 = attention_paged_neon<RowsQ3>;
+  t.attention_paged_f32 = attention_paged_neon<RowsF32>;
+  t.kv_rows_f32 = kv_rows_f32_neon;
   t.glu_relu2 = glu_neon<false>;
   t.glu_silu = glu_neon<true>;
   t.v_ops = "neon";

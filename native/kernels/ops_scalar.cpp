@@ -169,6 +169,24 @@ struct RowsQ3 {
   }
 };
 
+// Rows already converted to floats (kv_rows_f32).
+struct RowsF32 {
+  using T = float;
+  static int64_t stride(int64_t head_dim) { return head_dim; }
+  static void rows(const T* base, int64_t t0, int64_t nt, int64_t head_dim, float* buf) {
+    std::copy(base + t0 * head_dim, base + (t0 + nt) * head_dim, buf);
+  }
+};
+
+void kv_rows_f32_scalar(int kind, const void* rows, int64_t n, int64_t head_dim, float* out) {
+  if (kind == 1)
+    RowsQ8::rows(static_cast<const uint8_t*>(rows), 0, n, head_dim, out);
+  else if (kind == 2)
+    RowsQ3::rows(static_cast<const uint8_t*>(rows), 0, n, head_dim, out);
+  else
+    RowsF16::rows(static_cast<const uint16_t*>(rows), 0, n, head_dim, out);
+}
+
 // Softmax of s[0, L) in place (max subtracted); returns 1 / Σ p.
 float softmax_scalar(float* s, int64_t L) {  // s: [L]
   float m = s[0];
@@ -290,6 +308,8 @@ void fill_ops_scalar(KernelTable& t, const CpuFeatures&) {
   t.attention_paged_f16 = attention_paged_scalar<RowsF16>;
   t.attention_paged_q8 = attention_paged_scalar<RowsQ8>;
   t.attention_paged_q3 = attention_paged_scalar<RowsQ3>;
+  t.attention_paged_f32 = attention_paged_scalar<RowsF32>;
+  t.kv_rows_f32 = kv_rows_f32_scalar;
   t.glu_relu2 = glu_scalar<false>;
   t.glu_silu = glu_scalar<true>;
   t.v_ops = "scalar";

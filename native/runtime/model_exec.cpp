@@ -187,14 +187,45 @@ void ModelExec::forward_batch(const KernelTable& t, ThreadPool& pool, const int3
   const int64_t per = attention_scratch_floats(nh / nkv, hd, int64_t{max_pos} + 1);
   const attention_paged_fn fn =
       kind == KvKind::q8 ? t.attention_paged_q8 : kind == KvKind::q3 ? t.attention_paged_q3 : t.attention_paged_f16;
+  plan_float_kv(seq, pos, B, kind, nkv, hd);
+  const int64_t rb = lay.row_bytes();
   auto attend = [&](size_t l) {
     const int64_t ko = lay.k_off(static_cast<int64_t>(l)), vo = lay.v_off(static_cast<int64_t>(l));
+    // The float rows of the sequences with several rows here (kv_groups_): one conversion per layer
+    // instead of one per query row. Units (group, K/V, kv head, block) of kKvBlockTokens rows.
+    if (!kv_groups_.empty()) {
+      const int64_t nblk = kv_group_blocks_.back();
+      pool.parallel_for_work(nblk * 2 * nkv, kKvBlockTokens * hd, [&](int64_t u0, int64_t u1) {
+        for (int64_t u = u0; u < u1; ++u) {
+          const int64_t blk = u / (2 * nkv), kvh = u % (2 * nkv), isv = kvh / nkv, g = kvh % nkv;
+          const size_t gi = static_cast<size_t>(std::upper_bound(kv_group_blocks_.begin(), kv_group_blocks_.end(), blk) -
+                                                kv_group_blocks_.begin() - 1);
+          const FloatKvGroup& fg = kv_groups_[gi];
+          const int64_t j = blk - kv_group_blocks_[gi];  // block of the sequence
+          const int64_t n = std::min<int64_t>(kKvBlockTokens, fg.len - j * kKvBlockTokens);
+          const uint8_t* src = static_cast<const uint8_t*>(row_table_[fg.row][j]) + (isv ? vo : ko) +
+                               g * kKvBlockTokens * rb;
+          float* dst = kv_f32_.data() + fg.off + ((isv * nkv + g) * fg.len + j * kKvBlockTokens) * hd;
+          t.kv_rows_f32(static_cast<int>(kind), src, n, hd, dst);
+        }
+      });
+    }
     auto run_units = [&](int64_t u0, int64_t step, float* sp) {
       for (int64_t u = u0; u < units; u += step) {
         const int64_t b = u / parts, c = u % parts;
         const int64_t h0 = nh * c / parts, h1 = nh * (c + 1) / parts;
-        const KvPages pg{row_table_[b], row_table_[b], ko, vo, kKvBlockTokens};
-        fn(qkv + b * nqkv, pg, pos + b, attn + b * d, 1, nh, nkv, hd, nqkv, d, scale, h0, h1, sp);
+        const int32_t gi = row_group_[b];
+        if (gi < 0) {
+          const KvPages pg{row_table_[b], row_table_[b], ko, vo, kKvBlockTokens};
+          fn(qkv + b * nqkv, pg, pos + b, attn + b * d, 1, nh, nkv, hd, nqkv, d, scale, h0, h1, sp);
+        } else {
+          // One page of the group's length: K planes [nkv, len, hd] then V planes.
+          const FloatKvGroup& fg = kv_groups_[gi];
+          const void* kp = kv_f32_.data() + fg.off;
+          const void* vp = kv_f32_.data() + fg.off + nkv * fg.len * hd;
+          const KvPages pg{&kp, &vp, 0, 0, fg.len};
+          t.attention_paged_f32(qkv + b * nqkv, pg, pos + b, attn + b * d, 1, nh, nkv, hd, nqkv, d, scale, h0, h1, sp);
+        }
       }
     };
     if (!par) {
@@ -206,6 +237,51 @@ void ModelExec::forward_batch(const KernelTable& t, ThreadPool& pool, const int3
     }
   };
   run(t, pool, tokens, B, pos, store, attend, out_rows, n_out, logits, prof);
+}
+
+void ModelExec::plan_float_kv(const int32_t* seq, const int32_t* pos, int64_t B, KvKind kind, int64_t nkv, int64_t hd) {
+  kv_groups_.clear();
+  kv_group_blocks_.clear();
+  row_group_.assign(static_cast<size_t>(B), -1);
+  // f16 rows convert with one instruction per 8 values: measured, converting them first gains nothing.
+  if (kind == KvKind::f16) return;
+  // Rows of one sequence are contiguous positions; a sequence with kFloatKvMinRows rows or more (a
+  // prefill chunk) is a group, largest first while the float planes fit kFloatKvMaxFloats.
+  std::vector<std::pair<int32_t, int64_t>>& runs = kv_runs_;  // (first row, rows) per sequence
+  runs.clear();
+  for (int64_t b = 0; b < B; ++b) {
+    bool found = false;
+    for (auto& r : runs)
+      if (seq[r.first] == seq[b]) {
+        ++r.second;
+        found = true;
+        break;
+      }
+    if (!found) {
+      if (runs.size() >= 64) break;  // many distinct sequences: decode rows, nothing to share
+      runs.emplace_back(static_cast<int32_t>(b), 1);
+    }
+  }
+  std::sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  int64_t off = 0, blocks = 0;
+  for (const auto& r : runs) {
+    if (r.second < kFloatKvMinRows) break;
+    int32_t mp = 0;
+    for (int64_t b = 0; b < B; ++b)
+      if (seq[b] == seq[r.first]) mp = std::max(mp, pos[b]);
+    const int64_t len = int64_t{mp} + 1, floats = 2 * nkv * len * hd;
+    if (off + floats > kFloatKvMaxFloats) continue;
+    const int32_t gi = static_cast<int32_t>(kv_groups_.size());
+    kv_groups_.push_back({r.first, len, off});
+    kv_group_blocks_.push_back(blocks);
+    for (int64_t b = 0; b < B; ++b)
+      if (seq[b] == seq[r.first]) row_group_[b] = gi;
+    off += floats;
+    blocks += (len + kKvBlockTokens - 1) / kKvBlockTokens;
+  }
+  if (kv_groups_.empty()) return;
+  kv_group_blocks_.push_back(blocks);  // the end, for the search
+  if (kv_f32_.size() < static_cast<size_t>(off)) kv_f32_.resize(static_cast<size_t>(off));
 }
 
 template <typename Store, typename Attend>

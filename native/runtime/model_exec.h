@@ -155,6 +155,20 @@ class ModelExec {
   std::vector<int32_t> pos_, out_rows_;
   std::vector<const void* const*> row_table_;
   std::vector<uint8_t*> row_block_;
+  // Float K/V of the sequences with several rows in a forward_batch step (plan_float_kv).
+  struct FloatKvGroup {
+    int32_t row;  // a row of the sequence (its block table)
+    int64_t len;  // positions converted: 0 .. the sequence's largest position here
+    int64_t off;  // floats into kv_f32_: K planes [nkv, len, hd], then V planes
+  };
+  static constexpr int64_t kFloatKvMinRows = 4;
+  static constexpr int64_t kFloatKvMaxFloats = int64_t{1} << 24;  // 64 MiB
+  void plan_float_kv(const int32_t* seq, const int32_t* pos, int64_t B, KvKind kind, int64_t nkv, int64_t hd);
+  std::vector<FloatKvGroup> kv_groups_;
+  std::vector<int64_t> kv_group_blocks_;  // first block unit of each group, then the total
+  std::vector<int32_t> row_group_;        // [B] group of each row or -1
+  std::vector<std::pair<int32_t, int64_t>> kv_runs_;
+  std::vector<float> kv_f32_;
 };
 
 }  // namespace bitllm

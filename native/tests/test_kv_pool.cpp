@@ -1,6 +1,7 @@
 // The paged attention kernels and the sequence-state pool (runtime/kv_pool.h):
 //   - attention_paged_{f16,q8,q3} on every ISA give the bits of the flat kernels on the same rows when
-//     the rows are scattered over 16-position pages in any page order (kernels/ops.h KvPages);
+//     the rows are scattered over 16-position pages in any page order (kernels/ops.h KvPages), and so
+//     does attention_paged_f32 on the rows kv_rows_f32 converts;
 //   - KvPool: admission rules (live sequences, contiguous positions, context, budget) fail without
 //     changing anything; fork shares blocks, the first write copies a shared block (copy-on-write)
 //     and leaves the other sequence's bytes alone; dispose / truncate return blocks.
@@ -72,6 +73,25 @@ void test_paged_attention(KvKind kind, int64_t nh, int64_t nkv, int64_t hd, cons
       uint8_t* blk = mem[order[p / pt]].data();
       store(kx.data() + p * ldkv, &off, 1, blk + koff, pt);
       store(vx.data() + p * ldkv, &off, 1, blk + voff, pt);
+    }
+    // The rows converted to floats (kv_rows_f32, in pieces as the model converts page by page), then
+    // attention_paged_f32: the same bits, for the converted format of every kind.
+    {
+      std::vector<float> kf(nkv * L * hd, -777.0f), vf(nkv * L * hd, -777.0f);
+      for (int64_t g = 0; g < nkv; ++g)
+        for (int64_t t0 = 0; t0 < L; t0 += pt) {
+          const int64_t n = std::min(pt, L - t0);
+          t.kv_rows_f32(static_cast<int>(kind), kc.data() + (g * cap + t0) * rb, n, hd, kf.data() + (g * L + t0) * hd);
+          t.kv_rows_f32(static_cast<int>(kind), vc.data() + (g * cap + t0) * rb, n, hd, vf.data() + (g * L + t0) * hd);
+        }
+      const void* kfp = kf.data();
+      const void* vfp = vf.data();
+      const KvPages fl{&kfp, &vfp, 0, 0, L};
+      std::vector<float> f32(B * ldo, -777.0f);
+      t.attention_paged_f32(q.data(), fl, pos.data(), f32.data(), B, nh, nkv, hd, ldq, ldo, scale, 0, nh, scratch.data());
+      CHECK(std::memcmp(f32.data(), want.data(), f32.size() * 4) == 0,
+            "%s kind %d nh=%lld nkv=%lld hd=%lld: float rows != cache rows", isa_name(t.isa), static_cast<int>(kind),
+            (long long)nh, (long long)nkv, (long long)hd);
     }
     const KvPages paged{table.data(), table.data(), koff, voff, pt};
     for (int64_t h0 : {int64_t{0}, nh / 2}) {  // any head split
