@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <new>
 
 #include "attention_run.h"
 #include "repack_ternary.h"
@@ -36,6 +37,11 @@ void ModelExec::ensure(int64_t B, int64_t max_ctx, int nthreads) {
     gu_.resize(B * 2 * ff);
     ffh_.resize(B * ff);
     pos_.resize(B);
+    // forward_batch's per-row tables: sized here, before the rows are admitted.
+    row_table_.resize(static_cast<size_t>(B));
+    row_block_.resize(static_cast<size_t>(B));
+    row_group_.resize(static_cast<size_t>(B));
+    kv_runs_.reserve(kFloatKvMaxRuns);
     cap_b_ = B;
   }
   const size_t need = static_cast<size_t>(attention_run_scratch(nthreads, p_.n_head, p_.n_head_kv, p_.head_dim, max_ctx - 1));
@@ -242,7 +248,7 @@ void ModelExec::forward_batch(const KernelTable& t, ThreadPool& pool, const int3
 void ModelExec::plan_float_kv(const int32_t* seq, const int32_t* pos, int64_t B, KvKind kind, int64_t nkv, int64_t hd) {
   kv_groups_.clear();
   kv_group_blocks_.clear();
-  row_group_.assign(static_cast<size_t>(B), -1);
+  std::fill_n(row_group_.begin(), B, -1);  // sized by ensure()
   // f16 rows convert with one instruction per 8 values: measured, converting them first gains nothing.
   if (kind == KvKind::f16) return;
   // Rows of one sequence are contiguous positions; a sequence with kFloatKvMinRows rows or more (a
@@ -258,30 +264,38 @@ void ModelExec::plan_float_kv(const int32_t* seq, const int32_t* pos, int64_t B,
         break;
       }
     if (!found) {
-      if (runs.size() >= 64) break;  // many distinct sequences: decode rows, nothing to share
+      if (static_cast<int64_t>(runs.size()) >= kFloatKvMaxRuns) break;  // many sequences: decode rows
       runs.emplace_back(static_cast<int32_t>(b), 1);
     }
   }
   std::sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
   int64_t off = 0, blocks = 0;
-  for (const auto& r : runs) {
-    if (r.second < kFloatKvMinRows) break;
-    int32_t mp = 0;
-    for (int64_t b = 0; b < B; ++b)
-      if (seq[b] == seq[r.first]) mp = std::max(mp, pos[b]);
-    const int64_t len = int64_t{mp} + 1, floats = 2 * nkv * len * hd;
-    if (off + floats > kFloatKvMaxFloats) continue;
-    const int32_t gi = static_cast<int32_t>(kv_groups_.size());
-    kv_groups_.push_back({r.first, len, off});
-    kv_group_blocks_.push_back(blocks);
-    for (int64_t b = 0; b < B; ++b)
-      if (seq[b] == seq[r.first]) row_group_[b] = gi;
-    off += floats;
-    blocks += (len + kKvBlockTokens - 1) / kKvBlockTokens;
+  // The planes are scratch: when they cannot be allocated (the rows are admitted by now), the rows keep
+  // the cache-row kernels, which give the same bits.
+  try {
+    for (const auto& r : runs) {
+      if (r.second < kFloatKvMinRows) break;
+      int32_t mp = 0;
+      for (int64_t b = 0; b < B; ++b)
+        if (seq[b] == seq[r.first]) mp = std::max(mp, pos[b]);
+      const int64_t len = int64_t{mp} + 1, floats = 2 * nkv * len * hd;
+      if (off + floats > kFloatKvMaxFloats) continue;
+      const int32_t gi = static_cast<int32_t>(kv_groups_.size());
+      kv_groups_.push_back({r.first, len, off});
+      kv_group_blocks_.push_back(blocks);
+      for (int64_t b = 0; b < B; ++b)
+        if (seq[b] == seq[r.first]) row_group_[b] = gi;
+      off += floats;
+      blocks += (len + kKvBlockTokens - 1) / kKvBlockTokens;
+    }
+    if (kv_groups_.empty()) return;
+    kv_group_blocks_.push_back(blocks);  // the end, for the search
+    if (kv_f32_.size() < static_cast<size_t>(off)) kv_f32_.resize(static_cast<size_t>(off));
+  } catch (const std::bad_alloc&) {
+    kv_groups_.clear();
+    kv_group_blocks_.clear();
+    std::fill_n(row_group_.begin(), B, -1);
   }
-  if (kv_groups_.empty()) return;
-  kv_group_blocks_.push_back(blocks);  // the end, for the search
-  if (kv_f32_.size() < static_cast<size_t>(off)) kv_f32_.resize(static_cast<size_t>(off));
 }
 
 template <typename Store, typename Attend>

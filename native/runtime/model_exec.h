@@ -163,6 +163,7 @@ class ModelExec {
   };
   static constexpr int64_t kFloatKvMinRows = 4;
   static constexpr int64_t kFloatKvMaxFloats = int64_t{1} << 24;  // 64 MiB
+  static constexpr int64_t kFloatKvMaxRuns = 64;  // distinct sequences looked at per step
   void plan_float_kv(const int32_t* seq, const int32_t* pos, int64_t B, KvKind kind, int64_t nkv, int64_t hd);
   std::vector<FloatKvGroup> kv_groups_;
   std::vector<int64_t> kv_group_blocks_;  // first block unit of each group, then the total
