@@ -250,6 +250,29 @@ using attention_paged_fn = void (*)(const float* q,        // [B, n_heads, head_
 using kv_rows_f32_fn = void (*)(int kind, const void* rows, int64_t n, int64_t head_dim,
                                 float* out);  // [n, head_dim]
 
+// The shared frame of the variants' kv_rows_f32: picks the variant's row format for `kind` (F16, Q8, Q3:
+// types with T and stride(head_dim)) and walks the rows, W values per step(row, d, dst) and the last
+// head_dim % W through tail(row, d, count, dst) (the variant's vector loads and stores).
+template <typename F16, typename Q8, typename Q3, int W, typename Step, typename Tail>
+inline void kv_rows_to_f32(int kind, const void* rows, int64_t n, int64_t head_dim, float* out, Step&& step,
+                           Tail&& tail) {
+  auto walk = [&](auto fmt) {
+    using R = decltype(fmt);
+    const typename R::T* r = static_cast<const typename R::T*>(rows);
+    const int64_t rs = R::stride(head_dim), hw = head_dim - head_dim % W;
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t d = 0; d < hw; d += W) step(fmt, r + i * rs, d, out + i * head_dim + d);
+      if (hw < head_dim) tail(fmt, r + i * rs, hw, head_dim - hw, out + i * head_dim + hw);
+    }
+  };
+  if (kind == 1)
+    walk(Q8{});
+  else if (kind == 2)
+    walk(Q3{});
+  else
+    walk(F16{});
+}
+
 // Gated activations: out[b, i] = act(gate[b, i]) * up[b, i], in float:
 //   relu2: (g > 0 ? g * g : 0) * up       (bit-exact across variants)
 //   silu:  (g / (1 + exp(-g))) * up

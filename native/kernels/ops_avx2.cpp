@@ -302,25 +302,13 @@ struct RowsF32 {
   static __m256 tail(const T* row, int64_t d, int64_t n) { return _mm256_maskload_ps(row + d, lane_mask(n)); }
 };
 
-template <typename R>
-void rows_f32(const void* rows, int64_t n, int64_t head_dim, float* out) {  // out: [n, head_dim]
-  const typename R::T* r = static_cast<const typename R::T*>(rows);
-  const int64_t rs = R::stride(head_dim), hd8 = head_dim & ~int64_t{7};
-  for (int64_t i = 0; i < n; ++i) {
-    const typename R::T* row = r + i * rs;
-    float* o = out + i * head_dim;
-    for (int64_t d = 0; d < hd8; d += 8) _mm256_storeu_ps(o + d, R::load8(row, d));
-    if (hd8 < head_dim) _mm256_maskstore_ps(o + hd8, lane_mask(head_dim - hd8), R::tail(row, hd8, head_dim - hd8));
-  }
-}
-
 void kv_rows_f32_avx2(int kind, const void* rows, int64_t n, int64_t head_dim, float* out) {
-  if (kind == 1)
-    rows_f32<RowsQ8>(rows, n, head_dim, out);
-  else if (kind == 2)
-    rows_f32<RowsQ3>(rows, n, head_dim, out);
-  else
-    rows_f32<RowsF16>(rows, n, head_dim, out);
+  kv_rows_to_f32<RowsF16, RowsQ8, RowsQ3, 8>(
+      kind, rows, n, head_dim, out,
+      [](auto fmt, const auto* row, int64_t d, float* o) { _mm256_storeu_ps(o, decltype(fmt)::load8(row, d)); },
+      [](auto fmt, const auto* row, int64_t d, int64_t c, float* o) {
+        _mm256_maskstore_ps(o, lane_mask(c), decltype(fmt)::tail(row, d, c));
+      });
 }
 
 // Scores of GB heads x PB positions (GB * PB == 8 accumulators, FMA chains of head_dim / 8):

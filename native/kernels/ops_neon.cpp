@@ -295,29 +295,15 @@ struct RowsF32 {
   static float32x4_t tail(const T* row, int64_t d, int64_t n) { return load_tail(row + d, n); }
 };
 
-template <typename R>
-void rows_f32(const void* rows, int64_t n, int64_t head_dim, float* out) {  // out: [n, head_dim]
-  const typename R::T* r = static_cast<const typename R::T*>(rows);
-  const int64_t rs = R::stride(head_dim), hd4 = head_dim & ~int64_t{3};
-  for (int64_t i = 0; i < n; ++i) {
-    const typename R::T* row = r + i * rs;
-    float* o = out + i * head_dim;
-    for (int64_t d = 0; d < hd4; d += 4) vst1q_f32(o + d, R::load4(row, d));
-    if (hd4 < head_dim) {
-      float t[4];
-      vst1q_f32(t, R::tail(row, hd4, head_dim - hd4));
-      for (int64_t k = 0; k < head_dim - hd4; ++k) o[hd4 + k] = t[k];
-    }
-  }
-}
-
 void kv_rows_f32_neon(int kind, const void* rows, int64_t n, int64_t head_dim, float* out) {
-  if (kind == 1)
-    rows_f32<RowsQ8>(rows, n, head_dim, out);
-  else if (kind == 2)
-    rows_f32<RowsQ3>(rows, n, head_dim, out);
-  else
-    rows_f32<RowsF16>(rows, n, head_dim, out);
+  kv_rows_to_f32<RowsF16, RowsQ8, RowsQ3, 4>(
+      kind, rows, n, head_dim, out,
+      [](auto fmt, const auto* row, int64_t d, float* o) { vst1q_f32(o, decltype(fmt)::load4(row, d)); },
+      [](auto fmt, const auto* row, int64_t d, int64_t c, float* o) {
+        float t[4];
+        vst1q_f32(t, decltype(fmt)::tail(row, d, c));
+        for (int64_t k = 0; k < c; ++k) o[k] = t[k];
+      });
 }
 
 // Scores of GB heads x PB positions (GB * PB == R::kScoreAcc accumulators, FMA chains of head_dim / 4;
