@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 
 import { readGguf } from '../lib/format/gguf.js';
 import { KernelContext, cpuInfo } from '../lib/kernels/context.js';
@@ -31,6 +31,19 @@ const MAX_REL_DIFF = 2 ** -12;
  * 2^-9.9 (q8 KV); the bit-exact invariance checks above it are the tight ones.
  */
 const MAX_REL_DIFF_Q8 = 2 ** -6;
+/**
+ * NEON's float ops (attention, norms) sum in 4 lanes where the reference (and the scalar and AVX2 kernels)
+ * sum in 8, so their last bits differ from the reference's and an int8 activation code can flip on the way,
+ * with the q8 bound's effect even on an f16 head: measured 2^-9.6 on tiny-b158 (prompt 0, position 1) under
+ * qemu (`scripts/test-arm64.sh test/batch.test.ts`). The bit-exact invariance checks hold on NEON as on x64.
+ */
+const NEON_ORDER = ctx2.info().kernels['ops']?.startsWith('neon') ?? false;
+
+// Every test here is one long synchronous native computation (~12 s each under qemu), and vitest moves
+// from test to test through promise continuations only, so the worker's event loop never ran during the
+// file: the replies to its RPC calls waited, and its 60 s RPC timer fired ("Timeout calling onTaskUpdate",
+// scripts/test-arm64.sh). One turn of the event loop after each test lets the replies in.
+afterEach(() => new Promise<void>((resolve) => setImmediate(resolve)));
 
 /** Every bundled family, and the b1.58 model in TQ2_0 too. */
 const BUNDLED: FamilyModel[] = [...BUNDLED_FAMILY_MODELS, { file: 'tiny-b158-tq2_0.gguf', opts: {} }];
@@ -150,7 +163,7 @@ describe('batch invariance over the whole forward (bundled family models)', () =
         // The TS reference's batch contract on the same plan (the oracle).
         const refModel = new TransformerModel(ctx2, cfg, w, referenceBackend());
         const ref = batched(refModel, kvType);
-        const bound = headType === 'q8' ? MAX_REL_DIFF_Q8 : MAX_REL_DIFF;
+        const bound = headType === 'q8' || NEON_ORDER ? MAX_REL_DIFF_Q8 : MAX_REL_DIFF;
         PROMPTS.forEach((p, s) => {
           for (let i = 0; i < p.length; i++) expectClose(mixed[s]![i]!, ref[s]![i]!, `${name} prompt ${s} pos ${i} vs reference`, bound);
           // The reference keeps the contract too: its batched rows = its flat forward, bit for bit.
