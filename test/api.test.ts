@@ -511,7 +511,9 @@ describe('contexts and held sequences', () => {
     const busy = s1.generate(p1, { maxTokens: 12, temperature: 0 });
     const order: number[] = [];
     const both = Promise.all([collect(busy, () => order.push(1)), collect(s2.generate(p2, { maxTokens: 12, temperature: 0 }), () => order.push(2))]);
-    await new Promise((r) => setTimeout(r, 0));
+    // s1 is busy from the first next() of its generator, which collect() above has already called
+    // (synchronously). No macrotask in between: under load the worker finished all 12 tokens within a
+    // setTimeout(0) here, and the second request then ran instead of being refused (CI, 2026-12-07).
     await expect(collect(s1.generate([3], { maxTokens: 1 }))).rejects.toThrow(/already running a request/);
     const [r1, r2] = await both;
     expect([r1.tokens, r2.tokens]).toEqual(solo);
