@@ -301,6 +301,12 @@ int main() {
     for (Act act : {Act::max, Act::min, Act::extremes, Act::zeros})
       for (int64_t K : {int64_t{8192}, int64_t{32768}})
         cases.push_back({17, K, K > 8192 ? 2 : 5, kScaleRow, true, f, act});
+  // The same at B = 1 over 1 to 5 tiles (AVX-512 with VPOPCNTDQ: bit-serial up to K = 16384, the direct
+  // tile path above it).
+  for (Fill f : {Fill::ones, Fill::zeros, Fill::alternating_rows})
+    for (Act act : {Act::max, Act::min, Act::extremes})
+      for (int64_t M : {int64_t{16}, int64_t{79}})
+        for (int64_t K : {int64_t{16384}, int64_t{32768}}) cases.push_back({M, K, 1, kScaleRow, false, f, act});
   // The same extremes through the expanded paths (B >= 32), K-blocks of 4096.
   cases.push_back({17, 8192, 40, kScaleRow, true, Fill::ones, Act::min});
   cases.push_back({17, 8192, 40, kScaleTensor, false, Fill::zeros, Act::max});
