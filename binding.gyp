@@ -5,7 +5,11 @@
     "cflags_cc": ["-std=c++17", "-O3", "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wextra", "-fexceptions"],
     "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=gnu++1y", "-std=gnu++20"],
     "include_dirs": ["native"],
-    "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+    # NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: a native call under way when its thread's JS stops (worker.terminate(),
+    # process.exit() while a model loads or runs) sees its later Node-API calls fail; the C++ error that follows
+    # cannot be thrown into a JS that has stopped, and without this node-addon-api rethrows it as a C++ exception
+    # out of the callback, which aborts the whole process (test/teardown.test.ts).
+    "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
     "xcode_settings": {"GCC_ENABLE_CPP_EXCEPTIONS": "YES", "OTHER_CPLUSPLUSFLAGS": ["-std=c++17", "-O3", "-ffp-contract=off"]}
   },
   "targets": [
