@@ -2,6 +2,8 @@ import { availableParallelism } from 'node:os';
 
 import { defineConfig } from 'vitest/config';
 
+import { TIME_SCALE } from './test/time-scale.js';
+
 // The llama.cpp peer (node-llama-cpp's prebuilt CPU binary, scripts/install-peers.sh) is pinned for
 // linux-x64; elsewhere there is no peer to compare against, so its test file is not collected.
 const peerPlatform = process.platform === 'linux' && process.arch === 'x64';
@@ -14,8 +16,9 @@ const peerPlatform = process.platform === 'linux' && process.arch === 'x64';
 //                                      `bitllm serve` replicas on loopback (deploy/nginx/bitllm.conf, docs/scale-out.md)
 export default defineConfig({
   test: {
-    testTimeout: 60_000,
-    hookTimeout: 60_000,
+    // BITLLM_TEST_TIME_SCALE (test/time-scale.ts: 10 under qemu from scripts/test-arm64.sh) scales every wall-clock bound.
+    testTimeout: 60_000 * TIME_SCALE,
+    hookTimeout: 60_000 * TIME_SCALE,
     pool: 'forks',
     // One test file per core (vitest's default leaves one core free: on the 2-core CI machine that ran the files one
     // at a time; two at a time took the main suite from ~370 s to ~195 s). Tests never assert on timing.

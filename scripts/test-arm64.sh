@@ -9,7 +9,8 @@
 # every child through the environment.
 # Needs root (binfmt_misc), prebuilds/linux-arm64/bitllm.node (scripts/prebuild.sh arm64), dist/ and
 # apt-get install -y qemu-user debootstrap.
-# Env: BITLLM_QEMU_CPU (default cortex-a76: neon + dotprod), BITLLM_INSTALL_ROOT_ARM64 (default
+# Env: BITLLM_QEMU_CPU (default cortex-a76: neon + dotprod), BITLLM_TEST_TIME_SCALE (default 10),
+# BITLLM_INSTALL_ROOT_ARM64 (default
 # .cache/bullseye/minbase-arm64, created like scripts/install-test.sh does), BITLLM_TEST_NODE_VERSION.
 set -euo pipefail
 
@@ -90,6 +91,9 @@ export PATH="$node_arm64/bin:$PATH"
 export NODE_PATH="$extra_modules${NODE_PATH:+:$NODE_PATH}"
 # node-gyp-build: skip build/Release (this machine's x64 build), load prebuilds/linux-arm64.
 export PREBUILDS_ONLY=1
+# The tests' wall-clock bounds (timeouts, waits, deadlines: test/time-scale.ts) times 10: emulated code runs
+# 3-10x slower than native.
+export BITLLM_TEST_TIME_SCALE="${BITLLM_TEST_TIME_SCALE:-10}"
 # esbuild (vite's TypeScript transform) runs as its own process: the native x64 binary is fine.
 esbuild_bin="$(node -p "require.resolve('@esbuild/linux-x64/bin/esbuild')" 2>/dev/null || true)"
 [ -n "$esbuild_bin" ] && export ESBUILD_BINARY_PATH="$esbuild_bin"

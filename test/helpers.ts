@@ -9,6 +9,17 @@ import { KernelContext, cpuInfo } from '../lib/kernels/context.js';
 import type { Isa } from '../lib/native.js';
 import type { LoadWeightsOptions } from '../lib/model/weights.js';
 
+/**
+ * True when `ctx`'s float ops (attention, norms) are NEON's. They sum in 4 lanes where the TS reference (and
+ * the scalar and AVX2 kernels) sum in 8, so their last bits differ from the reference's and an int8 activation
+ * code can flip on the way, with the q8 bound's effect (2^-6) even on an f16 head: measured 2^-9.6 on
+ * tiny-b158 (prompt 0, position 1) under qemu, in test/batch.test.ts and test/families.test.ts
+ * (`scripts/test-arm64.sh`). The bit-exact checks (batch invariance, fused vs op by op) hold on NEON as on x64.
+ */
+export function neonFloatOrder(ctx: KernelContext): boolean {
+  return ctx.info().kernels['ops']?.startsWith('neon') ?? false;
+}
+
 /** Every ISA this machine supports, each with a 2-thread context (threads split tiles). */
 export function contextsPerIsa(threads = 2): Array<[Isa, KernelContext]> {
   return cpuInfo().supportedIsas.map((isa) => [isa, new KernelContext({ isa, threads })]);

@@ -1,5 +1,6 @@
 // Helpers for the server tests: a hand-written SSE reader over fetch, a JSON POST, a counting engine wrapper.
 import type { ServerEngine } from '../lib/server/index.js';
+import { scaledMs } from './time-scale.js';
 
 export interface SseEvent {
   /** 'data' for a data line, 'comment' for a ': ...' line. */
@@ -86,7 +87,7 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `cond` every 5 ms until it holds (or throws after `ms`). */
 export async function waitFor(cond: () => boolean | Promise<boolean>, ms = 5000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
+  const end = Date.now() + scaledMs(ms); // test/time-scale.ts
   while (!(await cond())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await sleep(5);

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Model, loadModel } from '../lib/api.js';
 import { type BitllmServer, type EngineEvent, ModelEngine, type ServerEngine, createServer } from '../lib/server/index.js';
 import { collectSse, countingEngine, dataChunks, parseMetrics, post, readSse, sleep, waitFor } from './server-helpers.js';
+import { scaledMs } from './time-scale.js';
 
 const MODEL = fileURLToPath(new URL('../models/tiny-b158-i2_s.gguf', import.meta.url));
 const LONG = { prompt: 'Once upon a time', max_tokens: 4000, ignore_eos: true, temperature: 0 };
@@ -57,7 +58,7 @@ describe('admission', () => {
     const tokenizeCalls = counted.calls.tokenize;
     const t0 = performance.now();
     const refused = await post(base, '/v1/completions', SHORT);
-    expect(performance.now() - t0).toBeLessThan(500);
+    expect(performance.now() - t0).toBeLessThan(scaledMs(500));
     expect(refused.status).toBe(429);
     expect(refused.headers.get('retry-after')).toBe('2');
     expect(refused.headers.get('retry-after-ms')).toBe('2000');
@@ -94,7 +95,7 @@ describe('cancellation', () => {
     expect(res.status).toBe(200);
     expect((await res.json()).usage.completion_tokens).toBe(4);
     const waited = performance.now() - t0;
-    expect(waited).toBeLessThan(1000);
+    expect(waited).toBeLessThan(scaledMs(1000));
     // The engine stopped the long request after a few tokens, far from its 4000.
     const stats = model.stats;
     expect(stats.last!.generatedTokens).toBe(4);
@@ -217,7 +218,7 @@ describe('lifecycle', () => {
     await sleep(50);
     const t0 = performance.now();
     await server.drain(100);
-    expect(performance.now() - t0).toBeLessThan(2000);
+    expect(performance.now() - t0).toBeLessThan(scaledMs(2000));
     const rest = [];
     for (let r = await s.it.next(); !r.done; r = await s.it.next()) rest.push(r.value);
     expect(rest.some((e) => e.text === '[DONE]')).toBe(false);

@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { dataChunks, parseMetrics, post, readSse } from '../server-helpers.js';
+import { scaledMs } from '../time-scale.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const MAIN = join(ROOT, 'dist', 'cli', 'main.js');
@@ -27,14 +28,16 @@ const SITE_CONF = join(ROOT, 'deploy', 'nginx', 'bitllm.conf');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Resolves `p`, or rejects after `ms` saying what it waited for. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+/** Resolves `p`, or rejects after `ms` (scaled: test/time-scale.ts) saying what it waited for. */
+function within<T>(p: Promise<T>, native: number, what: string): Promise<T> {
+  const ms = scaledMs(native);
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)))])
     .finally(() => clearTimeout(timer));
 }
 
-async function waitUntil(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
+async function waitUntil(cond: () => boolean | Promise<boolean>, native: number, what: string): Promise<void> {
+  const ms = scaledMs(native);
   const end = Date.now() + ms;
   while (!(await cond())) {
     if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
@@ -267,7 +270,7 @@ beforeAll(async () => {
     startReplica('B', ['--parallel', '2', '--ctx', '512']),
     startReplica('C', ['--parallel', '1', '--max-queue', '0', '--ctx', '8192']),
   ]);
-}, 30_000);
+}, scaledMs(30_000));
 
 afterAll(async () => {
   // SIGTERM to whatever still runs: nginx's master then takes its worker down with it (SIGKILL would orphan it).
@@ -334,7 +337,7 @@ describe('bitllm serve replicas behind nginx (deploy/nginx/bitllm.conf)', () => 
     expect(await within(C.exit, 10_000, 'C to exit')).toBe(0);
     expect(C.stderr()).toMatch(/SIGTERM: draining[\s\S]*drained, exiting/);
     await untilRetried(ng2, 'refused', '502'); // nginx logs a connect error as 502; the client saw B's 200
-  }, 30_000);
+  }, scaledMs(30_000));
 
   it('SIGTERM to one of two replicas mid-run: 0 failed requests, its streams end with [DONE], it exits 0, the rest go to the other', async () => {
     const ng = await startNginx('drain', [A, B]);
@@ -403,5 +406,5 @@ describe('bitllm serve replicas behind nginx (deploy/nginx/bitllm.conf)', () => 
     }
     console.log(`scaleout drain: ${TOTAL} requests, ${before.length} done before SIGTERM, ${spanning.filter((o) => final.get(o.rid) === addr(A)).length} finished by A while ` +
       `draining, ${after.length} sent after it began draining ${(draining - t).toFixed(0)} ms after the signal (all served by B), ${retried.length} retried (A answered ${retried.map((e) => e.statuses[0]).join(', ') || 'none'})`);
-  }, 30_000);
+  }, scaledMs(30_000));
 });

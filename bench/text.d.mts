@@ -1,0 +1,1 @@
+export function pseudoEnglish(random: () => number, length: number): string;
