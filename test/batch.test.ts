@@ -17,6 +17,7 @@ import { type BatchRow, SequencePool } from '../lib/model/state.js';
 import { TransformerModel } from '../lib/model/transformer.js';
 import { type ModelWeights, loadWeights } from '../lib/model/weights.js';
 import { BUNDLED_FAMILY_MODELS, type FamilyModel, neonFloatOrder } from './helpers.js';
+import { scaledMs } from './time-scale.js';
 
 const MODELS = join(fileURLToPath(new URL('..', import.meta.url)), 'models');
 const ctx2 = new KernelContext({ threads: 2 });
@@ -166,7 +167,7 @@ describe('batch invariance over the whole forward (bundled family models)', () =
           for (let i = 0; i < p.length; i++)
             expect(bits(flat.subarray(i * V, (i + 1) * V)).equals(bits(ref[s]![i]!)), `${name} prompt ${s} pos ${i}: reference batched != flat`).toBe(true);
         });
-      }, 120_000);
+      }, scaledMs(120_000));
     }
 
   it('holds for a q8 KV cache too (tiny-b158-tq2_0)', () => {
@@ -180,7 +181,7 @@ describe('batch invariance over the whole forward (bundled family models)', () =
     PROMPTS.forEach((p, s) => {
       for (let i = 0; i < p.length; i++) expectClose(mixed[s]![i]!, ref[s]![i]!, `q8 prompt ${s} pos ${i} vs reference`, MAX_REL_DIFF_Q8);
     });
-  }, 120_000);
+  }, scaledMs(120_000));
 
   it('rows that want no logits cost no head and leave the others in row order', () => {
     const { cfg, w } = load(BUNDLED[0]!, 'f16');
@@ -218,5 +219,5 @@ describe.each(cpuInfo().supportedIsas)('batch invariance on %s', (isa) => {
       PROMPTS.forEach((p, s) => {
         for (let i = 0; i < p.length; i++) expect(bits(mixed[s]![i]!).equals(bits(solo[s]![i]!)), `${isa} ${file} prompt ${s} pos ${i}`).toBe(true);
       });
-    }, 60_000);
+    }, scaledMs(60_000));
 });

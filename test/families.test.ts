@@ -26,6 +26,7 @@ import { type SynthType, synthesizeModel } from '../lib/model/synth.js';
 import { TransformerModel } from '../lib/model/transformer.js';
 import { type LoadWeightsOptions, loadWeights } from '../lib/model/weights.js';
 import { BUNDLED_FAMILY_MODELS, type FamilyModel, contextsPerIsa, neonFloatOrder, runProcess } from './helpers.js';
+import { scaledMs } from './time-scale.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MODELS = join(ROOT, 'models');
@@ -120,7 +121,7 @@ describe('bundled family models: one-call native forward vs op by op', () => {
       const ops = run(new TransformerModel(ctx, cfg, w, nativeBackend(ctx)));
       expect(sameBits(fused, ops)).toBe(true);
       expectClose(fused, run(new TransformerModel(ctx, cfg, w, referenceBackend())), cfg.nVocab, m.file, ctx);
-    }, 120_000);
+    }, scaledMs(120_000));
 });
 
 describe('every ISA on every family (synthetic tiny models) within the bound of the reference', () => {
@@ -146,7 +147,7 @@ describe('every ISA on every family (synthetic tiny models) within the bound of 
         return run(new TransformerModel(c, cfg, loadWeights(c, f, cfg, s.opts), referenceBackend()));
       })();
       for (const [isa, c] of contextsPerIsa()) expectClose(run(new TransformerModel(c, cfg, loadWeights(c, f, cfg, s.opts))), ref, cfg.nVocab, `${s.arch} ${isa}`, c);
-    }, 180_000);
+    }, scaledMs(180_000));
 });
 
 describe('BiLLM: bitllm quantize of the FP16 teacher', () => {
@@ -179,7 +180,7 @@ describe('BiLLM: bitllm quantize of the FP16 teacher', () => {
     expect(sameBits(fused, run(new TransformerModel(ctx, cfg, w, nativeBackend(ctx))))).toBe(true);
     expectClose(fused, run(new TransformerModel(ctx, cfg, w, referenceBackend())), cfg.nVocab, 'billm', ctx);
     for (const [isa, c] of contextsPerIsa()) expectClose(run(new TransformerModel(c, cfg, loadWeights(c, f, cfg))), fused, cfg.nVocab, `billm ${isa}`, c);
-  }, 300_000);
+  }, scaledMs(300_000));
 
   it('absmax baselines are dense F16 models of the same architecture', async () => {
     const out = join(dir, 'absmax-w1.gguf');
@@ -191,7 +192,7 @@ describe('BiLLM: bitllm quantize of the FP16 teacher', () => {
     const t = f.tensors.find((x) => x.name === 'blk.0.attn_q.weight')!;
     const row = new Uint16Array(f.bytes.slice(t.offset, t.offset + t.dims[0]! * 2).buffer);
     expect(new Set(Array.from(row, (h) => h & 0x7fff)).size).toBe(1);
-  }, 120_000);
+  }, scaledMs(120_000));
 
   it('a calibration text too short says how many tokens BiLLM needs', async () => {
     const short = join(dir, 'short.txt');

@@ -27,6 +27,7 @@ import type { SynthArch } from '../lib/model/synth.js';
 import { configFromGguf } from '../lib/model/config.js';
 import { type SynthShapeName, type SynthType, synthesizeModel } from '../lib/model/synth.js';
 import { loadWeights } from '../lib/model/weights.js';
+import { scaledMs } from './time-scale.js';
 
 /** Per-row max |native − reference| / max |reference| (measured worst 2^-21.4, see top). */
 const MAX_REL_DIFF = 2 ** -17;
@@ -114,7 +115,7 @@ describe('native vs TS-reference backend on synthetic models', () => {
         expect(argmax(a), `${label} row ${i} argmax`).toBe(argmax(b));
       }
       if (process.env.BITLLM_REPORT_DEVIATION) console.log(`${label}: max|Δ| ${maxDiff.toExponential(3)}, max ratio 2^${Math.log2(maxRatio).toFixed(2)}, min cosine ${minCos}`);
-    }, 30_000);
+    }, scaledMs(30_000));
   }
 });
 
@@ -145,7 +146,7 @@ describe('one-call native forward vs op-by-op native kernels', () => {
         let firstDiff = -1;
         for (let j = 0; j < got.length && firstDiff < 0; j++) if (!Object.is(got[j], want[j])) firstDiff = j;
         expect(firstDiff, `${label}: first differing logit index`).toBe(-1);
-      }, 30_000);
+      }, scaledMs(30_000));
     }
 
   // TD3 holds the same trits and scales as T2R16 and its kernels are bit-exact with T2R16's, so a model
@@ -167,7 +168,7 @@ describe('one-call native forward vs op-by-op native kernels', () => {
         for (let j = 0; j < got.length && firstDiff < 0; j++) if (!Object.is(got[j], want[j])) firstDiff = j;
         expect(firstDiff).toBe(-1);
       }
-    }, 60_000);
+    }, scaledMs(60_000));
 
   // Weight memory: every layer matrix is a slice of one huge-page-advised block and an F16 head is copied
   // out of the file mapping; with BITLLM_HUGE_PAGES=0 both stay as before. Same bytes, same logits.
@@ -206,7 +207,7 @@ describe('one-call native forward vs op-by-op native kernels', () => {
       const got = run(new TransformerModel(ctx, cfg, w), 12);
       const want = run(new TransformerModel(ctx, cfg, plain), 12);
       expect(same(got, want)).toBe(true);
-    }, 60_000);
+    }, scaledMs(60_000));
 
   it('the TS reference backend runs TD3 weights too (same logits as on T2R16 weights)', async () => {
     const out = join(dir, 'td3-ref.gguf');
@@ -216,7 +217,7 @@ describe('one-call native forward vs op-by-op native kernels', () => {
     const a = run(new TransformerModel(ctx, cfg, loadWeights(ctx, f, cfg, { layout: 't2r16' }), referenceBackend()), 16);
     const b = run(new TransformerModel(ctx, cfg, loadWeights(ctx, f, cfg, { layout: 'td3' }), referenceBackend()), 16);
     expect(Array.from(b)).toEqual(Array.from(a));
-  }, 60_000);
+  }, scaledMs(60_000));
 
   it('rejects bad tokens and a full cache with typed errors, leaving the cache as it was', async () => {
     const out = join(dir, 'bad.gguf');

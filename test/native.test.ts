@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { NativeError } from '../lib/errors.js';
 import { HUGE_PAGE_BYTES, KernelContext, WeightArena, cpuInfo, hugePagesEnabled, weightBytes } from '../lib/kernels/context.js';
 import { binding } from '../lib/native.js';
+import { scaledMs } from './time-scale.js';
 
 const fuzzScript = fileURLToPath(new URL('./fixtures/fuzz-bindings.mjs', import.meta.url));
 
@@ -114,7 +115,7 @@ describe('weight memory (huge-page advised native buffers)', () => {
       max = Math.max(max, rss());
     }
     expect(max).toBeLessThan(4 * 1024); // MB; 10 GB if nothing were collected
-  }, 60_000);
+  }, scaledMs(60_000));
 
   it('weightBytes: a 2 MiB-aligned view from 2 MiB up, a plain buffer below it or with BITLLM_HUGE_PAGES=0', () => {
     expect(weightBytes(HUGE_PAGE_BYTES - 1).buffer.byteLength).toBe(HUGE_PAGE_BYTES - 1);

@@ -22,6 +22,7 @@ import { configFromGguf } from '../lib/model/config.js';
 import { synthesizeModel, type SynthShapeName, type SynthType } from '../lib/model/synth.js';
 import { loadWeights } from '../lib/model/weights.js';
 import { rng } from './helpers.js';
+import { scaledMs } from './time-scale.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const PEER_ENTRY = join(ROOT, '.peers', 'node_modules', 'node-llama-cpp', 'dist', 'index.js');
@@ -100,7 +101,7 @@ describe(`peer agreement with llama.cpp (node-llama-cpp ${PEER_VERSION}, CPU, ${
     });
     expect(llama.gpu).toBe(false);
     dir = mkdtempSync(join(tmpdir(), 'bitllm-peer-'));
-  }, 120_000);
+  }, scaledMs(120_000));
 
   afterAll(async () => {
     await llama?.dispose();
@@ -159,5 +160,5 @@ describe(`peer agreement with llama.cpp (node-llama-cpp ${PEER_VERSION}, CPU, ${
     );
     expect(a.minCos, `${shape} ${type}: min per-position cosine`).toBeGreaterThanOrEqual(MIN_COSINE);
     expect(a.top1, `${shape} ${type}: top-1 agreement (differs at ${a.disagreements.join(',')})`).toBeGreaterThanOrEqual(MIN_TOP1);
-  }, 120_000);
+  }, scaledMs(120_000));
 });

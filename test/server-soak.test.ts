@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { collectSse, dataChunks, parseMetrics, post, readSse, sleep, waitFor } from './server-helpers.js';
+import { scaledMs } from './time-scale.js';
 
 const MAIN = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 const MODEL = fileURLToPath(new URL('../models/tiny-b158-i2_s.gguf', import.meta.url));
@@ -123,5 +124,5 @@ describe('soak (bounded, loopback)', () => {
     // The issue's bound: RSS back within 5 % of its post-warm-up value after idle.
     expect(Math.abs(rss1 - rss0) / rss0, `RSS ${rss0} kB after the warm-up, ${rss1} kB after idle`).toBeLessThanOrEqual(0.05);
     console.log(`soak: ${WARM} warm-up + 1,000 requests (${aborted} aborted), RSS after warm-up ${(rss0 / 1024).toFixed(1)} MiB, after idle ${(rss1 / 1024).toFixed(1)} MiB (${((100 * (rss1 - rss0)) / rss0).toFixed(1)} %)`);
-  }, 300_000);
+  }, scaledMs(300_000));
 });

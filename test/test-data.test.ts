@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 // @ts-expect-error: a plain ES module script, no type declarations
 import { prepareTestData } from '../scripts/test-data.mjs';
 import { goldenPath, vocabPath } from './helpers.js';
+import { scaledMs } from './time-scale.js';
 
 interface Summary { vocab: { files: number; extracted: number }; golden: { files: number; derived: number } }
 const prepare = prepareTestData as (dir: string) => Promise<Summary>;
@@ -32,5 +33,5 @@ describe('scripts/test-data.mjs', () => {
 
     const second = await prepare(dir);
     expect(second).toMatchObject({ vocab: { extracted: 0 }, golden: { derived: 0 } });
-  }, 120_000);
+  }, scaledMs(120_000));
 });

@@ -8,6 +8,7 @@ import type { PhaseProfile, RequestProfile } from '../engine/generate.js';
 import { type CommandSpec, CommandLine, MODEL_USAGE, MODEL_VALUED, loadOptions, openModel } from './run.js';
 import { formatProfile } from './profile.js';
 import { UsageError } from './args.js';
+import { residentBytes } from '../engine/resident.js';
 
 export const BENCH_MODEL_USAGE = `usage: bitllm bench MODEL [-p 128] [-n 32] [-t THREADS] [--reps 3] [--json] [--profile]
       -p, --prompt-tokens N      prompt length for the prefill figure (default 128; 0 = skip prefill)
@@ -114,7 +115,7 @@ export async function runBenchModelCommand(argv: string[]): Promise<number> {
       pp_tps: ppS?.mean ?? null, pp_min: ppS?.min ?? null, pp_max: ppS?.max ?? null,
       tg_tps: tgS?.mean ?? null, tg_min: tgS?.min ?? null, tg_max: tgS?.max ?? null,
       load_ms: Math.round(info.loadMs), load_wall_ms: Math.round(wallLoadMs),
-      rss_mb: Math.round(process.memoryUsage().rss / 1e6), file_mb: Math.round(info.fileSize / 1e6),
+      rss_mb: Math.round(residentBytes() / 1e6), file_mb: Math.round(info.fileSize / 1e6),
       weight_mb_per_token: Math.round(info.weightBytes / 1e6), isa: info.isa, threads: info.threads, head: info.headType,
       layout: info.layout,
       linears: info.linears,

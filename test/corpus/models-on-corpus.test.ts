@@ -16,6 +16,7 @@ import { readGguf } from '../../lib/format/gguf.js';
 import { Tokenizer } from '../../lib/tokenizer/index.js';
 import { runProcess } from '../helpers.js';
 import { type CorpusSplit, type EvalResult, MAIN, MODELS, ROOT, corpusTexts, idsDigest, manifest } from './manifest.js';
+import { scaledMs } from '../time-scale.js';
 
 const TOLERANCE = 0.01;
 let texts: Record<CorpusSplit, string>;
@@ -23,7 +24,7 @@ let texts: Record<CorpusSplit, string>;
 beforeAll(() => {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build with \`npm run build:ts\` first`);
   texts = corpusTexts();
-}, 300_000);
+}, scaledMs(300_000));
 
 describe('the corpus', () => {
   it.each(['val', 'ood'] as const)('%s text is the one the manifest was measured on', (split) => {
@@ -57,5 +58,5 @@ describe('perplexity parity: bitllm vs the trainer', () => {
       expect(got.n_windows).toBe(want.n_windows);
       const rel = Math.abs(got.ppl / want.ppl - 1);
       expect(rel, `bitllm ppl ${got.ppl}, trainer ${want.ppl}`).toBeLessThanOrEqual(TOLERANCE);
-    }, 300_000);
+    }, scaledMs(300_000));
 });

@@ -10,6 +10,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { readGguf } from '../../lib/format/gguf.js';
 import { Tokenizer } from '../../lib/tokenizer/index.js';
 import { type CorpusSplit, MODELS, ROOT, corpusTexts, idsDigest, manifest } from '../corpus/manifest.js';
+import { scaledMs } from '../time-scale.js';
 
 const PYTHON = process.env.BITLLM_PYTHON ?? '/usr/bin/python3';
 
@@ -24,7 +25,7 @@ describe('tokenizer parity with Python sentencepiece on the corpus', () => {
   let texts: Record<CorpusSplit, string>;
   beforeAll(() => {
     texts = corpusTexts();
-  }, 300_000);
+  }, scaledMs(300_000));
 
   it.each(['val', 'ood'] as const)('%s text: identical ids', (split) => {
     const tok = Tokenizer.fromGguf(readGguf(join(MODELS, manifest.default)));
