@@ -8,6 +8,7 @@ import { expect } from 'vitest';
 import { KernelContext, cpuInfo } from '../lib/kernels/context.js';
 import type { Isa } from '../lib/native.js';
 import type { LoadWeightsOptions } from '../lib/model/weights.js';
+import { scaledMs } from './time-scale.js';
 
 /**
  * True when `ctx`'s float ops (attention, norms) are NEON's. They sum in 4 lanes where the TS reference (and
@@ -79,7 +80,7 @@ export function expectSameInts(got: ArrayLike<number>, want: ArrayLike<number>, 
  * vitest's worker RPC, which then times out). Resolves with the exit status and the whole output. `env`
  * replaces the child's environment (default: this process's).
  */
-export function runProcess(cmd: string, args: string[], timeoutMs = 300_000, env?: NodeJS.ProcessEnv): Promise<{ status: number | null; stdout: string; stderr: string }> {
+export function runProcess(cmd: string, args: string[], timeoutMs = scaledMs(300_000), env?: NodeJS.ProcessEnv): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(env && { env }) });
     let stdout = '';
