@@ -173,7 +173,7 @@ describe('lifecycle', () => {
     const s = await openStream(base, { ...LONG, max_tokens: 1500 });
     const queued = post(base, '/v1/completions', SHORT);
     await sleep(20);
-    const drained = server.drain(30_000);
+    const drained = server.drain(scaledMs(30_000));
     expect(server.state).toBe('draining');
     const ready = await fetch(`${base}/ready`);
     expect(ready.status).toBe(503);
@@ -202,7 +202,7 @@ describe('lifecycle', () => {
     const closed = new Promise((r) => socket.on('close', r));
     socket.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 10)}`);
     await sleep(100);
-    const drained = server.drain(30_000); // nothing in flight: it may close at once
+    const drained = server.drain(scaledMs(30_000)); // nothing in flight: it may close at once
     await sleep(50);
     socket.write(body.slice(10));
     await closed;
