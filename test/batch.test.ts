@@ -16,7 +16,7 @@ import { KvCache } from '../lib/model/kv-cache.js';
 import { type BatchRow, SequencePool } from '../lib/model/state.js';
 import { TransformerModel } from '../lib/model/transformer.js';
 import { type ModelWeights, loadWeights } from '../lib/model/weights.js';
-import { BUNDLED_FAMILY_MODELS, type FamilyModel, neonFloatOrder } from './helpers.js';
+import { BUNDLED_FAMILY_MODELS, type FamilyModel, eventLoopTurn, neonFloatOrder } from './helpers.js';
 import { scaledMs } from './time-scale.js';
 
 const MODELS = join(fileURLToPath(new URL('..', import.meta.url)), 'models');
@@ -39,7 +39,7 @@ const NEON_ORDER = neonFloatOrder(ctx2);
 // from test to test through promise continuations only, so the worker's event loop never ran during the
 // file: the replies to its RPC calls waited, and its 60 s RPC timer fired ("Timeout calling onTaskUpdate",
 // scripts/test-arm64.sh). One turn of the event loop after each test lets the replies in.
-afterEach(() => new Promise<void>((resolve) => setImmediate(resolve)));
+afterEach(eventLoopTurn);
 
 /** Every bundled family, and the b1.58 model in TQ2_0 too. */
 const BUNDLED: FamilyModel[] = [...BUNDLED_FAMILY_MODELS, { file: 'tiny-b158-tq2_0.gguf', opts: {} }];

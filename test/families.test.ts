@@ -25,7 +25,7 @@ import { KvCache } from '../lib/model/kv-cache.js';
 import { type SynthType, synthesizeModel } from '../lib/model/synth.js';
 import { TransformerModel } from '../lib/model/transformer.js';
 import { type LoadWeightsOptions, loadWeights } from '../lib/model/weights.js';
-import { BUNDLED_FAMILY_MODELS, type FamilyModel, contextsPerIsa, neonFloatOrder, runProcess } from './helpers.js';
+import { BUNDLED_FAMILY_MODELS, type FamilyModel, contextsPerIsa, eventLoopTurn, neonFloatOrder, runProcess } from './helpers.js';
 import { scaledMs } from './time-scale.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -146,7 +146,10 @@ describe('every ISA on every family (synthetic tiny models) within the bound of 
         const c = new KernelContext({ threads: 1, isa: 'scalar' });
         return run(new TransformerModel(c, cfg, loadWeights(c, f, cfg, s.opts), referenceBackend()));
       })();
-      for (const [isa, c] of contextsPerIsa()) expectClose(run(new TransformerModel(c, cfg, loadWeights(c, f, cfg, s.opts))), ref, cfg.nVocab, `${s.arch} ${isa}`, c);
+      for (const [isa, c] of contextsPerIsa()) {
+        await eventLoopTurn();
+        expectClose(run(new TransformerModel(c, cfg, loadWeights(c, f, cfg, s.opts))), ref, cfg.nVocab, `${s.arch} ${isa}`, c);
+      }
     }, scaledMs(180_000));
 });
 
@@ -177,9 +180,14 @@ describe('BiLLM: bitllm quantize of the FP16 teacher', () => {
     const w = loadWeights(ctx, f, cfg);
     expect(w.layers[0]!.wqkv.map((l) => l.w.kind)).toEqual(['billm', 'billm', 'billm']);
     const fused = run(new TransformerModel(ctx, cfg, w));
+    await eventLoopTurn();
     expect(sameBits(fused, run(new TransformerModel(ctx, cfg, w, nativeBackend(ctx))))).toBe(true);
+    await eventLoopTurn();
     expectClose(fused, run(new TransformerModel(ctx, cfg, w, referenceBackend())), cfg.nVocab, 'billm', ctx);
-    for (const [isa, c] of contextsPerIsa()) expectClose(run(new TransformerModel(c, cfg, loadWeights(c, f, cfg))), fused, cfg.nVocab, `billm ${isa}`, c);
+    for (const [isa, c] of contextsPerIsa()) {
+      await eventLoopTurn();
+      expectClose(run(new TransformerModel(c, cfg, loadWeights(c, f, cfg))), fused, cfg.nVocab, `billm ${isa}`, c);
+    }
   }, scaledMs(300_000));
 
   it('absmax baselines are dense F16 models of the same architecture', async () => {

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { setImmediate as realSetImmediate } from 'node:timers';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +20,16 @@ import { scaledMs } from './time-scale.js';
  */
 export function neonFloatOrder(ctx: KernelContext): boolean {
   return ctx.info().kernels['ops']?.startsWith('neon') ?? false;
+}
+
+/**
+ * One turn of the event loop (node:timers' setImmediate, which fake timers leave alone). Long synchronous
+ * tests take one between their stages: vitest's worker answers its runner's RPC only when its loop turns, and
+ * fails the run with 'Timeout calling "onTaskUpdate"' when one synchronous stretch outlasts 60 s (under
+ * qemu: test/families.test.ts, test/model-reference.test.ts, test/batch.test.ts).
+ */
+export function eventLoopTurn(): Promise<void> {
+  return new Promise((resolve) => realSetImmediate(resolve));
 }
 
 /** Every ISA this machine supports, each with a 2-thread context (threads split tiles). */

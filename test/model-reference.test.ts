@@ -28,6 +28,7 @@ import { configFromGguf } from '../lib/model/config.js';
 import { type SynthShapeName, type SynthType, synthesizeModel } from '../lib/model/synth.js';
 import { loadWeights } from '../lib/model/weights.js';
 import { scaledMs } from './time-scale.js';
+import { eventLoopTurn } from './helpers.js';
 
 /** Per-row max |native − reference| / max |reference| (measured worst 2^-21.4, see top). */
 const MAX_REL_DIFF = 2 ** -17;
@@ -90,6 +91,7 @@ describe('native vs TS-reference backend on synthetic models', () => {
       const weights = loadWeights(ctx, f, cfg, { headType: c.headType });
       const ref: ComputeBackend = referenceBackend();
       const got = run(new TransformerModel(ctx, cfg, weights), 16);
+      await eventLoopTurn();
       const want = run(new TransformerModel(ctx, cfg, weights, ref), 16);
       const V = cfg.nVocab;
       let maxDiff = 0;
