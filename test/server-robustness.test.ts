@@ -169,10 +169,11 @@ describe('cancellation', () => {
 
 describe('lifecycle', () => {
   it('drain: /ready 503 and new requests 503 at once, the running stream ends with [DONE], then the server closes', async () => {
-    const { server, base } = await start({ parallel: 1 });
+    const { server, base, metrics } = await start({ parallel: 1 });
     const s = await openStream(base, { ...LONG, max_tokens: 1500 });
     const queued = post(base, '/v1/completions', SHORT);
-    await sleep(20);
+    // Queued before the drain begins (a fixed sleep was not enough under qemu: the request arrived after it).
+    await waitFor(async () => (await metrics()).get('bitllm_requests_waiting') === 1, 5000, 'queued');
     const drained = server.drain(scaledMs(30_000));
     expect(server.state).toBe('draining');
     const ready = await fetch(`${base}/ready`);
