@@ -46,14 +46,18 @@ const PREFILL = 8;
 /** The bundled models and the load options that pick each of their paths. */
 const BUNDLED: FamilyModel[] = BUNDLED_FAMILY_MODELS;
 
-/** Logits [12, vocab]: a prefill of PREFILL tokens (all rows), then one token at a time. */
-function run(model: TransformerModel): Float32Array {
+/** Logits [12, vocab]: a prefill of PREFILL tokens (all rows), then one token at a time, with a turn of the
+ * event loop after each forward (long synchronous stretches under qemu: test/helpers.ts eventLoopTurn). */
+async function run(model: TransformerModel): Promise<Float32Array> {
   const cfg = model.cfg;
   const V = cfg.nVocab;
   const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, 16, cfg.row.kv); // a4.8: its 3-bit cache
   const out = new Float32Array(TOKENS.length * V);
   out.set(model.forward(TOKENS.slice(0, PREFILL), kv, true), 0);
-  for (let i = PREFILL; i < TOKENS.length; i++) out.set(model.forward([TOKENS[i]!], kv), i * V);
+  for (let i = PREFILL; i < TOKENS.length; i++) {
+    await eventLoopTurn();
+    out.set(model.forward([TOKENS[i]!], kv), i * V);
+  }
   return out;
 }
 
@@ -113,14 +117,14 @@ describe('the architecture table', () => {
 describe('bundled family models: one-call native forward vs op by op', () => {
   const ctx = new KernelContext({ threads: 2 });
   for (const m of BUNDLED)
-    it(`${m.file} ${JSON.stringify(m.opts)}: bit-identical to the op-by-op native path, within the bound of the TS reference`, () => {
+    it(`${m.file} ${JSON.stringify(m.opts)}: bit-identical to the op-by-op native path, within the bound of the TS reference`, async () => {
       const f = readGguf(join(MODELS, m.file));
       const cfg = configFromGguf(f);
       const w = loadWeights(ctx, f, cfg, m.opts);
-      const fused = run(new TransformerModel(ctx, cfg, w));
-      const ops = run(new TransformerModel(ctx, cfg, w, nativeBackend(ctx)));
+      const fused = await run(new TransformerModel(ctx, cfg, w));
+      const ops = await run(new TransformerModel(ctx, cfg, w, nativeBackend(ctx)));
       expect(sameBits(fused, ops)).toBe(true);
-      expectClose(fused, run(new TransformerModel(ctx, cfg, w, referenceBackend())), cfg.nVocab, m.file, ctx);
+      expectClose(fused, await run(new TransformerModel(ctx, cfg, w, referenceBackend())), cfg.nVocab, m.file, ctx);
     }, scaledMs(120_000));
 });
 
@@ -142,13 +146,11 @@ describe('every ISA on every family (synthetic tiny models) within the bound of 
       await synthesizeModel({ shape: 'tiny', type: s.type, arch: s.arch, seed: 5, out, vocab: join(MODELS, 'tiny-b158-i2_s.gguf') });
       const f = readGguf(out);
       const cfg = configFromGguf(f);
-      const ref = (() => {
-        const c = new KernelContext({ threads: 1, isa: 'scalar' });
-        return run(new TransformerModel(c, cfg, loadWeights(c, f, cfg, s.opts), referenceBackend()));
-      })();
+      const refCtx = new KernelContext({ threads: 1, isa: 'scalar' });
+      const ref = await run(new TransformerModel(refCtx, cfg, loadWeights(refCtx, f, cfg, s.opts), referenceBackend()));
       for (const [isa, c] of contextsPerIsa()) {
         await eventLoopTurn();
-        expectClose(run(new TransformerModel(c, cfg, loadWeights(c, f, cfg, s.opts))), ref, cfg.nVocab, `${s.arch} ${isa}`, c);
+        expectClose(await run(new TransformerModel(c, cfg, loadWeights(c, f, cfg, s.opts))), ref, cfg.nVocab, `${s.arch} ${isa}`, c);
       }
     }, scaledMs(180_000));
 });
@@ -179,14 +181,14 @@ describe('BiLLM: bitllm quantize of the FP16 teacher', () => {
     const ctx = new KernelContext({ threads: 2 });
     const w = loadWeights(ctx, f, cfg);
     expect(w.layers[0]!.wqkv.map((l) => l.w.kind)).toEqual(['billm', 'billm', 'billm']);
-    const fused = run(new TransformerModel(ctx, cfg, w));
+    const fused = await run(new TransformerModel(ctx, cfg, w));
     await eventLoopTurn();
-    expect(sameBits(fused, run(new TransformerModel(ctx, cfg, w, nativeBackend(ctx))))).toBe(true);
+    expect(sameBits(fused, await run(new TransformerModel(ctx, cfg, w, nativeBackend(ctx))))).toBe(true);
     await eventLoopTurn();
-    expectClose(fused, run(new TransformerModel(ctx, cfg, w, referenceBackend())), cfg.nVocab, 'billm', ctx);
+    expectClose(fused, await run(new TransformerModel(ctx, cfg, w, referenceBackend())), cfg.nVocab, 'billm', ctx);
     for (const [isa, c] of contextsPerIsa()) {
       await eventLoopTurn();
-      expectClose(run(new TransformerModel(c, cfg, loadWeights(c, f, cfg))), fused, cfg.nVocab, `billm ${isa}`, c);
+      expectClose(await run(new TransformerModel(c, cfg, loadWeights(c, f, cfg))), fused, cfg.nVocab, `billm ${isa}`, c);
     }
   }, scaledMs(300_000));
 

@@ -61,13 +61,18 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const ctx = new KernelContext({ threads: 2 });
 
 /** Logits [12, vocab]: prefill of PREFILL tokens (all rows), then one token at a time. */
-function run(model: TransformerModel, capacity: number, kvType: 'f16' | 'q8' = 'f16'): Float32Array {
+/** Logits of TOKENS: a prefill, then one token at a time, with a turn of the event loop after each forward
+ * (the TS reference backend takes ~60 s for the small model under qemu: test/helpers.ts eventLoopTurn). */
+async function run(model: TransformerModel, capacity: number, kvType: 'f16' | 'q8' = 'f16'): Promise<Float32Array> {
   const cfg = model.cfg;
   const V = cfg.nVocab;
   const kv = new KvCache(cfg.nLayer, cfg.nHeadKv, cfg.headDim, capacity, kvType);
   const out = new Float32Array(TOKENS.length * V);
   out.set(model.forward(TOKENS.slice(0, PREFILL), kv, true), 0);
-  for (let i = PREFILL; i < TOKENS.length; i++) out.set(model.forward([TOKENS[i]!], kv), i * V);
+  for (let i = PREFILL; i < TOKENS.length; i++) {
+    await eventLoopTurn();
+    out.set(model.forward([TOKENS[i]!], kv), i * V);
+  }
   return out;
 }
 
@@ -90,9 +95,8 @@ describe('native vs TS-reference backend on synthetic models', () => {
       // One load: both backends read the same natively repacked weights.
       const weights = loadWeights(ctx, f, cfg, { headType: c.headType });
       const ref: ComputeBackend = referenceBackend();
-      const got = run(new TransformerModel(ctx, cfg, weights), 16);
-      await eventLoopTurn();
-      const want = run(new TransformerModel(ctx, cfg, weights, ref), 16);
+      const got = await run(new TransformerModel(ctx, cfg, weights), 16);
+      const want = await run(new TransformerModel(ctx, cfg, weights, ref), 16);
       const V = cfg.nVocab;
       let maxDiff = 0;
       let maxRatio = 0;
@@ -143,8 +147,8 @@ describe('one-call native forward vs op-by-op native kernels', () => {
         const weights = loadWeights(ctx, f, cfg, { headType: c.headType });
         const fused = new TransformerModel(ctx, cfg, weights);
         expect(fused.native).not.toBeNull();
-        const got = run(fused, 16, kvType);
-        const want = run(new TransformerModel(ctx, cfg, weights, nativeBackend(ctx)), 16, kvType);
+        const got = await run(fused, 16, kvType);
+        const want = await run(new TransformerModel(ctx, cfg, weights, nativeBackend(ctx)), 16, kvType);
         let firstDiff = -1;
         for (let j = 0; j < got.length && firstDiff < 0; j++) if (!Object.is(got[j], want[j])) firstDiff = j;
         expect(firstDiff, `${label}: first differing logit index`).toBe(-1);
@@ -164,8 +168,8 @@ describe('one-call native forward vs op-by-op native kernels', () => {
       expect(t2.layout).toBe('t2r16');
       expect(td3.layout).toBe('td3');
       expect(td3.bytesPerToken).toBeLessThan(t2.bytesPerToken);
-      const want = run(new TransformerModel(ctx, cfg, t2), 16);
-      for (const got of [run(new TransformerModel(ctx, cfg, td3), 16), run(new TransformerModel(ctx, cfg, td3, nativeBackend(ctx)), 16)]) {
+      const want = await run(new TransformerModel(ctx, cfg, t2), 16);
+      for (const got of [await run(new TransformerModel(ctx, cfg, td3), 16), await run(new TransformerModel(ctx, cfg, td3, nativeBackend(ctx)), 16)]) {
         let firstDiff = -1;
         for (let j = 0; j < got.length && firstDiff < 0; j++) if (!Object.is(got[j], want[j])) firstDiff = j;
         expect(firstDiff).toBe(-1);
@@ -206,8 +210,8 @@ describe('one-call native forward vs op-by-op native kernels', () => {
         Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
       expect(same(w.output.m.data, plain.output.m.data)).toBe(true);
       expect(w.layers.every((l, i) => same(bytes(l.wgu), bytes(plain.layers[i]!.wgu)))).toBe(true);
-      const got = run(new TransformerModel(ctx, cfg, w), 12);
-      const want = run(new TransformerModel(ctx, cfg, plain), 12);
+      const got = await run(new TransformerModel(ctx, cfg, w), 12);
+      const want = await run(new TransformerModel(ctx, cfg, plain), 12);
       expect(same(got, want)).toBe(true);
     }, scaledMs(60_000));
 
@@ -216,8 +220,8 @@ describe('one-call native forward vs op-by-op native kernels', () => {
     await synthesizeModel({ shape: 'tiny', type: 'tq2_0', arch: 'bitnet', seed: 4, out });
     const f = readGguf(out);
     const cfg = configFromGguf(f);
-    const a = run(new TransformerModel(ctx, cfg, loadWeights(ctx, f, cfg, { layout: 't2r16' }), referenceBackend()), 16);
-    const b = run(new TransformerModel(ctx, cfg, loadWeights(ctx, f, cfg, { layout: 'td3' }), referenceBackend()), 16);
+    const a = await run(new TransformerModel(ctx, cfg, loadWeights(ctx, f, cfg, { layout: 't2r16' }), referenceBackend()), 16);
+    const b = await run(new TransformerModel(ctx, cfg, loadWeights(ctx, f, cfg, { layout: 'td3' }), referenceBackend()), 16);
     expect(Array.from(b)).toEqual(Array.from(a));
   }, scaledMs(60_000));
 
