@@ -16,7 +16,7 @@ import { KvCache } from '../lib/model/kv-cache.js';
 import { type BatchRow, SequencePool } from '../lib/model/state.js';
 import { TransformerModel } from '../lib/model/transformer.js';
 import { type ModelWeights, loadWeights } from '../lib/model/weights.js';
-import { BUNDLED_FAMILY_MODELS, type FamilyModel, eventLoopTurn, neonFloatOrder } from './helpers.js';
+import { BUNDLED_FAMILY_MODELS, type FamilyModel, MAX_REL_DIFF_Q8, eventLoopTurn, neonFloatOrder } from './helpers.js';
 import { scaledMs } from './time-scale.js';
 
 const MODELS = join(fileURLToPath(new URL('..', import.meta.url)), 'models');
@@ -25,13 +25,6 @@ const ctx1 = new KernelContext({ threads: 1 });
 
 /** Per-row max |native − reference| / max |reference| (test/families.test.ts's bound for these models). */
 const MAX_REL_DIFF = 2 ** -12;
-/**
- * The same with an int8-quantized input to the head (q8 head) or a q8 KV cache: a float difference of an
- * ulp between native and reference can move one int8 code of the head's activations or of a cached K/V
- * row, which moves logits by ~1/127 of a block's scale. Measured worst 2^-8.1 (q8 head, OneBit i8) and
- * 2^-9.9 (q8 KV); the bit-exact invariance checks above it are the tight ones.
- */
-const MAX_REL_DIFF_Q8 = 2 ** -6;
 /** On NEON the reference comparison takes the q8 bound (test/helpers.ts neonFloatOrder says why). */
 const NEON_ORDER = neonFloatOrder(ctx2);
 

@@ -25,7 +25,7 @@ import { KvCache } from '../lib/model/kv-cache.js';
 import { type SynthType, synthesizeModel } from '../lib/model/synth.js';
 import { TransformerModel } from '../lib/model/transformer.js';
 import { type LoadWeightsOptions, loadWeights } from '../lib/model/weights.js';
-import { BUNDLED_FAMILY_MODELS, type FamilyModel, contextsPerIsa, eventLoopTurn, neonFloatOrder, runProcess } from './helpers.js';
+import { BUNDLED_FAMILY_MODELS, type FamilyModel, MAX_REL_DIFF_Q8, contextsPerIsa, eventLoopTurn, neonFloatOrder, runProcess } from './helpers.js';
 import { scaledMs } from './time-scale.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -35,8 +35,6 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Per-row max |native − reference| / max |reference|. */
 const MAX_REL_DIFF = 2 ** -12;
-/** The same where the float ops are NEON's (test/helpers.ts neonFloatOrder): test/batch.test.ts's q8 bound. */
-const MAX_REL_DIFF_NEON = 2 ** -6;
 /** GGML's plain int8 tensor type id. */
 const GGML_I8 = 24;
 const MIN_COSINE = 0.99999;
@@ -61,9 +59,9 @@ async function run(model: TransformerModel): Promise<Float32Array> {
   return out;
 }
 
-/** `got` (from `ctx`) against `want` row by row; NEON's float order takes MAX_REL_DIFF_NEON. */
+/** `got` (from `ctx`) against `want` row by row; NEON's float order takes the q8 bound (test/helpers.ts). */
 function expectClose(got: Float32Array, want: Float32Array, V: number, what: string, ctx: KernelContext): void {
-  const bound = neonFloatOrder(ctx) ? MAX_REL_DIFF_NEON : MAX_REL_DIFF;
+  const bound = neonFloatOrder(ctx) ? MAX_REL_DIFF_Q8 : MAX_REL_DIFF;
   for (let r = 0; r < got.length / V; r++) {
     const g = got.subarray(r * V, (r + 1) * V);
     const w = want.subarray(r * V, (r + 1) * V);
@@ -148,10 +146,7 @@ describe('every ISA on every family (synthetic tiny models) within the bound of 
       const cfg = configFromGguf(f);
       const refCtx = new KernelContext({ threads: 1, isa: 'scalar' });
       const ref = await run(new TransformerModel(refCtx, cfg, loadWeights(refCtx, f, cfg, s.opts), referenceBackend()));
-      for (const [isa, c] of contextsPerIsa()) {
-        await eventLoopTurn();
-        expectClose(await run(new TransformerModel(c, cfg, loadWeights(c, f, cfg, s.opts))), ref, cfg.nVocab, `${s.arch} ${isa}`, c);
-      }
+      for (const [isa, c] of contextsPerIsa()) expectClose(await run(new TransformerModel(c, cfg, loadWeights(c, f, cfg, s.opts))), ref, cfg.nVocab, `${s.arch} ${isa}`, c);
     }, scaledMs(180_000));
 });
 
@@ -182,14 +177,9 @@ describe('BiLLM: bitllm quantize of the FP16 teacher', () => {
     const w = loadWeights(ctx, f, cfg);
     expect(w.layers[0]!.wqkv.map((l) => l.w.kind)).toEqual(['billm', 'billm', 'billm']);
     const fused = await run(new TransformerModel(ctx, cfg, w));
-    await eventLoopTurn();
     expect(sameBits(fused, await run(new TransformerModel(ctx, cfg, w, nativeBackend(ctx))))).toBe(true);
-    await eventLoopTurn();
     expectClose(fused, await run(new TransformerModel(ctx, cfg, w, referenceBackend())), cfg.nVocab, 'billm', ctx);
-    for (const [isa, c] of contextsPerIsa()) {
-      await eventLoopTurn();
-      expectClose(await run(new TransformerModel(c, cfg, loadWeights(c, f, cfg))), fused, cfg.nVocab, `billm ${isa}`, c);
-    }
+    for (const [isa, c] of contextsPerIsa()) expectClose(await run(new TransformerModel(c, cfg, loadWeights(c, f, cfg))), fused, cfg.nVocab, `billm ${isa}`, c);
   }, scaledMs(300_000));
 
   it('absmax baselines are dense F16 models of the same architecture', async () => {

@@ -12,6 +12,16 @@ import type { LoadWeightsOptions } from '../lib/model/weights.js';
 import { scaledMs } from './time-scale.js';
 
 /**
+ * Per-row max |native − reference| / max |reference| where an int8 code can flip (test/batch.test.ts,
+ * test/families.test.ts; their tight bound is 2^-12): with an int8-quantized input to the head (q8 head), a
+ * q8 KV cache, or NEON's float order (neonFloatOrder), a float difference of an ulp between native and
+ * reference can move one int8 code of the head's activations or of a cached K/V row, which moves logits by
+ * ~1/127 of a block's scale. Measured worst 2^-8.1 (q8 head, OneBit i8) and 2^-9.9 (q8 KV); the bit-exact
+ * checks are the tight ones.
+ */
+export const MAX_REL_DIFF_Q8 = 2 ** -6;
+
+/**
  * True when `ctx`'s float ops (attention, norms) are NEON's. They sum in 4 lanes where the TS reference (and
  * the scalar and AVX2 kernels) sum in 8, so their last bits differ from the reference's and an int8 activation
  * code can flip on the way, with the q8 bound's effect (2^-6) even on an f16 head: measured 2^-9.6 on

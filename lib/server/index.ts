@@ -174,7 +174,7 @@ export function createServer(options: ServerOptions): BitllmServer {
     ['bitllm_kv_sequences', 'Sequences the KV pool holds (running + cached for prefix reuse), as of the last request end.', () => engine?.stats().kv?.sequences ?? 0],
     ['bitllm_kv_cached_sequences', 'Finished sequences kept for prefix reuse, as of the last request end.', () => engine?.stats().kv?.cachedSequences ?? 0],
     ['bitllm_kv_blocks_used', 'KV blocks in use, as of the last request end.', () => engine?.stats().kv?.blocksUsed ?? 0],
-    ['process_resident_memory_bytes', 'Resident memory of the server process.', () => residentBytes()],
+    ['process_resident_memory_bytes', 'Resident memory of the server process.', residentBytes],
     ['nodejs_heap_used_bytes', 'V8 heap in use on the server thread (the model worker has its own heap).', () => process.memoryUsage().heapUsed],
     ['nodejs_heap_total_bytes', 'V8 heap reserved on the server thread (pages V8 keeps, used or not).', () => process.memoryUsage().heapTotal],
     ['nodejs_external_memory_bytes', 'Memory of ArrayBuffers and other objects held outside the V8 heap, all threads.', () => process.memoryUsage().external],
