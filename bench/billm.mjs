@@ -48,7 +48,7 @@ const billmBytes = (t) => t.salient.length + t.data.length;
 
 for (const [M, K] of shapes) {
   const planes = randomBillm(M, K);
-  const wb = packBillmTiles(planes);
+  const wb = packBillmTiles(new KernelContext({ threads: 1 }), planes);
   const wf = { data: Uint16Array.from({ length: M * K }, () => 0x2000 + Math.floor(rnd() * 0x1000) + (rnd() < 0.5 ? 0x8000 : 0)), M, K };
   const bBytes = billmBytes(wb), fBytes = 2 * M * K;
   const bCopies = Math.max(1, Math.ceil(coldBytes / bBytes)), fCopies = Math.max(1, Math.ceil(coldBytes / fBytes));

@@ -13,7 +13,7 @@ import {
 import { type BillmTensor, decodeBillmTensors, encodeBillmTensors } from '../lib/quantize/billm-gguf.js';
 import { choleskyLower, invertSpd, upperCholeskyOfInverse } from '../lib/quantize/linalg.js';
 import { type QuantizedActivations, refActQuantI8 } from '../lib/reference/act_quant.js';
-import { br16BitsPerWeight, refBillmGemm } from '../lib/reference/billm.js';
+import { br16BitsPerWeight, refBillmGemm, refPackBillmTiles } from '../lib/reference/billm.js';
 import { floatToHalf, halfToFloat } from '../lib/reference/numeric.js';
 import { contextsPerIsa, expectSameBits, randInt, randomNormal, rng } from './helpers.js';
 
@@ -246,7 +246,7 @@ describe('billmQuantize', () => {
     expect(billmBitsPerWeight(q)).toBeLessThan(3.5);
     // BR16 (kernel layout): sign + group words 2 bits, s1 + s2 words 2·4·ceil(nS/4) bits per row and block,
     // fp16 scalars 1 bit, the mask; M = 24 pads to 32 rows.
-    const tiles = packBillmTiles(q);
+    const tiles = refPackBillmTiles(q);
     const ng = layout.counts.reduce((s, c) => s + Math.ceil(c / 4), 0);
     expect(br16BitsPerWeight(tiles)).toBe((8 * (2 * (768 * (K / 128) + 16 * ng) + K / 8)) / (M * K));
   });
@@ -360,6 +360,13 @@ describe('BiLLM GGUF tensors', () => {
     expect(back.M).toBe(5);
     expect(back.K).toBe(640);
     for (const key of ['salient', 'signs', 'groups', 'residual', 'scalars'] as const) expect(back[key]).toEqual(w[key]);
+    for (const key of ['salient', 'signs', 'groups', 'residual', 'scalars'] as const) expect(back[key].buffer).not.toBe(file.bytes.buffer);
+    // copy = false (the loader, which packs at once): views of the file's bytes, the same values.
+    const view = decodeBillmTensors('blk.3.ffn_down', lookup, { copy: false });
+    for (const key of ['salient', 'signs', 'groups', 'residual', 'scalars'] as const) {
+      expect(view[key]).toEqual(w[key]);
+      expect(view[key].buffer).toBe(file.bytes.buffer); // GGUF data is 32-byte aligned: the fp16 scalars are a view too
+    }
   });
 
   it('omits the residual tensor when no column is salient and reads it back', () => {
@@ -389,6 +396,60 @@ describe('BiLLM GGUF tensors', () => {
   });
 });
 
+// ---------------------------------------------------------------- BR16 packing
+
+describe('packBillmTiles (native) against refPackBillmTiles', () => {
+  const ctx2 = new KernelContext({ threads: 2 });
+  const shapes: Array<[number, number]> = [[1, 128], [15, 256], [16, 128], [17, 384], [33, 1024], [200, 512]];
+  for (const [M, K] of shapes)
+    it(`writes the same bytes, M = ${M}, K = ${K}`, () => {
+      const w = randomBillm(rng(M * 7 + K), M, K);
+      expect(Buffer.from(packBillmTiles(ctx2, w).data).equals(Buffer.from(refPackBillmTiles(w).data))).toBe(true);
+    });
+
+  it('covers every salient count 0..128 of a block, all-ones and all-zero rows', () => {
+    const counts = Array.from({ length: 129 }, (_, c) => c);
+    const r = rng(129);
+    const w = randomBillm(r, 37, 128 * 12, counts);
+    w.signs.fill(0xff, 0, w.K / 8); // row 0: every bit set
+    w.signs.fill(0, w.K / 8, w.K / 4); // row 1: none
+    w.scalars.fill(0xffff, 0, (w.K / 128) * BILLM_SCALARS); // row 0: every scalar bit (a NaN pattern) is copied as is
+    const native = packBillmTiles(ctx2, w), ref = refPackBillmTiles(w);
+    expect(native.tileBytes).toBe(ref.tileBytes);
+    expect(Buffer.from(native.data).equals(Buffer.from(ref.data))).toBe(true);
+  });
+
+  it('ignores the group bits at salient columns and the residual bits past a block\'s count, as the reference', () => {
+    const r = rng(5);
+    const w = randomBillm(r, 21, 640, [3, 5, 9, 13]); // counts that leave padding bits in the residual bytes
+    const dirty = { ...w, groups: w.groups.map((v, i) => v | w.salient[i % (w.K / 8)]!), residual: w.residual.map(() => 0xff) };
+    const native = packBillmTiles(ctx2, dirty);
+    expect(Buffer.from(native.data).equals(Buffer.from(refPackBillmTiles(dirty).data))).toBe(true);
+    // and the GEMM on it is still the contract's on the planes as the packer reads them
+    const a = activations(r, 2, w.K, 'extreme');
+    expectSameBits(billmGemm(ctx2, native, a), billmGemm(ctx2, refPackBillmTiles(dirty), a), 'dirty planes');
+  });
+
+  it('overwrites whatever the buffer held', () => {
+    const w = randomBillm(rng(8), 19, 256);
+    const ref = refPackBillmTiles(w);
+    const native = packBillmTiles(ctx2, w, (n) => new Uint8Array(n).fill(0xa5));
+    expect(Buffer.from(native.data).equals(Buffer.from(ref.data))).toBe(true);
+  });
+
+  it('validates its arguments, naming the plane', () => {
+    const w = randomBillm(rng(3), 4, 256);
+    expect(() => packBillmTiles(ctx2, { ...w, signs: w.signs.subarray(1) })).toThrow(/signs/);
+    expect(() => packBillmTiles(ctx2, { ...w, groups: w.groups.subarray(1) })).toThrow(/groups/);
+    expect(() => packBillmTiles(ctx2, { ...w, residual: new Uint8Array(w.residual.length + 1) })).toThrow(/residual/);
+    expect(() => packBillmTiles(ctx2, { ...w, scalars: w.scalars.subarray(8) })).toThrow(/scalars/);
+    expect(() => packBillmTiles(ctx2, { ...w, scalars: new Int16Array(w.scalars.length) as unknown as Uint16Array })).toThrow(TypeError);
+    expect(() => packBillmTiles(ctx2, { ...w, salient: w.salient.subarray(1) })).toThrow(/salient/);
+    expect(() => packBillmTiles(ctx2, { ...w, K: 200 })).toThrow(/multiple of 128/);
+    expect(() => packBillmTiles(ctx2, w, (n) => new Uint8Array(n - 1))).toThrow(/alloc returned/);
+  });
+});
+
 // ---------------------------------------------------------------- kernel
 
 describe.each(contexts)('billmGemm on %s', (isa, ctx) => {
@@ -401,7 +462,7 @@ describe.each(contexts)('billmGemm on %s', (isa, ctx) => {
     it(`is bit-exact with the reference, M = ${M}, K = ${K}, B = ${B}`, () => {
       const r = rng(M * 1000 + K + B);
       const w = withZeroRows(randomBillm(r, M, K), M > 2 ? [0, M - 1] : []);
-      const tiles = packBillmTiles(w);
+      const tiles = packBillmTiles(ctx, w);
       for (const kind of ['normal', 'extreme', 'zero'] as const) {
         const a = activations(r, B, K, kind);
         expectSameBits(billmGemm(ctx, tiles, a), refBillmGemm(w, a), `${isa} ${kind}`);
@@ -412,7 +473,7 @@ describe.each(contexts)('billmGemm on %s', (isa, ctx) => {
     const one = new KernelContext({ isa, threads: 1 });
     const r = rng(200);
     const w = randomBillm(r, 200, 512);
-    const tiles = packBillmTiles(w);
+    const tiles = packBillmTiles(ctx, w);
     for (const B of [1, 3]) {
       const a = activations(r, B, 512, 'normal');
       expectSameBits(billmGemm(one, tiles, a), refBillmGemm(w, a), `${isa} 1 thread B = ${B}`);
@@ -426,7 +487,7 @@ describe.each(contexts)('billmGemm on %s', (isa, ctx) => {
     const w = billmQuantize(randomNormal(r, M * K, 0.03), M, K, H);
     const B = 2;
     const a = activations(r, B, K, 'normal');
-    const y = billmGemm(ctx, packBillmTiles(w), a);
+    const y = billmGemm(ctx, packBillmTiles(ctx, w), a);
     expectSameBits(y, refBillmGemm(w, a), isa);
     const d = billmDequantize(w);
     for (let b = 0; b < B; b++)
@@ -441,7 +502,7 @@ describe.each(contexts)('billmGemm on %s', (isa, ctx) => {
   });
 
   it('validates its arguments', () => {
-    const w = packBillmTiles(randomBillm(rng(1), 4, 256));
+    const w = packBillmTiles(ctx, randomBillm(rng(1), 4, 256));
     const a = activations(rng(2), 1, 256, 'normal');
     expect(() => billmGemm(ctx, { ...w, data: w.data.subarray(1) }, a)).toThrow(RangeError);
     const otherSalient = w.salient.slice();

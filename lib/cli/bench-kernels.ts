@@ -303,7 +303,7 @@ const billm: KernelCase = {
   prepare(ctx, m, k, batch, copies, seed) {
     const a = quantizeActivationsI8(ctx, randomActivations(batch * k, seed), batch, k);
     const y = new Float32Array(batch * m);
-    const w0 = packBillmTiles(billmPlanes(m, k, seed));
+    const w0 = packBillmTiles(ctx, billmPlanes(m, k, seed));
     return rotating(copies, (i) => (i === 0 ? w0 : { ...w0, data: w0.data.slice() }), (w) => void billmGemm(ctx, w, a, y));
   },
   reference(m, k, seed) {

@@ -499,23 +499,24 @@ export function loadWeights(ctx: KernelContext, file: GgufFile, cfg: ModelConfig
     }
     if (kind === 'billm') {
       // The planes of a BiLLM projection, read from the file's tensors and packed into BR16 tiles.
-      const planes = (p: Projection): BillmMatrix => decodeBillmTensors(`blk.${l}.${p}`, (name) => {
+      // copy = false: views of the file's bytes, read once by the packer (the TS reference path copies).
+      const planes = (p: Projection, copy = true): BillmMatrix => decodeBillmTensors(`blk.${l}.${p}`, (name) => {
         const t = tt.find(name);
         if (!t) return undefined;
         const dims = t.dims.filter((d, i) => i === 0 || d !== 1);
         return { name, dims, type: t.type, data: tt.bytes(t) };
-      });
+      }, { copy });
       return ps.map((p) => {
         const { M } = shape(p);
         let m: BillmMatrix;
         try {
-          m = planes(p);
+          m = planes(p, false);
           if (m.M !== M || m.K !== K) tt.fail(TENSORS.weight(l, p), `BiLLM planes are [${m.M}, ${m.K}], the projection is [${M}, ${K}]`);
         } catch (err) {
           if (err instanceof ModelFormatError) throw new ModelFormatError(`${file.source}: ${err.message}`);
           throw err;
         }
-        return baseLinear(p, kind, { kind: 'billm', m: packBillmTiles(m, weightBytes), planes: () => planes(p) }, M, K, quantOf(p));
+        return baseLinear(p, kind, { kind: 'billm', m: packBillmTiles(ctx, m, weightBytes), planes: () => planes(p) }, M, K, quantOf(p));
       });
     }
     if (kind === 'f16') {

@@ -50,10 +50,12 @@ export function encodeBillmTensors(prefix: string, m: BillmMatrix): BillmTensor[
 
 /**
  * The BiLLM matrix of projection `prefix` from its tensors (`lookup` returns a tensor by name, e.g.
- * from a parsed GgufFile). Copies the data (so the result owns aligned planes). Throws
+ * from a parsed GgufFile). Copies the data (so the result owns aligned planes) unless `copy` is false:
+ * then the planes are views of the tensors' bytes (the scalars too when 2-byte aligned), for a caller
+ * that only reads them while the tensors live (the loader packs them into BR16 at once). Throws
  * ModelFormatError naming the tensor when one is missing or has the wrong type or shape.
  */
-export function decodeBillmTensors(prefix: string, lookup: (name: string) => BillmTensor | undefined): BillmMatrix {
+export function decodeBillmTensors(prefix: string, lookup: (name: string) => BillmTensor | undefined, { copy = true } = {}): BillmMatrix {
   const names = billmTensorNames(prefix);
   const need = (name: string, type: number, typeName: string): BillmTensor => {
     const t = lookup(name);
@@ -81,16 +83,19 @@ export function decodeBillmTensors(prefix: string, lookup: (name: string) => Bil
   const scalars = need(names.scalars, GGML.F16, 'F16');
   shape(scalars, [BILLM_SCALARS, nb, M]);
   const residualT = lookup(names.residual);
-  let residual = new Uint8Array(0);
+  let residual: Uint8Array = new Uint8Array(0);
   if (residualT) {
     if (residualT.type !== GGML_I8) throw new ModelFormatError(`BiLLM tensor '${residualT.name}': type ${residualT.type}, expected I8 (${GGML_I8})`);
     if (residualT.dims.length !== 2 || residualT.dims[1] !== M) throw new ModelFormatError(`BiLLM tensor '${residualT.name}': dims [${residualT.dims.join(', ')}], expected [R, ${M}]`);
     shape(residualT, [residualT.dims[0]!, M]);
-    residual = residualT.data.slice();
+    residual = copy ? residualT.data.slice() : residualT.data;
   }
-  const sc = new Uint16Array(M * nb * BILLM_SCALARS);
-  bytesOf(sc).set(scalars.data);
-  const m: BillmMatrix = { M, K, salient: salient.data.slice(), signs: signs.data.slice(), groups: groups.data.slice(), residual, scalars: sc };
+  const nsc = M * nb * BILLM_SCALARS;
+  let sc: Uint16Array;
+  if (!copy && scalars.data.byteOffset % 2 === 0) sc = new Uint16Array(scalars.data.buffer, scalars.data.byteOffset, nsc);
+  else bytesOf((sc = new Uint16Array(nsc))).set(scalars.data);
+  const own = (a: Uint8Array): Uint8Array => (copy ? a.slice() : a);
+  const m: BillmMatrix = { M, K, salient: own(salient.data), signs: own(signs.data), groups: own(groups.data), residual, scalars: sc };
   try {
     validateBillmMatrix(m);
   } catch (e) {

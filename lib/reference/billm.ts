@@ -1,6 +1,6 @@
 // Reference BiLLM GEMM: the contract of native/kernels/billm.h in TypeScript (bit-exact with every
 // native variant), on the packed planes of lib/quantize/billm.ts; and the packer of those planes into
-// the kernels' BR16 tile layout.
+// the kernels' BR16 tile layout (the oracle of the native packer, lib/kernels/billm.ts packBillmTiles).
 import { type BillmMatrix, BILLM_BLOCK, BILLM_SCALARS, billmResidualLayout } from '../quantize/billm.js';
 import type { QuantizedActivations } from './act_quant.js';
 import { f32, halfToFloat } from './numeric.js';
@@ -45,7 +45,7 @@ export function br16Geometry(salient: Uint8Array, K: number): { blockOffsets: In
  * [8][16 rows]. Rows past M are zero. `alloc` provides the zero-filled bytes (e.g. weightBytes for
  * huge-page weight memory; default a JS-heap Uint8Array).
  */
-export function packBillmTiles(w: BillmMatrix, alloc: (bytes: number) => Uint8Array = (n) => new Uint8Array(n)): BillmTiles {
+export function refPackBillmTiles(w: BillmMatrix, alloc: (bytes: number) => Uint8Array = (n) => new Uint8Array(n)): BillmTiles {
   const { M, K } = w;
   const layout = billmResidualLayout(w.salient, K);
   const { blockOffsets, residualGroups, tileBytes } = br16Geometry(w.salient, K);
@@ -53,7 +53,7 @@ export function packBillmTiles(w: BillmMatrix, alloc: (bytes: number) => Uint8Ar
   const rowBytes = K / 8;
   const tiles = Math.ceil(M / BR16_ROWS);
   const data = alloc(tiles * tileBytes);
-  if (data.length !== tiles * tileBytes) throw new RangeError(`packBillmTiles: alloc returned ${data.length} bytes, ${tiles * tileBytes} needed`);
+  if (data.length !== tiles * tileBytes) throw new RangeError(`refPackBillmTiles: alloc returned ${data.length} bytes, ${tiles * tileBytes} needed`);
   data.fill(0);
   const setBit = (byteOffset: number, bitIndex: number): void => {
     data[byteOffset + (bitIndex >> 3)]! |= 1 << (bitIndex & 7);
@@ -94,7 +94,7 @@ const bitAt = (plane: Uint8Array, base: number, k: number): number => (plane[bas
  * Y [B, M] for packed BiLLM weights and int8 activations (billm.h): per row and block the integer
  * masked sums (T, GB, PB over the non-salient columns, PS, PR over the salient ones), the 8 products
  * n[l]·f[l] folded 8 → 4 → 2 → 1, accumulated over blocks in order in float32, divided by the token's
- * scale. Equal, bit for bit, to billm_gemm on packBillmTiles of the same planes, whatever their bits.
+ * scale. Equal, bit for bit, to billm_gemm on refPackBillmTiles (or the native packBillmTiles) of the same planes, whatever their bits.
  */
 export function refBillmGemm(w: BillmMatrix, a: QuantizedActivations): Float32Array {
   const { M, K } = w;

@@ -2,9 +2,11 @@
 // The per-token activation prep (compacted salient codes, block sums) runs here into the
 // context's scratch, then the row tiles are split over the pool.
 #include <string>
+#include <vector>
 
 #include "common.h"
 #include "runtime/billm_run.h"
+#include "runtime/repack_billm.h"
 
 namespace bitllm {
 
@@ -36,10 +38,41 @@ Napi::Value billm_gemm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// packBillmTiles(ctx, salient: Uint8Array[K/8], signs: Uint8Array[M*K/8], groups: Uint8Array[M*K/8],
+//                residual: Uint8Array[M*R], scalars: Uint16Array[M*K/128*8], M, K, data: Uint8Array[Mp/16 * tileBytes])
+// R = Σ_j ceil(nS_j / 8) and tileBytes from the salient mask (repack_billm.h, billm.h). Writes every
+// byte of data; the tiles are split over the pool.
+Napi::Value pack_billm_tiles(const Napi::CallbackInfo& info) {
+  Args a(info, "packBillmTiles");
+  ContextWrap& ctx = a.context(0);
+  const int64_t M = a.integer(6, "M", 1, kMaxDim), K = a.integer(7, "K", kBillmBlock, kMaxDim);
+  if (K % kBillmBlock) a.range_error("K = " + std::to_string(K) + " must be a multiple of 128");
+  const int64_t nb = K / kBillmBlock, tiles = (M + kBillmRows - 1) / kBillmRows;
+  const uint8_t* salient = a.u8(1, "salient", K / 8, K / 8);
+  std::vector<int32_t> geo(static_cast<size_t>(4 * nb + 2));
+  int32_t* boff = geo.data();
+  int32_t* ngroups = boff + nb + 1;
+  int32_t* roff = ngroups + nb;
+  int32_t* counts = roff + nb + 1;
+  billm_geometry(salient, K, boff, ngroups);
+  billm_residual_layout(salient, K, roff, counts);
+  const int64_t tile_bytes = boff[nb], R = roff[nb];
+  const uint8_t* signs = a.u8(2, "signs", M * K / 8, M * K / 8);
+  const uint8_t* groups = a.u8(3, "groups", M * K / 8, M * K / 8);
+  const uint8_t* residual = a.u8(4, "residual", M * R, M * R);
+  const uint16_t* scalars = a.u16(5, "scalars", M * nb * kBillmScalars, M * nb * kBillmScalars);
+  uint8_t* data = a.u8(8, "data", tiles * tile_bytes, tiles * tile_bytes);
+  ctx.pool().parallel_for(tiles, [&](int64_t t0, int64_t t1) {
+    pack_billm_br16(salient, signs, groups, residual, scalars, M, K, boff, ngroups, roff, counts, data, t0, t1);
+  });
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void register_billm(Napi::Env env, Napi::Object exports) {
   exports.Set("billmGemm", Napi::Function::New(env, billm_gemm, "billmGemm"));
+  exports.Set("packBillmTiles", Napi::Function::New(env, pack_billm_tiles, "packBillmTiles"));
 }
 
 }  // namespace bitllm
