@@ -388,6 +388,19 @@ describe('BiLLM GGUF tensors', () => {
     expect(() => decodeBillmTensors('p', (n) => badType.find((t) => t.name === n))).toThrow(/expected F16/);
   });
 
+  it.each([['NaN', 0x7e00], ['Infinity', 0x7c00], ['-Infinity', 0xfc00]] as const)('names a %s scalar: tensor, row, block and which scalar', (what, h) => {
+    const bad = { ...w, scalars: w.scalars.slice() };
+    const per = (w.K / BILLM_BLOCK) * BILLM_SCALARS;
+    bad.scalars[3 * per + 2 * BILLM_SCALARS + 6] = h; // row 3, block 2, aB
+    expect(() => validateBillmMatrix(bad)).toThrow(new RegExp(`scalar ${3 * per + 2 * BILLM_SCALARS + 6} \\(row 3, block 2, aB\\) is ${what}, not a finite number`));
+    const tensors = encodeBillmTensors('blk.0.attn_q', w).map((t) => (t.name.endsWith('.billm_scalars') ? { ...t, data: new Uint8Array(bad.scalars.buffer.slice(0)) } : t));
+    expect(() => decodeBillmTensors('blk.0.attn_q', (n) => tensors.find((t) => t.name === n))).toThrow(
+      new RegExp(`tensor 'blk\\.0\\.attn_q\\.billm_scalars': scalar \\d+ \\(row 3, block 2, aB\\) is ${what}`));
+    // Largest finite fp16 values and subnormals are fine.
+    const edge = { ...w, scalars: w.scalars.map((v, i) => [0x7bff, 0xfbff, 0x0001, 0x8000][i % 4]!) };
+    expect(() => validateBillmMatrix(edge)).not.toThrow();
+  });
+
   it('validation rejects group bits at salient columns', () => {
     const bad = { ...w, groups: w.groups.slice() };
     const k = Array.from({ length: w.K }, (_, i) => i).find((i) => (w.salient[i >> 3]! >> (i & 7)) & 1)!;

@@ -224,6 +224,20 @@ describe('BiLLM files with bad planes fail with ModelFormatError naming the tens
       n === 'blk.0.ffn_up.billm_scalars' ? { type, dims: [dims[0]!, dims[1]!, dims[2]! - 1], data: data.subarray(0, data.length - 2 * dims[0]! * dims[1]!) } : undefined);
     expect(load(short)).toThrow(/blk\.0\.ffn_up\.billm_scalars/);
   });
+
+  it.each([['NaN', 0x7e00], ['-Infinity', 0xfc00]] as const)('a %s scalar (the packed planes would compute NaN rows)', (what, h) => {
+    const src = readGguf(join(dir, 'billm.gguf'));
+    const p = rewrite(src, join(dir, `billm-scalar-${what}.gguf`), (n, type, dims, data) => {
+      if (n !== 'blk.1.ffn_down.billm_scalars') return undefined;
+      const d = data.slice();
+      d[2 * 22] = h & 0xff; // element 22: row 0, block 2, scalar 6 (aB)
+      d[2 * 22 + 1] = h >> 8;
+      return { type, dims, data: d };
+    });
+    const f = readGguf(p);
+    expect(() => loadWeights(ctx, f, configFromGguf(f))).toThrow(ModelFormatError);
+    expect(() => loadWeights(ctx, f, configFromGguf(f))).toThrow(new RegExp(`tensor 'blk\\.1\\.ffn_down\\.billm_scalars': scalar 22 \\(row 0, block 2, aB\\) is ${what}`));
+  });
 });
 
 // ---------------------------------------------------------------- bad family files

@@ -99,7 +99,9 @@ export function decodeBillmTensors(prefix: string, lookup: (name: string) => Bil
   try {
     validateBillmMatrix(m);
   } catch (e) {
-    throw new ModelFormatError(`BiLLM projection '${prefix}': ${(e as Error).message}`);
+    const msg = (e as Error).message;
+    if (/^BiLLM matrix: scalar /.test(msg)) throw new ModelFormatError(`BiLLM tensor '${names.scalars}': ${msg.replace(/^BiLLM matrix: /, '')}`);
+    throw new ModelFormatError(`BiLLM projection '${prefix}': ${msg}`);
   }
   return m;
 }

@@ -92,7 +92,8 @@ export function billmPlaneBytes(M: number, K: number, R: number): { salient: num
 
 /**
  * Throws a RangeError unless `m` is a well-formed BiLLM matrix: plane lengths match the shape and
- * the salient mask, group bits are 0 at salient columns, residual padding bits are 0.
+ * the salient mask, group bits are 0 at salient columns, residual padding bits are 0, every fp16
+ * scalar is finite (a NaN or ±Inf scalar would turn its row's outputs into NaN).
  */
 export function validateBillmMatrix(m: BillmMatrix): BillmResidualLayout {
   const { M, K } = m;
@@ -102,6 +103,12 @@ export function validateBillmMatrix(m: BillmMatrix): BillmResidualLayout {
   const got = { salient: m.salient.length, signs: m.signs.length, groups: m.groups.length, residual: m.residual.length, scalars: m.scalars.length * 2 };
   for (const key of Object.keys(want) as Array<keyof typeof want>)
     if (got[key] !== want[key]) throw new RangeError(`BiLLM matrix: ${key} has ${got[key]} bytes, [${M}, ${K}] needs ${want[key]}`);
+  const bad = firstNonFiniteHalf(m.scalars);
+  if (bad >= 0) {
+    const per = (K / BILLM_BLOCK) * BILLM_SCALARS;
+    const name = ['a1', 'a2', 'mu1', 'mu2', 'aA', 'muA', 'aB', 'muB'][bad % BILLM_SCALARS];
+    throw new RangeError(`BiLLM matrix: scalar ${bad} (row ${Math.floor(bad / per)}, block ${Math.floor((bad % per) / BILLM_SCALARS)}, ${name}) is ${(m.scalars[bad]! & 0x3ff) ? 'NaN' : (m.scalars[bad]! & 0x8000 ? '-Infinity' : 'Infinity')}, not a finite number`);
+  }
   const rowBytes = K / 8;
   for (let r = 0; r < M; r++)
     for (let i = 0; i < rowBytes; i++)
@@ -119,6 +126,12 @@ export function validateBillmMatrix(m: BillmMatrix): BillmResidualLayout {
       }
     }
   return layout;
+}
+
+/** Index of the first fp16 value that is NaN or ±Inf (exponent bits all ones), or -1. */
+function firstNonFiniteHalf(h: Uint16Array): number {
+  for (let i = 0; i < h.length; i++) if ((h[i]! & 0x7c00) === 0x7c00) return i;
+  return -1;
 }
 
 /** Bits per weight of the packed matrix, every plane counted (salient mask, sign, group, residual, fp16 scalars). */
