@@ -406,6 +406,17 @@ describe('BiLLM GGUF tensors', () => {
     const k = Array.from({ length: w.K }, (_, i) => i).find((i) => (w.salient[i >> 3]! >> (i & 7)) & 1)!;
     bad.groups[k >> 3] |= 1 << (k & 7);
     expect(() => validateBillmMatrix(bad)).toThrow(/group bits set at salient columns/);
+    // The last salient column of the last row, found word-wise (aligned planes) and byte-wise (unaligned).
+    const last = Array.from({ length: w.K }, (_, i) => i).filter((i) => (w.salient[i >> 3]! >> (i & 7)) & 1).pop()!;
+    const row = w.M - 1, byte = last >> 3;
+    const bad2 = { ...w, groups: w.groups.slice() };
+    bad2.groups[row * (w.K / 8) + byte] |= 1 << (last & 7);
+    const msg = new RegExp(`row ${row} has group bits set at salient columns \\(byte ${byte}\\)`);
+    expect(() => validateBillmMatrix(bad2)).toThrow(msg);
+    const shifted = new Uint8Array(bad2.groups.length + 1);
+    shifted.set(bad2.groups, 1);
+    expect(() => validateBillmMatrix({ ...bad2, groups: shifted.subarray(1) })).toThrow(msg);
+    expect(() => validateBillmMatrix({ ...w, groups: (() => { const u = new Uint8Array(w.groups.length + 1); u.set(w.groups, 1); return u.subarray(1); })() })).not.toThrow();
   });
 });
 
