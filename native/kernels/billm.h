@@ -78,4 +78,11 @@ using billm_gemm_fn = void (*)(const BillmMat& w, const BillmActs& a,
 
 constexpr int64_t billm_block_bytes(int32_t ngroups) { return 768 + 16 * static_cast<int64_t>(ngroups); }
 
+// nS_j: the salient columns of block j in the mask (bit k of byte k >> 3, LSB first).
+inline int billm_block_salient(const uint8_t* salient, int64_t j) {
+  int c = 0;
+  for (int i = 0; i < kBillmBlock / 8; ++i) c += __builtin_popcount(salient[(kBillmBlock / 8) * j + i]);
+  return c;
+}
+
 }  // namespace bitllm

@@ -7,9 +7,7 @@ void billm_geometry(const uint8_t* salient, int64_t K, int32_t* boff, int32_t* n
   const int64_t nb = K / kBillmBlock;
   boff[0] = 0;
   for (int64_t j = 0; j < nb; ++j) {
-    int c = 0;
-    for (int i = 0; i < kBillmBlock / 8; ++i) c += __builtin_popcount(salient[(kBillmBlock / 8) * j + i]);
-    ngroups[j] = (c + 3) / 4;
+    ngroups[j] = (billm_block_salient(salient, j) + 3) / 4;
     boff[j + 1] = boff[j] + static_cast<int32_t>(billm_block_bytes(ngroups[j]));
   }
 }

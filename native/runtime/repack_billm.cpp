@@ -19,8 +19,7 @@ void billm_residual_layout(const uint8_t* salient, int64_t K, int32_t* roff, int
   const int64_t nb = K / kBillmBlock;
   roff[0] = 0;
   for (int64_t j = 0; j < nb; ++j) {
-    int c = 0;
-    for (int i = 0; i < kBillmBlock / 8; ++i) c += __builtin_popcount(salient[(kBillmBlock / 8) * j + i]);
+    const int c = billm_block_salient(salient, j);
     counts[j] = c;
     roff[j + 1] = roff[j] + (c + 7) / 8;
   }
