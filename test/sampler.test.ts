@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
-import { Sampler, SamplerError, argmax } from '../lib/engine/sampler.js';
+import { Sampler, SamplerError, argmax, topKFinite } from '../lib/engine/sampler.js';
+import { rng } from './helpers.js';
 
 const logits = () => Float32Array.from([1, 3, 2, 0.5, 2.9, -1]);
 
@@ -71,5 +72,54 @@ describe('Sampler', () => {
 
   it('argmax returns the first maximum', () => {
     expect(argmax(Float32Array.of(1, 5, 5, 2))).toBe(1);
+  });
+});
+
+describe('topKFinite (the sampler\'s candidates)', () => {
+  /** Brute force: finite logits sorted by (logit descending, id ascending), the first k ids. */
+  const reference = (x: Float32Array, k: number): number[] =>
+    Array.from(x.keys()).filter((i) => x[i]! > -Infinity).sort((a, b) => x[b]! - x[a]! || a - b).slice(0, k);
+  const run = (x: Float32Array, k: number): number[] => {
+    const out = new Int32Array(x.length);
+    const c = topKFinite(x, k, out);
+    return Array.from(out.subarray(0, c)).sort((a, b) => x[b]! - x[a]! || a - b);
+  };
+
+  it('keeps exactly the k best by (logit, lower id) on random, tied, banned and NaN logits', () => {
+    const r = rng(11);
+    for (let t = 0; t < 300; t++) {
+      const n = 1 + Math.floor(r() * 600);
+      const levels = [2, 5, 1000][t % 3]!; // heavy ties at 2 and 5 distinct values
+      const x = Float32Array.from({ length: n }, () => Math.floor(r() * levels) - levels / 2);
+      for (let i = 0; i < n; i++) {
+        const u = r();
+        if (u < 0.1) x[i] = -Infinity;
+        else if (u < 0.12) x[i] = NaN;
+        else if (u < 0.13) x[i] = Infinity;
+      }
+      for (const k of [1, 2, 7, 40, n, n + 3]) expect(run(x, k), `n ${n} k ${k} levels ${levels}`).toEqual(reference(x, k));
+    }
+  });
+
+  it('returns nothing when every logit is banned, and all finite ones when k exceeds them', () => {
+    expect(run(Float32Array.of(-Infinity, NaN, -Infinity), 2)).toEqual([]);
+    expect(run(Float32Array.of(-Infinity, 1, NaN, 3, 3), 40)).toEqual([3, 4, 1]);
+    expect(run(Float32Array.of(5, 5, 5, 5), 2)).toEqual([0, 1]);
+  });
+
+  it('is what the sampler draws from at a 128k vocabulary: every top-40 token and no other', () => {
+    const r = rng(3);
+    const n = 128256;
+    const x = Float32Array.from({ length: n }, () => (r() + r() + r() - 1.5) * 0.05); // nearly flat
+    const top = new Set(reference(x, 40));
+    expect(run(x, 40)).toEqual(reference(x, 40));
+    const s = new Sampler({ seed: 9, temperature: 1, topK: 40, topP: 1, minP: 0 });
+    const seen = new Set<number>();
+    for (let i = 0; i < 2000; i++) {
+      const t = s.sample(x.slice());
+      expect(top.has(t), `token ${t}`).toBe(true);
+      seen.add(t);
+    }
+    expect(seen.size).toBe(40);
   });
 });
