@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { Sampler, SamplerError, argmax, topKFinite } from '../lib/engine/sampler.js';
+import { Sampler, SamplerError, argmax, logprobsOf, topKFinite } from '../lib/engine/sampler.js';
 import { rng } from './helpers.js';
 
 const logits = () => Float32Array.from([1, 3, 2, 0.5, 2.9, -1]);
@@ -121,5 +121,22 @@ describe('topKFinite (the sampler\'s candidates)', () => {
       seen.add(t);
     }
     expect(seen.size).toBe(40);
+  });
+
+  it('logprobsOf: the top alternatives are the brute-force order with log-softmax values', () => {
+    const r = rng(21);
+    for (const levels of [3, 100000]) {
+      const x = Float32Array.from({ length: 5000 }, () => Math.floor(r() * levels) / 7);
+      let m = -Infinity;
+      for (const v of x) m = Math.max(m, v);
+      let sum = 0;
+      for (const v of x) sum += Math.exp(v - m);
+      const lse = m + Math.log(sum);
+      for (const top of [1, 5, 20]) {
+        const got = logprobsOf(x, 17, top);
+        expect(got.top).toEqual(reference(x, top).map((id) => [id, x[id]! - lse]));
+        expect(got.logprob).toBe(x[17]! - lse);
+      }
+    }
   });
 });

@@ -295,7 +295,8 @@ export interface TokenLogprobs {
 
 /**
  * Log-probabilities under the model's own distribution: log-softmax of the logits as the model produced them
- * (before logit bias, penalties and temperature), for `token` and the `top` most likely tokens.
+ * (before logit bias, penalties and temperature), for `token` and the `top` most likely tokens (finite logits;
+ * ties: lower id first).
  */
 export function logprobsOf(logits: Float32Array, token: number, top: number): TokenLogprobs {
   const n = logits.length;
@@ -306,10 +307,17 @@ export function logprobsOf(logits: Float32Array, token: number, top: number): To
   const best: Array<[number, number]> = [];
   if (top > 0) {
     const k = Math.min(top, n);
-    const ids = new Int32Array(n);
-    for (let i = 0; i < n; i++) ids[i] = i;
-    if (k < n) selectTopK(ids, logits, k);
-    const chosen = Array.from(ids.subarray(0, k)).sort((a, b) => logits[b]! - logits[a]! || a - b);
+    let chosen: number[];
+    if (k <= TOP_K_HEAP_MAX) {
+      const ids = new Int32Array(k);
+      chosen = Array.from(ids.subarray(0, topKFinite(logits, k, ids)));
+    } else {
+      const ids = new Int32Array(n);
+      for (let i = 0; i < n; i++) ids[i] = i;
+      if (k < n) selectTopK(ids, logits, k);
+      chosen = Array.from(ids.subarray(0, k));
+    }
+    chosen.sort((a, b) => logits[b]! - logits[a]! || a - b);
     for (const id of chosen) best.push([id, logits[id]! - lse]);
   }
   return { logprob: logits[token]! - lse, top: best };
