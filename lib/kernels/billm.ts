@@ -26,7 +26,7 @@ export function packBillmTiles(ctx: KernelContext, w: BillmMatrix, alloc: (bytes
   const data = alloc(bytes);
   if (data.length !== bytes) throw new RangeError(`packBillmTiles: alloc returned ${data.length} bytes, ${bytes} needed`);
   binding<PackFn>('packBillmTiles')(ctx.handle, w.salient, w.signs, w.groups, w.residual, w.scalars, M, K, data);
-  // The mask is copied: w's planes may be views of a file mapping that outlives none of the load.
+  // The mask is copied: w's planes may be views of the file's bytes; the tiles own everything they read.
   return { data, salient: w.salient.slice(), M, K, tileBytes, blockOffsets, residualGroups };
 }
 
