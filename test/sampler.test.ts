@@ -132,7 +132,7 @@ describe('topKFinite (the sampler\'s candidates)', () => {
       let sum = 0;
       for (const v of x) sum += Math.exp(v - m);
       const lse = m + Math.log(sum);
-      for (const top of [1, 5, 20]) {
+      for (const top of [1, 5, 20, 1500]) { // 1500: above the heap, the quickselect path
         const got = logprobsOf(x, 17, top);
         expect(got.top).toEqual(reference(x, top).map((id) => [id, x[id]! - lse]));
         expect(got.logprob).toBe(x[17]! - lse);

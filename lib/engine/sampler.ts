@@ -130,16 +130,7 @@ export class Sampler {
     if (scratch.idx.length < n) scratch = { idx: new Int32Array(n), probs: new Float64Array(n) };
     const k = this.topK > 0 ? Math.min(this.topK, n) : n;
     const { idx, probs } = scratch;
-    let count: number;
-    if (k <= TOP_K_HEAP_MAX) count = topKFinite(logits, k, idx);
-    else {
-      count = 0;
-      for (let i = 0; i < n; i++) if (logits[i]! > -Infinity) idx[count++] = i;
-      if (k < count) {
-        selectTopK(idx.subarray(0, count), logits, k);
-        count = k;
-      }
-    }
+    const count = topCandidates(logits, k, idx);
     if (count === 0) return argmax(logits);
     const sorted = Array.from(idx.subarray(0, count)).sort((a, b) => logits[b]! - logits[a]! || a - b);
     // Softmax with temperature.
@@ -208,7 +199,7 @@ export function argmax(x: Float32Array): number {
   return best;
 }
 
-/** Up to this k, top-k is one pass with a k-entry heap; above it, a quickselect over every candidate. */
+/** Up to this k, top-k is one pass with a k-entry heap; above it, a sort of every candidate. */
 const TOP_K_HEAP_MAX = 1024;
 
 /**
@@ -262,29 +253,18 @@ export function topKFinite(logits: Float32Array, k: number, out: Int32Array): nu
   return c;
 }
 
-/** Moves the k largest (by logits) ids to the front of `ids` (quickselect, unordered). */
-function selectTopK(ids: Int32Array, logits: Float32Array, k: number): void {
-  let lo = 0;
-  let hi = ids.length - 1;
-  while (lo < hi) {
-    const pivot = logits[ids[(lo + hi) >> 1]!]!;
-    let i = lo;
-    let j = hi;
-    while (i <= j) {
-      while (logits[ids[i]!]! > pivot) i++;
-      while (logits[ids[j]!]! < pivot) j--;
-      if (i <= j) {
-        const t = ids[i]!;
-        ids[i] = ids[j]!;
-        ids[j] = t;
-        i++;
-        j--;
-      }
-    }
-    if (k - 1 <= j) hi = j;
-    else if (k - 1 >= i) lo = i;
-    else break;
-  }
+/**
+ * The ids of the k largest finite logits by (logit descending, id ascending), unordered, into out[0..count);
+ * returns count. k ≤ TOP_K_HEAP_MAX: topKFinite (out needs k entries); above, every finite id sorted by
+ * that order (out needs logits.length; the caller sorts its candidates anyway).
+ */
+function topCandidates(logits: Float32Array, k: number, out: Int32Array): number {
+  if (k <= TOP_K_HEAP_MAX) return topKFinite(logits, k, out);
+  let count = 0;
+  for (let i = 0; i < logits.length; i++) if (logits[i]! > -Infinity) out[count++] = i;
+  if (k >= count) return count;
+  out.subarray(0, count).sort((a, b) => logits[b]! - logits[a]! || a - b);
+  return k;
 }
 
 /** A sampled token's log-probability and the most likely alternatives, best first (ties: lower id first). */
@@ -307,17 +287,8 @@ export function logprobsOf(logits: Float32Array, token: number, top: number): To
   const best: Array<[number, number]> = [];
   if (top > 0) {
     const k = Math.min(top, n);
-    let chosen: number[];
-    if (k <= TOP_K_HEAP_MAX) {
-      const ids = new Int32Array(k);
-      chosen = Array.from(ids.subarray(0, topKFinite(logits, k, ids)));
-    } else {
-      const ids = new Int32Array(n);
-      for (let i = 0; i < n; i++) ids[i] = i;
-      if (k < n) selectTopK(ids, logits, k);
-      chosen = Array.from(ids.subarray(0, k));
-    }
-    chosen.sort((a, b) => logits[b]! - logits[a]! || a - b);
+    const ids = new Int32Array(k <= TOP_K_HEAP_MAX ? k : n);
+    const chosen = Array.from(ids.subarray(0, topCandidates(logits, k, ids))).sort((a, b) => logits[b]! - logits[a]! || a - b);
     for (const id of chosen) best.push([id, logits[id]! - lse]);
   }
   return { logprob: logits[token]! - lse, top: best };
