@@ -417,6 +417,10 @@ describe('BiLLM GGUF tensors', () => {
     shifted.set(bad2.groups, 1);
     expect(() => validateBillmMatrix({ ...bad2, groups: shifted.subarray(1) })).toThrow(msg);
     expect(() => validateBillmMatrix({ ...w, groups: (() => { const u = new Uint8Array(w.groups.length + 1); u.set(w.groups, 1); return u.subarray(1); })() })).not.toThrow();
+    // From a file, the error names the plane's tensor.
+    const tensors = encodeBillmTensors('blk.2.attn_k', w).map((t) => (t.name.endsWith('.billm_groups') ? { ...t, data: bad2.groups } : t));
+    expect(() => decodeBillmTensors('blk.2.attn_k', (n) => tensors.find((t) => t.name === n))).toThrow(
+      new RegExp(`tensor 'blk\\.2\\.attn_k\\.billm_groups': row ${row} has group bits set at salient columns \\(byte ${byte}\\)`));
   });
 });
 

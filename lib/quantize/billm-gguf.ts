@@ -11,7 +11,7 @@
 // by the presence of p.billm_salient; p.weight alone (I8) is not a loadable weight.
 import { ModelFormatError } from '../errors.js';
 import { GGML } from '../format/types.js';
-import { type BillmMatrix, BILLM_BLOCK, BILLM_SCALARS, validateBillmMatrix } from './billm.js';
+import { type BillmMatrix, BILLM_BLOCK, BILLM_SCALARS, BillmPlaneError, validateBillmMatrix } from './billm.js';
 
 export const GGML_I8 = 24;
 
@@ -99,9 +99,8 @@ export function decodeBillmTensors(prefix: string, lookup: (name: string) => Bil
   try {
     validateBillmMatrix(m);
   } catch (e) {
-    const msg = (e as Error).message;
-    if (/^BiLLM matrix: scalar /.test(msg)) throw new ModelFormatError(`BiLLM tensor '${names.scalars}': ${msg.replace(/^BiLLM matrix: /, '')}`);
-    throw new ModelFormatError(`BiLLM projection '${prefix}': ${msg}`);
+    if (e instanceof BillmPlaneError) throw new ModelFormatError(`BiLLM tensor '${names[e.plane]}': ${e.detail}`);
+    throw new ModelFormatError(`BiLLM projection '${prefix}': ${(e as Error).message}`);
   }
   return m;
 }

@@ -90,29 +90,42 @@ export function billmPlaneBytes(M: number, K: number, R: number): { salient: num
   return { salient: K / 8, signs: (M * K) / 8, groups: (M * K) / 8, residual: M * R, scalars: M * (K / BILLM_BLOCK) * BILLM_SCALARS * 2 };
 }
 
+export type BillmPlane = 'salient' | 'signs' | 'groups' | 'residual' | 'scalars';
+
+/** A malformed plane of a BiLLM matrix: `plane` names it (the GGUF decoder maps it to its tensor), `detail` says what. */
+export class BillmPlaneError extends RangeError {
+  override name = 'BillmPlaneError';
+  constructor(readonly plane: BillmPlane, readonly detail: string) {
+    super(`BiLLM matrix: ${detail}`);
+  }
+}
+
 /**
- * Throws a RangeError unless `m` is a well-formed BiLLM matrix: plane lengths match the shape and
+ * Throws a BillmPlaneError (a RangeError) unless `m` is a well-formed BiLLM matrix: plane lengths match the shape and
  * the salient mask, group bits are 0 at salient columns, residual padding bits are 0, every fp16
  * scalar is finite (a NaN or ±Inf scalar would turn its row's outputs into NaN).
  */
 export function validateBillmMatrix(m: BillmMatrix): BillmResidualLayout {
   const { M, K } = m;
+  const fail = (plane: BillmPlane, detail: string): never => {
+    throw new BillmPlaneError(plane, detail);
+  };
   if (!Number.isInteger(M) || M < 1) throw new RangeError(`BiLLM matrix: M = ${M} must be a positive integer`);
   const layout = billmResidualLayout(m.salient, K);
   const want = billmPlaneBytes(M, K, layout.stride);
   const got = { salient: m.salient.length, signs: m.signs.length, groups: m.groups.length, residual: m.residual.length, scalars: m.scalars.length * 2 };
   for (const key of Object.keys(want) as Array<keyof typeof want>)
-    if (got[key] !== want[key]) throw new RangeError(`BiLLM matrix: ${key} has ${got[key]} bytes, [${M}, ${K}] needs ${want[key]}`);
+    if (got[key] !== want[key]) fail(key, `${key} has ${got[key]} bytes, [${M}, ${K}] needs ${want[key]}`);
   const bad = firstNonFiniteHalf(m.scalars);
   if (bad >= 0) {
     const per = (K / BILLM_BLOCK) * BILLM_SCALARS;
     const name = ['a1', 'a2', 'mu1', 'mu2', 'aA', 'muA', 'aB', 'muB'][bad % BILLM_SCALARS];
-    throw new RangeError(`BiLLM matrix: scalar ${bad} (row ${Math.floor(bad / per)}, block ${Math.floor((bad % per) / BILLM_SCALARS)}, ${name}) is ${(m.scalars[bad]! & 0x3ff) ? 'NaN' : (m.scalars[bad]! & 0x8000 ? '-Infinity' : 'Infinity')}, not a finite number`);
+    fail('scalars', `scalar ${bad} (row ${Math.floor(bad / per)}, block ${Math.floor((bad % per) / BILLM_SCALARS)}, ${name}) is ${(m.scalars[bad]! & 0x3ff) ? 'NaN' : (m.scalars[bad]! & 0x8000 ? '-Infinity' : 'Infinity')}, not a finite number`);
   }
   const rowBytes = K / 8;
   for (let r = 0; r < M; r++)
     for (let i = 0; i < rowBytes; i++)
-      if (m.groups[r * rowBytes + i]! & m.salient[i]!) throw new RangeError(`BiLLM matrix: row ${r} has group bits set at salient columns (byte ${i})`);
+      if (m.groups[r * rowBytes + i]! & m.salient[i]!) fail('groups', `row ${r} has group bits set at salient columns (byte ${i})`);
   const nb = K / BILLM_BLOCK;
   for (let r = 0; r < M; r++)
     for (let j = 0; j < nb; j++) {
@@ -122,7 +135,7 @@ export function validateBillmMatrix(m: BillmMatrix): BillmResidualLayout {
       for (let b = 0; b < nbytes; b++) {
         const used = Math.min(8, c - 8 * b);
         const padMask = used >= 8 ? 0 : 0xff & ~((1 << used) - 1);
-        if (m.residual[o + b]! & padMask) throw new RangeError(`BiLLM matrix: row ${r} block ${j} has residual padding bits set`);
+        if (m.residual[o + b]! & padMask) fail('residual', `row ${r} block ${j} has residual padding bits set`);
       }
     }
   return layout;
