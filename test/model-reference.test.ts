@@ -60,7 +60,6 @@ const dir = mkdtempSync(join(tmpdir(), 'bitllm-modelref-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const ctx = new KernelContext({ threads: 2 });
 
-/** Logits [12, vocab]: prefill of PREFILL tokens (all rows), then one token at a time. */
 /** Logits of TOKENS: a prefill, then one token at a time, with a turn of the event loop after each forward
  * (the TS reference backend takes ~60 s for the small model under qemu: test/helpers.ts eventLoopTurn). */
 async function run(model: TransformerModel, capacity: number, kvType: 'f16' | 'q8' = 'f16'): Promise<Float32Array> {
