@@ -37,7 +37,9 @@ namespace {
 // Y for rows m .. m+R-1 and tokens b .. b+T-1: U 16-lane accumulators per (row, token), k in steps
 // of 16U; the tail continues with whole 16-vectors and one masked vector, each into the next
 // accumulator, so no accumulator takes more than ceil(K/16U) + 1 terms.
-template <int R, int T, int U>
+// With PF, each k step also prefetches the same columns of the next R rows (the next block's rows) into L2:
+// a block reads R rows side by side, R streams that the hardware prefetcher does not keep ahead of.
+template <int R, int T, int U, bool PF = false>
 void f16_block(const uint16_t* w,  // [M, ldw]
                int64_t ldw, int64_t K,
                const float* x,  // [B, ldx]
@@ -54,6 +56,10 @@ void f16_block(const uint16_t* w,  // [M, ldw]
   for (int i = 0; i < T; ++i) xb[i] = x + (b + i) * ldx;
   int64_t k = 0;
   for (; k + 16 * U <= K; k += 16 * U) {
+    if constexpr (PF) {
+      // asm: GCC 12 -O3 drops _mm_prefetch here (as in billm_avx512.cpp). A prefetch never faults.
+      for (int r = 0; r < R; ++r) asm volatile("prefetcht1 %0" : : "m"(*(wr[r] + R * ldw + k)));
+    }
     for (int u = 0; u < U; ++u) {
       __m512 wv[R];
       for (int r = 0; r < R; ++r)
@@ -87,16 +93,16 @@ void f16_block(const uint16_t* w,  // [M, ldw]
 }
 
 // f16_block for exactly rb <= R rows and tb <= T tokens.
-template <int R, int T, int U>
+template <int R, int T, int U, bool PF>
 void f16_block_n(int rb, int tb, const uint16_t* w, int64_t ldw, int64_t K, const float* x, int64_t ldx, float* y,
                  int64_t ldy, int64_t m, int64_t b) {
   if constexpr (R > 1) {
-    if (rb < R) return f16_block_n<R - 1, T, U>(rb, tb, w, ldw, K, x, ldx, y, ldy, m, b);
+    if (rb < R) return f16_block_n<R - 1, T, U, PF>(rb, tb, w, ldw, K, x, ldx, y, ldy, m, b);
   }
   if constexpr (T > 1) {
-    if (tb < T) return f16_block_n<R, T - 1, U>(rb, tb, w, ldw, K, x, ldx, y, ldy, m, b);
+    if (tb < T) return f16_block_n<R, T - 1, U, PF>(rb, tb, w, ldw, K, x, ldx, y, ldy, m, b);
   }
-  f16_block<R, T, U>(w, ldw, K, x, ldx, y, ldy, m, b);
+  f16_block<R, T, U, PF>(w, ldw, K, x, ldx, y, ldy, m, b);
 }
 
 // GEMV: one row at a time with 2 accumulators (4 before batch invariance; see below). Measured on Zen 4 (128256 x 2560, best of 10): one
@@ -121,7 +127,7 @@ constexpr int64_t kF16ActBytes = 384 * 1024;  // activation bytes per token supe
 // calls, GFLOP/s per core, ~110 = one zmm FMA per cycle): R6 x T4 112, R6 x T3 110, R6 x T2 95,
 // R8 x T2 102; the former 4 rows x 6 tokens reached 107-113 when B divided into sixes but 90 at B = 2
 // (4 x 2) and 100 at B = 7 (6 + 1); from DRAM (6912 x 2560, B = 8, 2 threads) 128 vs 96.
-template <int R, int T>
+template <int R, int T, bool PF>
 void f16_gemm_blocked(const uint16_t* w, int64_t ldw, int64_t K, const float* x, int64_t ldx, int64_t B, float* y,
                       int64_t ldy, int64_t m0, int64_t m1) {
   const int64_t per = std::max<int64_t>(T, kF16ActBytes / (4 * K) / T * T);
@@ -133,7 +139,7 @@ void f16_gemm_blocked(const uint16_t* w, int64_t ldw, int64_t K, const float* x,
       for (int64_t g = 0; g < groups; ++g) {
         const int64_t b = s0 + n * g / groups;
         const int tb = static_cast<int>(s0 + n * (g + 1) / groups - b);
-        f16_block_n<R, T, kF16GemvU>(rb, tb, w, ldw, K, x, ldx, y, ldy, m, b);
+        f16_block_n<R, T, kF16GemvU, PF>(rb, tb, w, ldw, K, x, ldx, y, ldy, m, b);
       }
     }
   }
@@ -144,9 +150,9 @@ void f16_gemm_avx512(const uint16_t* w, int64_t ldw, int64_t /*M*/, int64_t K, c
   if (B == 1) {
     for (int64_t m = m0; m < m1; ++m) f16_block<1, 1, kF16GemvU>(w, ldw, K, x, ldx, y, ldy, m, 0);
   } else if (B == 2) {
-    f16_gemm_blocked<6, 2>(w, ldw, K, x, ldx, B, y, ldy, m0, m1);
+    f16_gemm_blocked<6, 2, true>(w, ldw, K, x, ldx, B, y, ldy, m0, m1);
   } else {
-    f16_gemm_blocked<4, 3>(w, ldw, K, x, ldx, B, y, ldy, m0, m1);
+    f16_gemm_blocked<4, 3, false>(w, ldw, K, x, ldx, B, y, ldy, m0, m1);
   }
 }
 

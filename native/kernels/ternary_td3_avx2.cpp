@@ -203,8 +203,11 @@ void gemv_tile(const TernaryTd3Mat& w, const QActs& a, float* y, int64_t t, cons
 }
 
 // ---- GEMM (B > 1): per block, one quad at a time (its bytes are in L1), 2 halves x N tokens. ----
+// pf: prefetch each block 8 KB ahead as gemv_tile does (the tile's first token group reads it from memory,
+// the later groups find it in L2).
 template <int N>
-void gemm_tile(const TernaryTd3Mat& w, const QActs& a, float* y, int64_t ldy, int64_t t, int64_t b0) {
+void gemm_tile(const TernaryTd3Mat& w, const QActs& a, float* y, int64_t ldy, int64_t t, int64_t b0, const uint8_t* end,
+               bool pf) {
   const int64_t nb = td3_blocks(w.K);
   const uint8_t* tile = w.data + t * td3_tile_bytes(w.K);
   const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kTd3Decode)));
@@ -216,6 +219,11 @@ void gemm_tile(const TernaryTd3Mat& w, const QActs& a, float* y, int64_t ldy, in
     const uint8_t* blk = tile + td3_block_offset(j);
     for (int n = 0; n < N; ++n) expand_block(a.q + (b0 + n) * a.ldq + j * kScaleBlockK, td3_block_cols(w.K, j), xb[n]);
     const int units = td3_block_units(w.K, j), tails = td3_block_tails(w.K, j);
+    if (pf) {
+      const int64_t bytes = td3_block_bytes(w.K, j);
+      if (blk + kPrefetchBytes + bytes <= end)
+        for (int64_t l = 0; l < bytes; l += 64) _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + l), _MM_HINT_T1);
+    }
     each_quad([&](auto qc) {
       constexpr int Q = decltype(qc)::value;
       __m256i acc[2][N];
@@ -306,18 +314,19 @@ void td3_to_t2_avx2(const uint8_t* td3, int64_t K, int quads, uint8_t* codes) {
 constexpr int kGemmTokens = 4;
 
 void td3_gemm_avx2(const TernaryTd3Mat& w, const QActs& a, float* y, int64_t ldy, int64_t tile0, int64_t tile1) {
+  const uint8_t* end = w.data + tile1 * td3_tile_bytes(w.K);  // prefetch stops at this thread's range
   if (a.B == 1) {
-    const uint8_t* end = w.data + tile1 * td3_tile_bytes(w.K);
     for (int64_t t = tile0; t < tile1; ++t) gemv_tile(w, a, y, t, end);
     return;
   }
   for (int64_t t = tile0; t < tile1; ++t) {
     for (int64_t b = 0; b < a.B; b += kGemmTokens) {
+      const bool pf = b == 0;
       switch (a.B - b < kGemmTokens ? a.B - b : kGemmTokens) {
-        case 1: gemm_tile<1>(w, a, y, ldy, t, b); break;
-        case 2: gemm_tile<2>(w, a, y, ldy, t, b); break;
-        case 3: gemm_tile<3>(w, a, y, ldy, t, b); break;
-        default: gemm_tile<4>(w, a, y, ldy, t, b); break;
+        case 1: gemm_tile<1>(w, a, y, ldy, t, b, end, pf); break;
+        case 2: gemm_tile<2>(w, a, y, ldy, t, b, end, pf); break;
+        case 3: gemm_tile<3>(w, a, y, ldy, t, b, end, pf); break;
+        default: gemm_tile<4>(w, a, y, ldy, t, b, end, pf); break;
       }
     }
   }
