@@ -37,15 +37,24 @@ namespace {
 // Y for rows m .. m+R-1 and tokens b .. b+T-1: U 16-lane accumulators per (row, token), k in steps
 // of 16U; the tail continues with whole 16-vectors and one masked vector, each into the next
 // accumulator, so no accumulator takes more than ceil(K/16U) + 1 terms.
-// With PF, each k step also prefetches the same columns of the next R rows (the next block's rows) into L2:
-// a block reads R rows side by side, R streams that the hardware prefetcher does not keep ahead of.
-template <int R, int T, int U, bool PF = false>
+// A block reads its R rows side by side: R streams that the hardware prefetcher does not keep ahead of
+// (measured on Zen 5, 128256 x 2560 from DRAM, one thread: 4 rows x 3 tokens at ~0.5 FMA per cycle). With
+// NPF > 0, the k steps of a block's token groups walk the next block's rows (one contiguous range) in order,
+// NPF lines a step, so that the next block is in cache when its first group starts (NPF is a constant, the
+// line index clamped instead of tested).
+struct F16Prefetch {
+  const char* next;  // the next block's first byte (or any mapped line when there is none)
+  int64_t last;      // its last 64-byte line (lines past it prefetch this one again)
+  int64_t l0;        // the first line this group prefetches
+};
+
+template <int R, int T, int U, int NPF = 0, bool L1 = false>
 void f16_block(const uint16_t* w,  // [M, ldw]
                int64_t ldw, int64_t K,
                const float* x,  // [B, ldx]
                int64_t ldx,
                float* y,  // [B, ldy]
-               int64_t ldy, int64_t m, int64_t b) {
+               int64_t ldy, int64_t m, int64_t b, const F16Prefetch& pf = {}) {
   __m512 acc[R][T][U];
   for (int r = 0; r < R; ++r)
     for (int i = 0; i < T; ++i)
@@ -54,11 +63,24 @@ void f16_block(const uint16_t* w,  // [M, ldw]
   for (int r = 0; r < R; ++r) wr[r] = w + (m + r) * ldw;
   const float* xb[T];
   for (int i = 0; i < T; ++i) xb[i] = x + (b + i) * ldx;
+  int64_t l = pf.l0;
   int64_t k = 0;
   for (; k + 16 * U <= K; k += 16 * U) {
-    if constexpr (PF) {
-      // asm: GCC 12 -O3 drops _mm_prefetch here (as in billm_avx512.cpp). A prefetch never faults.
+    if constexpr (NPF < 0) {
+      // The same columns of the next R rows, into L2 (the B = 2 blocks). Kept as an "m" operand: GCC then
+      // stores the accumulators every step (the char lvalue may alias them), and this form measured faster at
+      // B = 2 than the register-operand one without the stores (Zen 5, bench-prebuild: 1.08-1.22x).
       for (int r = 0; r < R; ++r) asm volatile("prefetcht1 %0" : : "m"(*(wr[r] + R * ldw + k)));
+    }
+    if constexpr (NPF > 0) {
+      // asm: GCC 12 -O3 drops _mm_prefetch here (as in billm_avx512.cpp); the address goes in a register, since
+      // a char "m" operand may alias the accumulators and GCC then stores them to the stack every step.
+      for (int i = 0; i < NPF; ++i) {
+        const char* p = pf.next + 64 * std::min(l + i, pf.last);
+        if constexpr (L1) asm volatile("prefetcht0 (%0)" : : "r"(p));
+        else asm volatile("prefetcht1 (%0)" : : "r"(p));
+      }
+      l += NPF;
     }
     for (int u = 0; u < U; ++u) {
       __m512 wv[R];
@@ -93,16 +115,16 @@ void f16_block(const uint16_t* w,  // [M, ldw]
 }
 
 // f16_block for exactly rb <= R rows and tb <= T tokens.
-template <int R, int T, int U, bool PF>
+template <int R, int T, int U, int NPF, bool L1>
 void f16_block_n(int rb, int tb, const uint16_t* w, int64_t ldw, int64_t K, const float* x, int64_t ldx, float* y,
-                 int64_t ldy, int64_t m, int64_t b) {
+                 int64_t ldy, int64_t m, int64_t b, const F16Prefetch& pf) {
   if constexpr (R > 1) {
-    if (rb < R) return f16_block_n<R - 1, T, U, PF>(rb, tb, w, ldw, K, x, ldx, y, ldy, m, b);
+    if (rb < R) return f16_block_n<R - 1, T, U, NPF, L1>(rb, tb, w, ldw, K, x, ldx, y, ldy, m, b, pf);
   }
   if constexpr (T > 1) {
-    if (tb < T) return f16_block_n<R, T - 1, U, PF>(rb, tb, w, ldw, K, x, ldx, y, ldy, m, b);
+    if (tb < T) return f16_block_n<R, T - 1, U, NPF, L1>(rb, tb, w, ldw, K, x, ldx, y, ldy, m, b, pf);
   }
-  f16_block<R, T, U, PF>(w, ldw, K, x, ldx, y, ldy, m, b);
+  f16_block<R, T, U, NPF, L1>(w, ldw, K, x, ldx, y, ldy, m, b, pf);
 }
 
 // GEMV: one row at a time with 2 accumulators (4 before batch invariance; see below). Measured on Zen 4 (128256 x 2560, best of 10): one
@@ -127,20 +149,47 @@ constexpr int64_t kF16ActBytes = 384 * 1024;  // activation bytes per token supe
 // calls, GFLOP/s per core, ~110 = one zmm FMA per cycle): R6 x T4 112, R6 x T3 110, R6 x T2 95,
 // R8 x T2 102; the former 4 rows x 6 tokens reached 107-113 when B divided into sixes but 90 at B = 2
 // (4 x 2) and 100 at B = 7 (6 + 1); from DRAM (6912 x 2560, B = 8, 2 threads) 128 vs 96.
-template <int R, int T, bool PF>
+// Tokens [s0, s0 + n) in `groups` groups over rows [m0, m1), NPF prefetched lines per k step: into L1 when
+// several groups follow (measured on Zen 5: B = 6 and 9 gain most so), else into L2 (B = 2 and 3).
+template <int R, int T, int NPF, bool L1>
+void f16_rows(const uint16_t* w, int64_t ldw, int64_t K, const float* x, int64_t ldx, float* y, int64_t ldy,
+              int64_t m0, int64_t m1, int64_t s0, int64_t n, int64_t groups, int64_t steps) {
+  for (int64_t m = m0; m < m1; m += R) {
+    const int rb = static_cast<int>(std::min<int64_t>(R, m1 - m));
+    // The next block of this thread's rows: [m + R, min(m + 2R, m1)), contiguous in w.
+    const int64_t next_rows = std::min(m + 2 * R, m1) - (m + R);
+    F16Prefetch pf{reinterpret_cast<const char*>(w + (m + R) * ldw), (next_rows * ldw * 2 + 63) / 64 - 1, 0};
+    if (next_rows <= 0) pf = {reinterpret_cast<const char*>(w + m * ldw), 0, 0};  // nothing next: a line in cache
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t b = s0 + n * g / groups;
+      const int tb = static_cast<int>(s0 + n * (g + 1) / groups - b);
+      pf.l0 = g * steps * NPF;
+      f16_block_n<R, T, kF16GemvU, NPF, L1>(rb, tb, w, ldw, K, x, ldx, y, ldy, m, b, pf);
+    }
+  }
+}
+
+template <int R, int T, bool kRowPrefetch = false>
 void f16_gemm_blocked(const uint16_t* w, int64_t ldw, int64_t K, const float* x, int64_t ldx, int64_t B, float* y,
                       int64_t ldy, int64_t m0, int64_t m1) {
   const int64_t per = std::max<int64_t>(T, kF16ActBytes / (4 * K) / T * T);
+  const int64_t steps = std::max<int64_t>(1, K / (16 * kF16GemvU));
   for (int64_t s0 = 0; s0 < B; s0 += per) {
     const int64_t s1 = std::min(B, s0 + per), n = s1 - s0;
     const int64_t groups = (n + T - 1) / T;  // group g: tokens [s0 + n g / groups, s0 + n (g+1) / groups)
-    for (int64_t m = m0; m < m1; m += R) {
-      const int rb = static_cast<int>(std::min<int64_t>(R, m1 - m));
-      for (int64_t g = 0; g < groups; ++g) {
-        const int64_t b = s0 + n * g / groups;
-        const int tb = static_cast<int>(s0 + n * (g + 1) / groups - b);
-        f16_block_n<R, T, kF16GemvU, PF>(rb, tb, w, ldw, K, x, ldx, y, ldy, m, b);
-      }
+    // Lines per k step so that the groups of a block cover the next block (R rows) once.
+    const int64_t need = (R * ldw * 2 / 64 + steps * groups - 1) / (steps * groups);
+    if (kRowPrefetch) {
+      f16_rows<R, T, -1, false>(w, ldw, K, x, ldx, y, ldy, m0, m1, s0, n, groups, steps);
+    } else if (groups == 1) {
+      if (need <= 4) f16_rows<R, T, 4, false>(w, ldw, K, x, ldx, y, ldy, m0, m1, s0, n, groups, steps);
+      else f16_rows<R, T, 8, false>(w, ldw, K, x, ldx, y, ldy, m0, m1, s0, n, groups, steps);
+    } else if (need <= 1) {
+      f16_rows<R, T, 1, true>(w, ldw, K, x, ldx, y, ldy, m0, m1, s0, n, groups, steps);
+    } else if (need <= 2) {
+      f16_rows<R, T, 2, true>(w, ldw, K, x, ldx, y, ldy, m0, m1, s0, n, groups, steps);
+    } else {
+      f16_rows<R, T, 4, true>(w, ldw, K, x, ldx, y, ldy, m0, m1, s0, n, groups, steps);
     }
   }
 }
@@ -152,7 +201,7 @@ void f16_gemm_avx512(const uint16_t* w, int64_t ldw, int64_t /*M*/, int64_t K, c
   } else if (B == 2) {
     f16_gemm_blocked<6, 2, true>(w, ldw, K, x, ldx, B, y, ldy, m0, m1);
   } else {
-    f16_gemm_blocked<4, 3, false>(w, ldw, K, x, ldx, B, y, ldy, m0, m1);
+    f16_gemm_blocked<4, 3>(w, ldw, K, x, ldx, B, y, ldy, m0, m1);
   }
 }
 
