@@ -232,7 +232,7 @@ inline int32_t load_i32(const int8_t* p) {
 constexpr int64_t kQ8Prefetch = 8192;  // software prefetch distance (into L2) in the weight stream
 
 // Y for NB tokens (activation rows q[i], outputs yp[i] + m0 .. + rows-1) of one Q8R16 tile; pf: prefetch the
-// weight stream kQ8Prefetch bytes ahead (B > 1, a tile's first token group: measured on Zen 5, 1.21-1.43x at
+// weight stream kQ8Prefetch bytes ahead (B > 1, a tile's first token group: measured on Zen 5, 1.21-1.51x at
 // B = 8; at B = 1 it cost up to 0.78x on one thread, so the GEMV path has none).
 template <int NB>
 void q8_tile(const uint8_t* tile,  // [q8_tile_bytes(K)]
