@@ -42,6 +42,9 @@ namespace {
 // NPF > 0, the k steps of a block's token groups walk the next block's rows (one contiguous range) in order,
 // NPF lines a step, so that the next block is in cache when its first group starts (NPF is a constant, the
 // line index clamped instead of tested).
+// NPF = kF16RowPrefetch instead: each k step prefetches the same columns of the next R rows (the B = 2 blocks).
+constexpr int kF16RowPrefetch = -1;
+
 struct F16Prefetch {
   const char* next;  // the next block's first byte (or any mapped line when there is none)
   int64_t last;      // its last 64-byte line (lines past it prefetch this one again)
@@ -66,7 +69,7 @@ void f16_block(const uint16_t* w,  // [M, ldw]
   int64_t l = pf.l0;
   int64_t k = 0;
   for (; k + 16 * U <= K; k += 16 * U) {
-    if constexpr (NPF < 0) {
+    if constexpr (NPF == kF16RowPrefetch) {
       // The same columns of the next R rows, into L2 (the B = 2 blocks). Kept as an "m" operand: GCC then
       // stores the accumulators every step (the char lvalue may alias them), and this form measured faster at
       // B = 2 than the register-operand one without the stores (Zen 5, bench-prebuild: 1.08-1.22x).
@@ -180,7 +183,7 @@ void f16_gemm_blocked(const uint16_t* w, int64_t ldw, int64_t K, const float* x,
     // Lines per k step so that the groups of a block cover the next block (R rows) once.
     const int64_t need = (R * ldw * 2 / 64 + steps * groups - 1) / (steps * groups);
     if (kRowPrefetch) {
-      f16_rows<R, T, -1, false>(w, ldw, K, x, ldx, y, ldy, m0, m1, s0, n, groups, steps);
+      f16_rows<R, T, kF16RowPrefetch, false>(w, ldw, K, x, ldx, y, ldy, m0, m1, s0, n, groups, steps);
     } else if (groups == 1) {
       if (need <= 4) f16_rows<R, T, 4, false>(w, ldw, K, x, ldx, y, ldy, m0, m1, s0, n, groups, steps);
       else f16_rows<R, T, 8, false>(w, ldw, K, x, ldx, y, ldy, m0, m1, s0, n, groups, steps);
