@@ -3,6 +3,9 @@
 // streaming /v1/completions requests (token-id prompts, greedy, max_tokens -n, EOG ignored) and prints JSON lines:
 //   - per concurrency C (--concurrency 1,2,4,8,16): C clients, each running --requests requests back to back;
 //     aggregate generated tok/s over the wall time, and TTFT / inter-token-latency percentiles (p50, p90, p99);
+//     decode_tps: the aggregate decode rate, tokens after each request's first over the time during which at
+//     least one request was between its first and last token (the union of those spans: another request's
+//     prefill inside it counts against it, the client's gaps between its requests do not);
 //   - with --long N: the "long prompt" scenario: 4 streams decode steadily, then one N-token prompt arrives;
 //     the running streams' p99 inter-token gap while it is prefilled vs their steady gap, and the issue's bound:
 //     2 x the steady p50 gap + one step budget (a solo prefill of the step's prompt budget, 64 tokens);
@@ -89,6 +92,19 @@ const pct = (xs, q) => {
   return Math.round(s[Math.min(s.length - 1, Math.floor(q * s.length))] * 10) / 10;
 };
 const gaps = (times) => times.slice(1).map((t, i) => t - times[i]);
+/** Σ (tokens - 1) over the union of the requests' [first token, last token] spans, in tok/s. */
+function decodeTps(results) {
+  const spans = results.filter((r) => r.times.length > 1).map((r) => [r.times[0], r.times[r.times.length - 1]]).sort((a, b) => a[0] - b[0]);
+  let busy = 0;
+  let end = -Infinity;
+  for (const [s, e] of spans) {
+    if (e <= end) continue;
+    busy += e - Math.max(s, end);
+    end = e;
+  }
+  const tokens = results.reduce((a, r) => a + Math.max(0, r.times.length - 1), 0);
+  return busy > 0 ? Math.round((tokens / (busy / 1000)) * 100) / 100 : null;
+}
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 /** Median solo TTFT (ms) of a `len`-token prompt, one token generated, the server otherwise idle. */
 async function soloTtft(len, reps = 3) {
@@ -114,7 +130,7 @@ try {
     const ttft = results.map((r) => r.times[0] - r.t0);
     const itl = results.flatMap((r) => gaps(r.times));
     console.log(JSON.stringify({ concurrency: c, parallel, threads: Number(threads), p, n, requests: results.length, tokens,
-      tps: Math.round((tokens / (wall / 1000)) * 100) / 100, ttft_ms: { p50: pct(ttft, 0.5), p90: pct(ttft, 0.9), p99: pct(ttft, 0.99) },
+      tps: Math.round((tokens / (wall / 1000)) * 100) / 100, decode_tps: decodeTps(results), ttft_ms: { p50: pct(ttft, 0.5), p90: pct(ttft, 0.9), p99: pct(ttft, 0.99) },
       itl_ms: { p50: pct(itl, 0.5), p90: pct(itl, 0.9), p99: pct(itl, 0.99) } }));
   }
   if (longN > 0) {
