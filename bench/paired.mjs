@@ -5,7 +5,9 @@
 // drift (the read bandwidth of this shared machine moves by tens of percent within seconds) falls on both
 // sides of every ratio. Prints one JSON line per measurement, then per pair the median of the per-round
 // ratios with their quartiles, next to the ratio of the mean speeds (what bench/families.mjs reports, from
-// separate processes one model after another).
+// separate processes one model after another). Each round also probes the read bandwidth (the kernels bench's
+// probe, 256 MiB, on -t threads): the bandwidth-bound side of a pair (b1.58, FP16) moves with it, the side
+// bound by compute (BiLLM) much less, so a ratio is only meaningful next to the bandwidth it was taken at.
 //
 //   npm run build && node bench/paired.mjs [--pairs bitnet/b158,a48/b158,billm/fp16] [--rounds 12] [-p 32] [-n 32]
 //                                          [-t 2] [--head q8] [--dir DIR]
@@ -16,6 +18,8 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 
 import { loadModel } from '../dist/index.js';
+import { KernelContext } from '../dist/kernels/context.js';
+import { binding } from '../dist/native.js';
 import { option, promptIds } from './common.mjs';
 
 const argv = process.argv.slice(2);
@@ -69,6 +73,8 @@ async function decode(label) {
 }
 
 for (const label of Object.keys(models)) await decode(label); // warm-up: page in every model
+const probeCtx = new KernelContext({ threads });
+const readBw = () => binding('probeReadBandwidth')(probeCtx.handle, 1 << 28, 3).median;
 const quant = (xs, q) => {
   const s = [...xs].sort((a, b) => a - b);
   const i = (s.length - 1) * q;
@@ -79,6 +85,7 @@ const r3 = (x) => Math.round(x * 1000) / 1000;
 for (const [a, b] of pairs) {
   const ratios = [];
   const tps = { [a]: [], [b]: [] };
+  const bws = [];
   for (let r = 0; r < rounds; r++) {
     const order = r % 2 === 0 ? [a, b] : [b, a];
     const got = {};
@@ -86,13 +93,16 @@ for (const [a, b] of pairs) {
     tps[a].push(got[a]);
     tps[b].push(got[b]);
     ratios.push(got[a] / got[b]);
-    console.log(JSON.stringify({ pair: `${a}/${b}`, round: r, [a]: r3(got[a]), [b]: r3(got[b]), ratio: r3(got[a] / got[b]) }));
+    const bw = readBw();
+    bws.push(bw);
+    console.log(JSON.stringify({ pair: `${a}/${b}`, round: r, [a]: r3(got[a]), [b]: r3(got[b]), ratio: r3(got[a] / got[b]), read_gbps: r3(bw) }));
   }
   const mean = (xs) => xs.reduce((s, x) => s + x, 0) / xs.length;
   console.log(JSON.stringify({
     pair: `${a}/${b}`, metric: 'decode tok/s', rounds, p, n, threads, head,
     median_ratio: r3(quant(ratios, 0.5)), q1: r3(quant(ratios, 0.25)), q3: r3(quant(ratios, 0.75)),
     ratio_of_means: r3(mean(tps[a]) / mean(tps[b])), [`${a}_mean`]: r3(mean(tps[a])), [`${b}_mean`]: r3(mean(tps[b])),
+    read_gbps: { min: r3(Math.min(...bws)), median: r3(quant(bws, 0.5)), max: r3(Math.max(...bws)) },
   }));
 }
 for (const m of Object.values(models)) await m.close();
