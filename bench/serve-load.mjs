@@ -5,7 +5,8 @@
 //     aggregate generated tok/s over the wall time, and TTFT / inter-token-latency percentiles (p50, p90, p99);
 //     decode_tps: the aggregate decode rate, tokens after each request's first over the time during which at
 //     least one request was between its first and last token (the union of those spans: another request's
-//     prefill inside it counts against it, the client's gaps between its requests do not);
+//     prefill inside it counts against it, the client's gaps between its requests do not); with 1 in the list,
+//     each other level's decode_tps over the one-client run beside it, median over rounds (1,8,1,8,1,8);
 //   - with --long N: the "long prompt" scenario: 4 streams decode steadily, then one N-token prompt arrives;
 //     the running streams' p99 inter-token gap while it is prefilled vs their steady gap, and the issue's bound:
 //     2 x the steady p50 gap + one step budget (a solo prefill of the step's prompt budget, 64 tokens);
@@ -118,6 +119,7 @@ async function soloTtft(len, reps = 3) {
 
 try {
   await stream(prompt(8), 4); // warm-up
+  const byLevel = []; // [concurrency, decode_tps] in run order, for the ratios below
   for (const c of levels) {
     const t0 = performance.now();
     const results = (await Promise.all(Array.from({ length: c }, async () => {
@@ -129,9 +131,25 @@ try {
     const tokens = results.reduce((a, r) => a + r.times.length, 0);
     const ttft = results.map((r) => r.times[0] - r.t0);
     const itl = results.flatMap((r) => gaps(r.times));
+    byLevel.push([c, decodeTps(results)]);
     console.log(JSON.stringify({ concurrency: c, parallel, threads: Number(threads), p, n, requests: results.length, tokens,
       tps: Math.round((tokens / (wall / 1000)) * 100) / 100, decode_tps: decodeTps(results), ttft_ms: { p50: pct(ttft, 0.5), p90: pct(ttft, 0.9), p99: pct(ttft, 0.99) },
       itl_ms: { p50: pct(itl, 0.5), p90: pct(itl, 0.9), p99: pct(itl, 0.99) } }));
+  }
+  // With one client in the list: each other level's decode_tps over the one-client measurement next to it in
+  // run order (the mean of the two around it, when there are), so that `--concurrency 1,8,1,8,1,8` gives one
+  // ratio per round despite the host's drift; the median over rounds.
+  if (byLevel.some(([c]) => c === 1)) {
+    const ratios = new Map();
+    byLevel.forEach(([c, tps], i) => {
+      if (c === 1 || tps === null) return;
+      const near = [byLevel[i - 1], byLevel[i + 1]].filter((x) => x && x[0] === 1 && x[1] !== null).map((x) => x[1]);
+      if (near.length === 0) return;
+      (ratios.get(c) ?? ratios.set(c, []).get(c)).push(tps / (near.reduce((a, x) => a + x, 0) / near.length));
+    });
+    for (const [c, rs] of ratios)
+      console.log(JSON.stringify({ ratio: `decode_tps at ${c} clients / at 1`, rounds: rs.length, median: Math.round(median(rs) * 1000) / 1000,
+        min: Math.round(Math.min(...rs) * 1000) / 1000, max: Math.round(Math.max(...rs) * 1000) / 1000 }));
   }
   if (longN > 0) {
     const budgetMs = await soloTtft(64);
