@@ -17,6 +17,8 @@ import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
+import { FAMILY_SYNTH, familyFile } from './common.mjs';
+
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 
@@ -43,15 +45,9 @@ function run(args) {
   return r.stdout;
 }
 
-// [family, synth type, architecture]
-const SYNTH = [
-  ['b158', 'tq2_0', 'bitnet'], ['bitnet', 'q1_0', 'bitnet-1bit'], ['fbi', 'q1_0', 'fbi-llm'], ['onebit', 'q1_0', 'onebit'],
-  ['a48', 'tq2_0', 'bitnet-a4.8'], ['fp16', 'f16', 'bitnet-f16'], ['billm', 'billm', 'billm'],
-].filter(([f]) => only.has(f));
 const files = {};
-for (const [family, type, arch] of SYNTH) {
-  const shape = family === 'fp16' || family === 'billm' ? ptqShape : '2b4t';
-  const file = join(dir, `families-${shape}-${arch}-${type}.gguf`);
+for (const [family] of FAMILY_SYNTH.filter(([f]) => only.has(f))) {
+  const { file, shape, type, arch } = familyFile(dir, family, ptqShape);
   if (!existsSync(file)) {
     process.stderr.write(`synthesizing ${file}…\n`);
     run(['synth', '--shape', shape, '--type', type, '--arch', arch, '--activation', 'relu2', '--seed', '1', '-o', file]);

@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { loadModel } from '../dist/index.js';
 import { KernelContext } from '../dist/kernels/context.js';
 import { binding } from '../dist/native.js';
-import { option, promptIds } from './common.mjs';
+import { familyFile, option, promptIds } from './common.mjs';
 
 const argv = process.argv.slice(2);
 const val = (name, def) => option(argv, name, def);
@@ -32,20 +32,13 @@ const threads = Number(val('-t', '2'));
 const head = val('--head', 'q8');
 const pairs = val('--pairs', 'bitnet/b158,bitnet/b158-t2r16,a48/b158,billm/fp16').split(',').map((s) => s.split('/'));
 
-// label -> [file, load options]; the files of bench/families.mjs.
-const FILE = (shape, arch, type) => join(dir, `families-${shape}-${arch}-${type}.gguf`);
-const MODELS = {
-  b158: [FILE('2b4t', 'bitnet', 'tq2_0'), {}],
-  'b158-t2r16': [FILE('2b4t', 'bitnet', 'tq2_0'), { layout: 't2r16' }],
-  bitnet: [FILE('2b4t', 'bitnet-1bit', 'q1_0'), {}],
-  'fbi-float': [FILE('2b4t', 'fbi-llm', 'q1_0'), {}],
-  'fbi-i8': [FILE('2b4t', 'fbi-llm', 'q1_0'), { actQuant: 'i8' }],
-  'onebit-float': [FILE('2b4t', 'onebit', 'q1_0'), {}],
-  'onebit-i8': [FILE('2b4t', 'onebit', 'q1_0'), { actQuant: 'i8' }],
-  a48: [FILE('2b4t', 'bitnet-a4.8', 'tq2_0'), {}],
-  fp16: [FILE('1b3', 'bitnet-f16', 'f16'), {}],
-  billm: [FILE('1b3', 'billm', 'billm'), {}],
+// label -> [family, load options]; the files of bench/families.mjs.
+const LABELS = {
+  b158: ['b158', {}], 'b158-t2r16': ['b158', { layout: 't2r16' }], bitnet: ['bitnet', {}],
+  'fbi-float': ['fbi', {}], 'fbi-i8': ['fbi', { actQuant: 'i8' }], 'onebit-float': ['onebit', {}],
+  'onebit-i8': ['onebit', { actQuant: 'i8' }], a48: ['a48', {}], fp16: ['fp16', {}], billm: ['billm', {}],
 };
+const MODELS = Object.fromEntries(Object.entries(LABELS).map(([label, [family, opts]]) => [label, [familyFile(dir, family).file, opts]]));
 for (const pair of pairs) {
   if (pair.length !== 2) throw new Error(`--pairs: '${pair.join('/')}' is not A/B`);
   for (const label of pair) {

@@ -131,9 +131,10 @@ try {
     const tokens = results.reduce((a, r) => a + r.times.length, 0);
     const ttft = results.map((r) => r.times[0] - r.t0);
     const itl = results.flatMap((r) => gaps(r.times));
-    byLevel.push([c, decodeTps(results)]);
+    const decode = decodeTps(results);
+    byLevel.push([c, decode]);
     console.log(JSON.stringify({ concurrency: c, parallel, threads: Number(threads), p, n, requests: results.length, tokens,
-      tps: Math.round((tokens / (wall / 1000)) * 100) / 100, decode_tps: decodeTps(results), ttft_ms: { p50: pct(ttft, 0.5), p90: pct(ttft, 0.9), p99: pct(ttft, 0.99) },
+      tps: Math.round((tokens / (wall / 1000)) * 100) / 100, decode_tps: decode, ttft_ms: { p50: pct(ttft, 0.5), p90: pct(ttft, 0.9), p99: pct(ttft, 0.99) },
       itl_ms: { p50: pct(itl, 0.5), p90: pct(itl, 0.9), p99: pct(itl, 0.99) } }));
   }
   // With one client in the list: each other level's decode_tps over the one-client measurement next to it in
