@@ -17,16 +17,13 @@ import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
-import { FAMILY_SYNTH, familyFile } from './common.mjs';
+import { FAMILY_SYNTH, familyFile, option } from './common.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 
 const argv = process.argv.slice(2);
-const val = (name, def) => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : def;
-};
+const val = (name, def) => option(argv, name, def);
 const dir = val('--dir', join(tmpdir(), 'bitllm-models'));
 const threads = Number(val('--threads', '2'));
 const reps = Number(val('--reps', '3'));
