@@ -55,6 +55,11 @@ constexpr int kExpandChunks = 64;     // K-block of the expanded path: 4096 k, 1
 constexpr int64_t kExpandMinTokens = 16;  // B from which expanding the bits pays off (measured)
 constexpr int64_t kBitSerialMaxTokens = 2;  // B up to which the bit-serial path wins (measured)
 constexpr int64_t kPlanesMaxK = 16384;      // planes live on the stack: K bytes per token
+// Software prefetch of the weight stream at B = 2 (the first token's pass reads it from memory; the second
+// finds it in L1). Measured on Zen 5 (bench-prebuild, 4 rounds, 2560x2560 / 6912x2560 / 2560x6912, from
+// DRAM): B = 2 1.10-1.31x at 4 KB into L1, 1.11-1.25x at 8 KB into L2; at B = 1 it lost in the 2B-4T
+// 1-bit decode (53-57 -> 44-54 tok/s at 4 KB, 49-51 at 8 KB, 5 alternated rounds), so B = 1 has none.
+constexpr int64_t kBitSerialPrefetchBytes = 4096;
 
 // acc + vpdpbusd(u8 a, s8 b). GCC 12 compiles the intrinsic on arrays of accumulators into a register
 // copy per call plus spills (it does not keep the tied operand in place); the asm form keeps each
@@ -219,14 +224,23 @@ void build_planes(const int8_t* q,  // [K]
 
 // pos of the 16 rows of tile t for one token from its planes: 2 row groups x 8 planes of int64
 // popcount accumulators (|count| <= K), combined with the plane weights at the end.
+// pf_end: prefetch the weight stream kBitSerialPrefetchBytes ahead (into L1), up to pf_end; null: none.
 __attribute__((target("avx512vpopcntdq"))) void pos_bitserial(const uint8_t* tile,  // [K/64, 128]
                                                               int64_t kchunks,
                                                               const uint64_t* planes,  // [K/64, 8]
-                                                              int32_t* pos) {          // [16]
+                                                              int32_t* pos,            // [16]
+                                                              const uint8_t* pf_end) {
   __m512i acc[2][8];
   for (int g = 0; g < 2; ++g)
     for (int p = 0; p < 8; ++p) acc[g][p] = _mm512_setzero_si512();
   for (int64_t kc = 0; kc < kchunks; ++kc) {
+    if (pf_end) {
+      const uint8_t* pf = tile + kc * kB1ChunkBytes + kBitSerialPrefetchBytes;
+      if (pf + kB1ChunkBytes <= pf_end) {
+        _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(pf + 64), _MM_HINT_T0);
+      }
+    }
     const __m512i w0 = _mm512_loadu_si512(tile + kc * kB1ChunkBytes);       // rows 0-7, one qword each
     const __m512i w1 = _mm512_loadu_si512(tile + kc * kB1ChunkBytes + 64);  // rows 8-15
     for (int p = 0; p < 8; ++p) {
@@ -254,11 +268,12 @@ __attribute__((target("avx512vpopcntdq"))) void binary_gemm_avx512_vpopcnt(const
   const int64_t kchunks = w.K / kB1KStep;
   alignas(64) uint64_t planes[kBitSerialMaxTokens][kPlanesMaxK / kB1KStep * 8];
   for (int64_t b = 0; b < a.B; ++b) build_planes(a.q + b * a.ldq, kchunks, planes[b]);
+  const uint8_t* end = w.bits + tile1 * kchunks * kB1ChunkBytes;  // prefetch stops at this thread's range
   for (int64_t t = tile0; t < tile1; ++t) {
     const uint8_t* tile = w.bits + t * kchunks * kB1ChunkBytes;  // [K/64, 128]
     for (int64_t b = 0; b < a.B; ++b) {
       alignas(64) int32_t pos[kB1Rows];
-      pos_bitserial(tile, kchunks, planes[b], pos);
+      pos_bitserial(tile, kchunks, planes[b], pos, a.B > 1 && b == 0 ? end : nullptr);
       epilogue(w, a, tok_bias, y, ldy, t, b, pos);
     }
   }
