@@ -22,6 +22,22 @@ describe('IdleCollector', () => {
     expect(c.runs).toBe(2);
   });
 
+  it('runs release once per idle period, after the delay, before the collection; busy() cancels it', async () => {
+    const calls: number[] = [];
+    const c = new IdleCollector(30, () => calls.push(c.runs));
+    c.idle();
+    await sleep(10);
+    expect(calls).toEqual([]); // not at once: blocks freed between requests that follow each other are kept
+    c.busy();
+    await sleep(50);
+    expect(calls).toEqual([]);
+    c.idle();
+    c.idle();
+    await sleep(80);
+    expect(calls).toEqual([1]); // runs was already counted when release ran
+    expect(c.runs).toBe(1);
+  });
+
   it('frees garbage: the finalizer of a dropped object runs after the collection', async () => {
     let finalized = false;
     const registry = new FinalizationRegistry(() => {

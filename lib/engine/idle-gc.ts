@@ -38,20 +38,25 @@ function trimHeap(): void {
 
 /**
  * A debounced idle collection: `idle()` when the thread's work runs out, `busy()` when work arrives; after
- * `delayMs` of idleness one full collection runs (unref'd: it never keeps the process alive).
+ * `delayMs` of idleness `release` runs (the worker hands its KV pool's free blocks back there), then one full
+ * collection and a heap trim (unref'd: it never keeps the process alive).
  */
 export class IdleCollector {
   private timer: NodeJS.Timeout | undefined;
   /** Collections run so far. */
   runs = 0;
 
-  constructor(private readonly delayMs = 1000) {}
+  constructor(
+    private readonly delayMs = 1000,
+    private readonly release?: () => void,
+  ) {}
 
   idle(): void {
-    if (this.timer || !gcFunction()) return;
+    if (this.timer || (!this.release && !gcFunction())) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.runs++;
+      this.release?.();
       gcFunction()?.();
       trimHeap();
     }, this.delayMs);

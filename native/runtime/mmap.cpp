@@ -65,6 +65,14 @@ void advise(void* addr, size_t offset, size_t length, int advice) {
 
 void advise_dont_need(void* addr, size_t offset, size_t length) { advise(addr, offset, length, MADV_DONTNEED); }
 void advise_will_need(void* addr, size_t offset, size_t length) { advise(addr, offset, length, MADV_WILLNEED); }
+void populate_write(void* addr, size_t length) {
+#if defined(__linux__)
+  advise(addr, 0, length, 23);  // MADV_POPULATE_WRITE (Linux 5.14); older kernels refuse it (EINVAL): no-op
+#else
+  (void)addr;
+  (void)length;
+#endif
+}
 
 namespace {
 constexpr size_t kHugePage = size_t{2} << 20;

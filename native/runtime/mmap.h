@@ -20,6 +20,9 @@ void unmap_file(MappedFile* f);
 void advise_dont_need(void* addr, size_t offset, size_t length);
 // Asks the kernel to read ahead the whole range.
 void advise_will_need(void* addr, size_t offset, size_t length);
+// Faults in the whole pages of fresh anonymous memory [addr, addr + length) for writing in one call
+// (MADV_POPULATE_WRITE; a no-op where the kernel lacks it): one kernel entry instead of a fault per page.
+void populate_write(void* addr, size_t length);
 
 // Prepares zero-filled, not yet touched memory [p, p + size) (a fresh JS ArrayBuffer: the addon leaves
 // the allocation to V8, so the garbage collector sees and frees it like any buffer) to hold `bytes` of
