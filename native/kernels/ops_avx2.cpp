@@ -89,12 +89,11 @@ void rmsnorm_avx2(const float* x, const float* w, float* y, int64_t B, int64_t n
 void rope_neox_avx2(float* x, const int32_t* pos, int64_t B, int64_t n_heads, int64_t head_dim, int64_t ld,
                     int64_t n_rot, float theta_base) {
   const int64_t half = n_rot / 2;
-  float inv_freq[kRopeChunk], c[kRopeChunk], s[kRopeChunk];
+  float c[kRopeChunk], s[kRopeChunk];
   for (int64_t i0 = 0; i0 < half; i0 += kRopeChunk) {
     const int64_t ni = std::min(kRopeChunk, half - i0);
-    rope_inv_freq(theta_base, n_rot, i0, ni, inv_freq);
     for (int64_t b = 0; b < B; ++b) {
-      rope_cos_sin(pos[b], inv_freq, ni, c, s);
+      rope_angles(theta_base, n_rot, i0, ni, pos[b], c, s);
       for (int64_t h = 0; h < n_heads; ++h) {
         float* lo = x + b * ld + h * head_dim + i0;  // [ni]
         float* hi = lo + half;                        // [ni]
