@@ -11,3 +11,4 @@ export * from './dense.js';
 export * from './ternary-sparse.js';
 export * from './binary-lut.js';
 export * from './mamba2.js';
+export * from './select.js';

@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "runtime/attention_run.h"
+#include "runtime/logits_select.h"
 
 namespace bitllm {
 
@@ -215,9 +216,29 @@ Napi::Value glu(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// logitsArgmax(x: Float32Array) -> number (runtime/logits_select.h; lib/reference/select.ts refArgmax).
+Napi::Value logits_argmax_binding(const Napi::CallbackInfo& info) {
+  Args a(info, "logitsArgmax");
+  const float* x = a.f32(0, "x", 0);
+  return Napi::Number::New(info.Env(), static_cast<double>(logits_argmax(x, a.length(0))));
+}
+
+// logitsTopK(x: Float32Array, k, out: Int32Array) -> count (refTopKFinite): out needs min(k, x.length) ids.
+Napi::Value logits_top_k_binding(const Napi::CallbackInfo& info) {
+  Args a(info, "logitsTopK");
+  const float* x = a.f32(0, "x", 0);
+  const int64_t n = a.length(0);
+  const int64_t k = a.integer(1, "k", 1, INT32_MAX);
+  int32_t* out = a.i32(2, "out", std::min(k, n));
+  check_disjoint(a, out, std::min(k, n) * 4, "out", x, n * 4, "x");
+  return Napi::Number::New(info.Env(), static_cast<double>(logits_top_k(x, n, k, out)));
+}
+
 }  // namespace
 
 void register_ops(Napi::Env env, Napi::Object exports) {
+  exports.Set("logitsArgmax", Napi::Function::New(env, logits_argmax_binding, "logitsArgmax"));
+  exports.Set("logitsTopK", Napi::Function::New(env, logits_top_k_binding, "logitsTopK"));
   exports.Set("rmsnorm", Napi::Function::New(env, rmsnorm, "rmsnorm"));
   exports.Set("ropeNeox", Napi::Function::New(env, rope_neox, "ropeNeox"));
   exports.Set("kvStoreF16", Napi::Function::New(env, kv_store_f16, "kvStoreF16"));
