@@ -222,7 +222,7 @@ if (engine) {
   const { scheduler } = engine;
   let scheduled = false;
   // Idle for a second: the KV pool's free blocks go back to the system (busy, and between requests that
-  // follow each other, they are kept: a fresh block's first touch is ~600 page faults, 1.2-1.5 ms a step
+  // follow each other, they are kept: a fresh block's first touch is 300 page faults, 1.5 ms a step
   // at 8 streams on this VM), then the garbage of the requests that ran.
   const collector = new IdleCollector(1000, () => engine!.pool.trim());
   let tLoop = performance.now();
