@@ -133,9 +133,14 @@ using kv_store_f16_fn = void (*)(const float* x,      // [B, n_kv_heads * head_d
 constexpr int64_t kAttnMaxGroup = 8;
 constexpr int64_t kAttnBlock = 16;
 
+// Query rows a variant may attend together in one pass over the cache (the x86 variants: each K/V tile is
+// read once from memory for up to this many of a call's rows, which all attend the same cache; a row's
+// arithmetic is the same as alone).
+constexpr int64_t kAttnRows = 4;
+
 // Scratch floats one attention call needs: group = n_heads / n_kv_heads, n_ctx = max_b pos[b] + 1.
 constexpr int64_t attention_scratch_floats(int64_t group, int64_t head_dim, int64_t n_ctx) {
-  return (group < kAttnMaxGroup ? group : kAttnMaxGroup) * n_ctx + (kAttnBlock + 1) * head_dim + 16;
+  return kAttnRows * (group < kAttnMaxGroup ? group : kAttnMaxGroup) * n_ctx + (kAttnBlock + 1) * head_dim + 16;
 }
 
 // Causal GQA attention for query heads [h0, h1) of B query tokens against an f16 cache:

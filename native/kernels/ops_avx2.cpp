@@ -503,20 +503,117 @@ void attend_group_avx2(const float* q, int64_t G, const KvPlane<typename R::T>& 
   }
 }
 
+// attend_group_avx2 for n <= kAttnRows query rows against the same K/V, L[i] rows each: the same operations
+// per (row, head) in the same order (each score alone; each head's output summed tile by tile in position
+// order), with the loops turned tile-major, so that each K and V tile is read from memory once for the n rows
+// and then from L1 (a prefill chunk's rows otherwise stream their whole cache from L3 or DRAM each).
+template <typename R>
+void attend_rows_avx2(const float* const* q, int64_t n, int64_t G, const KvPlane<typename R::T>& K,
+                      const KvPlane<typename R::T>& V, const int64_t* L, int64_t head_dim, float scale,
+                      float* const* out,  // n rows of [G, head_dim]
+                      float* sc) {        // [Σ_i G L[i]]
+  int64_t Lmax = 0;
+  float* sci[kAttnRows];
+  for (int64_t i = 0, off = 0; i < n; ++i) {
+    Lmax = std::max(Lmax, L[i]);
+    sci[i] = sc + off;
+    off += G * L[i];
+  }
+  const int64_t ahead = attn_prefetch_rows<R>(head_dim);
+  // Scores, tile by tile: row i's positions [t0, min(t0 + kAttnBlock, L[i])), each head block as
+  // scores_heads does (PB | kAttnBlock: the same score tiles).
+  for (int64_t t = 0; t < std::min(ahead, Lmax); t += kAttnBlock) prefetch_tile<R>(K, t, Lmax, head_dim);
+  for (int64_t t0 = 0; t0 < Lmax; t0 += kAttnBlock) {
+    prefetch_tile<R>(K, t0 + ahead, Lmax, head_dim);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t t1 = std::min(t0 + kAttnBlock, L[i]);
+      if (t1 <= t0) continue;
+      for_head_blocks(G, [&](auto gb, int64_t j) {
+        constexpr int GB = decltype(gb)::value, PB = 8 / GB;
+        const __m256 sv = _mm256_set1_ps(scale);
+        alignas(32) float r[8];
+        float* s = sci[i] + j * L[i];
+        for (int64_t u = t0; u < t1; u += PB) {
+          const int64_t np = std::min<int64_t>(PB, t1 - u);
+          const typename R::T* k[PB];
+          const typename R::T* kt = K.row(u);
+          for (int p = 0; p < PB; ++p) k[p] = kt + (p < np ? p : 0) * R::stride(head_dim);
+          _mm256_store_ps(r, _mm256_mul_ps(score_tile<R, GB, PB>(q[i] + j * head_dim, k, head_dim), sv));
+          for (int jj = 0; jj < GB; ++jj)
+            for (int64_t p = 0; p < np; ++p) s[jj * L[i] + u + p] = r[jj * PB + p];
+        }
+      });
+    }
+  }
+  float inv[kAttnRows][kAttnMaxGroup];
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < G; ++j) {
+      inv[i][j] = softmax_avx2(sci[i] + j * L[i], L[i]);
+      std::fill(out[i] + j * head_dim, out[i] + (j + 1) * head_dim, 0.0f);
+    }
+  // Outputs, tile by tile: each head of each row adds its tiles in position order, as pv_heads does.
+  const int64_t hd8 = head_dim & ~int64_t{7};
+  for (int64_t t = 0; t < std::min(ahead, Lmax); t += kAttnBlock) prefetch_tile<R>(V, t, Lmax, head_dim);
+  for (int64_t t0 = 0; t0 < Lmax; t0 += kAttnBlock) {
+    prefetch_tile<R>(V, t0 + ahead, Lmax, head_dim);
+    const typename R::T* Vt = V.row(t0);
+    for (int64_t i = 0; i < n; ++i) {
+      if (t0 >= L[i]) continue;
+      const int64_t nt = std::min(kAttnBlock, L[i] - t0);
+      for_head_blocks(G, [&](auto gb, int64_t j) {
+        constexpr int GB = decltype(gb)::value, DC = 8 / GB;
+        const float* pj[GB];
+        float* o[GB];
+        for (int jj = 0; jj < GB; ++jj) {
+          pj[jj] = sci[i] + (j + jj) * L[i] + t0;
+          o[jj] = out[i] + (j + jj) * head_dim;
+        }
+        int64_t d0 = 0;
+        for (; d0 + 8 * DC <= hd8; d0 += 8 * DC) pv_tile<R, GB, DC>(pj, Vt, nt, head_dim, d0, o);
+        for (; d0 < hd8; d0 += 8) pv_tile<R, GB, 1>(pj, Vt, nt, head_dim, d0, o);
+        if (hd8 < head_dim) pv_tail<R, GB>(pj, Vt, nt, head_dim, hd8, o);
+      });
+    }
+  }
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < G; ++j) {
+      float* o = out[i] + j * head_dim;
+      const __m256 iv = _mm256_set1_ps(inv[i][j]);
+      int64_t d = 0;
+      for (; d + 8 <= head_dim; d += 8) _mm256_storeu_ps(o + d, _mm256_mul_ps(_mm256_loadu_ps(o + d), iv));
+      for (; d < head_dim; ++d) o[d] = o[d] * inv[i][j];
+    }
+}
+
 template <typename R>
 void attention_paged_avx2(const float* q, const KvPages& kv, const int32_t* pos, float* out, int64_t B,
                           int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t ldq, int64_t ldo, float scale,
                           int64_t h0, int64_t h1, float* scratch) {
   const int64_t r = n_heads / n_kv_heads;
-  float* sc = scratch;  // [G, L] (the rest of the scratch is unused here)
+  float* sc = scratch;  // [kAttnRows, G, L] (the rest of the scratch is unused here)
   const int64_t rs = R::stride(head_dim);
   for (int64_t h = h0; h < h1;) {
     const int64_t g = h / r, he = std::min({h1, (g + 1) * r, h + kAttnMaxGroup});
     const KvPlane<typename R::T> K{kv.k_pages, kv.k_off, kv.page_tokens, g, rs};
     const KvPlane<typename R::T> V{kv.v_pages, kv.v_off, kv.page_tokens, g, rs};
-    for (int64_t b = 0; b < B; ++b)
-      attend_group_avx2<R>(q + b * ldq + h * head_dim, he - h, K, V, static_cast<int64_t>(pos[b]) + 1, head_dim,
-                           scale, out + b * ldo + h * head_dim, sc);
+    for (int64_t b = 0; b < B;) {
+      const int64_t n = std::min(kAttnRows, B - b);
+      if (n == 1) {
+        attend_group_avx2<R>(q + b * ldq + h * head_dim, he - h, K, V, static_cast<int64_t>(pos[b]) + 1, head_dim,
+                             scale, out + b * ldo + h * head_dim, sc);
+      } else {
+        const float* qi[kAttnRows];
+        float* oi[kAttnRows];
+        int64_t L[kAttnRows];
+        for (int64_t i = 0; i < n; ++i) {
+          qi[i] = q + (b + i) * ldq + h * head_dim;
+          oi[i] = out + (b + i) * ldo + h * head_dim;
+          L[i] = static_cast<int64_t>(pos[b + i]) + 1;
+        }
+        attend_rows_avx2<R>(qi, n, he - h, K, V, L, head_dim, scale, oi, sc);
+      }
+      b += n;
+    }
     h = he;
   }
 }

@@ -181,19 +181,30 @@ void ModelExec::forward_batch(const KernelTable& t, ThreadPool& pool, const int3
       }
     });
   };
-  // Attention: units (row, part), part c of a row = query heads [nh c / parts, nh (c+1) / parts);
-  // thread i runs the units i, i + n, i + 2n, ... with its own scratch slice (strided, so the rows of a
-  // causal prefill chunk, whose work grows with the position, spread evenly). No split changes a
-  // result: each (row, head) is computed whole by one kernel call, the same way for any split.
+  // Attention: units (rows, part), part c of a unit = query heads [nh c / parts, nh (c+1) / parts); a unit's
+  // rows are up to kAttnRows consecutive rows of one sequence (a prefill chunk's: one kernel call reads each
+  // K/V tile once for them), else one row. Thread i runs the units i, i + n, i + 2n, ... with its own scratch
+  // slice (strided, so the rows of a causal prefill chunk, whose work grows with the position, spread
+  // evenly). No split or grouping changes a result: each (row, head) is computed whole by one kernel call,
+  // with the same operations whichever rows share the call.
   int64_t work = 0;
   for (int64_t b = 0; b < B; ++b) work += (int64_t{pos[b]} + 1) * nh * hd;
   const bool par = nthreads > 1 && work >= ThreadPool::kMinParallelWork;
   const int64_t parts = par ? std::max<int64_t>(1, std::min<int64_t>(nh, (nthreads + B - 1) / B)) : 1;
-  const int64_t units = B * parts;
   const int64_t per = attention_scratch_floats(nh / nkv, hd, int64_t{max_pos} + 1);
   const attention_paged_fn fn =
       kind == KvKind::q8 ? t.attention_paged_q8 : kind == KvKind::q3 ? t.attention_paged_q3 : t.attention_paged_f16;
   plan_float_kv(seq, pos, B, kind, nkv, hd);
+  row_chunks_.clear();
+  for (int64_t b = 0; b < B;) {
+    int64_t e = b + 1;
+    while (e < B && e - b < kAttnRows && seq[e] == seq[b] && row_group_[e] == row_group_[b]) ++e;
+    row_chunks_.push_back(static_cast<int32_t>(b));
+    b = e;
+  }
+  const int64_t nchunks = static_cast<int64_t>(row_chunks_.size());
+  row_chunks_.push_back(static_cast<int32_t>(B));
+  const int64_t units = nchunks * parts;
   const int64_t rb = lay.row_bytes();
   auto attend = [&](size_t l) {
     const int64_t ko = lay.k_off(static_cast<int64_t>(l)), vo = lay.v_off(static_cast<int64_t>(l));
@@ -218,19 +229,20 @@ void ModelExec::forward_batch(const KernelTable& t, ThreadPool& pool, const int3
     }
     auto run_units = [&](int64_t u0, int64_t step, float* sp) {
       for (int64_t u = u0; u < units; u += step) {
-        const int64_t b = u / parts, c = u % parts;
+        const int64_t ci = u / parts, c = u % parts;
+        const int64_t b = row_chunks_[ci], nb = row_chunks_[ci + 1] - b;
         const int64_t h0 = nh * c / parts, h1 = nh * (c + 1) / parts;
         const int32_t gi = row_group_[b];
         if (gi < 0) {
           const KvPages pg{row_table_[b], row_table_[b], ko, vo, kKvBlockTokens};
-          fn(qkv + b * nqkv, pg, pos + b, attn + b * d, 1, nh, nkv, hd, nqkv, d, scale, h0, h1, sp);
+          fn(qkv + b * nqkv, pg, pos + b, attn + b * d, nb, nh, nkv, hd, nqkv, d, scale, h0, h1, sp);
         } else {
           // One page of the group's length: K planes [nkv, len, hd] then V planes.
           const FloatKvGroup& fg = kv_groups_[gi];
           const void* kp = kv_f32_.data() + fg.off;
           const void* vp = kv_f32_.data() + fg.off + nkv * fg.len * hd;
           const KvPages pg{&kp, &vp, 0, 0, fg.len};
-          t.attention_paged_f32(qkv + b * nqkv, pg, pos + b, attn + b * d, 1, nh, nkv, hd, nqkv, d, scale, h0, h1, sp);
+          t.attention_paged_f32(qkv + b * nqkv, pg, pos + b, attn + b * d, nb, nh, nkv, hd, nqkv, d, scale, h0, h1, sp);
         }
       }
     };

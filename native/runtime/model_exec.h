@@ -168,6 +168,7 @@ class ModelExec {
   std::vector<FloatKvGroup> kv_groups_;
   std::vector<int64_t> kv_group_blocks_;  // first block unit of each group, then the total
   std::vector<int32_t> row_group_;        // [B] group of each row or -1
+  std::vector<int32_t> row_chunks_;       // attention's row units: first row of each, then B
   std::vector<std::pair<int32_t, int64_t>> kv_runs_;
   std::vector<float> kv_f32_;
 };
