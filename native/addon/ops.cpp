@@ -220,6 +220,7 @@ Napi::Value glu(const Napi::CallbackInfo& info) {
 Napi::Value logits_argmax_binding(const Napi::CallbackInfo& info) {
   Args a(info, "logitsArgmax");
   const float* x = a.f32(0, "x", 0);
+  if (a.length(0) > INT32_MAX) a.range_error("x has more than 2^31 - 1 logits");
   return Napi::Number::New(info.Env(), static_cast<double>(logits_argmax(x, a.length(0))));
 }
 
@@ -228,6 +229,7 @@ Napi::Value logits_top_k_binding(const Napi::CallbackInfo& info) {
   Args a(info, "logitsTopK");
   const float* x = a.f32(0, "x", 0);
   const int64_t n = a.length(0);
+  if (n > INT32_MAX) a.range_error("x has more than 2^31 - 1 logits (ids are int32)");
   const int64_t k = a.integer(1, "k", 1, INT32_MAX);
   int32_t* out = a.i32(2, "out", std::min(k, n));
   check_disjoint(a, out, std::min(k, n) * 4, "out", x, n * 4, "x");
