@@ -41,6 +41,7 @@ void ModelExec::ensure(int64_t B, int64_t max_ctx, int nthreads) {
     row_table_.resize(static_cast<size_t>(B));
     row_block_.resize(static_cast<size_t>(B));
     row_group_.resize(static_cast<size_t>(B));
+    row_chunks_.reserve(static_cast<size_t>(B) + 1);  // attention's row units: no allocation after admission
     kv_runs_.reserve(kFloatKvMaxRuns);
     cap_b_ = B;
   }
