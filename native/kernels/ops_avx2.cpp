@@ -361,26 +361,37 @@ inline void prefetch_tile(const KvPlane<typename R::T>& P, int64_t t, int64_t L,
   for (int64_t i = 0; i < bytes; i += 64) asm volatile("prefetcht0 (%0)" : : "r"(p + i));
 }
 
+// s[j * ld + t] = sv * (q_j · K[t]) for heads j < GB and t in [t0, t1) (t0 % kAttnBlock == 0, t1 <= t0 +
+// kAttnBlock: one page), in score tiles of PB positions.
+template <typename R, int GB>
+inline void scores_block(const float* q,  // [GB, head_dim]
+                         const KvPlane<typename R::T>& K, int64_t t0, int64_t t1, int64_t head_dim, __m256 sv,
+                         float* s, int64_t ld) {
+  constexpr int PB = 8 / GB;
+  static_assert(kAttnBlock % PB == 0, "score tiles stay inside a page");
+  alignas(32) float r[8];
+  for (int64_t u = t0; u < t1; u += PB) {
+    const int64_t np = std::min<int64_t>(PB, t1 - u);
+    const typename R::T* k[PB];
+    const typename R::T* kt = K.row(u);
+    for (int p = 0; p < PB; ++p) k[p] = kt + (p < np ? p : 0) * R::stride(head_dim);
+    _mm256_store_ps(r, _mm256_mul_ps(score_tile<R, GB, PB>(q, k, head_dim), sv));
+    for (int j = 0; j < GB; ++j)
+      for (int64_t p = 0; p < np; ++p) s[j * ld + u + p] = r[j * PB + p];
+  }
+}
+
 // sc[j * L + t] = scale * (q_j · K[t]) for heads j < GB, t < L.
 template <typename R, int GB>
 void scores_heads(const float* q,            // [GB, head_dim]
                   const KvPlane<typename R::T>& K,  // L rows
                   int64_t L, int64_t head_dim, float scale, float* sc) {  // sc: [GB, L] (row stride L)
-  constexpr int PB = 8 / GB;
   const __m256 sv = _mm256_set1_ps(scale);
-  alignas(32) float r[8];
   const int64_t ahead = attn_prefetch_rows<R>(head_dim);
   for (int64_t t = 0; t < std::min(ahead, L); t += kAttnBlock) prefetch_tile<R>(K, t, L, head_dim);
-  for (int64_t t0 = 0; t0 < L; t0 += PB) {
-    if (t0 % kAttnBlock == 0) prefetch_tile<R>(K, t0 + ahead, L, head_dim);
-    const int64_t np = std::min<int64_t>(PB, L - t0);
-    const typename R::T* k[PB];
-    static_assert(kAttnBlock % PB == 0, "score tiles stay inside a page");
-    const typename R::T* kt = K.row(t0);  // a tile of PB | kAttnBlock rows never straddles a page
-    for (int p = 0; p < PB; ++p) k[p] = kt + (p < np ? p : 0) * R::stride(head_dim);
-    _mm256_store_ps(r, _mm256_mul_ps(score_tile<R, GB, PB>(q, k, head_dim), sv));
-    for (int j = 0; j < GB; ++j)
-      for (int64_t p = 0; p < np; ++p) sc[j * L + t0 + p] = r[j * PB + p];
+  for (int64_t t0 = 0; t0 < L; t0 += kAttnBlock) {
+    prefetch_tile<R>(K, t0 + ahead, L, head_dim);
+    scores_block<R, GB>(q, K, t0, std::min(t0 + kAttnBlock, L), head_dim, sv, sc, L);
   }
 }
 
@@ -421,13 +432,23 @@ inline void pv_tail(const float* const* pj, const typename R::T* V, int64_t nt, 
   for (int j = 0; j < GB; ++j) _mm256_maskstore_ps(o[j] + d0, m, _mm256_add_ps(_mm256_maskload_ps(o[j] + d0, m), acc[j]));
 }
 
+// o_j += Σ_{p < nt} pj[j][p] V[p, :] for heads j < GB over one tile of nt positions (accumulated per 8-dim
+// chunk over the tile, then added to o_j).
+template <typename R, int GB>
+inline void pv_block(const float* const* pj, const typename R::T* Vt, int64_t nt, int64_t head_dim, float* const* o) {
+  constexpr int DC = 8 / GB;
+  const int64_t hd8 = head_dim & ~int64_t{7};
+  int64_t d0 = 0;
+  for (; d0 + 8 * DC <= hd8; d0 += 8 * DC) pv_tile<R, GB, DC>(pj, Vt, nt, head_dim, d0, o);
+  for (; d0 < hd8; d0 += 8) pv_tile<R, GB, 1>(pj, Vt, nt, head_dim, d0, o);
+  if (hd8 < head_dim) pv_tail<R, GB>(pj, Vt, nt, head_dim, hd8, o);
+}
+
 // out_j += Σ_t p_j[t] V[t, :] for heads j < GB over t < L, in blocks of kAttnBlock positions.
 template <typename R, int GB>
 void pv_heads(const float* sc,            // [GB, L] probabilities (row stride L)
               const KvPlane<typename R::T>& V,  // L rows
               int64_t L, int64_t head_dim, float* out) {  // out: [GB, head_dim]
-  constexpr int DC = 8 / GB;
-  const int64_t hd8 = head_dim & ~int64_t{7};
   float* o[GB];
   for (int j = 0; j < GB; ++j) o[j] = out + j * head_dim;
   const int64_t ahead = attn_prefetch_rows<R>(head_dim);
@@ -437,11 +458,7 @@ void pv_heads(const float* sc,            // [GB, L] probabilities (row stride L
     const int64_t nt = std::min(kAttnBlock, L - t0);
     const float* pj[GB];
     for (int j = 0; j < GB; ++j) pj[j] = sc + j * L + t0;
-    const typename R::T* Vt = V.row(t0);
-    int64_t d0 = 0;
-    for (; d0 + 8 * DC <= hd8; d0 += 8 * DC) pv_tile<R, GB, DC>(pj, Vt, nt, head_dim, d0, o);
-    for (; d0 < hd8; d0 += 8) pv_tile<R, GB, 1>(pj, Vt, nt, head_dim, d0, o);
-    if (hd8 < head_dim) pv_tail<R, GB>(pj, Vt, nt, head_dim, hd8, o);
+    pv_block<R, GB>(pj, V.row(t0), nt, head_dim, o);
   }
 }
 
@@ -521,7 +538,8 @@ void attend_rows_avx2(const float* const* q, int64_t n, int64_t G, const KvPlane
   }
   const int64_t ahead = attn_prefetch_rows<R>(head_dim);
   // Scores, tile by tile: row i's positions [t0, min(t0 + kAttnBlock, L[i])), each head block as
-  // scores_heads does (PB | kAttnBlock: the same score tiles).
+  // scores_heads does.
+  const __m256 sv = _mm256_set1_ps(scale);
   for (int64_t t = 0; t < std::min(ahead, Lmax); t += kAttnBlock) prefetch_tile<R>(K, t, Lmax, head_dim);
   for (int64_t t0 = 0; t0 < Lmax; t0 += kAttnBlock) {
     prefetch_tile<R>(K, t0 + ahead, Lmax, head_dim);
@@ -529,19 +547,7 @@ void attend_rows_avx2(const float* const* q, int64_t n, int64_t G, const KvPlane
       const int64_t t1 = std::min(t0 + kAttnBlock, L[i]);
       if (t1 <= t0) continue;
       for_head_blocks(G, [&](auto gb, int64_t j) {
-        constexpr int GB = decltype(gb)::value, PB = 8 / GB;
-        const __m256 sv = _mm256_set1_ps(scale);
-        alignas(32) float r[8];
-        float* s = sci[i] + j * L[i];
-        for (int64_t u = t0; u < t1; u += PB) {
-          const int64_t np = std::min<int64_t>(PB, t1 - u);
-          const typename R::T* k[PB];
-          const typename R::T* kt = K.row(u);
-          for (int p = 0; p < PB; ++p) k[p] = kt + (p < np ? p : 0) * R::stride(head_dim);
-          _mm256_store_ps(r, _mm256_mul_ps(score_tile<R, GB, PB>(q[i] + j * head_dim, k, head_dim), sv));
-          for (int jj = 0; jj < GB; ++jj)
-            for (int64_t p = 0; p < np; ++p) s[jj * L[i] + u + p] = r[jj * PB + p];
-        }
+        scores_block<R, decltype(gb)::value>(q[i] + j * head_dim, K, t0, t1, head_dim, sv, sci[i] + j * L[i], L[i]);
       });
     }
   }
@@ -552,7 +558,6 @@ void attend_rows_avx2(const float* const* q, int64_t n, int64_t G, const KvPlane
       std::fill(out[i] + j * head_dim, out[i] + (j + 1) * head_dim, 0.0f);
     }
   // Outputs, tile by tile: each head of each row adds its tiles in position order, as pv_heads does.
-  const int64_t hd8 = head_dim & ~int64_t{7};
   for (int64_t t = 0; t < std::min(ahead, Lmax); t += kAttnBlock) prefetch_tile<R>(V, t, Lmax, head_dim);
   for (int64_t t0 = 0; t0 < Lmax; t0 += kAttnBlock) {
     prefetch_tile<R>(V, t0 + ahead, Lmax, head_dim);
@@ -561,17 +566,14 @@ void attend_rows_avx2(const float* const* q, int64_t n, int64_t G, const KvPlane
       if (t0 >= L[i]) continue;
       const int64_t nt = std::min(kAttnBlock, L[i] - t0);
       for_head_blocks(G, [&](auto gb, int64_t j) {
-        constexpr int GB = decltype(gb)::value, DC = 8 / GB;
+        constexpr int GB = decltype(gb)::value;
         const float* pj[GB];
         float* o[GB];
         for (int jj = 0; jj < GB; ++jj) {
           pj[jj] = sci[i] + (j + jj) * L[i] + t0;
           o[jj] = out[i] + (j + jj) * head_dim;
         }
-        int64_t d0 = 0;
-        for (; d0 + 8 * DC <= hd8; d0 += 8 * DC) pv_tile<R, GB, DC>(pj, Vt, nt, head_dim, d0, o);
-        for (; d0 < hd8; d0 += 8) pv_tile<R, GB, 1>(pj, Vt, nt, head_dim, d0, o);
-        if (hd8 < head_dim) pv_tail<R, GB>(pj, Vt, nt, head_dim, hd8, o);
+        pv_block<R, GB>(pj, Vt, nt, head_dim, o);
       });
     }
   }

@@ -67,7 +67,10 @@ void advise_dont_need(void* addr, size_t offset, size_t length) { advise(addr, o
 void advise_will_need(void* addr, size_t offset, size_t length) { advise(addr, offset, length, MADV_WILLNEED); }
 void populate_write(void* addr, size_t length) {
 #if defined(__linux__)
-  advise(addr, 0, length, 23);  // MADV_POPULATE_WRITE (Linux 5.14); older kernels refuse it (EINVAL): no-op
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14; the Debian 11 headers of the prebuilds predate it
+#endif
+  advise(addr, 0, length, MADV_POPULATE_WRITE);  // older kernels refuse it (EINVAL): a no-op
 #else
   (void)addr;
   (void)length;
