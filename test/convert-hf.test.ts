@@ -18,6 +18,9 @@ import { type SafetensorsInput, encodeSafetensors, parseSafetensors } from '../l
 import { readSpmModel } from '../lib/convert/spm-model.js';
 import { UnsafePickleError, indexTorchBin, unpickle } from '../lib/convert/torch-bin.js';
 import { GgufMetadata, readGguf } from '../lib/format/gguf.js';
+import { KernelContext } from '../lib/kernels/context.js';
+import { configFromGguf } from '../lib/model/config.js';
+import { loadWeights } from '../lib/model/weights.js';
 import { Tokenizer } from '../lib/tokenizer/index.js';
 import { type FixtureFormat, type FixtureLayout, type HfFixture, PickleBuilder, hfFixture, pickleStateDict, torchBin, writeHfFolder, zipStored } from './hf-fixtures.js';
 import { rng, runProcess } from './helpers.js';
@@ -133,6 +136,14 @@ describe('bitllm convert: upstream layouts → the direct export', () => {
       expect(got.length).toBe(PROMPT.length * SHAPE.vocab);
       expect(got.every(Number.isFinite)).toBe(true);
       expect(Buffer.from(got.buffer).equals(Buffer.from(want.buffer))).toBe(true);
+      if (layout === '1bitllm') {
+        // An untied head: output.weight runs as F16T32 tiles, token_embd stays the file's F16 rows (only looked up).
+        const f = readGguf(out);
+        const w = loadWeights(new KernelContext({ threads: 1 }), f, configFromGguf(f));
+        expect(w.output.kind).toBe('f16t');
+        expect(w.tokEmbd.kind).toBe('f16');
+        expect(w.tokEmbd.m.data.buffer).toBe(f.bytes.buffer);
+      }
     });
 
   it('a packed checkpoint whose quantization_config says autobitlinear multiplies by weight_scale', () => {

@@ -4,10 +4,13 @@ import { KernelContext } from '../lib/kernels/context.js';
 import {
   f16Gemm,
   f16GetRows,
+  f16tGemm,
+  f16tGetRows,
   q4Gemm,
   q4GetRows,
   q8Gemm,
   q8GetRows,
+  repackF16T,
   repackQ4,
   repackQ8,
   unpackQ4ToQ4_0,
@@ -18,15 +21,22 @@ import { ModelFormatError } from '../lib/errors.js';
 import { binding } from '../lib/native.js';
 import { type QuantizedActivations, allocActivations } from '../lib/reference/act_quant.js';
 import {
+  F16T_CHUNK,
   type F16Matrix,
+  type F16TMatrix,
   Q4_0_BLOCK_BYTES,
   Q8_0_BLOCK_BYTES,
   q4Bytes,
   q4_0Bytes,
   q8Bytes,
   q8_0Bytes,
+  f16tElems,
   refF16Gemm,
   refF16GetRows,
+  refF16TGemm,
+  refF16TGetRows,
+  refRepackF16T,
+  refUnpackF16T,
   refQ4Gemm,
   refQ4GetRows,
   refQ8Gemm,
@@ -151,6 +161,102 @@ describe.each(contextsPerIsa())('dense kernels on %s', (isa, ctx) => {
     const rows = [0, 39, 3, 3, 17];
     expectSameBits(f16GetRows(ctx, w, rows), refF16GetRows(w, rows), `${isa} f16GetRows`);
     expect(f16GetRows(ctx, w, []).length).toBe(0);
+  });
+
+  // F16T32 (the F16 lm_head): 32-row tiles, partial last tiles, K off the 16-column chunk, every token group size.
+  const f16tShapes: Array<[number, number, number]> = [
+    [1, 1, 1], [31, 7, 3], [33, 32, 13], [64, 96, 1], [70, 250, 8], [40, 2560, 1], [97, 2560, 9], [5, 33, 20], [130, 17, 2],
+  ];
+  it.each(f16tShapes)('f16tGemm M=%i K=%i B=%i is within the f16 bound of the float64 reference', (M, K, B) => {
+    const r = rng(M * 137 + K * 11 + B);
+    for (const kind of ['normal', 'mixed', 'extreme', 'subnormal'] as const) {
+      const rows: F16Matrix = { data: randomHalves(r, M * K, kind), M, K };
+      const w = repackF16T(ctx, rows.data, M, K);
+      const x = randomNormal(r, B * K, kind === 'normal' ? 1 : 1e-3);
+      const got = f16tGemm(ctx, w, x, B);
+      const { y, bound } = refF16TGemm(w, x, B);
+      for (let i = 0; i < y.length; i++) {
+        const err = Math.abs(got[i]! - y[i]!);
+        if (!(err <= bound[i]!)) expect.fail(`${isa} ${kind} element ${i}: ${got[i]} vs ${y[i]} (bound ${bound[i]})`);
+      }
+    }
+  });
+
+  it("f16tGemm is batch-invariant: a token's outputs are the same bits alone, at any index of any batch", () => {
+    const r = rng(77);
+    const M = 100;
+    const K = 301;
+    const w = repackF16T(ctx, randomHalves(r, M * K, 'normal'), M, K);
+    const B = 19;
+    const x = randomNormal(r, B * K, 1);
+    const all = f16tGemm(ctx, w, x, B);
+    for (const b of [0, 7, 8, 9, 18]) {
+      const alone = f16tGemm(ctx, w, x.subarray(b * K, (b + 1) * K), 1);
+      expectSameBits(all.subarray(b * M, (b + 1) * M), alone, `${isa} token ${b} alone vs in B = ${B}`);
+      // The same token first in a batch of 3 and last in a batch of 10.
+      for (const [n, at] of [[3, 0], [10, 9]] as const) {
+        const xs = new Float32Array(n * K);
+        for (let i = 0; i < n; i++) xs.set(x.subarray(((b + i + 1) % B) * K, ((b + i + 1) % B + 1) * K), i * K);
+        xs.set(x.subarray(b * K, (b + 1) * K), at * K);
+        const y = f16tGemm(ctx, w, xs, n);
+        expectSameBits(y.subarray(at * M, (at + 1) * M), alone, `${isa} token ${b} at ${at} of ${n}`);
+      }
+    }
+  });
+
+  if (isa === 'scalar')
+    it('scalar f16tGemm sums each chunk of 16 columns from zero, then adds it to the total (float ops, no FMA)', () => {
+      const r = rng(78);
+      const M = 45;
+      const K = 70;
+      const B = 3;
+      const rows = randomHalves(r, M * K, 'normal');
+      const w = repackF16T(ctx, rows, M, K);
+      const x = randomNormal(r, B * K, 1);
+      const got = f16tGemm(ctx, w, x, B);
+      const want = new Float32Array(B * M);
+      for (let b = 0; b < B; b++)
+        for (let m = 0; m < M; m++) {
+          let tot = 0;
+          for (let k0 = 0; k0 < K; k0 += F16T_CHUNK) {
+            let s = 0;
+            for (let k = k0; k < Math.min(K, k0 + F16T_CHUNK); k++) s = Math.fround(s + Math.fround(halfToFloat(rows[m * K + k]!) * x[b * K + k]!));
+            tot = Math.fround(tot + s);
+          }
+          want[b * M + m] = tot;
+        }
+      expectSameBits(got, want, 'scalar f16t summation order');
+    });
+
+  it('repackF16T moves the half bits like the reference, round-trips, and rejects Inf / NaN by name', () => {
+    const r = rng(79);
+    for (const [M, K] of [[1, 1], [31, 9], [32, 16], [70, 33]] as const) {
+      const src = randomHalves(r, M * K, 'mixed');
+      const w = repackF16T(ctx, src, M, K);
+      expect(w.data.length).toBe(f16tElems(M, K));
+      expectSameInts(w.data, refRepackF16T(src, M, K).w.data, `${isa} F16T32 ${M}x${K}`);
+      expectSameInts(refUnpackF16T(w).data, src, `${isa} F16T32 round trip ${M}x${K}`);
+    }
+    const bad = randomHalves(r, 40 * 8, 'normal');
+    bad[17] = 0x7c00;
+    bad[300] = 0x7e01;
+    expect(() => repackF16T(ctx, bad, 40, 8, 'output.weight')).toThrow(ModelFormatError);
+    expect(() => repackF16T(ctx, bad, 40, 8, 'output.weight')).toThrow(/output\.weight: 2 F16 values are Inf or NaN/);
+    expect(refRepackF16T(bad, 40, 8).invalid).toBe(2);
+  });
+
+  it('f16tGetRows is exact and matches the rows it was packed from', () => {
+    const r = rng(80);
+    const M = 70;
+    const K = 37;
+    const rows: F16Matrix = { data: randomHalves(r, M * K, 'mixed'), M, K };
+    const w: F16TMatrix = repackF16T(ctx, rows.data, M, K);
+    const ids = [0, 69, 31, 32, 3, 3, 64];
+    expectSameBits(f16tGetRows(ctx, w, ids), refF16TGetRows(w, ids), `${isa} f16tGetRows`);
+    expectSameBits(f16tGetRows(ctx, w, ids), refF16GetRows(rows, ids), `${isa} f16tGetRows vs the GGUF rows`);
+    expect(f16tGetRows(ctx, w, []).length).toBe(0);
+    expect(() => f16tGetRows(ctx, w, [70])).toThrow(RangeError);
+    expect(() => f16tGetRows(ctx, w, Int32Array.of(0, -1))).toThrow(RangeError);
   });
 
   it.each([[1, 32], [15, 96], [17, 64], [33, 2560], [100, 32]])('Q8_0 M=%i K=%i repacks like the reference and round-trips', (M, K) => {

@@ -12,7 +12,7 @@ import { billmGemm, packBillmTiles } from '../kernels/billm.js';
 import { binaryGemm } from '../kernels/binary.js';
 import { binaryLutGemm, binaryToLut } from '../kernels/binary-lut.js';
 import { ternarySparseGemm, ternaryToSparse } from '../kernels/ternary-sparse.js';
-import { f16Gemm, q4Gemm, q8Gemm, repackQ4, repackQ8 } from '../kernels/dense.js';
+import { f16Gemm, f16tElems, f16tGemm, q4Gemm, q8Gemm, repackF16T, repackQ4, repackQ8 } from '../kernels/dense.js';
 import { lutLayout, ternaryLutGemm, ternaryToLut } from '../kernels/lut.js';
 import { td3Layout, ternaryTd3Gemm, ternaryToTd3 } from '../kernels/td3.js';
 import { quantizeActivationsI8, ternaryGemm } from '../kernels/ternary.js';
@@ -21,7 +21,7 @@ import { refBinaryLutGemm } from '../reference/binary-lut.js';
 import { br16Geometry, refBillmGemm } from '../reference/billm.js';
 import { billmResidualLayout, type BillmMatrix } from '../quantize/billm.js';
 import { refTernarySparseGemm } from '../reference/ternary-sparse.js';
-import { refF16Gemm, refQ4Gemm, refQ8Gemm } from '../reference/dense.js';
+import { refF16Gemm, refF16TGemm, refQ4Gemm, refQ8Gemm, refRepackF16T } from '../reference/dense.js';
 import { refLutGemm } from '../reference/lut.js';
 import { refTd3Gemm } from '../reference/td3.js';
 
@@ -329,6 +329,23 @@ const f16: KernelCase = {
   },
 };
 
+/** The F16 head's F16T32 tiles (dense.h): the same halves as f16, 32 rows a tile, column by column. */
+const f16t: KernelCase = {
+  name: 'f16t',
+  weightBytes: (m, k) => f16tElems(m, k) * 2,
+  supports: () => true,
+  prepare(ctx, m, k, batch, copies, seed) {
+    const x = randomActivations(batch * k, seed);
+    const y = new Float32Array(batch * m);
+    return rotating(copies, (i) => repackF16T(ctx, randomHalves(m * k, seed + i), m, k), (w) => void f16tGemm(ctx, w, x, batch, y));
+  },
+  reference(m, k, seed) {
+    const w = refRepackF16T(randomHalves(m * k, seed), m, k).w;
+    const x = randomActivations(k, seed);
+    return () => void refF16TGemm(w, x, 1);
+  },
+};
+
 const q8: KernelCase = {
   name: 'q8',
   weightBytes: (m, k) => (m * k * 34) / 32,
@@ -371,7 +388,7 @@ function bmat(m: number, k: number, seed: number) {
   return { bits: randomBytes(b1BitsBytes(m, k), seed), scales: Float32Array.of(0.5), M: m, K: k, scaleMode: ScaleMode.Tensor as const };
 }
 
-export const KERNEL_CASES: KernelCase[] = [ternaryI2, ternaryLut, ternaryTd3, ternarySparse, binary, binaryLut, billm, f16, q8, q4];
+export const KERNEL_CASES: KernelCase[] = [ternaryI2, ternaryLut, ternaryTd3, ternarySparse, binary, binaryLut, billm, f16, f16t, q8, q4];
 
 /** Median milliseconds per call over at least `seconds` and 5 calls, after warm-up. */
 function timeCalls(call: () => void, seconds: number, warmup = 2): number {

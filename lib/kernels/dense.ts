@@ -5,17 +5,18 @@
 import { ModelFormatError } from '../errors.js';
 import { binding } from '../native.js';
 import type { QuantizedActivations } from '../reference/act_quant.js';
-import { type F16Matrix, type Q4Matrix, type Q8Matrix, q4Bytes, q4_0Bytes, q8Bytes, q8_0Bytes } from '../reference/dense.js';
+import { type F16Matrix, type F16TMatrix, type Q4Matrix, type Q8Matrix, f16tElems, q4Bytes, q4_0Bytes, q8Bytes, q8_0Bytes } from '../reference/dense.js';
 import { type KernelContext, type WeightAlloc, heapBytes } from './context.js';
 
-export type { F16Matrix, Q4Matrix, Q8Matrix };
-export { q4Bytes, q4_0Bytes, q8Bytes, q8_0Bytes };
+export type { F16Matrix, F16TMatrix, Q4Matrix, Q8Matrix };
+export { f16tElems, q4Bytes, q4_0Bytes, q8Bytes, q8_0Bytes };
 
 /** Source tensor types repackQ8 accepts: GGUF Q8_0 blocks, or F16 / F32 rows quantized per 32-block. */
 export type Q8SourceType = 'q8_0' | 'f16' | 'f32';
 
 type F16GemmFn = (ctx: unknown, w: Uint16Array, M: number, K: number, x: Float32Array, B: number, y: Float32Array) => void;
 type F16GetRowsFn = (ctx: unknown, w: Uint16Array, M: number, K: number, rows: Int32Array, out: Float32Array) => void;
+type RepackF16TFn = (ctx: unknown, src: Uint16Array, M: number, K: number, dst: Uint16Array) => number;
 type RepackQ8Fn = (ctx: unknown, format: string, src: Uint8Array | Uint16Array | Float32Array, M: number, K: number,
   data: Uint8Array) => number;
 type UnpackQ8Fn = (data: Uint8Array, M: number, K: number, dst: Uint8Array) => void;
@@ -51,6 +52,36 @@ export function f16GetRows(ctx: KernelContext, w: F16Matrix, rows: Int32Array | 
   const ids = rowIds('f16GetRows', rows, w.M);
   const o = out ? head(out, ids.length * w.K) : new Float32Array(ids.length * w.K);
   binding<F16GetRowsFn>('f16GetRows')(ctx.handle, w.data, w.M, w.K, ids, o);
+  return o;
+}
+
+/**
+ * GGUF F16 rows [M, K] → F16T32 tiles (the lm_head layout of native/kernels/dense.h: 32 rows, k-major), half bits
+ * moved as they are. An Inf or NaN half throws ModelFormatError naming `name` (the GEMM's inputs are finite).
+ * `alloc` receives a byte count (a multiple of 64).
+ */
+export function repackF16T(ctx: KernelContext, src: Uint16Array, M: number, K: number, name = 'tensor',
+  alloc: WeightAlloc = heapBytes): F16TMatrix {
+  const n = f16tElems(M, K);
+  const bytes = alloc(n * 2);
+  const data = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+  const invalid = binding<RepackF16TFn>('repackF16T')(ctx.handle, src, M, K, data);
+  if (invalid > 0) throw new ModelFormatError(`${name}: ${invalid} F16 values are Inf or NaN`);
+  return { data, M, K };
+}
+
+/** Y [B, M] = X [B, K] · Wᵀ for F16T32 W (float accumulation, the f16 bound; batch-invariant). */
+export function f16tGemm(ctx: KernelContext, w: F16TMatrix, x: Float32Array, B: number, y?: Float32Array): Float32Array {
+  const out = y ? head(y, B * w.M) : new Float32Array(B * w.M);
+  binding<F16GemmFn>('f16tGemm')(ctx.handle, w.data, w.M, w.K, head(x, B * w.K), B, out);
+  return out;
+}
+
+/** Embedding lookup on F16T32 W: out [n, K] = rows of W as floats (exact). */
+export function f16tGetRows(ctx: KernelContext, w: F16TMatrix, rows: Int32Array | readonly number[], out?: Float32Array): Float32Array {
+  const ids = rowIds('f16tGetRows', rows, w.M);
+  const o = out ? head(out, ids.length * w.K) : new Float32Array(ids.length * w.K);
+  binding<F16GetRowsFn>('f16tGetRows')(ctx.handle, w.data, w.M, w.K, ids, o);
   return o;
 }
 

@@ -3,7 +3,7 @@
 // F16 / Q8R16 / Q4R16 head) and
 // write into caller-owned buffers, so the model code and its scratch management are shared.
 import type { KernelContext } from '../kernels/context.js';
-import { type F16Matrix, type Q4Matrix, type Q8Matrix, f16Gemm, f16GetRows, q4Gemm, q4GetRows, q8Gemm, q8GetRows } from '../kernels/dense.js';
+import { type F16Matrix, type F16TMatrix, type Q4Matrix, type Q8Matrix, f16Gemm, f16GetRows, f16tGemm, f16tGetRows, q4Gemm, q4GetRows, q8Gemm, q8GetRows } from '../kernels/dense.js';
 import {
   type KvCacheShape, attentionF16, attentionQ3, attentionQ8, gluRelu2, gluSilu, kvStoreF16, kvStoreQ3, kvStoreQ8, rmsnorm, ropeNeox,
 } from '../kernels/ops.js';
@@ -25,7 +25,7 @@ import { type TernaryWeight, isTd3 } from './weights.js';
 
 export type ActQuantKind = 'i8' | 'i4' | 'topk-i8';
 import { refActQuantI4, refActQuantI8, refActQuantTopkI8 } from '../reference/act_quant.js';
-import { refF16Gemm, refF16GetRows, refQ4Gemm, refQ4GetRows, refQ8Gemm, refQ8GetRows } from '../reference/dense.js';
+import { refF16Gemm, refF16GetRows, refF16TGemm, refF16TGetRows, refQ4Gemm, refQ4GetRows, refQ8Gemm, refQ8GetRows } from '../reference/dense.js';
 import {
   refAttentionF16, refAttentionQ3, refAttentionQ8, refGluRelu2, refGluSilu, refKvStoreF16, refKvStoreQ3, refKvStoreQ8, refRmsnorm,
   refRopeNeox,
@@ -74,10 +74,13 @@ export interface ComputeBackend {
   gluRelu2(gateUp: Float32Array, B: number, n: number, out: Float32Array): void;
   gluSilu(gateUp: Float32Array, B: number, n: number, out: Float32Array): void;
   f16GetRows(w: F16Matrix, ids: Int32Array, out: Float32Array): void;
+  f16tGetRows(w: F16TMatrix, ids: Int32Array, out: Float32Array): void;
   q8GetRows(w: Q8Matrix, ids: Int32Array, out: Float32Array): void;
   q4GetRows(w: Q4Matrix, ids: Int32Array, out: Float32Array): void;
   /** y [B, M] = X [B, K] · Wᵀ. */
   f16Gemm(w: F16Matrix, x: Float32Array, B: number, y: Float32Array): void;
+  /** y [B, M] = X [B, K] · Wᵀ for F16T32 W. */
+  f16tGemm(w: F16TMatrix, x: Float32Array, B: number, y: Float32Array): void;
   /** y [B, M] = W · Aᵀ for int8 activations from quantizeI8. */
   q8Gemm(w: Q8Matrix, a: QuantizedActivations, y: Float32Array): void;
   /** y [B, M] = W · Aᵀ for a Q4R16 W. */
@@ -115,9 +118,11 @@ export function nativeBackend(ctx: KernelContext): ComputeBackend {
     gluRelu2: (gu, B, n, out) => void gluRelu2(ctx, gu, B, n, out),
     gluSilu: (gu, B, n, out) => void gluSilu(ctx, gu, B, n, out),
     f16GetRows: (w, ids, out) => void f16GetRows(ctx, w, ids, out),
+    f16tGetRows: (w, ids, out) => void f16tGetRows(ctx, w, ids, out),
     q8GetRows: (w, ids, out) => void q8GetRows(ctx, w, ids, out),
     q4GetRows: (w, ids, out) => void q4GetRows(ctx, w, ids, out),
     f16Gemm: (w, x, B, y) => void f16Gemm(ctx, w, x, B, y),
+    f16tGemm: (w, x, B, y) => void f16tGemm(ctx, w, x, B, y),
     q8Gemm: (w, a, y) => void q8Gemm(ctx, w, a, y),
     q4Gemm: (w, a, y) => void q4Gemm(ctx, w, a, y),
   };
@@ -174,9 +179,11 @@ export function referenceBackend(): ComputeBackend {
     gluRelu2: (gu, B, n, out) => out.set(refGluRelu2(gu, B, n).y),
     gluSilu: (gu, B, n, out) => out.set(refGluSilu(gu, B, n).y),
     f16GetRows: (w, ids, out) => out.set(refF16GetRows(w, ids)),
+    f16tGetRows: (w, ids, out) => out.set(refF16TGetRows(w, ids)),
     q8GetRows: (w, ids, out) => out.set(refQ8GetRows(w, ids)),
     q4GetRows: (w, ids, out) => out.set(refQ4GetRows(w, ids)),
     f16Gemm: (w, x, B, y) => y.set(refF16Gemm(w, x, B).y),
+    f16tGemm: (w, x, B, y) => y.set(refF16TGemm(w, x, B).y),
     q8Gemm: (w, a, y) => y.set(refQ8Gemm(w, exact(a))),
     q4Gemm: (w, a, y) => y.set(refQ4Gemm(w, exact(a))),
   };

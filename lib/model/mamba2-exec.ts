@@ -12,7 +12,8 @@ import type { GgufFile } from '../format/gguf.js';
 import { type BinaryLutMatrix, binaryLutGemm, packBinaryLut } from '../kernels/binary-lut.js';
 import { type KernelContext, WeightArena, weightBytes } from '../kernels/context.js';
 import { b1lBytes } from '../reference/binary-lut.js';
-import { type F16Matrix, f16Gemm, f16GetRows, q4Gemm, q4GetRows, q8Gemm, q8GetRows, repackQ4, repackQ8 } from '../kernels/dense.js';
+import { type F16Matrix, f16Gemm, f16GetRows, f16tElems, f16tGemm, f16tGetRows, q4Gemm, q4GetRows, q8Gemm, q8GetRows, repackF16T, repackQ4,
+  repackQ8 } from '../kernels/dense.js';
 import { quantizeActivationsI8 } from '../kernels/ternary.js';
 import type { HeadMatrix } from './weights.js';
 import { gatedRmsNorm, mamba2Conv, ssdChunked, ssdRecurrent } from '../kernels/mamba2.js';
@@ -122,7 +123,9 @@ export class Mamba2Exec implements OpProfiler {
     // places weights): decode streams them with far fewer TLB misses.
     const all = w.layers.flatMap((L) => (isAttnLayer(L) ? [L.wq, L.wk, L.wv, L.wo] : [L.inProj, L.outProj]));
     let need = all.reduce((n, l) => n + WeightArena.slot(isFbi(l) ? b1lBytes(l.M, l.K) : 2 * l.M * l.K), 0);
-    if ((opts.headType ?? 'f16') === 'f16') need += WeightArena.slot(2 * cfg.nVocab * cfg.dModel) * (w.output ? 2 : 1);
+    // F16: the head as F16T32 tiles (weights.ts loadHead), an untied embedding as its rows.
+    if ((opts.headType ?? 'f16') === 'f16')
+      need += WeightArena.slot(2 * f16tElems(cfg.nVocab, cfg.dModel)) + (w.output ? WeightArena.slot(2 * cfg.nVocab * cfg.dModel) : 0);
     const arena = new WeightArena(need);
     const halfIn = (n: number) => {
       const b = arena.alloc(2 * n);
@@ -146,15 +149,17 @@ export class Mamba2Exec implements OpProfiler {
         ssm: { dtBias: L.dtBias, ALog: Float32Array.from(L.ALog), D: L.D }, normWeight: L.normWeight,
       }));
     const headType = opts.headType ?? 'f16';
-    const half = (v: Float32Array, name: string): HeadMatrix => {
-      const data = headType === 'f16' ? halfIn(v.length) : new Uint16Array(v.length);
+    const half = (v: Float32Array, name: string, gemm: boolean): HeadMatrix => {
+      const rows = headType === 'f16' && !gemm;
+      const data = rows ? halfIn(v.length) : new Uint16Array(v.length);
       for (let i = 0; i < data.length; i++) data[i] = floatToHalf(v[i]!);
       if (headType === 'q8') return { kind: 'q8', m: repackQ8(ctx, 'f16', data, cfg.nVocab, cfg.dModel, name, weightBytes) };
       if (headType === 'q4') return { kind: 'q4', m: repackQ4(ctx, 'f16', data, cfg.nVocab, cfg.dModel, name, weightBytes) };
+      if (!rows) return { kind: 'f16t', m: repackF16T(ctx, data, cfg.nVocab, cfg.dModel, name, arena.alloc) };
       return { kind: 'f16', m: { data, M: cfg.nVocab, K: cfg.dModel } };
     };
-    this.embd = half(w.embd, 'token_embd.weight');
-    this.head = w.output ? half(w.output, 'output.weight') : this.embd;
+    this.head = w.output ? half(w.output, 'output.weight', true) : half(w.embd, 'token_embd.weight', true);
+    this.embd = w.output ? half(w.embd, 'token_embd.weight', false) : this.head;
     this.outputNorm = w.outputNorm;
     this.weightBytes = bytes + this.head.m.data.byteLength;
     this.native = opts.native === false ? null : this.nativeHandle();
@@ -292,6 +297,7 @@ export class Mamba2Exec implements OpProfiler {
     // The residual stream, fp32, in the kept scratch (no allocation per step).
     const res = view(sc.res, d);
     if (e.kind === 'f16') f16GetRows(ctx, e.m, tokens, res);
+    else if (e.kind === 'f16t') f16tGetRows(ctx, e.m, tokens, res);
     else if (e.kind === 'q8') q8GetRows(ctx, e.m, tokens, res);
     else q4GetRows(ctx, e.m, tokens, res);
     const h = view(sc.h, d);
@@ -395,6 +401,7 @@ export class Mamba2Exec implements OpProfiler {
     const xn = rmsnorm(ctx, last, this.outputNorm, n, d, c.eps);
     const hm = this.head;
     if (hm.kind === 'f16') return f16Gemm(ctx, hm.m, xn, n, logits);
+    if (hm.kind === 'f16t') return f16tGemm(ctx, hm.m, xn, n, logits);
     const a = quantizeActivationsI8(ctx, xn, n, d);
     return hm.kind === 'q8' ? q8Gemm(ctx, hm.m, a, logits) : q4Gemm(ctx, hm.m, a, logits);
   }

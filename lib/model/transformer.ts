@@ -103,12 +103,14 @@ export class TransformerModel {
       if (!(ids[i]! >= 0 && ids[i]! < this.cfg.nVocab)) throw new RangeError(`token id ${ids[i]} at index ${i} is outside the vocabulary [0, ${this.cfg.nVocab})`);
     const e = this.weights.tokEmbd;
     if (e.kind === 'f16') this.backend.f16GetRows(e.m, ids, out);
+    else if (e.kind === 'f16t') this.backend.f16tGetRows(e.m, ids, out);
     else if (e.kind === 'q8') this.backend.q8GetRows(e.m, ids, out);
     else this.backend.q4GetRows(e.m, ids, out);
   }
 
   private head(h: HeadMatrix, x: Float32Array, B: number, out: Float32Array): void {
     if (h.kind === 'f16') this.backend.f16Gemm(h.m, x, B, out);
+    else if (h.kind === 'f16t') this.backend.f16tGemm(h.m, x, B, out);
     else if (h.kind === 'q8') this.backend.q8Gemm(h.m, this.quant('i8', x, B, this.cfg.nEmbd), out);
     else this.backend.q4Gemm(h.m, this.quant('i8', x, B, this.cfg.nEmbd), out);
   }

@@ -8,7 +8,7 @@ import { Q6_K_BLOCK_BYTES, QK_K, dequantizeBF16, dequantizeQ6K, floatsToHalves }
 import type { GgufFile, GgufTensorInfo } from '../format/gguf.js';
 import { GGML } from '../format/types.js';
 import { type KernelContext, WeightArena, hugePagesEnabled, weightBytes } from '../kernels/context.js';
-import { type F16Matrix, type Q4Matrix, type Q8Matrix, q4Bytes, q8Bytes, repackQ4, repackQ8 } from '../kernels/dense.js';
+import { type F16Matrix, type F16TMatrix, type Q4Matrix, type Q8Matrix, f16tElems, q4Bytes, q8Bytes, repackF16T, repackQ4, repackQ8 } from '../kernels/dense.js';
 import { ScaleMode, type TernaryMatrix, repackTernary, repackTernaryF32 } from '../kernels/ternary.js';
 import { type TernaryTd3Matrix, ternaryToTd3 } from '../kernels/td3.js';
 import { type TernarySparseMatrix, ternaryToSparse } from '../kernels/ternary-sparse.js';
@@ -27,8 +27,15 @@ import { SCALE_BLOCK_K, T2_ROWS, scaleCount, t2CodeBytes, t2Tiles } from '../ref
 import type { ModelConfig } from './config.js';
 import { type ActQuant, type LinearKind, LINEAR_KIND_SPECS, PROJECTIONS, type Projection, TENSORS, projectionShape } from './arch.js';
 
-export type HeadMatrix = { kind: 'f16'; m: F16Matrix } | { kind: 'q8'; m: Q8Matrix } | { kind: 'q4'; m: Q4Matrix };
-export type HeadType = HeadMatrix['kind'];
+/**
+ * An embedding / lm_head matrix. 'f16': GGUF rows (an embedding only read by row); 'f16t': the same halves in
+ * F16T32 tiles (native/kernels/dense.h), the layout of every F16 matrix that runs the head GEMM.
+ */
+export type HeadMatrix = { kind: 'f16'; m: F16Matrix } | { kind: 'f16t'; m: F16TMatrix } | { kind: 'q8'; m: Q8Matrix } | { kind: 'q4'; m: Q4Matrix };
+/** The head type a user picks ('f16' runs as 'f16t' tiles when the matrix is a head). */
+export type HeadType = 'f16' | 'q8' | 'q4';
+/** The kernel layout of a head matrix. */
+export type HeadLayout = HeadMatrix['kind'];
 
 /**
  * A ternary projection as the kernels read it: T2R16 (2 bits/weight) or TD3 (1.6875 bits/weight, the same
@@ -266,16 +273,27 @@ export function fuseTernary(parts: TernaryMatrix[]): TernaryMatrix {
   return { codes, scales, M, K, scaleMode: mode };
 }
 
-function loadHead(ctx: KernelContext, tt: TensorTable, name: string, cfg: ModelConfig, headType: HeadType, optional: boolean): HeadMatrix | undefined {
+/**
+ * The embedding (`rows`: only looked up) or head (`gemm`: the logits GEMM, and the lookups too when tied) matrix
+ * `name`. An F16 head becomes F16T32 tiles; an F16 embedding that is only looked up stays the file's rows.
+ */
+function loadHead(ctx: KernelContext, tt: TensorTable, name: string, cfg: ModelConfig, headType: HeadType, optional: boolean,
+  role: 'gemm' | 'rows'): HeadMatrix | undefined {
   const t = tt.get(name, [cfg.nEmbd, cfg.nVocab], optional);
   if (!t) return undefined;
   const src = tt.bytes(t);
   const M = cfg.nVocab;
   const K = cfg.nEmbd;
+  const layout: HeadLayout = headType === 'f16' && role === 'gemm' ? 'f16t' : headType;
   if (t.type === GGML.F16) {
     const halves = () => ((src.byteOffset & 1) === 0 ? new Uint16Array(src.buffer, src.byteOffset, M * K) : new Uint16Array(src.slice().buffer));
     if (headType === 'q8') return { kind: 'q8', m: repackQ8(ctx, 'f16', halves(), M, K, name, weightBytes) };
     if (headType === 'q4') return { kind: 'q4', m: repackQ4(ctx, 'f16', halves(), M, K, name, weightBytes) };
+    // The head GEMM reads 32 rows side by side, one 64-byte line per column (F16T32): every token of a batch
+    // multiplies the same converted weights (DESIGN.md §3.4). The tiles live in huge-page advised memory.
+    if (layout === 'f16t') return { kind: 'f16t', m: repackF16T(ctx, halves(), M, K, name, weightBytes) };
+    // An embedding only looked up reads a few rows a step: straight from the mapping.
+    if (role === 'rows') return { kind: 'f16', m: { data: halves(), M, K } };
     if (hugePagesEnabled()) {
       // The decode GEMV streams this matrix once per token. Copied into huge-page memory it streams
       // ~10 % faster than through the file mapping's 4 KiB pages (docs/benchmarks.md); the file's pages
@@ -297,7 +315,7 @@ function loadHead(ctx: KernelContext, tt: TensorTable, name: string, cfg: ModelC
   }
   if (t.type === GGML.Q6_K || t.type === GGML.BF16) {
     if (t.type === GGML.Q6_K && K % QK_K !== 0) tt.fail(name, `Q6_K rows of ${K} elements are not whole ${QK_K}-element blocks`);
-    return dequantHead(ctx, t.type === GGML.Q6_K ? 'q6_k' : 'bf16', src, M, K, headType, name);
+    return dequantHead(ctx, t.type === GGML.Q6_K ? 'q6_k' : 'bf16', src, M, K, layout, name);
   }
   return tt.fail(name, `type ${t.typeName} is not supported for embeddings / lm_head (F16, BF16, Q8_0, Q6_K, F32)`);
 }
@@ -311,23 +329,30 @@ export const DEQUANT_CHUNK_ROWS = 4096;
  * store whole 16-row tiles contiguously, so a chunk's repack is a byte range of the full one (identical result).
  */
 export function dequantHead(ctx: KernelContext, type: 'q6_k' | 'bf16', src: Uint8Array, M: number, K: number,
-  headType: HeadType, name = 'tensor', chunkRows = DEQUANT_CHUNK_ROWS): HeadMatrix {
+  headType: HeadLayout, name = 'tensor', chunkRows = DEQUANT_CHUNK_ROWS): HeadMatrix {
   if (!(Number.isInteger(chunkRows) && chunkRows > 0 && chunkRows % 16 === 0)) throw new RangeError(`dequantHead: chunkRows = ${chunkRows} must be a positive multiple of 16`);
   const rowBytes = type === 'q6_k' ? (K / QK_K) * Q6_K_BLOCK_BYTES : K * 2;
   if (src.byteLength < M * rowBytes) throw new ModelFormatError(`${name}: ${src.byteLength} bytes hold fewer than ${M} rows`);
+  // F16T32 tiles are 32 rows: chunks start on a tile, so a chunk's tiles are a range of the whole.
+  if (headType === 'f16t' && chunkRows % 32 !== 0) chunkRows += 16;
   const rows = Math.min(chunkRows, M);
   const f = new Float32Array(rows * K); // [rows, K] one chunk, reused
   const hb = headType === 'f16' ? weightBytes(M * K * 2) : undefined;
   const halves = hb ? new Uint16Array(hb.buffer, hb.byteOffset, M * K) : undefined; // [M, K]
+  const tb = headType === 'f16t' ? weightBytes(f16tElems(M, K) * 2) : undefined;
+  const tiles = tb ? new Uint16Array(tb.buffer, tb.byteOffset, f16tElems(M, K)) : undefined; // F16T32
+  const chunkHalves = tiles ? new Uint16Array(rows * K) : undefined; // [rows, K] one chunk, reused
   const q8 = headType === 'q8' ? weightBytes(q8Bytes(M, K)) : undefined; // Q8R16 [ceil(M/16) * K/32 * 544]
   const q4 = headType === 'q4' ? weightBytes(q4Bytes(M, K)) : undefined; // Q4R16 [ceil(M/16) * K/32 * 288]
   for (let r0 = 0; r0 < M; r0 += rows) {
     const n = Math.min(rows, M - r0);
     const bytes = src.subarray(r0 * rowBytes, (r0 + n) * rowBytes);
     const chunk = type === 'q6_k' ? dequantizeQ6K(bytes, n * K, f) : dequantizeBF16(bytes, n * K, f);
-    if (halves) {
-      const bad = floatsToHalves(chunk, halves.subarray(r0 * K, (r0 + n) * K), n * K);
+    if (halves || chunkHalves) {
+      const dst = halves ? halves.subarray(r0 * K, (r0 + n) * K) : chunkHalves!.subarray(0, n * K);
+      const bad = floatsToHalves(chunk, dst, n * K);
       if (bad > 0) throw new ModelFormatError(`${name}: ${bad} values in rows ${r0}..${r0 + n - 1} are not finite in F16 (load with the q8 head type)`);
+      if (tiles) tiles.set(repackF16T(ctx, dst, n, K, name).data, f16tElems(r0, K));
     } else if (q8) {
       const part = repackQ8(ctx, 'f32', chunk.subarray(0, n * K), n, K, name);
       q8.set(part.data, q8Bytes(r0, K));
@@ -337,6 +362,7 @@ export function dequantHead(ctx: KernelContext, type: 'q6_k' | 'bf16', src: Uint
     }
   }
   if (halves) return { kind: 'f16', m: { data: halves, M, K } };
+  if (tiles) return { kind: 'f16t', m: { data: tiles, M, K } };
   return q8 ? { kind: 'q8', m: { data: q8, M, K } } : { kind: 'q4', m: { data: q4!, M, K } };
 }
 
@@ -414,8 +440,10 @@ export function loadWeights(ctx: KernelContext, file: GgufFile, cfg: ModelConfig
     for (const p of ps)
       perLayer += WeightArena.slot(linearSlotBytes(row.linears[p].kind, shape(p).M, shape(p).K, layout, row.linears[p].sparseInput === true, quantOf(p) === 'none'));
   const arena = new WeightArena(nLayer * perLayer);
-  const tokEmbd = loadHead(ctx, tt, TENSORS.tokEmbd, cfg, headType, false)!;
-  const output = loadHead(ctx, tt, TENSORS.output, cfg, headType, true) ?? tokEmbd;
+  // An untied output is the head; a tied token_embd is both, so it takes the head's layout.
+  const untied = loadHead(ctx, tt, TENSORS.output, cfg, headType, true, 'gemm');
+  const tokEmbd = loadHead(ctx, tt, TENSORS.tokEmbd, cfg, headType, false, untied ? 'rows' : 'gemm')!;
+  const output = untied ?? tokEmbd;
   const outputNorm = tt.vector(TENSORS.outputNorm, d);
   const layers: LayerWeights[] = [];
   const advise = binding<(b: ArrayBuffer, o: number, l: number, a: string) => void>('adviseMapping');

@@ -3,6 +3,8 @@
 //             double sum's own error, <= K * 2^-53 * Σ|w x|, is 2^-30 of the bound below), with the
 //             per-output bound every native variant must meet:
 //               |y - ref| <= (ceil(K/8) + 24) * 2^-23 * Σ_k |w x| + K * 2^-149
+//   f16t:     the F16T32 tiles of the F16 lm_head (32 rows, k-major): repack / unpack move half bits, and the
+//             GEMM has the f16 bound above (its chunked sums stay within it: native/kernels/dense.h).
 //   q8:       repack (GGUF Q8_0 or float quantization), unpack and GEMM on the Q8R16 layout, bit-exact
 //             with every native variant (each float op rounded once with Math.fround).
 //   q4:       the same for Q4R16 (GGUF Q4_0 copied, or F16 / BF16 / F32 / Q8_0 quantized to 4 bits),
@@ -74,6 +76,63 @@ export function refF16GetRows(w: F16Matrix, rows: ArrayLike<number>): Float32Arr
     const m = rows[i]!;
     if (!(m >= 0 && m < w.M)) throw new RangeError(`refF16GetRows: rows[${i}] = ${m} is outside [0, ${w.M})`);
     for (let k = 0; k < w.K; k++) out[i * w.K + k] = halfToFloat(w.data[m * w.K + k]!);
+  }
+  return out;
+}
+
+/** Rows per F16T32 tile and columns per summation chunk (native/kernels/dense.h). */
+export const F16T_ROWS = 32;
+export const F16T_CHUNK = 16;
+
+/** F16 weights in F16T32 tiles: w[32t + r, k] at element t * K * 32 + k * 32 + r; rows past M are zero. */
+export interface F16TMatrix {
+  data: Uint16Array; // [ceil(M/32) * K * 32]
+  M: number;
+  K: number;
+}
+
+export const f16tElems = (M: number, K: number): number => Math.ceil(M / F16T_ROWS) * K * F16T_ROWS;
+
+/** GGUF F16 rows [M, K] → F16T32 (half bits moved as they are); `invalid` counts Inf / NaN halves. */
+export function refRepackF16T(src: Uint16Array, M: number, K: number): { w: F16TMatrix; invalid: number } {
+  if (src.length < M * K) throw new RangeError(`refRepackF16T: src holds ${src.length} halves, fewer than ${M} x ${K}`);
+  const data = new Uint16Array(f16tElems(M, K));
+  let invalid = 0;
+  for (let m = 0; m < M; m++) {
+    const base = Math.floor(m / F16T_ROWS) * K * F16T_ROWS + (m % F16T_ROWS);
+    for (let k = 0; k < K; k++) {
+      const h = src[m * K + k]!;
+      if (!halfFinite(h)) invalid++;
+      data[base + k * F16T_ROWS] = h;
+    }
+  }
+  return { w: { data, M, K }, invalid };
+}
+
+/** F16T32 → GGUF F16 rows [M, K] (the exact inverse of refRepackF16T). */
+export function refUnpackF16T(w: F16TMatrix): F16Matrix {
+  const { M, K } = w;
+  const data = new Uint16Array(M * K);
+  for (let m = 0; m < M; m++) {
+    const base = Math.floor(m / F16T_ROWS) * K * F16T_ROWS + (m % F16T_ROWS);
+    for (let k = 0; k < K; k++) data[m * K + k] = w.data[base + k * F16T_ROWS]!;
+  }
+  return { data, M, K };
+}
+
+/** Y [B, M] in float64 and the per-output bound (the f16 contract: the layout changes nothing else). */
+export function refF16TGemm(w: F16TMatrix, x: Float32Array, B: number): { y: Float64Array; bound: Float64Array } {
+  return refF16Gemm(refUnpackF16T(w), x, B);
+}
+
+/** out [n, K] = the rows' halves as floats (exact). */
+export function refF16TGetRows(w: F16TMatrix, rows: ArrayLike<number>): Float32Array {
+  const out = new Float32Array(rows.length * w.K);
+  for (let i = 0; i < rows.length; i++) {
+    const m = rows[i]!;
+    if (!(m >= 0 && m < w.M)) throw new RangeError(`refF16TGetRows: rows[${i}] = ${m} is outside [0, ${w.M})`);
+    const base = Math.floor(m / F16T_ROWS) * w.K * F16T_ROWS + (m % F16T_ROWS);
+    for (let k = 0; k < w.K; k++) out[i * w.K + k] = halfToFloat(w.data[base + k * F16T_ROWS]!);
   }
   return out;
 }

@@ -1,4 +1,4 @@
-// Bindings for the dense family: f16 GEMM / row lookup on GGUF F16 weights, the Q8R16 / Q4R16
+// Bindings for the dense family: f16 GEMM / row lookup on GGUF F16 weights and on F16T32 tiles, the F16T32 / Q8R16 / Q4R16
 // repackers and the q8 / q4 GEMM and row lookup (kernels/dense.h, kernels/dense_q4.h). Every argument
 // is checked (type, exact length, shape limits, row ids, overlapping outputs) before a pointer reaches
 // a kernel.
@@ -64,6 +64,65 @@ Napi::Value f16_get_rows(const Napi::CallbackInfo& info) {
   ctx.pool().parallel_for(n, [&](int64_t i0, int64_t i1) {
     t.f16_get_rows(w, K, K, rows + i0, i1 - i0, out + i0 * K, K);
   });
+  return info.Env().Undefined();
+}
+
+// ---- F16T32 (the F16 lm_head, k-major 32-row tiles) ----
+
+int64_t f16t_shape_elems(const Args& a, size_t i, int64_t* M, int64_t* K) {
+  *M = a.integer(i, "M", 1, kMaxDim);
+  *K = a.integer(i + 1, "K", 1, kMaxDim);
+  return f16t_elems(*M, *K);
+}
+
+// repackF16T(ctx, src: Uint16Array[M*K] (GGUF F16 rows), M, K, dst: Uint16Array[f16tElems(M, K)]) -> number of
+// Inf / NaN halves (moved as they are: the caller rejects the tensor).
+Napi::Value repack_f16t_binding(const Napi::CallbackInfo& info) {
+  Args a(info, "repackF16T");
+  ContextWrap& ctx = a.context(0);
+  int64_t M, K;
+  const int64_t n = f16t_shape_elems(a, 2, &M, &K);
+  const uint16_t* src = a.u16(1, "src", M * K, M * K);
+  uint16_t* dst = a.u16(4, "dst", n, n);
+  check_disjoint(a, dst, n * 2, "dst", src, M * K * 2, "src");
+  std::atomic<int64_t> bad{0};
+  ctx.pool().parallel_for(f16t_tiles(M), [&](int64_t t0, int64_t t1) {
+    bad.fetch_add(repack_f16t(src, M, K, dst, t0, t1), std::memory_order_relaxed);
+  });
+  return Napi::Number::New(info.Env(), static_cast<double>(bad.load()));
+}
+
+// f16tGemm(ctx, w: Uint16Array[f16tElems(M, K)], M, K, x: Float32Array[B*K], B, y: Float32Array[B*M])
+Napi::Value f16t_gemm(const Napi::CallbackInfo& info) {
+  Args a(info, "f16tGemm");
+  ContextWrap& ctx = a.context(0);
+  int64_t M, K;
+  const int64_t n = f16t_shape_elems(a, 2, &M, &K);
+  const int64_t B = a.integer(5, "B", 1, kMaxBatch);
+  const uint16_t* w = a.u16(1, "w", n, n);
+  const float* x = a.f32(4, "x", B * K, B * K);
+  float* y = a.f32(6, "y", B * M, B * M);
+  check_disjoint(a, y, B * M * 4, "y", x, B * K * 4, "x");
+  check_disjoint(a, y, B * M * 4, "y", w, n * 2, "w");
+  const KernelTable& t = ctx.table();
+  ctx.pool().parallel_for(f16t_tiles(M), [&](int64_t t0, int64_t t1) { t.f16t_gemm(w, M, K, x, K, B, y, M, t0, t1); });
+  return info.Env().Undefined();
+}
+
+// f16tGetRows(ctx, w: Uint16Array[f16tElems(M, K)], M, K, rows: Int32Array[n], out: Float32Array[n*K])
+Napi::Value f16t_get_rows(const Napi::CallbackInfo& info) {
+  Args a(info, "f16tGetRows");
+  ContextWrap& ctx = a.context(0);
+  int64_t M, K;
+  const int64_t elems = f16t_shape_elems(a, 2, &M, &K);
+  const uint16_t* w = a.u16(1, "w", elems, elems);
+  int64_t n = 0;
+  const int32_t* rows = row_ids(a, 4, M, &n);
+  float* out = a.f32(5, "out", n * K, n * K);
+  check_disjoint(a, out, n * K * 4, "out", w, elems * 2, "w");
+  check_disjoint(a, out, n * K * 4, "out", rows, n * 4, "rows");
+  const KernelTable& t = ctx.table();
+  ctx.pool().parallel_for(n, [&](int64_t i0, int64_t i1) { t.f16t_get_rows(w, K, rows + i0, i1 - i0, out + i0 * K, K); });
   return info.Env().Undefined();
 }
 
@@ -277,6 +336,9 @@ Napi::Value q4_get_rows(const Napi::CallbackInfo& info) {
 void register_dense(Napi::Env env, Napi::Object exports) {
   exports.Set("f16Gemm", Napi::Function::New(env, f16_gemm, "f16Gemm"));
   exports.Set("f16GetRows", Napi::Function::New(env, f16_get_rows, "f16GetRows"));
+  exports.Set("repackF16T", Napi::Function::New(env, repack_f16t_binding, "repackF16T"));
+  exports.Set("f16tGemm", Napi::Function::New(env, f16t_gemm, "f16tGemm"));
+  exports.Set("f16tGetRows", Napi::Function::New(env, f16t_get_rows, "f16tGetRows"));
   exports.Set("repackQ8", Napi::Function::New(env, repack_q8, "repackQ8"));
   exports.Set("unpackQ8ToQ8_0", Napi::Function::New(env, unpack_q8, "unpackQ8ToQ8_0"));
   exports.Set("q8Gemm", Napi::Function::New(env, q8_gemm, "q8Gemm"));

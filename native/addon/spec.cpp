@@ -102,7 +102,7 @@ LinearGroup read_group(Napi::Env env, const Spec& parent, const char* field, int
   return g;
 }
 
-// An embedding / head matrix {kind: 'f16' | 'q8' | 'q4', data, M, K}.
+// An embedding / head matrix {kind: 'f16' | 'f16t' | 'q8' | 'q4', data, M, K}.
 PlanDense read_dense(const Spec& s, int64_t M, int64_t K) {
   const std::string kind = s.string("kind");
   PlanDense w;
@@ -111,6 +111,9 @@ PlanDense read_dense(const Spec& s, int64_t M, int64_t K) {
   if (kind == "f16") {
     w.kind = PlanDense::kF16;
     w.f16 = s.u16("data", M * K);
+  } else if (kind == "f16t") {
+    w.kind = PlanDense::kF16T;
+    w.f16 = s.u16("data", f16t_elems(M, K));
   } else if (kind == "q8") {
     if (K % kQ8Block) s.fail("K", "= " + std::to_string(K) + " must be a multiple of 32 for q8");
     w.kind = PlanDense::kQ8;
@@ -120,7 +123,7 @@ PlanDense read_dense(const Spec& s, int64_t M, int64_t K) {
     w.kind = PlanDense::kQ4;
     w.q4 = Q4Mat{s.u8("data", q4_bytes(M, K)), M, K};
   } else {
-    s.fail("kind", "'" + kind + "' is not a supported dense layout (f16, q8, q4)");
+    s.fail("kind", "'" + kind + "' is not a supported dense layout (f16, f16t, q8, q4)");
   }
   return w;
 }

@@ -2,6 +2,8 @@
 //   f16 GEMM: vcvtph2ps + FMA, R rows x T tokens x U k-vectors register-blocked: each (row, token)
 //             sums through U = 4 8-lane accumulators for every B (batch-invariant) (chains <= ceil(K/8)), a zero-padded tail step and
 //             a tree of depth <= 4: within the dense.h bound.
+//   f16t GEMM: F16T32 tiles, 4 vcvtph2ps per k step (32 rows) and a broadcast FMA per token and 8 rows, 2 tokens a
+//             group; B = 1 walks 2 tiles side by side. The dense.h chunked sums, so batch-invariant.
 //   q8 GEMM:  bit-exact to dense_scalar.cpp through the sign trick, which is exact here:
 //               vpmaddubsw(|w|, sign(q, w)) = |w0| * (q0 * sgn w0) + |w1| * (q1 * sgn w1) = q0 w0 + q1 w1
 //             |w| <= 128 read as unsigned is exact for every int8 w (|-128| = 0x80 = 128), and for
@@ -126,6 +128,65 @@ void f16_gemm_avx2(const uint16_t* w, int64_t ldw, int64_t /*M*/, int64_t K, con
         f16_block_n<kF16Rows, kF16Tokens, kF16GemvU>(rb, static_cast<int>(std::min<int64_t>(kF16Tokens, s1 - b)), w, ldw, K,
                                              x, ldx, y, ldy, m, b);
     }
+  }
+}
+
+// F16T32 (dense.h): T tokens of NT tiles (NT = 1 for T > 1), chunks of kF16TChunk columns.
+template <int NT, int T>
+void f16t_block(const uint16_t* wt, int64_t K, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t M,
+                int64_t t0) {
+  __m256 tot[NT][T][4], a[NT][T][4];
+  for (int t = 0; t < NT; ++t)
+    for (int i = 0; i < T; ++i)
+      for (int v = 0; v < 4; ++v) tot[t][i][v] = _mm256_setzero_ps();
+  for (int64_t k0 = 0; k0 < K; k0 += kF16TChunk) {
+    const int64_t k1 = std::min<int64_t>(K, k0 + kF16TChunk);
+    for (int t = 0; t < NT; ++t)
+      for (int i = 0; i < T; ++i)
+        for (int v = 0; v < 4; ++v) a[t][i][v] = _mm256_setzero_ps();
+    for (int64_t k = k0; k < k1; ++k) {
+      for (int t = 0; t < NT; ++t) {
+        const uint16_t* p = wt + t * K * kF16TRows + k * kF16TRows;
+        __m256 wv[4];
+        for (int v = 0; v < 4; ++v) wv[v] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8 * v)));
+        for (int i = 0; i < T; ++i) {
+          const __m256 xv = _mm256_set1_ps(x[i * ldx + k]);
+          for (int v = 0; v < 4; ++v) a[t][i][v] = _mm256_fmadd_ps(wv[v], xv, a[t][i][v]);
+        }
+      }
+    }
+    for (int t = 0; t < NT; ++t)
+      for (int i = 0; i < T; ++i)
+        for (int v = 0; v < 4; ++v) tot[t][i][v] = _mm256_add_ps(tot[t][i][v], a[t][i][v]);
+  }
+  for (int t = 0; t < NT; ++t) {
+    const int64_t m = (t0 + t) * kF16TRows;
+    const int rows = static_cast<int>(std::min<int64_t>(kF16TRows, M - m));
+    for (int i = 0; i < T; ++i) {
+      float* yo = y + i * ldy + m;
+      if (rows == kF16TRows) {
+        for (int v = 0; v < 4; ++v) _mm256_storeu_ps(yo + 8 * v, tot[t][i][v]);
+      } else {
+        alignas(32) float buf[kF16TRows];
+        for (int v = 0; v < 4; ++v) _mm256_store_ps(buf + 8 * v, tot[t][i][v]);
+        std::memcpy(yo, buf, sizeof(float) * rows);
+      }
+    }
+  }
+}
+
+void f16t_gemm_avx2(const uint16_t* w, int64_t M, int64_t K, const float* x, int64_t ldx, int64_t B, float* y,
+                    int64_t ldy, int64_t tile0, int64_t tile1) {
+  if (B == 1) {
+    int64_t t = tile0;
+    for (; t + 2 <= tile1; t += 2) f16t_block<2, 1>(w + t * K * kF16TRows, K, x, ldx, y, ldy, M, t);
+    for (; t < tile1; ++t) f16t_block<1, 1>(w + t * K * kF16TRows, K, x, ldx, y, ldy, M, t);
+    return;
+  }
+  for (int64_t t = tile0; t < tile1; ++t) {
+    int64_t b = 0;
+    for (; b + 2 <= B; b += 2) f16t_block<1, 2>(w + t * K * kF16TRows, K, x + b * ldx, ldx, y + b * ldy, ldy, M, t);
+    if (b < B) f16t_block<1, 1>(w + t * K * kF16TRows, K, x + b * ldx, ldx, y + b * ldy, ldy, M, t);
   }
 }
 
@@ -298,6 +359,8 @@ void q8_get_rows_avx2(const Q8Mat& w, const int32_t* rows, int64_t n, float* out
 void fill_dense_avx2(KernelTable& t, const CpuFeatures& f) {
   t.f16_gemm = f16_gemm_avx2;
   t.f16_get_rows = f16_get_rows_avx2;
+  t.f16t_gemm = f16t_gemm_avx2;
+  t.f16t_get_rows = f16t_get_rows_any;
   t.q8_gemm = q8_gemm_avx2;
   t.q8_get_rows = q8_get_rows_avx2;
   t.v_f16 = "avx2";

@@ -5,6 +5,8 @@
 //             within the dense.h bound.
 //   q8 GEMM:  vmull_s8 (int8 x int8 -> int16, |product| <= 16384, exact) + vpadalq_s16 into int32
 //             after every product, so no int16 sum ever overflows; bit-exact to dense_scalar.cpp.
+//   f16t GEMM: F16T32 tiles, 4 FCVTL pairs per k step (32 rows) and a broadcast FMA per token and 4 rows, 2 tokens a
+//             group; the dense.h chunked sums, so batch-invariant.
 #include <arm_neon.h>
 
 #include <algorithm>
@@ -117,6 +119,55 @@ void f16_gemm_neon(const uint16_t* w, int64_t ldw, int64_t /*M*/, int64_t K, con
         f16_block_n<kF16Rows, kF16Tokens, kF16U>(rb, static_cast<int>(std::min<int64_t>(kF16Tokens, s1 - b)), w, ldw,
                                                  K, x, ldx, y, ldy, m, b);
     }
+  }
+}
+
+// F16T32 (dense.h): T tokens of one tile, chunks of kF16TChunk columns; per k step 4 x 8 halves -> 8 q registers.
+template <int T>
+void f16t_block(const uint16_t* wt, int64_t K, const float* x, int64_t ldx, float* y, int64_t ldy, int rows) {
+  float32x4_t tot[T][8], a[T][8];
+  for (int i = 0; i < T; ++i)
+    for (int v = 0; v < 8; ++v) tot[i][v] = vdupq_n_f32(0.0f);
+  for (int64_t k0 = 0; k0 < K; k0 += kF16TChunk) {
+    const int64_t k1 = std::min<int64_t>(K, k0 + kF16TChunk);
+    for (int i = 0; i < T; ++i)
+      for (int v = 0; v < 8; ++v) a[i][v] = vdupq_n_f32(0.0f);
+    for (int64_t k = k0; k < k1; ++k) {
+      const uint16_t* p = wt + k * kF16TRows;
+      float32x4_t wv[8];
+      for (int h = 0; h < 4; ++h) {
+        const uint16x8_t q = vld1q_u16(p + 8 * h);
+        wv[2 * h] = vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(q)));
+        wv[2 * h + 1] = vcvt_high_f32_f16(vreinterpretq_f16_u16(q));
+      }
+      for (int i = 0; i < T; ++i) {
+        const float32x4_t xv = vdupq_n_f32(x[i * ldx + k]);
+        for (int v = 0; v < 8; ++v) a[i][v] = vfmaq_f32(a[i][v], wv[v], xv);
+      }
+    }
+    for (int i = 0; i < T; ++i)
+      for (int v = 0; v < 8; ++v) tot[i][v] = vaddq_f32(tot[i][v], a[i][v]);
+  }
+  for (int i = 0; i < T; ++i) {
+    float* yo = y + i * ldy;
+    if (rows == kF16TRows) {
+      for (int v = 0; v < 8; ++v) vst1q_f32(yo + 4 * v, tot[i][v]);
+    } else {
+      float buf[kF16TRows];
+      for (int v = 0; v < 8; ++v) vst1q_f32(buf + 4 * v, tot[i][v]);
+      std::memcpy(yo, buf, sizeof(float) * rows);
+    }
+  }
+}
+
+void f16t_gemm_neon(const uint16_t* w, int64_t M, int64_t K, const float* x, int64_t ldx, int64_t B, float* y,
+                    int64_t ldy, int64_t tile0, int64_t tile1) {
+  for (int64_t t = tile0; t < tile1; ++t) {
+    const uint16_t* wt = w + t * K * kF16TRows;
+    const int rows = static_cast<int>(std::min<int64_t>(kF16TRows, M - t * kF16TRows));
+    int64_t b = 0;
+    for (; b + 2 <= B; b += 2) f16t_block<2>(wt, K, x + b * ldx, ldx, y + b * ldy + t * kF16TRows, ldy, rows);
+    if (b < B) f16t_block<1>(wt, K, x + b * ldx, ldx, y + b * ldy + t * kF16TRows, ldy, rows);
   }
 }
 
@@ -249,6 +300,8 @@ void q8_get_rows_neon(const Q8Mat& w, const int32_t* rows, int64_t n, float* out
 void fill_dense_neon(KernelTable& t, const CpuFeatures& f) {
   t.f16_gemm = f16_gemm_neon;
   t.f16_get_rows = f16_get_rows_neon;
+  t.f16t_gemm = f16t_gemm_neon;
+  t.f16t_get_rows = f16t_get_rows_any;
   t.q8_get_rows = q8_get_rows_neon;
   t.v_f16 = "neon";
   if (f.dotprod) {

@@ -1,6 +1,7 @@
 // Scalar dense kernels: the C++ reference every SIMD variant is tested against.
 //   f16 GEMM: 8 strided float partial sums per output (chains of ceil(K/8)), combined as a tree; a
 //             product is rounded before it is added (no FMA: the build uses -ffp-contract=off).
+//   f16t GEMM: the F16T32 chunked sums of dense.h as written, one tile and token at a time.
 //   q8 GEMM:  the dense.h contract as written, on the Q8R16 layout.
 #include <cstring>
 
@@ -40,6 +41,29 @@ void f16_get_rows_scalar(const uint16_t* w, int64_t ldw, int64_t K, const int32_
   for (int64_t i = 0; i < n; ++i) {
     const uint16_t* wr = w + static_cast<int64_t>(rows[i]) * ldw;  // [K]
     for (int64_t k = 0; k < K; ++k) out[i * ldo + k] = half_to_f32(wr[k]);
+  }
+}
+
+void f16t_gemm_scalar(const uint16_t* w, int64_t M, int64_t K, const float* x, int64_t ldx, int64_t B, float* y,
+                      int64_t ldy, int64_t tile0, int64_t tile1) {
+  float wf[kF16TChunk][kF16TRows];  // one chunk of the tile, converted once for all tokens
+  for (int64_t t = tile0; t < tile1; ++t) {
+    const uint16_t* wt = w + t * K * kF16TRows;  // [K, 32]
+    const int rows = static_cast<int>(M - t * kF16TRows < kF16TRows ? M - t * kF16TRows : kF16TRows);
+    for (int64_t b = 0; b < B; ++b) {
+      const float* xb = x + b * ldx;  // [K]
+      float tot[kF16TRows] = {};
+      for (int64_t k0 = 0; k0 < K; k0 += kF16TChunk) {
+        const int64_t n = K - k0 < kF16TChunk ? K - k0 : kF16TChunk;
+        for (int64_t i = 0; i < n; ++i)
+          for (int r = 0; r < kF16TRows; ++r) wf[i][r] = half_to_f32(wt[(k0 + i) * kF16TRows + r]);
+        float s[kF16TRows] = {};
+        for (int64_t i = 0; i < n; ++i)
+          for (int r = 0; r < kF16TRows; ++r) s[r] = s[r] + wf[i][r] * xb[k0 + i];
+        for (int r = 0; r < kF16TRows; ++r) tot[r] = tot[r] + s[r];
+      }
+      for (int r = 0; r < rows; ++r) y[b * ldy + t * kF16TRows + r] = tot[r];
+    }
   }
 }
 
@@ -86,6 +110,8 @@ void q8_get_rows_scalar(const Q8Mat& w, const int32_t* rows, int64_t n, float* o
 void fill_dense_scalar(KernelTable& t, const CpuFeatures& f) {
   t.f16_gemm = f16_gemm_scalar;
   t.f16_get_rows = f16_get_rows_scalar;
+  t.f16t_gemm = f16t_gemm_scalar;
+  t.f16t_get_rows = f16t_get_rows_any;
   t.q8_gemm = q8_gemm_scalar;
   t.q8_get_rows = q8_get_rows_scalar;
   t.v_f16 = "scalar";

@@ -50,6 +50,8 @@ struct KernelTable {
   billm_gemm_fn billm_gemm = nullptr;
   f16_gemm_fn f16_gemm = nullptr;
   f16_get_rows_fn f16_get_rows = nullptr;
+  f16t_gemm_fn f16t_gemm = nullptr;
+  f16t_get_rows_fn f16t_get_rows = nullptr;
   q8_gemm_fn q8_gemm = nullptr;
   q8_get_rows_fn q8_get_rows = nullptr;
   q4_gemm_fn q4_gemm = nullptr;

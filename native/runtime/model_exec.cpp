@@ -53,6 +53,8 @@ void embed_rows(const KernelTable& t, ThreadPool& pool, const PlanDense& e, cons
   const int64_t d = e.K;
   if (e.kind == PlanDense::kF16)
     pool.parallel_for(B, [&](int64_t i0, int64_t i1) { t.f16_get_rows(e.f16, d, d, tokens + i0, i1 - i0, x + i0 * d, d); });
+  else if (e.kind == PlanDense::kF16T)
+    pool.parallel_for(B, [&](int64_t i0, int64_t i1) { t.f16t_get_rows(e.f16, d, tokens + i0, i1 - i0, x + i0 * d, d); });
   else if (e.kind == PlanDense::kQ8)
     pool.parallel_for(B, [&](int64_t i0, int64_t i1) { t.q8_get_rows(e.q8, tokens + i0, i1 - i0, x + i0 * d, d); });
   else
@@ -67,6 +69,13 @@ void head_logits(const KernelTable& t, ThreadPool& pool, const PlanDense& hw, co
     const int64_t groups = (V + 15) / 16;
     pool.parallel_for_dynamic(groups, pool.chunk_grain(groups), [&](int64_t g0, int64_t g1) {
       t.f16_gemm(hw.f16, d, V, d, h, d, n, logits, V, g0 * 16, std::min(V, g1 * 16));
+    });
+    return;
+  }
+  if (hw.kind == PlanDense::kF16T) {
+    const int64_t tiles = f16t_tiles(V);
+    pool.parallel_for_dynamic(tiles, pool.chunk_grain(tiles), [&](int64_t t0, int64_t t1) {
+      t.f16t_gemm(hw.f16, V, d, h, d, n, logits, V, t0, t1);
     });
     return;
   }

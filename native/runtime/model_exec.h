@@ -22,9 +22,9 @@ namespace bitllm {
 
 // The token embedding / lm_head: F16 row-major [M, K], Q8R16 or Q4R16.
 struct PlanDense {
-  enum Kind : int32_t { kF16 = 0, kQ8 = 1, kQ4 = 2 };
+  enum Kind : int32_t { kF16 = 0, kQ8 = 1, kQ4 = 2, kF16T = 3 };
   int32_t kind = kF16;
-  const uint16_t* f16 = nullptr;
+  const uint16_t* f16 = nullptr;  // kF16: GGUF rows [M, K]; kF16T: F16T32 tiles (dense.h)
   Q8Mat q8{};
   Q4Mat q4{};
   int64_t M = 0, K = 0;
@@ -38,7 +38,8 @@ struct HeadScratch {
 };
 // x [B, e.K] = the embedding rows of tokens (ids checked by the caller).
 void embed_rows(const KernelTable& t, ThreadPool& pool, const PlanDense& e, const int32_t* tokens, int64_t B, float* x);
-// logits [n, hw.M] = hw · h [n, hw.K] (an F16 head on the float rows; Q8R16 / Q4R16 on their int8 quantization).
+// logits [n, hw.M] = hw · h [n, hw.K] (an F16 / F16T32 head on the float rows; Q8R16 / Q4R16 on their int8
+// quantization).
 void head_logits(const KernelTable& t, ThreadPool& pool, const PlanDense& hw, const float* h, int64_t n, float* logits,
                  HeadScratch& s);
 

@@ -1,5 +1,7 @@
 #include "repack_dense.h"
 
+#include <algorithm>
+
 #include <cmath>
 #include <cstring>
 
@@ -336,6 +338,33 @@ void unpack_q8_to_q8_0(const uint8_t* data, int64_t M, int64_t K, uint8_t* dst) 
       for (int g = 0; g < 8; ++g) std::memcpy(out + 2 + 4 * g, tile + j * kQ8BlockBytes + g * kQ8GroupBytes + 4 * r, 4);
     }
   }
+}
+
+int64_t repack_f16t(const uint16_t* src, int64_t M, int64_t K, uint16_t* dst, int64_t tile0, int64_t tile1) {
+  int64_t bad = 0;
+  // 32 rows x 64 columns at a time: 32 row segments of 128 bytes read, 64 lines of 64 bytes written.
+  constexpr int64_t kCols = 64;
+  for (int64_t t = tile0; t < tile1; ++t) {
+    uint16_t* dt = dst + t * K * kF16TRows;  // [K, 32]
+    const int64_t m0 = t * kF16TRows;
+    const int rows = static_cast<int>(std::min<int64_t>(kF16TRows, M - m0));
+    for (int64_t k0 = 0; k0 < K; k0 += kCols) {
+      const int64_t k1 = std::min(K, k0 + kCols);
+      for (int r = 0; r < kF16TRows; ++r) {
+        if (r >= rows) {
+          for (int64_t k = k0; k < k1; ++k) dt[k * kF16TRows + r] = 0;
+          continue;
+        }
+        const uint16_t* sr = src + (m0 + r) * K;
+        for (int64_t k = k0; k < k1; ++k) {
+          const uint16_t h = sr[k];
+          bad += (h & 0x7c00u) == 0x7c00u;
+          dt[k * kF16TRows + r] = h;
+        }
+      }
+    }
+  }
+  return bad;
 }
 
 }  // namespace bitllm

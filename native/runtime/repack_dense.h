@@ -1,4 +1,4 @@
-// Load-time repacking of dense weights into Q8R16 (kernels/dense.h) / Q4R16 (kernels/dense_q4.h) and back.
+// Load-time repacking of dense weights into Q8R16 / F16T32 (kernels/dense.h) / Q4R16 (kernels/dense_q4.h) and back.
 // Each repack handles output row tiles [tile0, tile1) so callers can split tiles across threads.
 // Sources are bounds-checked by the caller (addon / loader); these functions trust their sizes.
 #pragma once
@@ -29,6 +29,13 @@ int64_t repack_q8_from_f32(const float* src,  // [M, lds]
 // Q8R16 -> GGUF Q8_0 rows (the exact inverse of repack_q8_from_q8_0 for finite scales).
 void unpack_q8_to_q8_0(const uint8_t* data, int64_t M, int64_t K,
                        uint8_t* dst);  // [M, K/32, 34]
+
+// ---- F16T32 (kernels/dense.h) ----
+// GGUF F16 rows [M, K] -> F16T32 tiles [tile0, tile1): the half bits are moved as they are (rows past M
+// are zeros). A half whose exponent is all ones (Inf or NaN) is counted in the return value (the caller
+// rejects the tensor: the GEMM's inputs are finite).
+int64_t repack_f16t(const uint16_t* src,  // [M, K]
+                    int64_t M, int64_t K, uint16_t* dst, int64_t tile0, int64_t tile1);
 
 // ---- Q4R16 (kernels/dense_q4.h) ----
 // GGUF Q4_0 rows: [M, K/32] blocks of 18 bytes {fp16 d, uint8 qs[16]} (qs[i] low nibble = k i, high

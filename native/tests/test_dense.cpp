@@ -87,6 +87,87 @@ void run_f16_case(const std::vector<KernelTable>& tables, int64_t M, int64_t K, 
             (long long)K, (long long)B, (long long)b);
     }
   }
+
+  // The same weights as F16T32 tiles (the lm_head layout): the same bound, batch invariance, and the scalar
+  // variant's summation order exactly (chunks of kF16TChunk from zero, added to the total).
+  std::vector<uint16_t> wc(M * K);
+  for (int64_t m = 0; m < M; ++m) std::memcpy(&wc[m * K], &w[m * ldw], static_cast<size_t>(K) * 2);
+  const int64_t tiles = f16t_tiles(M);
+  std::vector<uint16_t> wt(f16t_elems(M, K), 0x7e00);
+  CHECK(repack_f16t(wc.data(), M, K, wt.data(), 0, tiles) == 0, "f16t repack counted finite halves");
+  for (int64_t m = M; m < tiles * kF16TRows; ++m)
+    for (int64_t k = 0; k < K; ++k) CHECK(wt[(m / kF16TRows) * K * kF16TRows + k * kF16TRows + m % kF16TRows] == 0, "f16t pad not zero");
+  std::vector<float> order(B * M);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t m = 0; m < M; ++m) {
+      float tot = 0.0f;
+      for (int64_t k0 = 0; k0 < K; k0 += kF16TChunk) {
+        float s = 0.0f;
+        for (int64_t k = k0; k < std::min(K, k0 + kF16TChunk); ++k) {
+          const float p = fp16_to_f32(wc[m * K + k]) * x[b * ldx + k];
+          s = s + p;
+        }
+        tot = tot + s;
+      }
+      order[b * M + m] = tot;
+    }
+  for (const auto& t : tables) {
+    std::vector<float> y(B * ldy, -777.0f);
+    const int64_t c1 = tiles / 3, c2 = (2 * tiles) / 3 + (tiles > 2 ? 1 : 0);
+    t.f16t_gemm(wt.data(), M, K, x.data(), ldx, B, y.data(), ldy, 0, c1);
+    t.f16t_gemm(wt.data(), M, K, x.data(), ldx, B, y.data(), ldy, c1, std::min(tiles, c2));
+    t.f16t_gemm(wt.data(), M, K, x.data(), ldx, B, y.data(), ldy, std::min(tiles, c2), tiles);
+    int bad = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t m = 0; m < M; ++m) {
+        const double err = std::fabs(static_cast<double>(y[b * ldy + m]) - exact[b * M + m]);
+        const double bd = bound[b * M + m];
+        if (bd > 0) g_worst_ratio = std::max(g_worst_ratio, err / bd);
+        if (!(err <= bd) && bad++ < 3)
+          CHECK(false, "f16t %s M=%lld K=%lld B=%lld b=%lld m=%lld got %.9g want %.9g bound %.3g", isa_name(t.isa),
+                (long long)M, (long long)K, (long long)B, (long long)b, (long long)m, y[b * ldy + m], exact[b * M + m], bd);
+        if (t.isa == Isa::scalar && !same_bits(y[b * ldy + m], order[b * M + m]) && bad++ < 3)
+          CHECK(false, "f16t scalar M=%lld K=%lld b=%lld m=%lld: %.9g is not the chunked sum %.9g", (long long)M,
+                (long long)K, (long long)b, (long long)m, y[b * ldy + m], order[b * M + m]);
+      }
+      for (int64_t m = M; m < ldy; ++m) CHECK(y[b * ldy + m] == -777.0f, "f16t %s wrote past M", isa_name(t.isa));
+    }
+    CHECK(bad == 0, "f16t %s: %d outputs wrong", isa_name(t.isa), bad);
+    std::vector<float> y1(ldy, -777.0f);
+    for (int64_t b = 0; b < B; ++b) {
+      t.f16t_gemm(wt.data(), M, K, x.data() + b * ldx, ldx, 1, y1.data(), ldy, 0, tiles);
+      CHECK(std::memcmp(y1.data(), y.data() + b * ldy, static_cast<size_t>(M) * 4) == 0,
+            "f16t %s M=%lld K=%lld B=%lld token %lld: batched bits differ from B = 1", isa_name(t.isa), (long long)M,
+            (long long)K, (long long)B, (long long)b);
+    }
+  }
+}
+
+void test_f16t_rows_and_repack(const std::vector<KernelTable>& tables, Rng& rng) {
+  for (int64_t K : {1, 7, 16, 17, 33, 2560}) {
+    const int64_t M = 70;
+    std::vector<uint16_t> w(M * K);
+    for (auto& h : w) h = static_cast<uint16_t>(rng.range(0, 0x7bff) | (rng.range(0, 1) << 15));
+    std::vector<uint16_t> wt(f16t_elems(M, K));
+    CHECK(repack_f16t(w.data(), M, K, wt.data(), 0, f16t_tiles(M)) == 0, "f16t repack: finite halves counted");
+    const std::vector<int32_t> rows = {0, 69, 31, 32, 63, 64, 5, 5};
+    const int64_t n = static_cast<int64_t>(rows.size()), ldo = K + 1;
+    for (const auto& t : tables) {
+      std::vector<float> out(n * ldo, -777.0f);
+      t.f16t_get_rows(wt.data(), K, rows.data(), n, out.data(), ldo);
+      for (int64_t i = 0; i < n; ++i) {
+        int bad = 0;
+        for (int64_t k = 0; k < K; ++k)
+          if (!same_bits(out[i * ldo + k], fp16_to_f32(w[rows[i] * K + k]))) ++bad;
+        CHECK(bad == 0, "f16t_get_rows %s K=%lld row %d: %d values differ", isa_name(t.isa), (long long)K, rows[i], bad);
+        CHECK(out[i * ldo + K] == -777.0f, "f16t_get_rows %s wrote past K", isa_name(t.isa));
+      }
+    }
+  }
+  std::vector<uint16_t> h(33 * 5, 0x3c00), out(f16t_elems(33, 5));
+  h[7] = 0x7c00;    // +Inf
+  h[100] = 0xfe00;  // NaN
+  CHECK(repack_f16t(h.data(), 33, 5, out.data(), 0, f16t_tiles(33)) == 2, "f16t repack: Inf / NaN not counted");
 }
 
 void test_f16_get_rows(const std::vector<KernelTable>& tables, Rng& rng) {
@@ -611,6 +692,7 @@ int main() {
   }
   run_f16_case(tables, 100, 2560, 64, WFill::normal, rng);
   test_f16_get_rows(tables, rng);
+  test_f16t_rows_and_repack(tables, rng);
 
   // q8
   for (int64_t M : Ms)
