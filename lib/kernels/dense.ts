@@ -40,19 +40,31 @@ function rowIds(fn: string, rows: Int32Array | readonly number[], M: number): In
   return Int32Array.from(rows);
 }
 
+/** The f16 / f16t GEMM bindings (the same arguments; the layout of w differs). */
+function halfGemm(fn: 'f16Gemm' | 'f16tGemm', ctx: KernelContext, w: F16Matrix | F16TMatrix, x: Float32Array, B: number,
+  y?: Float32Array): Float32Array {
+  const out = y ? head(y, B * w.M) : new Float32Array(B * w.M);
+  binding<F16GemmFn>(fn)(ctx.handle, w.data, w.M, w.K, head(x, B * w.K), B, out);
+  return out;
+}
+
+/** The f16 / f16t row lookup bindings. */
+function halfGetRows(fn: 'f16GetRows' | 'f16tGetRows', ctx: KernelContext, w: F16Matrix | F16TMatrix,
+  rows: Int32Array | readonly number[], out?: Float32Array): Float32Array {
+  const ids = rowIds(fn, rows, w.M);
+  const o = out ? head(out, ids.length * w.K) : new Float32Array(ids.length * w.K);
+  binding<F16GetRowsFn>(fn)(ctx.handle, w.data, w.M, w.K, ids, o);
+  return o;
+}
+
 /** Y [B, M] = X [B, K] · Wᵀ for GGUF F16 weights W [M, K] (float accumulation, bound in dense.h). */
 export function f16Gemm(ctx: KernelContext, w: F16Matrix, x: Float32Array, B: number, y?: Float32Array): Float32Array {
-  const out = y ? head(y, B * w.M) : new Float32Array(B * w.M);
-  binding<F16GemmFn>('f16Gemm')(ctx.handle, w.data, w.M, w.K, head(x, B * w.K), B, out);
-  return out;
+  return halfGemm('f16Gemm', ctx, w, x, B, y);
 }
 
 /** Embedding lookup: out [n, K] = rows of W as floats (exact). Row ids outside [0, M) throw RangeError. */
 export function f16GetRows(ctx: KernelContext, w: F16Matrix, rows: Int32Array | readonly number[], out?: Float32Array): Float32Array {
-  const ids = rowIds('f16GetRows', rows, w.M);
-  const o = out ? head(out, ids.length * w.K) : new Float32Array(ids.length * w.K);
-  binding<F16GetRowsFn>('f16GetRows')(ctx.handle, w.data, w.M, w.K, ids, o);
-  return o;
+  return halfGetRows('f16GetRows', ctx, w, rows, out);
 }
 
 /**
@@ -72,17 +84,12 @@ export function repackF16T(ctx: KernelContext, src: Uint16Array, M: number, K: n
 
 /** Y [B, M] = X [B, K] · Wᵀ for F16T32 W (float accumulation, the f16 bound; batch-invariant). */
 export function f16tGemm(ctx: KernelContext, w: F16TMatrix, x: Float32Array, B: number, y?: Float32Array): Float32Array {
-  const out = y ? head(y, B * w.M) : new Float32Array(B * w.M);
-  binding<F16GemmFn>('f16tGemm')(ctx.handle, w.data, w.M, w.K, head(x, B * w.K), B, out);
-  return out;
+  return halfGemm('f16tGemm', ctx, w, x, B, y);
 }
 
 /** Embedding lookup on F16T32 W: out [n, K] = rows of W as floats (exact). */
 export function f16tGetRows(ctx: KernelContext, w: F16TMatrix, rows: Int32Array | readonly number[], out?: Float32Array): Float32Array {
-  const ids = rowIds('f16tGetRows', rows, w.M);
-  const o = out ? head(out, ids.length * w.K) : new Float32Array(ids.length * w.K);
-  binding<F16GetRowsFn>('f16tGetRows')(ctx.handle, w.data, w.M, w.K, ids, o);
-  return o;
+  return halfGetRows('f16tGetRows', ctx, w, rows, out);
 }
 
 /**

@@ -35,6 +35,42 @@ uint16_t random_half(Rng& rng, WFill f) {
 
 double g_worst_ratio = 0.0;  // max |err| / bound seen
 
+// y [B, ldy] within the bound of the float64 sums, -777 past M, and (order != null) the same bits as order [B, M].
+void check_outputs(const char* what, const KernelTable& t, const std::vector<float>& y, int64_t ldy,
+                   const std::vector<double>& exact, const std::vector<double>& bound, const std::vector<float>* order,
+                   int64_t M, int64_t K, int64_t B) {
+  int bad = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t m = 0; m < M; ++m) {
+      const float got = y[b * ldy + m];
+      const double err = std::fabs(static_cast<double>(got) - exact[b * M + m]);
+      const double bd = bound[b * M + m];
+      if (bd > 0) g_worst_ratio = std::max(g_worst_ratio, err / bd);
+      if (!(err <= bd) && bad++ < 3)
+        CHECK(false, "%s %s(%s) M=%lld K=%lld B=%lld b=%lld m=%lld got %.9g want %.9g bound %.3g", what, isa_name(t.isa),
+              t.v_f16, (long long)M, (long long)K, (long long)B, (long long)b, (long long)m, got, exact[b * M + m], bd);
+      if (order && !same_bits(got, (*order)[b * M + m]) && bad++ < 3)
+        CHECK(false, "%s %s M=%lld K=%lld b=%lld m=%lld: %.9g is not the contract's sum %.9g", what, isa_name(t.isa),
+              (long long)M, (long long)K, (long long)b, (long long)m, got, (*order)[b * M + m]);
+    }
+    for (int64_t m = M; m < ldy; ++m) CHECK(y[b * ldy + m] == -777.0f, "%s %s wrote past M", what, isa_name(t.isa));
+  }
+  CHECK(bad == 0, "%s %s: %d outputs wrong", what, isa_name(t.isa), bad);
+}
+
+// Batch invariance: gemv1(b, y1) computes token b alone (B = 1, all rows); its bits must equal row b of y.
+template <typename F>
+void check_invariance(const char* what, const KernelTable& t, const std::vector<float>& y, int64_t ldy, int64_t M,
+                      int64_t K, int64_t B, F gemv1) {
+  std::vector<float> y1(ldy, -777.0f);
+  for (int64_t b = 0; b < B; ++b) {
+    gemv1(b, y1.data());
+    CHECK(std::memcmp(y1.data(), y.data() + b * ldy, static_cast<size_t>(M) * 4) == 0,
+          "%s %s M=%lld K=%lld B=%lld token %lld: batched bits differ from B = 1", what, isa_name(t.isa), (long long)M,
+          (long long)K, (long long)B, (long long)b);
+  }
+}
+
 void run_f16_case(const std::vector<KernelTable>& tables, int64_t M, int64_t K, int64_t B, WFill fill, Rng& rng) {
   const int64_t ldw = K + (rng.range(0, 1) ? 3 : 0), ldx = K + (rng.range(0, 1) ? 5 : 0), ldy = M + 2;
   std::vector<uint16_t> w(M * ldw, 0x7e00);  // NaN in the stride padding: must never be read
@@ -64,28 +100,11 @@ void run_f16_case(const std::vector<KernelTable>& tables, int64_t M, int64_t K, 
     t.f16_gemm(w.data(), ldw, M, K, x.data(), ldx, B, y.data(), ldy, 0, c1);
     t.f16_gemm(w.data(), ldw, M, K, x.data(), ldx, B, y.data(), ldy, c1, std::min(M, c2));
     t.f16_gemm(w.data(), ldw, M, K, x.data(), ldx, B, y.data(), ldy, std::min(M, c2), M);
-    int bad = 0;
-    for (int64_t b = 0; b < B; ++b) {
-      for (int64_t m = 0; m < M; ++m) {
-        const double err = std::fabs(static_cast<double>(y[b * ldy + m]) - exact[b * M + m]);
-        const double bd = bound[b * M + m];
-        if (bd > 0) g_worst_ratio = std::max(g_worst_ratio, err / bd);
-        if (!(err <= bd) && bad++ < 3)
-          CHECK(false, "f16 %s(%s) M=%lld K=%lld B=%lld b=%lld m=%lld got %.9g want %.9g bound %.3g", isa_name(t.isa),
-                t.v_f16, (long long)M, (long long)K, (long long)B, (long long)b, (long long)m, y[b * ldy + m],
-                exact[b * M + m], bd);
-      }
-      for (int64_t m = M; m < ldy; ++m) CHECK(y[b * ldy + m] == -777.0f, "f16 %s wrote past M", isa_name(t.isa));
-    }
-    CHECK(bad == 0, "f16 %s: %d outputs out of bound", isa_name(t.isa), bad);
+    check_outputs("f16", t, y, ldy, exact, bound, nullptr, M, K, B);
     // Batch invariance (DESIGN.md §4): every token's outputs are the bits of a B = 1 call over all rows.
-    std::vector<float> y1(ldy, -777.0f);
-    for (int64_t b = 0; b < B; ++b) {
-      t.f16_gemm(w.data(), ldw, M, K, x.data() + b * ldx, ldx, 1, y1.data(), ldy, 0, M);
-      CHECK(std::memcmp(y1.data(), y.data() + b * ldy, static_cast<size_t>(M) * 4) == 0,
-            "f16 %s M=%lld K=%lld B=%lld token %lld: batched bits differ from B = 1", isa_name(t.isa), (long long)M,
-            (long long)K, (long long)B, (long long)b);
-    }
+    check_invariance("f16", t, y, ldy, M, K, B, [&](int64_t b, float* y1) {
+      t.f16_gemm(w.data(), ldw, M, K, x.data() + b * ldx, ldx, 1, y1, ldy, 0, M);
+    });
   }
 
   // The same weights as F16T32 tiles (the lm_head layout): the same bound, batch invariance, and the scalar
@@ -117,29 +136,10 @@ void run_f16_case(const std::vector<KernelTable>& tables, int64_t M, int64_t K, 
     t.f16t_gemm(wt.data(), M, K, x.data(), ldx, B, y.data(), ldy, 0, c1);
     t.f16t_gemm(wt.data(), M, K, x.data(), ldx, B, y.data(), ldy, c1, std::min(tiles, c2));
     t.f16t_gemm(wt.data(), M, K, x.data(), ldx, B, y.data(), ldy, std::min(tiles, c2), tiles);
-    int bad = 0;
-    for (int64_t b = 0; b < B; ++b) {
-      for (int64_t m = 0; m < M; ++m) {
-        const double err = std::fabs(static_cast<double>(y[b * ldy + m]) - exact[b * M + m]);
-        const double bd = bound[b * M + m];
-        if (bd > 0) g_worst_ratio = std::max(g_worst_ratio, err / bd);
-        if (!(err <= bd) && bad++ < 3)
-          CHECK(false, "f16t %s M=%lld K=%lld B=%lld b=%lld m=%lld got %.9g want %.9g bound %.3g", isa_name(t.isa),
-                (long long)M, (long long)K, (long long)B, (long long)b, (long long)m, y[b * ldy + m], exact[b * M + m], bd);
-        if (t.isa == Isa::scalar && !same_bits(y[b * ldy + m], order[b * M + m]) && bad++ < 3)
-          CHECK(false, "f16t scalar M=%lld K=%lld b=%lld m=%lld: %.9g is not the chunked sum %.9g", (long long)M,
-                (long long)K, (long long)b, (long long)m, y[b * ldy + m], order[b * M + m]);
-      }
-      for (int64_t m = M; m < ldy; ++m) CHECK(y[b * ldy + m] == -777.0f, "f16t %s wrote past M", isa_name(t.isa));
-    }
-    CHECK(bad == 0, "f16t %s: %d outputs wrong", isa_name(t.isa), bad);
-    std::vector<float> y1(ldy, -777.0f);
-    for (int64_t b = 0; b < B; ++b) {
-      t.f16t_gemm(wt.data(), M, K, x.data() + b * ldx, ldx, 1, y1.data(), ldy, 0, tiles);
-      CHECK(std::memcmp(y1.data(), y.data() + b * ldy, static_cast<size_t>(M) * 4) == 0,
-            "f16t %s M=%lld K=%lld B=%lld token %lld: batched bits differ from B = 1", isa_name(t.isa), (long long)M,
-            (long long)K, (long long)B, (long long)b);
-    }
+    check_outputs("f16t", t, y, ldy, exact, bound, t.isa == Isa::scalar ? &order : nullptr, M, K, B);
+    check_invariance("f16t", t, y, ldy, M, K, B, [&](int64_t b, float* y1) {
+      t.f16t_gemm(wt.data(), M, K, x.data() + b * ldx, ldx, 1, y1, ldy, 0, tiles);
+    });
   }
 }
 
