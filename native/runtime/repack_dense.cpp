@@ -1,7 +1,6 @@
 #include "repack_dense.h"
 
 #include <algorithm>
-
 #include <cmath>
 #include <cstring>
 
