@@ -16,7 +16,9 @@ import { TransformerModel } from '../lib/model/transformer.js';
 import { configFromGguf } from '../lib/model/config.js';
 import { synthesizeModel } from '../lib/model/synth.js';
 import { type HeadMatrix, type LoadWeightsOptions, dequantHead, loadWeights } from '../lib/model/weights.js';
+import { refRepackF16T } from '../lib/reference/dense.js';
 import { floatToHalf, halfToFloat } from '../lib/reference/numeric.js';
+import { ModelFormatError } from '../lib/errors.js';
 import { expectSameBits, expectSameInts, randomNormal, rng } from './helpers.js';
 
 const ctx = new KernelContext({ threads: 2 });
@@ -136,6 +138,15 @@ describe('dequantHead', () => {
     expectSameInts(hb.m.data, Uint16Array.from(bf, (b) => floatToHalf(new Float32Array(new Uint32Array([b << 16]).buffer)[0]!)), 'bf16 f16');
   });
 
+  it('chunked Q6_K → f16t (the head\'s F16T32 tiles) equals the tiles of the whole F16 matrix, for any chunk', () => {
+    const want = refRepackF16T(Uint16Array.from(full, floatToHalf), M, K).w.data;
+    for (const chunk of [16, 32, 48, 4096]) {
+      const h = dequantHead(ctx, 'q6_k', q6, M, K, 'f16t', 'w', chunk);
+      expect(h.kind).toBe('f16t');
+      expectSameInts(h.m.data, want, `f16t chunk ${chunk}`);
+    }
+  });
+
   it('rejects BF16 values F16 cannot hold and short sources', () => {
     const bf = new Uint16Array(16 * 32).fill(0x4780); // 65536
     expect(() => dequantHead(ctx, 'bf16', new Uint8Array(bf.buffer), 16, 32, 'f16', 'big')).toThrow(/big: 512 values/);
@@ -192,6 +203,17 @@ describe('models with a Q6_K / BF16 token_embd', () => {
     for (let i = 0; i < x.length; i++) out[i] = (u[i]! + 0x7fff + ((u[i]! >>> 16) & 1)) >>> 16;
     return new Uint8Array(out.buffer);
   };
+
+  it('an F16 head holding Inf or NaN is a ModelFormatError naming the tensor (not garbage logits)', () => {
+    const f = withEmbedding(GGML.F16, (x) => {
+      const h = Uint16Array.from(x, floatToHalf);
+      h[5] = 0x7c00; // +Inf
+      h[h.length - 1] = 0x7e00; // NaN
+      return new Uint8Array(h.buffer);
+    });
+    expect(() => run(f)).toThrow(ModelFormatError);
+    expect(() => run(f)).toThrow(/token_embd\.weight: 2 F16 values are Inf or NaN/);
+  });
 
   for (const [label, type, encode, minCos] of [
     ['BF16', GGML.BF16, toBF16, 0.999],
