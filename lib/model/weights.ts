@@ -7,7 +7,7 @@ import { ModelFormatError } from '../errors.js';
 import { Q6_K_BLOCK_BYTES, QK_K, dequantizeBF16, dequantizeQ6K, floatsToHalves } from '../format/dequant.js';
 import type { GgufFile, GgufTensorInfo } from '../format/gguf.js';
 import { GGML } from '../format/types.js';
-import { type KernelContext, WeightArena, hugePagesEnabled, weightBytes } from '../kernels/context.js';
+import { type KernelContext, WeightArena, weightBytes } from '../kernels/context.js';
 import { type F16Matrix, type F16TMatrix, type Q4Matrix, type Q8Matrix, f16tElems, q4Bytes, q8Bytes, repackF16T, repackQ4, repackQ8 } from '../kernels/dense.js';
 import { ScaleMode, type TernaryMatrix, repackTernary, repackTernaryF32 } from '../kernels/ternary.js';
 import { type TernaryTd3Matrix, ternaryToTd3 } from '../kernels/td3.js';
@@ -293,15 +293,6 @@ function loadHead(ctx: KernelContext, tt: TensorTable, name: string, cfg: ModelC
     // multiplies the same converted weights (DESIGN.md §3.4). The tiles live in huge-page advised memory.
     if (layout === 'f16t') return { kind: 'f16t', m: repackF16T(ctx, halves(), M, K, name, weightBytes) };
     // An embedding only looked up reads a few rows a step: straight from the mapping.
-    if (role === 'rows') return { kind: 'f16', m: { data: halves(), M, K } };
-    if (hugePagesEnabled()) {
-      // The decode GEMV streams this matrix once per token. Copied into huge-page memory it streams
-      // ~10 % faster than through the file mapping's 4 KiB pages (docs/benchmarks.md); the file's pages
-      // are dropped below, so resident memory stays the same.
-      const copy = weightBytes(M * K * 2);
-      copy.set(src.subarray(0, M * K * 2));
-      return { kind: 'f16', m: { data: new Uint16Array(copy.buffer, copy.byteOffset, M * K), M, K } };
-    }
     return { kind: 'f16', m: { data: halves(), M, K } };
   }
   if (t.type === GGML.Q8_0) {
