@@ -231,84 +231,67 @@ void f16_get_rows_avx512(const uint16_t* w, int64_t ldw, int64_t K, const int32_
 
 // Prefetch distances in halves (measured on Zen 5, 128256 x 2560 from DRAM, 2 threads: none 31-33 ms at
 // B = 8, 512 halves 20-22, 2048 16-17, 8192 16-17; at B = 1 512 halves 10.6-11.2 ms against 12.6-12.9 none).
-constexpr int64_t kF16TPrefetchGemm = 2048;
-constexpr int64_t kF16TPrefetchGemv = 512;
+constexpr int kF16TPrefetchGemm = 2048;
+constexpr int kF16TPrefetchGemv = 512;
 
 inline void f16t_store(float* y, __m512 lo, __m512 hi, int rows) {
   if (rows >= kF16TRows) {
     _mm512_storeu_ps(y, lo);
     _mm512_storeu_ps(y + 16, hi);
   } else {
-    const uint32_t bits = rows >= 32 ? 0xffffffffu : (1u << rows) - 1;
+    const uint32_t bits = (1u << rows) - 1;  // rows < 32
     _mm512_mask_storeu_ps(y, static_cast<__mmask16>(bits & 0xffff), lo);
     _mm512_mask_storeu_ps(y + 16, static_cast<__mmask16>(bits >> 16), hi);
   }
 }
 
-// T tokens (x rows xb[0..T-1]) of one tile; pf: prefetch the tile's stream.
-template <int T>
-void f16t_tile(const uint16_t* wt, int64_t K, const float* x, int64_t ldx, float* y, int64_t ldy, int rows, bool pf) {
-  __m512 tot[T][2];
-  for (int i = 0; i < T; ++i) tot[i][0] = tot[i][1] = _mm512_setzero_ps();
+// T tokens of NT consecutive tiles (T = 1 for NT > 1: the GEMV walks tiles side by side, 2 NT independent chains;
+// NT = 1 for T > 1: the tokens share each converted line). PF > 0: prefetch each tile's stream PF halves ahead.
+template <int NT, int T, int PF>
+void f16t_block(const uint16_t* wt, int64_t K, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t M,
+                int64_t t0) {
+  __m512 tot[NT][T][2];
+  for (int t = 0; t < NT; ++t)
+    for (int i = 0; i < T; ++i) tot[t][i][0] = tot[t][i][1] = _mm512_setzero_ps();
   for (int64_t k0 = 0; k0 < K; k0 += kF16TChunk) {
     const int64_t k1 = std::min<int64_t>(K, k0 + kF16TChunk);
-    __m512 a[T][2];
-    for (int i = 0; i < T; ++i) a[i][0] = a[i][1] = _mm512_setzero_ps();
+    __m512 a[NT][T][2];
+    for (int t = 0; t < NT; ++t)
+      for (int i = 0; i < T; ++i) a[t][i][0] = a[t][i][1] = _mm512_setzero_ps();
     for (int64_t k = k0; k < k1; ++k) {
-      const uint16_t* p = wt + k * kF16TRows;
-      if (pf) asm volatile("prefetcht0 (%0)" : : "r"(p + kF16TPrefetchGemm));
-      const __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-      const __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16)));
-      for (int i = 0; i < T; ++i) {
-        const __m512 xv = _mm512_set1_ps(x[i * ldx + k]);
-        a[i][0] = _mm512_fmadd_ps(w0, xv, a[i][0]);
-        a[i][1] = _mm512_fmadd_ps(w1, xv, a[i][1]);
-      }
-    }
-    for (int i = 0; i < T; ++i) {
-      tot[i][0] = _mm512_add_ps(tot[i][0], a[i][0]);
-      tot[i][1] = _mm512_add_ps(tot[i][1], a[i][1]);
-    }
-  }
-  for (int i = 0; i < T; ++i) f16t_store(y + i * ldy, tot[i][0], tot[i][1], rows);
-}
-
-// B = 1: NT tiles side by side (2 NT independent chains), each stream prefetched.
-template <int NT>
-void f16t_gemv(const uint16_t* wt, int64_t K, const float* x, float* y, int64_t M, int64_t t0) {
-  __m512 tot[NT][2], a[NT][2];
-  for (int t = 0; t < NT; ++t) tot[t][0] = tot[t][1] = _mm512_setzero_ps();
-  for (int64_t k0 = 0; k0 < K; k0 += kF16TChunk) {
-    const int64_t k1 = std::min<int64_t>(K, k0 + kF16TChunk);
-    for (int t = 0; t < NT; ++t) a[t][0] = a[t][1] = _mm512_setzero_ps();
-    for (int64_t k = k0; k < k1; ++k) {
-      const __m512 xv = _mm512_set1_ps(x[k]);
       for (int t = 0; t < NT; ++t) {
         const uint16_t* p = wt + t * K * kF16TRows + k * kF16TRows;
-        asm volatile("prefetcht0 (%0)" : : "r"(p + kF16TPrefetchGemv));
-        a[t][0] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), xv, a[t][0]);
-        a[t][1] =
-            _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16))), xv, a[t][1]);
+        if constexpr (PF > 0) asm volatile("prefetcht0 (%0)" : : "r"(p + PF));
+        const __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+        const __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16)));
+        for (int i = 0; i < T; ++i) {
+          const __m512 xv = _mm512_set1_ps(x[i * ldx + k]);
+          a[t][i][0] = _mm512_fmadd_ps(w0, xv, a[t][i][0]);
+          a[t][i][1] = _mm512_fmadd_ps(w1, xv, a[t][i][1]);
+        }
       }
     }
-    for (int t = 0; t < NT; ++t) {
-      tot[t][0] = _mm512_add_ps(tot[t][0], a[t][0]);
-      tot[t][1] = _mm512_add_ps(tot[t][1], a[t][1]);
-    }
+    for (int t = 0; t < NT; ++t)
+      for (int i = 0; i < T; ++i) {
+        tot[t][i][0] = _mm512_add_ps(tot[t][i][0], a[t][i][0]);
+        tot[t][i][1] = _mm512_add_ps(tot[t][i][1], a[t][i][1]);
+      }
   }
   for (int t = 0; t < NT; ++t) {
     const int64_t m = (t0 + t) * kF16TRows;
-    f16t_store(y + m, tot[t][0], tot[t][1], static_cast<int>(std::min<int64_t>(kF16TRows, M - m)));
+    const int rows = static_cast<int>(std::min<int64_t>(kF16TRows, M - m));
+    for (int i = 0; i < T; ++i) f16t_store(y + i * ldy + m, tot[t][i][0], tot[t][i][1], rows);
   }
 }
 
-template <int T>
-void f16t_tile_n(int nt, const uint16_t* wt, int64_t K, const float* x, int64_t ldx, float* y, int64_t ldy, int rows,
-                 bool pf) {
+// One tile, nt <= T tokens.
+template <int T, int PF>
+void f16t_tokens(int nt, const uint16_t* wt, int64_t K, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t M,
+                 int64_t t0) {
   if constexpr (T > 1) {
-    if (nt < T) return f16t_tile_n<T - 1>(nt, wt, K, x, ldx, y, ldy, rows, pf);
+    if (nt < T) return f16t_tokens<T - 1, PF>(nt, wt, K, x, ldx, y, ldy, M, t0);
   }
-  f16t_tile<T>(wt, K, x, ldx, y, ldy, rows, pf);
+  f16t_block<1, T, PF>(wt, K, x, ldx, y, ldy, M, t0);
 }
 
 constexpr int kF16TTokens = 8;
@@ -317,16 +300,16 @@ void f16t_gemm_avx512(const uint16_t* w, int64_t M, int64_t K, const float* x, i
                       int64_t ldy, int64_t tile0, int64_t tile1) {
   if (B == 1) {
     int64_t t = tile0;
-    for (; t + 4 <= tile1; t += 4) f16t_gemv<4>(w + t * K * kF16TRows, K, x, y, M, t);
-    for (; t < tile1; ++t) f16t_gemv<1>(w + t * K * kF16TRows, K, x, y, M, t);
+    for (; t + 4 <= tile1; t += 4) f16t_block<4, 1, kF16TPrefetchGemv>(w + t * K * kF16TRows, K, x, ldx, y, ldy, M, t);
+    for (; t < tile1; ++t) f16t_block<1, 1, kF16TPrefetchGemv>(w + t * K * kF16TRows, K, x, ldx, y, ldy, M, t);
     return;
   }
   for (int64_t t = tile0; t < tile1; ++t) {
     const uint16_t* wt = w + t * K * kF16TRows;
-    const int rows = static_cast<int>(std::min<int64_t>(kF16TRows, M - t * kF16TRows));
-    for (int64_t b = 0; b < B; b += kF16TTokens) {
+    for (int64_t b = 0; b < B; b += kF16TTokens) {  // the tile's first token group reads it from memory: prefetch
       const int nt = static_cast<int>(std::min<int64_t>(kF16TTokens, B - b));
-      f16t_tile_n<kF16TTokens>(nt, wt, K, x + b * ldx, ldx, y + b * ldy + t * kF16TRows, ldy, rows, b == 0);
+      if (b == 0) f16t_tokens<kF16TTokens, kF16TPrefetchGemm>(nt, wt, K, x, ldx, y, ldy, M, t);
+      else f16t_tokens<kF16TTokens, 0>(nt, wt, K, x + b * ldx, ldx, y + b * ldy, ldy, M, t);
     }
   }
 }
