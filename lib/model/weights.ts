@@ -343,7 +343,8 @@ export function dequantHead(ctx: KernelContext, type: 'q6_k' | 'bf16', src: Uint
       const dst = halves ? halves.subarray(r0 * K, (r0 + n) * K) : chunkHalves!.subarray(0, n * K);
       const bad = floatsToHalves(chunk, dst, n * K);
       if (bad > 0) throw new ModelFormatError(`${name}: ${bad} values in rows ${r0}..${r0 + n - 1} are not finite in F16 (load with the q8 head type)`);
-      if (tiles) tiles.set(repackF16T(ctx, dst, n, K, name).data, f16tElems(r0, K));
+      // The chunk's tiles are a range of the whole (r0 is a multiple of 32): repack straight into it.
+      if (tb) repackF16T(ctx, dst, n, K, name, (bytes) => tb.subarray(2 * f16tElems(r0, K), 2 * f16tElems(r0, K) + bytes));
     } else if (q8) {
       const part = repackQ8(ctx, 'f32', chunk.subarray(0, n * K), n, K, name);
       q8.set(part.data, q8Bytes(r0, K));
